@@ -1,0 +1,173 @@
+//! Runtime configuration: what the rest of rouse consumes, already validated.
+//!
+//! Everything here is plain data. Defaults are resolved (a server's `program`, an upstream's
+//! `max_servers`), durations are `Duration`s and addresses are parsed, so no other crate ever
+//! re-checks or re-interprets a config value.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was read from, when there was one.
+    pub source: Option<PathBuf>,
+    pub proxy: ProxyConfig,
+    pub admin: Option<AdminConfig>,
+    pub log: LogConfig,
+    /// `[supervisors.NAME]`, by name.
+    pub supervisors: BTreeMap<String, SupervisordConfig>,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads; 0 = one per core.
+    pub threads: usize,
+    /// TCP connect to a server (default 5s).
+    pub connect_timeout: Duration,
+    /// From request sent to response head received (default 60s).
+    pub read_timeout: Duration,
+    /// How long a client keep-alive connection may sit idle between requests (default 75s).
+    pub client_idle_timeout: Duration,
+    /// Pooled idle upstream connections are closed after this (default 50s; keep it below the
+    /// backends' own keep-alive timeout).
+    pub pool_idle_timeout: Duration,
+    /// Most idle pooled connections kept per server (default 128).
+    pub pool_max_idle_per_server: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish (default 30s).
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// One line per proxied request (default true).
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupervisordUrl {
+    /// `http://host:port/path`
+    Http {
+        host: String,
+        port: u16,
+        path: String,
+    },
+    /// `unix:///run/supervisor.sock`
+    Unix { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupervisordConfig {
+    pub name: String,
+    pub url: SupervisordUrl,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How often `getAllProcessInfo` is polled (default 1s).
+    pub poll_interval: Duration,
+    /// Timeout of one XML-RPC call (default 10s).
+    pub timeout: Duration,
+}
+
+/// Who starts and stops an upstream's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupervisorRef {
+    /// `supervisor` omitted: rouse's own embedded supervisor runs `command`.
+    Embedded,
+    /// `supervisor = "none"`: static servers, never started or stopped by rouse.
+    Static,
+    /// `supervisor = "NAME"`: the `[supervisors.NAME]` supervisord.
+    Supervisord(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Idle servers first, then fewest in-flight per weight, ties round robin.
+    #[default]
+    Fair,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// A TCP connect to the server's address succeeds.
+    Tcp,
+    /// `GET path` answers 2xx.
+    Http { path: String },
+    /// The supervisor says RUNNING (embedded: alive for `startsecs`).
+    Supervisor,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Lower-cased host names, without port; empty = the default upstream.
+    pub hosts: Vec<String>,
+    /// Starts with '/'; default "/".
+    pub path_prefix: String,
+    pub supervisor: SupervisorRef,
+    /// Program-name prefix; default = upstream name.
+    pub supervisord_name: String,
+    pub balance: Balance,
+    pub min_servers: usize,
+    /// Default = number of servers.
+    pub max_servers: usize,
+    pub target_in_flight: u32,
+    pub target_rps: Option<f64>,
+    pub idle_timeout: Duration,
+    pub start_timeout: Duration,
+    pub queue_limit: usize,
+    pub ready: Readiness,
+    /// Path prefixes answered 503 when cold, without starting anything.
+    pub never_wake: Vec<String>,
+    /// Browsers (`Accept: text/html`) held for a cold start get a self-refreshing page.
+    pub waiting_page: bool,
+    /// A newly ready server's share ramps up over this long (default 5s; 0 = off).
+    pub slow_start: Duration,
+    /// Passive failure: how long a server whose connect failed is left out, the first time;
+    /// doubled on each further failure up to `fail_timeout_max` (defaults 2s and 60s).
+    pub fail_timeout: Duration,
+    pub fail_timeout_max: Duration,
+    pub servers: Vec<ServerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandLine {
+    /// Run by `/bin/sh -c`.
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// 0-based position in the upstream.
+    pub index: usize,
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// supervisord program name; default `<supervisord_name><index>`.
+    pub program: String,
+    /// Embedded supervisor only (required there).
+    pub command: Option<CommandLine>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub startsecs: Duration,
+    /// Signal name without "SIG", upper case, e.g. "TERM".
+    pub stop_signal: String,
+    pub stop_timeout: Duration,
+}

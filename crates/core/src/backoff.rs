@@ -1,0 +1,1 @@
+//! Backoff. (skeleton: to be written)

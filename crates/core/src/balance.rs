@@ -1,0 +1,1 @@
+//! Choosing a server for a request. (skeleton: to be written)

@@ -1,0 +1,9 @@
+//! rouse's pure core: decisions over plain data, with time passed in.
+//!
+//! Nothing here does I/O, spawns, sleeps or reads a clock; the shell (data plane and reconciler)
+//! feeds observations in and applies the answers.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod balance;
+pub mod state;
