@@ -1,1 +1,24 @@
+//! rouse's data plane.
+//!
+//! A request flows: `server` accepts the connection (HTTP/1.1 or h2c) → `Proxy::handle` finds
+//! the upstream with `router` → the upstream's balancer picks a ready server → `headers` rewrites
+//! the request → `pool` lends a keep-alive connection (or connects) → the response streams back
+//! through `body`, which returns the connection to its pool and ends the in-flight count.
+//! Connect failures are reported to the server's passive-failure tracker and the request, whose
+//! body was not touched, is retried on another server. WebSocket upgrades are spliced by
+//! `upgrade`. The data plane never starts or stops anything: it reads the shared table
+//! (`rouse-state`) and reports outcomes into it.
 #![forbid(unsafe_code)]
+
+pub mod answer;
+pub mod body;
+mod forward;
+pub mod headers;
+pub mod pool;
+mod proxy;
+pub mod router;
+mod server;
+mod upgrade;
+
+pub use proxy::{Proxy, Settings};
+pub use server::serve;

@@ -1,1 +1,15 @@
+//! rouse, wired together: the binary's `main` parses the command line and calls into here; tests
+//! call [`Rouse::start`] to run a whole rouse in-process on port 0.
+//!
+//! # Layout
+//! - `rouse-config`: the file, validated into runtime types.
+//! - `rouse-core`: pure decisions (balancing, states, backoff).
+//! - `rouse-state`: the live table both planes share.
+//! - `rouse-proxy`: the data plane.
+//! - here: listeners, signals, reload, logging.
 #![forbid(unsafe_code)]
+
+mod app;
+pub mod logging;
+
+pub use app::{Rouse, bind_listeners};

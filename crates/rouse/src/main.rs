@@ -1,1 +1,111 @@
-fn main() {}
+//! The `rouse` command: parse the command line, then hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rouse::Rouse;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(
+    name = "rouse",
+    version,
+    about = "A load-aware reverse proxy that starts its backends on demand"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve until SIGTERM/SIGINT (graceful); SIGHUP reloads the config file.
+    Run {
+        #[arg(short, long, default_value = "rouse.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config file and print a summary of upstreams and servers.
+    Check {
+        #[arg(short, long, default_value = "rouse.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Exit codes of SPEC.md.
+const EXIT_BAD_CONFIG: u8 = 1;
+const EXIT_RUNTIME: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match rouse_config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok", config.display());
+                print!("{}", rouse_config::summary(&c));
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+        Command::Run { config: path } => {
+            let config = match rouse_config::load(&path) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            rouse::logging::init(config.log.format);
+            match run(path, config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("rouse: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }
+    }
+}
+
+fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.proxy.threads > 0 {
+        rt.worker_threads(config.proxy.threads);
+    }
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        let rouse = Rouse::start(config).await?;
+        tracing::info!(listen = ?rouse.addrs(), "rouse is serving");
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => match rouse_config::load(&path) {
+                    Ok(new) => {
+                        rouse.reload(&new);
+                        tracing::info!(file = %path.display(), "configuration reloaded");
+                    }
+                    Err(errors) => {
+                        for e in &errors.errors {
+                            tracing::error!("reload refused, keeping the running configuration: {e}");
+                        }
+                    }
+                },
+            }
+        }
+        rouse.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

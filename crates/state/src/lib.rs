@@ -1,1 +1,14 @@
+//! The live table that rouse's planes share.
+//!
+//! The control plane (reconciler, admin) writes server states; the data plane reads them on every
+//! request and reports outcomes (in-flight counts, passive failures) back through atomics. Nothing
+//! here blocks: the hot path takes no lock unless a server has recently failed.
 #![forbid(unsafe_code)]
+
+mod server;
+mod table;
+mod upstream;
+
+pub use server::{InFlightGuard, Server};
+pub use table::Table;
+pub use upstream::Upstream;

@@ -1,0 +1,197 @@
+//! The file as written: serde types mirroring rouse.toml, before any meaning is given to values.
+//!
+//! Every key is optional here, even required ones: whether something is missing is decided by
+//! validation, which can then report it together with every other problem instead of stopping
+//! serde at the first one. Values that validation may have to point at keep their span.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::{self, SeqAccess, Visitor};
+use toml::Spanned;
+
+use crate::duration::FileDuration;
+
+/// One table of the file (`[proxy]`, one `[[upstream]]`, ...) read into `T`.
+#[derive(Debug, Clone, Default)]
+pub struct Section<T> {
+    pub value: T,
+    /// The table's header (`[proxy]`), or the whole inline table.
+    pub span: Range<usize>,
+    /// Where each key present in the table is written, for errors about the key itself
+    /// ("not allowed here") rather than its value.
+    pub keys: BTreeMap<String, Range<usize>>,
+    /// Keys that were present but already reported as invalid: they read as absent, and
+    /// validation must not report them missing or check other keys against their default.
+    pub rejected: BTreeSet<String>,
+}
+
+impl<T> Section<T> {
+    /// The key's own span, or the table's when the key is not there.
+    pub fn key_span(&self, key: &str) -> Range<usize> {
+        self.keys
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| self.span.clone())
+    }
+
+    pub fn is_rejected(&self, key: &str) -> bool {
+        self.rejected.contains(key)
+    }
+}
+
+/// The whole document.
+#[derive(Debug, Clone, Default)]
+pub struct FileConfig {
+    pub proxy: Option<Section<FileProxy>>,
+    pub admin: Option<Section<FileAdmin>>,
+    pub log: Option<Section<FileLog>>,
+    /// `[supervisors.NAME]`, by name: TOML tables do not keep the order of their keys.
+    pub supervisors: Vec<FileSupervisorEntry>,
+    pub upstreams: Vec<FileUpstreamEntry>,
+    /// Where `upstream` is written, if it is: "at least one upstream" points there.
+    pub upstream_key: Option<Range<usize>>,
+    /// `upstream` was there but not an array of tables (already reported).
+    pub upstream_rejected: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSupervisorEntry {
+    pub name: Spanned<String>,
+    pub section: Section<FileSupervisor>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FileUpstreamEntry {
+    pub section: Section<FileUpstream>,
+    /// `[[upstream.server]]`, in order.
+    pub servers: Vec<Section<FileServer>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileProxy {
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub threads: Option<Spanned<usize>>,
+    pub connect_timeout: Option<Spanned<FileDuration>>,
+    pub read_timeout: Option<Spanned<FileDuration>>,
+    pub client_idle_timeout: Option<Spanned<FileDuration>>,
+    pub pool_idle_timeout: Option<Spanned<FileDuration>>,
+    pub pool_max_idle_per_server: Option<usize>,
+    pub shutdown_timeout: Option<Spanned<FileDuration>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileLog {
+    pub format: Option<FileLogFormat>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSupervisor {
+    pub url: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub poll_interval: Option<Spanned<FileDuration>>,
+    pub timeout: Option<Spanned<FileDuration>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileBalance {
+    Fair,
+    RoundRobin,
+}
+
+/// One `[[upstream]]` table, without its `server` array (read on its own, see `read`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileUpstream {
+    pub name: Option<Spanned<String>>,
+    pub hosts: Option<Vec<Spanned<String>>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub supervisor: Option<Spanned<String>>,
+    pub supervisord_name: Option<Spanned<String>>,
+    pub balance: Option<FileBalance>,
+    pub min_servers: Option<Spanned<usize>>,
+    pub max_servers: Option<Spanned<usize>>,
+    pub target_in_flight: Option<Spanned<u32>>,
+    pub target_rps: Option<Spanned<f64>>,
+    pub idle_timeout: Option<Spanned<FileDuration>>,
+    pub start_timeout: Option<Spanned<FileDuration>>,
+    pub queue_limit: Option<usize>,
+    pub ready: Option<Spanned<String>>,
+    pub never_wake: Option<Vec<Spanned<String>>>,
+    pub waiting_page: Option<bool>,
+    pub slow_start: Option<Spanned<FileDuration>>,
+    pub fail_timeout: Option<Spanned<FileDuration>>,
+    pub fail_timeout_max: Option<Spanned<FileDuration>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileServer {
+    pub address: Option<Spanned<String>>,
+    pub weight: Option<Spanned<u32>>,
+    pub program: Option<Spanned<String>>,
+    pub command: Option<Spanned<FileCommand>>,
+    pub env: Option<Spanned<BTreeMap<String, String>>>,
+    pub cwd: Option<Spanned<String>>,
+    pub startsecs: Option<Spanned<FileDuration>>,
+    pub stop_signal: Option<Spanned<String>>,
+    pub stop_timeout: Option<Spanned<FileDuration>>,
+}
+
+/// `command`: a shell string or an argv array. Written by hand because serde's untagged enums
+/// only say "did not match any variant", which tells the user nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for FileCommand {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CommandVisitor)
+    }
+}
+
+struct CommandVisitor;
+
+impl<'de> Visitor<'de> for CommandVisitor {
+    type Value = FileCommand;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a command string (run by /bin/sh) or an array of strings (argv)")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<FileCommand, E> {
+        Ok(FileCommand::Shell(text.to_owned()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FileCommand, A::Error> {
+        let mut argv = Vec::new();
+        while let Some(arg) = seq.next_element::<String>()? {
+            argv.push(arg);
+        }
+        Ok(FileCommand::Argv(argv))
+    }
+}

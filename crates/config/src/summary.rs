@@ -1,0 +1,214 @@
+//! The human summary `rouse check` prints: what rouse will do with this configuration.
+
+use std::fmt::Write as _;
+
+use crate::duration::format_duration;
+use crate::model::{
+    Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef, SupervisordUrl,
+};
+
+/// Width of the labels of the first block, "supervisors" and two spaces.
+const LABEL: usize = 13;
+
+/// Plain text, aligned in columns, ending with a newline.
+pub fn summary(config: &Config) -> String {
+    let mut out = String::new();
+    let listen: Vec<String> = config.proxy.listen.iter().map(|a| a.to_string()).collect();
+    let threads = match config.proxy.threads {
+        0 => "one worker thread per core".to_owned(),
+        1 => "1 worker thread".to_owned(),
+        n => format!("{n} worker threads"),
+    };
+    let admin = match &config.admin {
+        Some(admin) if admin.token.is_some() => format!("{} (token required)", admin.listen),
+        Some(admin) => format!("{} (no token)", admin.listen),
+        None => "off".to_owned(),
+    };
+    let log = format!(
+        "{}, access log {}",
+        match config.log.format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        },
+        if config.log.access_log { "on" } else { "off" }
+    );
+    let supervisors: Vec<Vec<String>> = config
+        .supervisors
+        .values()
+        .map(|s| {
+            let url = match &s.url {
+                SupervisordUrl::Http { host, port, path } if host.contains(':') => {
+                    format!("http://[{host}]:{port}{path}")
+                }
+                SupervisordUrl::Http { host, port, path } => format!("http://{host}:{port}{path}"),
+                SupervisordUrl::Unix { path } => format!("unix://{}", path.display()),
+            };
+            let auth = match &s.username {
+                Some(user) => format!("user {user}"),
+                None => "no auth".to_owned(),
+            };
+            vec![
+                s.name.clone(),
+                url,
+                auth,
+                format!("poll {}", format_duration(s.poll_interval)),
+                format!("timeout {}", format_duration(s.timeout)),
+            ]
+        })
+        .collect();
+    let supervisors = if supervisors.is_empty() {
+        "none\n".to_owned()
+    } else {
+        columns(&supervisors, "")
+    };
+    let rows = [
+        ("listen", format!("{} ({threads})", listen.join(", "))),
+        ("admin", admin),
+        ("log", log),
+    ];
+    for (label, value) in rows {
+        let _ = writeln!(out, "{label:<LABEL$}{value}");
+    }
+    // The supervisors' own table is aligned on its own, shifted right of the labels.
+    for (i, line) in supervisors.lines().enumerate() {
+        let label = if i == 0 { "supervisors" } else { "" };
+        let _ = writeln!(out, "{label:<LABEL$}{line}");
+    }
+
+    for upstream in &config.upstreams {
+        let _ = writeln!(out, "\nupstream \"{}\"", upstream.name);
+        let hosts = if upstream.hosts.is_empty() {
+            "(default)".to_owned()
+        } else {
+            upstream.hosts.join(", ")
+        };
+        let supervisor = match &upstream.supervisor {
+            SupervisorRef::Embedded => "embedded".to_owned(),
+            SupervisorRef::Static => "none (static servers)".to_owned(),
+            SupervisorRef::Supervisord(name) => format!("supervisord \"{name}\""),
+        };
+        let balance = match upstream.balance {
+            Balance::Fair => "fair",
+            Balance::RoundRobin => "round_robin",
+        };
+        let ready = match &upstream.ready {
+            Readiness::Tcp => "tcp".to_owned(),
+            Readiness::Http { path } => format!("http:{path}"),
+            Readiness::Supervisor => "supervisor".to_owned(),
+        };
+        let rows = vec![
+            vec!["hosts".to_owned(), hosts],
+            vec!["path_prefix".to_owned(), upstream.path_prefix.clone()],
+            vec!["supervisor".to_owned(), supervisor],
+            vec!["balance".to_owned(), balance.to_owned()],
+            vec![
+                "servers".to_owned(),
+                format!("min {}, max {}", upstream.min_servers, upstream.max_servers),
+            ],
+            vec!["ready".to_owned(), ready],
+            vec![
+                "idle_timeout".to_owned(),
+                format_duration(upstream.idle_timeout),
+            ],
+            vec![
+                "start_timeout".to_owned(),
+                format_duration(upstream.start_timeout),
+            ],
+        ];
+        out.push_str(&columns(&rows, "  "));
+
+        let with_command = upstream.servers.iter().any(|s| s.command.is_some());
+        let mut header = vec!["index", "address", "weight", "program"];
+        if with_command {
+            header.push("command");
+        }
+        let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+        for server in &upstream.servers {
+            let mut row = vec![
+                server.index.to_string(),
+                server.address.to_string(),
+                server.weight.to_string(),
+                server.program.clone(),
+            ];
+            if let Some(command) = &server.command {
+                row.push(command_text(command));
+            }
+            rows.push(row);
+        }
+        out.push_str(&columns(&rows, "  "));
+    }
+    out
+}
+
+/// A command as one might type it: argv elements are quoted when the shell would split them.
+fn command_text(command: &CommandLine) -> String {
+    match command {
+        CommandLine::Shell(line) => line.clone(),
+        CommandLine::Argv(argv) => argv
+            .iter()
+            .map(|arg| {
+                let plain = !arg.is_empty()
+                    && arg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+                if plain {
+                    arg.clone()
+                } else {
+                    format!("'{}'", arg.replace('\'', r"'\''"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// Rows padded into columns (two spaces apart), each line starting with `indent`.
+fn columns(rows: &[Vec<String>], indent: &str) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let width = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(width),
+                None => widths.push(width),
+            }
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = indent.to_owned();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < row.len() {
+                let width = widths.get(i).copied().unwrap_or(0);
+                let _ = write!(line, "{cell:<width$}  ");
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_aligned() {
+        let rows = vec![
+            vec!["a".to_owned(), "bb".to_owned(), "c".to_owned()],
+            vec!["aaa".to_owned(), "b".to_owned(), "".to_owned()],
+        ];
+        assert_eq!(columns(&rows, "  "), "  a    bb  c\n  aaa  b\n");
+    }
+
+    #[test]
+    fn argv_is_quoted_only_when_needed() {
+        let argv = CommandLine::Argv(vec!["python3".into(), "-c".into(), "print('hi')".into()]);
+        assert_eq!(command_text(&argv), r"python3 -c 'print('\''hi'\'')'");
+        let shell = CommandLine::Shell("a | b".into());
+        assert_eq!(command_text(&shell), "a | b");
+    }
+}

@@ -1,0 +1,306 @@
+//! `FileConfig` → `model::Config`: defaults, meaning and every rule of the format.
+//!
+//! Validation never stops at a problem: a bad value is reported and replaced by a placeholder so
+//! the remaining checks still run, and the caller throws the result away if anything was
+//! reported. Placeholders are never seen outside this crate.
+
+mod cross;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::duration::FileDuration;
+use crate::error::Diagnostics;
+use crate::file::{
+    FileAdmin, FileConfig, FileLog, FileLogFormat, FileProxy, FileSupervisorEntry, Section,
+};
+use crate::model::{
+    AdminConfig, Config, LogConfig, LogFormat, ProxyConfig, SupervisordConfig, SupervisordUrl,
+};
+use crate::position::LineIndex;
+use crate::values;
+
+pub(crate) use upstream::CheckedUpstream;
+
+/// Stands in for an address that could not be read, so checks can go on.
+const NO_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// Threads beyond this are a typo, not a machine.
+const MAX_THREADS: usize = 1024;
+
+pub(crate) const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
+
+/// What checks need besides the diagnostics: line numbers, for messages that mention another
+/// place in the file ("first defined at line 3").
+pub(crate) struct Context<'a> {
+    pub(crate) diagnostics: &'a mut Diagnostics,
+    pub(crate) lines: &'a LineIndex<'a>,
+}
+
+impl Context<'_> {
+    pub(crate) fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.diagnostics.error(span, message);
+    }
+
+    pub(crate) fn line(&self, span: &Range<usize>) -> usize {
+        self.lines.position(span.start).0
+    }
+}
+
+pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
+    let (proxy, listen_spans) = proxy(file.proxy.as_ref(), cx);
+    let admin = file.admin.as_ref().map(|section| admin(section, cx));
+    let log = log(file.log.as_ref());
+    let supervisors = supervisors(&file.supervisors, cx);
+
+    // "none" is reported as reserved above; listing it as defined would only confuse.
+    let defined: Vec<&str> = file
+        .supervisors
+        .iter()
+        .map(|entry| entry.name.get_ref().as_str())
+        .filter(|name| *name != "none")
+        .collect();
+    let upstreams: Vec<CheckedUpstream> = file
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| upstream::upstream(index, entry, &defined, cx))
+        .collect();
+    if file.upstreams.is_empty() && !file.upstream_rejected {
+        let span = file.upstream_key.clone().unwrap_or(0..0);
+        cx.error(
+            span,
+            "no upstream defined: add at least one [[upstream]] with a name and a [[upstream.server]]",
+        );
+    }
+
+    let admin_listen = admin
+        .as_ref()
+        .map(|(config, span)| Spanned::new(span.clone(), config.listen));
+    cross::check(&listen_spans, admin_listen.as_ref(), &upstreams, cx);
+
+    Config {
+        source: None,
+        proxy,
+        admin: admin.map(|(config, _)| config),
+        log,
+        supervisors,
+        upstreams: upstreams.into_iter().map(|u| u.config).collect(),
+    }
+}
+
+/// The proxy settings, and each listen address with where it is written.
+fn proxy(
+    section: Option<&Section<FileProxy>>,
+    cx: &mut Context<'_>,
+) -> (ProxyConfig, Vec<Spanned<SocketAddr>>) {
+    let default = FileProxy::default();
+    let file = section.map_or(&default, |s| &s.value);
+
+    let mut listen = Vec::new();
+    match &file.listen {
+        Some(addresses) if addresses.get_ref().is_empty() => cx.error(
+            addresses.span(),
+            "listen: at least one address is needed, e.g. [\"127.0.0.1:8080\"]",
+        ),
+        Some(addresses) => {
+            for address in addresses.get_ref() {
+                match values::socket_addr(address.get_ref()) {
+                    Ok(parsed) => {
+                        if let Some(first) = listen
+                            .iter()
+                            .find(|a: &&Spanned<SocketAddr>| *a.get_ref() == parsed)
+                        {
+                            let line = cx.line(&first.span());
+                            cx.error(
+                                address.span(),
+                                format!("listen: {parsed} is listed twice (also on line {line})"),
+                            );
+                        }
+                        listen.push(Spanned::new(address.span(), parsed));
+                    }
+                    Err(message) => cx.error(address.span(), format!("listen: {message}")),
+                }
+            }
+        }
+        None => {
+            let span = section.map_or(0..0, |s| s.span.clone());
+            if let Ok(address) = values::socket_addr(DEFAULT_PROXY_LISTEN) {
+                listen.push(Spanned::new(span, address));
+            }
+        }
+    }
+
+    let threads = file.threads.as_ref().map_or(0, |threads| {
+        let value = *threads.get_ref();
+        if value > MAX_THREADS {
+            cx.error(
+                threads.span(),
+                format!("threads: {value} is too many (at most {MAX_THREADS}; 0 = one per core)"),
+            );
+        }
+        value
+    });
+
+    let config = ProxyConfig {
+        listen: listen.iter().map(|a| *a.get_ref()).collect(),
+        threads,
+        connect_timeout: positive("connect_timeout", &file.connect_timeout, 5, cx),
+        read_timeout: positive("read_timeout", &file.read_timeout, 60, cx),
+        client_idle_timeout: positive("client_idle_timeout", &file.client_idle_timeout, 75, cx),
+        pool_idle_timeout: positive("pool_idle_timeout", &file.pool_idle_timeout, 50, cx),
+        pool_max_idle_per_server: file.pool_max_idle_per_server.unwrap_or(128),
+        shutdown_timeout: duration(&file.shutdown_timeout, 30),
+    };
+    (config, listen)
+}
+
+/// The admin settings, and where its listen address is written (the table, when defaulted).
+fn admin(section: &Section<FileAdmin>, cx: &mut Context<'_>) -> (AdminConfig, Range<usize>) {
+    let file = &section.value;
+    let (listen, span) = match &file.listen {
+        Some(listen) => match values::socket_addr(listen.get_ref()) {
+            Ok(address) => (address, listen.span()),
+            Err(message) => {
+                cx.error(listen.span(), format!("listen: {message}"));
+                (NO_ADDRESS, listen.span())
+            }
+        },
+        None => (
+            values::socket_addr(DEFAULT_ADMIN_LISTEN).unwrap_or(NO_ADDRESS),
+            section.span.clone(),
+        ),
+    };
+    let token = file.token.as_ref().map(|token| {
+        let value = token.get_ref();
+        if value.is_empty() {
+            cx.error(
+                token.span(),
+                "token: must not be empty; remove the key to leave the admin API open",
+            );
+        } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            cx.error(
+                token.span(),
+                "token: must not contain whitespace (it is sent in an Authorization header)",
+            );
+        }
+        value.clone()
+    });
+    (AdminConfig { listen, token }, span)
+}
+
+fn log(section: Option<&Section<FileLog>>) -> LogConfig {
+    let file = section.map(|s| &s.value);
+    LogConfig {
+        format: match file.and_then(|f| f.format) {
+            Some(FileLogFormat::Json) => LogFormat::Json,
+            Some(FileLogFormat::Text) | None => LogFormat::Text,
+        },
+        access_log: file.and_then(|f| f.access_log).unwrap_or(true),
+    }
+}
+
+fn supervisors(
+    entries: &[FileSupervisorEntry],
+    cx: &mut Context<'_>,
+) -> BTreeMap<String, SupervisordConfig> {
+    let mut out = BTreeMap::new();
+    for entry in entries {
+        let name = entry.name.get_ref();
+        if name == "none" {
+            cx.error(
+                entry.name.span(),
+                "supervisor name \"none\" is reserved (supervisor = \"none\" means static \
+                 servers); choose another name",
+            );
+        } else if let Err(message) = values::name("supervisor name", name) {
+            cx.error(entry.name.span(), message);
+        }
+        let section = &entry.section;
+        let file = &section.value;
+        let what = format!("[supervisors.{name}]");
+
+        let url = match &file.url {
+            Some(url) => values::supervisord_url(url.get_ref()).unwrap_or_else(|message| {
+                cx.error(url.span(), format!("url: {message}"));
+                placeholder_url()
+            }),
+            None => {
+                if !section.is_rejected("url") {
+                    cx.error(
+                        section.span.clone(),
+                        format!(
+                            "{what} needs a url, e.g. url = \"http://127.0.0.1:9001/RPC2\" or \
+                             url = \"unix:///run/supervisor.sock\""
+                        ),
+                    );
+                }
+                placeholder_url()
+            }
+        };
+
+        for (key, value) in [("username", &file.username), ("password", &file.password)] {
+            if let Some(value) = value.as_ref().filter(|v| v.get_ref().is_empty()) {
+                cx.error(value.span(), format!("{key}: must not be empty"));
+            }
+        }
+        // Half a credential is a typo or a forgotten line, never a deliberate setting.
+        match (&file.username, &file.password) {
+            (Some(_), None) if !section.is_rejected("password") => cx.error(
+                section.key_span("username"),
+                "username is set but password is missing: give both or neither",
+            ),
+            (None, Some(_)) if !section.is_rejected("username") => cx.error(
+                section.key_span("password"),
+                "password is set but username is missing: give both or neither",
+            ),
+            _ => {}
+        }
+
+        out.insert(
+            name.clone(),
+            SupervisordConfig {
+                name: name.clone(),
+                url,
+                username: file.username.as_ref().map(|u| u.get_ref().clone()),
+                password: file.password.as_ref().map(|p| p.get_ref().clone()),
+                poll_interval: positive("poll_interval", &file.poll_interval, 1, cx),
+                timeout: positive("timeout", &file.timeout, 10, cx),
+            },
+        );
+    }
+    out
+}
+
+fn placeholder_url() -> SupervisordUrl {
+    SupervisordUrl::Unix {
+        path: Default::default(),
+    }
+}
+
+/// A duration with its default (in seconds).
+pub(crate) fn duration(value: &Option<Spanned<FileDuration>>, default_secs: u64) -> Duration {
+    value
+        .as_ref()
+        .map_or(Duration::from_secs(default_secs), |d| d.get_ref().0)
+}
+
+/// A duration that must not be zero: a zero timeout or interval is never what was meant.
+pub(crate) fn positive(
+    key: &str,
+    value: &Option<Spanned<FileDuration>>,
+    default_secs: u64,
+    cx: &mut Context<'_>,
+) -> Duration {
+    let duration = duration(value, default_secs);
+    if let Some(value) = value.as_ref().filter(|_| duration.is_zero()) {
+        cx.error(value.span(), format!("{key}: must be more than 0s"));
+    }
+    duration
+}

@@ -1,0 +1,37 @@
+//! Responses rouse writes itself: short, plain, and saying why.
+
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use crate::body::ProxyBody;
+
+/// Header naming which of rouse's own answers this is, for clients, tests and logs.
+pub const X_ROUSE_ERROR: &str = "x-rouse-error";
+
+pub fn error(status: StatusCode, kind: &'static str, message: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::local(format!("{message}\n")));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_ROUSE_ERROR, HeaderValue::from_static(kind));
+    resp
+}
+
+/// 503 with `Retry-After` in whole seconds (at least 1).
+pub fn unavailable(
+    kind: &'static str,
+    message: String,
+    retry_after: Duration,
+) -> Response<ProxyBody> {
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, kind, message);
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}

@@ -1,0 +1,128 @@
+//! The body of a response sent to a client: streamed from a server, or made by rouse.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use rouse_state::InFlightGuard;
+use tokio::time::Instant;
+
+use crate::pool::{Pool, Sender};
+
+/// What happens when a streamed response ends: the server's connection goes back to its pool
+/// and the request stops counting as in flight.
+#[derive(Debug)]
+pub struct Completion {
+    pub guard: InFlightGuard,
+    pub reuse: Option<(Sender, Arc<Pool>)>,
+}
+
+impl Completion {
+    fn finish(self) {
+        if let Some((sender, pool)) = self.reuse {
+            pool.put(sender, Instant::now());
+        }
+        drop(self.guard);
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ProxyBodyProj]
+    pub enum ProxyBody {
+        Upstream {
+            #[pin]
+            inner: Incoming,
+            done: Option<Completion>,
+        },
+        Local {
+            data: Option<Bytes>,
+        },
+    }
+
+    impl PinnedDrop for ProxyBody {
+        fn drop(this: Pin<&mut Self>) {
+            if let ProxyBodyProj::Upstream { inner, done } = this.project() {
+                if let Some(mut c) = done.take() {
+                    // hyper never polls a body that says it is empty (HEAD, 204, 304), so its
+                    // clean end shows only here; anything else was cut short and the
+                    // connection is not reusable.
+                    if !inner.is_end_stream() {
+                        c.reuse = None;
+                    }
+                    c.finish();
+                }
+            }
+        }
+    }
+}
+
+impl ProxyBody {
+    pub fn upstream(inner: Incoming, done: Completion) -> ProxyBody {
+        ProxyBody::Upstream {
+            inner,
+            done: Some(done),
+        }
+    }
+
+    pub fn local(data: impl Into<Bytes>) -> ProxyBody {
+        let data: Bytes = data.into();
+        ProxyBody::Local {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Local { data: None }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ProxyBodyProj::Upstream { inner, done } => {
+                let polled = inner.poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(c) = done.take() {
+                            c.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(mut c) = done.take() {
+                            c.reuse = None;
+                            c.finish();
+                        }
+                    }
+                    _ => {}
+                }
+                polled
+            }
+            ProxyBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Local { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Local { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}

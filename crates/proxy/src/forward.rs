@@ -1,0 +1,221 @@
+//! Handling one client request: route, choose a server, send, retry what can be retried.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use rouse_state::Server;
+use tokio::time::{Instant, timeout};
+
+use crate::answer;
+use crate::body::{Completion, ProxyBody};
+use crate::headers;
+use crate::proxy::{Proxy, RouteUpstream};
+
+impl Proxy {
+    /// Answers one client request. Never fails: every problem becomes a response saying why.
+    pub async fn handle(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let authority = match headers::request_authority(&req) {
+            Ok(a) => a.to_owned(),
+            Err(e) => {
+                return answer::error(StatusCode::BAD_REQUEST, "bad-request", format!("{e}"));
+            }
+        };
+        let host = headers::host_of(&authority);
+        let routes = self.routes.load_full();
+        let Some(up) = routes.router.route(&host, req.uri().path()) else {
+            return answer::error(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                format!(
+                    "no upstream for host {host:?} and path {:?}",
+                    req.uri().path()
+                ),
+            );
+        };
+        let up = &routes.upstreams[up];
+
+        // HTTP/2 has no Upgrade; a stray header there is simply dropped with the others.
+        let upgrade = req.version() < Version::HTTP_2 && headers::wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        headers::to_upstream(&mut req, &authority, client.ip(), upgrade);
+
+        let (resp, server) = self.forward(up, req, client_upgrade).await;
+        if self.settings.access_log {
+            tracing::info!(
+                target: "rouse::access",
+                client = %client.ip(),
+                %method,
+                path,
+                upstream = up.state.name(),
+                server = server.map(|s| s.to_string()).unwrap_or_default(),
+                status = resp.status().as_u16(),
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+            );
+        }
+        resp
+    }
+
+    async fn forward(
+        self: &Arc<Self>,
+        up: &RouteUpstream,
+        mut req: Request<Incoming>,
+        mut client_upgrade: Option<OnUpgrade>,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        let settings = &self.settings;
+        // Servers that refused a connection for this request. Nothing was sent to them, so the
+        // request (body untouched) can go to each other server in turn.
+        let mut tried: Vec<usize> = Vec::new();
+        'servers: loop {
+            let now = Instant::now();
+            let Some(server) = up
+                .state
+                .pick(now, &tried)
+                .or_else(|| up.state.least_recently_failed(&tried))
+                .cloned()
+            else {
+                return (self.no_server(up, &tried), None);
+            };
+            let pool = &up.pools[server.index()];
+            let guard = server.begin_request();
+            let mut pooled_allowed = true;
+            loop {
+                let pooled = if pooled_allowed {
+                    pool.checkout(now)
+                } else {
+                    None
+                };
+                let is_pooled = pooled.is_some();
+                let mut sender = match pooled {
+                    Some(s) => s,
+                    None => match pool.connect(settings.connect_timeout).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            self.note_failure(up, &server, &e.to_string());
+                            tried.push(server.index());
+                            continue 'servers;
+                        }
+                    },
+                };
+                if is_pooled
+                    && !matches!(
+                        timeout(settings.connect_timeout, sender.ready()).await,
+                        Ok(Ok(()))
+                    )
+                {
+                    continue;
+                }
+                match timeout(settings.read_timeout, sender.try_send_request(req)).await {
+                    Err(_) => {
+                        let msg = format!(
+                            "server {} of upstream {:?} did not answer within {:?}",
+                            server.address(),
+                            up.state.name(),
+                            settings.read_timeout
+                        );
+                        tracing::warn!("{msg}");
+                        return (
+                            answer::error(StatusCode::GATEWAY_TIMEOUT, "read-timeout", msg),
+                            Some(server.address()),
+                        );
+                    }
+                    Ok(Ok(resp)) => {
+                        server.record_success();
+                        let done = Completion {
+                            guard,
+                            reuse: Some((sender, Arc::clone(pool))),
+                        };
+                        let resp = self.respond(resp, done, client_upgrade.take());
+                        return (resp, Some(server.address()));
+                    }
+                    Ok(Err(mut e)) => match e.take_message() {
+                        Some(back) => {
+                            // Nothing was written: a pooled connection the server had closed
+                            // while idle. Try a fresh one before blaming the server.
+                            req = back;
+                            if is_pooled {
+                                pooled_allowed = false;
+                                continue;
+                            }
+                            self.note_failure(up, &server, &e.error().to_string());
+                            tried.push(server.index());
+                            continue 'servers;
+                        }
+                        None => {
+                            let msg = format!(
+                                "server {} of upstream {:?} failed mid-request: {}",
+                                server.address(),
+                                up.state.name(),
+                                e.error()
+                            );
+                            tracing::warn!("{msg}");
+                            return (
+                                answer::error(StatusCode::BAD_GATEWAY, "server-error", msg),
+                                Some(server.address()),
+                            );
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    fn note_failure(&self, up: &RouteUpstream, server: &Server, why: &str) {
+        let until = server.record_failure(Instant::now(), &up.state.backoff);
+        tracing::warn!(
+            upstream = up.state.name(),
+            server = %server.address(),
+            left_out_for_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,
+            "server unreachable: {why}"
+        );
+    }
+
+    fn no_server(&self, up: &RouteUpstream, tried: &[usize]) -> Response<ProxyBody> {
+        if tried.is_empty() {
+            // Nothing ready and nothing to try: servers are stopped or starting. Waking them is
+            // the lifecycle's job; until it exists for this upstream, say so.
+            return answer::unavailable(
+                "no-ready-server",
+                format!("upstream {:?} has no ready server", up.state.name()),
+                up.state
+                    .config
+                    .start_timeout
+                    .min(std::time::Duration::from_secs(5)),
+            );
+        }
+        answer::error(
+            StatusCode::BAD_GATEWAY,
+            "unreachable",
+            format!(
+                "no server of upstream {:?} could be reached (tried {})",
+                up.state.name(),
+                tried.len()
+            ),
+        )
+    }
+
+    fn respond(
+        self: &Arc<Self>,
+        resp: Response<Incoming>,
+        done: Completion,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client) = client_upgrade {
+                return self.splice_upgrade(resp, done, client);
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        Response::from_parts(parts, ProxyBody::upstream(body, done))
+    }
+}

@@ -1,0 +1,236 @@
+//! Header rewriting between client and server: hop-by-hop headers out, forwarding headers in.
+//!
+//! Pure functions over `http` types so they are tested without sockets.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri, Version};
+
+/// RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones proxies also drop.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Why a request cannot be forwarded at all (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    #[error("missing Host header")]
+    MissingHost,
+    #[error("invalid Host header")]
+    InvalidHost,
+}
+
+/// The host a request is for, from the URI authority (HTTP/2, absolute-form) or the Host header.
+/// Returns the raw authority (possibly with port), as sent.
+pub fn request_authority<B>(req: &Request<B>) -> Result<&str, BadRequest> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(a.as_str());
+    }
+    match req.headers().get(header::HOST) {
+        Some(v) => v.to_str().map_err(|_| BadRequest::InvalidHost),
+        None if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 => Ok(""),
+        None => Err(BadRequest::MissingHost),
+    }
+}
+
+/// The host part of an authority, lower-cased, without port or IPv6 brackets' port.
+pub fn host_of(authority: &str) -> String {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        // IPv6 literal: keep the brackets' content.
+        rest.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Whether the client asks to switch protocols (WebSocket), per RFC 9110 §7.8.
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, and the ones the Connection header names. When `keep_upgrade`,
+/// `Upgrade` and `Connection: upgrade` are kept (rewritten to exactly that) so a WebSocket
+/// handshake reaches the other side.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP.iter() {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Turns a client request into the request sent to a server: HTTP/1.1, origin-form URI, Host
+/// kept, hop-by-hop headers removed, `X-Forwarded-*` added. `authority` is what
+/// [`request_authority`] returned; `upgrade` keeps a WebSocket handshake intact.
+pub fn to_upstream<B>(req: &mut Request<B>, authority: &str, client_ip: IpAddr, upgrade: bool) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if req.uri().authority().is_some() || req.uri().scheme().is_some() {
+        *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    *req.version_mut() = Version::HTTP_11;
+
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    // hyper already answered any `Expect: 100-continue` when it started reading the body.
+    headers.remove(header::EXPECT);
+
+    let host = HeaderValue::from_str(authority).ok();
+    if let Some(host) = &host {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
+        }
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    append_forwarded_for(headers, client_ip);
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
+    let ip = client_ip.to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn authority_from_host_header_or_uri() {
+        let r = req("/x", &[("host", "App.Example.com:8080")]);
+        assert_eq!(request_authority(&r).unwrap(), "App.Example.com:8080");
+        assert_eq!(host_of("App.Example.com:8080"), "app.example.com");
+        let r = req("http://h2.example/x", &[]);
+        assert_eq!(request_authority(&r).unwrap(), "h2.example");
+        assert_eq!(host_of("[::1]:80"), "::1");
+        assert_eq!(host_of("plain"), "plain");
+    }
+
+    #[test]
+    fn http11_without_host_is_bad() {
+        let r = req("/x", &[]);
+        assert_eq!(request_authority(&r), Err(BadRequest::MissingHost));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut r = req(
+            "/x",
+            &[
+                ("host", "a"),
+                ("connection", "keep-alive, x-secret"),
+                ("keep-alive", "timeout=5"),
+                ("x-secret", "1"),
+                ("te", "trailers"),
+                ("proxy-authorization", "Basic x"),
+                ("upgrade", "websocket"),
+                ("x-kept", "yes"),
+            ],
+        );
+        to_upstream(&mut r, "a", CLIENT, false);
+        let h = r.headers();
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "te",
+            "proxy-authorization",
+            "upgrade",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} should be removed");
+        }
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut r = req(
+            "/ws",
+            &[
+                ("host", "a"),
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "websocket"),
+            ],
+        );
+        assert!(wants_upgrade(r.headers()));
+        to_upstream(&mut r, "a", CLIENT, true);
+        assert_eq!(r.headers()["upgrade"], "websocket");
+        assert_eq!(r.headers()["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_are_set_and_appended() {
+        let mut r = req("/x", &[("host", "a.b"), ("x-forwarded-for", "192.0.2.1")]);
+        to_upstream(&mut r, "a.b", CLIENT, false);
+        assert_eq!(r.headers()["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
+        assert_eq!(r.headers()["x-forwarded-proto"], "http");
+        assert_eq!(r.headers()["x-forwarded-host"], "a.b");
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_host() {
+        let mut r = req("http://h2.example/p?q=1", &[]);
+        *r.version_mut() = Version::HTTP_2;
+        to_upstream(&mut r, "h2.example", CLIENT, false);
+        assert_eq!(r.uri().to_string(), "/p?q=1");
+        assert_eq!(r.version(), Version::HTTP_11);
+        assert_eq!(r.headers()["host"], "h2.example");
+    }
+}

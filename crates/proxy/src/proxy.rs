@@ -1,0 +1,136 @@
+//! The proxy's shared state: routes to upstreams, their connection pools, and its settings.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rouse_config::ProxyConfig;
+use rouse_state::{Table, Upstream};
+use tokio_util::task::TaskTracker;
+
+use crate::pool::Pool;
+use crate::router::Router;
+
+/// The parts of `[proxy]` and `[log]` the data plane needs per request.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_server: usize,
+    pub shutdown_timeout: Duration,
+    pub access_log: bool,
+}
+
+impl Settings {
+    pub fn new(proxy: &ProxyConfig, access_log: bool) -> Settings {
+        Settings {
+            connect_timeout: proxy.connect_timeout,
+            read_timeout: proxy.read_timeout,
+            client_idle_timeout: proxy.client_idle_timeout,
+            pool_idle_timeout: proxy.pool_idle_timeout,
+            pool_max_idle_per_server: proxy.pool_max_idle_per_server,
+            shutdown_timeout: proxy.shutdown_timeout,
+            access_log,
+        }
+    }
+}
+
+pub(crate) struct Routes {
+    pub router: Router,
+    pub upstreams: Vec<RouteUpstream>,
+}
+
+pub(crate) struct RouteUpstream {
+    pub state: Arc<Upstream>,
+    /// Indexed like `state.servers`.
+    pub pools: Vec<Arc<Pool>>,
+}
+
+pub struct Proxy {
+    pub(crate) routes: ArcSwap<Routes>,
+    pub(crate) settings: Settings,
+    /// Upgraded (WebSocket) connections, which outlive their request.
+    pub(crate) upgrades: TaskTracker,
+}
+
+impl Proxy {
+    pub fn new(settings: Settings, table: &Table) -> Arc<Proxy> {
+        let routes = build_routes(&settings, table, &HashMap::new());
+        Arc::new(Proxy {
+            routes: ArcSwap::from_pointee(routes),
+            settings,
+            upgrades: TaskTracker::new(),
+        })
+    }
+
+    /// Switches to a new table (reload). Pools of servers that keep their upstream and address
+    /// are carried over, so warm connections survive.
+    pub fn update(&self, table: &Table) {
+        let old = self.routes.load();
+        let mut keep = HashMap::new();
+        for up in &old.upstreams {
+            for (server, pool) in up.state.servers.iter().zip(&up.pools) {
+                keep.insert(
+                    (up.state.name().to_owned(), server.address()),
+                    Arc::clone(pool),
+                );
+            }
+        }
+        self.routes
+            .store(Arc::new(build_routes(&self.settings, table, &keep)));
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Closes idle upstream connections past their idle timeout; call now and then.
+    pub fn evict_idle(&self) {
+        let now = tokio::time::Instant::now();
+        for up in &self.routes.load().upstreams {
+            for pool in &up.pools {
+                pool.evict_expired(now);
+            }
+        }
+    }
+}
+
+fn build_routes(
+    settings: &Settings,
+    table: &Table,
+    keep: &HashMap<(String, SocketAddr), Arc<Pool>>,
+) -> Routes {
+    let router = Router::new(
+        table
+            .upstreams
+            .iter()
+            .map(|u| (u.config.hosts.as_slice(), u.config.path_prefix.as_str())),
+    );
+    let upstreams = table
+        .upstreams
+        .iter()
+        .map(|u| RouteUpstream {
+            state: Arc::clone(u),
+            pools: u
+                .servers
+                .iter()
+                .map(|s| {
+                    keep.get(&(u.name().to_owned(), s.address()))
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            Arc::new(Pool::new(
+                                s.address(),
+                                settings.pool_max_idle_per_server,
+                                settings.pool_idle_timeout,
+                            ))
+                        })
+                })
+                .collect(),
+        })
+        .collect();
+    Routes { router, upstreams }
+}

@@ -1,0 +1,100 @@
+//! A running rouse: its listeners, its shared table, its data plane.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use rouse_config::Config;
+use rouse_proxy::{Proxy, Settings};
+use rouse_state::Table;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Binds every `[proxy] listen` address, before anything else starts, so "address in use" is
+/// reported (exit 2) instead of half-starting.
+pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(config.proxy.listen.len());
+    for addr in &config.proxy.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+/// A rouse serving in the background of the current tokio runtime.
+pub struct Rouse {
+    proxy: Arc<Proxy>,
+    table: Mutex<Arc<Table>>,
+    addrs: Vec<SocketAddr>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Rouse {
+    /// Binds the listeners of `config` and starts serving.
+    pub async fn start(config: Config) -> std::io::Result<Rouse> {
+        let listeners = bind_listeners(&config).await?;
+        Ok(Rouse::with_listeners(config, listeners))
+    }
+
+    pub fn with_listeners(config: Config, listeners: Vec<TcpListener>) -> Rouse {
+        let addrs = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let table = Arc::new(Table::new(&config));
+        let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(rouse_proxy::serve(Arc::clone(&proxy), listeners, async {
+            let _ = rx.await;
+        }));
+        Rouse {
+            proxy,
+            table: Mutex::new(table),
+            addrs,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// The proxy's bound addresses, in `[proxy] listen` order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn table(&self) -> Arc<Table> {
+        Arc::clone(&self.table.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Applies a new, already validated config's upstreams. Listener changes need a restart.
+    pub fn reload(&self, config: &Config) {
+        let table = Arc::new(Table::new(config));
+        self.proxy.update(&table);
+        *self.table.lock().unwrap_or_else(|e| e.into_inner()) = table;
+    }
+
+    /// Graceful shutdown: stop accepting, finish in-flight requests (bounded by
+    /// `shutdown_timeout`), then return.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Rouse {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! One server of an upstream: its lifecycle state and the counters the data plane keeps.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use rouse_config::ServerConfig;
+use rouse_core::backoff::{Backoff, FailureTracker};
+use rouse_core::state::ServerState;
+use tokio::time::Instant;
+
+#[derive(Debug)]
+pub struct Server {
+    pub config: ServerConfig,
+    state: AtomicU8,
+    in_flight: AtomicU32,
+    upgraded: AtomicU32,
+    requests: AtomicU64,
+    /// Mirrors `passive.consecutive()` so the hot path can skip the lock when nothing failed.
+    recent_failures: AtomicU32,
+    passive: Mutex<FailureTracker>,
+}
+
+impl Server {
+    pub fn new(config: ServerConfig, initial: ServerState) -> Server {
+        Server {
+            config,
+            state: AtomicU8::new(initial as u8),
+            in_flight: AtomicU32::new(0),
+            upgraded: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            recent_failures: AtomicU32::new(0),
+            passive: Mutex::new(FailureTracker::default()),
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.config.index
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.config.address
+    }
+
+    pub fn state(&self) -> ServerState {
+        ServerState::from_u8(self.state.load(Ordering::Acquire)).unwrap_or(ServerState::Failed)
+    }
+
+    /// Only the control plane calls this (and the data plane for static servers).
+    pub fn set_state(&self, state: ServerState) -> ServerState {
+        ServerState::from_u8(self.state.swap(state as u8, Ordering::AcqRel))
+            .unwrap_or(ServerState::Failed)
+    }
+
+    /// Requests in flight, including open upgraded (WebSocket) connections.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn upgraded(&self) -> u32 {
+        self.upgraded.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent to this server since it was configured.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Whether a passive failure currently keeps this server out of rotation.
+    pub fn passively_failed(&self, now: Instant) -> bool {
+        if self.recent_failures.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.tracker().is_failed(now)
+    }
+
+    /// When the current passive failure window ends, if the server has failed recently.
+    pub fn failed_until(&self) -> Option<Instant> {
+        if self.recent_failures.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.tracker().until()
+    }
+
+    /// Ready and not passively failed: the balancer may choose it.
+    pub fn eligible(&self, now: Instant) -> bool {
+        self.state() == ServerState::Ready && !self.passively_failed(now)
+    }
+
+    /// The data plane could not reach this server (nothing was sent).
+    pub fn record_failure(&self, now: Instant, backoff: &Backoff) -> Instant {
+        let mut t = self.tracker();
+        let until = t.record_failure(now, backoff);
+        self.recent_failures
+            .store(t.consecutive(), Ordering::Relaxed);
+        until
+    }
+
+    /// A request reached this server: forget earlier passive failures.
+    pub fn record_success(&self) {
+        if self.recent_failures.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut t = self.tracker();
+        t.record_success();
+        self.recent_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a request from now until the guard is dropped.
+    pub fn begin_request(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard {
+            server: Arc::clone(self),
+            upgraded: false,
+        }
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, FailureTracker> {
+        // A poisoned lock only means another thread panicked mid-update of plain counters;
+        // the data is still usable, and the data plane must not panic in turn.
+        self.passive.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Keeps a request (or an upgraded connection) counted as in flight on its server.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    server: Arc<Server>,
+    upgraded: bool,
+}
+
+impl InFlightGuard {
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// The request became a long-lived upgraded connection (WebSocket): it stays in flight, and
+    /// is also counted as upgraded, until the guard drops.
+    pub fn mark_upgraded(&mut self) {
+        if !self.upgraded {
+            self.upgraded = true;
+            self.server.upgraded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.upgraded {
+            self.server.upgraded.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
