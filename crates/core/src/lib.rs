@@ -6,4 +6,7 @@
 
 pub mod backoff;
 pub mod balance;
+pub mod policy;
+pub mod slow_start;
 pub mod state;
+pub mod transition;

@@ -44,8 +44,9 @@ pin_project_lite::pin_project! {
 
     impl PinnedDrop for ProxyBody {
         fn drop(this: Pin<&mut Self>) {
-            if let ProxyBodyProj::Upstream { inner, done } = this.project() {
-                if let Some(mut c) = done.take() {
+            if let ProxyBodyProj::Upstream { inner, done } = this.project()
+                && let Some(mut c) = done.take()
+            {
                     // hyper never polls a body that says it is empty (HEAD, 204, 304), so its
                     // clean end shows only here; anything else was cut short and the
                     // connection is not reusable.
@@ -53,7 +54,6 @@ pin_project_lite::pin_project! {
                         c.reuse = None;
                     }
                     c.finish();
-                }
             }
         }
     }

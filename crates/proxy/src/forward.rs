@@ -6,12 +6,13 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use rouse_state::Server;
+use rouse_state::{Server, Table};
 use tokio::time::{Instant, timeout};
 
 use crate::answer;
 use crate::body::{Completion, ProxyBody};
 use crate::headers;
+use crate::hold::{Waiter, hold};
 use crate::proxy::{Proxy, RouteUpstream};
 
 impl Proxy {
@@ -47,9 +48,12 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let waiter = Waiter::new(&method, &path, req.headers(), started);
         headers::to_upstream(&mut req, &authority, client.ip(), upgrade);
 
-        let (resp, server) = self.forward(up, req, client_upgrade).await;
+        let (resp, server) = self
+            .forward(&routes.table, up, req, client_upgrade, &waiter)
+            .await;
         if self.settings.access_log {
             tracing::info!(
                 target: "rouse::access",
@@ -67,9 +71,11 @@ impl Proxy {
 
     async fn forward(
         self: &Arc<Self>,
+        table: &Table,
         up: &RouteUpstream,
         mut req: Request<Incoming>,
         mut client_upgrade: Option<OnUpgrade>,
+        waiter: &Waiter<'_>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let settings = &self.settings;
         // Servers that refused a connection for this request. Nothing was sent to them, so the
@@ -83,6 +89,13 @@ impl Proxy {
                 .or_else(|| up.state.least_recently_failed(&tried))
                 .cloned()
             else {
+                if tried.is_empty() && !up.state.is_static() {
+                    // Cold (or every server failed): wait for the control plane to bring one up.
+                    match hold(table, &up.state, waiter).await {
+                        Ok(()) => continue 'servers,
+                        Err(resp) => return (resp, None),
+                    }
+                }
                 return (self.no_server(up, &tried), None);
             };
             let pool = &up.pools[server.index()];
@@ -209,10 +222,10 @@ impl Proxy {
         done: Completion,
         client_upgrade: Option<OnUpgrade>,
     ) -> Response<ProxyBody> {
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client) = client_upgrade {
-                return self.splice_upgrade(resp, done, client);
-            }
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client) = client_upgrade
+        {
+            return self.splice_upgrade(resp, done, client);
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);

@@ -14,6 +14,7 @@ pub mod answer;
 pub mod body;
 mod forward;
 pub mod headers;
+mod hold;
 pub mod pool;
 mod proxy;
 pub mod router;

@@ -40,6 +40,7 @@ impl Settings {
 }
 
 pub(crate) struct Routes {
+    pub table: Arc<Table>,
     pub router: Router,
     pub upstreams: Vec<RouteUpstream>,
 }
@@ -58,7 +59,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(settings: Settings, table: &Table) -> Arc<Proxy> {
+    pub fn new(settings: Settings, table: &Arc<Table>) -> Arc<Proxy> {
         let routes = build_routes(&settings, table, &HashMap::new());
         Arc::new(Proxy {
             routes: ArcSwap::from_pointee(routes),
@@ -69,7 +70,7 @@ impl Proxy {
 
     /// Switches to a new table (reload). Pools of servers that keep their upstream and address
     /// are carried over, so warm connections survive.
-    pub fn update(&self, table: &Table) {
+    pub fn update(&self, table: &Arc<Table>) {
         let old = self.routes.load();
         let mut keep = HashMap::new();
         for up in &old.upstreams {
@@ -101,7 +102,7 @@ impl Proxy {
 
 fn build_routes(
     settings: &Settings,
-    table: &Table,
+    table: &Arc<Table>,
     keep: &HashMap<(String, SocketAddr), Arc<Pool>>,
 ) -> Routes {
     let router = Router::new(
@@ -132,5 +133,9 @@ fn build_routes(
                 .collect(),
         })
         .collect();
-    Routes { router, upstreams }
+    Routes {
+        table: Arc::clone(table),
+        router,
+        upstreams,
+    }
 }

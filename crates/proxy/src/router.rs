@@ -37,7 +37,7 @@ impl Router {
             .values_mut()
             .chain(std::iter::once(&mut r.default))
         {
-            list.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            list.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         }
         r
     }

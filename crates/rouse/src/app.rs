@@ -3,9 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use rouse_config::Config;
+use std::path::PathBuf;
+
+use rouse_config::{Config, SupervisorRef};
+use rouse_control::{Control, Drivers};
 use rouse_proxy::{Proxy, Settings};
 use rouse_state::Table;
+use rouse_supervisor::{Embedded, EmbeddedOptions, ProgramSpec};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -23,9 +27,20 @@ pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<TcpListener>
     Ok(listeners)
 }
 
+/// How this rouse process runs its embedded children.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where the embedded supervisor records its process groups, so that a rouse that was
+    /// killed leaves nothing behind once the next one starts.
+    pub embedded_state_file: Option<PathBuf>,
+    /// Children's output goes to `<dir>/<program>.log` instead of rouse's log.
+    pub child_log_dir: Option<PathBuf>,
+}
+
 /// A rouse serving in the background of the current tokio runtime.
 pub struct Rouse {
     proxy: Arc<Proxy>,
+    control: Option<Control>,
     table: Mutex<Arc<Table>>,
     addrs: Vec<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -35,16 +50,29 @@ pub struct Rouse {
 impl Rouse {
     /// Binds the listeners of `config` and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Rouse> {
-        let listeners = bind_listeners(&config).await?;
-        Ok(Rouse::with_listeners(config, listeners))
+        Rouse::start_with(config, Options::default()).await
     }
 
-    pub fn with_listeners(config: Config, listeners: Vec<TcpListener>) -> Rouse {
+    pub async fn start_with(config: Config, options: Options) -> std::io::Result<Rouse> {
+        let listeners = bind_listeners(&config).await?;
+        Ok(Rouse::with_listeners(config, listeners, options).await)
+    }
+
+    pub async fn with_listeners(
+        config: Config,
+        listeners: Vec<TcpListener>,
+        options: Options,
+    ) -> Rouse {
         let addrs = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
         let table = Arc::new(Table::new(&config));
+        let drivers = Drivers {
+            embedded: embedded_driver(&config, &options).await,
+            supervisord: Default::default(),
+        };
+        let control = Control::spawn(Arc::clone(&table), drivers);
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(rouse_proxy::serve(Arc::clone(&proxy), listeners, async {
@@ -52,6 +80,7 @@ impl Rouse {
         }));
         Rouse {
             proxy,
+            control: Some(control),
             table: Mutex::new(table),
             addrs,
             shutdown: Some(tx),
@@ -80,13 +109,16 @@ impl Rouse {
     }
 
     /// Graceful shutdown: stop accepting, finish in-flight requests (bounded by
-    /// `shutdown_timeout`), then return.
+    /// `shutdown_timeout`), then stop embedded children, then return.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if let Some(control) = self.control.take() {
+            control.shutdown().await;
         }
     }
 }
@@ -97,4 +129,26 @@ impl Drop for Rouse {
             let _ = tx.send(());
         }
     }
+}
+
+/// One embedded supervisor for every upstream that names no supervisor.
+async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embedded>> {
+    let programs: Vec<ProgramSpec> = config
+        .upstreams
+        .iter()
+        .filter(|u| u.supervisor == SupervisorRef::Embedded)
+        .flat_map(|u| u.servers.iter().filter_map(ProgramSpec::from_server))
+        .collect();
+    if programs.is_empty() {
+        return None;
+    }
+    let opts = EmbeddedOptions {
+        state_file: options.embedded_state_file.clone(),
+        log_dir: options.child_log_dir.clone(),
+        ..EmbeddedOptions::default()
+    };
+    // Cleaning up a crashed predecessor's children may block for a moment.
+    tokio::task::spawn_blocking(move || Embedded::new(programs, opts))
+        .await
+        .ok()
 }

@@ -12,4 +12,4 @@
 mod app;
 pub mod logging;
 
-pub use app::{Rouse, bind_listeners};
+pub use app::{Options, Rouse, bind_listeners};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rouse::Rouse;
+use rouse::{Options, Rouse};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -82,7 +82,11 @@ fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(async move {
-        let rouse = Rouse::start(config).await?;
+        let options = Options {
+            embedded_state_file: Some(state_file(&path)),
+            child_log_dir: None,
+        };
+        let rouse = Rouse::start_with(config, options).await?;
         tracing::info!(listen = ?rouse.addrs(), "rouse is serving");
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -108,4 +112,22 @@ fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Where the embedded supervisor keeps its process groups: one file per config file, so two
+/// rouse instances with different configs never clean up each other's children.
+fn state_file(config: &std::path::Path) -> PathBuf {
+    let canonical = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    // FNV-1a: stable across Rust releases, unlike std's hasher, so a newer rouse still finds
+    // the file an older one left.
+    let hash = canonical
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+        });
+    std::env::temp_dir()
+        .join("rouse")
+        .join(format!("embedded-{hash:016x}.pgids"))
 }

@@ -11,4 +11,4 @@ mod upstream;
 
 pub use server::{InFlightGuard, Server};
 pub use table::Table;
-pub use upstream::Upstream;
+pub use upstream::{HeldGuard, Upstream};

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use rouse_config::ServerConfig;
 use rouse_core::backoff::{Backoff, FailureTracker};
@@ -20,11 +21,21 @@ pub struct Server {
     /// Mirrors `passive.consecutive()` so the hot path can skip the lock when nothing failed.
     recent_failures: AtomicU32,
     passive: Mutex<FailureTracker>,
+    /// The table's time origin: instants below are kept as milliseconds since it, in atomics.
+    epoch: Instant,
+    /// When the server entered its current state.
+    since_ms: AtomicU64,
+    /// When a request last started or ended on it.
+    active_ms: AtomicU64,
 }
 
 impl Server {
-    pub fn new(config: ServerConfig, initial: ServerState) -> Server {
+    pub fn new(config: ServerConfig, initial: ServerState, epoch: Instant) -> Server {
+        let now = ms_since(epoch, Instant::now());
         Server {
+            epoch,
+            since_ms: AtomicU64::new(now),
+            active_ms: AtomicU64::new(now),
             config,
             state: AtomicU8::new(initial as u8),
             in_flight: AtomicU32::new(0),
@@ -47,10 +58,27 @@ impl Server {
         ServerState::from_u8(self.state.load(Ordering::Acquire)).unwrap_or(ServerState::Failed)
     }
 
-    /// Only the control plane calls this (and the data plane for static servers).
-    pub fn set_state(&self, state: ServerState) -> ServerState {
+    /// Only the control plane calls this. Records when the state was entered.
+    pub fn set_state(&self, state: ServerState, now: Instant) -> ServerState {
+        self.since_ms
+            .store(ms_since(self.epoch, now), Ordering::Release);
         ServerState::from_u8(self.state.swap(state as u8, Ordering::AcqRel))
             .unwrap_or(ServerState::Failed)
+    }
+
+    /// When the server entered its current state.
+    pub fn since(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.since_ms.load(Ordering::Acquire))
+    }
+
+    /// When a request last started or ended on this server.
+    pub fn last_active(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.active_ms.load(Ordering::Relaxed))
+    }
+
+    fn touch(&self) {
+        self.active_ms
+            .store(ms_since(self.epoch, Instant::now()), Ordering::Relaxed);
     }
 
     /// Requests in flight, including open upgraded (WebSocket) connections.
@@ -111,6 +139,7 @@ impl Server {
     pub fn begin_request(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.touch();
         InFlightGuard {
             server: Arc::clone(self),
             upgraded: false,
@@ -148,9 +177,14 @@ impl InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
+        self.server.touch();
         self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
         if self.upgraded {
             self.server.upgraded.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+fn ms_since(epoch: Instant, t: Instant) -> u64 {
+    t.saturating_duration_since(epoch).as_millis() as u64
 }

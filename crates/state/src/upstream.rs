@@ -1,11 +1,15 @@
-//! An upstream: its config, its servers and its balancer.
+//! An upstream: its config, its servers, its balancer, and the requests held for it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rouse_config::{Balance, SupervisorRef, UpstreamConfig};
 use rouse_core::backoff::Backoff;
 use rouse_core::balance::{Balancer, Candidate, CandidateSet, Kind};
+use rouse_core::slow_start;
 use rouse_core::state::ServerState;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::server::Server;
@@ -16,10 +20,21 @@ pub struct Upstream {
     pub servers: Vec<Arc<Server>>,
     pub balancer: Balancer,
     pub backoff: Backoff,
+    /// Requests waiting for a ready server.
+    held: AtomicUsize,
+    held_timeouts: AtomicU64,
+    /// Bumped by the control plane whenever something a held request waits for changes: a
+    /// server became ready, or starting failed. Held requests re-check when it moves.
+    changed: watch::Sender<u64>,
+    /// Why the last start failed, while no server is ready: held requests get this at once
+    /// instead of waiting out `start_timeout`.
+    start_error: Mutex<Option<String>>,
+    /// Exponentially weighted mean of start → ready, in ms (0 = never measured).
+    start_ewma_ms: AtomicU64,
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig) -> Upstream {
+    pub fn new(config: UpstreamConfig, epoch: Instant) -> Upstream {
         // Static servers are assumed up until a connect proves otherwise; supervised ones start
         // stopped until their supervisor says they run.
         let initial = match config.supervisor {
@@ -29,7 +44,7 @@ impl Upstream {
         let servers = config
             .servers
             .iter()
-            .map(|s| Arc::new(Server::new(s.clone(), initial)))
+            .map(|s| Arc::new(Server::new(s.clone(), initial, epoch)))
             .collect();
         let balancer = Balancer::new(match config.balance {
             Balance::Fair => Kind::Fair,
@@ -44,6 +59,11 @@ impl Upstream {
             servers,
             balancer,
             backoff,
+            held: AtomicUsize::new(0),
+            held_timeouts: AtomicU64::new(0),
+            changed: watch::Sender::new(0),
+            start_error: Mutex::new(None),
+            start_ewma_ms: AtomicU64::new(0),
         }
     }
 
@@ -60,6 +80,7 @@ impl Upstream {
         let set = LiveSet {
             servers: &self.servers,
             now,
+            slow_start: self.config.slow_start,
         };
         self.balancer.pick(&set, tried).map(|i| &self.servers[i])
     }
@@ -72,11 +93,95 @@ impl Upstream {
             .filter(|s| s.state() == ServerState::Ready && !tried.contains(&s.index()))
             .min_by_key(|s| s.failed_until())
     }
+
+    pub fn any_ready(&self) -> bool {
+        self.servers.iter().any(|s| s.state() == ServerState::Ready)
+    }
+
+    // === held requests ===
+
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Counts a held request until the guard drops; `None` when `queue_limit` is reached.
+    pub fn hold(self: &Arc<Self>) -> Option<HeldGuard> {
+        let limit = self.config.queue_limit;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(HeldGuard {
+            upstream: Arc::clone(self),
+        })
+    }
+
+    pub fn held_timeouts(&self) -> u64 {
+        self.held_timeouts.load(Ordering::Relaxed)
+    }
+
+    pub fn count_held_timeout(&self) {
+        self.held_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// For held requests: resolves when the control plane signals a change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// For the control plane: wake every held request so it re-checks.
+    pub fn notify_changed(&self) {
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    pub fn start_error(&self) -> Option<String> {
+        self.start_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_start_error(&self, error: Option<String>) {
+        *self.start_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        self.notify_changed();
+    }
+
+    /// Records one start → ready duration, for `Retry-After` estimates.
+    pub fn record_start_duration(&self, d: Duration) {
+        let ms = d.as_millis().max(1) as u64;
+        let _ = self
+            .start_ewma_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 { ms } else { (old * 3 + ms) / 4 })
+            });
+    }
+
+    /// The typical start → ready time seen so far, if any start was measured.
+    pub fn typical_start(&self) -> Option<Duration> {
+        match self.start_ewma_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// Keeps a request counted as held until dropped.
+#[derive(Debug)]
+pub struct HeldGuard {
+    upstream: Arc<Upstream>,
+}
+
+impl Drop for HeldGuard {
+    fn drop(&mut self) {
+        self.upstream.held.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct LiveSet<'a> {
     servers: &'a [Arc<Server>],
     now: Instant,
+    slow_start: Duration,
 }
 
 impl CandidateSet for LiveSet<'_> {
@@ -86,10 +191,17 @@ impl CandidateSet for LiveSet<'_> {
 
     fn candidate(&self, index: usize) -> Candidate {
         let s = &self.servers[index];
+        let eligible = s.eligible(self.now);
+        // Every server's weight goes through slow start, so weights stay comparable.
+        let weight = if eligible {
+            slow_start::effective_weight(s.config.weight, s.since(), self.now, self.slow_start)
+        } else {
+            1
+        };
         Candidate {
-            eligible: s.eligible(self.now),
+            eligible,
             in_flight: s.in_flight(),
-            weight: s.config.weight,
+            weight,
         }
     }
 }

@@ -1,0 +1,635 @@
+//! The reconciler loop: observe, decide, act.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rouse_config::{Readiness, SupervisorRef};
+use rouse_core::policy::{
+    Action, ScalePolicy, ScaleSettings, ServerView, StopReason, UpstreamView,
+};
+use rouse_core::state::ServerState;
+use rouse_core::transition::{self, Event};
+use rouse_state::{Server, Table, Upstream};
+use rouse_supervisor::{Embedded, ProcessInfo, ProcessState, Supervisor};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::probe;
+use crate::rate::RateMeter;
+
+/// How often the loop decides even when nothing happened (idle and hysteresis timers are this
+/// precise).
+const TICK: Duration = Duration::from_millis(250);
+/// Requests/s are measured over this window.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// "supervisor" readiness polls the supervisor this often while a server starts.
+const OBSERVE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The supervisors an upstream can name.
+#[derive(Default, Clone)]
+pub struct Drivers {
+    pub embedded: Option<Arc<Embedded>>,
+    pub supervisord: HashMap<String, Arc<dyn Supervisor>>,
+}
+
+impl Drivers {
+    fn for_upstream(&self, r: &SupervisorRef) -> Option<Arc<dyn Supervisor>> {
+        match r {
+            SupervisorRef::Static => None,
+            SupervisorRef::Embedded => self
+                .embedded
+                .as_ref()
+                .map(|e| Arc::clone(e) as Arc<dyn Supervisor>),
+            SupervisorRef::Supervisord(name) => self.supervisord.get(name).cloned(),
+        }
+    }
+}
+
+/// The running control plane.
+pub struct Control {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    drivers: Drivers,
+}
+
+impl Control {
+    /// Starts the reconciler for every supervised upstream of `table`.
+    pub fn spawn(table: Arc<Table>, drivers: Drivers) -> Control {
+        let stop = CancellationToken::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut ups = Vec::new();
+        let mut programs = HashMap::new();
+        for upstream in &table.upstreams {
+            let Some(driver) = drivers.for_upstream(&upstream.config.supervisor) else {
+                continue;
+            };
+            for s in &upstream.servers {
+                programs.insert(
+                    (driver.name().to_owned(), s.config.program.clone()),
+                    (ups.len(), s.index()),
+                );
+            }
+            ups.push(UpCtl::new(Arc::clone(upstream), driver));
+        }
+        let mut drivers_seen: Vec<Arc<dyn Supervisor>> = Vec::new();
+        for up in &ups {
+            if !drivers_seen.iter().any(|d| d.name() == up.driver.name()) {
+                drivers_seen.push(Arc::clone(&up.driver));
+            }
+        }
+        for d in drivers_seen {
+            tokio::spawn(forward_process_events(
+                d.name().to_owned(),
+                d.subscribe(),
+                tx.clone(),
+                stop.clone(),
+            ));
+        }
+        let r = Reconciler {
+            table,
+            ups,
+            programs,
+            tx,
+        };
+        let task = tokio::spawn(r.run(rx, stop.clone()));
+        Control {
+            stop,
+            task: Some(task),
+            drivers,
+        }
+    }
+
+    /// Stops deciding, then stops every embedded child (supervisord's programs are left as they
+    /// are: supervisord owns them, and the next rouse adopts them).
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        if let Some(e) = &self.drivers.embedded {
+            e.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn forward_process_events(
+    driver: String,
+    mut rx: broadcast::Receiver<ProcessInfo>,
+    tx: mpsc::UnboundedSender<Msg>,
+    stop: CancellationToken,
+) {
+    loop {
+        let info = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = rx.recv() => r,
+        };
+        match info {
+            Ok(info) => {
+                if tx.send(Msg::Process(driver.clone(), info)).is_err() {
+                    return;
+                }
+            }
+            // Missed transitions: the loop re-reads states from probes and stops anyway, and
+            // the next events are current.
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(driver, missed = n, "process events lagged");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// What tasks report back to the loop. `generation` ties a report to the start it belongs to,
+/// so a late answer about an earlier attempt is ignored.
+enum Msg {
+    Started {
+        up: usize,
+        server: usize,
+        generation: u64,
+        result: Result<(), String>,
+    },
+    Probed {
+        up: usize,
+        server: usize,
+        generation: u64,
+        result: Result<(), String>,
+    },
+    StopDone {
+        up: usize,
+        server: usize,
+        generation: u64,
+        result: Result<(), String>,
+    },
+    Process(String, ProcessInfo),
+}
+
+struct UpCtl {
+    upstream: Arc<Upstream>,
+    driver: Arc<dyn Supervisor>,
+    policy: ScalePolicy,
+    meter: RateMeter,
+    /// Requests/s at the last tick.
+    rps: f64,
+    servers: Vec<ServerCtl>,
+}
+
+#[derive(Default)]
+struct ServerCtl {
+    generation: u64,
+    start_at: Option<Instant>,
+    /// Consecutive failed starts or crashes, for the cool-down before it may start again.
+    failures: u32,
+    /// A failed server's process is being stopped.
+    stopping_failed: bool,
+}
+
+impl UpCtl {
+    fn new(upstream: Arc<Upstream>, driver: Arc<dyn Supervisor>) -> UpCtl {
+        let c = &upstream.config;
+        let settings = ScaleSettings {
+            min_servers: c.min_servers,
+            max_servers: c.max_servers,
+            target_in_flight: c.target_in_flight,
+            target_rps: c.target_rps,
+            idle_timeout: c.idle_timeout,
+            scale_down_after: c.idle_timeout.min(Duration::from_secs(30)),
+            revive_backoff: upstream.backoff,
+        };
+        let servers = upstream
+            .servers
+            .iter()
+            .map(|_| ServerCtl::default())
+            .collect();
+        UpCtl {
+            policy: ScalePolicy::new(settings),
+            meter: RateMeter::new(RATE_WINDOW),
+            rps: 0.0,
+            upstream,
+            driver,
+            servers,
+        }
+    }
+}
+
+struct Reconciler {
+    table: Arc<Table>,
+    ups: Vec<UpCtl>,
+    /// (driver name, program) → (position in `ups`, server index).
+    programs: HashMap<(String, String), (usize, usize)>,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Reconciler {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, stop: CancellationToken) {
+        if self.ups.is_empty() {
+            return;
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut sample = false;
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                Some(msg) = rx.recv() => self.on_msg(msg),
+                _ = self.table.demand.notified() => {}
+                _ = tick.tick() => sample = true,
+            }
+            let now = Instant::now();
+            for u in 0..self.ups.len() {
+                self.reconcile(u, now, sample);
+            }
+        }
+    }
+
+    fn reconcile(&mut self, u: usize, now: Instant, sample: bool) {
+        let up = Arc::clone(&self.ups[u].upstream);
+        for s in &up.servers {
+            // The data plane could not connect to a server that should be up.
+            if s.state() == ServerState::Ready && s.passively_failed(now) {
+                self.fail(u, s.index(), "refused connections".into(), now);
+            }
+            // A failed server may start again once it has cooled down.
+            let ctl = &self.ups[u].servers[s.index()];
+            if s.state() == ServerState::Failed && !ctl.stopping_failed {
+                let cool = up.backoff.delay(ctl.failures.saturating_sub(1));
+                if now >= s.since() + cool {
+                    self.set(u, s.index(), Event::StopIssued, now);
+                    self.set(u, s.index(), Event::Stopped, now);
+                }
+            }
+        }
+        let ctl = &mut self.ups[u];
+        if sample {
+            ctl.rps = ctl
+                .meter
+                .sample(now, up.servers.iter().map(|s| s.requests()).sum());
+        }
+        let rps = ctl.rps;
+        let views: Vec<ServerView> = up
+            .servers
+            .iter()
+            .map(|s| ServerView {
+                index: s.index(),
+                state: s.state(),
+                in_flight: s.in_flight(),
+                since: s.since(),
+                last_active: s.last_active(),
+            })
+            .collect();
+        let view = UpstreamView {
+            servers: &views,
+            held: up.held(),
+            rps,
+            now,
+        };
+        let actions = ctl.policy.decide(&view);
+        for a in actions {
+            self.apply(u, a, now);
+        }
+    }
+
+    fn apply(&mut self, u: usize, action: Action, now: Instant) {
+        match action {
+            Action::Start(i) => self.start(u, i, now),
+            Action::Drain(i, reason) => {
+                if self.set(u, i, Event::Drain, now) {
+                    let s = &self.ups[u].upstream.servers[i];
+                    tracing::info!(
+                        upstream = self.ups[u].upstream.name(),
+                        server = %s.address(),
+                        reason = reason.as_str(),
+                        "draining server"
+                    );
+                }
+            }
+            Action::Undrain(i) => {
+                if self.set(u, i, Event::Undrain, now) {
+                    self.ups[u].upstream.notify_changed();
+                }
+            }
+            Action::Stop(i, reason) => self.stop(u, i, reason, now),
+        }
+    }
+
+    fn start(&mut self, u: usize, i: usize, now: Instant) {
+        if !self.set(u, i, Event::StartIssued, now) {
+            return;
+        }
+        let ctl = &mut self.ups[u];
+        let up = Arc::clone(&ctl.upstream);
+        let server = Arc::clone(&up.servers[i]);
+        let sc = &mut ctl.servers[i];
+        sc.generation += 1;
+        sc.start_at = Some(now);
+        let generation = sc.generation;
+        // Held requests now wait for this attempt rather than failing on the previous one.
+        up.set_start_error(None);
+        tracing::info!(
+            upstream = up.name(),
+            server = %server.address(),
+            program = server.config.program,
+            held = up.held(),
+            "starting server"
+        );
+        let driver = Arc::clone(&ctl.driver);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = driver
+                .start(&server.config.program)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Msg::Started {
+                up: u,
+                server: i,
+                generation,
+                result,
+            });
+        });
+    }
+
+    fn stop(&mut self, u: usize, i: usize, reason: StopReason, now: Instant) {
+        if !self.set(u, i, Event::StopIssued, now) {
+            return;
+        }
+        let ctl = &self.ups[u];
+        let server = Arc::clone(&ctl.upstream.servers[i]);
+        tracing::info!(
+            upstream = ctl.upstream.name(),
+            server = %server.address(),
+            program = server.config.program,
+            reason = reason.as_str(),
+            "stopping server"
+        );
+        self.spawn_stop(u, i);
+    }
+
+    fn spawn_stop(&self, u: usize, i: usize) {
+        let ctl = &self.ups[u];
+        let server = Arc::clone(&ctl.upstream.servers[i]);
+        let generation = ctl.servers[i].generation;
+        let driver = Arc::clone(&ctl.driver);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = driver
+                .stop(&server.config.program)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Msg::StopDone {
+                up: u,
+                server: i,
+                generation,
+                result,
+            });
+        });
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        let now = Instant::now();
+        match msg {
+            Msg::Started {
+                up: u,
+                server: i,
+                generation,
+                result,
+            } => {
+                if !self.current(u, i, generation, ServerState::Starting) {
+                    return;
+                }
+                match result {
+                    Err(e) => self.fail_start(u, i, e, now),
+                    Ok(()) => self.spawn_probe(u, i, generation),
+                }
+            }
+            Msg::Probed {
+                up: u,
+                server: i,
+                generation,
+                result,
+            } => {
+                if !self.current(u, i, generation, ServerState::Starting) {
+                    return;
+                }
+                match result {
+                    Ok(()) => self.ready(u, i, now),
+                    Err(e) => {
+                        let t = self.ups[u].upstream.config.start_timeout;
+                        self.fail_start(u, i, format!("not ready after {t:?}: {e}"), now)
+                    }
+                }
+            }
+            Msg::StopDone {
+                up: u,
+                server: i,
+                generation,
+                result,
+            } => {
+                let ctl = &mut self.ups[u];
+                if ctl.servers[i].generation != generation {
+                    return;
+                }
+                ctl.servers[i].stopping_failed = false;
+                let s = Arc::clone(&ctl.upstream.servers[i]);
+                if let Err(e) = &result {
+                    tracing::error!(
+                        upstream = ctl.upstream.name(),
+                        server = %s.address(),
+                        program = s.config.program,
+                        "stop failed: {e}"
+                    );
+                }
+                if s.state() == ServerState::Stopping {
+                    self.set(u, i, Event::Stopped, now);
+                    tracing::info!(
+                        upstream = self.ups[u].upstream.name(),
+                        server = %s.address(),
+                        "server stopped"
+                    );
+                }
+            }
+            Msg::Process(driver, info) => self.on_process(driver, info, now),
+        }
+    }
+
+    fn on_process(&mut self, driver: String, info: ProcessInfo, now: Instant) {
+        let Some(&(u, i)) = self.programs.get(&(driver, info.program.clone())) else {
+            return;
+        };
+        let up = Arc::clone(&self.ups[u].upstream);
+        let state = up.servers[i].state();
+        match (state, info.state) {
+            (ServerState::Starting, ProcessState::Running)
+                if up.config.ready == Readiness::Supervisor =>
+            {
+                self.ready(u, i, now)
+            }
+            (ServerState::Starting, ProcessState::Fatal | ProcessState::Exited) => {
+                self.fail_start(u, i, info.description, now)
+            }
+            (
+                ServerState::Ready | ServerState::Draining,
+                ProcessState::Exited
+                | ProcessState::Fatal
+                | ProcessState::Stopped
+                | ProcessState::Backoff,
+            ) => self.fail(
+                u,
+                i,
+                format!("process {}: {}", info.state, info.description),
+                now,
+            ),
+            _ => {}
+        }
+    }
+
+    fn spawn_probe(&self, u: usize, i: usize, generation: u64) {
+        let ctl = &self.ups[u];
+        let up = Arc::clone(&ctl.upstream);
+        let server = Arc::clone(&up.servers[i]);
+        let deadline =
+            ctl.servers[i].start_at.unwrap_or_else(Instant::now) + up.config.start_timeout;
+        let driver = Arc::clone(&ctl.driver);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = match &up.config.ready {
+                Readiness::Supervisor => until_running(&*driver, &server, deadline).await,
+                r => probe::until_ready(server.address(), r, deadline).await,
+            };
+            let _ = tx.send(Msg::Probed {
+                up: u,
+                server: i,
+                generation,
+                result,
+            });
+        });
+    }
+
+    fn ready(&mut self, u: usize, i: usize, now: Instant) {
+        if !self.set(u, i, Event::Ready, now) {
+            return;
+        }
+        let ctl = &mut self.ups[u];
+        let up = Arc::clone(&ctl.upstream);
+        let sc = &mut ctl.servers[i];
+        sc.failures = 0;
+        let took = sc.start_at.map(|t| now.saturating_duration_since(t));
+        if let Some(d) = took {
+            up.record_start_duration(d);
+        }
+        tracing::info!(
+            upstream = up.name(),
+            server = %up.servers[i].address(),
+            ms = took.map(|d| d.as_secs_f64() * 1000.0).unwrap_or_default(),
+            "server ready"
+        );
+        // Also wakes every held request.
+        up.set_start_error(None);
+    }
+
+    /// A start did not lead to a ready server.
+    fn fail_start(&mut self, u: usize, i: usize, why: String, now: Instant) {
+        if !self.set(u, i, Event::StartFailed, now) {
+            return;
+        }
+        let up = Arc::clone(&self.ups[u].upstream);
+        tracing::error!(
+            upstream = up.name(),
+            server = %up.servers[i].address(),
+            program = up.servers[i].config.program,
+            "cannot start server: {why}"
+        );
+        self.after_failure(u, i);
+        let none_coming = !up
+            .servers
+            .iter()
+            .any(|s| matches!(s.state(), ServerState::Ready | ServerState::Starting));
+        if none_coming {
+            up.set_start_error(Some(why));
+        } else {
+            up.notify_changed();
+        }
+    }
+
+    /// A server that was up stopped working.
+    fn fail(&mut self, u: usize, i: usize, why: String, now: Instant) {
+        if !self.set(u, i, Event::Failed, now) {
+            return;
+        }
+        let up = Arc::clone(&self.ups[u].upstream);
+        tracing::warn!(
+            upstream = up.name(),
+            server = %up.servers[i].address(),
+            program = up.servers[i].config.program,
+            "server failed: {why}"
+        );
+        self.after_failure(u, i);
+        up.notify_changed();
+    }
+
+    /// ngx_supervisord 1.4: a failed server is stopped through its supervisor (so a half-alive
+    /// process does not keep its port); it stays `failed` until it has cooled down.
+    fn after_failure(&mut self, u: usize, i: usize) {
+        let sc = &mut self.ups[u].servers[i];
+        sc.failures = sc.failures.saturating_add(1);
+        sc.stopping_failed = true;
+        self.spawn_stop(u, i);
+    }
+
+    fn current(&self, u: usize, i: usize, generation: u64, state: ServerState) -> bool {
+        let ctl = &self.ups[u];
+        ctl.servers[i].generation == generation && ctl.upstream.servers[i].state() == state
+    }
+
+    /// Moves a server through the state machine; a refused transition is logged and ignored.
+    fn set(&self, u: usize, i: usize, event: Event, now: Instant) -> bool {
+        let s: &Server = &self.ups[u].upstream.servers[i];
+        match transition::next(s.state(), event) {
+            Ok(next) => {
+                s.set_state(next, now);
+                true
+            }
+            Err(refused) => {
+                tracing::debug!(server = %s.address(), "{refused}");
+                false
+            }
+        }
+    }
+}
+
+/// For `ready = "supervisor"`: polls the supervisor until the program is RUNNING.
+async fn until_running(
+    driver: &dyn Supervisor,
+    server: &Server,
+    deadline: Instant,
+) -> Result<(), String> {
+    let program = &server.config.program;
+    loop {
+        match driver.observe().await {
+            Ok(infos) => {
+                if let Some(p) = infos.iter().find(|p| &p.program == program) {
+                    match p.state {
+                        ProcessState::Running => return Ok(()),
+                        ProcessState::Fatal | ProcessState::Exited => {
+                            return Err(format!("{}: {}", p.state, p.description));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("observe failed: {e}"),
+        }
+        if Instant::now() + OBSERVE_INTERVAL >= deadline {
+            return Err(format!("{program} not RUNNING in time"));
+        }
+        tokio::time::sleep(OBSERVE_INTERVAL).await;
+    }
+}

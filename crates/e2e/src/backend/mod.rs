@@ -1,0 +1,157 @@
+//! The test backend: an HTTP server built to make a proxy's behaviour observable.
+//!
+//! It serves HTTP/1.1 (keep-alive, upgrades) and h2c (prior knowledge) on one port. Every
+//! response carries `x-backend-id`, so a test can tell which backend answered. Endpoints:
+//!
+//! | request | response |
+//! | --- | --- |
+//! | `GET /` | 200, `text/plain` body = id |
+//! | `GET /delay/{ms}` | sleeps `ms` (at most 60 000), then as `GET /` |
+//! | `POST\|PUT /echo` | the request body streamed back frame by frame, same content-type |
+//! | `POST /count` | `{"bytes": N, "checksum": C}` over the streamed body ([`crate::pattern::Checksum`]) |
+//! | `GET /bytes/{n}` | `n` bytes of [`crate::pattern`], 64 KiB frames, no content-length |
+//! | `GET /headers` | JSON of the request headers, plus `_method`, `_uri`, `_version` |
+//! | `GET /status/{code}` | that status (200..=999; anything else is a 400) |
+//! | `GET /ws` (WebSocket upgrade) | echoes text and binary messages, answers close |
+//! | `GET /stats` | [`Stats`] as JSON |
+//! | anything else | 404 |
+//!
+//! [`BackendConfig::latency`] delays every request but `/stats`.
+//!
+//! Malformed parameters get a 400, never a panic.
+
+mod body;
+mod routes;
+mod server;
+mod stats;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use stats::Stats;
+
+/// How long in-flight requests get to finish after a graceful shutdown starts.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(5);
+
+/// What a backend is.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Sent as the body of `GET /` and in `x-backend-id` on every response.
+    pub id: String,
+    /// After this many requests (not counting `/stats`) the backend stops as if it crashed:
+    /// the last request is answered, later ones get their connection closed, and
+    /// [`Backend::serve`] returns [`ServeOutcome::RequestLimitReached`].
+    pub exit_after_requests: Option<u64>,
+    /// Added to every request but `/stats` before it is handled, counted as in flight: a
+    /// uniformly slow server, for load-aware balancing tests.
+    pub latency: Duration,
+}
+
+impl BackendConfig {
+    /// A backend with this id, no request limit and no added latency.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            exit_after_requests: None,
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// Sets [`BackendConfig::exit_after_requests`].
+    pub fn exit_after_requests(mut self, n: u64) -> Self {
+        self.exit_after_requests = Some(n);
+        self
+    }
+
+    /// Sets [`BackendConfig::latency`].
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+}
+
+/// Why [`Backend::serve`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeOutcome {
+    /// A shutdown was asked for.
+    Shutdown,
+    /// [`BackendConfig::exit_after_requests`] was reached.
+    RequestLimitReached,
+}
+
+/// The id is not usable as a header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidId(pub String);
+
+impl std::fmt::Display for InvalidId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "backend id {:?} is not a valid header value", self.0)
+    }
+}
+
+impl std::error::Error for InvalidId {}
+
+/// A backend's shared state. Cheap to clone; clones see the same counters.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: String,
+    id_header: HeaderValue,
+    exit_after_requests: Option<u64>,
+    latency: Duration,
+    counters: stats::Counters,
+    // Cancelled when the request limit is reached, to take the server down.
+    limit_reached: CancellationToken,
+}
+
+impl Backend {
+    /// Checks the config.
+    pub fn new(config: BackendConfig) -> Result<Self, InvalidId> {
+        let id_header =
+            HeaderValue::from_str(&config.id).map_err(|_| InvalidId(config.id.clone()))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                id: config.id,
+                id_header,
+                exit_after_requests: config.exit_after_requests,
+                latency: config.latency,
+                counters: stats::Counters::default(),
+                limit_reached: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The same numbers `GET /stats` reports, without a request.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Serves connections from `listener` until stopped.
+    ///
+    /// Cancelling `graceful` (or reaching the request limit) stops accepting, lets in-flight
+    /// requests finish for up to [`GRACE_PERIOD`] and closes idle connections. Cancelling
+    /// `immediate` drops every connection at once, like a crash. The listener is closed by the
+    /// time this returns.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        graceful: CancellationToken,
+        immediate: CancellationToken,
+    ) -> ServeOutcome {
+        server::serve(self.clone(), listener, graceful, immediate).await
+    }
+}

@@ -1,0 +1,238 @@
+//! Request handling: counting, routing, and the endpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderName};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::body::{BoxError, PatternBody, RespBody, Tracked, empty, full};
+use super::server::ServerCtx;
+use super::{Backend, ws};
+use crate::pattern::Checksum;
+
+const BACKEND_ID: HeaderName = HeaderName::from_static("x-backend-id");
+const MAX_DELAY_MS: u64 = 60_000;
+
+/// Per-connection state.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    first_request: AtomicBool,
+}
+
+impl Conn {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            first_request: AtomicBool::new(true),
+        })
+    }
+}
+
+/// What an endpoint produced.
+enum Reply {
+    Plain(Response<RespBody>),
+    /// A `101` to send, and the connection it hands over.
+    WebSocket(Response<RespBody>, OnUpgrade),
+}
+
+/// Handles one request. An `Err` makes hyper drop the connection (HTTP/1) or reset the stream
+/// (HTTP/2), which is how requests past the limit "hit a crashed backend".
+pub(crate) async fn handle(
+    backend: Backend,
+    ctx: Arc<ServerCtx>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, BoxError> {
+    let shared = &backend.shared;
+    let counters = &shared.counters;
+    let is_stats = req.uri().path() == "/stats";
+    if conn.first_request.swap(false, Ordering::SeqCst) && is_stats {
+        counters.connection_was_for_stats();
+    }
+
+    let mut resp = if is_stats {
+        if req.method() == Method::GET {
+            json(StatusCode::OK, &counters.snapshot())
+        } else {
+            not_found()
+        }
+    } else {
+        let n = counters.request_received();
+        if let Some(limit) = shared.exit_after_requests {
+            if n > limit {
+                counters.request_refused();
+                return Err("request limit reached".into());
+            }
+            if n == limit {
+                shared.limit_reached.cancel();
+            }
+        }
+        let guard = counters.begin();
+        if !shared.latency.is_zero() {
+            tokio::time::sleep(shared.latency).await;
+        }
+        match route(&backend, req).await {
+            Reply::Plain(resp) => resp.map(|body| Tracked::wrap(body, guard)),
+            Reply::WebSocket(resp, on_upgrade) => {
+                ctx.spawn_websocket(on_upgrade, guard);
+                resp
+            }
+        }
+    };
+    resp.headers_mut()
+        .insert(BACKEND_ID, shared.id_header.clone());
+    Ok(resp)
+}
+
+async fn route(backend: &Backend, mut req: Request<Incoming>) -> Reply {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let reply = match (&method, path.as_str()) {
+        (&Method::GET, "/") => text(backend.id()),
+        (&Method::GET, "/headers") => headers(&req),
+        (&Method::POST | &Method::PUT, "/echo") => echo(req),
+        (&Method::POST, "/count") => count(req.into_body()).await,
+        (&Method::GET, "/ws") => {
+            return match ws::accept(&mut req) {
+                Ok((resp, on_upgrade)) => Reply::WebSocket(resp, on_upgrade),
+                Err(why) => Reply::Plain(bad_request(why)),
+            };
+        }
+        (&Method::GET, _) => {
+            if let Some(ms) = param(&path, "/delay/") {
+                match ms.parse::<u64>() {
+                    Ok(ms) => {
+                        tokio::time::sleep(Duration::from_millis(ms.min(MAX_DELAY_MS))).await;
+                        text(backend.id())
+                    }
+                    Err(_) => bad_request("delay must be a number of milliseconds"),
+                }
+            } else if let Some(n) = param(&path, "/bytes/") {
+                match n.parse::<u64>() {
+                    Ok(n) => bytes(n),
+                    Err(_) => bad_request("length must be a number of bytes"),
+                }
+            } else if let Some(code) = param(&path, "/status/") {
+                status(code)
+            } else {
+                not_found()
+            }
+        }
+        _ => not_found(),
+    };
+    Reply::Plain(reply)
+}
+
+/// The single path segment after `prefix`, if the path is `prefix{segment}`.
+fn param<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    path.strip_prefix(prefix).filter(|rest| !rest.contains('/'))
+}
+
+fn text(body: &str) -> Response<RespBody> {
+    let mut resp = Response::new(full(body.to_owned()));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    resp
+}
+
+fn with_status(status: StatusCode, mut resp: Response<RespBody>) -> Response<RespBody> {
+    *resp.status_mut() = status;
+    resp
+}
+
+fn not_found() -> Response<RespBody> {
+    with_status(StatusCode::NOT_FOUND, text("not found\n"))
+}
+
+fn bad_request(why: &str) -> Response<RespBody> {
+    with_status(StatusCode::BAD_REQUEST, text(&format!("{why}\n")))
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<RespBody> {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut resp = with_status(status, Response::new(full(body)));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(e) => with_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            text(&format!("cannot encode JSON: {e}\n")),
+        ),
+    }
+}
+
+fn echo(req: Request<Incoming>) -> Response<RespBody> {
+    let content_type = req.headers().get(CONTENT_TYPE).cloned();
+    // Handing hyper the request body as the response body streams it back frame by frame:
+    // the response starts before the upload ends, which is what a streaming proxy must allow.
+    let body = req.into_body().map_err(BoxError::from).boxed_unsync();
+    let mut resp = Response::new(body);
+    if let Some(content_type) = content_type {
+        resp.headers_mut().insert(CONTENT_TYPE, content_type);
+    }
+    resp
+}
+
+async fn count(mut body: Incoming) -> Response<RespBody> {
+    let mut sum = Checksum::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    sum.update(data);
+                }
+            }
+            Err(e) => return bad_request(&format!("reading the body failed: {e}")),
+        }
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "bytes": sum.len(), "checksum": sum.finish() }),
+    )
+}
+
+fn bytes(n: u64) -> Response<RespBody> {
+    let mut resp = Response::new(PatternBody::new(n).boxed_unsync());
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}
+
+fn headers(req: &Request<Incoming>) -> Response<RespBody> {
+    let mut out = serde_json::Map::new();
+    let headers = req.headers();
+    for name in headers.keys() {
+        let joined = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.insert(name.as_str().to_owned(), joined.into());
+    }
+    out.insert("_method".into(), req.method().as_str().into());
+    out.insert("_uri".into(), req.uri().to_string().into());
+    out.insert("_version".into(), format!("{:?}", req.version()).into());
+    json(StatusCode::OK, &out)
+}
+
+fn status(code: &str) -> Response<RespBody> {
+    // 1xx are left out: hyper cannot send them as a final response.
+    match code.parse::<u16>().ok().filter(|c| (200..=999).contains(c)) {
+        Some(code) => match StatusCode::from_u16(code) {
+            Ok(status) => with_status(status, Response::new(empty())),
+            Err(_) => bad_request("not a status code"),
+        },
+        None => bad_request("status must be a number from 200 to 999"),
+    }
+}

@@ -1,0 +1,23 @@
+//! Helpers for end-to-end tests.
+//!
+//! - [`BackendProcess`]: a `rouse-test-backend` child process (crashes, slow starts, signals).
+//! - [`spawn_in_process`]: the same server on a tokio task, when a process is not the point.
+//! - [`free_port`] / [`free_addr`]: an address to give something that must be told one.
+//! - [`wait_until`]: poll for a condition instead of sleeping and hoping.
+//! - [`stats`] / [`http_get`]: a minimal HTTP/1.1 client, so the lib needs no reqwest.
+//!
+//! The helpers panic with a message on failure: they are for tests.
+
+mod client;
+mod in_process;
+mod net;
+mod process;
+mod wait;
+
+pub use client::{SimpleResponse, http_get, stats, try_stats, url};
+pub use in_process::{
+    InProcessBackend, spawn_in_process, spawn_in_process_at, spawn_in_process_with,
+};
+pub use net::{free_addr, free_port};
+pub use process::{BackendProcess, BackendProcessBuilder, backend_bin};
+pub use wait::{Ready, wait_until};

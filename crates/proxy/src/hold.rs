@@ -1,0 +1,163 @@
+//! Holding a request while its upstream has no ready server.
+//!
+//! The request registers as held (bounded by `queue_limit`), pokes the control plane, and waits
+//! on the upstream's change signal until a server is ready, the start fails, or `start_timeout`
+//! passes. Waiting is a parked future: nothing else is blocked, and a thousand held requests cost
+//! a thousand small futures. Exactly one start is issued however many wait: starting is the
+//! control plane's decision, made from the held count, not the requests'.
+
+use std::time::Duration;
+
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, Method, Response, StatusCode};
+use rouse_state::{Table, Upstream};
+use tokio::time::Instant;
+
+use crate::answer;
+use crate::body::ProxyBody;
+
+/// A browser asking for a page is held this long before it gets the waiting page instead.
+const BROWSER_PATIENCE: Duration = Duration::from_secs(1);
+
+/// What the request carries that decides how it waits.
+pub(crate) struct Waiter<'a> {
+    pub path: &'a str,
+    pub browser: bool,
+    pub arrived: Instant,
+}
+
+impl<'a> Waiter<'a> {
+    pub fn new(method: &Method, path: &'a str, headers: &HeaderMap, arrived: Instant) -> Self {
+        let browser = *method == Method::GET
+            && headers
+                .get(ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"));
+        Waiter {
+            path,
+            browser,
+            arrived,
+        }
+    }
+}
+
+/// Waits until `upstream` may have a ready server (`Ok`: pick again), or answers why not.
+pub(crate) async fn hold(
+    table: &Table,
+    upstream: &std::sync::Arc<Upstream>,
+    w: &Waiter<'_>,
+) -> Result<(), Response<ProxyBody>> {
+    let cfg = &upstream.config;
+    if cfg
+        .never_wake
+        .iter()
+        .any(|p| w.path.starts_with(p.as_str()))
+    {
+        return Err(answer::unavailable(
+            "cold",
+            format!(
+                "upstream {:?} is not running, and {} does not wake it",
+                cfg.name, w.path
+            ),
+            retry_after(upstream, w),
+        ));
+    }
+    let Some(_held) = upstream.hold() else {
+        return Err(answer::unavailable(
+            "queue-full",
+            format!(
+                "upstream {:?} is starting and already holds {} requests (queue_limit)",
+                cfg.name, cfg.queue_limit
+            ),
+            retry_after(upstream, w),
+        ));
+    };
+    // Subscribe before checking, so a change between the check and the wait is not missed.
+    let mut changed = upstream.subscribe();
+    let deadline = w.arrived + cfg.start_timeout;
+    let page_at = (cfg.waiting_page && w.browser).then(|| w.arrived + BROWSER_PATIENCE);
+    loop {
+        if upstream.pick(Instant::now(), &[]).is_some() {
+            return Ok(());
+        }
+        table.demand.notify_one();
+        if let Some(error) = upstream.start_error() {
+            return Err(answer::unavailable(
+                "start-failed",
+                format!("upstream {:?} could not start a server: {error}", cfg.name),
+                retry_after(upstream, w),
+            ));
+        }
+        let until = page_at.map_or(deadline, |p| p.min(deadline));
+        tokio::select! {
+            res = changed.changed() => {
+                if res.is_err() {
+                    // The upstream was replaced (reload) and its signal dropped: re-route.
+                    return Err(answer::unavailable(
+                        "reloaded",
+                        format!("upstream {:?} was reconfigured while waiting", cfg.name),
+                        Duration::from_secs(1),
+                    ));
+                }
+            }
+            _ = tokio::time::sleep_until(until) => {
+                if page_at.is_some_and(|p| p <= Instant::now()) && Instant::now() < deadline {
+                    return Err(waiting_page(upstream, w));
+                }
+                upstream.count_held_timeout();
+                return Err(answer::unavailable(
+                    "start-timeout",
+                    format!(
+                        "upstream {:?} has no ready server after {:?} (start_timeout)",
+                        cfg.name, cfg.start_timeout
+                    ),
+                    retry_after(upstream, w),
+                ));
+            }
+        }
+    }
+}
+
+/// How long a client should wait before trying again: what is left of a typical start, as
+/// measured so far, or a few seconds when nothing was measured yet.
+fn retry_after(upstream: &Upstream, w: &Waiter<'_>) -> Duration {
+    let typical = upstream.typical_start().unwrap_or(Duration::from_secs(2));
+    typical
+        .saturating_sub(w.arrived.elapsed())
+        .max(Duration::from_secs(1))
+}
+
+/// A page that reloads itself while the server starts (`waiting_page = true`, browsers only).
+fn waiting_page(upstream: &Upstream, w: &Waiter<'_>) -> Response<ProxyBody> {
+    let secs = retry_after(upstream, w).as_secs().clamp(1, 10);
+    let name = html_escape(upstream.name());
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"{secs}\"><title>Starting {name}…</title>\
+         <style>body{{font-family:system-ui,sans-serif;display:flex;align-items:center;\
+         justify-content:center;height:90vh;color:#333}}</style></head>\
+         <body><div><h1>Starting {name}…</h1><p>This page reloads by itself in {secs} s.</p>\
+         </div></body></html>"
+    );
+    let mut resp = Response::new(ProxyBody::local(html));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(RETRY_AFTER, HeaderValue::from(secs));
+    h.insert(
+        answer::X_ROUSE_ERROR,
+        HeaderValue::from_static("waiting-page"),
+    );
+    resp
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,93 @@
+//! Starting one child in its own process group.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use super::output;
+use super::spec::ProgramSpec;
+
+/// A spawned child and its process group, which it leads.
+pub(super) struct Proc {
+    pub child: Child,
+    pub pid: u32,
+    pub pgid: i32,
+    /// Until the group is known to be dead, dropping a `Proc` kills the whole group: a task
+    /// aborted by a runtime shutdown or a panic must not leave grandchildren behind
+    /// (`kill_on_drop` alone would reach the leader only).
+    armed: bool,
+}
+
+impl Proc {
+    /// Signals the whole group. ESRCH only means everybody is already gone.
+    pub fn signal(&self, signal: Signal) {
+        match killpg(Pid::from_raw(self.pgid), signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => tracing::warn!(pgid = self.pgid, %e, "cannot send {signal} to process group"),
+        }
+    }
+
+    /// Called once the leader is reaped and the rest of the group has been sent SIGKILL:
+    /// after that the pgid may be recycled, so it must not be signalled again.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.armed {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Spawns `spec` (stdin null, output forwarded); `Err` is the human reason, starting with
+/// "spawn error:".
+pub(super) fn spawn(spec: &ProgramSpec, log_dir: Option<&Path>) -> Result<Proc, String> {
+    let argv = spec.argv();
+    let Some((exe, args)) = argv.split_first() else {
+        return Err("spawn error: empty command".to_owned());
+    };
+    if let Some(cwd) = &spec.cwd {
+        // exec's ENOENT cannot tell a missing cwd from a missing binary; say which it was.
+        match std::fs::metadata(cwd) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("spawn error: cwd {cwd:?} is not a directory")),
+            Err(e) => return Err(format!("spawn error: cwd {cwd:?}: {e}")),
+        }
+    }
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("spawn error: {exe}: {e}"))?;
+    // Both are impossible right after a successful spawn; they are checked, not unwrapped.
+    let pid = child.id().ok_or("spawn error: the child has no pid")?;
+    let pgid = i32::try_from(pid).map_err(|_| format!("spawn error: pid {pid} out of range"))?;
+    output::forward(
+        spec.program.clone(),
+        child.stdout.take(),
+        child.stderr.take(),
+        log_dir.map(Path::to_path_buf),
+    );
+    Ok(Proc {
+        child,
+        pid,
+        pgid,
+        armed: true,
+    })
+}
