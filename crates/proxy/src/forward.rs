@@ -14,6 +14,7 @@ use crate::body::{Completion, ProxyBody};
 use crate::headers;
 use crate::hold::{Waiter, hold};
 use crate::proxy::{Proxy, RouteUpstream};
+use crate::request_body::RequestBody;
 
 impl Proxy {
     /// Answers one client request. Never fails: every problem becomes a response saying why.
@@ -73,11 +74,14 @@ impl Proxy {
         self: &Arc<Self>,
         table: &Table,
         up: &RouteUpstream,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         mut client_upgrade: Option<OnUpgrade>,
         waiter: &Waiter<'_>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let settings = &self.settings;
+        let (parts, body) = req.into_parts();
+        let (body, sent) = RequestBody::new(body);
+        let mut req = Request::from_parts(parts, body);
         // Servers that refused a connection for this request. Nothing was sent to them, so the
         // request (body untouched) can go to each other server in turn.
         let mut tried: Vec<usize> = Vec::new();
@@ -127,8 +131,16 @@ impl Proxy {
                 {
                     continue;
                 }
-                match timeout(settings.read_timeout, sender.try_send_request(req)).await {
-                    Err(_) => {
+                let answer_late = async {
+                    sent.wait().await;
+                    tokio::time::sleep(settings.read_timeout).await;
+                };
+                let outcome = tokio::select! {
+                    r = sender.try_send_request(req) => Ok(r),
+                    _ = answer_late => Err(()),
+                };
+                match outcome {
+                    Err(()) => {
                         let msg = format!(
                             "server {} of upstream {:?} did not answer within {:?}",
                             server.address(),

@@ -17,6 +17,7 @@ pub mod headers;
 mod hold;
 pub mod pool;
 mod proxy;
+mod request_body;
 pub mod router;
 mod server;
 mod upgrade;

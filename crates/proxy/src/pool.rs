@@ -9,13 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<crate::request_body::RequestBody>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

@@ -1,0 +1,91 @@
+//! The body of a request on its way to a server, which tells when it has been sent in full.
+//!
+//! `read_timeout` is the time a server may take to answer once it has the whole request, as
+//! nginx's `proxy_read_timeout`: counting it from the first byte would cut off every upload
+//! that takes longer than the timeout to transfer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::Notify;
+
+/// Set once the request body has been handed over entirely.
+#[derive(Debug, Default)]
+pub struct Sent {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl Sent {
+    fn mark(&self) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Resolves once the whole body was sent.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[derive(Debug)]
+    pub struct RequestBody {
+        #[pin]
+        inner: Incoming,
+        sent: Arc<Sent>,
+    }
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming) -> (RequestBody, Arc<Sent>) {
+        let sent = Arc::new(Sent::default());
+        if inner.is_end_stream() {
+            sent.mark();
+        }
+        (
+            RequestBody {
+                inner,
+                sent: Arc::clone(&sent),
+            },
+            sent,
+        )
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = &polled {
+            this.sent.mark();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
