@@ -102,6 +102,7 @@ pub enum FileLogFormat {
 pub struct FileLog {
     pub format: Option<FileLogFormat>,
     pub access_log: Option<bool>,
+    pub child_log_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

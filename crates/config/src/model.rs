@@ -59,6 +59,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// One line per proxied request (default true).
     pub access_log: bool,
+    /// Embedded children's output goes to `<dir>/<program>.log` instead of rouse's own log.
+    pub child_log_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

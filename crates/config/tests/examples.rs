@@ -57,6 +57,7 @@ fn full_example_sets_every_key() {
         "token",
         "format",
         "access_log",
+        "child_log_dir",
         "url",
         "username",
         "password",

@@ -84,7 +84,7 @@ fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         let options = Options {
             embedded_state_file: Some(state_file(&path)),
-            child_log_dir: None,
+            child_log_dir: config.log.child_log_dir.clone(),
         };
         let rouse = Rouse::start_with(config, options).await?;
         tracing::info!(listen = ?rouse.addrs(), "rouse is serving");

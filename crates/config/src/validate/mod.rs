@@ -203,6 +203,10 @@ fn log(section: Option<&Section<FileLog>>) -> LogConfig {
             Some(FileLogFormat::Text) | None => LogFormat::Text,
         },
         access_log: file.and_then(|f| f.access_log).unwrap_or(true),
+        child_log_dir: file
+            .and_then(|f| f.child_log_dir.as_deref())
+            .filter(|d| !d.trim().is_empty())
+            .map(std::path::PathBuf::from),
     }
 }
 
