@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 # supervisord is what rouse drives in the supervisord tests; python3 runs example backends.
+command -v supervisord >/dev/null || need_apt+=(supervisor)
 command -v python3 >/dev/null || need_apt+=(python3)
 if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
