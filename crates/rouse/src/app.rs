@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers};
 use rouse_proxy::{Proxy, Settings};
-use rouse_state::Table;
+use rouse_state::{NeedsRestart, Table};
 use rouse_supervisor::{Embedded, EmbeddedOptions, ProgramSpec};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -101,11 +101,15 @@ impl Rouse {
         Arc::clone(&self.table.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Applies a new, already validated config's upstreams. Listener changes need a restart.
-    pub fn reload(&self, config: &Config) {
-        let table = Arc::new(Table::new(config));
+    /// Applies a new, already validated config's upstreams. Static upstreams may change
+    /// freely; supervised ones must be unchanged for now (their processes and states are kept
+    /// as they are). Listener changes need a restart.
+    pub fn reload(&self, config: &Config) -> Result<(), NeedsRestart> {
+        let mut current = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let table = Arc::new(current.reloaded(config)?);
         self.proxy.update(&table);
-        *self.table.lock().unwrap_or_else(|e| e.into_inner()) = table;
+        *current = table;
+        Ok(())
     }
 
     /// Graceful shutdown: stop accepting, finish in-flight requests (bounded by

@@ -96,10 +96,10 @@ fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => match rouse_config::load(&path) {
-                    Ok(new) => {
-                        rouse.reload(&new);
-                        tracing::info!(file = %path.display(), "configuration reloaded");
-                    }
+                    Ok(new) => match rouse.reload(&new) {
+                        Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
+                        Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
+                    },
                     Err(errors) => {
                         for e in &errors.errors {
                             tracing::error!("reload refused, keeping the running configuration: {e}");

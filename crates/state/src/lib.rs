@@ -10,5 +10,5 @@ mod table;
 mod upstream;
 
 pub use server::{InFlightGuard, Server};
-pub use table::Table;
+pub use table::{NeedsRestart, Table};
 pub use upstream::{HeldGuard, Upstream};
