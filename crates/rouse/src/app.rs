@@ -3,13 +3,14 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers};
 use rouse_proxy::{Proxy, Settings};
 use rouse_state::{NeedsRestart, Table};
-use rouse_supervisor::{Embedded, EmbeddedOptions, ProgramSpec};
+use rouse_supervisor::{Embedded, EmbeddedOptions, ProgramSpec, Supervisor, Supervisord};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -70,7 +71,7 @@ impl Rouse {
         let table = Arc::new(Table::new(&config));
         let drivers = Drivers {
             embedded: embedded_driver(&config, &options).await,
-            supervisord: Default::default(),
+            supervisord: supervisord_drivers(&config),
         };
         let control = Control::spawn(Arc::clone(&table), drivers);
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
@@ -155,4 +156,22 @@ async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embed
     tokio::task::spawn_blocking(move || Embedded::new(programs, opts))
         .await
         .ok()
+}
+
+/// One driver per `[supervisors.NAME]`, managing the programs of the servers that name it.
+fn supervisord_drivers(config: &Config) -> HashMap<String, Arc<dyn Supervisor>> {
+    config
+        .supervisors
+        .values()
+        .map(|sc| {
+            let programs = config
+                .upstreams
+                .iter()
+                .filter(|u| u.supervisor == SupervisorRef::Supervisord(sc.name.clone()))
+                .flat_map(|u| u.servers.iter().map(|s| s.program.clone()))
+                .collect();
+            let driver: Arc<dyn Supervisor> = Supervisord::new(sc, programs);
+            (sc.name.clone(), driver)
+        })
+        .collect()
 }

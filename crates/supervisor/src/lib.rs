@@ -6,6 +6,8 @@
 
 pub mod driver;
 pub mod embedded;
+pub mod supervisord;
 
 pub use driver::{BoxFuture, ProcessInfo, ProcessState, Supervisor, SupervisorError};
 pub use embedded::{Embedded, EmbeddedOptions, ProgramSpec};
+pub use supervisord::Supervisord;
