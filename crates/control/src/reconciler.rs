@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::probe;
 use crate::rate::RateMeter;
 
+#[cfg(test)]
+mod tests;
+
 /// How often the loop decides even when nothing happened (idle and hysteresis timers are this
 /// precise).
 const TICK: Duration = Duration::from_millis(250);
@@ -71,6 +74,7 @@ impl Control {
                     (driver.name().to_owned(), s.config.program.clone()),
                     (ups.len(), s.index()),
                 );
+                tokio::spawn(forward_failures(Arc::clone(s), tx.clone(), stop.clone()));
             }
             ups.push(UpCtl::new(Arc::clone(upstream), driver));
         }
@@ -148,6 +152,24 @@ async fn forward_process_events(
     }
 }
 
+/// Wakes the loop when the data plane could not connect to `server`, so that `reconcile` marks
+/// it failed (and starts bringing it back) now rather than at the next tick.
+async fn forward_failures(
+    server: Arc<Server>,
+    tx: mpsc::UnboundedSender<Msg>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = server.failure_noticed() => {}
+        }
+        if tx.send(Msg::PassiveFailure).is_err() {
+            return;
+        }
+    }
+}
+
 /// What tasks report back to the loop. `generation` ties a report to the start it belongs to,
 /// so a late answer about an earlier attempt is ignored.
 enum Msg {
@@ -161,7 +183,7 @@ enum Msg {
         up: usize,
         server: usize,
         generation: u64,
-        result: Result<(), String>,
+        result: Result<(), NotReady>,
     },
     StopDone {
         up: usize,
@@ -170,6 +192,16 @@ enum Msg {
         result: Result<(), String>,
     },
     Process(String, ProcessInfo),
+    /// The data plane saw a connect fail; `reconcile` (run after every message) acts on it.
+    PassiveFailure,
+}
+
+/// Why a started server did not become ready.
+enum NotReady {
+    /// Still not ready when `start_timeout` ran out (the last probe's error).
+    TimedOut(String),
+    /// The supervisor reported the process dead (FATAL, EXITED) while it started.
+    Died(String),
 }
 
 struct UpCtl {
@@ -190,6 +222,18 @@ struct ServerCtl {
     failures: u32,
     /// A failed server's process is being stopped.
     stopping_failed: bool,
+    /// Cancelled once the last stop issued for this server has finished. A start waits for it:
+    /// issued while the stop of a failed process is still under way, the start would otherwise
+    /// race it, and a stop that lands second kills the new process (or a start that lands
+    /// first finds the old run still up and does nothing), leaving the server `starting` with
+    /// nothing to become ready until `start_timeout`.
+    stop_done: Option<CancellationToken>,
+    /// Set when a start is issued, until the supervisor reports the new process (STARTING,
+    /// RUNNING or BACKOFF). Until then a report of an exit or a stop is about the previous
+    /// process: its last events can still be on their way (the driver's broadcast, then the
+    /// relay into this loop) when the next start is issued or even when the new process passes
+    /// its readiness probe, and acting on them failed a perfectly good new process.
+    previous_run: bool,
 }
 
 impl UpCtl {
@@ -331,7 +375,9 @@ impl Reconciler {
         let sc = &mut ctl.servers[i];
         sc.generation += 1;
         sc.start_at = Some(now);
+        sc.previous_run = true;
         let generation = sc.generation;
+        let after_stop = sc.stop_done.clone();
         // Held requests now wait for this attempt rather than failing on the previous one.
         up.set_start_error(None);
         tracing::info!(
@@ -344,6 +390,10 @@ impl Reconciler {
         let driver = Arc::clone(&ctl.driver);
         let tx = self.tx.clone();
         tokio::spawn(async move {
+            if let Some(stopped) = after_stop {
+                // Bounded: a stop ends within stop_timeout plus the SIGKILL grace.
+                stopped.cancelled().await;
+            }
             let result = driver
                 .start(&server.config.program)
                 .await
@@ -373,13 +423,17 @@ impl Reconciler {
         self.spawn_stop(u, i);
     }
 
-    fn spawn_stop(&self, u: usize, i: usize) {
-        let ctl = &self.ups[u];
+    fn spawn_stop(&mut self, u: usize, i: usize) {
+        let ctl = &mut self.ups[u];
         let server = Arc::clone(&ctl.upstream.servers[i]);
         let generation = ctl.servers[i].generation;
         let driver = Arc::clone(&ctl.driver);
         let tx = self.tx.clone();
+        let done = CancellationToken::new();
+        ctl.servers[i].stop_done = Some(done.clone());
         tokio::spawn(async move {
+            // Whatever way the task ends, a start waiting for this stop goes on.
+            let _done = done.drop_guard();
             let result = driver
                 .stop(&server.config.program)
                 .await
@@ -406,7 +460,7 @@ impl Reconciler {
                     return;
                 }
                 match result {
-                    Err(e) => self.fail_start(u, i, e, now),
+                    Err(e) => self.fail_start(u, i, e, now, true),
                     Ok(()) => self.spawn_probe(u, i, generation),
                 }
             }
@@ -421,10 +475,15 @@ impl Reconciler {
                 }
                 match result {
                     Ok(()) => self.ready(u, i, now),
-                    Err(e) => {
+                    // The requests held for it have waited about as long, and answer
+                    // `start-timeout` themselves; those that came later keep waiting for the
+                    // next attempt rather than fail on this one.
+                    Err(NotReady::TimedOut(e)) => {
                         let t = self.ups[u].upstream.config.start_timeout;
-                        self.fail_start(u, i, format!("not ready after {t:?}: {e}"), now)
+                        let why = format!("not ready after {t:?}: {e}");
+                        self.fail_start(u, i, why, now, false)
                     }
+                    Err(NotReady::Died(e)) => self.fail_start(u, i, e, now, true),
                 }
             }
             Msg::StopDone {
@@ -457,6 +516,7 @@ impl Reconciler {
                 }
             }
             Msg::Process(driver, info) => self.on_process(driver, info, now),
+            Msg::PassiveFailure => {}
         }
     }
 
@@ -466,6 +526,25 @@ impl Reconciler {
         };
         let up = Arc::clone(&self.ups[u].upstream);
         let state = up.servers[i].state();
+        let sc = &mut self.ups[u].servers[i];
+        if matches!(info.state, ProcessState::Starting | ProcessState::Running) {
+            sc.previous_run = false;
+        }
+        // A BACKOFF shows the new process too (it failed to start and is being retried), but is
+        // also an exit: it counts as one only once the new process has been seen otherwise.
+        let stale = sc.previous_run;
+        if info.state == ProcessState::Backoff {
+            sc.previous_run = false;
+        }
+        if stale {
+            tracing::debug!(
+                upstream = up.name(),
+                program = info.program,
+                state = %info.state,
+                "ignoring a report about the previous process"
+            );
+            return;
+        }
         match (state, info.state) {
             (ServerState::Starting, ProcessState::Running)
                 if up.config.ready == Readiness::Supervisor =>
@@ -473,7 +552,7 @@ impl Reconciler {
                 self.ready(u, i, now)
             }
             (ServerState::Starting, ProcessState::Fatal | ProcessState::Exited) => {
-                self.fail_start(u, i, info.description, now)
+                self.fail_start(u, i, info.description, now, true)
             }
             (
                 ServerState::Ready | ServerState::Draining,
@@ -502,7 +581,9 @@ impl Reconciler {
         tokio::spawn(async move {
             let result = match &up.config.ready {
                 Readiness::Supervisor => until_running(&*driver, &server, deadline).await,
-                r => probe::until_ready(server.address(), r, deadline).await,
+                r => probe::until_ready(server.address(), r, deadline)
+                    .await
+                    .map_err(NotReady::TimedOut),
             };
             let _ = tx.send(Msg::Probed {
                 up: u,
@@ -514,6 +595,13 @@ impl Reconciler {
     }
 
     fn ready(&mut self, u: usize, i: usize, now: Instant) {
+        let server = &self.ups[u].upstream.servers[i];
+        if server.state() != ServerState::Starting {
+            return;
+        }
+        // Before it is routable: refusals seen from a previous process must not keep the new
+        // one out of rotation, nor have `reconcile` fail it again at once.
+        server.forget_failures();
         if !self.set(u, i, Event::Ready, now) {
             return;
         }
@@ -535,8 +623,9 @@ impl Reconciler {
         up.set_start_error(None);
     }
 
-    /// A start did not lead to a ready server.
-    fn fail_start(&mut self, u: usize, i: usize, why: String, now: Instant) {
+    /// A start did not lead to a ready server. With `tell_held`, the requests held for the
+    /// upstream get `why` at once when no other server is ready or starting.
+    fn fail_start(&mut self, u: usize, i: usize, why: String, now: Instant, tell_held: bool) {
         if !self.set(u, i, Event::StartFailed, now) {
             return;
         }
@@ -552,7 +641,7 @@ impl Reconciler {
             .servers
             .iter()
             .any(|s| matches!(s.state(), ServerState::Ready | ServerState::Starting));
-        if none_coming {
+        if none_coming && tell_held {
             up.set_start_error(Some(why));
         } else {
             up.notify_changed();
@@ -610,7 +699,7 @@ async fn until_running(
     driver: &dyn Supervisor,
     server: &Server,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), NotReady> {
     let program = &server.config.program;
     loop {
         match driver.observe().await {
@@ -619,7 +708,7 @@ async fn until_running(
                     match p.state {
                         ProcessState::Running => return Ok(()),
                         ProcessState::Fatal | ProcessState::Exited => {
-                            return Err(format!("{}: {}", p.state, p.description));
+                            return Err(NotReady::Died(format!("{}: {}", p.state, p.description)));
                         }
                         _ => {}
                     }
@@ -628,7 +717,7 @@ async fn until_running(
             Err(e) => tracing::debug!("observe failed: {e}"),
         }
         if Instant::now() + OBSERVE_INTERVAL >= deadline {
-            return Err(format!("{program} not RUNNING in time"));
+            return Err(NotReady::TimedOut(format!("{program} not RUNNING in time")));
         }
         tokio::time::sleep(OBSERVE_INTERVAL).await;
     }

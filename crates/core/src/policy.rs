@@ -380,14 +380,15 @@ impl ScalePolicy {
 
     /// Rule 4. Immediate, because every tick of delay is requests queueing; servers already
     /// starting count as capacity, so a burst seen on consecutive ticks does not start the same
-    /// servers twice. Held requests while servers are up (say, every ready one just went away)
-    /// ask for one more than the load alone.
+    /// servers twice. Held requests count as load (see `servers_for_load`), not as a reason for
+    /// one more server on their own: requests are only held while no server is ready, so a view
+    /// with both is the moment a server has just become ready and the held requests are on their
+    /// way to it. Asking for one more there started a second server on every cold start.
     fn scale_up(&self, work: &mut Work) {
         if work.count(ServerState::Ready) == 0 {
             return;
         }
-        let desired = (self.servers_for_load(work) + usize::from(work.held > 0))
-            .min(self.settings.max_servers);
+        let desired = self.servers_for_load(work).min(self.settings.max_servers);
         let up = work.up();
         if desired > up {
             work.add_capacity(desired - up, self.settings.max_servers);
@@ -451,11 +452,12 @@ impl ScalePolicy {
     }
 
     /// How many servers the load needs at target. In-flight requests of every server count,
-    /// draining ones included: they are load the upstream carries right now.
+    /// draining ones included: they are load the upstream carries right now; so do held
+    /// requests, which will be in flight as soon as a server takes them.
     fn servers_for_load(&self, work: &Work) -> usize {
         let target = u64::from(self.settings.target_in_flight.max(1));
-        let by_in_flight =
-            usize::try_from(work.total_in_flight().div_ceil(target)).unwrap_or(usize::MAX);
+        let load = work.total_in_flight().saturating_add(work.held as u64);
+        let by_in_flight = usize::try_from(load.div_ceil(target)).unwrap_or(usize::MAX);
         let by_rps = match self.target_rps() {
             // `as` saturates, and turns a NaN from a confused measurement into 0.
             Some(target) => (work.rps / target).ceil() as usize,

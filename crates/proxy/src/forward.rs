@@ -87,16 +87,24 @@ impl Proxy {
         let mut tried: Vec<usize> = Vec::new();
         'servers: loop {
             let now = Instant::now();
-            let Some(server) = up
-                .state
-                .pick(now, &tried)
-                .or_else(|| up.state.least_recently_failed(&tried))
-                .cloned()
-            else {
-                if tried.is_empty() && !up.state.is_static() {
-                    // Cold (or every server failed): wait for the control plane to bring one up.
+            let supervised = !up.state.is_static();
+            // Static servers have nobody to bring them back, so when all are inside a failure
+            // window the soonest-back one is tried; supervised ones are the control plane's job.
+            let fallback = || {
+                (!supervised)
+                    .then(|| up.state.least_recently_failed(&tried))
+                    .flatten()
+            };
+            let Some(server) = up.state.pick(now, &tried).or_else(fallback).cloned() else {
+                if supervised {
+                    // Cold, or every server refused before anything was sent (a crash the
+                    // control plane has not seen yet): wait for it to bring one up, within
+                    // start_timeout, then try them all again.
                     match hold(table, &up.state, waiter).await {
-                        Ok(()) => continue 'servers,
+                        Ok(()) => {
+                            tried.clear();
+                            continue 'servers;
+                        }
                         Err(resp) => return (resp, None),
                     }
                 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rouse_config::ServerConfig;
 use rouse_core::backoff::{Backoff, FailureTracker};
 use rouse_core::state::ServerState;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Server {
     /// Mirrors `passive.consecutive()` so the hot path can skip the lock when nothing failed.
     recent_failures: AtomicU32,
     passive: Mutex<FailureTracker>,
+    /// Signalled at each passive failure, so the control plane can act on it at once.
+    failure_seen: Notify,
     /// The table's time origin: instants below are kept as milliseconds since it, in atomics.
     epoch: Instant,
     /// When the server entered its current state.
@@ -43,6 +46,7 @@ impl Server {
             requests: AtomicU64::new(0),
             recent_failures: AtomicU32::new(0),
             passive: Mutex::new(FailureTracker::default()),
+            failure_seen: Notify::new(),
         }
     }
 
@@ -122,7 +126,17 @@ impl Server {
         let until = t.record_failure(now, backoff);
         self.recent_failures
             .store(t.consecutive(), Ordering::Relaxed);
+        drop(t);
+        self.failure_seen.notify_one();
         until
+    }
+
+    /// Resolves at the next passive failure (or at once if one happened since the last call).
+    /// For the control plane: a server that should be up refuses connections, which it must
+    /// hear about now rather than at its next tick, or every request meanwhile pays a refused
+    /// connect and, with no other server to try, fails.
+    pub async fn failure_noticed(&self) {
+        self.failure_seen.notified().await;
     }
 
     /// A request reached this server: forget earlier passive failures.
@@ -130,6 +144,17 @@ impl Server {
         if self.recent_failures.load(Ordering::Relaxed) == 0 {
             return;
         }
+        let mut t = self.tracker();
+        t.record_success();
+        self.recent_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// The server has just become ready (a new process, or one that passed its readiness check
+    /// again): connect failures the data plane saw before say nothing about it any more. Without
+    /// this, a server restarted after a crash would still be in the passive-failure window of
+    /// the refusals its predecessor caused, so it would be skipped by the balancer and failed
+    /// again by the control plane the moment it came up.
+    pub fn forget_failures(&self) {
         let mut t = self.tracker();
         t.record_success();
         self.recent_failures.store(0, Ordering::Relaxed);

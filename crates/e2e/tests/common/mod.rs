@@ -47,3 +47,110 @@ pub fn client() -> reqwest::Client {
 pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
+
+// === upstreams run by rouse's embedded supervisor ===
+
+/// A `[[upstream.server]]` whose process rouse's embedded supervisor runs: the test backend,
+/// listening on `addr` with `--id id` and any further `args` (`--delay-listen MS`,
+/// `--latency-ms N`, `--exit-after-requests N`). `extra` is added to the section as is.
+pub fn backend_server(addr: SocketAddr, id: &str, args: &[&str], extra: &str) -> String {
+    let mut argv: Vec<String> = vec![
+        env!("CARGO_BIN_EXE_rouse-test-backend").to_owned(),
+        "--listen".to_owned(),
+        addr.to_string(),
+        "--id".to_owned(),
+        id.to_owned(),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let argv = argv
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("[[upstream.server]]\naddress = \"{addr}\"\ncommand = [{argv}]\n{extra}\n")
+}
+
+/// An upstream of the embedded supervisor (no `supervisor` key) over `servers` sections.
+pub fn embedded_upstream(name: &str, hosts: &[&str], extra: &str, servers: &[String]) -> String {
+    let hosts = hosts
+        .iter()
+        .map(|h| format!("{h:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut s = format!("[[upstream]]\nname = {name:?}\nhosts = [{hosts}]\n{extra}\n");
+    for server in servers {
+        s.push_str(server);
+    }
+    s
+}
+
+/// `N` distinct addresses on 127.0.0.1 that were free a moment ago, for servers rouse starts
+/// itself. All are held at once while picking, so they differ (`free_addr` twice in a row can
+/// give the same port back); the race with other processes that `free_addr` documents remains.
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0: {e}"))
+        })
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i]
+            .local_addr()
+            .unwrap_or_else(|e| panic!("cannot read a bound listener's address: {e}"))
+    })
+}
+
+/// Whether a TCP connect to `addr` is refused (or fails otherwise) within a second.
+pub async fn refuses(addr: SocketAddr) -> bool {
+    !matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// The live (not zombie) processes whose command line has `--listen ADDR`: the test backends
+/// started for the server at `addr`, found through /proc whoever started them.
+pub fn backend_pids(addr: SocketAddr) -> Vec<u32> {
+    let want = addr.to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+        let listens = args
+            .windows(2)
+            .any(|w| w[0] == b"--listen" && w[1] == want.as_bytes());
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace()
+                    .next()
+                    .map(|st| st == "Z" || st == "X")
+            })
+            .unwrap_or(true);
+        if listens && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Logs of rouse to stderr, when `RUST_LOG` is set (debugging a test).
+pub fn log_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        rouse::logging::init(rouse_config::LogFormat::Text);
+    }
+}
