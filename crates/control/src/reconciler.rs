@@ -28,6 +28,8 @@ mod tests;
 const TICK: Duration = Duration::from_millis(250);
 /// Requests/s are measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// How long the first read of a supervisor's process states may take.
+const INITIAL_OBSERVE: Duration = Duration::from_secs(10);
 /// "supervisor" readiness polls the supervisor this often while a server starts.
 const OBSERVE_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -85,12 +87,7 @@ impl Control {
             }
         }
         for d in drivers_seen {
-            tokio::spawn(forward_process_events(
-                d.name().to_owned(),
-                d.subscribe(),
-                tx.clone(),
-                stop.clone(),
-            ));
+            tokio::spawn(forward_process_events(d, tx.clone(), stop.clone()));
         }
         let r = Reconciler {
             table,
@@ -126,11 +123,24 @@ impl Drop for Control {
 }
 
 async fn forward_process_events(
-    driver: String,
-    mut rx: broadcast::Receiver<ProcessInfo>,
+    supervisor: Arc<dyn Supervisor>,
     tx: mpsc::UnboundedSender<Msg>,
     stop: CancellationToken,
 ) {
+    let driver = supervisor.name().to_owned();
+    // Subscribe first, then read the current state: a change in between is seen twice rather
+    // than missed. This is how programs already running at start-up are adopted.
+    let mut rx = supervisor.subscribe();
+    match tokio::time::timeout(INITIAL_OBSERVE, supervisor.observe()).await {
+        Ok(Ok(infos)) => {
+            for info in infos {
+                let _ = tx.send(Msg::Process(driver.clone(), info));
+            }
+        }
+        // Unreachable now: its driver reports the whole state once it answers again.
+        Ok(Err(e)) => tracing::warn!(supervisor = driver, "cannot read process states: {e}"),
+        Err(_) => tracing::warn!(supervisor = driver, "reading process states timed out"),
+    }
     loop {
         let info = tokio::select! {
             _ = stop.cancelled() => return,
@@ -234,6 +244,9 @@ struct ServerCtl {
     /// relay into this loop) when the next start is issued or even when the new process passes
     /// its readiness probe, and acting on them failed a perfectly good new process.
     previous_run: bool,
+    /// The current `starting` is an adoption of a process found running, not a start of ours:
+    /// its probe time is not a start time.
+    adopted: bool,
 }
 
 impl UpCtl {
@@ -376,6 +389,7 @@ impl Reconciler {
         sc.generation += 1;
         sc.start_at = Some(now);
         sc.previous_run = true;
+        sc.adopted = false;
         let generation = sc.generation;
         let after_stop = sc.stop_done.clone();
         // Held requests now wait for this attempt rather than failing on the previous one.
@@ -545,21 +559,31 @@ impl Reconciler {
             );
             return;
         }
+        let stopping_ours = sc.stopping_failed;
         match (state, info.state) {
+            // Found running: at start-up (rouse restarted, supervisord kept its programs), or
+            // started by hand. Adopted, not restarted: probed, then ready with the same pid.
+            (ServerState::Stopped | ServerState::Failed, ProcessState::Running)
+                if !stopping_ours =>
+            {
+                self.adopt(u, i, &info, now)
+            }
             (ServerState::Starting, ProcessState::Running)
                 if up.config.ready == Readiness::Supervisor =>
             {
                 self.ready(u, i, now)
             }
+            // Stopped behind rouse's back (supervisorctl stop): not a failure, just gone.
+            (
+                ServerState::Ready | ServerState::Draining | ServerState::Starting,
+                ProcessState::Stopped,
+            ) => self.vanished(u, i, &info, now),
             (ServerState::Starting, ProcessState::Fatal | ProcessState::Exited) => {
                 self.fail_start(u, i, info.description, now, true)
             }
             (
                 ServerState::Ready | ServerState::Draining,
-                ProcessState::Exited
-                | ProcessState::Fatal
-                | ProcessState::Stopped
-                | ProcessState::Backoff,
+                ProcessState::Exited | ProcessState::Fatal | ProcessState::Backoff,
             ) => self.fail(
                 u,
                 i,
@@ -568,6 +592,41 @@ impl Reconciler {
             ),
             _ => {}
         }
+    }
+
+    fn vanished(&mut self, u: usize, i: usize, info: &ProcessInfo, now: Instant) {
+        if !self.set(u, i, Event::VanishedStopped, now) {
+            return;
+        }
+        let up = &self.ups[u].upstream;
+        tracing::warn!(
+            upstream = up.name(),
+            server = %up.servers[i].address(),
+            program = info.program,
+            "server stopped outside rouse"
+        );
+        up.notify_changed();
+    }
+
+    fn adopt(&mut self, u: usize, i: usize, info: &ProcessInfo, now: Instant) {
+        if !self.set(u, i, Event::StartIssued, now) {
+            return;
+        }
+        let ctl = &mut self.ups[u];
+        let sc = &mut ctl.servers[i];
+        sc.generation += 1;
+        sc.start_at = Some(now);
+        sc.previous_run = false;
+        sc.adopted = true;
+        let generation = sc.generation;
+        tracing::info!(
+            upstream = ctl.upstream.name(),
+            server = %ctl.upstream.servers[i].address(),
+            program = info.program,
+            pid = info.pid,
+            "adopting a running program"
+        );
+        self.spawn_probe(u, i, generation);
     }
 
     fn spawn_probe(&self, u: usize, i: usize, generation: u64) {
@@ -610,7 +669,7 @@ impl Reconciler {
         let sc = &mut ctl.servers[i];
         sc.failures = 0;
         let took = sc.start_at.map(|t| now.saturating_duration_since(t));
-        if let Some(d) = took {
+        if let Some(d) = took.filter(|_| !sc.adopted) {
             up.record_start_duration(d);
         }
         tracing::info!(

@@ -311,7 +311,16 @@ impl Supervisord {
                         self.wait_stopped(&spec, program, info, Until::NotStopping)
                             .await?;
                     }
-                    _ => return Ok(()),
+                    _ => {
+                        // Say at once which process is now the program's (the poll reports
+                        // changes only, and an ALREADY_STARTED one has none), so subscribers
+                        // can tell reports about it from late ones about an earlier run.
+                        if let Some(mut info) = state(after) {
+                            info.program = program.to_owned();
+                            let _ = self.inner.events.send(info);
+                        }
+                        return Ok(());
+                    }
                 },
                 Err(fault) => {
                     let spawn_error = fault.code == codes::SPAWN_ERROR;
