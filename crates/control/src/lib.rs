@@ -12,4 +12,4 @@ mod probe;
 mod rate;
 mod reconciler;
 
-pub use reconciler::{Control, Drivers};
+pub use reconciler::{Control, ControlHandle, Drivers, ManualError, ManualOp};

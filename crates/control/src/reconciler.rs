@@ -10,12 +10,19 @@ use rouse_core::policy::{
 };
 use rouse_core::state::ServerState;
 use rouse_core::transition::{self, Event};
-use rouse_state::{Server, Table, Upstream};
+use std::time::SystemTime;
+
+use rouse_state::metrics::{StartLabels, StopLabels};
+use rouse_state::{Entry, Metrics, Server, Table, Upstream};
 use rouse_supervisor::{Embedded, ProcessInfo, ProcessState, Supervisor};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+
+mod manual;
+
+pub use manual::{ControlHandle, ManualError, ManualOp};
 
 use crate::probe;
 use crate::rate::RateMeter;
@@ -55,6 +62,7 @@ impl Drivers {
 
 /// The running control plane.
 pub struct Control {
+    handle: ControlHandle,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
     drivers: Drivers,
@@ -89,6 +97,20 @@ impl Control {
         for d in drivers_seen {
             tokio::spawn(forward_process_events(d, tx.clone(), stop.clone()));
         }
+        let handle = ControlHandle {
+            tx: tx.clone(),
+            statics: table
+                .upstreams
+                .iter()
+                .filter(|u| u.is_static())
+                .map(|u| u.name().to_owned())
+                .collect(),
+            known: table
+                .upstreams
+                .iter()
+                .map(|u| u.name().to_owned())
+                .collect(),
+        };
         let r = Reconciler {
             table,
             ups,
@@ -97,10 +119,16 @@ impl Control {
         };
         let task = tokio::spawn(r.run(rx, stop.clone()));
         Control {
+            handle,
             stop,
             task: Some(task),
             drivers,
         }
+    }
+
+    /// For manual start/stop commands.
+    pub fn handle(&self) -> ControlHandle {
+        self.handle.clone()
     }
 
     /// Stops deciding, then stops every embedded child (supervisord's programs are left as they
@@ -183,6 +211,12 @@ async fn forward_failures(
 /// What tasks report back to the loop. `generation` ties a report to the start it belongs to,
 /// so a late answer about an earlier attempt is ignored.
 enum Msg {
+    Manual {
+        upstream: String,
+        index: Option<usize>,
+        op: ManualOp,
+        reply: tokio::sync::oneshot::Sender<Result<String, ManualError>>,
+    },
     Started {
         up: usize,
         server: usize,
@@ -367,6 +401,7 @@ impl Reconciler {
                         reason = reason.as_str(),
                         "draining server"
                     );
+                    self.note(u, i, "drain", reason.as_str().to_owned());
                 }
             }
             Action::Undrain(i) => {
@@ -401,6 +436,8 @@ impl Reconciler {
             held = up.held(),
             "starting server"
         );
+        self.note(u, i, "start", format!("{} held", up.held()));
+        let ctl = &mut self.ups[u];
         let driver = Arc::clone(&ctl.driver);
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -434,6 +471,8 @@ impl Reconciler {
             reason = reason.as_str(),
             "stopping server"
         );
+        self.count_stop(u, i, reason);
+        self.note(u, i, "stop", reason.as_str().to_owned());
         self.spawn_stop(u, i);
     }
 
@@ -464,6 +503,14 @@ impl Reconciler {
     fn on_msg(&mut self, msg: Msg) {
         let now = Instant::now();
         match msg {
+            Msg::Manual {
+                upstream,
+                index,
+                op,
+                reply,
+            } => {
+                let _ = reply.send(self.manual(&upstream, index, op, now));
+            }
             Msg::Started {
                 up: u,
                 server: i,
@@ -527,6 +574,7 @@ impl Reconciler {
                         server = %s.address(),
                         "server stopped"
                     );
+                    self.note(u, i, "stopped", String::new());
                 }
             }
             Msg::Process(driver, info) => self.on_process(driver, info, now),
@@ -605,6 +653,7 @@ impl Reconciler {
             program = info.program,
             "server stopped outside rouse"
         );
+        self.note(u, i, "stopped", "outside rouse".to_owned());
         up.notify_changed();
     }
 
@@ -669,9 +718,23 @@ impl Reconciler {
         let sc = &mut ctl.servers[i];
         sc.failures = 0;
         let took = sc.start_at.map(|t| now.saturating_duration_since(t));
-        if let Some(d) = took.filter(|_| !sc.adopted) {
+        let adopted = sc.adopted;
+        if let Some(d) = took.filter(|_| !adopted) {
             up.record_start_duration(d);
+            self.table
+                .metrics
+                .start_duration
+                .get_or_create(&Metrics::upstream(up.name()))
+                .observe(d.as_secs_f64());
         }
+        let ms = took.map(|d| d.as_secs_f64() * 1000.0).unwrap_or_default();
+        self.count_start(u, i, if adopted { "adopted" } else { "ready" });
+        self.note(
+            u,
+            i,
+            if adopted { "adopt" } else { "ready" },
+            format!("{ms:.1} ms"),
+        );
         tracing::info!(
             upstream = up.name(),
             server = %up.servers[i].address(),
@@ -695,6 +758,9 @@ impl Reconciler {
             program = up.servers[i].config.program,
             "cannot start server: {why}"
         );
+        let result = if tell_held { "failed" } else { "timeout" };
+        self.count_start(u, i, result);
+        self.note(u, i, "start-failed", why.clone());
         self.after_failure(u, i);
         let none_coming = !up
             .servers
@@ -719,6 +785,7 @@ impl Reconciler {
             program = up.servers[i].config.program,
             "server failed: {why}"
         );
+        self.note(u, i, "failed", why.clone());
         self.after_failure(u, i);
         up.notify_changed();
     }
@@ -729,7 +796,47 @@ impl Reconciler {
         let sc = &mut self.ups[u].servers[i];
         sc.failures = sc.failures.saturating_add(1);
         sc.stopping_failed = true;
+        self.count_stop(u, i, StopReason::Failure);
         self.spawn_stop(u, i);
+    }
+
+    /// Records a lifecycle event for the dashboard and `/status`.
+    fn note(&self, u: usize, i: usize, what: &'static str, detail: String) {
+        let up = &self.ups[u].upstream;
+        self.table.journal.record(Entry {
+            at: SystemTime::now(),
+            upstream: up.name().to_owned(),
+            server: i,
+            address: up.servers[i].address().to_string(),
+            what,
+            detail,
+        });
+    }
+
+    fn count_start(&self, u: usize, i: usize, result: &str) {
+        let up = &self.ups[u].upstream;
+        self.table
+            .metrics
+            .starts
+            .get_or_create(&StartLabels {
+                upstream: up.name().to_owned(),
+                server: up.servers[i].address().to_string(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    fn count_stop(&self, u: usize, i: usize, reason: StopReason) {
+        let up = &self.ups[u].upstream;
+        self.table
+            .metrics
+            .stops
+            .get_or_create(&StopLabels {
+                upstream: up.name().to_owned(),
+                server: up.servers[i].address().to_string(),
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
     }
 
     fn current(&self, u: usize, i: usize, generation: u64, state: ServerState) -> bool {

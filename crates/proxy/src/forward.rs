@@ -6,7 +6,10 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use rouse_state::{Server, Table};
+use std::sync::atomic::Ordering;
+
+use rouse_state::metrics::RequestLabels;
+use rouse_state::{Metrics, Server, Table};
 use tokio::time::{Instant, timeout};
 
 use crate::answer;
@@ -55,6 +58,14 @@ impl Proxy {
         let (resp, server) = self
             .forward(&routes.table, up, req, client_upgrade, &waiter)
             .await;
+        let elapsed = started.elapsed();
+        let server = server.map(|s| s.to_string()).unwrap_or_default();
+        let metrics = &routes.table.metrics;
+        metrics
+            .request_duration
+            .get_or_create(&Metrics::upstream(up.state.name()))
+            .observe(elapsed.as_secs_f64());
+        let held_ms = waiter.held_us.load(Ordering::Relaxed) as f64 / 1000.0;
         if self.settings.access_log {
             tracing::info!(
                 target: "rouse::access",
@@ -62,11 +73,20 @@ impl Proxy {
                 %method,
                 path,
                 upstream = up.state.name(),
-                server = server.map(|s| s.to_string()).unwrap_or_default(),
+                server,
                 status = resp.status().as_u16(),
-                ms = started.elapsed().as_secs_f64() * 1000.0,
+                ms = elapsed.as_secs_f64() * 1000.0,
+                held_ms,
             );
         }
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                upstream: up.state.name().to_owned(),
+                server,
+                code: resp.status().as_u16(),
+            })
+            .inc();
         resp
     }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Method, Response, StatusCode};
-use rouse_state::{Table, Upstream};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rouse_state::{HeldGuard, Metrics, Table, Upstream};
 use tokio::time::Instant;
 
 use crate::answer;
@@ -24,6 +26,8 @@ pub(crate) struct Waiter<'a> {
     pub path: &'a str,
     pub browser: bool,
     pub arrived: Instant,
+    /// Time spent held so far, in µs (for the access log).
+    pub held_us: AtomicU64,
 }
 
 impl<'a> Waiter<'a> {
@@ -37,6 +41,7 @@ impl<'a> Waiter<'a> {
             path,
             browser,
             arrived,
+            held_us: AtomicU64::new(0),
         }
     }
 }
@@ -62,7 +67,7 @@ pub(crate) async fn hold(
             retry_after(upstream, w),
         ));
     }
-    let Some(_held) = upstream.hold() else {
+    let Some(held) = upstream.hold() else {
         return Err(answer::unavailable(
             "queue-full",
             format!(
@@ -71,6 +76,11 @@ pub(crate) async fn hold(
             ),
             retry_after(upstream, w),
         ));
+    };
+    let _timer = HeldTimer {
+        _held: held,
+        since: Instant::now(),
+        out: &w.held_us,
     };
     // Subscribe before checking, so a change between the check and the wait is not missed.
     let mut changed = upstream.subscribe();
@@ -105,6 +115,11 @@ pub(crate) async fn hold(
                     return Err(waiting_page(upstream, w));
                 }
                 upstream.count_held_timeout();
+                table
+                    .metrics
+                    .held_timeouts
+                    .get_or_create(&Metrics::upstream(upstream.name()))
+                    .inc();
                 return Err(answer::unavailable(
                     "start-timeout",
                     format!(
@@ -160,4 +175,19 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// Counts the request as held, and adds the time it was held to the waiter's total, until
+/// dropped (whichever way `hold` returns).
+struct HeldTimer<'a> {
+    _held: HeldGuard,
+    since: Instant,
+    out: &'a AtomicU64,
+}
+
+impl Drop for HeldTimer<'_> {
+    fn drop(&mut self) {
+        let us = self.since.elapsed().as_micros() as u64;
+        self.out.fetch_add(us, Ordering::Relaxed);
+    }
 }

@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+use rouse_admin::AdminState;
+use tokio_util::sync::CancellationToken;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -42,7 +46,13 @@ pub struct Options {
 pub struct Rouse {
     proxy: Arc<Proxy>,
     control: Option<Control>,
-    table: Mutex<Arc<Table>>,
+    /// The current table generation; the admin API reads it on every request.
+    table: Arc<ArcSwap<Table>>,
+    /// Serializes reloads (SIGHUP and the admin API may both ask).
+    reloading: Mutex<()>,
+    admin_addr: Option<SocketAddr>,
+    admin_stop: CancellationToken,
+    admin_task: Option<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -56,12 +66,22 @@ impl Rouse {
 
     pub async fn start_with(config: Config, options: Options) -> std::io::Result<Rouse> {
         let listeners = bind_listeners(&config).await?;
-        Ok(Rouse::with_listeners(config, listeners, options).await)
+        let admin = match &config.admin {
+            Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {} (admin): {e}", a.listen),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Rouse::with_listeners(config, listeners, admin, options).await)
     }
 
     pub async fn with_listeners(
         config: Config,
         listeners: Vec<TcpListener>,
+        admin: Option<TcpListener>,
         options: Options,
     ) -> Rouse {
         let addrs = listeners
@@ -75,14 +95,32 @@ impl Rouse {
         };
         let control = Control::spawn(Arc::clone(&table), drivers);
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
+        let admin_stop = CancellationToken::new();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(rouse_proxy::serve(Arc::clone(&proxy), listeners, async {
             let _ = rx.await;
         }));
+        let table = Arc::new(ArcSwap::new(table));
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let admin_task = admin.map(|listener| {
+            let state = AdminState {
+                table: Arc::clone(&table),
+                control: control.handle(),
+                token: config.admin.as_ref().and_then(|a| a.token.clone()),
+            };
+            let stop = admin_stop.clone();
+            tokio::spawn(rouse_admin::serve(listener, state, async move {
+                stop.cancelled().await
+            }))
+        });
         Rouse {
             proxy,
             control: Some(control),
-            table: Mutex::new(table),
+            table,
+            reloading: Mutex::new(()),
+            admin_addr,
+            admin_stop,
+            admin_task,
             addrs,
             shutdown: Some(tx),
             task: Some(task),
@@ -99,17 +137,22 @@ impl Rouse {
     }
 
     pub fn table(&self) -> Arc<Table> {
-        Arc::clone(&self.table.lock().unwrap_or_else(|e| e.into_inner()))
+        self.table.load_full()
+    }
+
+    /// Where the admin API listens, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Applies a new, already validated config's upstreams. Static upstreams may change
     /// freely; supervised ones must be unchanged for now (their processes and states are kept
     /// as they are). Listener changes need a restart.
     pub fn reload(&self, config: &Config) -> Result<(), NeedsRestart> {
-        let mut current = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let table = Arc::new(current.reloaded(config)?);
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let table = Arc::new(self.table.load().reloaded(config)?);
         self.proxy.update(&table);
-        *current = table;
+        self.table.store(table);
         Ok(())
     }
 
@@ -122,6 +165,10 @@ impl Rouse {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        self.admin_stop.cancel();
+        if let Some(task) = self.admin_task.take() {
+            let _ = task.await;
+        }
         if let Some(control) = self.control.take() {
             control.shutdown().await;
         }
@@ -130,6 +177,7 @@ impl Rouse {
 
 impl Drop for Rouse {
     fn drop(&mut self) {
+        self.admin_stop.cancel();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

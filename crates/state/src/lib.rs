@@ -5,10 +5,14 @@
 //! here blocks: the hot path takes no lock unless a server has recently failed.
 #![forbid(unsafe_code)]
 
+pub mod journal;
+pub mod metrics;
 mod server;
 mod table;
 mod upstream;
 
+pub use journal::{Entry, Journal};
+pub use metrics::Metrics;
 pub use server::{InFlightGuard, Server};
 pub use table::{NeedsRestart, Table};
 pub use upstream::{HeldGuard, Upstream};

@@ -6,6 +6,8 @@ use rouse_config::{Config, SupervisorRef};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::journal::Journal;
+use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 
 #[derive(Debug)]
@@ -16,6 +18,9 @@ pub struct Table {
     /// reload does not disconnect the planes.
     pub demand: Arc<Notify>,
     pub epoch: Instant,
+    /// Like `demand`, shared by every generation: counters survive reloads.
+    pub metrics: Arc<Metrics>,
+    pub journal: Arc<Journal>,
 }
 
 /// Why a new config cannot be applied to a running table without a restart.
@@ -34,6 +39,8 @@ impl Table {
                 .collect(),
             demand: Arc::new(Notify::new()),
             epoch,
+            metrics: Arc::default(),
+            journal: Arc::default(),
         }
     }
 
@@ -65,6 +72,8 @@ impl Table {
             upstreams,
             demand: Arc::clone(&self.demand),
             epoch: self.epoch,
+            metrics: Arc::clone(&self.metrics),
+            journal: Arc::clone(&self.journal),
         })
     }
 

@@ -1,0 +1,145 @@
+//! Manual start and stop (the admin API, `rouse start|stop`): what ngx_supervisord's
+//! `supervisord_start`/`supervisord_stop` handlers did, through the same loop as every other
+//! decision, so a manual command never races the policy.
+//!
+//! A manual command is a one-off action, not a pin: the policy keeps running, so a server
+//! stopped by hand below `min_servers` (or while requests wait) is started again, and one
+//! started beyond what the load needs is drained after `idle_timeout` like any other.
+
+use rouse_core::policy::StopReason;
+use rouse_core::state::ServerState;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Msg, Reconciler};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManualOp {
+    Start,
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManualError {
+    #[error("no upstream named {0:?}")]
+    UnknownUpstream(String),
+    #[error("upstream {upstream:?} has no server {index}")]
+    UnknownServer { upstream: String, index: usize },
+    #[error(
+        "upstream {0:?} has static servers (supervisor = \"none\"): rouse does not start or stop them"
+    )]
+    Static(String),
+    #[error("{0}")]
+    NothingToDo(String),
+    #[error("the control plane is not running")]
+    NotRunning,
+}
+
+/// A handle for sending manual commands to the control plane.
+#[derive(Clone)]
+pub struct ControlHandle {
+    pub(super) tx: tokio::sync::mpsc::UnboundedSender<Msg>,
+    /// Every upstream name of the table, so unknown and static names are answered even when
+    /// the loop manages nothing.
+    pub(super) statics: Vec<String>,
+    pub(super) known: Vec<String>,
+}
+
+impl ControlHandle {
+    /// Starts (`index` None: the lowest-index stopped server) or stops (`index` None: the
+    /// highest-index running one, drained first) a server. Returns what was done.
+    pub async fn manual(
+        &self,
+        upstream: &str,
+        index: Option<usize>,
+        op: ManualOp,
+    ) -> Result<String, ManualError> {
+        if !self.known.iter().any(|s| s == upstream) {
+            return Err(ManualError::UnknownUpstream(upstream.to_owned()));
+        }
+        if self.statics.iter().any(|s| s == upstream) {
+            return Err(ManualError::Static(upstream.to_owned()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Manual {
+                upstream: upstream.to_owned(),
+                index,
+                op,
+                reply,
+            })
+            .map_err(|_| ManualError::NotRunning)?;
+        // The loop answers at once (the action itself runs in the background).
+        tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+            .await
+            .map_err(|_| ManualError::NotRunning)?
+            .map_err(|_| ManualError::NotRunning)?
+    }
+}
+
+impl Reconciler {
+    pub(super) fn manual(
+        &mut self,
+        upstream: &str,
+        index: Option<usize>,
+        op: ManualOp,
+        now: Instant,
+    ) -> Result<String, ManualError> {
+        let Some(u) = self.ups.iter().position(|c| c.upstream.name() == upstream) else {
+            return Err(ManualError::UnknownUpstream(upstream.to_owned()));
+        };
+        let up = std::sync::Arc::clone(&self.ups[u].upstream);
+        let state = |i: usize| up.servers[i].state();
+        let i = match index {
+            Some(i) if i >= up.servers.len() => {
+                return Err(ManualError::UnknownServer {
+                    upstream: upstream.to_owned(),
+                    index: i,
+                });
+            }
+            Some(i) => i,
+            None => {
+                let pick = match op {
+                    ManualOp::Start => (0..up.servers.len())
+                        .find(|&i| matches!(state(i), ServerState::Stopped | ServerState::Failed)),
+                    ManualOp::Stop => (0..up.servers.len()).rev().find(|&i| {
+                        matches!(
+                            state(i),
+                            ServerState::Ready | ServerState::Starting | ServerState::Failed
+                        )
+                    }),
+                };
+                pick.ok_or_else(|| {
+                    ManualError::NothingToDo(match op {
+                        ManualOp::Start => format!("every server of {upstream:?} is already up"),
+                        ManualOp::Stop => format!("no server of {upstream:?} is running"),
+                    })
+                })?
+            }
+        };
+        let addr = up.servers[i].address();
+        let done = match (op, state(i)) {
+            (ManualOp::Start, ServerState::Stopped | ServerState::Failed) => {
+                self.start(u, i, now);
+                format!("starting server {i} ({addr}) of {upstream:?}")
+            }
+            (ManualOp::Start, s) => format!("server {i} ({addr}) of {upstream:?} is already {s}"),
+            (ManualOp::Stop, ServerState::Ready) => {
+                // Drained first: requests in flight finish, then rule 1 stops it.
+                self.ups[u].policy.note_drained(i, StopReason::Manual);
+                self.apply(
+                    u,
+                    rouse_core::policy::Action::Drain(i, StopReason::Manual),
+                    now,
+                );
+                format!("draining then stopping server {i} ({addr}) of {upstream:?}")
+            }
+            (ManualOp::Stop, ServerState::Starting | ServerState::Failed) => {
+                self.stop(u, i, StopReason::Manual, now);
+                format!("stopping server {i} ({addr}) of {upstream:?}")
+            }
+            (ManualOp::Stop, s) => format!("server {i} ({addr}) of {upstream:?} is already {s}"),
+        };
+        Ok(done)
+    }
+}

@@ -1,0 +1,104 @@
+//! The counters and histograms both planes add to. Gauges (in flight, held, states) are not
+//! kept here: the admin API reads them off the table when scraped, so they cannot drift.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub upstream: String,
+    /// The server's address; empty when rouse answered without one (no route, held timeout).
+    pub server: String,
+    pub code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StartLabels {
+    pub upstream: String,
+    pub server: String,
+    /// "ready", "failed", "timeout" or "adopted".
+    pub result: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StopLabels {
+    pub upstream: String,
+    pub server: String,
+    /// "idle", "load", "failure", "manual", "shutdown".
+    pub reason: String,
+}
+
+fn histogram_ms_to_minutes() -> Histogram {
+    // 1 ms … ~2 min: proxied requests and process starts both fall in this range.
+    Histogram::new(exponential_buckets(0.001, 2.0, 18))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<UpstreamLabels, Histogram>,
+    pub starts: Family<StartLabels, Counter>,
+    pub start_duration: Family<UpstreamLabels, Histogram>,
+    pub stops: Family<StopLabels, Counter>,
+    pub held_timeouts: Family<UpstreamLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(histogram_ms_to_minutes),
+            starts: Family::default(),
+            start_duration: Family::new_with_constructor(histogram_ms_to_minutes),
+            stops: Family::default(),
+            held_timeouts: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every family under the names SPEC.md gives (`rouse_` prefix added here).
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("rouse");
+        r.register(
+            "requests",
+            "Requests answered, by upstream, server and status code",
+            self.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request received to response head sent",
+            self.request_duration.clone(),
+        );
+        r.register(
+            "starts",
+            "Server starts issued, by result",
+            self.starts.clone(),
+        );
+        r.register(
+            "start_duration_seconds",
+            "Time from start issued to server ready",
+            self.start_duration.clone(),
+        );
+        r.register("stops", "Server stops, by reason", self.stops.clone());
+        r.register(
+            "held_timeouts",
+            "Held requests answered 503 because no server was ready within start_timeout",
+            self.held_timeouts.clone(),
+        );
+    }
+
+    pub fn upstream(name: &str) -> UpstreamLabels {
+        UpstreamLabels {
+            upstream: name.to_owned(),
+        }
+    }
+}
