@@ -153,6 +153,7 @@ pub struct FileServer {
     pub address: Option<Spanned<String>>,
     pub weight: Option<Spanned<u32>>,
     pub program: Option<Spanned<String>>,
+    pub supervisor: Option<Spanned<String>>,
     pub command: Option<Spanned<FileCommand>>,
     pub env: Option<Spanned<BTreeMap<String, String>>>,
     pub cwd: Option<Spanned<String>>,

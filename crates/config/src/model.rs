@@ -164,6 +164,9 @@ pub struct ServerConfig {
     pub weight: u32,
     /// supervisord program name; default `<supervisord_name><index>`.
     pub program: String,
+    /// Who runs this server: the upstream's supervisor, or (supervisord upstreams only) the
+    /// server's own `supervisor = "NAME"`, so one upstream can span several hosts.
+    pub supervisor: SupervisorRef,
     /// Embedded supervisor only (required there).
     pub command: Option<CommandLine>,
     pub env: BTreeMap<String, String>,

@@ -124,11 +124,18 @@ pub fn summary(config: &Config) -> String {
         }
         let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
         for server in &upstream.servers {
+            // A server on another supervisord than its upstream's says which.
+            let program = match &server.supervisor {
+                SupervisorRef::Supervisord(own) if server.supervisor != upstream.supervisor => {
+                    format!("{} (on {own})", server.program)
+                }
+                _ => server.program.clone(),
+            };
             let mut row = vec![
                 server.index.to_string(),
                 server.address.to_string(),
                 server.weight.to_string(),
-                server.program.clone(),
+                program,
             ];
             if let Some(command) = &server.command {
                 row.push(command_text(command));

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{check, errors, ok, single, text};
-use rouse_config::{ConfigErrors, load, parse};
+use rouse_config::{ConfigErrors, SupervisorRef, load, parse};
 
 // ---------------------------------------------------------------------------------------------
 // Syntax and shape
@@ -1277,4 +1277,94 @@ fn load_reports_against_the_path_and_sets_source() {
     std::fs::write(&path, text(UPSTREAM)).unwrap();
     let config = load(&path).unwrap();
     assert_eq!(config.source.as_deref(), Some(path.as_path()));
+}
+
+#[test]
+fn a_server_may_name_its_own_supervisord() {
+    let config = ok(r#"
+[supervisors.a]
+url = "http://127.0.0.1:9001"
+[supervisors.b]
+url = "unix:///run/b.sock"
+[[upstream]]
+name = "app"
+supervisor = "a"
+[[upstream.server]]
+address = "127.0.0.1:9101"
+[[upstream.server]]
+address = "127.0.0.1:9102"
+supervisor = "b"
+"#);
+    let servers = &config.upstreams[0].servers;
+    assert_eq!(
+        servers[0].supervisor,
+        SupervisorRef::Supervisord("a".into())
+    );
+    assert_eq!(
+        servers[1].supervisor,
+        SupervisorRef::Supervisord("b".into())
+    );
+    // The default program name does not depend on the host.
+    assert_eq!(servers[1].program, "app1");
+}
+
+#[test]
+fn a_servers_own_supervisor_must_be_defined() {
+    single(
+        r#"
+[supervisors.a]
+url = "http://127.0.0.1:9001"
+[[upstream]]
+name = "app"
+supervisor = "a"
+[[upstream.server]]
+address = "127.0.0.1:9101"
+supervisor = "nope"
+"#,
+        8,
+        14,
+        &["nope", "not defined", "defined: a"],
+    );
+}
+
+#[test]
+fn a_servers_own_supervisor_needs_a_supervisord_upstream() {
+    single(
+        r#"
+[supervisors.a]
+url = "http://127.0.0.1:9001"
+[[upstream]]
+name = "app"
+[[upstream.server]]
+address = "127.0.0.1:9101"
+command = "x"
+supervisor = "a"
+"#,
+        8,
+        1,
+        &["supervisor", "only for supervisord upstreams"],
+    );
+}
+
+#[test]
+fn the_same_program_on_two_supervisords_is_fine_but_not_twice_on_one() {
+    let text = r#"
+[supervisors.a]
+url = "http://127.0.0.1:9001"
+[supervisors.b]
+url = "http://127.0.0.1:9002"
+[[upstream]]
+name = "x"
+supervisor = "a"
+[[upstream.server]]
+address = "127.0.0.1:9101"
+program = "app"
+[[upstream.server]]
+address = "127.0.0.1:9102"
+program = "app"
+supervisor = "b"
+"#;
+    ok(text);
+    let clash = text.replace("supervisor = \"b\"", "supervisor = \"a\"");
+    single(&clash, 13, 11, &["app", "already driven"]);
 }

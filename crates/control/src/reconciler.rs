@@ -48,7 +48,7 @@ pub struct Drivers {
 }
 
 impl Drivers {
-    fn for_upstream(&self, r: &SupervisorRef) -> Option<Arc<dyn Supervisor>> {
+    fn for_server(&self, r: &SupervisorRef) -> Option<Arc<dyn Supervisor>> {
         match r {
             SupervisorRef::Static => None,
             SupervisorRef::Embedded => self
@@ -76,22 +76,28 @@ impl Control {
         let mut ups = Vec::new();
         let mut programs = HashMap::new();
         for upstream in &table.upstreams {
-            let Some(driver) = drivers.for_upstream(&upstream.config.supervisor) else {
+            // Each server's own supervisor: one upstream may span several supervisords.
+            let Some(server_drivers) = upstream
+                .servers
+                .iter()
+                .map(|s| drivers.for_server(&s.config.supervisor))
+                .collect::<Option<Vec<_>>>()
+            else {
                 continue;
             };
-            for s in &upstream.servers {
+            for (s, driver) in upstream.servers.iter().zip(&server_drivers) {
                 programs.insert(
                     (driver.name().to_owned(), s.config.program.clone()),
                     (ups.len(), s.index()),
                 );
                 tokio::spawn(forward_failures(Arc::clone(s), tx.clone(), stop.clone()));
             }
-            ups.push(UpCtl::new(Arc::clone(upstream), driver));
+            ups.push(UpCtl::new(Arc::clone(upstream), server_drivers));
         }
         let mut drivers_seen: Vec<Arc<dyn Supervisor>> = Vec::new();
-        for up in &ups {
-            if !drivers_seen.iter().any(|d| d.name() == up.driver.name()) {
-                drivers_seen.push(Arc::clone(&up.driver));
+        for d in ups.iter().flat_map(|up| &up.drivers) {
+            if !drivers_seen.iter().any(|seen| seen.name() == d.name()) {
+                drivers_seen.push(Arc::clone(d));
             }
         }
         for d in drivers_seen {
@@ -250,7 +256,8 @@ enum NotReady {
 
 struct UpCtl {
     upstream: Arc<Upstream>,
-    driver: Arc<dyn Supervisor>,
+    /// Per server: who runs it.
+    drivers: Vec<Arc<dyn Supervisor>>,
     policy: ScalePolicy,
     meter: RateMeter,
     /// Requests/s at the last tick.
@@ -284,7 +291,7 @@ struct ServerCtl {
 }
 
 impl UpCtl {
-    fn new(upstream: Arc<Upstream>, driver: Arc<dyn Supervisor>) -> UpCtl {
+    fn new(upstream: Arc<Upstream>, drivers: Vec<Arc<dyn Supervisor>>) -> UpCtl {
         let c = &upstream.config;
         let settings = ScaleSettings {
             min_servers: c.min_servers,
@@ -305,7 +312,7 @@ impl UpCtl {
             meter: RateMeter::new(RATE_WINDOW),
             rps: 0.0,
             upstream,
-            driver,
+            drivers,
             servers,
         }
     }
@@ -438,7 +445,7 @@ impl Reconciler {
         );
         self.note(u, i, "start", format!("{} held", up.held()));
         let ctl = &mut self.ups[u];
-        let driver = Arc::clone(&ctl.driver);
+        let driver = Arc::clone(&ctl.drivers[i]);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             if let Some(stopped) = after_stop {
@@ -480,7 +487,7 @@ impl Reconciler {
         let ctl = &mut self.ups[u];
         let server = Arc::clone(&ctl.upstream.servers[i]);
         let generation = ctl.servers[i].generation;
-        let driver = Arc::clone(&ctl.driver);
+        let driver = Arc::clone(&ctl.drivers[i]);
         let tx = self.tx.clone();
         let done = CancellationToken::new();
         ctl.servers[i].stop_done = Some(done.clone());
@@ -684,7 +691,7 @@ impl Reconciler {
         let server = Arc::clone(&up.servers[i]);
         let deadline =
             ctl.servers[i].start_at.unwrap_or_else(Instant::now) + up.config.start_timeout;
-        let driver = Arc::clone(&ctl.driver);
+        let driver = Arc::clone(&ctl.drivers[i]);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let result = match &up.config.ready {

@@ -212,11 +212,13 @@ fn supervisord_drivers(config: &Config) -> HashMap<String, Arc<dyn Supervisor>> 
         .supervisors
         .values()
         .map(|sc| {
+            let mine = SupervisorRef::Supervisord(sc.name.clone());
             let programs = config
                 .upstreams
                 .iter()
-                .filter(|u| u.supervisor == SupervisorRef::Supervisord(sc.name.clone()))
-                .flat_map(|u| u.servers.iter().map(|s| s.program.clone()))
+                .flat_map(|u| &u.servers)
+                .filter(|s| s.supervisor == mine)
+                .map(|s| s.program.clone())
                 .collect();
             let driver: Arc<dyn Supervisor> = Supervisord::new(sc, programs);
             (sc.name.clone(), driver)

@@ -211,13 +211,13 @@ fn reaches(listen: SocketAddr, target: SocketAddr) -> bool {
 fn programs(upstreams: &[CheckedUpstream], duplicated: &BTreeSet<&str>, cx: &mut Context<'_>) {
     let mut seen: BTreeMap<(&str, &str), (&str, usize, Range<usize>)> = BTreeMap::new();
     for upstream in upstreams {
-        let SupervisorRef::Supervisord(supervisor) = &upstream.config.supervisor else {
-            continue;
-        };
         if duplicated.contains(upstream.config.name.as_str()) {
             continue;
         }
         for (server, checked) in upstream.config.servers.iter().zip(&upstream.servers) {
+            let SupervisorRef::Supervisord(supervisor) = &server.supervisor else {
+                continue;
+            };
             let key = (supervisor.as_str(), server.program.as_str());
             match seen.get(&key) {
                 Some((other, index, span)) => {

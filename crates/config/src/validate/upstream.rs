@@ -152,7 +152,14 @@ pub(crate) fn upstream(
         never_wake.push(prefix.get_ref().clone());
     }
 
-    let (servers, checked_servers) = servers(entry, &supervisor, kind_known, &supervisord_name, cx);
+    let (servers, checked_servers) = servers(
+        entry,
+        &supervisor,
+        kind_known,
+        &supervisord_name,
+        defined_supervisors,
+        cx,
+    );
     if entry.servers.is_empty() && !section.is_rejected("server") {
         cx.error(
             section.key_span("server"),
@@ -308,6 +315,7 @@ fn servers(
     supervisor: &SupervisorRef,
     kind_known: bool,
     supervisord_name: &str,
+    defined: &[&str],
     cx: &mut Context<'_>,
 ) -> (Vec<ServerConfig>, Vec<CheckedServer>) {
     entry
@@ -315,17 +323,64 @@ fn servers(
         .iter()
         .enumerate()
         .map(|(index, section)| {
-            server(index, section, supervisor, kind_known, supervisord_name, cx)
+            let own = server_supervisor(index, section, supervisor, kind_known, defined, cx);
+            server(
+                index,
+                section,
+                supervisor,
+                kind_known,
+                supervisord_name,
+                own,
+                cx,
+            )
         })
         .unzip()
 }
 
+/// A server's own `supervisor`: another supervisord than its upstream's (another host).
+fn server_supervisor(
+    index: usize,
+    section: &Section<FileServer>,
+    upstream: &SupervisorRef,
+    kind_known: bool,
+    defined: &[&str],
+    cx: &mut Context<'_>,
+) -> SupervisorRef {
+    let Some(own) = &section.value.supervisor else {
+        return upstream.clone();
+    };
+    let name = own.get_ref();
+    if kind_known && !matches!(upstream, SupervisorRef::Supervisord(_)) {
+        cx.error(
+            section.key_span("supervisor"),
+            format!(
+                "server {index}: supervisor on a server is only for supervisord upstreams (set                  the upstream's supervisor to one of them first)"
+            ),
+        );
+        return upstream.clone();
+    }
+    if !defined.contains(&name.as_str()) {
+        let known = if defined.is_empty() {
+            "no [supervisors.NAME] table is defined".to_owned()
+        } else {
+            format!("defined: {}", defined.join(", "))
+        };
+        cx.error(
+            own.span(),
+            format!("server {index}: supervisor \"{name}\" is not defined; {known}"),
+        );
+    }
+    SupervisorRef::Supervisord(name.clone())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn server(
     index: usize,
     section: &Section<FileServer>,
     supervisor: &SupervisorRef,
     kind_known: bool,
     supervisord_name: &str,
+    own_supervisor: SupervisorRef,
     cx: &mut Context<'_>,
 ) -> (ServerConfig, CheckedServer) {
     let file = &section.value;
@@ -466,6 +521,7 @@ fn server(
         address: address.as_ref().map_or(NO_ADDRESS, |a| *a.get_ref()),
         weight,
         program,
+        supervisor: own_supervisor,
         command,
         env,
         cwd,
