@@ -9,7 +9,7 @@ use hyper::upgrade::OnUpgrade;
 use std::sync::atomic::Ordering;
 
 use rouse_state::metrics::RequestLabels;
-use rouse_state::{Metrics, Server, Table};
+use rouse_state::{Server, Table};
 use tokio::time::{Instant, timeout};
 
 use crate::answer;
@@ -59,34 +59,36 @@ impl Proxy {
             .forward(&routes.table, up, req, client_upgrade, &waiter)
             .await;
         let elapsed = started.elapsed();
-        let server = server.map(|s| s.to_string()).unwrap_or_default();
         let metrics = &routes.table.metrics;
-        metrics
-            .request_duration
-            .get_or_create(&Metrics::upstream(up.state.name()))
-            .observe(elapsed.as_secs_f64());
-        let held_ms = waiter.held_us.load(Ordering::Relaxed) as f64 / 1000.0;
+        up.state.observe_duration(elapsed, metrics);
+        let status = resp.status().as_u16();
+        match &server {
+            Some(s) => s.count_response(status, up.state.name(), metrics),
+            None => {
+                metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        upstream: up.state.name().to_owned(),
+                        server: String::new(),
+                        code: status,
+                    })
+                    .inc();
+            }
+        }
         if self.settings.access_log {
+            let held_ms = waiter.held_us.load(Ordering::Relaxed) as f64 / 1000.0;
             tracing::info!(
                 target: "rouse::access",
                 client = %client.ip(),
                 %method,
                 path,
                 upstream = up.state.name(),
-                server,
-                status = resp.status().as_u16(),
+                server = server.map(|s| s.address().to_string()).unwrap_or_default(),
+                status,
                 ms = elapsed.as_secs_f64() * 1000.0,
                 held_ms,
             );
         }
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                upstream: up.state.name().to_owned(),
-                server,
-                code: resp.status().as_u16(),
-            })
-            .inc();
         resp
     }
 
@@ -97,7 +99,7 @@ impl Proxy {
         req: Request<Incoming>,
         mut client_upgrade: Option<OnUpgrade>,
         waiter: &Waiter<'_>,
-    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+    ) -> (Response<ProxyBody>, Option<Arc<Server>>) {
         let settings = &self.settings;
         let (parts, body) = req.into_parts();
         let (body, sent) = RequestBody::new(body);
@@ -178,7 +180,7 @@ impl Proxy {
                         tracing::warn!("{msg}");
                         return (
                             answer::error(StatusCode::GATEWAY_TIMEOUT, "read-timeout", msg),
-                            Some(server.address()),
+                            Some(Arc::clone(&server)),
                         );
                     }
                     Ok(Ok(resp)) => {
@@ -188,7 +190,7 @@ impl Proxy {
                             reuse: Some((sender, Arc::clone(pool))),
                         };
                         let resp = self.respond(resp, done, client_upgrade.take());
-                        return (resp, Some(server.address()));
+                        return (resp, Some(Arc::clone(&server)));
                     }
                     Ok(Err(mut e)) => match e.take_message() {
                         Some(back) => {
@@ -213,7 +215,7 @@ impl Proxy {
                             tracing::warn!("{msg}");
                             return (
                                 answer::error(StatusCode::BAD_GATEWAY, "server-error", msg),
-                                Some(server.address()),
+                                Some(Arc::clone(&server)),
                             );
                         }
                     },

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -11,6 +13,11 @@ use rouse_core::backoff::{Backoff, FailureTracker};
 use rouse_core::state::ServerState;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::metrics::{Metrics, RequestLabels};
+
+/// Status codes are three digits: every one has its slot.
+const STATUS_CODES: usize = 1000;
 
 #[derive(Debug)]
 pub struct Server {
@@ -30,6 +37,10 @@ pub struct Server {
     since_ms: AtomicU64,
     /// When a request last started or ended on it.
     active_ms: AtomicU64,
+    /// This server's `rouse_requests_total` counter per status code, looked up in the
+    /// family once: the hot path then only increments an atomic, with no label strings built
+    /// or hashed per request.
+    responses: Box<[OnceLock<Counter>]>,
 }
 
 impl Server {
@@ -39,6 +50,7 @@ impl Server {
             epoch,
             since_ms: AtomicU64::new(now),
             active_ms: AtomicU64::new(now),
+            responses: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
             config,
             state: AtomicU8::new(initial as u8),
             in_flight: AtomicU32::new(0),
@@ -158,6 +170,21 @@ impl Server {
         let mut t = self.tracker();
         t.record_success();
         self.recent_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts one answer with `code` in `rouse_requests_total`.
+    pub fn count_response(&self, code: u16, upstream: &str, metrics: &Metrics) {
+        let labels = || RequestLabels {
+            upstream: upstream.to_owned(),
+            server: self.address().to_string(),
+            code,
+        };
+        match self.responses.get(usize::from(code)) {
+            Some(slot) => slot
+                .get_or_init(|| metrics.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => metrics.requests.get_or_create(&labels()).inc(),
+        };
     }
 
     /// Counts a request from now until the guard is dropped.

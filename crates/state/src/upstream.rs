@@ -1,7 +1,9 @@
 //! An upstream: its config, its servers, its balancer, and the requests held for it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use prometheus_client::metrics::histogram::Histogram;
 use std::time::Duration;
 
 use rouse_config::{Balance, SupervisorRef, UpstreamConfig};
@@ -12,6 +14,7 @@ use rouse_core::state::ServerState;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::server::Server;
 
 #[derive(Debug)]
@@ -31,6 +34,8 @@ pub struct Upstream {
     start_error: Mutex<Option<String>>,
     /// Exponentially weighted mean of start → ready, in ms (0 = never measured).
     start_ewma_ms: AtomicU64,
+    /// This upstream's `rouse_request_duration_seconds`, looked up in the family once.
+    duration: OnceLock<Histogram>,
 }
 
 impl Upstream {
@@ -64,11 +69,24 @@ impl Upstream {
             changed: watch::Sender::new(0),
             start_error: Mutex::new(None),
             start_ewma_ms: AtomicU64::new(0),
+            duration: OnceLock::new(),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Records one request's duration in `rouse_request_duration_seconds`.
+    pub fn observe_duration(&self, d: Duration, metrics: &Metrics) {
+        self.duration
+            .get_or_init(|| {
+                metrics
+                    .request_duration
+                    .get_or_create(&Metrics::upstream(self.name()))
+                    .clone()
+            })
+            .observe(d.as_secs_f64());
     }
 
     pub fn is_static(&self) -> bool {
