@@ -8,6 +8,9 @@ need_apt=()
 # supervisord is what rouse drives in the supervisord tests; python3 runs example backends.
 command -v supervisord >/dev/null || need_apt+=(supervisor)
 command -v python3 >/dev/null || need_apt+=(python3)
+# The dashboard test drives Debian's headless chromium through chromedriver.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

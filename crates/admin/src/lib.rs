@@ -1,13 +1,42 @@
-//! rouse's admin API (skeleton; being written).
+//! rouse's admin API, on `[admin] listen` (loopback by default):
+//!
+//! | method, path | answer |
+//! |---|---|
+//! | `GET /` | the HTML dashboard ([`dashboard`]) |
+//! | `GET /status` | JSON snapshot of the live table and recent lifecycle events ([`routes::status`]) |
+//! | `GET /metrics` | Prometheus text, or OpenMetrics when asked for ([`routes::metrics`]) |
+//! | `POST /upstreams/{name}/start` · `/stop` | manual start of the next / stop of the last server |
+//! | `POST /upstreams/{name}/servers/{index}/start` · `/stop` | manual start / stop of one server |
+//!
+//! POSTs need `Authorization: Bearer <token>` when a token is configured, and are refused when
+//! a browser sends them from another origin ([`auth`]). Every request is bounded in time, and
+//! so is the whole server's shutdown.
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod dashboard;
+pub mod routes;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use rouse_control::ControlHandle;
 use rouse_state::Table;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use routes::Answer;
+pub use routes::status::{Event, ServerStatus, Status, UpstreamStatus};
 
 /// What the admin API reads and steers.
 #[derive(Clone)]
@@ -19,12 +48,109 @@ pub struct AdminState {
     pub token: Option<String>,
 }
 
+/// Longest any one request may take (a manual command waits up to 10 s for the control plane).
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(15);
+/// A client must send a request's head within this; also how long an idle keep-alive
+/// connection is kept.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// At shutdown, requests in progress get this long to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Connections served at once; further ones are closed at once.
+const MAX_CONNECTIONS: usize = 256;
+
+/// The admin API's routes, for [`serve`] and for tests that drive it without a socket.
+pub fn router(state: AdminState) -> Router {
+    let commands = Router::new()
+        .route(
+            "/upstreams/{name}/start",
+            post(routes::manual::upstream_start),
+        )
+        .route(
+            "/upstreams/{name}/stop",
+            post(routes::manual::upstream_stop),
+        )
+        .route(
+            "/upstreams/{name}/servers/{index}/start",
+            post(routes::manual::server_start),
+        )
+        .route(
+            "/upstreams/{name}/servers/{index}/stop",
+            post(routes::manual::server_stop),
+        )
+        // route_layer: only matched routes ask for the token, so unknown paths are still 404
+        // and wrong methods 405.
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
+    Router::new()
+        .route("/", get(dashboard::page))
+        .route("/status", get(routes::status::handler))
+        .route("/metrics", get(routes::metrics::handler))
+        .merge(commands)
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn(bounded))
+        .with_state(state)
+}
+
+/// Answers 503 for a request that takes longer than [`HANDLER_TIMEOUT`].
+async fn bounded(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(HANDLER_TIMEOUT, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => routes::answer(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the admin API did not answer within {HANDLER_TIMEOUT:?}"),
+        ),
+    }
+}
+
 /// Serves the admin API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let _ = (listener, state);
-    shutdown.await;
+    let service = TowerToHyperService::new(router(state));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin API listening");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(client = %peer, "admin: too many connections; closing this one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, client = %peer, "admin connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("admin requests still open after {SHUTDOWN_GRACE:?}; leaving them");
+    }
 }

@@ -6,10 +6,12 @@
 //! - `rouse-core`: pure decisions (balancing, states, backoff).
 //! - `rouse-state`: the live table both planes share.
 //! - `rouse-proxy`: the data plane.
-//! - here: listeners, signals, reload, logging.
+//! - here: listeners, signals, reload, logging, and the admin API client of
+//!   `rouse status|start|stop` ([`client`]).
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod client;
 pub mod logging;
 
 pub use app::{Options, Rouse, bind_listeners};

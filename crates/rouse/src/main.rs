@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rouse::{Options, Rouse};
+use rouse::{Options, Rouse, client};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -31,11 +31,57 @@ enum Command {
         #[arg(short, long, default_value = "rouse.toml")]
         config: PathBuf,
     },
+    /// Show upstreams, servers, states, in-flight and held requests (from the admin API).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON as it is.
+        #[arg(long)]
+        json: bool,
+        /// How many recent lifecycle events to list under the table.
+        #[arg(long, default_value_t = 5)]
+        events: usize,
+    },
+    /// Start a server: INDEX, or the next stopped one (through the admin API).
+    Start(CommandArgs),
+    /// Drain and stop a server: INDEX, or the last running one (through the admin API).
+    Stop(CommandArgs),
+}
+
+/// Where the admin API is.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API's HOST:PORT [default: `[admin] listen` of the config file, else
+    /// 127.0.0.1:9900].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// The config file whose `[admin]` section tells where the admin API is (and its token)
+    /// [default: ./rouse.toml when it exists].
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CommandArgs {
+    /// The upstream's name.
+    upstream: String,
+    /// The server's index in the upstream (from 0); omitted: the next (start) or last (stop).
+    index: Option<usize>,
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The admin token, when `[admin] token` is set [default: the config file's].
+    #[arg(long, env = "ROUSE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Exit codes of SPEC.md.
 const EXIT_BAD_CONFIG: u8 = 1;
 const EXIT_RUNTIME: u8 = 2;
+/// `rouse start|stop`: the admin API refused the command (unknown name, static upstream,
+/// nothing to do, wrong token).
+const EXIT_REFUSED: u8 = 1;
+/// `rouse status|start|stop`: the admin API cannot be reached (or failed).
+const EXIT_UNREACHABLE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,6 +97,13 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
+        Command::Status {
+            admin,
+            json,
+            events,
+        } => admin_client(|rt| rt.block_on(status(admin, json, events))),
+        Command::Start(args) => admin_client(|rt| rt.block_on(command(args, "start"))),
+        Command::Stop(args) => admin_client(|rt| rt.block_on(command(args, "stop"))),
         Command::Run { config: path } => {
             let config = match rouse_config::load(&path) {
                 Ok(c) => c,
@@ -69,6 +122,86 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Runs an admin API client command on a small runtime of its own.
+fn admin_client(f: impl FnOnce(&tokio::runtime::Runtime) -> ExitCode) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => f(&rt),
+        Err(e) => {
+            eprintln!("rouse: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+    }
+}
+
+fn target(admin: &AdminArgs, token: Option<String>) -> client::Target {
+    let (target, warnings) =
+        client::Target::resolve(admin.admin.as_deref(), admin.config.as_deref(), token);
+    for w in warnings {
+        eprintln!("rouse: {w}");
+    }
+    target
+}
+
+fn unreachable(e: &client::Unreachable, target: &client::Target) -> ExitCode {
+    eprintln!("rouse: {e}");
+    if let Some(hint) = &target.hint {
+        eprintln!("rouse: {hint}");
+    }
+    ExitCode::from(EXIT_UNREACHABLE)
+}
+
+async fn status(admin: AdminArgs, json: bool, events: usize) -> ExitCode {
+    let target = target(&admin, None);
+    match client::status(&target.addr).await {
+        Ok(s) if json => match serde_json::to_string_pretty(&s) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rouse: {e}");
+                ExitCode::from(EXIT_UNREACHABLE)
+            }
+        },
+        Ok(s) => {
+            print!("{}", client::format_status(&s, events));
+            ExitCode::SUCCESS
+        }
+        Err(e) => unreachable(&e, &target),
+    }
+}
+
+async fn command(args: CommandArgs, op: &str) -> ExitCode {
+    let target = target(&args.admin, args.token);
+    let path = client::command_path(&args.upstream, args.index, op);
+    match client::request(
+        &target.addr,
+        hyper::Method::POST,
+        &path,
+        target.token.as_deref(),
+    )
+    .await
+    {
+        Ok((code, body)) => {
+            let message = client::message(&body);
+            if code == hyper::StatusCode::ACCEPTED {
+                println!("{message}");
+                ExitCode::SUCCESS
+            } else if code.is_client_error() {
+                eprintln!("rouse: {op} refused ({code}): {message}");
+                ExitCode::from(EXIT_REFUSED)
+            } else {
+                eprintln!("rouse: {op} failed ({code}): {message}");
+                ExitCode::from(EXIT_UNREACHABLE)
+            }
+        }
+        Err(e) => unreachable(&e, &target),
     }
 }
 

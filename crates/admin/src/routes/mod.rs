@@ -1,0 +1,46 @@
+//! The JSON and text endpoints, and the answer every command and error shares.
+
+pub mod manual;
+pub mod metrics;
+pub mod status;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, Uri};
+use serde::{Deserialize, Serialize};
+
+/// The body of every answer to a command (202) and of every refusal (4xx, 5xx).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// True for a command the control plane took on (202).
+    pub accepted: bool,
+    /// Why it was refused, as a stable word: `unknown-upstream`, `unknown-server`, `static`,
+    /// `nothing-to-do`, `not-running`, `unauthorized`, `forbidden`, `not-found`, `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What was done, or why not, for people.
+    pub message: String,
+}
+
+/// A refusal (or, with 202, an acceptance) as JSON.
+pub fn answer(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+    let accepted = status == StatusCode::ACCEPTED;
+    let body = Answer {
+        accepted,
+        error: (!accepted).then(|| error.to_owned()),
+        message: message.into(),
+    };
+    (status, Json(body)).into_response()
+}
+
+pub async fn not_found(uri: Uri) -> Response {
+    answer(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!(
+            "no such admin endpoint: {}; see GET /status, GET /metrics, GET /, \
+             POST /upstreams/NAME/start|stop, POST /upstreams/NAME/servers/INDEX/start|stop",
+            uri.path()
+        ),
+    )
+}

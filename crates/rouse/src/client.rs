@@ -1,0 +1,433 @@
+//! `rouse status` and `rouse start|stop`: a small HTTP/1.1 client of the admin API, and the
+//! table `rouse status` prints.
+//!
+//! Every network wait is bounded: resolving and connecting by [`CONNECT_TIMEOUT`], the whole
+//! exchange by [`REQUEST_TIMEOUT`] (longer than the admin API's own 15 s handler limit).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use rouse_admin::{Answer, Status};
+use tokio::net::TcpStream;
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// The admin API's address when neither `--admin` nor a config file says otherwise.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9900";
+/// Bodies larger than this are not read (a status of many upstreams is a few hundred KiB).
+const MAX_BODY: usize = 16 << 20;
+
+/// The admin API could not be asked at all (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the admin API at {addr}: {why}")]
+pub struct Unreachable {
+    pub addr: String,
+    pub why: String,
+}
+
+/// Where to find the admin API, and with which token, from the command line and config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` (an `http://` prefix and a trailing `/` are accepted).
+    pub addr: String,
+    pub token: Option<String>,
+    /// Said when the address is a guess that may be why the admin API cannot be reached.
+    pub hint: Option<String>,
+}
+
+impl Target {
+    /// `--admin` first; else `[admin] listen` of the config file (`config`, or `./rouse.toml`
+    /// when it exists); else [`DEFAULT_ADMIN`]. The token: `token` (`--token` or
+    /// `ROUSE_ADMIN_TOKEN`), else the config file's `[admin] token`. Problems with an
+    /// explicitly given config file are returned as warnings.
+    pub fn resolve(
+        admin: Option<&str>,
+        config: Option<&Path>,
+        token: Option<String>,
+    ) -> (Target, Vec<String>) {
+        let mut warnings = Vec::new();
+        let (file, explicit) = match config {
+            Some(p) => (Some(p.to_path_buf()), true),
+            None => {
+                let default = Path::new("rouse.toml");
+                (default.is_file().then(|| default.to_path_buf()), false)
+            }
+        };
+        let loaded = file.as_ref().and_then(|f| match rouse_config::load(f) {
+            Ok(c) => Some((f.clone(), c)),
+            Err(errors) => {
+                if explicit {
+                    warnings.push(format!(
+                        "ignoring {} (it does not load: {})",
+                        f.display(),
+                        errors
+                            .errors
+                            .first()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default()
+                    ));
+                }
+                None
+            }
+        });
+        let from_file = loaded.as_ref().map(|(f, c)| (f, c.admin.as_ref()));
+        let token = token
+            .filter(|t| !t.is_empty())
+            .or_else(|| from_file.and_then(|(_, a)| a?.token.clone()));
+        let (addr, hint) = match (admin, from_file) {
+            (Some(a), _) => (a.to_owned(), None),
+            (None, Some((_, Some(a)))) => (connectable(a.listen).to_string(), None),
+            (None, Some((f, None))) => (
+                DEFAULT_ADMIN.to_owned(),
+                Some(format!(
+                    "{} has no [admin] section, so that rouse serves no admin API",
+                    f.display()
+                )),
+            ),
+            (None, None) => (
+                DEFAULT_ADMIN.to_owned(),
+                Some("is rouse running with an [admin] section? (--admin ADDR or -c FILE)".into()),
+            ),
+        };
+        (Target { addr, token, hint }, warnings)
+    }
+}
+
+/// Where to connect to reach a listener bound to `listen`: an unspecified address (0.0.0.0,
+/// [::]) is reached on loopback.
+pub fn connectable(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listen.port())
+        }
+        _ => listen,
+    }
+}
+
+fn authority(addr: &str) -> &str {
+    let a = addr.trim();
+    let a = a.strip_prefix("http://").unwrap_or(a);
+    a.trim_end_matches('/')
+}
+
+/// One request to the admin API; the answer's status and body.
+pub async fn request(
+    addr: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(StatusCode, Bytes), Unreachable> {
+    let host = authority(addr).to_owned();
+    let fail = |why: String| Unreachable {
+        addr: host.clone(),
+        why,
+    };
+    let exchange = async {
+        let stream = connect(&host).await.map_err(fail)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let driver = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, host.as_str())
+            .header(header::ACCEPT, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("rouse/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| fail(format!("reading the answer: {e}")))?
+            .to_bytes();
+        driver.abort();
+        Ok((status, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| fail(format!("no answer within {REQUEST_TIMEOUT:?}")))?
+}
+
+async fn connect(host: &str) -> Result<TcpStream, String> {
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
+            .await
+            .map_err(|e| format!("bad address {host:?}: {e} (want HOST:PORT)"))?
+            .collect();
+        let mut last = format!("{host:?} resolves to no address");
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
+}
+
+/// `GET /status`, decoded.
+pub async fn status(addr: &str) -> Result<Status, Unreachable> {
+    let (code, body) = request(addr, Method::GET, "/status", None).await?;
+    let bad = |why: String| Unreachable {
+        addr: authority(addr).to_owned(),
+        why,
+    };
+    if code != StatusCode::OK {
+        return Err(bad(format!(
+            "GET /status answered {code}: {}",
+            String::from_utf8_lossy(&body).trim()
+        )));
+    }
+    serde_json::from_slice(&body).map_err(|e| bad(format!("not a rouse status answer: {e}")))
+}
+
+/// What a command's answer says, for people: the admin API's message, or the raw body.
+pub fn message(body: &[u8]) -> String {
+    match serde_json::from_slice::<Answer>(body) {
+        Ok(a) => a.message,
+        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+    }
+}
+
+/// The command's path: `/upstreams/NAME[/servers/INDEX]/start|stop`, the name escaped.
+pub fn command_path(upstream: &str, index: Option<usize>, op: &str) -> String {
+    let mut name = String::new();
+    for b in upstream.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            name.push(char::from(b));
+        } else {
+            let _ = write!(name, "%{b:02X}");
+        }
+    }
+    match index {
+        Some(i) => format!("/upstreams/{name}/servers/{i}/{op}"),
+        None => format!("/upstreams/{name}/{op}"),
+    }
+}
+
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..172_800 => format!("{}h{:02}m", s / 3600, (s / 60) % 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s / 3600) % 24),
+    }
+}
+
+/// The table `rouse status` prints: one row per server, columns aligned, then the most recent
+/// lifecycle events.
+pub fn format_status(status: &Status, events: usize) -> String {
+    const HEAD: [&str; 9] = [
+        "UPSTREAM",
+        "HELD",
+        "#",
+        "ADDRESS",
+        "PROGRAM",
+        "STATE",
+        "FOR",
+        "IN-FLIGHT",
+        "REQUESTS",
+    ];
+    // Right-aligned columns: the numbers.
+    const RIGHT: [bool; 9] = [false, true, true, false, false, false, true, true, true];
+    let mut rows: Vec<[String; 9]> = vec![HEAD.map(String::from)];
+    for u in &status.upstreams {
+        for s in &u.servers {
+            let in_flight = if s.upgraded > 0 {
+                format!("{} ({} ws)", s.in_flight, s.upgraded)
+            } else {
+                s.in_flight.to_string()
+            };
+            rows.push([
+                u.name.clone(),
+                u.held.to_string(),
+                s.index.to_string(),
+                s.address.clone(),
+                s.program.clone(),
+                s.state.clone(),
+                duration(s.state_for_ms),
+                in_flight,
+                s.requests.to_string(),
+            ]);
+        }
+    }
+    let mut widths = [0usize; 9];
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            if RIGHT[c] {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if status.upstreams.is_empty() {
+        out.push_str("(no upstreams)\n");
+    }
+    let timeouts: Vec<String> = status
+        .upstreams
+        .iter()
+        .filter(|u| u.held_timeouts > 0)
+        .map(|u| format!("{} {}", u.name, u.held_timeouts))
+        .collect();
+    if !timeouts.is_empty() {
+        let _ = writeln!(out, "\nheld requests timed out: {}", timeouts.join(", "));
+    }
+    if events > 0 && !status.events.is_empty() {
+        out.push_str("\nrecent events (newest first):\n");
+        for e in status.events.iter().take(events) {
+            let detail = if e.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", e.detail)
+            };
+            let _ = writeln!(
+                out,
+                "  {}  {} server {} ({})  {}{detail}",
+                e.at, e.upstream, e.server, e.address, e.what
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rouse_admin::{Event, ServerStatus, UpstreamStatus};
+
+    fn server(index: usize, state: &str, in_flight: u32, requests: u64) -> ServerStatus {
+        ServerStatus {
+            index,
+            address: format!("127.0.0.1:910{index}"),
+            program: format!("app{index}"),
+            state: state.into(),
+            in_flight,
+            requests,
+            upgraded: 0,
+            state_for_ms: 65_000,
+            supervisor: "embedded".into(),
+        }
+    }
+
+    #[test]
+    fn the_table_is_aligned_with_a_row_per_server() {
+        let status = Status {
+            upstreams: vec![UpstreamStatus {
+                name: "app".into(),
+                held: 3,
+                servers: vec![server(0, "ready", 12, 12345), server(1, "starting", 0, 0)],
+                held_timeouts: 0,
+                queue_limit: 1000,
+                typical_start_ms: None,
+                supervisor: "embedded".into(),
+                hosts: vec![],
+                path_prefix: "/".into(),
+                min_servers: 0,
+                max_servers: 2,
+            }],
+            events: vec![Event {
+                at: "2024-01-01T00:00:00.000Z".into(),
+                at_unix_ms: 0,
+                upstream: "app".into(),
+                server: 1,
+                address: "127.0.0.1:9101".into(),
+                what: "start".into(),
+                detail: "demand".into(),
+            }],
+            token_required: false,
+            version: String::new(),
+        };
+        let text = format_status(&status, 5);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "UPSTREAM  HELD  #  ADDRESS         PROGRAM  STATE       FOR  IN-FLIGHT  REQUESTS",
+                "app          3  0  127.0.0.1:9100  app0     ready     1m05s         12     12345",
+                "app          3  1  127.0.0.1:9101  app1     starting  1m05s          0         0",
+            ],
+            "\n{text}"
+        );
+        assert!(
+            text.contains("2024-01-01T00:00:00.000Z  app server 1 (127.0.0.1:9101)  start: demand"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn command_paths_escape_the_name() {
+        assert_eq!(command_path("app", None, "start"), "/upstreams/app/start");
+        assert_eq!(
+            command_path("a b/c", Some(2), "stop"),
+            "/upstreams/a%20b%2Fc/servers/2/stop"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_become_connectable_ones() {
+        assert_eq!(
+            connectable("0.0.0.0:9900".parse().unwrap()),
+            "127.0.0.1:9900".parse().unwrap()
+        );
+        assert_eq!(
+            connectable("[::]:9900".parse().unwrap()),
+            "[::1]:9900".parse().unwrap()
+        );
+        assert_eq!(
+            connectable("10.1.2.3:9900".parse().unwrap()),
+            "10.1.2.3:9900".parse().unwrap()
+        );
+        assert_eq!(authority("http://127.0.0.1:9900/"), "127.0.0.1:9900");
+    }
+
+    #[test]
+    fn answers_are_shown_by_their_message() {
+        assert_eq!(
+            message(br#"{"accepted":false,"error":"static","message":"no"}"#),
+            "no"
+        );
+        assert_eq!(message(b"plain text\n"), "plain text");
+    }
+}
