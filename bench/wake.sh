@@ -12,7 +12,8 @@
 #
 # Knobs (environment): CYCLES (30), SUP_CYCLES (5), WARMUP (1), IDLE_TIMEOUT (100ms),
 #   STARTSECS (1s), SETTLE_MS (100), WAIT_IDLE (120 s), ROUSE_BIN, BACKEND_BIN, CARGO_TARGET_DIR, KEEP_TMP=1.
-# See bench/README.md.
+# See bench/README.md. Helpers: bench/wake-lib.sh; the timing probe: bench/wake-probe.py (both shared
+# with bench/wake-supervisord.sh).
 set -euo pipefail
 
 CYCLES=${CYCLES:-30}
@@ -31,8 +32,9 @@ COMMAND_LINE="$(for v in CYCLES SUP_CYCLES WARMUP IDLE_TIMEOUT STARTSECS SETTLE_
     if [[ -n ${!v:-} ]]; then printf '%s=%q ' "$v" "${!v}"; fi; done)bench/wake.sh"
 # the defaults are filled in above, so the line above always lists them: the exact settings used
 
-log() { printf '[wake.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+SCRIPT_NAME=wake.sh
+# shellcheck source=bench/wake-lib.sh
+source "$BENCH_DIR/wake-lib.sh"
 
 for v in CYCLES WARMUP SETTLE_MS SUP_CYCLES WAIT_IDLE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
@@ -46,18 +48,7 @@ PYTHON=$(command -v python3)
 # ---------------------------------------------------------------------------------------------
 # 1. Binaries
 # ---------------------------------------------------------------------------------------------
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-if [[ -z ${ROUSE_BIN:-} || -z ${BACKEND_BIN:-} ]]; then
-    log "building (cargo build --release -p rouse -p rouse-e2e --bins, target dir $TARGET)"
-    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -p rouse -p rouse-e2e --bins) \
-        || die "cargo build --release -p rouse -p rouse-e2e --bins failed"
-fi
-ROUSE=${ROUSE_BIN:-$TARGET/release/rouse}
-BACKEND=${BACKEND_BIN:-$TARGET/release/rouse-test-backend}
-[[ -x $ROUSE ]] || die "no rouse binary at $ROUSE"
-[[ -x $BACKEND ]] || die "no rouse-test-backend binary at $BACKEND"
-ROUSE=$(cd "$(dirname "$ROUSE")" && pwd)/$(basename "$ROUSE")
-BACKEND=$(cd "$(dirname "$BACKEND")" && pwd)/$(basename "$BACKEND")
+build_binaries
 
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping: everything started here is stopped on exit, even on failure.
@@ -70,40 +61,6 @@ ISSUES=$TMP/issues.txt
 ROUSE_PID=""
 PROBE_PID=""
 DIRECT_PIDFILE=$TMP/direct.pid   # the backend the probe is timing, if any (own process group)
-
-issue() { log "ISSUE: $*"; printf -- '- %s\n' "$*" >>"$ISSUES"; }
-
-# kill_group PID : TERM to the process group led by PID, then KILL after 3 s (bounded)
-kill_group() {
-    local pid=$1
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-}
-
-# stop_rouse : SIGTERM (graceful: rouse stops its embedded children), SIGKILL after 10 s;
-# then any child rouse left behind is killed and reported.
-stop_rouse() {
-    local pid=$ROUSE_PID children c
-    [[ -n $pid ]] || return 0
-    children=$(pgrep -P "$pid" 2>/dev/null || true)
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            issue "rouse (pid $pid) ignored SIGTERM for 10 s; SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    for c in $children; do
-        if kill -0 "$c" 2>/dev/null; then
-            issue "rouse's child pid $c ($(tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null || echo '?')) outlived rouse; killed"
-            kill_group "$c"
-        fi
-    done
-    ROUSE_PID=""
-}
 
 cleanup() {
     local rc=$?
@@ -125,191 +82,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_ports() {  # N : N free 127.0.0.1 ports
-    "$PYTHON" - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-wait_listen() {  # PORT : bounded (10 s)
-    for _ in $(seq 100); do
-        "$PYTHON" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 0.5).close()" \
-            "$1" 2>/dev/null && return 0
-        kill -0 "$ROUSE_PID" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
 # ---------------------------------------------------------------------------------------------
 # 2. The probe: does the timing of every cycle, prints one TSV row per measured cycle.
 # ---------------------------------------------------------------------------------------------
-cat >"$TMP/probe.py" <<'EOF'
-"""One run of cycles against one running rouse. Monotonic clock; 127.0.0.1 only; every wait bounded."""
-import argparse, http.client, json, os, signal, socket, subprocess, sys, time
-
-ap = argparse.ArgumentParser()
-ap.add_argument("--backend", required=True)        # label
-ap.add_argument("--ready", required=True)          # label
-ap.add_argument("--rouse-port", type=int, required=True)
-ap.add_argument("--rouse-pid", type=int, required=True)
-ap.add_argument("--backend-port", type=int, required=True)   # the port rouse's server listens on
-ap.add_argument("--direct-cmd", required=True)     # JSON argv of the same backend on --direct-port
-ap.add_argument("--direct-port", type=int, required=True)
-ap.add_argument("--direct-cwd", default=None)
-ap.add_argument("--direct-log", required=True)
-ap.add_argument("--pidfile", required=True)
-ap.add_argument("--expect", required=True)         # substring of a good GET / body
-ap.add_argument("--cycles", type=int, required=True)
-ap.add_argument("--warmup", type=int, default=0)
-ap.add_argument("--settle-ms", type=int, default=100)
-ap.add_argument("--cold-wait-s", type=float, default=30.0)
-ap.add_argument("--request-timeout-s", type=float, default=40.0)
-args = ap.parse_args()
-
-POLL = 0.0005  # 0.5 ms between connect attempts
-LISTEN_BOUND = 20.0
-
-
-class Failure(Exception):
-    pass
-
-
-def issue(msg):
-    print(f"ISSUE\t{args.backend}, ready={args.ready}: {msg}", flush=True)
-
-
-def accepts(port):
-    s = socket.socket()
-    try:
-        s.settimeout(1.0)
-        s.connect(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def wait_refused(port, bound):
-    deadline = time.monotonic() + bound
-    while accepts(port):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
-
-
-def stop(p):
-    if p.poll() is not None:
-        return
-    try:
-        os.killpg(p.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        p.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(timeout=3)
-
-
-def listen_time():
-    """exec of the backend -> its port accepts a TCP connection, in ms."""
-    if not wait_refused(args.direct_port, 5):
-        raise Failure(f"127.0.0.1:{args.direct_port} is busy before the direct start")
-    cmd = json.loads(args.direct_cmd)
-    with open(args.direct_log, "ab") as logf:
-        t0 = time.monotonic()
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                             cwd=args.direct_cwd, start_new_session=True)
-    with open(args.pidfile, "w") as f:
-        f.write(str(p.pid))
-    try:
-        deadline = t0 + LISTEN_BOUND
-        while True:
-            if accepts(args.direct_port):
-                t1 = time.monotonic()
-                break
-            if p.poll() is not None:
-                raise Failure(f"the directly started backend exited with {p.returncode} before listening")
-            if time.monotonic() > deadline:
-                raise Failure(f"the directly started backend did not listen within {LISTEN_BOUND:.0f} s")
-            time.sleep(POLL)
-    finally:
-        stop(p)
-        os.unlink(args.pidfile)
-    if not wait_refused(args.direct_port, 5):
-        raise Failure("the directly started backend still accepts 5 s after being stopped")
-    return (t1 - t0) * 1000
-
-
-def get(port, what):
-    """GET / on a fresh connection until the whole body is read, in ms."""
-    t0 = time.monotonic()
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=args.request_timeout_s)
-    try:
-        c.request("GET", "/")
-        r = c.getresponse()
-        body = r.read()
-    except (OSError, http.client.HTTPException) as e:
-        raise Failure(f"{what}: {type(e).__name__}: {e} after {(time.monotonic() - t0) * 1000:.1f} ms")
-    finally:
-        c.close()
-    t1 = time.monotonic()
-    text = body.decode("utf-8", "replace")
-    if r.status != 200 or args.expect not in text:
-        raise Failure(f"{what}: wrong answer after {(t1 - t0) * 1000:.1f} ms: {r.status} "
-                      f"{r.reason}; body {text[:160]!r}")
-    return (t1 - t0) * 1000
-
-
-def rouse_alive():
-    try:
-        os.kill(args.rouse_pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-consecutive = 0
-for i in range(-args.warmup, args.cycles):
-    label = f"cycle {i + 1}" if i >= 0 else f"warm-up {i + args.warmup + 1}"
-    if not rouse_alive():
-        issue(f"rouse died; stopping the run at {label}")
-        sys.exit(2)
-    try:
-        # cold state: rouse stopped its server for idleness (its port refuses connections)
-        t = time.monotonic()
-        if not wait_refused(args.backend_port, args.cold_wait_s):
-            raise Failure(f"the server on 127.0.0.1:{args.backend_port} still accepts "
-                          f"{args.cold_wait_s:.0f} s after the last request (not stopped for idleness)")
-        cold_wait = time.monotonic() - t
-        a = listen_time()
-        time.sleep(args.settle_ms / 1000)
-        b = get(args.rouse_port, "cold request through rouse")
-        d = get(args.rouse_port, "warm request through rouse")
-        e = get(args.backend_port, "warm request straight to the backend")
-        consecutive = 0
-        if i >= 0:
-            print(f"ROW\t{args.backend}\t{args.ready}\t{i + 1}\t{a:.3f}\t{b:.3f}\t{d:.3f}\t{e:.3f}\t{cold_wait:.3f}",
-                  flush=True)
-    except Failure as err:
-        issue(f"{label}: {err}")
-        consecutive += 1
-        if consecutive >= 3:
-            issue("3 failed cycles in a row; stopping this run")
-            sys.exit(2)
-EOF
+PROBE=$BENCH_DIR/wake-probe.py
+[[ -f $PROBE ]] || die "no probe at $PROBE"
 
 # ---------------------------------------------------------------------------------------------
 # 3. One rouse per (backend, readiness); the probe runs its cycles against it.
@@ -359,7 +136,7 @@ EOF
     ROUSE_PID=$!
     wait_listen "$p_rouse" || die "rouse ($name) does not listen on 127.0.0.1:$p_rouse; log: $(tail -20 "$TMP/$name.rouse.log")"
 
-    "$PYTHON" "$TMP/probe.py" --backend "$kind" --ready "$ready" \
+    "$PYTHON" "$PROBE" --backend "$kind" --ready "$ready" \
         --rouse-port "$p_rouse" --rouse-pid "$ROUSE_PID" --backend-port "$p_backend" \
         --direct-cmd "$(backend_argv "$kind" "$p_direct")" --direct-port "$p_direct" --direct-cwd "$TMP/www" \
         --direct-log "$TMP/$name.direct.log" --pidfile "$DIRECT_PIDFILE" --expect "${EXPECT[$kind]}" \
@@ -373,8 +150,7 @@ EOF
 
     kill -0 "$ROUSE_PID" 2>/dev/null || { issue "$name: rouse was not running any more at the end; log: $(tail -5 "$TMP/$name.rouse.log" | tr '\n' ' ')"; }
     stop_rouse
-    "$PYTHON" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 0.5).close()" \
-        "$p_backend" 2>/dev/null && issue "$name: 127.0.0.1:$p_backend still accepts after rouse exited"
+    port_accepts "$p_backend" && issue "$name: 127.0.0.1:$p_backend still accepts after rouse exited"
 
     # rouse's own view: one start per cycle, its logged start -> ready times, warnings
     local starts expected=$((cycles + WARMUP)) measured
@@ -394,18 +170,13 @@ EOF
 }
 
 : >"$TMP/ready.tsv"
-ncpu=$(nproc)
-busy() { awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v n="$ncpu" 'BEGIN { exit !(l > n / 2) }'; }
-if busy && ((WAIT_IDLE > 0)); then
-    # e.g. right after the build: give the 1-min load average a bounded chance to fall
-    log "load average $(cut -d' ' -f1-3 /proc/loadavg) > nproc/2; waiting up to ${WAIT_IDLE}s for it to fall"
-    waited=0
-    while busy && ((waited < WAIT_IDLE)); do sleep 5; waited=$((waited + 5)); done
-fi
+ncpu=$NCPU
+# e.g. right after the build: give the 1-min load average a bounded chance to fall
+wait_idle "$WAIT_IDLE"
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT_FILE="$OUT_DIR/wake-$STAMP.md"
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
-if awk -v l="${LOADAVG_START%% *}" -v n="$ncpu" 'BEGIN { exit !(l > n / 2) }'; then
+if load_busy "${LOADAVG_START%% *}"; then
     log "WARNING: the machine is busy (load average $LOADAVG_START on $ncpu CPUs); numbers will be noisy"
 fi
 T_START=$(date +%s)
@@ -422,11 +193,8 @@ ELAPSED=$(($(date +%s) - T_START))
 # 4. Report
 # ---------------------------------------------------------------------------------------------
 mkdir -p "$OUT_DIR"
-first_line() { "$@" 2>&1 | head -1 || true; }
-CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-[[ -n $CPU_MODEL ]] || CPU_MODEL=$(lscpu 2>/dev/null | awk -F': *' '/^Model name/ {print $2; exit}')
-GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(cd "$ROOT" && git status --porcelain -- crates 2>/dev/null) ]]; then GIT_REV="$GIT_REV (crates/ has uncommitted changes)"; fi
+CPU_MODEL=$(cpu_model)
+GIT_REV=$(git_rev)
 
 {
     echo "# rouse wake-latency benchmark, $STAMP"
@@ -434,12 +202,7 @@ if [[ -n $(cd "$ROOT" && git status --porcelain -- crates 2>/dev/null) ]]; then 
     echo "Command: \`$COMMAND_LINE\`"
     echo
     echo "- machine: $ncpu CPU(s), ${CPU_MODEL:-unknown CPU}, $(uname -sr); load average at start: $LOADAVG_START, at end: $LOADAVG_END; run took ${ELAPSED}s"
-    for la in "$LOADAVG_START" "$LOADAVG_END"; do
-        if awk -v l="${la%% *}" -v n="$ncpu" 'BEGIN { exit !(l > n / 2) }'; then
-            echo "- **WARNING: the machine was busy** (1-min load average ${la%% *} > nproc/2 = $(awk -v n="$ncpu" 'BEGIN{print n/2}')): other processes competed for the CPUs; treat these numbers as noisy"
-            break
-        fi
-    done
+    busy_warning "$LOADAVG_START" "$LOADAVG_END"
     echo "- versions: $(first_line "$ROUSE" --version) (git $GIT_REV); $(first_line "$BACKEND" --version); $(first_line "$PYTHON" --version); $(first_line rustc --version)"
     echo "- binaries: \`$ROUSE\`, \`$BACKEND\`"
     echo "- rouse: embedded supervisor, one upstream, one server, \`min_servers = 0\`, \`idle_timeout = \"$IDLE_TIMEOUT\"\`, \`startsecs = \"$STARTSECS\"\`, \`[log] access_log = false\`, \`RUST_LOG=info\`"

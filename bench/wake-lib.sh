@@ -1,0 +1,125 @@
+# Shared by bench/wake.sh and bench/wake-supervisord.sh: source it, do not run it.
+#
+# Before sourcing, set SCRIPT_NAME (log prefix). The functions below use these globals, which
+# the sourcing script sets: PYTHON (python3), ROOT (workspace), TMP, ISSUES (issues file),
+# ROUSE_PID (the rouse being measured, or empty).
+# shellcheck shell=bash
+
+log() { printf '[%s %s] %s\n' "$SCRIPT_NAME" "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+issue() { log "ISSUE: $*"; printf -- '- %s\n' "$*" >>"$ISSUES"; }
+
+# build_binaries : sets ROUSE and BACKEND (absolute paths). Builds unless ROUSE_BIN and
+# BACKEND_BIN are both set.
+build_binaries() {
+    local target=${CARGO_TARGET_DIR:-$ROOT/target}
+    if [[ -z ${ROUSE_BIN:-} || -z ${BACKEND_BIN:-} ]]; then
+        log "building (cargo build --release -p rouse -p rouse-e2e --bins, target dir $target)"
+        (cd "$ROOT" && CARGO_TARGET_DIR="$target" cargo build --release -p rouse -p rouse-e2e --bins) \
+            || die "cargo build --release -p rouse -p rouse-e2e --bins failed"
+    fi
+    ROUSE=${ROUSE_BIN:-$target/release/rouse}
+    BACKEND=${BACKEND_BIN:-$target/release/rouse-test-backend}
+    [[ -x $ROUSE ]] || die "no rouse binary at $ROUSE"
+    [[ -x $BACKEND ]] || die "no rouse-test-backend binary at $BACKEND"
+    ROUSE=$(cd "$(dirname "$ROUSE")" && pwd)/$(basename "$ROUSE")
+    BACKEND=$(cd "$(dirname "$BACKEND")" && pwd)/$(basename "$BACKEND")
+}
+
+# kill_group PID : TERM to the process group led by PID, then KILL after 3 s (bounded)
+kill_group() {
+    local pid=$1
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+}
+
+# stop_rouse : SIGTERM (graceful: rouse stops its embedded children), SIGKILL after 10 s;
+# then any child rouse left behind is killed and reported.
+stop_rouse() {
+    local pid=$ROUSE_PID children c
+    [[ -n $pid ]] || return 0
+    children=$(pgrep -P "$pid" 2>/dev/null || true)
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            issue "rouse (pid $pid) ignored SIGTERM for 10 s; SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+    for c in $children; do
+        if kill -0 "$c" 2>/dev/null; then
+            issue "rouse's child pid $c ($(tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null || echo '?')) outlived rouse; killed"
+            kill_group "$c"
+        fi
+    done
+    ROUSE_PID=""
+}
+
+free_ports() {  # N : N free 127.0.0.1 ports
+    "$PYTHON" - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+port_accepts() {  # PORT : 0 when 127.0.0.1:PORT accepts a connection
+    "$PYTHON" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 0.5).close()" \
+        "$1" 2>/dev/null
+}
+
+wait_listen() {  # PORT [PID] : bounded (10 s); gives up early when PID (default: rouse) dies
+    local pid=${2:-$ROUSE_PID}
+    for _ in $(seq 100); do
+        port_accepts "$1" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# Load: "busy" means a 1-minute load average above nproc/2.
+NCPU=$(nproc)
+load_busy() {  # [LOAD] : 0 when LOAD (default: the current 1-min load average) > nproc/2
+    awk -v l="${1:-$(cut -d' ' -f1 /proc/loadavg)}" -v n="$NCPU" 'BEGIN { exit !(l > n / 2) }'
+}
+wait_idle() {  # SECONDS : bounded wait for the load to fall (e.g. right after the build)
+    local bound=$1 waited=0
+    if load_busy && ((bound > 0)); then
+        log "load average $(cut -d' ' -f1-3 /proc/loadavg) > nproc/2; waiting up to ${bound}s for it to fall"
+        while load_busy && ((waited < bound)); do sleep 5; waited=$((waited + 5)); done
+    fi
+}
+# busy_warning "LOADAVG_START" "LOADAVG_END" : the report's warning line, if either was busy
+busy_warning() {
+    local la
+    for la in "$@"; do
+        if load_busy "${la%% *}"; then
+            echo "- **WARNING: the machine was busy** (1-min load average ${la%% *} > nproc/2 = $(awk -v n="$NCPU" 'BEGIN{print n/2}')): other processes competed for the CPUs; treat these numbers as noisy"
+            return 0
+        fi
+    done
+}
+
+first_line() { "$@" 2>&1 | head -1 || true; }
+
+cpu_model() {
+    local m
+    m=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    [[ -n $m ]] || m=$(lscpu 2>/dev/null | awk -F': *' '/^Model name/ {print $2; exit}')
+    echo "${m:-unknown CPU}"
+}
+
+git_rev() {  # short commit of the workspace, noting uncommitted changes under crates/
+    local rev
+    rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if [[ -n $(cd "$ROOT" && git status --porcelain -- crates 2>/dev/null) ]]; then rev="$rev (crates/ has uncommitted changes)"; fi
+    echo "$rev"
+}
