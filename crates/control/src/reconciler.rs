@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rouse_config::{Readiness, SupervisorRef};
@@ -14,7 +15,7 @@ use std::time::SystemTime;
 
 use rouse_state::metrics::{StartLabels, StopLabels};
 use rouse_state::{Entry, Metrics, Server, Table, Upstream};
-use rouse_supervisor::{Embedded, ProcessInfo, ProcessState, Supervisor};
+use rouse_supervisor::{Embedded, ProcessInfo, ProcessState, Supervisor, SupervisorError};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -227,7 +228,7 @@ enum Msg {
         up: usize,
         server: usize,
         generation: u64,
-        result: Result<(), String>,
+        result: Result<(), StartFailure>,
     },
     Probed {
         up: usize,
@@ -244,6 +245,16 @@ enum Msg {
     Process(String, ProcessInfo),
     /// The data plane saw a connect fail; `reconcile` (run after every message) acts on it.
     PassiveFailure,
+}
+
+/// Why the supervisor did not start a server.
+struct StartFailure {
+    why: String,
+    /// The supervisor does not know the program.
+    bad_name: bool,
+    /// The supervisor could not be reached (or refused rouse's credentials): the server itself
+    /// is not to blame.
+    unreachable: bool,
 }
 
 /// Why a started server did not become ready.
@@ -285,9 +296,25 @@ struct ServerCtl {
     /// relay into this loop) when the next start is issued or even when the new process passes
     /// its readiness probe, and acting on them failed a perfectly good new process.
     previous_run: bool,
+    /// Set by the start task once the start has gone to the supervisor (after waiting for the
+    /// previous stop). Before that, no report can be about the new process: a BACKOFF or
+    /// RUNNING then is the previous run's, and must not end `previous_run` (it did: a failed
+    /// start's own BACKOFF, relayed after the revival was issued, passed for the new attempt's,
+    /// and the failure stop's STOPPED that followed then "stopped the server outside rouse",
+    /// which started it a third time and kept the requests waiting for that one).
+    start_sent: Arc<AtomicBool>,
     /// The current `starting` is an adoption of a process found running, not a start of ours:
     /// its probe time is not a start time.
     adopted: bool,
+    /// The start being failed never made a process (the supervisor does not know the
+    /// program): there is nothing for the failure's stop to stop, and asking would only fail
+    /// the same way again.
+    nothing_to_stop: bool,
+    /// It is `failed` because its supervisor could not be reached when it was to start. The
+    /// supervisor's next report (it answers again) ends the cool-down at once: the failure was
+    /// the supervisor's absence, not the server's, and requests must not keep getting that
+    /// error once it is back.
+    failed_unreachable: bool,
 }
 
 impl UpCtl {
@@ -361,8 +388,7 @@ impl Reconciler {
             if s.state() == ServerState::Failed && !ctl.stopping_failed {
                 let cool = up.backoff.delay(ctl.failures.saturating_sub(1));
                 if now >= s.since() + cool {
-                    self.set(u, s.index(), Event::StopIssued, now);
-                    self.set(u, s.index(), Event::Stopped, now);
+                    self.cooled_down(u, s.index(), now);
                 }
             }
         }
@@ -432,6 +458,9 @@ impl Reconciler {
         sc.start_at = Some(now);
         sc.previous_run = true;
         sc.adopted = false;
+        sc.failed_unreachable = false;
+        let sent = Arc::new(AtomicBool::new(false));
+        sc.start_sent = Arc::clone(&sent);
         let generation = sc.generation;
         let after_stop = sc.stop_done.clone();
         // Held requests now wait for this attempt rather than failing on the previous one.
@@ -452,10 +481,15 @@ impl Reconciler {
                 // Bounded: a stop ends within stop_timeout plus the SIGKILL grace.
                 stopped.cancelled().await;
             }
+            sent.store(true, Ordering::Release);
             let result = driver
                 .start(&server.config.program)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| StartFailure {
+                    bad_name: matches!(e, SupervisorError::BadName(_)),
+                    unreachable: matches!(e, SupervisorError::Unreachable(_)),
+                    why: e.to_string(),
+                });
             let _ = tx.send(Msg::Started {
                 up: u,
                 server: i,
@@ -528,7 +562,13 @@ impl Reconciler {
                     return;
                 }
                 match result {
-                    Err(e) => self.fail_start(u, i, e, now, true),
+                    Err(e) => {
+                        self.ups[u].servers[i].nothing_to_stop = e.bad_name;
+                        let failed = self.fail_start(u, i, e.why, now, true);
+                        let sc = &mut self.ups[u].servers[i];
+                        sc.nothing_to_stop = false;
+                        sc.failed_unreachable = failed && e.unreachable;
+                    }
                     Ok(()) => self.spawn_probe(u, i, generation),
                 }
             }
@@ -549,9 +589,11 @@ impl Reconciler {
                     Err(NotReady::TimedOut(e)) => {
                         let t = self.ups[u].upstream.config.start_timeout;
                         let why = format!("not ready after {t:?}: {e}");
-                        self.fail_start(u, i, why, now, false)
+                        self.fail_start(u, i, why, now, false);
                     }
-                    Err(NotReady::Died(e)) => self.fail_start(u, i, e, now, true),
+                    Err(NotReady::Died(e)) => {
+                        self.fail_start(u, i, e, now, true);
+                    }
                 }
             }
             Msg::StopDone {
@@ -565,6 +607,11 @@ impl Reconciler {
                     return;
                 }
                 ctl.servers[i].stopping_failed = false;
+                if result.is_ok() {
+                    // The supervisor answered: if it was unreachable at the start, it is back.
+                    self.supervisor_answers(u, i, now);
+                }
+                let ctl = &mut self.ups[u];
                 let s = Arc::clone(&ctl.upstream.servers[i]);
                 if let Err(e) = &result {
                     tracing::error!(
@@ -593,16 +640,19 @@ impl Reconciler {
         let Some(&(u, i)) = self.programs.get(&(driver, info.program.clone())) else {
             return;
         };
+        // Any report means the supervisor answers (again).
+        self.supervisor_answers(u, i, now);
         let up = Arc::clone(&self.ups[u].upstream);
         let state = up.servers[i].state();
         let sc = &mut self.ups[u].servers[i];
-        if matches!(info.state, ProcessState::Starting | ProcessState::Running) {
+        let sent = sc.start_sent.load(Ordering::Acquire);
+        if sent && matches!(info.state, ProcessState::Starting | ProcessState::Running) {
             sc.previous_run = false;
         }
         // A BACKOFF shows the new process too (it failed to start and is being retried), but is
         // also an exit: it counts as one only once the new process has been seen otherwise.
         let stale = sc.previous_run;
-        if info.state == ProcessState::Backoff {
+        if sent && info.state == ProcessState::Backoff {
             sc.previous_run = false;
         }
         if stale {
@@ -634,7 +684,7 @@ impl Reconciler {
                 ProcessState::Stopped,
             ) => self.vanished(u, i, &info, now),
             (ServerState::Starting, ProcessState::Fatal | ProcessState::Exited) => {
-                self.fail_start(u, i, info.description, now, true)
+                self.fail_start(u, i, info.description, now, true);
             }
             (
                 ServerState::Ready | ServerState::Draining,
@@ -646,6 +696,41 @@ impl Reconciler {
                 now,
             ),
             _ => {}
+        }
+    }
+
+    /// Server `i`'s supervisor answered. If the server failed because that supervisor could
+    /// not be reached, its cool-down ends now: nothing was wrong with the server, and requests
+    /// must not keep getting "unreachable" once the supervisor is back (they would: a request
+    /// answered at once with the start error is never held, so it never asks for a new start).
+    fn supervisor_answers(&mut self, u: usize, i: usize, now: Instant) {
+        let state = self.ups[u].upstream.servers[i].state();
+        let sc = &mut self.ups[u].servers[i];
+        if !sc.failed_unreachable || sc.stopping_failed {
+            return;
+        }
+        sc.failed_unreachable = false;
+        if state != ServerState::Failed {
+            return;
+        }
+        sc.failures = 0;
+        tracing::info!(
+            upstream = self.ups[u].upstream.name(),
+            server = %self.ups[u].upstream.servers[i].address(),
+            "its supervisor answers again: the server may start at once"
+        );
+        self.cooled_down(u, i, now);
+    }
+
+    /// A failed server may be started again: `stopped`, and the requests that come next wait
+    /// for a new start instead of getting the last one's error.
+    fn cooled_down(&mut self, u: usize, i: usize, now: Instant) {
+        if self.set(u, i, Event::StopIssued, now) {
+            self.set(u, i, Event::Stopped, now);
+        }
+        let up = &self.ups[u].upstream;
+        if up.start_error().is_some() {
+            up.set_start_error(None);
         }
     }
 
@@ -673,6 +758,8 @@ impl Reconciler {
         sc.generation += 1;
         sc.start_at = Some(now);
         sc.previous_run = false;
+        // The process reported is the one adopted: nothing of ours is on its way.
+        sc.start_sent = Arc::new(AtomicBool::new(true));
         sc.adopted = true;
         let generation = sc.generation;
         tracing::info!(
@@ -754,9 +841,17 @@ impl Reconciler {
 
     /// A start did not lead to a ready server. With `tell_held`, the requests held for the
     /// upstream get `why` at once when no other server is ready or starting.
-    fn fail_start(&mut self, u: usize, i: usize, why: String, now: Instant, tell_held: bool) {
+    /// Whether it did (the server was `starting`).
+    fn fail_start(
+        &mut self,
+        u: usize,
+        i: usize,
+        why: String,
+        now: Instant,
+        tell_held: bool,
+    ) -> bool {
         if !self.set(u, i, Event::StartFailed, now) {
-            return;
+            return false;
         }
         let up = Arc::clone(&self.ups[u].upstream);
         tracing::error!(
@@ -778,6 +873,7 @@ impl Reconciler {
         } else {
             up.notify_changed();
         }
+        true
     }
 
     /// A server that was up stopped working.
@@ -802,6 +898,9 @@ impl Reconciler {
     fn after_failure(&mut self, u: usize, i: usize) {
         let sc = &mut self.ups[u].servers[i];
         sc.failures = sc.failures.saturating_add(1);
+        if std::mem::take(&mut sc.nothing_to_stop) {
+            return;
+        }
         sc.stopping_failed = true;
         self.count_stop(u, i, StopReason::Failure);
         self.spawn_stop(u, i);

@@ -7,8 +7,9 @@
 //!   connections it saw, how much is in flight, whether a streamed body arrived intact). The
 //!   binary is a thin CLI over it, and [`harness::spawn_in_process`] runs the same server on a
 //!   tokio task when a test does not need a real process.
-//! - [`harness`]: helpers for tests: spawn backends as child processes or in process, pick
-//!   free ports, poll for conditions instead of sleeping, read a backend's `/stats`.
+//! - [`harness`]: helpers for tests: spawn backends as child processes or in process, run a
+//!   real supervisord ([`SupervisordProcess`]), pick free ports, poll for conditions instead
+//!   of sleeping, read a backend's `/stats`.
 //!
 //! The byte pattern and checksum that `/bytes` and `/count` use live in [`pattern`], so a test
 //! can produce or verify the same data without holding it all in memory.
@@ -20,9 +21,10 @@ pub mod pattern;
 
 pub use backend::{Backend, BackendConfig, ServeOutcome, Stats};
 pub use harness::{
-    BackendProcess, BackendProcessBuilder, InProcessBackend, SimpleResponse, backend_bin,
-    free_addr, free_port, http_get, spawn_in_process, spawn_in_process_at, spawn_in_process_with,
-    stats, try_stats, url, wait_until,
+    BackendProcess, BackendProcessBuilder, InProcessBackend, Program, SimpleResponse,
+    SupervisordBuilder, SupervisordProcess, backend_bin, free_addr, free_port, http_get,
+    spawn_in_process, spawn_in_process_at, spawn_in_process_with, stats, try_stats, unique_addr,
+    unique_port, url, wait_until,
 };
 
 /// The path of the `rouse-test-backend` binary, as Cargo knows it.

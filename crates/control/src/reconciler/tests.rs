@@ -10,13 +10,16 @@ use tokio::sync::Semaphore;
 use super::*;
 
 /// A supervisor whose every move the test decides: starts succeed at once (reporting STARTING
-/// with a new pid when `announce` is set), stops wait for a permit, and reports are sent by hand.
+/// with a new pid when `announce` is set) unless `refuse` says how they fail, stops wait for a
+/// permit, and reports are sent by hand.
 struct Scripted {
     events: broadcast::Sender<ProcessInfo>,
     calls: Mutex<Vec<&'static str>>,
     stops: Semaphore,
     announce: std::sync::atomic::AtomicBool,
     next_pid: std::sync::atomic::AtomicU32,
+    /// Set: every start fails with this error; with an `Unreachable` one, every stop too.
+    refuse: Mutex<Option<fn() -> SupervisorError>>,
 }
 
 impl Scripted {
@@ -27,6 +30,7 @@ impl Scripted {
             stops: Semaphore::new(0),
             announce: true.into(),
             next_pid: 100.into(),
+            refuse: Mutex::new(None),
         })
     }
 
@@ -51,6 +55,9 @@ impl Supervisor for Scripted {
 
     fn start<'a>(&'a self, _program: &'a str) -> BoxFuture<'a, Result<(), SupervisorError>> {
         self.calls.lock().unwrap().push("start");
+        if let Some(refuse) = *self.refuse.lock().unwrap() {
+            return Box::pin(std::future::ready(Err(refuse())));
+        }
         if self.announce.load(std::sync::atomic::Ordering::SeqCst) {
             let pid = self
                 .next_pid
@@ -62,6 +69,10 @@ impl Supervisor for Scripted {
 
     fn stop<'a>(&'a self, _program: &'a str) -> BoxFuture<'a, Result<(), SupervisorError>> {
         self.calls.lock().unwrap().push("stop");
+        let refused = self.refuse.lock().unwrap().map(|refuse| refuse());
+        if let Some(e @ SupervisorError::Unreachable(_)) = refused {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         Box::pin(async move {
             self.stops.acquire().await.expect("open").forget();
             self.calls.lock().unwrap().push("stopped");
@@ -84,11 +95,16 @@ fn table(addr: SocketAddr) -> Arc<Table> {
 }
 
 fn table_with(addr: SocketAddr, extra: &str) -> Arc<Table> {
+    let fail_timeout = if extra.contains("fail_timeout") {
+        ""
+    } else {
+        "fail_timeout = \"200ms\"\n"
+    };
     let text = format!(
         "[proxy]\nlisten = [\"127.0.0.1:0\"]\n\
          [supervisors.scripted]\nurl = \"http://127.0.0.1:9/RPC2\"\n\
          [[upstream]]\nname = \"app\"\nsupervisor = \"scripted\"\n\
-         fail_timeout = \"200ms\"\n{extra}\n\
+         {fail_timeout}{extra}\n\
          [[upstream.server]]\naddress = \"{addr}\"\n"
     );
     let config = rouse_config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
@@ -268,6 +284,149 @@ async fn a_start_timeout_is_left_to_the_held_requests_a_death_is_told_at_once() 
         up.start_error().unwrap().contains("FATAL"),
         "{:?}",
         up.start_error()
+    );
+    drop(held);
+}
+
+fn unreachable() -> SupervisorError {
+    SupervisorError::Unreachable("cannot connect to supervisord \"scripted\"".to_owned())
+}
+
+fn spawn_error() -> SupervisorError {
+    SupervisorError::Spawn {
+        program: "app0".to_owned(),
+        reason: "NO_FILE: no such file".to_owned(),
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A start that failed because the supervisor could not be reached is no fault of the server:
+/// once the supervisor answers again (its first report), the server may start at once, and
+/// requests wait for that start instead of getting "unreachable" until a long cool-down ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_the_supervisor_could_not_take_is_tried_again_once_it_answers() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let table = table_with(addr, "start_timeout = \"10s\"\nfail_timeout = \"60s\"");
+    let driver = Scripted::new();
+    *driver.refuse.lock().unwrap() = Some(unreachable);
+    let _control = spawn(&table, &driver);
+    let up = Arc::clone(&table.upstreams[0]);
+    let server = Arc::clone(&up.servers[0]);
+
+    let held = up.hold().expect("under queue_limit");
+    table.demand.notify_one();
+    wait_until("the start error", || up.start_error().is_some()).await;
+    assert!(
+        up.start_error().unwrap().contains("unreachable"),
+        "{:?}",
+        up.start_error()
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.state(), ServerState::Failed, "cooling down");
+    assert!(up.start_error().is_some(), "still told to requests");
+
+    // supervisord is back: its poll reports the program.
+    *driver.refuse.lock().unwrap() = None;
+    driver.report(ProcessState::Stopped, None);
+    wait_for(&server, ServerState::Stopped).await;
+    assert_eq!(up.start_error(), None, "requests wait for a new start");
+    let starts = driver.calls().iter().filter(|c| **c == "start").count();
+    let held = up.hold().expect("under queue_limit");
+    table.demand.notify_one();
+    wait_for(&server, ServerState::Ready).await;
+    assert_eq!(
+        driver.calls().iter().filter(|c| **c == "start").count(),
+        starts + 1
+    );
+    drop(held);
+    drop(listener);
+}
+
+/// Once a failed server has cooled down, the requests that come next wait for a new start: were
+/// they still answered the last start's error at once, they would never be held, so never ask
+/// for that start, and the upstream would answer that error for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_cool_down_a_failed_server_is_started_again_on_demand() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let table = table_with(addr, "start_timeout = \"10s\"");
+    let driver = Scripted::new();
+    driver.stops.add_permits(100);
+    *driver.refuse.lock().unwrap() = Some(spawn_error);
+    let _control = spawn(&table, &driver);
+    let up = Arc::clone(&table.upstreams[0]);
+    let server = Arc::clone(&up.servers[0]);
+
+    let held = up.hold().expect("under queue_limit");
+    table.demand.notify_one();
+    wait_until("the start error", || up.start_error().is_some()).await;
+    assert!(up.start_error().unwrap().contains("no such file"));
+    drop(held);
+    // fail_timeout is 200 ms: the cool-down ends within a second or so.
+    wait_for(&server, ServerState::Stopped).await;
+    assert_eq!(
+        up.start_error(),
+        None,
+        "the old error is not answered any more"
+    );
+
+    *driver.refuse.lock().unwrap() = None;
+    let held = up.hold().expect("under queue_limit");
+    table.demand.notify_one();
+    wait_for(&server, ServerState::Ready).await;
+    drop(held);
+    drop(listener);
+}
+
+/// A start that fails outright (the supervisor retries on its own: BACKOFF) is stopped and, with
+/// requests waiting, started again once that stop is through. The failed attempt's own reports
+/// (its BACKOFF, then the STOPPED of the failure stop) arrive while the revival waits for the
+/// stop: they are about the previous run, and must neither pass for the new attempt nor make
+/// the server "stopped outside rouse" (which started it a third time, and the requests waited
+/// for that one instead of hearing why the start failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_starts_own_reports_do_not_pass_for_the_revivals() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let table = table_with(addr, "start_timeout = \"10s\"");
+    let driver = Scripted::new();
+    *driver.refuse.lock().unwrap() = Some(spawn_error);
+    let _control = spawn(&table, &driver);
+    let up = Arc::clone(&table.upstreams[0]);
+    let server = Arc::clone(&up.servers[0]);
+
+    let held = up.hold().expect("under queue_limit");
+    table.demand.notify_one();
+    // Failed, its stop held up, and revived at once: the revival waits for the stop.
+    wait_until("the failure stop", || driver.calls().len() >= 2).await;
+    wait_for(&server, ServerState::Starting).await;
+    assert_eq!(driver.calls(), ["start", "stop"]);
+    driver.report(ProcessState::Backoff, None);
+    driver.report(ProcessState::Stopped, None);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.state(), ServerState::Starting, "still the revival");
+    assert_eq!(driver.calls(), ["start", "stop"], "no other start");
+
+    // The stop is through; the revival fails the same way, and the request hears why.
+    driver.stops.add_permits(100);
+    wait_until("the revival's error", || up.start_error().is_some()).await;
+    assert!(up.start_error().unwrap().contains("no such file"));
+    assert_eq!(
+        driver.calls().iter().filter(|c| **c == "start").count(),
+        2,
+        "{:?}",
+        driver.calls()
     );
     drop(held);
 }

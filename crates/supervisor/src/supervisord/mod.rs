@@ -65,12 +65,19 @@ struct Inner {
     poll_interval: Duration,
     programs: RwLock<Programs>,
     events: broadcast::Sender<ProcessInfo>,
+    /// What subscribers were last told; every send goes through it, under its lock, so that
+    /// the poll and the starts never send out of order.
+    told: Mutex<poll::Told>,
     last_error: Mutex<Option<String>>,
 }
 
 impl Inner {
     fn set_last_error(&self, error: Option<String>) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    fn told(&self) -> std::sync::MutexGuard<'_, poll::Told> {
+        self.told.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The managed programs' current infos.
@@ -137,6 +144,7 @@ impl Supervisord {
                 poll_interval: config.poll_interval,
                 programs: RwLock::new(Programs::new(programs)),
                 events,
+                told: Mutex::new(poll::Told::default()),
                 last_error: Mutex::new(None),
             }),
             cancel: CancellationToken::new(),
@@ -317,7 +325,7 @@ impl Supervisord {
                         // can tell reports about it from late ones about an earlier run.
                         if let Some(mut info) = state(after) {
                             info.program = program.to_owned();
-                            let _ = self.inner.events.send(info);
+                            self.inner.told().tell(&self.inner, info);
                         }
                         return Ok(());
                     }
@@ -488,8 +496,9 @@ impl Supervisor for Supervisord {
     }
 
     /// Changes seen by the poll (every `poll_interval`): each program whose state or pid
-    /// changed since the previous poll; after the first poll, and after supervisord could not
-    /// be polled, every managed program.
+    /// differs from what was last sent; after the first poll, and after supervisord could not
+    /// be polled, every managed program. A successful start also sends its program's state at
+    /// once.
     fn subscribe(&self) -> broadcast::Receiver<ProcessInfo> {
         let rx = self.inner.events.subscribe();
         self.ensure_polling();

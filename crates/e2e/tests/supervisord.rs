@@ -1,0 +1,1106 @@
+//! rouse driving real supervisord instances: every server here is a `rouse-test-backend`
+//! program of a supervisord of the test's own (on a free loopback port or a unix socket, see
+//! `rouse_e2e::SupervisordProcess`), started and stopped by rouse over XML-RPC, and every request
+//! goes through rouse over real HTTP.
+//!
+//! The tests look at rouse's shared table, at supervisord's own view (a bare XML-RPC exchange,
+//! `supervisorctl`, its log), at the processes (through /proc) and at the HTTP answers. rouse
+//! polls supervisord every 200 ms here (1 s by default), so that what happens behind its back
+//! is seen quickly.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::{WAIT, backend_pids, client, refuses, start_rouse, url};
+use rouse::Rouse;
+use rouse_e2e::{Program, SupervisordProcess, stats, unique_addr, wait_until};
+use tokio::time::{Instant, sleep, timeout};
+
+// === helpers ===
+
+/// The `[supervisors.NAME]` keys every test uses but the url and credentials.
+const POLL: &str = "poll_interval = \"200ms\"\ntimeout = \"2s\"";
+
+/// `N` addresses for backends: distinct, and out of the kernel's ephemeral range, so that a
+/// port whose backend was killed is not meanwhile someone else's (see `unique_port`).
+fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    std::array::from_fn(|_| unique_addr())
+}
+
+/// Program `name`: the test backend on `addr`, answering `name` (its `--id`).
+fn backend(name: &str, addr: SocketAddr, args: &[&str]) -> Program {
+    Program::backend_with_bin(&rouse_e2e::backend_bin!(), name, addr, args)
+}
+
+/// An `[[upstream]]` run by supervisor `sup`, over `servers` (programs `<name><index>`).
+fn upstream(name: &str, sup: &str, hosts: &[&str], extra: &str, servers: &[SocketAddr]) -> String {
+    let hosts = hosts
+        .iter()
+        .map(|h| format!("{h:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut s = format!(
+        "[[upstream]]\nname = {name:?}\nhosts = [{hosts}]\nsupervisor = {sup:?}\n{extra}\n"
+    );
+    for a in servers {
+        s.push_str(&format!("[[upstream.server]]\naddress = \"{a}\"\n"));
+    }
+    s
+}
+
+/// Like `common::start_rouse`, with `proxy` as the `[proxy]` keys but `listen`.
+async fn start_rouse_with(proxy: &str, toml: &str) -> Rouse {
+    let text = format!("[proxy]\nlisten = [\"127.0.0.1:0\"]\n{proxy}\n{toml}");
+    let config = rouse_config::parse("test.toml", &text)
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
+    Rouse::start(config).await.expect("rouse starts")
+}
+
+fn state(r: &Rouse, u: usize, i: usize) -> &'static str {
+    r.table().upstreams[u].servers[i].state().as_str()
+}
+
+fn states(r: &Rouse, u: usize) -> Vec<&'static str> {
+    r.table().upstreams[u]
+        .servers
+        .iter()
+        .map(|s| s.state().as_str())
+        .collect()
+}
+
+fn held(r: &Rouse, u: usize) -> usize {
+    r.table().upstreams[u].held()
+}
+
+async fn wait_state(r: &Rouse, u: usize, i: usize, want: &str, within: Duration) {
+    wait_until(
+        &format!(
+            "server {i} of upstream {u} to be {want} (now {})",
+            state(r, u, i)
+        ),
+        within,
+        || async { state(r, u, i) == want },
+    )
+    .await;
+}
+
+async fn wait_sd_state(sd: &SupervisordProcess, program: &str, want: &str, within: Duration) {
+    wait_until(
+        &format!("supervisord to report {program} {want}"),
+        within,
+        || async { sd.statename(program).await.as_deref() == Some(want) },
+    )
+    .await;
+}
+
+/// How many times supervisord's log says it spawned `program`.
+fn spawns(sd: &SupervisordProcess, program: &str) -> usize {
+    sd.log()
+        .matches(&format!("spawned: '{program}' with pid"))
+        .count()
+}
+
+/// `program`'s line of `supervisorctl status`.
+async fn ctl_status(sd: &SupervisordProcess, program: &str) -> String {
+    let out = sd.supervisorctl(&["status", program]).await;
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(program))
+        .unwrap_or_else(|| panic!("no status line for {program}: {out}"))
+        .to_owned()
+}
+
+/// One answer as a client saw it.
+#[derive(Debug, Clone)]
+struct Answer {
+    /// 0: no HTTP answer at all (the error is in `body`).
+    status: u16,
+    /// `x-rouse-error`, when rouse answered itself.
+    kind: String,
+    retry_after: Option<String>,
+    body: String,
+    sent: Instant,
+    took: Duration,
+}
+
+async fn get(c: &reqwest::Client, u: &str, host: Option<&str>) -> Answer {
+    let sent = Instant::now();
+    let mut req = c.get(u);
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    match req.send().await {
+        Ok(r) => {
+            let h = r.headers();
+            let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+            let status = r.status().as_u16();
+            let kind = header("x-rouse-error").unwrap_or_default();
+            let retry_after = header("retry-after");
+            let body = r
+                .text()
+                .await
+                .unwrap_or_else(|e| format!("<body error: {e}>"));
+            Answer {
+                status,
+                kind,
+                retry_after,
+                body,
+                sent,
+                took: sent.elapsed(),
+            }
+        }
+        Err(e) => Answer {
+            status: 0,
+            kind: String::new(),
+            retry_after: None,
+            body: format!("<request error: {e}>"),
+            sent,
+            took: sent.elapsed(),
+        },
+    }
+}
+
+/// `clients` loops sending `GET path` (to `host`, if given) back to back until `stop` is set.
+fn load(
+    c: &reqwest::Client,
+    rouse: SocketAddr,
+    path: &str,
+    host: Option<&str>,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<Answer>>> {
+    (0..clients)
+        .map(|_| {
+            let c = c.clone();
+            let u = url(rouse, path);
+            let host = host.map(str::to_owned);
+            let stop = Arc::clone(stop);
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    answers.push(get(&c, &u, host.as_deref()).await);
+                }
+                answers
+            })
+        })
+        .collect()
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Answer>>>) -> Vec<Answer> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(
+            timeout(WAIT, t)
+                .await
+                .expect("a load client finishes")
+                .expect("a load client does not panic"),
+        );
+    }
+    all
+}
+
+fn by_body(answers: &[Answer]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for a in answers {
+        *m.entry(format!("{} {} {}", a.status, a.kind, a.body.trim()))
+            .or_default() += 1;
+    }
+    m
+}
+
+/// Records every state server `i` of upstream `u` goes through, from a thread of its own
+/// polling every 100 µs, until `stop` (then once more: the state the caller saw last is in).
+fn watch_states(
+    r: &Rouse,
+    u: usize,
+    i: usize,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<&'static str>> {
+    let table = r.table();
+    let stop = Arc::clone(stop);
+    std::thread::spawn(move || {
+        let server = &table.upstreams[u].servers[i];
+        let mut seen = vec![server.state().as_str()];
+        loop {
+            let done = stop.load(Ordering::Relaxed);
+            let s = server.state().as_str();
+            if seen.last() != Some(&s) {
+                seen.push(s);
+            }
+            if done {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    })
+}
+
+/// rouse's log lines (every test's: they share the process), captured from the first call on;
+/// also printed to stderr when `RUST_LOG` is set.
+fn log_lines() -> &'static Mutex<Vec<u8>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let echo = std::env::var_os("RUST_LOG").is_some();
+        let writer = {
+            let buf = Arc::clone(&buf);
+            move || Capture {
+                buf: Arc::clone(&buf),
+                echo,
+            }
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(writer)
+            .try_init();
+        buf
+    })
+}
+
+struct Capture {
+    buf: Arc<Mutex<Vec<u8>>>,
+    echo: bool,
+}
+
+impl Write for Capture {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(data);
+        if self.echo {
+            let _ = std::io::stderr().write_all(data);
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured log lines that contain every one of `words`.
+fn logged(words: &[&str]) -> Vec<String> {
+    let buf = log_lines().lock().unwrap_or_else(|e| e.into_inner());
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The same request again (every 100 ms) until it answers 200, within `within`; every answer.
+async fn until_ok(
+    c: &reqwest::Client,
+    u: &str,
+    host: Option<&str>,
+    within: Duration,
+) -> Vec<Answer> {
+    let deadline = Instant::now() + within;
+    let mut answers = Vec::new();
+    loop {
+        let a = get(c, u, host).await;
+        let ok = a.status == 200;
+        answers.push(a);
+        if ok {
+            return answers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 200 within {within:?}: {:?}",
+            by_body(&answers)
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// === 1. wake from zero ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_requests_wake_one_program_through_supervisord() {
+    log_lines();
+    let [a0, a1] = free_addrs();
+    // startsecs = 3: rouse's tcp probe makes the server ready long before supervisord says
+    // RUNNING, and the requests do not wait for that.
+    let mut sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &["--delay-listen", "300"]).set("startsecs", "3"))
+        .program(backend("app1", a1, &[]))
+        .spawn()
+        .await;
+    let rouse = start_rouse(&format!(
+        "{}{}",
+        sd.rouse_section("sd", POLL),
+        upstream("app", "sd", &[], "target_in_flight = 100", &[a0, a1])
+    ))
+    .await;
+    assert_eq!(states(&rouse, 0), ["stopped", "stopped"]);
+    assert_eq!(sd.statename("app0").await.as_deref(), Some("STOPPED"));
+
+    let c = client();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, u) = (c.clone(), url(rouse.addr(), "/"));
+            tokio::spawn(async move { get(&c, &u, None).await })
+        })
+        .collect();
+    wait_until("the first requests to be held", WAIT, || async {
+        held(&rouse, 0) > 0
+    })
+    .await;
+    assert_eq!(state(&rouse, 0, 0), "starting");
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(timeout(WAIT, t).await.unwrap().unwrap());
+    }
+    assert!(
+        answers.iter().all(|a| a.status == 200 && a.body == "app0"),
+        "{:?}",
+        by_body(&answers)
+    );
+    let slowest = answers.iter().map(|a| a.took).max().unwrap();
+    let fastest = answers.iter().map(|a| a.took).min().unwrap();
+    assert!(
+        fastest >= Duration::from_millis(250),
+        "held until the backend listened: {fastest:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(3),
+        "served on the tcp probe, before startsecs: {slowest:?}"
+    );
+    assert_eq!(state(&rouse, 0, 0), "ready");
+    assert_eq!(held(&rouse, 0), 0);
+
+    // supervisord's view: one spawn of app0, none of app1, and app0 RUNNING once startsecs
+    // has passed, as the very process that answered.
+    wait_sd_state(&sd, "app0", "RUNNING", Duration::from_secs(10)).await;
+    assert_eq!(spawns(&sd, "app0"), 1, "one start: {}", sd.log());
+    assert_eq!(spawns(&sd, "app1"), 0);
+    let pid = sd.pid_of("app0").await;
+    assert!(pid.is_some());
+    assert_eq!(backend_pids(a0), [pid.unwrap()]);
+    assert_eq!(stats(a0).await.requests, 20);
+    assert_eq!(sd.statename("app1").await.as_deref(), Some("STOPPED"));
+    assert_eq!(states(&rouse, 0), ["ready", "stopped"]);
+
+    // supervisord stopped (SIGTERM) stops its programs with it.
+    sd.stop().await;
+    assert!(backend_pids(a0).is_empty() && refuses(a0).await);
+}
+
+// === 2. scale up and down ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_starts_a_second_program_and_its_end_stops_both_through_supervisord() {
+    log_lines();
+    let [a0, a1] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &["--latency-ms", "100"]))
+        .program(backend("app1", a1, &["--latency-ms", "100"]))
+        .spawn()
+        .await;
+    let rouse = start_rouse(&format!(
+        "{}{}",
+        sd.rouse_section("sd", POLL),
+        upstream(
+            "app",
+            "sd",
+            &[],
+            "target_in_flight = 2\nidle_timeout = \"1s\"\nslow_start = \"0s\"",
+            &[a0, a1]
+        )
+    ))
+    .await;
+    let c = client();
+
+    // Up: 8 clients on a slow backend are 4 servers' worth at target 2.
+    let stop = Arc::new(AtomicBool::new(false));
+    let heavy = load(&c, rouse.addr(), "/", None, 8, &stop);
+    wait_state(&rouse, 0, 1, "ready", WAIT).await;
+    sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = collect(heavy).await;
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "{:?}",
+        by_body(&answers)
+    );
+    assert!(answers.iter().any(|a| a.body == "app1"), "app1 served");
+    assert_eq!(spawns(&sd, "app1"), 1);
+    let running = sd.statename("app1").await;
+    assert!(
+        matches!(running.as_deref(), Some("STARTING" | "RUNNING")),
+        "{running:?}"
+    );
+
+    // Light traffic (a request every 100 ms): the extra server is drained and stopped through
+    // supervisord, the first keeps serving.
+    let trickle_stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let c = c.clone();
+        let u = url(rouse.addr(), "/");
+        let stop = Arc::clone(&trickle_stop);
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                answers.push(get(&c, &u, None).await);
+                sleep(Duration::from_millis(100)).await;
+            }
+            answers
+        })
+    };
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let s1_states = watch_states(&rouse, 0, 1, &watch_stop);
+    wait_state(&rouse, 0, 1, "stopped", Duration::from_secs(10)).await;
+    watch_stop.store(true, Ordering::Relaxed);
+    let seen = s1_states.join().unwrap();
+    let without_stopping: Vec<&str> = seen.iter().copied().filter(|s| *s != "stopping").collect();
+    assert_eq!(
+        without_stopping,
+        ["ready", "draining", "stopped"],
+        "drained, then stopped: {seen:?}"
+    );
+    assert!(ctl_status(&sd, "app1").await.contains("STOPPED"));
+    assert!(
+        refuses(a1).await && backend_pids(a1).is_empty(),
+        "app1 gone"
+    );
+    assert_eq!(state(&rouse, 0, 0), "ready");
+    sleep(Duration::from_millis(300)).await;
+    trickle_stop.store(true, Ordering::Relaxed);
+    let light = timeout(WAIT, trickle).await.unwrap().unwrap();
+    assert!(
+        light.iter().all(|a| a.status == 200),
+        "{:?}",
+        by_body(&light)
+    );
+
+    // No traffic: the last one stops after idle_timeout (1 s), not before.
+    let last_end = light.iter().map(|a| a.sent + a.took).max().unwrap();
+    wait_state(&rouse, 0, 0, "stopped", Duration::from_secs(10)).await;
+    assert!(
+        last_end.elapsed() >= Duration::from_millis(950),
+        "stopped {:?} after the last request",
+        last_end.elapsed()
+    );
+    let status = sd.supervisorctl(&["status"]).await;
+    for program in ["app0", "app1"] {
+        assert!(
+            ctl_status(&sd, program).await.contains("STOPPED"),
+            "{status}"
+        );
+    }
+    assert!(backend_pids(a0).is_empty() && backend_pids(a1).is_empty());
+    assert_eq!(states(&rouse, 0), ["stopped", "stopped"]);
+}
+
+// === 3. faults ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_supervisord_does_not_know_gives_a_clear_503_and_the_rest_serves() {
+    log_lines();
+    let [good, unknown] = free_addrs();
+    // Only good0 is in supervisord's config; rouse also drives "ghost0".
+    let sd = SupervisordProcess::builder()
+        .program(backend("good0", good, &[]))
+        .spawn()
+        .await;
+    let rouse = start_rouse(&format!(
+        "{}{}{}",
+        sd.rouse_section("sd", POLL),
+        upstream("good", "sd", &[], "", &[good]),
+        upstream(
+            "ghost",
+            "sd",
+            &["ghost.test"],
+            "start_timeout = \"10s\"",
+            &[unknown]
+        ),
+    ))
+    .await;
+    let c = client();
+    let g = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((g.status, g.body.as_str()), (200, "good0"), "{g:?}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let good_load = load(&c, rouse.addr(), "/", None, 2, &stop);
+    let mut ghost = Vec::new();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        ghost.push(get(&c, &url(rouse.addr(), "/"), Some("ghost.test")).await);
+        sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let good_answers = collect(good_load).await;
+    assert!(good_answers.len() > 10);
+    assert!(
+        good_answers
+            .iter()
+            .all(|a| a.status == 200 && a.body == "good0"),
+        "{:?}",
+        by_body(&good_answers)
+    );
+    for a in &ghost {
+        assert_eq!((a.status, a.kind.as_str()), (503, "start-failed"), "{a:?}");
+        assert!(a.retry_after.is_some(), "{a:?}");
+        assert!(
+            a.body.contains("\"ghost\"")
+                && a.body.contains("ghost0")
+                && a.body.contains("not in the configuration of supervisord"),
+            "names the upstream, the program and the problem: {a:?}"
+        );
+        assert!(a.took < Duration::from_secs(1), "quick: {a:?}");
+    }
+    assert_eq!(state(&rouse, 0, 0), "ready");
+    assert!(
+        !logged(&["ghost0", "not in the configuration of supervisord"]).is_empty(),
+        "logged"
+    );
+    // No process was made, so none is stopped (which would only fail the same way).
+    assert!(logged(&["stop failed", "ghost0"]).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_cannot_be_spawned_gives_a_503_with_supervisords_reason() {
+    log_lines();
+    let [good, broken] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .program(backend("good0", good, &[]))
+        .program(Program::new("broken0", "/nonexistent/binary --listen x"))
+        .spawn()
+        .await;
+    let rouse = start_rouse(&format!(
+        "{}{}{}",
+        sd.rouse_section("sd", POLL),
+        upstream("good", "sd", &[], "", &[good]),
+        upstream(
+            "broken",
+            "sd",
+            &["broken.test"],
+            "start_timeout = \"10s\"",
+            &[broken]
+        ),
+    ))
+    .await;
+    let c = client();
+    for _ in 0..3 {
+        let a = get(&c, &url(rouse.addr(), "/"), Some("broken.test")).await;
+        assert_eq!((a.status, a.kind.as_str()), (503, "start-failed"), "{a:?}");
+        assert!(a.retry_after.is_some(), "{a:?}");
+        assert!(
+            a.body.contains("\"broken\"")
+                && a.body.contains("broken0")
+                && a.body.contains("/nonexistent/binary"),
+            "supervisord's reason: {a:?}"
+        );
+        assert!(a.took < Duration::from_secs(1), "quick: {a:?}");
+        sleep(Duration::from_millis(200)).await;
+    }
+    let g = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((g.status, g.body.as_str()), (200, "good0"), "{g:?}");
+    assert_ne!(sd.statename("broken0").await.as_deref(), Some("RUNNING"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_started_by_hand_before_the_first_request_is_used_as_it_is() {
+    log_lines();
+    let [a0] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &[]))
+        .spawn()
+        .await;
+    // Polled rarely: rouse only learns of the hand start when its own start is answered
+    // ALREADY_STARTED.
+    let rouse = start_rouse(&format!(
+        "{}{}",
+        sd.rouse_section("sd", "poll_interval = \"60s\"\ntimeout = \"2s\""),
+        upstream("app", "sd", &[], "", &[a0])
+    ))
+    .await;
+    // rouse's first look at supervisord (everything stopped) is over.
+    sleep(Duration::from_millis(500)).await;
+    let out = sd.supervisorctl(&["start", "app0"]).await;
+    assert!(out.contains("started"), "{out}");
+    let pid = sd.pid_of("app0").await.expect("running");
+    assert_eq!(state(&rouse, 0, 0), "stopped", "not noticed yet");
+
+    let c = client();
+    let a = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    assert_eq!(state(&rouse, 0, 0), "ready");
+    assert_eq!(sd.pid_of("app0").await, Some(pid), "the same process");
+    assert_eq!(backend_pids(a0), [pid]);
+    assert_eq!(spawns(&sd, "app0"), 1, "not started twice");
+    assert!(logged(&["cannot start", "app0", &a0.to_string()]).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_stopped_by_hand_while_draining_ends_stopped_without_error() {
+    log_lines();
+    let [a0, a1] = free_addrs();
+    // stopwaitsecs = 10: the stop by hand waits for app1's request (up to the backend's 5 s
+    // grace) instead of killing it after 3 s.
+    let sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &[]))
+        .program(backend("app1", a1, &[]).set("stopwaitsecs", "10"))
+        .spawn()
+        .await;
+    // Polled rarely: rouse does not see the hand stop, so its own stop of the drained server
+    // is answered NOT_RUNNING. The long requests below need a read_timeout above 5 s.
+    let rouse = start_rouse_with(
+        "read_timeout = \"20s\"",
+        &format!(
+            "{}{}",
+            sd.rouse_section("sd", "poll_interval = \"60s\"\ntimeout = \"2s\""),
+            upstream(
+                "app",
+                "sd",
+                &[],
+                "target_in_flight = 3\nidle_timeout = \"2500ms\"\nslow_start = \"0s\"",
+                &[a0, a1]
+            )
+        ),
+    )
+    .await;
+    let c = client();
+    let send = |path: &str| {
+        let (c, u) = (c.clone(), url(rouse.addr(), path));
+        tokio::spawn(async move { get(&c, &u, None).await })
+    };
+    // 5 slow requests need two servers at target 3.
+    let burst: Vec<_> = (0..5).map(|_| send("/delay/1000")).collect();
+    wait_state(&rouse, 0, 1, "ready", WAIT).await;
+    for t in burst {
+        let a = timeout(WAIT, t).await.unwrap().unwrap();
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    // Then one long request on each (idle servers first): two in flight is low load for two
+    // servers, so after 2.5 s (scale_down_after) app1 is drained with its request in flight.
+    let long: Vec<_> = (0..2).map(|_| send("/delay/6000")).collect();
+    wait_until("a request in flight on each server", WAIT, || async {
+        rouse.table().upstreams[0]
+            .servers
+            .iter()
+            .all(|s| s.in_flight() == 1)
+    })
+    .await;
+    wait_state(&rouse, 0, 1, "draining", Duration::from_secs(10)).await;
+    assert_eq!(rouse.table().upstreams[0].servers[1].in_flight(), 1);
+
+    // Stopped by hand meanwhile: the backend finishes its request, then exits.
+    let out = sd.supervisorctl(&["stop", "app1"]).await;
+    assert!(out.contains("stopped"), "{out}");
+    assert_eq!(sd.statename("app1").await.as_deref(), Some("STOPPED"));
+    for t in long {
+        let a = timeout(WAIT, t).await.unwrap().unwrap();
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    // rouse's own stop finds it not running: no error, and the server ends stopped.
+    wait_state(&rouse, 0, 1, "stopped", Duration::from_secs(5)).await;
+    assert_ne!(state(&rouse, 0, 0), "failed");
+    assert_eq!(sd.statename("app1").await.as_deref(), Some("STOPPED"));
+    assert_eq!(spawns(&sd, "app1"), 1, "not started again");
+    assert!(
+        logged(&["stop failed", &a1.to_string()]).is_empty(),
+        "{:?}",
+        logged(&[&a1.to_string()])
+    );
+    assert!(!logged(&["stopping server", &a1.to_string(), "reason=\"load\""]).is_empty());
+}
+
+// === 4. behind rouse's back ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_and_starts_by_hand_are_noticed() {
+    log_lines();
+    let [a0] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &[]))
+        .spawn()
+        .await;
+    let rouse = start_rouse(&format!(
+        "{}{}",
+        sd.rouse_section("sd", POLL),
+        upstream("app", "sd", &[], "idle_timeout = \"60s\"", &[a0])
+    ))
+    .await;
+    let c = client();
+    let a = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    let first = sd.pid_of("app0").await.expect("running");
+
+    // Stopped with supervisorctl: noticed, `stopped` (not failed), and nothing restarts it
+    // without demand.
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watch = watch_states(&rouse, 0, 0, &watch_stop);
+    let out = sd.supervisorctl(&["stop", "app0"]).await;
+    assert!(out.contains("stopped"), "{out}");
+    let stopped_at = Instant::now();
+    wait_state(&rouse, 0, 0, "stopped", Duration::from_secs(5)).await;
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(2),
+        "noticed within a few polls"
+    );
+    sleep(Duration::from_millis(500)).await;
+    watch_stop.store(true, Ordering::Relaxed);
+    assert_eq!(watch.join().unwrap(), ["ready", "stopped"]);
+    assert_eq!(sd.statename("app0").await.as_deref(), Some("STOPPED"));
+
+    // The next request wakes it again.
+    let a = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    let second = sd.pid_of("app0").await.expect("running");
+    assert_ne!(first, second);
+    assert_eq!(spawns(&sd, "app0"), 2);
+
+    // Stopped, then started by hand: adopted, ready without a request, the same process.
+    sd.supervisorctl(&["stop", "app0"]).await;
+    wait_state(&rouse, 0, 0, "stopped", Duration::from_secs(5)).await;
+    let out = sd.supervisorctl(&["start", "app0"]).await;
+    assert!(out.contains("started"), "{out}");
+    let third = sd.pid_of("app0").await.expect("running");
+    wait_state(&rouse, 0, 0, "ready", Duration::from_secs(5)).await;
+    assert_eq!(stats(a0).await.requests, 0, "ready without a request");
+    let a = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    assert_eq!(sd.pid_of("app0").await, Some(third));
+    assert_eq!(backend_pids(a0), [third]);
+    assert_eq!(spawns(&sd, "app0"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_is_noticed_as_failed_and_the_program_comes_back_on_demand() {
+    log_lines();
+    let [a0] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &[]))
+        .spawn()
+        .await;
+    let rouse = start_rouse(&format!(
+        "{}{}",
+        sd.rouse_section("sd", POLL),
+        upstream("app", "sd", &[], "idle_timeout = \"60s\"", &[a0])
+    ))
+    .await;
+    let c = client();
+    let a = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    wait_sd_state(&sd, "app0", "RUNNING", Duration::from_secs(5)).await;
+    let pid = sd.pid_of("app0").await.expect("running");
+
+    // kill -9, and no request: supervisord's report alone makes it failed.
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watch = watch_states(&rouse, 0, 0, &watch_stop);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed_at = Instant::now();
+    wait_until(
+        "the crash to be noticed",
+        Duration::from_secs(5),
+        || async { state(&rouse, 0, 0) != "ready" },
+    )
+    .await;
+    assert!(killed_at.elapsed() < Duration::from_secs(2));
+    assert_eq!(sd.statename("app0").await.as_deref(), Some("EXITED"));
+    sleep(Duration::from_millis(300)).await;
+    assert!(
+        matches!(state(&rouse, 0, 0), "failed" | "stopping" | "stopped"),
+        "{}",
+        state(&rouse, 0, 0)
+    );
+
+    // A request brings it back.
+    let a = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    watch_stop.store(true, Ordering::Relaxed);
+    let seen = watch.join().unwrap();
+    assert_eq!(seen[..2], ["ready", "failed"], "{seen:?}");
+    assert_eq!(seen.last(), Some(&"ready"), "{seen:?}");
+    let new = sd.pid_of("app0").await.expect("running");
+    assert_ne!(new, pid);
+    assert_eq!(backend_pids(a0), [new]);
+    assert!(!logged(&["server failed", "EXITED", &a0.to_string()]).is_empty());
+}
+
+// === 5. adoption after a rouse restart ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_rouse_adopts_the_running_program_with_the_same_pid() {
+    log_lines();
+    let [a0] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &[]))
+        .spawn()
+        .await;
+    let config = format!(
+        "{}{}",
+        sd.rouse_section("sd", POLL),
+        upstream("app", "sd", &[], "", &[a0])
+    );
+    let c = client();
+    let first = start_rouse(&config).await;
+    let a = get(&c, &url(first.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    let pid = sd.pid_of("app0").await.expect("running");
+    timeout(WAIT, first.shutdown()).await.expect("shuts down");
+
+    // supervisord's program outlives the rouse that started it.
+    sleep(Duration::from_millis(500)).await;
+    wait_sd_state(&sd, "app0", "RUNNING", Duration::from_secs(5)).await;
+    assert_eq!(sd.pid_of("app0").await, Some(pid));
+
+    let second = start_rouse(&config).await;
+    wait_state(&second, 0, 0, "ready", Duration::from_secs(5)).await;
+    assert_eq!(stats(a0).await.requests, 1, "adopted without a request");
+    let a = get(&c, &url(second.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    assert_eq!(sd.pid_of("app0").await, Some(pid), "the same process");
+    assert_eq!(backend_pids(a0), [pid]);
+    assert_eq!(stats(a0).await.requests, 2, "both served by it");
+    assert_eq!(spawns(&sd, "app0"), 1);
+}
+
+// === 6. supervisord killed and restarted ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisord_killed_and_restarted_under_load() {
+    log_lines();
+    let [hot, cold] = free_addrs();
+    let mut sd = SupervisordProcess::builder()
+        .program(backend("hot0", hot, &[]))
+        .program(backend("cold0", cold, &[]))
+        .spawn()
+        .await;
+    let rouse = start_rouse(&format!(
+        "{}{}{}",
+        sd.rouse_section("sd", "poll_interval = \"200ms\"\ntimeout = \"1s\""),
+        upstream("hot", "sd", &[], "idle_timeout = \"60s\"", &[hot]),
+        upstream(
+            "cold",
+            "sd",
+            &["cold.test"],
+            "start_timeout = \"10s\"",
+            &[cold]
+        ),
+    ))
+    .await;
+    let c = client();
+    let a = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "hot0"), "{a:?}");
+    let hot_pid = sd.pid_of("hot0").await.expect("running");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let hot_load = load(&c, rouse.addr(), "/", None, 2, &stop);
+    sleep(Duration::from_millis(300)).await;
+    sd.kill9().await;
+    let killed_at = Instant::now();
+    // Several failed polls later, the ready server still serves.
+    sleep(Duration::from_millis(1000)).await;
+    let a = get(&c, &url(rouse.addr(), "/"), Some("cold.test")).await;
+    assert_eq!((a.status, a.kind.as_str()), (503, "start-failed"), "{a:?}");
+    assert!(a.retry_after.is_some(), "{a:?}");
+    assert!(
+        a.body.contains("\"cold\"") && a.body.contains("unreachable"),
+        "says supervisord cannot be reached: {a:?}"
+    );
+    assert!(
+        a.took < Duration::from_secs(2),
+        "not after start_timeout: {a:?}"
+    );
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(state(&rouse, 0, 0), "ready");
+    stop.store(true, Ordering::Relaxed);
+    let down = collect(hot_load).await;
+    let while_down: Vec<&Answer> = down.iter().filter(|a| a.sent >= killed_at).collect();
+    assert!(while_down.len() > 10, "{}", while_down.len());
+    assert!(
+        down.iter().all(|a| a.status == 200 && a.body == "hot0"),
+        "served while supervisord is down: {:?}",
+        by_body(&down)
+    );
+    assert_eq!(backend_pids(hot), [hot_pid]);
+
+    // supervisord comes back (its programs went with the old one, as under systemd).
+    sd.kill_orphans();
+    sd.restart().await;
+    let back_at = Instant::now();
+    // rouse notices by itself: hot0 is gone (stopped), and both upstreams start again
+    // through the new supervisord.
+    let hot_answers = until_ok(&c, &url(rouse.addr(), "/"), None, Duration::from_secs(10)).await;
+    assert_eq!(hot_answers.last().unwrap().body, "hot0");
+    let cold_answers = until_ok(
+        &c,
+        &url(rouse.addr(), "/"),
+        Some("cold.test"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(cold_answers.last().unwrap().body, "cold0");
+    let recovered = back_at.elapsed();
+    for a in hot_answers.iter().chain(&cold_answers) {
+        assert!(
+            a.status == 200 || (a.status == 503 && a.retry_after.is_some()),
+            "{a:?}"
+        );
+    }
+    assert!(
+        recovered < Duration::from_secs(5),
+        "recovered {recovered:?} after supervisord came back: hot {:?} cold {:?}",
+        by_body(&hot_answers),
+        by_body(&cold_answers)
+    );
+    let new_hot = sd.pid_of("hot0").await.expect("running");
+    assert_ne!(new_hot, hot_pid);
+    assert!(sd.pid_of("cold0").await.is_some());
+    assert_eq!(states(&rouse, 0), ["ready"]);
+    assert_eq!(states(&rouse, 1), ["ready"]);
+}
+
+// === 7. unix socket, credentials ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_with_credentials_and_a_wrong_password() {
+    log_lines();
+    let [a0, locked] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .unix_socket()
+        .auth("admin", "s3cret")
+        .program(backend("app0", a0, &[]))
+        .program(backend("locked0", locked, &[]))
+        .spawn()
+        .await;
+    assert!(sd.url().starts_with("unix:///"), "{}", sd.url());
+    // The same supervisord twice: once with the right password, once with a wrong one.
+    let wrong = format!(
+        "[supervisors.wrong]\nurl = {:?}\nusername = \"admin\"\npassword = \"guess\"\n{POLL}\n",
+        sd.url()
+    );
+    let rouse = start_rouse(&format!(
+        "{}{wrong}{}{}",
+        sd.rouse_section("sd", POLL),
+        upstream("app", "sd", &[], "", &[a0]),
+        upstream(
+            "locked",
+            "wrong",
+            &["locked.test"],
+            "start_timeout = \"10s\"",
+            &[locked]
+        ),
+    ))
+    .await;
+    let c = client();
+    let a = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    assert_eq!(sd.pid_of("app0").await, backend_pids(a0).first().copied());
+
+    let a = get(&c, &url(rouse.addr(), "/"), Some("locked.test")).await;
+    assert_eq!((a.status, a.kind.as_str()), (503, "start-failed"), "{a:?}");
+    assert!(a.retry_after.is_some(), "{a:?}");
+    assert!(
+        a.body.contains("\"locked\"")
+            && a.body.contains("401")
+            && a.body.contains("username and password"),
+        "names the authentication failure: {a:?}"
+    );
+    assert!(a.took < Duration::from_secs(1), "{a:?}");
+    assert_eq!(sd.statename("locked0").await.as_deref(), Some("STOPPED"));
+    let sock = sd.url().trim_start_matches("unix://").to_owned();
+    let lines = logged(&[&sock, "401", "username and password", "wrong"]);
+    assert!(!lines.is_empty(), "a log line says why");
+}
+
+// === 8. two supervisords, two hosts ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_supervisord_leaves_the_servers_of_the_other_serving() {
+    log_lines();
+    let [a0, b1] = free_addrs();
+    // One upstream across two hosts: server 0 (program app0) under supervisord A on a port,
+    // server 1 (program app1) under supervisord B on a unix socket.
+    let mut sd_a = SupervisordProcess::builder()
+        .program(backend("app0", a0, &[]))
+        .spawn()
+        .await;
+    let sd_b = SupervisordProcess::builder()
+        .unix_socket()
+        .program(backend("app1", b1, &[]))
+        .spawn()
+        .await;
+    let rouse = start_rouse(&format!(
+        "{}{}[[upstream]]\nname = \"app\"\nsupervisor = \"host_a\"\nmin_servers = 2\n\
+         slow_start = \"0s\"\n\
+         [[upstream.server]]\naddress = \"{a0}\"\n\
+         [[upstream.server]]\naddress = \"{b1}\"\nsupervisor = \"host_b\"\n",
+        sd_a.rouse_section("host_a", "poll_interval = \"200ms\"\ntimeout = \"1s\""),
+        sd_b.rouse_section("host_b", POLL),
+    ))
+    .await;
+    // min_servers = 2: both started, each through its own supervisord.
+    wait_state(&rouse, 0, 0, "ready", WAIT).await;
+    wait_state(&rouse, 0, 1, "ready", WAIT).await;
+    assert!(sd_a.pid_of("app0").await.is_some());
+    assert!(sd_b.pid_of("app1").await.is_some());
+    assert_eq!(sd_a.statename("app1").await, None, "app1 is not A's");
+    let c = client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&c, rouse.addr(), "/", None, 4, &stop);
+    wait_until("both servers to serve", WAIT, || async {
+        rouse.table().upstreams[0]
+            .servers
+            .iter()
+            .all(|s| s.requests() > 0)
+    })
+    .await;
+
+    // Host A goes away with everything on it.
+    sd_a.kill9().await;
+    sd_a.kill_orphans();
+    wait_until("app0 to be gone", WAIT, || async {
+        backend_pids(a0).is_empty()
+    })
+    .await;
+    let lost_at = Instant::now();
+    wait_until(
+        "server 0 to be out of service",
+        Duration::from_secs(5),
+        || async { state(&rouse, 0, 0) != "ready" },
+    )
+    .await;
+    sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = collect(tasks).await;
+    let after: Vec<&Answer> = answers.iter().filter(|a| a.sent >= lost_at).collect();
+    assert!(after.len() > 10, "{}", after.len());
+    // Only requests in flight on app0 while it was being killed may fail; all the others are
+    // served (a refused connect is retried on app1).
+    let a0_name = format!("server {a0} ");
+    for a in &answers {
+        assert!(
+            a.status == 200 || (a.status == 502 && a.body.contains(&a0_name) && a.sent < lost_at),
+            "{a:?}: {:?}",
+            by_body(&answers)
+        );
+    }
+    let late: Vec<&&Answer> = after
+        .iter()
+        .filter(|a| a.sent >= lost_at + Duration::from_millis(500))
+        .collect();
+    assert!(
+        !late.is_empty() && late.iter().all(|a| a.body == "app1"),
+        "by B's server: {:?}",
+        by_body(&answers)
+    );
+    assert_eq!(state(&rouse, 0, 1), "ready");
+    assert_ne!(state(&rouse, 0, 0), "ready");
+    assert_eq!(sd_b.statename("app1").await.as_deref(), Some("RUNNING"));
+}
