@@ -1,0 +1,177 @@
+//! Carrying decisions out: starting (after any stop of the same server), stopping, adopting,
+//! and probing readiness. The slow part of each runs in a task that reports back as a `Msg`.
+
+use super::*;
+
+impl Reconciler {
+    pub(super) fn start(&mut self, u: usize, i: usize, now: Instant) {
+        if !self.set(u, i, Event::StartIssued, now) {
+            return;
+        }
+        let ctl = &mut self.ups[u];
+        let up = Arc::clone(&ctl.upstream);
+        let server = Arc::clone(&up.servers[i]);
+        let sc = &mut ctl.servers[i];
+        sc.generation += 1;
+        sc.start_at = Some(now);
+        sc.previous_run = true;
+        sc.adopted = false;
+        sc.failed_unreachable = false;
+        let sent = Arc::new(AtomicBool::new(false));
+        sc.start_sent = Arc::clone(&sent);
+        let generation = sc.generation;
+        let after_stop = sc.stop_done.clone();
+        // Held requests now wait for this attempt rather than failing on the previous one.
+        up.set_start_error(None);
+        tracing::info!(
+            upstream = up.name(),
+            server = %server.address(),
+            program = server.config.program,
+            held = up.held(),
+            "starting server"
+        );
+        self.note(u, i, "start", format!("{} held", up.held()));
+        let ctl = &mut self.ups[u];
+        let driver = Arc::clone(&ctl.drivers[i]);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            if let Some(stopped) = after_stop {
+                // Bounded: a stop ends within stop_timeout plus the SIGKILL grace.
+                stopped.cancelled().await;
+            }
+            sent.store(true, Ordering::Release);
+            let result = driver
+                .start(&server.config.program)
+                .await
+                .map_err(|e| StartFailure {
+                    bad_name: matches!(e, SupervisorError::BadName(_)),
+                    unreachable: matches!(e, SupervisorError::Unreachable(_)),
+                    why: e.to_string(),
+                });
+            let _ = tx.send(Msg::Started {
+                up: u,
+                server: i,
+                generation,
+                result,
+            });
+        });
+    }
+
+    pub(super) fn stop(&mut self, u: usize, i: usize, reason: StopReason, now: Instant) {
+        if !self.set(u, i, Event::StopIssued, now) {
+            return;
+        }
+        let ctl = &self.ups[u];
+        let server = Arc::clone(&ctl.upstream.servers[i]);
+        tracing::info!(
+            upstream = ctl.upstream.name(),
+            server = %server.address(),
+            program = server.config.program,
+            reason = reason.as_str(),
+            "stopping server"
+        );
+        self.count_stop(u, i, reason);
+        self.note(u, i, "stop", reason.as_str().to_owned());
+        self.spawn_stop(u, i);
+    }
+
+    pub(super) fn spawn_stop(&mut self, u: usize, i: usize) {
+        let ctl = &mut self.ups[u];
+        let server = Arc::clone(&ctl.upstream.servers[i]);
+        let generation = ctl.servers[i].generation;
+        let driver = Arc::clone(&ctl.drivers[i]);
+        let tx = self.tx.clone();
+        let done = CancellationToken::new();
+        ctl.servers[i].stop_done = Some(done.clone());
+        tokio::spawn(async move {
+            // Whatever way the task ends, a start waiting for this stop goes on.
+            let _done = done.drop_guard();
+            let result = driver
+                .stop(&server.config.program)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Msg::StopDone {
+                up: u,
+                server: i,
+                generation,
+                result,
+            });
+        });
+    }
+
+    pub(super) fn adopt(&mut self, u: usize, i: usize, info: &ProcessInfo, now: Instant) {
+        if !self.set(u, i, Event::StartIssued, now) {
+            return;
+        }
+        let ctl = &mut self.ups[u];
+        let sc = &mut ctl.servers[i];
+        sc.generation += 1;
+        sc.start_at = Some(now);
+        sc.previous_run = false;
+        // The process reported is the one adopted: nothing of ours is on its way.
+        sc.start_sent = Arc::new(AtomicBool::new(true));
+        sc.adopted = true;
+        let generation = sc.generation;
+        tracing::info!(
+            upstream = ctl.upstream.name(),
+            server = %ctl.upstream.servers[i].address(),
+            program = info.program,
+            pid = info.pid,
+            "adopting a running program"
+        );
+        self.spawn_probe(u, i, generation);
+    }
+
+    pub(super) fn spawn_probe(&self, u: usize, i: usize, generation: u64) {
+        let ctl = &self.ups[u];
+        let up = Arc::clone(&ctl.upstream);
+        let server = Arc::clone(&up.servers[i]);
+        let deadline =
+            ctl.servers[i].start_at.unwrap_or_else(Instant::now) + up.config.start_timeout;
+        let driver = Arc::clone(&ctl.drivers[i]);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = match &up.config.ready {
+                Readiness::Supervisor => until_running(&*driver, &server, deadline).await,
+                r => probe::until_ready(server.address(), r, deadline)
+                    .await
+                    .map_err(NotReady::TimedOut),
+            };
+            let _ = tx.send(Msg::Probed {
+                up: u,
+                server: i,
+                generation,
+                result,
+            });
+        });
+    }
+}
+
+/// For `ready = "supervisor"`: polls the supervisor until the program is RUNNING.
+async fn until_running(
+    driver: &dyn Supervisor,
+    server: &Server,
+    deadline: Instant,
+) -> Result<(), NotReady> {
+    let program = &server.config.program;
+    loop {
+        match driver.observe().await {
+            Ok(infos) => {
+                if let Some(p) = infos.iter().find(|p| &p.program == program) {
+                    match p.state {
+                        ProcessState::Running => return Ok(()),
+                        ProcessState::Fatal | ProcessState::Exited => {
+                            return Err(NotReady::Died(format!("{}: {}", p.state, p.description)));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("observe failed: {e}"),
+        }
+        if Instant::now() + OBSERVE_INTERVAL >= deadline {
+            return Err(NotReady::TimedOut(format!("{program} not RUNNING in time")));
+        }
+        tokio::time::sleep(OBSERVE_INTERVAL).await;
+    }
+}
