@@ -256,11 +256,7 @@ fn supervisor(
         return (SupervisorRef::Static, true);
     }
     if !defined.contains(&name.as_str()) {
-        let known = if defined.is_empty() {
-            "no [supervisors.NAME] table is defined".to_owned()
-        } else {
-            format!("defined: {}", defined.join(", "))
-        };
+        let known = defined_supervisors_text(defined);
         cx.error(
             supervisor.span(),
             format!(
@@ -354,17 +350,14 @@ fn server_supervisor(
         cx.error(
             section.key_span("supervisor"),
             format!(
-                "server {index}: supervisor on a server is only for supervisord upstreams (set                  the upstream's supervisor to one of them first)"
+                "server {index}: supervisor on a server is only for supervisord upstreams (set \
+                 the upstream's supervisor to one of them first)"
             ),
         );
         return upstream.clone();
     }
     if !defined.contains(&name.as_str()) {
-        let known = if defined.is_empty() {
-            "no [supervisors.NAME] table is defined".to_owned()
-        } else {
-            format!("defined: {}", defined.join(", "))
-        };
+        let known = defined_supervisors_text(defined);
         cx.error(
             own.span(),
             format!("server {index}: supervisor \"{name}\" is not defined; {known}"),
@@ -580,4 +573,13 @@ fn environment(
         }
     }
     env.get_ref().clone()
+}
+
+/// The tail of an "is not defined" error: which supervisors there are to choose from.
+fn defined_supervisors_text(defined: &[&str]) -> String {
+    if defined.is_empty() {
+        "no [supervisors.NAME] table is defined".to_owned()
+    } else {
+        format!("defined: {}", defined.join(", "))
+    }
 }
