@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
-    WAIT, backend_pids, backend_server, client, embedded_upstream, free_addrs, log_if_asked,
-    refuses, start_rouse, url,
+    Answer, WAIT, backend_pids, backend_server, client, collect, embedded_upstream, free_addrs,
+    get, log_if_asked, refuses, start_rouse, url,
 };
 use futures_util::{SinkExt, StreamExt};
 use rouse::Rouse;
@@ -51,60 +51,6 @@ async fn wait_state(r: &Rouse, u: usize, i: usize, want: &str, within: Duration)
     .await;
 }
 
-/// One answer as a client saw it.
-#[derive(Debug, Clone)]
-struct Answer {
-    /// 0: no HTTP answer at all (the error is in `body`).
-    status: u16,
-    /// `x-rouse-error`, when rouse answered itself.
-    kind: String,
-    retry_after: Option<String>,
-    content_type: String,
-    body: String,
-    sent: Instant,
-    took: Duration,
-}
-
-async fn get(c: &reqwest::Client, u: &str, headers: &[(&str, &str)]) -> Answer {
-    let sent = Instant::now();
-    let mut req = c.get(u);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    match req.send().await {
-        Ok(r) => {
-            let h = r.headers();
-            let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
-            let status = r.status().as_u16();
-            let kind = header("x-rouse-error").unwrap_or_default();
-            let retry_after = header("retry-after");
-            let content_type = header("content-type").unwrap_or_default();
-            let body = r
-                .text()
-                .await
-                .unwrap_or_else(|e| format!("<body error: {e}>"));
-            Answer {
-                status,
-                kind,
-                retry_after,
-                content_type,
-                body,
-                sent,
-                took: sent.elapsed(),
-            }
-        }
-        Err(e) => Answer {
-            status: 0,
-            kind: String::new(),
-            retry_after: None,
-            content_type: String::new(),
-            body: format!("<request error: {e}>"),
-            sent,
-            took: sent.elapsed(),
-        },
-    }
-}
-
 /// `clients` loops sending `GET path` back to back until `stop` is set; every answer, in order
 /// per client.
 fn load(
@@ -128,19 +74,6 @@ fn load(
             })
         })
         .collect()
-}
-
-async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Answer>>>) -> Vec<Answer> {
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(
-            timeout(WAIT, t)
-                .await
-                .expect("a load client finishes")
-                .expect("a load client does not panic"),
-        );
-    }
-    all
 }
 
 fn by_body(answers: &[Answer]) -> HashMap<String, usize> {

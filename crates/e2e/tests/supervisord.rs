@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{WAIT, backend_pids, client, refuses, start_rouse, url};
+use common::{Answer, WAIT, backend_pids, client, collect, refuses, start_rouse, url};
 use rouse::Rouse;
 use rouse_e2e::{Program, SupervisordProcess, stats, unique_addr, wait_until};
 use tokio::time::{Instant, sleep, timeout};
@@ -115,53 +115,11 @@ async fn ctl_status(sd: &SupervisordProcess, program: &str) -> String {
         .to_owned()
 }
 
-/// One answer as a client saw it.
-#[derive(Debug, Clone)]
-struct Answer {
-    /// 0: no HTTP answer at all (the error is in `body`).
-    status: u16,
-    /// `x-rouse-error`, when rouse answered itself.
-    kind: String,
-    retry_after: Option<String>,
-    body: String,
-    sent: Instant,
-    took: Duration,
-}
-
+/// `GET u`, to `host` when given.
 async fn get(c: &reqwest::Client, u: &str, host: Option<&str>) -> Answer {
-    let sent = Instant::now();
-    let mut req = c.get(u);
-    if let Some(h) = host {
-        req = req.header("host", h);
-    }
-    match req.send().await {
-        Ok(r) => {
-            let h = r.headers();
-            let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
-            let status = r.status().as_u16();
-            let kind = header("x-rouse-error").unwrap_or_default();
-            let retry_after = header("retry-after");
-            let body = r
-                .text()
-                .await
-                .unwrap_or_else(|e| format!("<body error: {e}>"));
-            Answer {
-                status,
-                kind,
-                retry_after,
-                body,
-                sent,
-                took: sent.elapsed(),
-            }
-        }
-        Err(e) => Answer {
-            status: 0,
-            kind: String::new(),
-            retry_after: None,
-            body: format!("<request error: {e}>"),
-            sent,
-            took: sent.elapsed(),
-        },
+    match host {
+        Some(h) => common::get(c, u, &[("host", h)]).await,
+        None => common::get(c, u, &[]).await,
     }
 }
 
@@ -189,19 +147,6 @@ fn load(
             })
         })
         .collect()
-}
-
-async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Answer>>>) -> Vec<Answer> {
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(
-            timeout(WAIT, t)
-                .await
-                .expect("a load client finishes")
-                .expect("a load client does not panic"),
-        );
-    }
-    all
 }
 
 fn by_body(answers: &[Answer]) -> HashMap<String, usize> {

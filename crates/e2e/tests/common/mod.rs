@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rouse::Rouse;
+use tokio::time::{Instant, timeout};
 
 /// Every network wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -153,4 +154,74 @@ pub fn log_if_asked() {
     if std::env::var_os("RUST_LOG").is_some() {
         rouse::logging::init(rouse_config::LogFormat::Text);
     }
+}
+
+// === answers as a client sees them ===
+
+/// One answer as a client saw it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// 0: no HTTP answer at all (the error is in `body`).
+    pub status: u16,
+    /// `x-rouse-error`, when rouse answered itself.
+    pub kind: String,
+    pub retry_after: Option<String>,
+    pub content_type: String,
+    pub body: String,
+    pub sent: Instant,
+    pub took: Duration,
+}
+
+pub async fn get(c: &reqwest::Client, u: &str, headers: &[(&str, &str)]) -> Answer {
+    let sent = Instant::now();
+    let mut req = c.get(u);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send().await {
+        Ok(r) => {
+            let h = r.headers();
+            let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+            let status = r.status().as_u16();
+            let kind = header("x-rouse-error").unwrap_or_default();
+            let retry_after = header("retry-after");
+            let content_type = header("content-type").unwrap_or_default();
+            let body = r
+                .text()
+                .await
+                .unwrap_or_else(|e| format!("<body error: {e}>"));
+            Answer {
+                status,
+                kind,
+                retry_after,
+                content_type,
+                body,
+                sent,
+                took: sent.elapsed(),
+            }
+        }
+        Err(e) => Answer {
+            status: 0,
+            kind: String::new(),
+            retry_after: None,
+            content_type: String::new(),
+            body: format!("<request error: {e}>"),
+            sent,
+            took: sent.elapsed(),
+        },
+    }
+}
+
+/// Every answer of every load client, each bounded by `WAIT`.
+pub async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Answer>>>) -> Vec<Answer> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(
+            timeout(WAIT, t)
+                .await
+                .expect("a load client finishes")
+                .expect("a load client does not panic"),
+        );
+    }
+    all
 }
