@@ -1,11 +1,11 @@
 //! The reconciler loop: observe, decide, act.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rouse_config::{Readiness, SupervisorRef};
+use rouse_config::{Readiness, SupervisorRef, UpstreamConfig};
 use rouse_core::policy::{
     Action, ScalePolicy, ScaleSettings, ServerView, StopReason, UpstreamView,
 };
@@ -19,14 +19,17 @@ use rouse_supervisor::{Embedded, ProcessInfo, ProcessState, Supervisor, Supervis
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 mod actions;
 mod events;
 mod manual;
 mod record;
+mod reload;
 
+use manual::Names;
 pub use manual::{ControlHandle, ManualError, ManualOp};
+use reload::Busy;
 
 use crate::probe;
 use crate::rate::RateMeter;
@@ -77,56 +80,21 @@ impl Control {
     pub fn spawn(table: Arc<Table>, drivers: Drivers) -> Control {
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut ups = Vec::new();
-        let mut programs = HashMap::new();
-        for upstream in &table.upstreams {
-            // Each server's own supervisor: one upstream may span several supervisords.
-            let Some(server_drivers) = upstream
-                .servers
-                .iter()
-                .map(|s| drivers.for_server(&s.config.supervisor))
-                .collect::<Option<Vec<_>>>()
-            else {
-                continue;
-            };
-            for (s, driver) in upstream.servers.iter().zip(&server_drivers) {
-                programs.insert(
-                    (driver.name().to_owned(), s.config.program.clone()),
-                    (ups.len(), s.index()),
-                );
-                tokio::spawn(forward_failures(Arc::clone(s), tx.clone(), stop.clone()));
-            }
-            ups.push(UpCtl::new(Arc::clone(upstream), server_drivers));
-        }
-        let mut drivers_seen: Vec<Arc<dyn Supervisor>> = Vec::new();
-        for d in ups.iter().flat_map(|up| &up.drivers) {
-            if !drivers_seen.iter().any(|seen| seen.name() == d.name()) {
-                drivers_seen.push(Arc::clone(d));
-            }
-        }
-        for d in drivers_seen {
-            tokio::spawn(forward_process_events(d, tx.clone(), stop.clone()));
-        }
         let handle = ControlHandle {
             tx: tx.clone(),
-            statics: table
-                .upstreams
-                .iter()
-                .filter(|u| u.is_static())
-                .map(|u| u.name().to_owned())
-                .collect(),
-            known: table
-                .upstreams
-                .iter()
-                .map(|u| u.name().to_owned())
-                .collect(),
+            names: Arc::new(RwLock::new(Names::of(&table))),
         };
-        let r = Reconciler {
-            table,
-            ups,
-            programs,
+        let mut r = Reconciler {
+            table: Arc::clone(&table),
+            ups: Vec::new(),
+            programs: HashMap::new(),
+            ids: HashMap::new(),
+            next_id: 0,
+            forwarders: Vec::new(),
             tx,
+            stop: stop.clone(),
         };
+        r.set_table(table, &drivers);
         let task = tokio::spawn(r.run(rx, stop.clone()));
         Control {
             handle,
@@ -139,6 +107,28 @@ impl Control {
     /// For manual start/stop commands.
     pub fn handle(&self) -> ControlHandle {
         self.handle.clone()
+    }
+
+    /// Switches to a reloaded table (see `Table::reloaded`): servers it kept go on as they
+    /// are, new ones start stopped (or are adopted when already running), and those it dropped
+    /// are drained, stopped and forgotten. `drivers` must keep the embedded supervisor of
+    /// `spawn`. Returns once the loop has the new table, before any server has changed.
+    pub async fn reload(&self, table: Arc<Table>, drivers: Drivers) {
+        *self.handle.names.write().unwrap_or_else(|e| e.into_inner()) = Names::of(&table);
+        let (reply, done) = tokio::sync::oneshot::channel();
+        if self
+            .handle
+            .tx
+            .send(Msg::Reload {
+                table,
+                drivers,
+                reply,
+            })
+            .is_ok()
+        {
+            // The loop applies it at once: it only rearranges its own bookkeeping.
+            let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
+        }
     }
 
     /// Stops deciding, then stops every embedded child (supervisord's programs are left as they
@@ -221,6 +211,11 @@ async fn forward_failures(
 /// What tasks report back to the loop. `generation` ties a report to the start it belongs to,
 /// so a late answer about an earlier attempt is ignored.
 enum Msg {
+    Reload {
+        table: Arc<Table>,
+        drivers: Drivers,
+        reply: tokio::sync::oneshot::Sender<()>,
+    },
     Manual {
         upstream: String,
         index: Option<usize>,
@@ -228,20 +223,20 @@ enum Msg {
         reply: tokio::sync::oneshot::Sender<Result<String, ManualError>>,
     },
     Started {
-        up: usize,
-        server: usize,
+        /// The server's `ServerCtl::id`.
+        id: usize,
         generation: u64,
         result: Result<(), StartFailure>,
     },
     Probed {
-        up: usize,
-        server: usize,
+        /// The server's `ServerCtl::id`.
+        id: usize,
         generation: u64,
         result: Result<(), NotReady>,
     },
     StopDone {
-        up: usize,
-        server: usize,
+        /// The server's `ServerCtl::id`.
+        id: usize,
         generation: u64,
         result: Result<(), String>,
     },
@@ -270,17 +265,28 @@ enum NotReady {
 
 struct UpCtl {
     upstream: Arc<Upstream>,
+    /// The servers this entry controls: its upstream's, in their order; in a retiring entry,
+    /// the servers a reload dropped from it.
+    servers: Vec<Arc<Server>>,
     /// Per server: who runs it.
     drivers: Vec<Arc<dyn Supervisor>>,
+    /// Per server: the loop's own memory of it.
+    ctls: Vec<ServerCtl>,
     policy: ScalePolicy,
     meter: RateMeter,
     /// Requests/s at the last tick.
     rps: f64,
-    servers: Vec<ServerCtl>,
+    /// The servers were dropped by a reload: they are drained and stopped, not scaled, and the
+    /// entry goes once all are down.
+    retiring: bool,
 }
 
-#[derive(Default)]
 struct ServerCtl {
+    /// Unique for the life of the loop: what the policy and the task reports name the server
+    /// by, since a reload moves servers around.
+    id: usize,
+    /// Stops relaying the server's passive failures once the loop forgets it.
+    _failures: DropGuard,
     generation: u64,
     start_at: Option<Instant>,
     /// Consecutive failed starts or crashes, for the cool-down before it may start again.
@@ -320,47 +326,35 @@ struct ServerCtl {
     failed_unreachable: bool,
 }
 
-impl UpCtl {
-    fn new(upstream: Arc<Upstream>, drivers: Vec<Arc<dyn Supervisor>>) -> UpCtl {
-        let c = &upstream.config;
-        let settings = ScaleSettings {
-            min_servers: c.min_servers,
-            max_servers: c.max_servers,
-            target_in_flight: c.target_in_flight,
-            target_rps: c.target_rps,
-            idle_timeout: c.idle_timeout,
-            scale_down_after: c.idle_timeout.min(Duration::from_secs(30)),
-            revive_backoff: upstream.backoff,
-        };
-        let servers = upstream
-            .servers
-            .iter()
-            .map(|_| ServerCtl::default())
-            .collect();
-        UpCtl {
-            policy: ScalePolicy::new(settings),
-            meter: RateMeter::new(RATE_WINDOW),
-            rps: 0.0,
-            upstream,
-            drivers,
-            servers,
-        }
+fn settings(c: &UpstreamConfig, revive_backoff: rouse_core::backoff::Backoff) -> ScaleSettings {
+    ScaleSettings {
+        min_servers: c.min_servers,
+        max_servers: c.max_servers,
+        target_in_flight: c.target_in_flight,
+        target_rps: c.target_rps,
+        idle_timeout: c.idle_timeout,
+        scale_down_after: c.idle_timeout.min(Duration::from_secs(30)),
+        revive_backoff,
     }
 }
 
 struct Reconciler {
     table: Arc<Table>,
+    /// Live upstreams in table order, then retiring entries.
     ups: Vec<UpCtl>,
-    /// (driver name, program) → (position in `ups`, server index).
+    /// (driver name, program) → (position in `ups`, position in its `servers`).
     programs: HashMap<(String, String), (usize, usize)>,
+    /// `ServerCtl::id` → (position in `ups`, position in its `servers`).
+    ids: HashMap<usize, (usize, usize)>,
+    next_id: usize,
+    /// One relay of process events per driver in use, stopped once no server uses it.
+    forwarders: Vec<(Arc<dyn Supervisor>, DropGuard)>,
     tx: mpsc::UnboundedSender<Msg>,
+    stop: CancellationToken,
 }
 
 impl Reconciler {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, stop: CancellationToken) {
-        if self.ups.is_empty() {
-            return;
-        }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -373,25 +367,32 @@ impl Reconciler {
                 _ = tick.tick() => sample = true,
             }
             let now = Instant::now();
+            let busy = self.busy();
             for u in 0..self.ups.len() {
-                self.reconcile(u, now, sample);
+                if self.ups[u].retiring {
+                    self.retire(u, now);
+                } else {
+                    self.reconcile(u, now, sample, &busy);
+                }
             }
+            self.forget_retired();
         }
     }
 
-    fn reconcile(&mut self, u: usize, now: Instant, sample: bool) {
+    fn reconcile(&mut self, u: usize, now: Instant, sample: bool, busy: &Busy) {
         let up = Arc::clone(&self.ups[u].upstream);
-        for s in &up.servers {
+        for i in 0..self.ups[u].servers.len() {
+            let s = Arc::clone(&self.ups[u].servers[i]);
             // The data plane could not connect to a server that should be up.
             if s.state() == ServerState::Ready && s.passively_failed(now) {
-                self.fail(u, s.index(), "refused connections".into(), now);
+                self.fail(u, i, "refused connections".into(), now);
             }
             // A failed server may start again once it has cooled down.
-            let ctl = &self.ups[u].servers[s.index()];
+            let ctl = &self.ups[u].ctls[i];
             if s.state() == ServerState::Failed && !ctl.stopping_failed {
                 let cool = up.backoff.delay(ctl.failures.saturating_sub(1));
                 if now >= s.since() + cool {
-                    self.cooled_down(u, s.index(), now);
+                    self.cooled_down(u, i, now);
                 }
             }
         }
@@ -399,14 +400,19 @@ impl Reconciler {
         if sample {
             ctl.rps = ctl
                 .meter
-                .sample(now, up.servers.iter().map(|s| s.requests()).sum());
+                .sample(now, ctl.servers.iter().map(|s| s.requests()).sum());
         }
         let rps = ctl.rps;
-        let views: Vec<ServerView> = up
+        // A server that replaces one still draining (same address or program) is left out
+        // until that one is down: it could not start beside it.
+        let views: Vec<ServerView> = ctl
             .servers
             .iter()
-            .map(|s| ServerView {
-                index: s.index(),
+            .zip(&ctl.ctls)
+            .zip(&ctl.drivers)
+            .filter(|((s, _), d)| !busy.blocks(s, d.name()))
+            .map(|((s, c), _)| ServerView {
+                index: c.id,
                 state: s.state(),
                 in_flight: s.in_flight(),
                 since: s.since(),
@@ -421,16 +427,19 @@ impl Reconciler {
         };
         let actions = ctl.policy.decide(&view);
         for a in actions {
-            self.apply(u, a, now);
+            if let Some(i) = self.ups[u].position(a.index()) {
+                self.apply(u, i, a, now);
+            }
         }
     }
 
-    fn apply(&mut self, u: usize, action: Action, now: Instant) {
+    /// `action` is about server `i` of entry `u`.
+    fn apply(&mut self, u: usize, i: usize, action: Action, now: Instant) {
         match action {
-            Action::Start(i) => self.start(u, i, now),
-            Action::Drain(i, reason) => {
+            Action::Start(_) => self.start(u, i, now),
+            Action::Drain(_, reason) => {
                 if self.set(u, i, Event::Drain, now) {
-                    let s = &self.ups[u].upstream.servers[i];
+                    let s = &self.ups[u].servers[i];
                     tracing::info!(
                         upstream = self.ups[u].upstream.name(),
                         server = %s.address(),
@@ -440,23 +449,33 @@ impl Reconciler {
                     self.note(u, i, "drain", reason.as_str().to_owned());
                 }
             }
-            Action::Undrain(i) => {
+            Action::Undrain(_) => {
                 if self.set(u, i, Event::Undrain, now) {
                     self.ups[u].upstream.notify_changed();
                 }
             }
-            Action::Stop(i, reason) => self.stop(u, i, reason, now),
+            Action::Stop(_, reason) => self.stop(u, i, reason, now),
         }
     }
 
-    fn current(&self, u: usize, i: usize, generation: u64, state: ServerState) -> bool {
+    /// Where the server a task report names is now, if the report is about its current
+    /// attempt (`generation`) and, when given, it is still in `state`.
+    fn locate(
+        &self,
+        id: usize,
+        generation: u64,
+        state: Option<ServerState>,
+    ) -> Option<(usize, usize)> {
+        let &(u, i) = self.ids.get(&id)?;
         let ctl = &self.ups[u];
-        ctl.servers[i].generation == generation && ctl.upstream.servers[i].state() == state
+        (ctl.ctls[i].generation == generation
+            && state.is_none_or(|st| ctl.servers[i].state() == st))
+        .then_some((u, i))
     }
 
     /// Moves a server through the state machine; a refused transition is logged and ignored.
     fn set(&self, u: usize, i: usize, event: Event, now: Instant) -> bool {
-        let s: &Server = &self.ups[u].upstream.servers[i];
+        let s: &Server = &self.ups[u].servers[i];
         match transition::next(s.state(), event) {
             Ok(next) => {
                 s.set_state(next, now);

@@ -114,15 +114,18 @@ pub enum StopReason {
     Failure,
     Manual,
     Shutdown,
+    /// A reload removed the server from the config.
+    Reload,
 }
 
 impl StopReason {
-    pub const ALL: [StopReason; 5] = [
+    pub const ALL: [StopReason; 6] = [
         StopReason::Idle,
         StopReason::Load,
         StopReason::Failure,
         StopReason::Manual,
         StopReason::Shutdown,
+        StopReason::Reload,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +135,7 @@ impl StopReason {
             StopReason::Failure => "failure",
             StopReason::Manual => "manual",
             StopReason::Shutdown => "shutdown",
+            StopReason::Reload => "reload",
         }
     }
 

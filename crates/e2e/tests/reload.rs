@@ -1,6 +1,7 @@
-//! Reload while serving: static upstreams change under load with no failed request; supervised
-//! upstreams keep their processes; a change rouse cannot apply yet is refused and the running
-//! configuration keeps serving.
+//! Reload while serving: upstreams and servers are added, changed and removed by diff, under
+//! load, with no failed request. Servers that stay keep their processes; removed ones are
+//! drained, then stopped; requests held for an upstream that a reload replaces are served by
+//! its successor.
 
 mod common;
 
@@ -8,19 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{WAIT, backend_server, client, embedded_upstream, free_addrs, static_upstream, url};
-use rouse_config::Config;
+use std::net::SocketAddr;
+
+use common::{
+    Load, WAIT, backend_pids, backend_server, by_body, client, config, embedded_upstream,
+    free_addrs, get, log_if_asked, refuses, static_upstream, url,
+};
 use rouse_core::state::ServerState;
 use rouse_e2e::{spawn_in_process, wait_until};
+use rouse_state::metrics::StopLabels;
 use tokio::time::timeout;
-
-fn config(toml: &str) -> Config {
-    let text = format!(
-        "[proxy]\nlisten = [\"127.0.0.1:0\"]\nconnect_timeout = \"1s\"\nread_timeout = \"5s\"\n{toml}"
-    );
-    rouse_config::parse("test.toml", &text)
-        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_fails_no_request_and_keeps_supervised_servers() {
@@ -69,19 +67,21 @@ async fn reload_under_load_fails_no_request_and_keeps_supervised_servers() {
 
     // 1. The static upstream moves from a to b under load.
     let after = format!("{}\n{embedded}", static_upstream("s", &[], "", &[b.addr()]));
-    rouse
-        .reload(&config(&after))
-        .expect("a static change applies");
+    let not_applied = rouse.reload(&config(&after)).await;
+    assert!(not_applied.is_empty(), "{not_applied:?}");
     let a_at_reload = a.stats().requests;
     wait_until("b takes the static traffic", WAIT, || async {
         b.stats().requests > 20
     })
     .await;
 
-    // 2. Changing a supervised upstream is refused; the running configuration keeps serving.
+    // 2. A supervised upstream's own settings change: applied, its server and process kept.
     let changed = after.replace("min_servers = 1", "min_servers = 1\nidle_timeout = \"9s\"");
-    let refused = rouse.reload(&config(&changed)).expect_err("not applied");
-    assert!(refused.to_string().contains("\"e\""), "{refused}");
+    assert!(rouse.reload(&config(&changed)).await.is_empty());
+    assert_eq!(
+        rouse.table().upstreams[1].config.idle_timeout,
+        Duration::from_secs(9)
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     stop.store(true, Ordering::Relaxed);
@@ -100,7 +100,8 @@ async fn reload_under_load_fails_no_request_and_keeps_supervised_servers() {
         a.stats().requests
     );
 
-    // The embedded server was kept, with its process: same object, never restarted.
+    // The embedded server was kept through both reloads, with its process: same object,
+    // never restarted.
     assert!(Arc::ptr_eq(
         &rouse.table().upstreams[1].servers[0],
         &e_server
@@ -114,5 +115,236 @@ async fn reload_under_load_fails_no_request_and_keeps_supervised_servers() {
         .filter(|e| e.upstream == "e" && e.what == "start")
         .count();
     assert_eq!(starts, 1, "the embedded server started once, at start-up");
+    rouse.shutdown().await;
+}
+
+/// Waits until every server of upstream `u` of the current table is `state`.
+async fn all_servers(rouse: &rouse::Rouse, u: usize, state: ServerState) {
+    wait_until("the servers' state", WAIT, || async {
+        rouse.table().upstreams[u]
+            .servers
+            .iter()
+            .all(|s| s.state() == state)
+    })
+    .await;
+}
+
+fn stops_for_reload(rouse: &rouse::Rouse, upstream: &str, server: SocketAddr) -> u64 {
+    rouse
+        .table()
+        .metrics
+        .stops
+        .get_or_create(&StopLabels {
+            upstream: upstream.to_owned(),
+            server: server.to_string(),
+            reason: "reload".to_owned(),
+        })
+        .get()
+}
+
+/// The Must-show case: one server removed and one added to a supervised upstream under load.
+/// Nothing fails; the server that stays keeps its process; the removed one is drained (its
+/// requests finish), then stopped; the new one starts and takes its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_supervised_servers_under_load_with_no_failed_request() {
+    log_if_asked();
+    let [a, b, c] = free_addrs::<3>();
+    // Slow answers, so that the removed server has requests in flight when it is drained.
+    let server = |addr, id| backend_server(addr, id, &["--latency-ms", "20"], "");
+    let upstream = |servers: &[String]| {
+        embedded_upstream("e", &[], "min_servers = 2\nmax_servers = 2", servers)
+    };
+    let rouse = rouse::Rouse::start(config(&upstream(&[server(a, "a"), server(b, "b")])))
+        .await
+        .expect("rouse starts");
+    all_servers(&rouse, 0, ServerState::Ready).await;
+    let removed = Arc::clone(&rouse.table().upstreams[0].servers[0]);
+    let kept = Arc::clone(&rouse.table().upstreams[0].servers[1]);
+    let b_pids = backend_pids(b);
+    assert_eq!(b_pids.len(), 1, "{b_pids:?}");
+
+    let load = Load::start(rouse.addr(), "/", None, 8);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let not_applied = rouse
+        .reload(&config(&upstream(&[server(b, "b"), server(c, "c")])))
+        .await;
+    assert!(not_applied.is_empty(), "{not_applied:?}");
+    wait_until("c is ready and a is gone", WAIT, || async {
+        rouse.table().upstreams[0].servers[1].state() == ServerState::Ready
+            && removed.state() == ServerState::Stopped
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let answers = load.finish().await;
+
+    let counts = by_body(&answers);
+    assert!(
+        answers.iter().all(|x| x.status == 200),
+        "no failed request: {counts:?}"
+    );
+    for id in ["a", "b", "c"] {
+        assert!(
+            counts.contains_key(&format!("200  {id}")),
+            "{id} served: {counts:?}"
+        );
+    }
+    // b: the same server object at its new position, the same process.
+    assert!(Arc::ptr_eq(&rouse.table().upstreams[0].servers[0], &kept));
+    assert_eq!(kept.index(), 0);
+    assert_eq!(backend_pids(b), b_pids);
+    // a: drained (nothing in flight any more), stopped, its process gone.
+    assert_eq!(removed.in_flight(), 0);
+    assert!(backend_pids(a).is_empty());
+    assert!(refuses(a).await);
+    assert_eq!(stops_for_reload(&rouse, "e", a), 1);
+    let journal = rouse.table().journal.recent(usize::MAX);
+    let what: Vec<&str> = journal
+        .iter()
+        .filter(|e| e.address == a.to_string())
+        .map(|e| e.what)
+        .collect();
+    // Newest first.
+    assert!(what.starts_with(&["stopped", "stop", "drain"]), "{what:?}");
+    rouse.shutdown().await;
+    assert!(backend_pids(b).is_empty() && backend_pids(c).is_empty());
+}
+
+/// A server whose command changed is a new server on the same address: the old process is
+/// drained and stopped first, and the requests that come meanwhile wait for the new one
+/// instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_command_replaces_the_process_without_failing_a_request() {
+    log_if_asked();
+    let [a] = free_addrs::<1>();
+    let upstream = |id| {
+        embedded_upstream(
+            "e",
+            &[],
+            "min_servers = 1",
+            &[backend_server(a, id, &["--latency-ms", "20"], "")],
+        )
+    };
+    let rouse = rouse::Rouse::start(config(&upstream("v1")))
+        .await
+        .expect("rouse starts");
+    all_servers(&rouse, 0, ServerState::Ready).await;
+    let v1_pids = backend_pids(a);
+
+    let load = Load::start(rouse.addr(), "/", None, 6);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rouse.reload(&config(&upstream("v2"))).await.is_empty());
+    let c = client();
+    let u = url(rouse.addr(), "/");
+    wait_until("v2 answers", WAIT, || async {
+        get(&c, &u, &[]).await.body == "v2"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answers = load.finish().await;
+
+    let counts = by_body(&answers);
+    assert!(
+        answers.iter().all(|x| x.status == 200),
+        "no failed request: {counts:?}"
+    );
+    assert!(
+        counts.contains_key("200  v1") && counts.contains_key("200  v2"),
+        "{counts:?}"
+    );
+    // Answers switch once: no v1 after the first v2.
+    let mut by_time: Vec<&common::Answer> = answers.iter().collect();
+    by_time.sort_by_key(|x| x.sent + x.took);
+    let first_v2 = by_time.iter().position(|x| x.body == "v2").expect("a v2");
+    assert!(
+        by_time[first_v2..].iter().all(|x| x.body == "v2"),
+        "one process at a time"
+    );
+    let v2_pids = backend_pids(a);
+    assert_eq!(v2_pids.len(), 1);
+    assert_ne!(v2_pids, v1_pids);
+    rouse.shutdown().await;
+}
+
+/// A request held for an upstream whose config a reload changes is served by the new
+/// upstream, by the same server that was starting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_is_served_across_a_reload_of_its_upstream() {
+    log_if_asked();
+    let [a] = free_addrs::<1>();
+    let upstream = |extra| {
+        embedded_upstream(
+            "e",
+            &[],
+            extra,
+            &[backend_server(a, "e0", &["--delay-listen", "800"], "")],
+        )
+    };
+    let rouse = rouse::Rouse::start(config(&upstream("")))
+        .await
+        .expect("rouse starts");
+    let server = Arc::clone(&rouse.table().upstreams[0].servers[0]);
+    let c = client();
+    let u = url(rouse.addr(), "/");
+    let held = tokio::spawn(async move { get(&c, &u, &[]).await });
+    wait_until("the server starts for the request", WAIT, || async {
+        server.state() == ServerState::Starting
+    })
+    .await;
+    let before = Arc::clone(&rouse.table().upstreams[0]);
+    assert_eq!(before.held(), 1);
+    assert!(
+        rouse
+            .reload(&config(&upstream("idle_timeout = \"9s\"")))
+            .await
+            .is_empty()
+    );
+    let after = Arc::clone(&rouse.table().upstreams[0]);
+    assert!(!Arc::ptr_eq(&before, &after), "a new upstream");
+    assert!(Arc::ptr_eq(&after.servers[0], &server), "the same server");
+    let answer = timeout(WAIT, held).await.unwrap().unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, "e0"));
+    assert_eq!(before.held() + after.held(), 0);
+    let starts = rouse
+        .table()
+        .journal
+        .recent(usize::MAX)
+        .iter()
+        .filter(|e| e.what == "start")
+        .count();
+    assert_eq!(starts, 1, "one start, not one per generation");
+    rouse.shutdown().await;
+}
+
+/// Whole supervised upstreams come and go: a new one wakes on its first request, a removed
+/// one's servers are stopped and its host no longer routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_supervised_upstreams() {
+    log_if_asked();
+    let [x, y] = free_addrs::<2>();
+    let ux = embedded_upstream(
+        "x",
+        &["x.example"],
+        "min_servers = 1",
+        &[backend_server(x, "x0", &[], "")],
+    );
+    let uy = embedded_upstream("y", &["y.example"], "", &[backend_server(y, "y0", &[], "")]);
+    let rouse = rouse::Rouse::start(config(&ux))
+        .await
+        .expect("rouse starts");
+    all_servers(&rouse, 0, ServerState::Ready).await;
+    let x_server = Arc::clone(&rouse.table().upstreams[0].servers[0]);
+    let c = client();
+    let u = url(rouse.addr(), "/");
+    assert_eq!(get(&c, &u, &[("host", "x.example")]).await.body, "x0");
+
+    assert!(rouse.reload(&config(&uy)).await.is_empty());
+    let y_answer = get(&c, &u, &[("host", "y.example")]).await;
+    assert_eq!((y_answer.status, y_answer.body.as_str()), (200, "y0"));
+    wait_until("x is stopped", WAIT, || async {
+        x_server.state() == ServerState::Stopped && backend_pids(x).is_empty()
+    })
+    .await;
+    assert_eq!(get(&c, &u, &[("host", "x.example")]).await.status, 404);
+    assert_eq!(stops_for_reload(&rouse, "x", x), 1);
     rouse.shutdown().await;
 }

@@ -1049,3 +1049,92 @@ async fn losing_one_supervisord_leaves_the_servers_of_the_other_serving() {
     assert_ne!(state(&rouse, 0, 0), "ready");
     assert_eq!(sd_b.statename("app1").await.as_deref(), Some("RUNNING"));
 }
+
+// === 8. reload ===
+
+/// `[[upstream.server]]` sections naming their programs, so that a server keeps its program
+/// whatever its position.
+fn named_servers(servers: &[(&str, SocketAddr)]) -> String {
+    servers
+        .iter()
+        .map(|(p, a)| format!("[[upstream.server]]\naddress = \"{a}\"\nprogram = {p:?}\n"))
+        .collect()
+}
+
+/// Reloads under load against a real supervisord: a server added whose program already runs is
+/// adopted (same pid, not spawned again); a removed one is drained and stopped through
+/// supervisord; the one that stays keeps its process; no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adopts_added_programs_and_stops_removed_ones_through_supervisord() {
+    log_lines();
+    let [a0, a1] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &["--latency-ms", "10"]))
+        .program(backend("app1", a1, &["--latency-ms", "10"]))
+        .spawn()
+        .await;
+    let section = sd.rouse_section("sd", POLL);
+    let up = |servers: &[(&str, SocketAddr)]| {
+        format!(
+            "{section}[[upstream]]\nname = \"app\"\nsupervisor = \"sd\"\nmin_servers = 1\n{}",
+            named_servers(servers)
+        )
+    };
+    let rouse = start_rouse(&up(&[("app0", a0)])).await;
+    wait_state(&rouse, 0, 0, "ready", WAIT).await;
+    let app0 = sd.pid_of("app0").await.expect("app0 runs");
+    // app1 is started by hand before rouse knows it.
+    let out = sd.supervisorctl(&["start", "app1"]).await;
+    assert!(out.contains("started"), "{out}");
+    let app1 = sd.pid_of("app1").await.expect("app1 runs");
+
+    let load = common::Load::start(rouse.addr(), "/", None, 6);
+    sleep(Duration::from_millis(300)).await;
+    assert!(
+        rouse
+            .reload(&common::config(&up(&[("app0", a0), ("app1", a1)])))
+            .await
+            .is_empty()
+    );
+    wait_state(&rouse, 0, 1, "ready", WAIT).await;
+    assert_eq!(
+        sd.pid_of("app1").await,
+        Some(app1),
+        "adopted, not restarted"
+    );
+    sleep(Duration::from_millis(300)).await;
+
+    // app0 goes; app1 moves to position 0.
+    let kept = Arc::clone(&rouse.table().upstreams[0].servers[1]);
+    assert!(
+        rouse
+            .reload(&common::config(&up(&[("app1", a1)])))
+            .await
+            .is_empty()
+    );
+    wait_sd_state(&sd, "app0", "STOPPED", WAIT).await;
+    sleep(Duration::from_millis(300)).await;
+    let answers = load.finish().await;
+
+    let counts = common::by_body(&answers);
+    assert!(
+        answers.iter().all(|x| x.status == 200),
+        "no failed request: {counts:?}"
+    );
+    assert!(
+        counts.contains_key("200  app0") && counts.contains_key("200  app1"),
+        "{counts:?}"
+    );
+    assert!(Arc::ptr_eq(&rouse.table().upstreams[0].servers[0], &kept));
+    assert_eq!(state(&rouse, 0, 0), "ready");
+    assert_eq!(sd.pid_of("app1").await, Some(app1));
+    assert_eq!((spawns(&sd, "app0"), spawns(&sd, "app1")), (1, 1));
+    assert!(backend_pids(a0).is_empty(), "app0 ({app0}) is gone");
+    assert!(refuses(a0).await);
+    // supervisord stopped it because rouse asked, after its requests were done.
+    assert!(
+        !logged(&["stopping server", "app0", "reload"]).is_empty(),
+        "{:?}",
+        logged(&["app0"])
+    );
+}

@@ -9,14 +9,14 @@ use hyper::upgrade::OnUpgrade;
 use std::sync::atomic::Ordering;
 
 use rouse_state::metrics::RequestLabels;
-use rouse_state::{Server, Table};
+use rouse_state::{Server, Table, Upstream};
 use tokio::time::{Instant, timeout};
 
 use crate::answer;
 use crate::body::{Completion, ProxyBody};
 use crate::headers;
-use crate::hold::{Waiter, hold};
-use crate::proxy::{Proxy, RouteUpstream};
+use crate::hold::{Held, RELOADED, Waiter, hold};
+use crate::proxy::{Proxy, RouteUpstream, Routes};
 use crate::request_body::RequestBody;
 
 impl Proxy {
@@ -107,7 +107,13 @@ impl Proxy {
         // Servers that refused a connection for this request. Nothing was sent to them, so the
         // request (body untouched) can go to each other server in turn.
         let mut tried: Vec<usize> = Vec::new();
+        // Set when a reload replaced the upstream while the request was held for it.
+        let mut moved: Option<(Arc<Routes>, usize)> = None;
         'servers: loop {
+            let up = match &moved {
+                Some((routes, at)) => &routes.upstreams[*at],
+                None => up,
+            };
             let now = Instant::now();
             let supervised = !up.state.is_static();
             // Static servers have nobody to bring them back, so when all are inside a failure
@@ -117,22 +123,37 @@ impl Proxy {
                     .then(|| up.state.least_recently_failed(&tried))
                     .flatten()
             };
-            let Some(server) = up.state.pick(now, &tried).or_else(fallback).cloned() else {
+            let Some((at, server)) = up.state.pick(now, &tried).or_else(fallback) else {
                 if supervised {
                     // Cold, or every server refused before anything was sent (a crash the
                     // control plane has not seen yet): wait for it to bring one up, within
                     // start_timeout, then try them all again.
                     match hold(table, &up.state, waiter).await {
-                        Ok(()) => {
+                        Ok(Held::Retry) => {
                             tried.clear();
                             continue 'servers;
                         }
+                        Ok(Held::Replaced) => match self.successor(&up.state) {
+                            Some(next) => {
+                                moved = Some(next);
+                                tried.clear();
+                                continue 'servers;
+                            }
+                            None => {
+                                let msg = format!(
+                                    "upstream {:?} was removed by a reload while this request waited",
+                                    up.state.name()
+                                );
+                                return (answer::unavailable("reloaded", msg, RELOADED), None);
+                            }
+                        },
                         Err(resp) => return (resp, None),
                     }
                 }
                 return (self.no_server(up, &tried), None);
             };
-            let pool = &up.pools[server.index()];
+            let server = Arc::clone(server);
+            let pool = &up.pools[at];
             let guard = server.begin_request();
             let mut pooled_allowed = true;
             loop {
@@ -148,7 +169,7 @@ impl Proxy {
                         Ok(s) => s,
                         Err(e) => {
                             self.note_failure(up, &server, &e.to_string());
-                            tried.push(server.index());
+                            tried.push(at);
                             continue 'servers;
                         }
                     },
@@ -202,7 +223,7 @@ impl Proxy {
                                 continue;
                             }
                             self.note_failure(up, &server, &e.error().to_string());
-                            tried.push(server.index());
+                            tried.push(at);
                             continue 'servers;
                         }
                         None => {
@@ -222,6 +243,16 @@ impl Proxy {
                 }
             }
         }
+    }
+
+    /// The current route to the upstream that replaced `old` in a reload, if there is one.
+    fn successor(&self, old: &Upstream) -> Option<(Arc<Routes>, usize)> {
+        let routes = self.routes.load_full();
+        let at = routes
+            .upstreams
+            .iter()
+            .position(|u| u.state.name() == old.name() && !std::ptr::eq(&*u.state, old))?;
+        Some((routes, at))
     }
 
     fn note_failure(&self, up: &RouteUpstream, server: &Server, why: &str) {

@@ -46,12 +46,23 @@ impl<'a> Waiter<'a> {
     }
 }
 
-/// Waits until `upstream` may have a ready server (`Ok`: pick again), or answers why not.
+/// `Retry-After` for a request whose upstream a reload removed while it waited.
+pub(crate) const RELOADED: Duration = Duration::from_secs(1);
+
+/// Why a held request stopped waiting without an answer.
+pub(crate) enum Held {
+    /// A server may be ready: pick again.
+    Retry,
+    /// A reload replaced the upstream: go on with its successor.
+    Replaced,
+}
+
+/// Waits until `upstream` may have a ready server, or answers why not.
 pub(crate) async fn hold(
     table: &Table,
     upstream: &std::sync::Arc<Upstream>,
     w: &Waiter<'_>,
-) -> Result<(), Response<ProxyBody>> {
+) -> Result<Held, Response<ProxyBody>> {
     let cfg = &upstream.config;
     if cfg
         .never_wake
@@ -87,8 +98,11 @@ pub(crate) async fn hold(
     let deadline = w.arrived + cfg.start_timeout;
     let page_at = (cfg.waiting_page && w.browser).then(|| w.arrived + BROWSER_PATIENCE);
     loop {
+        if upstream.is_replaced() {
+            return Ok(Held::Replaced);
+        }
         if upstream.pick(Instant::now(), &[]).is_some() {
-            return Ok(());
+            return Ok(Held::Retry);
         }
         table.demand.notify_one();
         if let Some(error) = upstream.start_error() {
@@ -100,16 +114,8 @@ pub(crate) async fn hold(
         }
         let until = page_at.map_or(deadline, |p| p.min(deadline));
         tokio::select! {
-            res = changed.changed() => {
-                if res.is_err() {
-                    // The upstream was replaced (reload) and its signal dropped: re-route.
-                    return Err(answer::unavailable(
-                        "reloaded",
-                        format!("upstream {:?} was reconfigured while waiting", cfg.name),
-                        Duration::from_secs(1),
-                    ));
-                }
-            }
+            // The sender lives as long as the upstream, which this request holds.
+            _ = changed.changed() => {}
             _ = tokio::time::sleep_until(until) => {
                 if page_at.is_some_and(|p| p <= Instant::now()) && Instant::now() < deadline {
                     return Err(waiting_page(upstream, w));

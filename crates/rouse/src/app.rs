@@ -1,7 +1,7 @@
 //! A running rouse: its listeners, its shared table, its data plane.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rouse_admin::AdminState;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers};
 use rouse_proxy::{Proxy, Settings};
-use rouse_state::{NeedsRestart, Table};
+use rouse_state::Table;
 use rouse_supervisor::{Embedded, EmbeddedOptions, ProgramSpec, Supervisor, Supervisord};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -48,8 +48,8 @@ pub struct Rouse {
     control: Option<Control>,
     /// The current table generation; the admin API reads it on every request.
     table: Arc<ArcSwap<Table>>,
-    /// Serializes reloads (SIGHUP and the admin API may both ask).
-    reloading: Mutex<()>,
+    /// What runs now; the lock also serializes reloads.
+    running: tokio::sync::Mutex<Running>,
     admin_addr: Option<SocketAddr>,
     admin_stop: CancellationToken,
     admin_task: Option<JoinHandle<()>>,
@@ -91,9 +91,9 @@ impl Rouse {
         let table = Arc::new(Table::new(&config));
         let drivers = Drivers {
             embedded: embedded_driver(&config, &options).await,
-            supervisord: supervisord_drivers(&config),
+            supervisord: supervisord_drivers(&config, None),
         };
-        let control = Control::spawn(Arc::clone(&table), drivers);
+        let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
         let admin_stop = CancellationToken::new();
         let (tx, rx) = oneshot::channel::<()>();
@@ -117,7 +117,7 @@ impl Rouse {
             proxy,
             control: Some(control),
             table,
-            reloading: Mutex::new(()),
+            running: tokio::sync::Mutex::new(Running { config, drivers }),
             admin_addr,
             admin_stop,
             admin_task,
@@ -145,15 +145,49 @@ impl Rouse {
         self.admin_addr
     }
 
-    /// Applies a new, already validated config's upstreams. Static upstreams may change
-    /// freely; supervised ones must be unchanged for now (their processes and states are kept
-    /// as they are). Listener changes need a restart.
-    pub fn reload(&self, config: &Config) -> Result<(), NeedsRestart> {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        let table = Arc::new(self.table.load().reloaded(config)?);
+    /// Applies a new, already validated config: upstreams, servers and supervisors are
+    /// added, changed and removed by diff (see `Table::reloaded`), with no request lost.
+    /// Returns what it could not apply (listeners, timeouts, logging: they need a restart).
+    pub async fn reload(&self, config: &Config) -> Vec<String> {
+        let mut running = self.running.lock().await;
+        let mut not_applied = Vec::new();
+        let mut applied = config.clone();
+        if config.proxy != running.config.proxy {
+            not_applied.push("[proxy]".to_owned());
+            applied.proxy = running.config.proxy.clone();
+        }
+        if config.admin != running.config.admin {
+            not_applied.push("[admin]".to_owned());
+            applied.admin = running.config.admin.clone();
+        }
+        if config.log != running.config.log {
+            not_applied.push("[log]".to_owned());
+            applied.log = running.config.log.clone();
+        }
+        let drivers = Drivers {
+            embedded: running.drivers.embedded.clone(),
+            supervisord: supervisord_drivers(config, Some(&*running)),
+        };
+        let old = self.table.load_full();
+        let table = Arc::new(old.reloaded(config));
+        // The control plane first, so that requests the data plane sends to new servers from
+        // the next line on find them managed.
+        if let Some(control) = &self.control {
+            control.reload(Arc::clone(&table), drivers.clone()).await;
+        }
         self.proxy.update(&table);
-        self.table.store(table);
-        Ok(())
+        self.table.store(Arc::clone(&table));
+        // Requests held for an upstream that was replaced go on with its successor.
+        for up in &old.upstreams {
+            if !table.upstreams.iter().any(|new| Arc::ptr_eq(new, up)) {
+                up.retire();
+            }
+        }
+        *running = Running {
+            config: applied,
+            drivers,
+        };
+        not_applied
     }
 
     /// Graceful shutdown: stop accepting, finish in-flight requests (bounded by
@@ -184,7 +218,15 @@ impl Drop for Rouse {
     }
 }
 
-/// One embedded supervisor for every upstream that names no supervisor.
+/// The config and the drivers that run now.
+struct Running {
+    config: Config,
+    drivers: Drivers,
+}
+
+/// One embedded supervisor for every upstream that names no supervisor. There is one even
+/// when no upstream needs it yet: a reload may add some, and starting it cleans up what a
+/// killed rouse left behind.
 async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embedded>> {
     let programs: Vec<ProgramSpec> = config
         .upstreams
@@ -192,9 +234,6 @@ async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embed
         .filter(|u| u.supervisor == SupervisorRef::Embedded)
         .flat_map(|u| u.servers.iter().filter_map(ProgramSpec::from_server))
         .collect();
-    if programs.is_empty() {
-        return None;
-    }
     let opts = EmbeddedOptions {
         state_file: options.embedded_state_file.clone(),
         log_dir: options.child_log_dir.clone(),
@@ -207,11 +246,22 @@ async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embed
 }
 
 /// One driver per `[supervisors.NAME]`, managing the programs of the servers that name it.
-fn supervisord_drivers(config: &Config) -> HashMap<String, Arc<dyn Supervisor>> {
+/// On reload, a supervisor whose section did not change keeps its driver (and its view of
+/// supervisord's state).
+fn supervisord_drivers(
+    config: &Config,
+    running: Option<&Running>,
+) -> HashMap<String, Arc<dyn Supervisor>> {
     config
         .supervisors
         .values()
         .map(|sc| {
+            if let Some(r) = running
+                && r.config.supervisors.get(&sc.name) == Some(sc)
+                && let Some(d) = r.drivers.supervisord.get(&sc.name)
+            {
+                return (sc.name.clone(), Arc::clone(d));
+            }
             let mine = SupervisorRef::Supervisord(sc.name.clone());
             let programs = config
                 .upstreams

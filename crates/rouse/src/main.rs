@@ -229,10 +229,16 @@ fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => match rouse_config::load(&path) {
-                    Ok(new) => match rouse.reload(&new) {
-                        Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
-                        Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
-                    },
+                    Ok(new) => {
+                        let not_applied = rouse.reload(&new).await;
+                        tracing::info!(file = %path.display(), "configuration reloaded");
+                        if !not_applied.is_empty() {
+                            tracing::warn!(
+                                sections = not_applied.join(", "),
+                                "these sections changed and keep their running values until rouse restarts"
+                            );
+                        }
+                    }
                     Err(errors) => {
                         for e in &errors.errors {
                             tracing::error!("reload refused, keeping the running configuration: {e}");

@@ -14,5 +14,5 @@ mod upstream;
 pub use journal::{Entry, Journal};
 pub use metrics::Metrics;
 pub use server::{InFlightGuard, Server};
-pub use table::{NeedsRestart, Table};
+pub use table::Table;
 pub use upstream::{HeldGuard, Upstream};

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rouse_config::ServerConfig;
+use rouse_config::{ServerConfig, SupervisorRef};
 use rouse_core::backoff::{Backoff, FailureTracker};
 use rouse_core::state::ServerState;
 use tokio::sync::Notify;
@@ -21,7 +21,12 @@ const STATUS_CODES: usize = 1000;
 
 #[derive(Debug)]
 pub struct Server {
+    /// As configured when the server was created. A reload keeps a server whose config is
+    /// unchanged but for its position and weight, so read those two through [`Server::index`]
+    /// and [`Server::weight`].
     pub config: ServerConfig,
+    index: AtomicUsize,
+    weight: AtomicU32,
     state: AtomicU8,
     in_flight: AtomicU32,
     upgraded: AtomicU32,
@@ -47,6 +52,8 @@ impl Server {
     pub fn new(config: ServerConfig, initial: ServerState, epoch: Instant) -> Server {
         let now = ms_since(epoch, Instant::now());
         Server {
+            index: AtomicUsize::new(config.index),
+            weight: AtomicU32::new(config.weight),
             epoch,
             since_ms: AtomicU64::new(now),
             active_ms: AtomicU64::new(now),
@@ -62,8 +69,39 @@ impl Server {
         }
     }
 
+    /// Its position in its upstream's current config (for display: the planes address servers
+    /// by their position in the vectors they hold).
     pub fn index(&self) -> usize {
-        self.config.index
+        self.index.load(Ordering::Relaxed)
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// A reload kept this server: it may have moved in its upstream's list, and its weight may
+    /// have changed.
+    pub fn relocate(&self, index: usize, weight: u32) {
+        self.index.store(index, Ordering::Relaxed);
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    /// Whether `config` describes this same server, so a reload may keep it (its process,
+    /// state, connections and counters): everything but position and weight is the same.
+    /// Embedded program names are rouse's own, derived from positions (`<upstream><index>`), so
+    /// they are no part of what a server is: removing the first server must not make every
+    /// other one a new server. A supervisord program name is.
+    pub fn is_same(&self, config: &ServerConfig) -> bool {
+        let c = &self.config;
+        c.address == config.address
+            && (c.supervisor == SupervisorRef::Embedded || c.program == config.program)
+            && c.supervisor == config.supervisor
+            && c.command == config.command
+            && c.env == config.env
+            && c.cwd == config.cwd
+            && c.startsecs == config.startsecs
+            && c.stop_signal == config.stop_signal
+            && c.stop_timeout == config.stop_timeout
     }
 
     pub fn address(&self) -> SocketAddr {

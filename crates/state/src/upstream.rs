@@ -1,6 +1,6 @@
 //! An upstream: its config, its servers, its balancer, and the requests held for it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::metrics::histogram::Histogram;
@@ -36,6 +36,9 @@ pub struct Upstream {
     start_ewma_ms: AtomicU64,
     /// This upstream's `rouse_request_duration_seconds`, looked up in the family once.
     duration: OnceLock<Histogram>,
+    /// A reload replaced this upstream with a new one of the same name: requests held here
+    /// move over to it.
+    replaced: AtomicBool,
 }
 
 impl Upstream {
@@ -70,7 +73,24 @@ impl Upstream {
             start_error: Mutex::new(None),
             start_ewma_ms: AtomicU64::new(0),
             duration: OnceLock::new(),
+            replaced: AtomicBool::new(false),
         }
+    }
+
+    /// The upstream of a reloaded config that keeps `servers` (some of them carried over from
+    /// the previous generation, with their processes, states and counters), and the measured
+    /// start times and held timeouts of the upstream it replaces.
+    pub fn succeeding(
+        config: UpstreamConfig,
+        servers: Vec<Arc<Server>>,
+        previous: &Upstream,
+        epoch: Instant,
+    ) -> Upstream {
+        let mut up = Upstream::new(config, epoch);
+        up.servers = servers;
+        up.start_ewma_ms = AtomicU64::new(previous.start_ewma_ms.load(Ordering::Relaxed));
+        up.held_timeouts = AtomicU64::new(previous.held_timeouts());
+        up
     }
 
     pub fn name(&self) -> &str {
@@ -93,23 +113,38 @@ impl Upstream {
         self.config.supervisor == SupervisorRef::Static
     }
 
-    /// Chooses a server for a request, skipping `tried`.
-    pub fn pick(&self, now: Instant, tried: &[usize]) -> Option<&Arc<Server>> {
+    /// Chooses a server for a request, skipping the positions in `tried`. Returns the server's
+    /// position in `servers` with it.
+    pub fn pick(&self, now: Instant, tried: &[usize]) -> Option<(usize, &Arc<Server>)> {
         let set = LiveSet {
             servers: &self.servers,
             now,
             slow_start: self.config.slow_start,
         };
-        self.balancer.pick(&set, tried).map(|i| &self.servers[i])
+        self.balancer
+            .pick(&set, tried)
+            .map(|i| (i, &self.servers[i]))
     }
 
     /// When every ready server is inside a passive-failure window, the one whose window ends
     /// first: trying it beats refusing the request outright, since it may well be back.
-    pub fn least_recently_failed(&self, tried: &[usize]) -> Option<&Arc<Server>> {
+    pub fn least_recently_failed(&self, tried: &[usize]) -> Option<(usize, &Arc<Server>)> {
         self.servers
             .iter()
-            .filter(|s| s.state() == ServerState::Ready && !tried.contains(&s.index()))
-            .min_by_key(|s| s.failed_until())
+            .enumerate()
+            .filter(|(i, s)| s.state() == ServerState::Ready && !tried.contains(i))
+            .min_by_key(|(_, s)| s.failed_until())
+    }
+
+    /// Marks this upstream as replaced by a reload and wakes the requests held for it, so they
+    /// move to its successor.
+    pub fn retire(&self) {
+        self.replaced.store(true, Ordering::Release);
+        self.notify_changed();
+    }
+
+    pub fn is_replaced(&self) -> bool {
+        self.replaced.load(Ordering::Acquire)
     }
 
     pub fn any_ready(&self) -> bool {
@@ -212,7 +247,7 @@ impl CandidateSet for LiveSet<'_> {
         let eligible = s.eligible(self.now);
         // Every server's weight goes through slow start, so weights stay comparable.
         let weight = if eligible {
-            slow_start::effective_weight(s.config.weight, s.since(), self.now, self.slow_start)
+            slow_start::effective_weight(s.weight(), s.since(), self.now, self.slow_start)
         } else {
             1
         };

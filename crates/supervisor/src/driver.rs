@@ -128,4 +128,9 @@ pub trait Supervisor: Send + Sync + 'static {
     /// A receiver that falls behind gets `RecvError::Lagged`; it should then `observe()` to
     /// resynchronise rather than trust the gap.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ProcessInfo>;
+
+    /// Replaces the servers it manages (a reload): what it observes and may start. Programs
+    /// no longer listed are forgotten; the caller stops them first (drained), since rouse
+    /// decides when a server goes, not the driver.
+    fn manage(&self, servers: &[&rouse_config::ServerConfig]);
 }

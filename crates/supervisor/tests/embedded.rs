@@ -698,7 +698,16 @@ async fn set_programs_adds_and_removes() {
     // The changed spec of "b" is used by its next start.
     sup.start("b").await.unwrap();
     let b_pid = info(&sup, "b").await.pid.unwrap();
-    let cmdline = std::fs::read(format!("/proc/{b_pid}/cmdline")).unwrap();
+    // Right after exec the kernel has the new image but not yet its argv
+    // (cmdline reads empty for that instant), so read until it is set.
+    let deadline = Instant::now() + SEC;
+    let cmdline = loop {
+        let c = std::fs::read(format!("/proc/{b_pid}/cmdline")).unwrap();
+        if !c.is_empty() || Instant::now() > deadline {
+            break c;
+        }
+        sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(cmdline, b"sleep\x0031\x00");
     sup.shutdown().await;
 }

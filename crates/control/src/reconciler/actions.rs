@@ -10,8 +10,8 @@ impl Reconciler {
         }
         let ctl = &mut self.ups[u];
         let up = Arc::clone(&ctl.upstream);
-        let server = Arc::clone(&up.servers[i]);
-        let sc = &mut ctl.servers[i];
+        let server = Arc::clone(&ctl.servers[i]);
+        let sc = &mut ctl.ctls[i];
         sc.generation += 1;
         sc.start_at = Some(now);
         sc.previous_run = true;
@@ -20,6 +20,7 @@ impl Reconciler {
         let sent = Arc::new(AtomicBool::new(false));
         sc.start_sent = Arc::clone(&sent);
         let generation = sc.generation;
+        let id = sc.id;
         let after_stop = sc.stop_done.clone();
         // Held requests now wait for this attempt rather than failing on the previous one.
         up.set_start_error(None);
@@ -49,8 +50,7 @@ impl Reconciler {
                     why: e.to_string(),
                 });
             let _ = tx.send(Msg::Started {
-                up: u,
-                server: i,
+                id,
                 generation,
                 result,
             });
@@ -62,7 +62,7 @@ impl Reconciler {
             return;
         }
         let ctl = &self.ups[u];
-        let server = Arc::clone(&ctl.upstream.servers[i]);
+        let server = Arc::clone(&ctl.servers[i]);
         tracing::info!(
             upstream = ctl.upstream.name(),
             server = %server.address(),
@@ -77,12 +77,13 @@ impl Reconciler {
 
     pub(super) fn spawn_stop(&mut self, u: usize, i: usize) {
         let ctl = &mut self.ups[u];
-        let server = Arc::clone(&ctl.upstream.servers[i]);
-        let generation = ctl.servers[i].generation;
+        let server = Arc::clone(&ctl.servers[i]);
+        let generation = ctl.ctls[i].generation;
+        let id = ctl.ctls[i].id;
         let driver = Arc::clone(&ctl.drivers[i]);
         let tx = self.tx.clone();
         let done = CancellationToken::new();
-        ctl.servers[i].stop_done = Some(done.clone());
+        ctl.ctls[i].stop_done = Some(done.clone());
         tokio::spawn(async move {
             // Whatever way the task ends, a start waiting for this stop goes on.
             let _done = done.drop_guard();
@@ -91,8 +92,7 @@ impl Reconciler {
                 .await
                 .map_err(|e| e.to_string());
             let _ = tx.send(Msg::StopDone {
-                up: u,
-                server: i,
+                id,
                 generation,
                 result,
             });
@@ -104,7 +104,7 @@ impl Reconciler {
             return;
         }
         let ctl = &mut self.ups[u];
-        let sc = &mut ctl.servers[i];
+        let sc = &mut ctl.ctls[i];
         sc.generation += 1;
         sc.start_at = Some(now);
         sc.previous_run = false;
@@ -114,7 +114,7 @@ impl Reconciler {
         let generation = sc.generation;
         tracing::info!(
             upstream = ctl.upstream.name(),
-            server = %ctl.upstream.servers[i].address(),
+            server = %ctl.servers[i].address(),
             program = info.program,
             pid = info.pid,
             "adopting a running program"
@@ -125,9 +125,9 @@ impl Reconciler {
     pub(super) fn spawn_probe(&self, u: usize, i: usize, generation: u64) {
         let ctl = &self.ups[u];
         let up = Arc::clone(&ctl.upstream);
-        let server = Arc::clone(&up.servers[i]);
-        let deadline =
-            ctl.servers[i].start_at.unwrap_or_else(Instant::now) + up.config.start_timeout;
+        let server = Arc::clone(&ctl.servers[i]);
+        let id = ctl.ctls[i].id;
+        let deadline = ctl.ctls[i].start_at.unwrap_or_else(Instant::now) + up.config.start_timeout;
         let driver = Arc::clone(&ctl.drivers[i]);
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -138,8 +138,7 @@ impl Reconciler {
                     .map_err(NotReady::TimedOut),
             };
             let _ = tx.send(Msg::Probed {
-                up: u,
-                server: i,
+                id,
                 generation,
                 result,
             });

@@ -14,20 +14,27 @@ impl Reconciler {
             } => {
                 let _ = reply.send(self.manual(&upstream, index, op, now));
             }
+            Msg::Reload {
+                table,
+                drivers,
+                reply,
+            } => {
+                self.set_table(table, &drivers);
+                let _ = reply.send(());
+            }
             Msg::Started {
-                up: u,
-                server: i,
+                id,
                 generation,
                 result,
             } => {
-                if !self.current(u, i, generation, ServerState::Starting) {
+                let Some((u, i)) = self.locate(id, generation, Some(ServerState::Starting)) else {
                     return;
-                }
+                };
                 match result {
                     Err(e) => {
-                        self.ups[u].servers[i].nothing_to_stop = e.bad_name;
+                        self.ups[u].ctls[i].nothing_to_stop = e.bad_name;
                         let failed = self.fail_start(u, i, e.why, now, true);
-                        let sc = &mut self.ups[u].servers[i];
+                        let sc = &mut self.ups[u].ctls[i];
                         sc.nothing_to_stop = false;
                         sc.failed_unreachable = failed && e.unreachable;
                     }
@@ -35,14 +42,13 @@ impl Reconciler {
                 }
             }
             Msg::Probed {
-                up: u,
-                server: i,
+                id,
                 generation,
                 result,
             } => {
-                if !self.current(u, i, generation, ServerState::Starting) {
+                let Some((u, i)) = self.locate(id, generation, Some(ServerState::Starting)) else {
                     return;
-                }
+                };
                 match result {
                     Ok(()) => self.ready(u, i, now),
                     // The requests held for it have waited about as long, and answer
@@ -59,22 +65,20 @@ impl Reconciler {
                 }
             }
             Msg::StopDone {
-                up: u,
-                server: i,
+                id,
                 generation,
                 result,
             } => {
-                let ctl = &mut self.ups[u];
-                if ctl.servers[i].generation != generation {
+                let Some((u, i)) = self.locate(id, generation, None) else {
                     return;
-                }
-                ctl.servers[i].stopping_failed = false;
+                };
+                self.ups[u].ctls[i].stopping_failed = false;
                 if result.is_ok() {
                     // The supervisor answered: if it was unreachable at the start, it is back.
                     self.supervisor_answers(u, i, now);
                 }
                 let ctl = &mut self.ups[u];
-                let s = Arc::clone(&ctl.upstream.servers[i]);
+                let s = Arc::clone(&ctl.servers[i]);
                 if let Err(e) = &result {
                     tracing::error!(
                         upstream = ctl.upstream.name(),
@@ -105,8 +109,9 @@ impl Reconciler {
         // Any report means the supervisor answers (again).
         self.supervisor_answers(u, i, now);
         let up = Arc::clone(&self.ups[u].upstream);
-        let state = up.servers[i].state();
-        let sc = &mut self.ups[u].servers[i];
+        let state = self.ups[u].servers[i].state();
+        let retiring = self.ups[u].retiring;
+        let sc = &mut self.ups[u].ctls[i];
         let sent = sc.start_sent.load(Ordering::Acquire);
         if sent && matches!(info.state, ProcessState::Starting | ProcessState::Running) {
             sc.previous_run = false;
@@ -131,7 +136,7 @@ impl Reconciler {
             // Found running: at start-up (rouse restarted, supervisord kept its programs), or
             // started by hand. Adopted, not restarted: probed, then ready with the same pid.
             (ServerState::Stopped | ServerState::Failed, ProcessState::Running)
-                if !stopping_ours =>
+                if !stopping_ours && !retiring =>
             {
                 self.adopt(u, i, &info, now)
             }
@@ -166,8 +171,8 @@ impl Reconciler {
     /// must not keep getting "unreachable" once the supervisor is back (they would: a request
     /// answered at once with the start error is never held, so it never asks for a new start).
     pub(super) fn supervisor_answers(&mut self, u: usize, i: usize, now: Instant) {
-        let state = self.ups[u].upstream.servers[i].state();
-        let sc = &mut self.ups[u].servers[i];
+        let state = self.ups[u].servers[i].state();
+        let sc = &mut self.ups[u].ctls[i];
         if !sc.failed_unreachable || sc.stopping_failed {
             return;
         }
@@ -178,7 +183,7 @@ impl Reconciler {
         sc.failures = 0;
         tracing::info!(
             upstream = self.ups[u].upstream.name(),
-            server = %self.ups[u].upstream.servers[i].address(),
+            server = %self.ups[u].servers[i].address(),
             "its supervisor answers again: the server may start at once"
         );
         self.cooled_down(u, i, now);
@@ -203,7 +208,7 @@ impl Reconciler {
         let up = &self.ups[u].upstream;
         tracing::warn!(
             upstream = up.name(),
-            server = %up.servers[i].address(),
+            server = %self.ups[u].servers[i].address(),
             program = info.program,
             "server stopped outside rouse"
         );
@@ -212,7 +217,7 @@ impl Reconciler {
     }
 
     pub(super) fn ready(&mut self, u: usize, i: usize, now: Instant) {
-        let server = &self.ups[u].upstream.servers[i];
+        let server = &self.ups[u].servers[i];
         if server.state() != ServerState::Starting {
             return;
         }
@@ -224,7 +229,7 @@ impl Reconciler {
         }
         let ctl = &mut self.ups[u];
         let up = Arc::clone(&ctl.upstream);
-        let sc = &mut ctl.servers[i];
+        let sc = &mut ctl.ctls[i];
         sc.failures = 0;
         let took = sc.start_at.map(|t| now.saturating_duration_since(t));
         let adopted = sc.adopted;
@@ -246,7 +251,7 @@ impl Reconciler {
         );
         tracing::info!(
             upstream = up.name(),
-            server = %up.servers[i].address(),
+            server = %self.ups[u].servers[i].address(),
             ms = took.map(|d| d.as_secs_f64() * 1000.0).unwrap_or_default(),
             "server ready"
         );
@@ -271,15 +276,15 @@ impl Reconciler {
         let up = Arc::clone(&self.ups[u].upstream);
         tracing::error!(
             upstream = up.name(),
-            server = %up.servers[i].address(),
-            program = up.servers[i].config.program,
+            server = %self.ups[u].servers[i].address(),
+            program = self.ups[u].servers[i].config.program,
             "cannot start server: {why}"
         );
         let result = if tell_held { "failed" } else { "timeout" };
         self.count_start(u, i, result);
         self.note(u, i, "start-failed", why.clone());
         self.after_failure(u, i);
-        let none_coming = !up
+        let none_coming = !self.ups[u]
             .servers
             .iter()
             .any(|s| matches!(s.state(), ServerState::Ready | ServerState::Starting));
@@ -299,8 +304,8 @@ impl Reconciler {
         let up = Arc::clone(&self.ups[u].upstream);
         tracing::warn!(
             upstream = up.name(),
-            server = %up.servers[i].address(),
-            program = up.servers[i].config.program,
+            server = %self.ups[u].servers[i].address(),
+            program = self.ups[u].servers[i].config.program,
             "server failed: {why}"
         );
         self.note(u, i, "failed", why.clone());
@@ -311,7 +316,7 @@ impl Reconciler {
     /// ngx_supervisord 1.4: a failed server is stopped through its supervisor (so a half-alive
     /// process does not keep its port); it stays `failed` until it has cooled down.
     pub(super) fn after_failure(&mut self, u: usize, i: usize) {
-        let sc = &mut self.ups[u].servers[i];
+        let sc = &mut self.ups[u].ctls[i];
         sc.failures = sc.failures.saturating_add(1);
         if std::mem::take(&mut sc.nothing_to_stop) {
             return;

@@ -6,8 +6,11 @@
 //! stopped by hand below `min_servers` (or while requests wait) is started again, and one
 //! started beyond what the load needs is drained after `idle_timeout` like any other.
 
+use std::sync::{Arc, RwLock};
+
 use rouse_core::policy::StopReason;
 use rouse_core::state::ServerState;
+use rouse_state::Table;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -39,10 +42,33 @@ pub enum ManualError {
 #[derive(Clone)]
 pub struct ControlHandle {
     pub(super) tx: tokio::sync::mpsc::UnboundedSender<Msg>,
-    /// Every upstream name of the table, so unknown and static names are answered even when
-    /// the loop manages nothing.
-    pub(super) statics: Vec<String>,
-    pub(super) known: Vec<String>,
+    /// The current table's upstream names (replaced on reload), so unknown and static names are
+    /// answered without asking the loop.
+    pub(super) names: Arc<RwLock<Names>>,
+}
+
+#[derive(Default)]
+pub(super) struct Names {
+    statics: Vec<String>,
+    known: Vec<String>,
+}
+
+impl Names {
+    pub(super) fn of(table: &Table) -> Names {
+        Names {
+            statics: table
+                .upstreams
+                .iter()
+                .filter(|u| u.is_static())
+                .map(|u| u.name().to_owned())
+                .collect(),
+            known: table
+                .upstreams
+                .iter()
+                .map(|u| u.name().to_owned())
+                .collect(),
+        }
+    }
 }
 
 impl ControlHandle {
@@ -54,11 +80,14 @@ impl ControlHandle {
         index: Option<usize>,
         op: ManualOp,
     ) -> Result<String, ManualError> {
-        if !self.known.iter().any(|s| s == upstream) {
-            return Err(ManualError::UnknownUpstream(upstream.to_owned()));
-        }
-        if self.statics.iter().any(|s| s == upstream) {
-            return Err(ManualError::Static(upstream.to_owned()));
+        {
+            let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+            if !names.known.iter().any(|s| s == upstream) {
+                return Err(ManualError::UnknownUpstream(upstream.to_owned()));
+            }
+            if names.statics.iter().any(|s| s == upstream) {
+                return Err(ManualError::Static(upstream.to_owned()));
+            }
         }
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -85,13 +114,17 @@ impl Reconciler {
         op: ManualOp,
         now: Instant,
     ) -> Result<String, ManualError> {
-        let Some(u) = self.ups.iter().position(|c| c.upstream.name() == upstream) else {
+        let Some(u) = self
+            .ups
+            .iter()
+            .position(|c| !c.retiring && c.upstream.name() == upstream)
+        else {
             return Err(ManualError::UnknownUpstream(upstream.to_owned()));
         };
-        let up = std::sync::Arc::clone(&self.ups[u].upstream);
-        let state = |i: usize| up.servers[i].state();
+        let servers = self.ups[u].servers.clone();
+        let state = |i: usize| servers[i].state();
         let i = match index {
-            Some(i) if i >= up.servers.len() => {
+            Some(i) if i >= servers.len() => {
                 return Err(ManualError::UnknownServer {
                     upstream: upstream.to_owned(),
                     index: i,
@@ -100,9 +133,9 @@ impl Reconciler {
             Some(i) => i,
             None => {
                 let pick = match op {
-                    ManualOp::Start => (0..up.servers.len())
+                    ManualOp::Start => (0..servers.len())
                         .find(|&i| matches!(state(i), ServerState::Stopped | ServerState::Failed)),
-                    ManualOp::Stop => (0..up.servers.len()).rev().find(|&i| {
+                    ManualOp::Stop => (0..servers.len()).rev().find(|&i| {
                         matches!(
                             state(i),
                             ServerState::Ready | ServerState::Starting | ServerState::Failed
@@ -117,8 +150,15 @@ impl Reconciler {
                 })?
             }
         };
-        let addr = up.servers[i].address();
+        let addr = servers[i].address();
+        let id = self.ups[u].ctls[i].id;
+        let driver = self.ups[u].drivers[i].name().to_owned();
         let done = match (op, state(i)) {
+            (ManualOp::Start, ServerState::Stopped) if self.busy().blocks(&servers[i], &driver) => {
+                return Err(ManualError::NothingToDo(format!(
+                    "server {i} ({addr}) of {upstream:?} waits for the server a reload replaced to stop"
+                )));
+            }
             (ManualOp::Start, ServerState::Stopped | ServerState::Failed) => {
                 self.start(u, i, now);
                 format!("starting server {i} ({addr}) of {upstream:?}")
@@ -126,10 +166,11 @@ impl Reconciler {
             (ManualOp::Start, s) => format!("server {i} ({addr}) of {upstream:?} is already {s}"),
             (ManualOp::Stop, ServerState::Ready) => {
                 // Drained first: requests in flight finish, then rule 1 stops it.
-                self.ups[u].policy.note_drained(i, StopReason::Manual);
+                self.ups[u].policy.note_drained(id, StopReason::Manual);
                 self.apply(
                     u,
-                    rouse_core::policy::Action::Drain(i, StopReason::Manual),
+                    i,
+                    rouse_core::policy::Action::Drain(id, StopReason::Manual),
                     now,
                 );
                 format!("draining then stopping server {i} ({addr}) of {upstream:?}")

@@ -10,7 +10,7 @@ impl Reconciler {
             at: SystemTime::now(),
             upstream: up.name().to_owned(),
             server: i,
-            address: up.servers[i].address().to_string(),
+            address: self.ups[u].servers[i].address().to_string(),
             what,
             detail,
         });
@@ -23,7 +23,7 @@ impl Reconciler {
             .starts
             .get_or_create(&StartLabels {
                 upstream: up.name().to_owned(),
-                server: up.servers[i].address().to_string(),
+                server: self.ups[u].servers[i].address().to_string(),
                 result: result.to_owned(),
             })
             .inc();
@@ -36,7 +36,7 @@ impl Reconciler {
             .stops
             .get_or_create(&StopLabels {
                 upstream: up.name().to_owned(),
-                server: up.servers[i].address().to_string(),
+                server: self.ups[u].servers[i].address().to_string(),
                 reason: reason.as_str().to_owned(),
             })
             .inc();

@@ -87,6 +87,8 @@ impl Supervisor for Scripted {
     fn subscribe(&self) -> broadcast::Receiver<ProcessInfo> {
         self.events.subscribe()
     }
+
+    fn manage(&self, _servers: &[&rouse_config::ServerConfig]) {}
 }
 
 /// One upstream of one server at `addr`, supervised by "scripted", kept at one server.
@@ -95,6 +97,12 @@ fn table(addr: SocketAddr) -> Arc<Table> {
 }
 
 fn table_with(addr: SocketAddr, extra: &str) -> Arc<Table> {
+    Arc::new(Table::new(&config_with(addr, extra, "")))
+}
+
+/// One upstream "app" of one server at `addr` under "scripted", with `extra` upstream keys and
+/// `server` keys.
+fn config_with(addr: SocketAddr, extra: &str, server: &str) -> rouse_config::Config {
     let fail_timeout = if extra.contains("fail_timeout") {
         ""
     } else {
@@ -105,19 +113,22 @@ fn table_with(addr: SocketAddr, extra: &str) -> Arc<Table> {
          [supervisors.scripted]\nurl = \"http://127.0.0.1:9/RPC2\"\n\
          [[upstream]]\nname = \"app\"\nsupervisor = \"scripted\"\n\
          {fail_timeout}{extra}\n\
-         [[upstream.server]]\naddress = \"{addr}\"\n"
+         [[upstream.server]]\naddress = \"{addr}\"\n{server}\n"
     );
-    let config = rouse_config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(Table::new(&config))
+    rouse_config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn spawn(table: &Arc<Table>, driver: &Arc<Scripted>) -> Control {
+fn drivers(driver: &Arc<Scripted>) -> Drivers {
     let mut drivers = Drivers::default();
     drivers.supervisord.insert(
         "scripted".to_owned(),
         Arc::clone(driver) as Arc<dyn Supervisor>,
     );
-    Control::spawn(Arc::clone(table), drivers)
+    drivers
+}
+
+fn spawn(table: &Arc<Table>, driver: &Arc<Scripted>) -> Control {
+    Control::spawn(Arc::clone(table), drivers(driver))
 }
 
 async fn wait_for(server: &Server, state: ServerState) {
@@ -429,4 +440,42 @@ async fn a_failed_starts_own_reports_do_not_pass_for_the_revivals() {
         driver.calls()
     );
     drop(held);
+}
+
+/// A reload that gives a server's address to another program: the old server drains (its
+/// request in flight finishes), is stopped, and only once that stop is through does the new
+/// one start: two processes never compete for one port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_server_on_a_retiring_ones_address_starts_once_that_one_is_down() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let extra = "min_servers = 1\nstart_timeout = \"10s\"";
+    let table = Arc::new(Table::new(&config_with(addr, extra, "")));
+    let driver = Scripted::new();
+    let control = spawn(&table, &driver);
+    let old = Arc::clone(&table.upstreams[0].servers[0]);
+    wait_for(&old, ServerState::Ready).await;
+    let in_flight = old.begin_request();
+
+    let next = Arc::new(table.reloaded(&config_with(addr, extra, "program = \"next\"")));
+    control.reload(Arc::clone(&next), drivers(&driver)).await;
+    let new = Arc::clone(&next.upstreams[0].servers[0]);
+    assert!(!Arc::ptr_eq(&old, &new), "another program: another server");
+    wait_for(&old, ServerState::Draining).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(old.state(), ServerState::Draining, "its request is in flight");
+    assert_eq!(new.state(), ServerState::Stopped, "its address is taken");
+    assert_eq!(driver.calls(), ["start"]);
+
+    drop(in_flight);
+    wait_for(&old, ServerState::Stopping).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(new.state(), ServerState::Stopped, "the old one is not down yet");
+    assert_eq!(driver.calls(), ["start", "stop"]);
+
+    driver.stops.add_permits(1);
+    wait_for(&new, ServerState::Ready).await;
+    assert_eq!(old.state(), ServerState::Stopped);
+    assert_eq!(driver.calls(), ["start", "stop", "stopped", "start"]);
+    drop(listener);
 }

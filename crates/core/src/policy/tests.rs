@@ -920,7 +920,10 @@ fn invariants_hold_in_random_worlds() {
 #[test]
 fn stop_reasons_have_metric_names() {
     let names: Vec<_> = R::ALL.iter().map(|r| r.to_string()).collect();
-    assert_eq!(names, ["idle", "load", "failure", "manual", "shutdown"]);
+    assert_eq!(
+        names,
+        ["idle", "load", "failure", "manual", "shutdown", "reload"]
+    );
 }
 
 #[test]

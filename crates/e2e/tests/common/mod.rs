@@ -11,14 +11,18 @@ use tokio::time::{Instant, timeout};
 /// Every network wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Parses `toml` (a whole config; `[proxy] listen` is forced to port 0) and starts rouse.
-pub async fn start_rouse(toml: &str) -> Rouse {
+/// Parses `toml`, a whole config but for `[proxy]`, which listens on port 0.
+pub fn config(toml: &str) -> rouse_config::Config {
     let text = format!(
         "[proxy]\nlisten = [\"127.0.0.1:0\"]\nconnect_timeout = \"1s\"\nread_timeout = \"5s\"\n{toml}"
     );
-    let config = rouse_config::parse("test.toml", &text)
-        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
-    Rouse::start(config).await.expect("rouse starts")
+    rouse_config::parse("test.toml", &text)
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"))
+}
+
+/// Starts rouse on `config(toml)`.
+pub async fn start_rouse(toml: &str) -> Rouse {
+    Rouse::start(config(toml)).await.expect("rouse starts")
 }
 
 /// A static upstream section over `servers`.
@@ -224,4 +228,52 @@ pub async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Answer>>>) -> Vec<An
         );
     }
     all
+}
+
+/// Load clients: each sends `GET path` (with `Host: host`, if given) back to back until
+/// `finish`.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Answer>>>,
+}
+
+impl Load {
+    pub fn start(rouse: SocketAddr, path: &str, host: Option<&str>, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = client();
+        let tasks = (0..clients)
+            .map(|_| {
+                let c = c.clone();
+                let u = url(rouse, path);
+                let host = host.map(str::to_owned);
+                let stop = std::sync::Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let headers: Vec<(&str, &str)> =
+                        host.as_deref().map(|h| ("host", h)).into_iter().collect();
+                    let mut answers = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        answers.push(get(&c, &u, &headers).await);
+                    }
+                    answers
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    /// Stops the clients and returns every answer they got.
+    pub async fn finish(self) -> Vec<Answer> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        collect(self.tasks).await
+    }
+}
+
+/// How many answers of each `status kind body` there were.
+pub fn by_body(answers: &[Answer]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for a in answers {
+        *m.entry(format!("{} {} {}", a.status, a.kind, a.body.trim()))
+            .or_default() += 1;
+    }
+    m
 }

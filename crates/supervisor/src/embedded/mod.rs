@@ -259,6 +259,15 @@ impl Supervisor for Embedded {
         "embedded"
     }
 
+    fn manage(&self, servers: &[&rouse_config::ServerConfig]) {
+        self.set_programs(
+            servers
+                .iter()
+                .filter_map(|s| ProgramSpec::from_server(s))
+                .collect(),
+        );
+    }
+
     fn start<'a>(&'a self, program: &'a str) -> BoxFuture<'a, Result<(), SupervisorError>> {
         Box::pin(self.start_program(program))
     }

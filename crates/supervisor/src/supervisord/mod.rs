@@ -483,6 +483,10 @@ impl Supervisor for Supervisord {
         &self.inner.name
     }
 
+    fn manage(&self, servers: &[&rouse_config::ServerConfig]) {
+        self.set_programs(servers.iter().map(|s| s.program.clone()).collect());
+    }
+
     fn start<'a>(&'a self, program: &'a str) -> BoxFuture<'a, Result<(), SupervisorError>> {
         Box::pin(self.start_program(program))
     }
