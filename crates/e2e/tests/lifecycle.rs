@@ -8,15 +8,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
-    Answer, WAIT, backend_pids, backend_server, client, collect, embedded_upstream, free_addrs,
-    get, log_if_asked, refuses, start_rouse, url,
+    Answer, Load, WAIT, backend_pids, backend_server, by_body, client, embedded_upstream,
+    free_addrs, get, log_if_asked, refuses, start_rouse, url,
 };
 use futures_util::{SinkExt, StreamExt};
 use rouse::Rouse;
@@ -49,40 +48,6 @@ async fn wait_state(r: &Rouse, u: usize, i: usize, want: &str, within: Duration)
         || async { state(r, u, i) == want },
     )
     .await;
-}
-
-/// `clients` loops sending `GET path` back to back until `stop` is set; every answer, in order
-/// per client.
-fn load(
-    c: &reqwest::Client,
-    rouse: SocketAddr,
-    path: &str,
-    clients: usize,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<Answer>>> {
-    (0..clients)
-        .map(|_| {
-            let c = c.clone();
-            let u = url(rouse, path);
-            let stop = Arc::clone(stop);
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    answers.push(get(&c, &u, &[]).await);
-                }
-                answers
-            })
-        })
-        .collect()
-}
-
-fn by_body(answers: &[Answer]) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for a in answers {
-        *m.entry(format!("{} {}", a.status, a.body.trim()))
-            .or_default() += 1;
-    }
-    m
 }
 
 /// Watches server `i` of upstream `u` from a thread of its own, polling every 100 µs (a server
@@ -217,15 +182,12 @@ async fn a_slow_backend_under_load_starts_a_second_server_and_requests_spread() 
         ],
     ))
     .await;
-    let c = client();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = load(&c, rouse.addr(), "/", 12, &stop);
+    let load = Load::start(rouse.addr(), "/", None, 12);
     wait_state(&rouse, 0, 1, "ready", WAIT).await;
     let ready_at = Instant::now();
     // Load goes on for a while with both servers up.
     sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let answers = collect(tasks).await;
+    let answers = load.finish().await;
     assert!(
         answers.iter().all(|a| a.status == 200),
         "{:?}",
@@ -265,12 +227,10 @@ async fn after_load_the_extra_server_is_drained_then_the_last_stops_when_idle() 
     ))
     .await;
     let c = client();
-    let stop = Arc::new(AtomicBool::new(false));
-    let heavy = load(&c, rouse.addr(), "/", 8, &stop);
+    let heavy = Load::start(rouse.addr(), "/", None, 8);
     wait_state(&rouse, 0, 1, "ready", WAIT).await;
     sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let answers = collect(heavy).await;
+    let answers = heavy.finish().await;
     assert!(
         answers.iter().all(|a| a.status == 200),
         "{:?}",
@@ -412,10 +372,9 @@ impl CrashRun {
 async fn crash_under_load(rouse: &Rouse, addr: SocketAddr, clients: usize) -> CrashRun {
     let first_pid = backend_pids(addr);
     assert_eq!(first_pid.len(), 1, "one process before the crash");
-    let c = client();
-    let stop = Arc::new(AtomicBool::new(false));
-    let watch = watch_states_timed(rouse, 0, 0, &stop);
-    let tasks = load(&c, rouse.addr(), "/", clients, &stop);
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watch = watch_states_timed(rouse, 0, 0, &watch_stop);
+    let load = Load::start(rouse.addr(), "/", None, clients);
     wait_until("s0 restarted as a new process, serving", WAIT, || async {
         let pids = backend_pids(addr);
         pids.len() == 1
@@ -423,8 +382,8 @@ async fn crash_under_load(rouse: &Rouse, addr: SocketAddr, clients: usize) -> Cr
             && try_stats(addr).await.is_ok_and(|s| s.requests >= 20)
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    let answers = collect(tasks).await;
+    watch_stop.store(true, Ordering::Relaxed);
+    let answers = load.finish().await;
     let states = watch.join().expect("the watcher does not panic");
     CrashRun { states, answers }
 }
@@ -667,16 +626,14 @@ async fn a_command_that_cannot_start_gives_a_clear_503_and_other_upstreams_keep_
     assert_eq!((g.status, g.body.as_str()), (200, "g0"));
 
     // The good upstream serves continuously while the broken one is tried again and again.
-    let stop = Arc::new(AtomicBool::new(false));
-    let good_load = load(&c, rouse.addr(), "/", 2, &stop);
+    let good_load = Load::start(rouse.addr(), "/", None, 2);
     let mut broken_answers = Vec::new();
     let until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < until {
         broken_answers.push(get(&c, &url(rouse.addr(), "/"), &[("host", "broken.test")]).await);
         sleep(Duration::from_millis(50)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let good_answers = collect(good_load).await;
+    let good_answers = good_load.finish().await;
     assert!(good_answers.len() > 10);
     assert!(
         good_answers

@@ -10,14 +10,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{Answer, WAIT, backend_pids, client, collect, refuses, start_rouse, url};
+use common::{Answer, Load, WAIT, backend_pids, by_body, client, refuses, start_rouse, url};
 use rouse::Rouse;
 use rouse_e2e::{Program, SupervisordProcess, stats, unique_addr, wait_until};
 use tokio::time::{Instant, sleep, timeout};
@@ -121,41 +120,6 @@ async fn get(c: &reqwest::Client, u: &str, host: Option<&str>) -> Answer {
         Some(h) => common::get(c, u, &[("host", h)]).await,
         None => common::get(c, u, &[]).await,
     }
-}
-
-/// `clients` loops sending `GET path` (to `host`, if given) back to back until `stop` is set.
-fn load(
-    c: &reqwest::Client,
-    rouse: SocketAddr,
-    path: &str,
-    host: Option<&str>,
-    clients: usize,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<Answer>>> {
-    (0..clients)
-        .map(|_| {
-            let c = c.clone();
-            let u = url(rouse, path);
-            let host = host.map(str::to_owned);
-            let stop = Arc::clone(stop);
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    answers.push(get(&c, &u, host.as_deref()).await);
-                }
-                answers
-            })
-        })
-        .collect()
-}
-
-fn by_body(answers: &[Answer]) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for a in answers {
-        *m.entry(format!("{} {} {}", a.status, a.kind, a.body.trim()))
-            .or_default() += 1;
-    }
-    m
 }
 
 /// Records every state server `i` of upstream `u` goes through, from a thread of its own
@@ -366,12 +330,10 @@ async fn load_starts_a_second_program_and_its_end_stops_both_through_supervisord
     let c = client();
 
     // Up: 8 clients on a slow backend are 4 servers' worth at target 2.
-    let stop = Arc::new(AtomicBool::new(false));
-    let heavy = load(&c, rouse.addr(), "/", None, 8, &stop);
+    let heavy = Load::start(rouse.addr(), "/", None, 8);
     wait_state(&rouse, 0, 1, "ready", WAIT).await;
     sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let answers = collect(heavy).await;
+    let answers = heavy.finish().await;
     assert!(
         answers.iter().all(|a| a.status == 200),
         "{:?}",
@@ -474,16 +436,14 @@ async fn a_program_supervisord_does_not_know_gives_a_clear_503_and_the_rest_serv
     let g = get(&c, &url(rouse.addr(), "/"), None).await;
     assert_eq!((g.status, g.body.as_str()), (200, "good0"), "{g:?}");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let good_load = load(&c, rouse.addr(), "/", None, 2, &stop);
+    let good_load = Load::start(rouse.addr(), "/", None, 2);
     let mut ghost = Vec::new();
     let until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < until {
         ghost.push(get(&c, &url(rouse.addr(), "/"), Some("ghost.test")).await);
         sleep(Duration::from_millis(50)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let good_answers = collect(good_load).await;
+    let good_answers = good_load.finish().await;
     assert!(good_answers.len() > 10);
     assert!(
         good_answers
@@ -844,8 +804,7 @@ async fn supervisord_killed_and_restarted_under_load() {
     assert_eq!((a.status, a.body.as_str()), (200, "hot0"), "{a:?}");
     let hot_pid = sd.pid_of("hot0").await.expect("running");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let hot_load = load(&c, rouse.addr(), "/", None, 2, &stop);
+    let hot_load = Load::start(rouse.addr(), "/", None, 2);
     sleep(Duration::from_millis(300)).await;
     sd.kill9().await;
     let killed_at = Instant::now();
@@ -855,7 +814,7 @@ async fn supervisord_killed_and_restarted_under_load() {
     assert_eq!((a.status, a.kind.as_str()), (503, "start-failed"), "{a:?}");
     assert!(a.retry_after.is_some(), "{a:?}");
     assert!(
-        a.body.contains("\"cold\"") && a.body.contains("unreachable"),
+        a.body.contains("\"cold\"") && a.body.contains("cannot connect to supervisord \"sd\""),
         "says supervisord cannot be reached: {a:?}"
     );
     assert!(
@@ -864,8 +823,7 @@ async fn supervisord_killed_and_restarted_under_load() {
     );
     sleep(Duration::from_millis(500)).await;
     assert_eq!(state(&rouse, 0, 0), "ready");
-    stop.store(true, Ordering::Relaxed);
-    let down = collect(hot_load).await;
+    let down = hot_load.finish().await;
     let while_down: Vec<&Answer> = down.iter().filter(|a| a.sent >= killed_at).collect();
     assert!(while_down.len() > 10, "{}", while_down.len());
     assert!(
@@ -996,9 +954,7 @@ async fn losing_one_supervisord_leaves_the_servers_of_the_other_serving() {
     assert!(sd_a.pid_of("app0").await.is_some());
     assert!(sd_b.pid_of("app1").await.is_some());
     assert_eq!(sd_a.statename("app1").await, None, "app1 is not A's");
-    let c = client();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = load(&c, rouse.addr(), "/", None, 4, &stop);
+    let load = Load::start(rouse.addr(), "/", None, 4);
     wait_until("both servers to serve", WAIT, || async {
         rouse.table().upstreams[0]
             .servers
@@ -1022,8 +978,7 @@ async fn losing_one_supervisord_leaves_the_servers_of_the_other_serving() {
     )
     .await;
     sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let answers = collect(tasks).await;
+    let answers = load.finish().await;
     let after: Vec<&Answer> = answers.iter().filter(|a| a.sent >= lost_at).collect();
     assert!(after.len() > 10, "{}", after.len());
     // Only requests in flight on app0 while it was being killed may fail; all the others are
@@ -1088,7 +1043,7 @@ async fn reload_adopts_added_programs_and_stops_removed_ones_through_supervisord
     assert!(out.contains("started"), "{out}");
     let app1 = sd.pid_of("app1").await.expect("app1 runs");
 
-    let load = common::Load::start(rouse.addr(), "/", None, 6);
+    let load = Load::start(rouse.addr(), "/", None, 6);
     sleep(Duration::from_millis(300)).await;
     assert!(
         rouse
@@ -1116,7 +1071,7 @@ async fn reload_adopts_added_programs_and_stops_removed_ones_through_supervisord
     sleep(Duration::from_millis(300)).await;
     let answers = load.finish().await;
 
-    let counts = common::by_body(&answers);
+    let counts = by_body(&answers);
     assert!(
         answers.iter().all(|x| x.status == 200),
         "no failed request: {counts:?}"

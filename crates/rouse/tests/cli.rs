@@ -339,3 +339,55 @@ fn embedded_children_never_outlive_rouse() {
     assert_eq!(wait_exit(&mut second).code(), Some(0));
     assert!(pids_of(&argv).is_empty(), "children are stopped with rouse");
 }
+
+/// SIGHUP on the real binary applies a change to a supervised upstream: the server that left
+/// the file is stopped, the new one started (`min_servers`), the one that stayed is left alone.
+#[test]
+fn sighup_swaps_supervised_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let markers: Vec<String> = (1..=3)
+        .map(|k| format!("{}", 200_000 + 10 * std::process::id() + k))
+        .collect();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let listen = free_addr();
+    let config = |servers: &[usize]| {
+        let mut text = format!(
+            "[proxy]\nlisten = [\"{listen}\"]\n\
+             [[upstream]]\nname = \"keep\"\nmin_servers = {}\nready = \"supervisor\"\n",
+            servers.len()
+        );
+        for &k in servers {
+            text.push_str(&format!(
+                "[[upstream.server]]\naddress = \"{}\"\ncommand = [\"sleep\", \"{}\"]\nstartsecs = \"0s\"\n",
+                addrs[k], markers[k]
+            ));
+        }
+        text
+    };
+    let argv = |k: usize| ["sleep", markers[k].as_str()];
+    let f = write(dir.path(), "r.toml", &config(&[0, 1]));
+    let mut child = Command::new(ROUSE)
+        .args(["run", "-c", &f])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = wait_for("server 0", || pids_of(&argv(0)).first().copied());
+    let kept = wait_for("server 1", || pids_of(&argv(1)).first().copied());
+
+    write(dir.path(), "r.toml", &config(&[1, 2]));
+    signal(&child, "HUP");
+    let new = wait_for("server 2", || pids_of(&argv(2)).first().copied());
+    wait_for("server 0 to stop", || {
+        (!pids_of(&argv(0)).contains(&first)).then_some(())
+    });
+    assert_eq!(
+        pids_of(&argv(1)),
+        [kept],
+        "the server that stayed kept its process"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert!(pids_of(&argv(1)).is_empty() && !pids_of(&argv(2)).contains(&new));
+}

@@ -95,11 +95,13 @@ pub struct ProcessInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
-    #[error("unknown program {0:?}")]
-    BadName(String),
+    /// The supervisor does not know the program: a configuration problem, said in `why`.
+    #[error("unknown program {program:?}: {why}")]
+    BadName { program: String, why: String },
     #[error("cannot spawn {program:?}: {reason}")]
     Spawn { program: String, reason: String },
-    #[error("supervisor unreachable: {0}")]
+    /// It could not be talked to (or refused rouse's credentials); the text says which and why.
+    #[error("{0}")]
     Unreachable(String),
     #[error("{0}")]
     Other(String),

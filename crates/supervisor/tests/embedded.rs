@@ -689,7 +689,9 @@ async fn set_programs_adds_and_removes() {
         sleep(Duration::from_millis(10)).await;
     }
     wait_gone(a_pid, SEC).await;
-    assert!(matches!(sup.start("a").await, Err(SupervisorError::BadName(n)) if n == "a"));
+    assert!(
+        matches!(sup.start("a").await, Err(SupervisorError::BadName { program, .. }) if program == "a")
+    );
     let c = info(&sup, "c").await;
     assert_eq!(
         (c.state, c.description.as_str()),
@@ -717,11 +719,11 @@ async fn unknown_programs_are_bad_names() {
     let sup: Arc<Embedded> = Embedded::new(vec![], EmbeddedOptions::default());
     assert!(matches!(
         sup.start("nope").await,
-        Err(SupervisorError::BadName(_))
+        Err(SupervisorError::BadName { .. })
     ));
     assert!(matches!(
         sup.stop("nope").await,
-        Err(SupervisorError::BadName(_))
+        Err(SupervisorError::BadName { .. })
     ));
     assert!(sup.observe().await.unwrap().is_empty());
     assert_eq!(sup.name(), "embedded");

@@ -45,7 +45,7 @@ impl Reconciler {
                 .start(&server.config.program)
                 .await
                 .map_err(|e| StartFailure {
-                    bad_name: matches!(e, SupervisorError::BadName(_)),
+                    bad_name: matches!(e, SupervisorError::BadName { .. }),
                     unreachable: matches!(e, SupervisorError::Unreachable(_)),
                     why: e.to_string(),
                 });

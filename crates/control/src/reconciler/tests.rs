@@ -336,7 +336,9 @@ async fn a_start_the_supervisor_could_not_take_is_tried_again_once_it_answers() 
     table.demand.notify_one();
     wait_until("the start error", || up.start_error().is_some()).await;
     assert!(
-        up.start_error().unwrap().contains("unreachable"),
+        up.start_error()
+            .unwrap()
+            .contains("cannot connect to supervisord \"scripted\""),
         "{:?}",
         up.start_error()
     );
@@ -463,14 +465,22 @@ async fn a_new_server_on_a_retiring_ones_address_starts_once_that_one_is_down() 
     assert!(!Arc::ptr_eq(&old, &new), "another program: another server");
     wait_for(&old, ServerState::Draining).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(old.state(), ServerState::Draining, "its request is in flight");
+    assert_eq!(
+        old.state(),
+        ServerState::Draining,
+        "its request is in flight"
+    );
     assert_eq!(new.state(), ServerState::Stopped, "its address is taken");
     assert_eq!(driver.calls(), ["start"]);
 
     drop(in_flight);
     wait_for(&old, ServerState::Stopping).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(new.state(), ServerState::Stopped, "the old one is not down yet");
+    assert_eq!(
+        new.state(),
+        ServerState::Stopped,
+        "the old one is not down yet"
+    );
     assert_eq!(driver.calls(), ["start", "stop"]);
 
     driver.stops.add_permits(1);

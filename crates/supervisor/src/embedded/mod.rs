@@ -155,7 +155,10 @@ impl Embedded {
             ));
         }
         let Some(slot) = slots.get_mut(program).filter(|s| !s.removed) else {
-            return Err(SupervisorError::BadName(program.to_owned()));
+            return Err(SupervisorError::BadName {
+                program: program.to_owned(),
+                why: "not in the configuration".to_owned(),
+            });
         };
         Ok(match slot.active_run() {
             Some(run) if run.cancel.is_cancelled() => {
@@ -231,9 +234,10 @@ impl Embedded {
     async fn stop_program(&self, program: &str) -> Result<(), SupervisorError> {
         let (done, bound) = {
             let slots = self.shared.slots();
-            let slot = slots
-                .get(program)
-                .ok_or_else(|| SupervisorError::BadName(program.to_owned()))?;
+            let slot = slots.get(program).ok_or_else(|| SupervisorError::BadName {
+                program: program.to_owned(),
+                why: "not in the configuration".to_owned(),
+            })?;
             let Some(run) = slot.active_run() else {
                 return Ok(());
             };

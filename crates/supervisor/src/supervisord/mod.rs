@@ -20,8 +20,8 @@
 //! and a 401 (wrong or missing credentials, said so in the message) are
 //! [`SupervisorError::Unreachable`]: rouse cannot use this supervisord, whatever the program;
 //! retrying the same call later is the remedy (after fixing the credentials, for a 401). A
-//! program supervisord does not know is [`SupervisorError::BadName`], whose text starts with
-//! the program name and says where to add it. A failed spawn is [`SupervisorError::Spawn`]
+//! program supervisord does not know is [`SupervisorError::BadName`], which names the program
+//! and says where to add it. A failed spawn is [`SupervisorError::Spawn`]
 //! with supervisord's reason. Anything else (an unexpected fault, a malformed answer, an HTTP
 //! status other than 200 and 401) is [`SupervisorError::Other`].
 
@@ -127,7 +127,10 @@ impl Inner {
     }
 
     fn bad_name(&self, program: &str) -> SupervisorError {
-        SupervisorError::BadName(format!("{program}: {}", names::missing(&self.name)))
+        SupervisorError::BadName {
+            program: program.to_owned(),
+            why: names::missing(&self.name),
+        }
     }
 }
 
@@ -256,8 +259,10 @@ impl Supervisord {
     }
 
     fn namespec(&self, program: &str) -> Result<Namespec, SupervisorError> {
-        Namespec::parse(program)
-            .map_err(|why| SupervisorError::BadName(format!("{program}: {why}")))
+        Namespec::parse(program).map_err(|why| SupervisorError::BadName {
+            program: program.to_owned(),
+            why: why.to_owned(),
+        })
     }
 
     /// A startProcess fault, read.
@@ -468,7 +473,10 @@ enum Until {
 /// `SupervisorError` is not `Clone`; the same error for several programs.
 fn same_error(e: &SupervisorError) -> SupervisorError {
     match e {
-        SupervisorError::BadName(s) => SupervisorError::BadName(s.clone()),
+        SupervisorError::BadName { program, why } => SupervisorError::BadName {
+            program: program.clone(),
+            why: why.clone(),
+        },
         SupervisorError::Spawn { program, reason } => SupervisorError::Spawn {
             program: program.clone(),
             reason: reason.clone(),
