@@ -1071,15 +1071,7 @@ async fn reload_adopts_added_programs_and_stops_removed_ones_through_supervisord
     sleep(Duration::from_millis(300)).await;
     let answers = load.finish().await;
 
-    let counts = by_body(&answers);
-    assert!(
-        answers.iter().all(|x| x.status == 200),
-        "no failed request: {counts:?}"
-    );
-    assert!(
-        counts.contains_key("200  app0") && counts.contains_key("200  app1"),
-        "{counts:?}"
-    );
+    common::assert_all_ok_from(&answers, &["app0", "app1"]);
     assert!(Arc::ptr_eq(&rouse.table().upstreams[0].servers[0], &kept));
     assert_eq!(state(&rouse, 0, 0), "ready");
     assert_eq!(sd.pid_of("app1").await, Some(app1));

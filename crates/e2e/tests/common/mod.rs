@@ -277,3 +277,18 @@ pub fn by_body(answers: &[Answer]) -> std::collections::BTreeMap<String, usize> 
     }
     m
 }
+
+/// Asserts that no answer failed (all are 200) and that each of `ids` gave some of them.
+pub fn assert_all_ok_from(answers: &[Answer], ids: &[&str]) {
+    let counts = by_body(answers);
+    assert!(
+        answers.iter().all(|x| x.status == 200),
+        "no failed request: {counts:?}"
+    );
+    for id in ids {
+        assert!(
+            counts.contains_key(&format!("200  {id}")),
+            "{id} answered: {counts:?}"
+        );
+    }
+}
