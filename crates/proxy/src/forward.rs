@@ -174,7 +174,10 @@ impl Proxy {
                         }
                     },
                 };
+                // An idle pooled connection is almost always ready: checking first spares the
+                // hot path a timer per request.
                 if is_pooled
+                    && !sender.is_ready()
                     && !matches!(
                         timeout(settings.connect_timeout, sender.ready()).await,
                         Ok(Ok(()))
