@@ -28,10 +28,14 @@ pub struct ProxyConfig {
     pub threads: usize,
     /// TCP connect to a server (default 5s).
     pub connect_timeout: Duration,
-    /// From request sent to response head received (default 60s).
+    /// From request sent to response head received, and then between two reads of the
+    /// response body (default 60s), as nginx's `proxy_read_timeout`.
     pub read_timeout: Duration,
     /// How long a client keep-alive connection may sit idle between requests (default 75s).
     pub client_idle_timeout: Duration,
+    /// Between two reads of a request body from the client (default 60s), as nginx's
+    /// `client_body_timeout`: a client that stops sending mid-upload gets 408.
+    pub client_body_timeout: Duration,
     /// Pooled idle upstream connections are closed after this (default 50s; keep it below the
     /// backends' own keep-alive timeout).
     pub pool_idle_timeout: Duration,

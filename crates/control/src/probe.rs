@@ -53,6 +53,12 @@ pub async fn until_ready(
     }
 }
 
+/// One connect: whether a ready server the data plane could not reach still accepts
+/// connections (`Err` says why not).
+pub async fn accepts(addr: SocketAddr) -> Result<(), String> {
+    tcp(addr).await
+}
+
 async fn tcp(addr: SocketAddr) -> Result<(), String> {
     match timeout(ATTEMPT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),

@@ -240,6 +240,12 @@ enum Msg {
         generation: u64,
         result: Result<(), String>,
     },
+    /// Whether a ready server the data plane could not connect to accepts connections.
+    Checked {
+        id: usize,
+        generation: u64,
+        result: Result<(), String>,
+    },
     Process(String, ProcessInfo),
     /// The data plane saw a connect fail; `reconcile` (run after every message) acts on it.
     PassiveFailure,
@@ -312,6 +318,8 @@ struct ServerCtl {
     /// and the failure stop's STOPPED that followed then "stopped the server outside rouse",
     /// which started it a third time and kept the requests waiting for that one).
     start_sent: Arc<AtomicBool>,
+    /// A connect check of this ready server is under way (see `Reconciler::check`).
+    checking: bool,
     /// The current `starting` is an adoption of a process found running, not a start of ours:
     /// its probe time is not a start time.
     adopted: bool,
@@ -383,9 +391,13 @@ impl Reconciler {
         let up = Arc::clone(&self.ups[u].upstream);
         for i in 0..self.ups[u].servers.len() {
             let s = Arc::clone(&self.ups[u].servers[i]);
-            // The data plane could not connect to a server that should be up.
-            if s.state() == ServerState::Ready && s.passively_failed(now) {
-                self.fail(u, i, "refused connections".into(), now);
+            // The data plane could not connect to a server that should be up: the balancer
+            // already leaves it out; the loop checks before failing (and stopping) it.
+            if s.state() == ServerState::Ready
+                && s.passively_failed(now)
+                && !self.ups[u].ctls[i].checking
+            {
+                self.check(u, i);
             }
             // A failed server may start again once it has cooled down.
             let ctl = &self.ups[u].ctls[i];

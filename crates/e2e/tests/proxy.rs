@@ -422,3 +422,98 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
         "no longer accepting after shutdown"
     );
 }
+
+/// rouse with `proxy_keys` added to `[proxy]` (short timeouts for the tests below).
+async fn start_rouse_with_proxy(proxy_keys: &str, toml: &str) -> rouse::Rouse {
+    let text = format!("[proxy]\nlisten = [\"127.0.0.1:0\"]\n{proxy_keys}\n{toml}");
+    let config = rouse_config::parse("test.toml", &text)
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
+    rouse::Rouse::start(config).await.expect("rouse starts")
+}
+
+/// Reads what `s` sends until it closes or `WAIT` passes.
+async fn read_all(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = timeout(WAIT, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A client that stops sending its upload half-way gets 408 after `client_body_timeout`,
+/// instead of holding a connection to the server for ever.
+#[tokio::test]
+async fn an_upload_that_stalls_gets_408_after_client_body_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let backend = spawn_in_process("a").await;
+    let rouse = start_rouse_with_proxy(
+        "client_body_timeout = \"300ms\"",
+        &static_upstream("app", &[], "", &[backend.addr()]),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(rouse.addr()).await.unwrap();
+    s.write_all(b"POST /count HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let t0 = tokio::time::Instant::now();
+    let answer = read_all(&mut s).await;
+    let took = t0.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("x-rouse-error: client-body-timeout"),
+        "{answer}"
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let server = &rouse.table().upstreams[0].servers[0];
+    wait_until("nothing in flight", WAIT, || async {
+        server.in_flight() == 0
+    })
+    .await;
+}
+
+/// A server that sends its response head and then nothing more is cut off after
+/// `read_timeout` (the client's connection closes with the body short), and the request stops
+/// counting as in flight.
+#[tokio::test]
+async fn a_response_that_stalls_is_cut_after_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = stuck.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut c, _) = stuck.accept().await.unwrap();
+        let mut head = vec![0u8; 4096];
+        let _ = c.read(&mut head).await;
+        c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
+            .await
+            .unwrap();
+        // Then nothing, with the connection open, until the test ends.
+        tokio::time::sleep(WAIT).await;
+        drop(c);
+    });
+    let rouse = start_rouse_with_proxy(
+        "read_timeout = \"300ms\"",
+        &static_upstream("app", &[], "", &[addr]),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(rouse.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let t0 = tokio::time::Instant::now();
+    let answer = read_all(&mut s).await;
+    let took = t0.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\nhello"),
+        "the body is short: {answer:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "closed after read_timeout, not at WAIT: {took:?}"
+    );
+    let s0 = &rouse.table().upstreams[0].servers[0];
+    wait_until("nothing in flight", WAIT, || async { s0.in_flight() == 0 }).await;
+    server.abort();
+}

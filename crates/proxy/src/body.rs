@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -10,7 +11,9 @@ use hyper::body::Incoming;
 use rouse_state::InFlightGuard;
 use tokio::time::Instant;
 
+use crate::idle::{IdleTimer, Quiet};
 use crate::pool::{Pool, Sender};
+use crate::request_body::BoxError;
 
 /// What happens when a streamed response ends: the server's connection goes back to its pool
 /// and the request stops counting as in flight.
@@ -36,6 +39,7 @@ pin_project_lite::pin_project! {
             #[pin]
             inner: Incoming,
             done: Option<Completion>,
+            idle: IdleTimer,
         },
         Local {
             data: Option<Bytes>,
@@ -44,7 +48,7 @@ pin_project_lite::pin_project! {
 
     impl PinnedDrop for ProxyBody {
         fn drop(this: Pin<&mut Self>) {
-            if let ProxyBodyProj::Upstream { inner, done } = this.project()
+            if let ProxyBodyProj::Upstream { inner, done, .. } = this.project()
                 && let Some(mut c) = done.take()
             {
                     // hyper never polls a body that says it is empty (HEAD, 204, 304), so its
@@ -60,10 +64,12 @@ pin_project_lite::pin_project! {
 }
 
 impl ProxyBody {
-    pub fn upstream(inner: Incoming, done: Completion) -> ProxyBody {
+    /// A server's response body, which may pause for at most `read_timeout` between reads.
+    pub fn upstream(inner: Incoming, done: Completion, read_timeout: Duration) -> ProxyBody {
         ProxyBody::Upstream {
             inner,
             done: Some(done),
+            idle: IdleTimer::new(read_timeout),
         }
     }
 
@@ -81,15 +87,33 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { inner, done } => {
+            ProxyBodyProj::Upstream { inner, done, idle } => {
                 let polled = inner.poll_frame(cx);
+                if idle.expired(&polled, cx) {
+                    // The response cannot be completed: the client's connection is cut, as
+                    // nginx does, so it sees a truncated answer rather than waiting forever.
+                    if let Some(mut c) = done.take() {
+                        tracing::warn!(
+                            server = %c.guard.server().address(),
+                            "the server stopped sending its response for {:?} (read_timeout)",
+                            idle.limit()
+                        );
+                        c.reuse = None;
+                        c.finish();
+                    }
+                    let quiet = Quiet {
+                        what: "the server",
+                        after: idle.limit(),
+                    };
+                    return Poll::Ready(Some(Err(quiet.into())));
+                }
                 match &polled {
                     Poll::Ready(None) => {
                         if let Some(c) = done.take() {
@@ -104,7 +128,7 @@ impl Body for ProxyBody {
                     }
                     _ => {}
                 }
-                polled
+                polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
             }
             ProxyBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }

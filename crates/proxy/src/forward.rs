@@ -102,7 +102,7 @@ impl Proxy {
     ) -> (Response<ProxyBody>, Option<Arc<Server>>) {
         let settings = &self.settings;
         let (parts, body) = req.into_parts();
-        let (body, sent) = RequestBody::new(body);
+        let (body, sent) = RequestBody::new(body, settings.client_body_timeout);
         let mut req = Request::from_parts(parts, body);
         // Servers that refused a connection for this request. Nothing was sent to them, so the
         // request (body untouched) can go to each other server in turn.
@@ -229,6 +229,20 @@ impl Proxy {
                             tried.push(at);
                             continue 'servers;
                         }
+                        None if sent.client_went_quiet() => {
+                            let msg = format!(
+                                "the request body stopped arriving for {:?} (client_body_timeout)",
+                                settings.client_body_timeout
+                            );
+                            return (
+                                answer::error(
+                                    StatusCode::REQUEST_TIMEOUT,
+                                    "client-body-timeout",
+                                    msg,
+                                ),
+                                Some(Arc::clone(&server)),
+                            );
+                        }
                         None => {
                             let msg = format!(
                                 "server {} of upstream {:?} failed mid-request: {}",
@@ -305,6 +319,9 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(parts, ProxyBody::upstream(body, done))
+        Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, done, self.settings.read_timeout),
+        )
     }
 }

@@ -15,6 +15,7 @@ pub mod body;
 mod forward;
 pub mod headers;
 mod hold;
+mod idle;
 pub mod pool;
 mod proxy;
 mod request_body;

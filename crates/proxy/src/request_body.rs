@@ -2,26 +2,39 @@
 //!
 //! `read_timeout` is the time a server may take to answer once it has the whole request, as
 //! nginx's `proxy_read_timeout`: counting it from the first byte would cut off every upload
-//! that takes longer than the timeout to transfer.
+//! that takes longer than the timeout to transfer. The upload itself may not pause for longer
+//! than `client_body_timeout` between two reads.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
+use crate::idle::{IdleTimer, Quiet};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Set once the request body has been handed over entirely.
 #[derive(Debug, Default)]
 pub struct Sent {
     done: AtomicBool,
     notify: Notify,
+    /// The client stopped sending for longer than `client_body_timeout`.
+    client_quiet: AtomicBool,
 }
 
 impl Sent {
+    /// Whether the upload was cut off because the client went quiet.
+    pub fn client_went_quiet(&self) -> bool {
+        self.client_quiet.load(Ordering::Acquire)
+    }
+
     fn mark(&self) {
         if !self.done.swap(true, Ordering::AcqRel) {
             self.notify.notify_waiters();
@@ -46,11 +59,12 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         sent: Arc<Sent>,
+        idle: IdleTimer,
     }
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming) -> (RequestBody, Arc<Sent>) {
+    pub fn new(inner: Incoming, client_body_timeout: Duration) -> (RequestBody, Arc<Sent>) {
         let sent = Arc::new(Sent::default());
         if inner.is_end_stream() {
             sent.mark();
@@ -59,6 +73,7 @@ impl RequestBody {
             RequestBody {
                 inner,
                 sent: Arc::clone(&sent),
+                idle: IdleTimer::new(client_body_timeout),
             },
             sent,
         )
@@ -67,18 +82,26 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         if let Poll::Ready(None) = &polled {
             this.sent.mark();
         }
-        polled
+        if this.idle.expired(&polled, cx) {
+            this.sent.client_quiet.store(true, Ordering::Release);
+            let quiet = Quiet {
+                what: "the client",
+                after: this.idle.limit(),
+            };
+            return Poll::Ready(Some(Err(quiet.into())));
+        }
+        polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -122,6 +122,27 @@ impl Reconciler {
         self.spawn_probe(u, i, generation);
     }
 
+    /// The data plane could not connect to ready server `i`. A connect that timed out under a
+    /// burst (a SYN dropped by a busy listener) says little about the process, while stopping it
+    /// costs every request in flight on it: one connect of the loop's own decides. Refused means
+    /// down, and the server fails at once; accepted means it stays (back in rotation).
+    pub(super) fn check(&mut self, u: usize, i: usize) {
+        let ctl = &mut self.ups[u];
+        let addr = ctl.servers[i].address();
+        let sc = &mut ctl.ctls[i];
+        sc.checking = true;
+        let (id, generation) = (sc.id, sc.generation);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = probe::accepts(addr).await;
+            let _ = tx.send(Msg::Checked {
+                id,
+                generation,
+                result,
+            });
+        });
+    }
+
     pub(super) fn spawn_probe(&self, u: usize, i: usize, generation: u64) {
         let ctl = &self.ups[u];
         let up = Arc::clone(&ctl.upstream);

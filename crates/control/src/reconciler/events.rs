@@ -97,6 +97,35 @@ impl Reconciler {
                     self.note(u, i, "stopped", String::new());
                 }
             }
+            Msg::Checked {
+                id,
+                generation,
+                result,
+            } => {
+                let Some(&(u, i)) = self.ids.get(&id) else {
+                    return;
+                };
+                self.ups[u].ctls[i].checking = false;
+                if self
+                    .locate(id, generation, Some(ServerState::Ready))
+                    .is_none()
+                {
+                    return;
+                }
+                let s = Arc::clone(&self.ups[u].servers[i]);
+                match result {
+                    Err(e) => self.fail(u, i, format!("refused connections ({e})"), now),
+                    Ok(()) => {
+                        tracing::info!(
+                            upstream = self.ups[u].upstream.name(),
+                            server = %s.address(),
+                            "connect failures seen by the proxy were passing: it accepts connections"
+                        );
+                        s.forget_failures();
+                        self.ups[u].upstream.notify_changed();
+                    }
+                }
+            }
             Msg::Process(driver, info) => self.on_process(driver, info, now),
             Msg::PassiveFailure => {}
         }

@@ -177,6 +177,7 @@ impl Reconciler {
             stop_done: None,
             previous_run: false,
             start_sent: Arc::default(),
+            checking: false,
             adopted: false,
             nothing_to_stop: false,
             failed_unreachable: false,

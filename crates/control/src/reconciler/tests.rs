@@ -489,3 +489,33 @@ async fn a_new_server_on_a_retiring_ones_address_starts_once_that_one_is_down() 
     assert_eq!(driver.calls(), ["start", "stop", "stopped", "start"]);
     drop(listener);
 }
+
+/// A connect failure the data plane reports for a server that still accepts connections (a
+/// SYN lost in a burst) does not fail it: the loop's own connect decides, and the server goes
+/// back into rotation. One that refuses is failed and stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_connect_failure_is_checked_before_the_server_is_failed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let table = table(addr);
+    let driver = Scripted::new();
+    driver.stops.add_permits(10);
+    let _control = spawn(&table, &driver);
+    let up = Arc::clone(&table.upstreams[0]);
+    let server = Arc::clone(&up.servers[0]);
+    wait_for(&server, ServerState::Ready).await;
+
+    server.record_failure(Instant::now(), &up.backoff);
+    wait_until("back in rotation", || {
+        !server.passively_failed(Instant::now())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.state(), ServerState::Ready);
+    assert_eq!(driver.calls(), ["start"], "not stopped");
+
+    drop(listener);
+    server.record_failure(Instant::now(), &up.backoff);
+    wait_until("the stop", || driver.calls().contains(&"stop")).await;
+    assert_ne!(server.state(), ServerState::Ready);
+}
