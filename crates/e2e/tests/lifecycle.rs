@@ -210,6 +210,46 @@ async fn a_slow_backend_under_load_starts_a_second_server_and_requests_spread() 
     assert_eq!(states(&rouse, 0), ["ready", "ready"]);
 }
 
+/// ngx_supervisord's own signal: requests per second over `target_rps` start the next
+/// server even when few are in flight at once (fast answers), and the load spreads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_second_over_target_rps_start_a_second_server() {
+    log_if_asked();
+    let [a0, a1] = free_addrs();
+    let rouse = start_rouse(&embedded_upstream(
+        "app",
+        &[],
+        "target_in_flight = 1000\ntarget_rps = 20",
+        &[
+            backend_server(a0, "s0", &[], ""),
+            backend_server(a1, "s1", &[], ""),
+        ],
+    ))
+    .await;
+    // Two clients back to back: a few hundred requests/s, never more than two in flight, so
+    // only the rate can ask for s1.
+    let load = Load::start(rouse.addr(), "/", None, 2);
+    wait_state(&rouse, 0, 1, "ready", WAIT).await;
+    let ready_at = Instant::now();
+    sleep(Duration::from_secs(1)).await;
+    let answers = load.finish().await;
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "{:?}",
+        by_body(&answers)
+    );
+    let on_s1 = answers
+        .iter()
+        .filter(|a| a.sent >= ready_at && a.body == "s1")
+        .count();
+    assert!(on_s1 > 0, "s1 takes requests: {:?}", by_body(&answers));
+    let held_most = answers.iter().map(|a| a.took).max().unwrap_or_default();
+    assert!(
+        held_most < Duration::from_secs(2),
+        "nothing waited long: {held_most:?}"
+    );
+}
+
 // === 4. scale down, then idle stop ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,7 +120,6 @@ pub(crate) async fn hold(
                 if page_at.is_some_and(|p| p <= Instant::now()) && Instant::now() < deadline {
                     return Err(waiting_page(upstream, w));
                 }
-                upstream.count_held_timeout();
                 table
                     .metrics
                     .held_timeouts

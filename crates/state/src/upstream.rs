@@ -25,7 +25,6 @@ pub struct Upstream {
     pub backoff: Backoff,
     /// Requests waiting for a ready server.
     held: AtomicUsize,
-    held_timeouts: AtomicU64,
     /// Bumped by the control plane whenever something a held request waits for changes: a
     /// server became ready, or starting failed. Held requests re-check when it moves.
     changed: watch::Sender<u64>,
@@ -68,7 +67,6 @@ impl Upstream {
             balancer,
             backoff,
             held: AtomicUsize::new(0),
-            held_timeouts: AtomicU64::new(0),
             changed: watch::Sender::new(0),
             start_error: Mutex::new(None),
             start_ewma_ms: AtomicU64::new(0),
@@ -79,7 +77,7 @@ impl Upstream {
 
     /// The upstream of a reloaded config that keeps `servers` (some of them carried over from
     /// the previous generation, with their processes, states and counters), and the measured
-    /// start times and held timeouts of the upstream it replaces.
+    /// start times of the upstream it replaces.
     pub fn succeeding(
         config: UpstreamConfig,
         servers: Vec<Arc<Server>>,
@@ -89,7 +87,6 @@ impl Upstream {
         let mut up = Upstream::new(config, epoch);
         up.servers = servers;
         up.start_ewma_ms = AtomicU64::new(previous.start_ewma_ms.load(Ordering::Relaxed));
-        up.held_timeouts = AtomicU64::new(previous.held_timeouts());
         up
     }
 
@@ -168,14 +165,6 @@ impl Upstream {
         Some(HeldGuard {
             upstream: Arc::clone(self),
         })
-    }
-
-    pub fn held_timeouts(&self) -> u64 {
-        self.held_timeouts.load(Ordering::Relaxed)
-    }
-
-    pub fn count_held_timeout(&self) {
-        self.held_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// For held requests: resolves when the control plane signals a change.

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use rouse_config::SupervisorRef;
-use rouse_state::{Entry, Table};
+use rouse_state::{Entry, Metrics, Table};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -150,7 +150,11 @@ pub fn snapshot(table: &Table, now: Instant, events: usize, token_required: bool
                     supervisor: supervisor_name(&s.config.supervisor),
                 })
                 .collect(),
-            held_timeouts: u.held_timeouts(),
+            held_timeouts: table
+                .metrics
+                .held_timeouts
+                .get_or_create(&Metrics::upstream(u.name()))
+                .get(),
             queue_limit: u.config.queue_limit,
             typical_start_ms: u
                 .typical_start()
