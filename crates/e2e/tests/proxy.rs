@@ -423,12 +423,11 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
     );
 }
 
-/// rouse with `proxy_keys` added to `[proxy]` (short timeouts for the tests below).
+/// rouse with `proxy_keys` as `[proxy]` (short timeouts for the tests below).
 async fn start_rouse_with_proxy(proxy_keys: &str, toml: &str) -> rouse::Rouse {
-    let text = format!("[proxy]\nlisten = [\"127.0.0.1:0\"]\n{proxy_keys}\n{toml}");
-    let config = rouse_config::parse("test.toml", &text)
-        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
-    rouse::Rouse::start(config).await.expect("rouse starts")
+    rouse::Rouse::start(common::config_with(proxy_keys, toml))
+        .await
+        .expect("rouse starts")
 }
 
 /// Reads what `s` sends until it closes or `WAIT` passes.

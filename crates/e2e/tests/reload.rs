@@ -12,7 +12,7 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use common::{
-    Load, WAIT, assert_all_ok_from, backend_pids, backend_server, client, config,
+    Load, WAIT, assert_all_ok_from, backend_pids, backend_server, client, config, config_with,
     embedded_upstream, free_addrs, get, log_if_asked, refuses, static_upstream, url,
 };
 use rouse_core::state::ServerState;
@@ -328,5 +328,68 @@ async fn reload_adds_and_removes_supervised_upstreams() {
     .await;
     assert_eq!(get(&c, &u, &[("host", "x.example")]).await.status, 404);
     assert_eq!(stops_for_reload(&rouse, "x", x), 1);
+    rouse.shutdown().await;
+}
+
+/// A removed server whose WebSocket stays open does not hold the reload up for ever: it is
+/// stopped once `shutdown_timeout` has passed, as a SIGTERM would, and the socket closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_server_kept_busy_by_a_websocket_is_stopped_after_shutdown_timeout() {
+    use futures_util::StreamExt;
+    log_if_asked();
+    let [a, b] = free_addrs::<2>();
+    let proxy = "connect_timeout = \"1s\"\nshutdown_timeout = \"1s\"";
+    let upstream = |addr, id| {
+        config_with(
+            proxy,
+            &embedded_upstream(
+                "e",
+                &[],
+                "min_servers = 1",
+                // The test backend waits for its WebSockets on SIGTERM: SIGKILL comes sooner.
+                &[backend_server(addr, id, &[], "stop_timeout = \"500ms\"")],
+            ),
+        )
+    };
+    let rouse = rouse::Rouse::start(upstream(a, "a"))
+        .await
+        .expect("rouse starts");
+    all_servers(&rouse, 0, ServerState::Ready).await;
+    let removed = Arc::clone(&rouse.table().upstreams[0].servers[0]);
+    let (mut ws, _) = timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", rouse.addr())),
+    )
+    .await
+    .unwrap()
+    .expect("websocket through rouse");
+    assert_eq!(removed.in_flight(), 1);
+
+    let reloaded = tokio::time::Instant::now();
+    assert!(rouse.reload(&upstream(b, "b")).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        removed.state(),
+        ServerState::Draining,
+        "its WebSocket is open"
+    );
+    assert_eq!(backend_pids(a).len(), 1);
+    wait_until("the removed server is stopped", WAIT, || async {
+        removed.state() == ServerState::Stopped
+    })
+    .await;
+    assert!(reloaded.elapsed() >= Duration::from_millis(900));
+    assert!(backend_pids(a).is_empty());
+    // The WebSocket ends with its server.
+    let end = timeout(WAIT, ws.next()).await.expect("the socket ends");
+    assert!(
+        !matches!(
+            end,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))
+        ),
+        "{end:?}"
+    );
+    let c = client();
+    assert_eq!(get(&c, &url(rouse.addr(), "/"), &[]).await.body, "b");
     rouse.shutdown().await;
 }

@@ -55,10 +55,9 @@ fn upstream(name: &str, sup: &str, hosts: &[&str], extra: &str, servers: &[Socke
 
 /// Like `common::start_rouse`, with `proxy` as the `[proxy]` keys but `listen`.
 async fn start_rouse_with(proxy: &str, toml: &str) -> Rouse {
-    let text = format!("[proxy]\nlisten = [\"127.0.0.1:0\"]\n{proxy}\n{toml}");
-    let config = rouse_config::parse("test.toml", &text)
-        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"));
-    Rouse::start(config).await.expect("rouse starts")
+    Rouse::start(common::config_with(proxy, toml))
+        .await
+        .expect("rouse starts")
 }
 
 fn state(r: &Rouse, u: usize, i: usize) -> &'static str {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use rouse_config::{Config, SupervisorRef, UpstreamConfig};
 use tokio::sync::Notify;
@@ -25,6 +26,10 @@ pub struct Table {
     /// Like `demand`, shared by every generation: counters survive reloads.
     pub metrics: Arc<Metrics>,
     pub journal: Arc<Journal>,
+    /// How long a server that left the configuration may take to finish what is in flight on
+    /// it (WebSockets included) before it is stopped anyway: `[proxy] shutdown_timeout`, the
+    /// same bound a SIGTERM gives.
+    pub retire_within: Duration,
 }
 
 impl Table {
@@ -40,6 +45,7 @@ impl Table {
             epoch,
             metrics: Arc::default(),
             journal: Arc::default(),
+            retire_within: config.proxy.shutdown_timeout,
         }
     }
 
@@ -69,6 +75,7 @@ impl Table {
             epoch: self.epoch,
             metrics: Arc::clone(&self.metrics),
             journal: Arc::clone(&self.journal),
+            retire_within: config.proxy.shutdown_timeout,
         }
     }
 

@@ -251,8 +251,11 @@ impl Reconciler {
 
     /// One step of retiring entry `u`'s servers: drain what serves, stop what has drained
     /// (as the policy's rule 1: only a server already draining before this step, so that a
-    /// request routed to it just before the drain is counted), stop what is starting.
+    /// request routed to it just before the drain is counted), stop what is starting. A server
+    /// still busy after `retire_within` (a WebSocket that stays open, a stuck request) is
+    /// stopped anyway: a reload must end, as a shutdown does.
     pub(super) fn retire(&mut self, u: usize, now: Instant) {
+        let within = self.table.retire_within;
         for i in 0..self.ups[u].servers.len() {
             let s = Arc::clone(&self.ups[u].servers[i]);
             match s.state() {
@@ -260,6 +263,15 @@ impl Reconciler {
                     self.note(u, i, "drain", StopReason::Reload.as_str().to_owned());
                 }
                 ServerState::Draining if s.in_flight() == 0 => {
+                    self.stop(u, i, StopReason::Reload, now)
+                }
+                ServerState::Draining if now >= s.since() + within => {
+                    tracing::warn!(
+                        upstream = self.ups[u].upstream.name(),
+                        server = %s.address(),
+                        in_flight = s.in_flight(),
+                        "stopping a removed server that is still busy after {within:?} (shutdown_timeout)"
+                    );
                     self.stop(u, i, StopReason::Reload, now)
                 }
                 ServerState::Starting => self.stop(u, i, StopReason::Reload, now),

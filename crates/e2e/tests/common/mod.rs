@@ -13,9 +13,12 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// Parses `toml`, a whole config but for `[proxy]`, which listens on port 0.
 pub fn config(toml: &str) -> rouse_config::Config {
-    let text = format!(
-        "[proxy]\nlisten = [\"127.0.0.1:0\"]\nconnect_timeout = \"1s\"\nread_timeout = \"5s\"\n{toml}"
-    );
+    config_with("connect_timeout = \"1s\"\nread_timeout = \"5s\"", toml)
+}
+
+/// Like `config`, with `proxy` as the `[proxy]` keys but `listen`.
+pub fn config_with(proxy: &str, toml: &str) -> rouse_config::Config {
+    let text = format!("[proxy]\nlisten = [\"127.0.0.1:0\"]\n{proxy}\n{toml}");
     rouse_config::parse("test.toml", &text)
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{text}"))
 }
