@@ -79,6 +79,7 @@ pub struct FileProxy {
     pub read_timeout: Option<Spanned<FileDuration>>,
     pub client_idle_timeout: Option<Spanned<FileDuration>>,
     pub client_body_timeout: Option<Spanned<FileDuration>>,
+    pub send_timeout: Option<Spanned<FileDuration>>,
     pub pool_idle_timeout: Option<Spanned<FileDuration>>,
     pub pool_max_idle_per_server: Option<usize>,
     pub shutdown_timeout: Option<Spanned<FileDuration>>,

@@ -36,6 +36,9 @@ pub struct ProxyConfig {
     /// Between two reads of a request body from the client (default 60s), as nginx's
     /// `client_body_timeout`: a client that stops sending mid-upload gets 408.
     pub client_body_timeout: Duration,
+    /// How long a client may leave rouse's writes to it blocked (it reads nothing) before its
+    /// connection is closed (default 60s), as nginx's `send_timeout`.
+    pub send_timeout: Duration,
     /// Pooled idle upstream connections are closed after this (default 50s; keep it below the
     /// backends' own keep-alive timeout).
     pub pool_idle_timeout: Duration,

@@ -30,6 +30,7 @@ command = "python3 app.py"
     assert_eq!(proxy.read_timeout, S(60));
     assert_eq!(proxy.client_idle_timeout, S(75));
     assert_eq!(proxy.client_body_timeout, S(60));
+    assert_eq!(proxy.send_timeout, S(60));
     assert_eq!(proxy.pool_idle_timeout, S(50));
     assert_eq!(proxy.pool_max_idle_per_server, 128);
     assert_eq!(proxy.shutdown_timeout, S(30));

@@ -52,6 +52,7 @@ fn full_example_sets_every_key() {
         "read_timeout",
         "client_idle_timeout",
         "client_body_timeout",
+        "send_timeout",
         "pool_idle_timeout",
         "pool_max_idle_per_server",
         "shutdown_timeout",

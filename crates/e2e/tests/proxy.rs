@@ -516,3 +516,39 @@ async fn a_response_that_stalls_is_cut_after_read_timeout() {
     wait_until("nothing in flight", WAIT, || async { s0.in_flight() == 0 }).await;
     server.abort();
 }
+
+/// A client that stops reading a large response is disconnected after `send_timeout`, and
+/// the request stops counting as in flight (it would otherwise pin its server for ever).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_after_send_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let backend = spawn_in_process("a").await;
+    let rouse = start_rouse_with_proxy(
+        "send_timeout = \"500ms\"",
+        &static_upstream("app", &[], "", &[backend.addr()]),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(rouse.addr()).await.unwrap();
+    s.write_all(b"GET /bytes/268435456 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let server = &rouse.table().upstreams[0].servers[0];
+    wait_until("the response is under way", WAIT, || async {
+        server.in_flight() == 1
+    })
+    .await;
+    let t0 = tokio::time::Instant::now();
+    // The client reads nothing: the socket buffers fill, then rouse's writes stall.
+    wait_until("nothing in flight", WAIT, || async {
+        server.in_flight() == 0
+    })
+    .await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The connection was closed: what is left to read ends (or is reset) well short of 256 MiB.
+    let read = read_all(&mut s).await;
+    assert!(read.len() < 256 << 20, "{}", read.len());
+}

@@ -20,6 +20,7 @@ pub mod pool;
 mod proxy;
 mod request_body;
 pub mod router;
+mod send_timeout;
 mod server;
 mod upgrade;
 

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
+use crate::send_timeout::SendTimeout;
 
 /// Serves clients on `listeners` until `shutdown` completes, then stops accepting, lets
 /// in-flight requests and upgraded connections finish for up to `shutdown_timeout`, and returns.
@@ -102,13 +103,17 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        let proxy_send_timeout = proxy.settings.send_timeout;
         let proxy = Arc::clone(&proxy);
         let service = service_fn(move |req| {
             let proxy = Arc::clone(&proxy);
             async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
         });
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(
+                TokioIo::new(SendTimeout::new(stream, proxy_send_timeout)),
+                service,
+            )
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

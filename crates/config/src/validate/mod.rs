@@ -155,6 +155,7 @@ fn proxy(
         read_timeout: positive("read_timeout", &file.read_timeout, 60, cx),
         client_idle_timeout: positive("client_idle_timeout", &file.client_idle_timeout, 75, cx),
         client_body_timeout: positive("client_body_timeout", &file.client_body_timeout, 60, cx),
+        send_timeout: positive("send_timeout", &file.send_timeout, 60, cx),
         pool_idle_timeout: positive("pool_idle_timeout", &file.pool_idle_timeout, 50, cx),
         pool_max_idle_per_server: file.pool_max_idle_per_server.unwrap_or(128),
         shutdown_timeout: duration(&file.shutdown_timeout, 30),
