@@ -7,6 +7,7 @@
 //! | `GET /metrics` | Prometheus text, or OpenMetrics when asked for ([`routes::metrics`]) |
 //! | `POST /upstreams/{name}/start` · `/stop` | manual start of the next / stop of the last server |
 //! | `POST /upstreams/{name}/servers/{index}/start` · `/stop` | manual start / stop of one server |
+//! | `POST /reload` | re-read the config file, as SIGHUP, and answer how it went ([`routes::reload`]) |
 //!
 //! POSTs need `Authorization: Bearer <token>` when a token is configured, and are refused when
 //! a browser sends them from another origin ([`auth`]). Every request is bounded in time, and
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use routes::Answer;
+pub use routes::reload::{ReloadHook, ReloadRefused};
 pub use routes::status::{Event, ServerStatus, Status, UpstreamStatus};
 
 /// What the admin API reads and steers.
@@ -46,6 +48,8 @@ pub struct AdminState {
     pub control: ControlHandle,
     /// When set, every POST needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// `POST /reload`; without it the endpoint answers 503.
+    pub reload: Option<routes::reload::ReloadHook>,
 }
 
 /// Longest any one request may take (a manual command waits up to 10 s for the control plane).
@@ -77,6 +81,7 @@ pub fn router(state: AdminState) -> Router {
             "/upstreams/{name}/servers/{index}/stop",
             post(routes::manual::server_stop),
         )
+        .route("/reload", post(routes::reload::handler))
         // route_layer: only matched routes ask for the token, so unknown paths are still 404
         // and wrong methods 405.
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));

@@ -114,21 +114,7 @@ impl Control {
     /// are drained, stopped and forgotten. `drivers` must keep the embedded supervisor of
     /// `spawn`. Returns once the loop has the new table, before any server has changed.
     pub async fn reload(&self, table: Arc<Table>, drivers: Drivers) {
-        *self.handle.names.write().unwrap_or_else(|e| e.into_inner()) = Names::of(&table);
-        let (reply, done) = tokio::sync::oneshot::channel();
-        if self
-            .handle
-            .tx
-            .send(Msg::Reload {
-                table,
-                drivers,
-                reply,
-            })
-            .is_ok()
-        {
-            // The loop applies it at once: it only rearranges its own bookkeeping.
-            let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
-        }
+        self.handle.reload(table, drivers).await
     }
 
     /// Stops deciding, then stops every embedded child (supervisord's programs are left as they

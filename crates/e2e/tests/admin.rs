@@ -852,3 +852,82 @@ fn the_metrics_parser_reads_escapes_and_rejects_garbage() {
         );
     }
 }
+
+// === POST /reload ===
+
+/// `POST /reload` re-reads the file rouse was started from: an invalid file is refused with
+/// every error's FILE:LINE:COL and changes nothing; a valid one is applied (a server added);
+/// with a token, it needs the bearer like every POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_the_file_or_answers_its_errors() {
+    log_if_asked();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("rouse.toml");
+    let [a0, a1] = free_addrs();
+    let text = |servers: &[String]| {
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t0k\"\n{}",
+            embedded_upstream("app", &[], "", servers)
+        )
+    };
+    std::fs::write(&path, text(&[backend_server(a0, "s0", &[], "")])).unwrap();
+    let config = rouse_config::load(&path).expect("valid");
+    let rouse = Rouse::start(config).await.expect("rouse starts");
+    assert_eq!(rouse.table().upstreams[0].servers.len(), 1);
+
+    // Invalid: every error comes back, with its position; nothing changes.
+    std::fs::write(
+        &path,
+        "[proxy]\nlisten = [\"127.0.0.1:0\"]\nthreads = \"two\"\n[[upstream]]\nnam = \"x\"\n",
+    )
+    .unwrap();
+    let refused = post(&rouse, "/reload", Some("t0k")).await;
+    assert_eq!(refused.status, 422, "{refused:?}");
+    let answer = refused.json();
+    assert_eq!(answer["error"], "invalid-config");
+    let message = answer["message"].as_str().unwrap_or_default();
+    let file = path.display().to_string();
+    assert!(message.contains(&format!("{file}:3:")), "{message}");
+    assert!(message.contains(&format!("{file}:5:")), "{message}");
+    assert_eq!(
+        rouse.table().upstreams[0].servers.len(),
+        1,
+        "old config kept"
+    );
+
+    // Valid, but no token: 401, nothing read.
+    std::fs::write(
+        &path,
+        text(&[
+            backend_server(a0, "s0", &[], ""),
+            backend_server(a1, "s1", &[], ""),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(post(&rouse, "/reload", None).await.status, 401);
+    assert_eq!(rouse.table().upstreams[0].servers.len(), 1);
+
+    let applied = post(&rouse, "/reload", Some("t0k")).await;
+    assert_eq!(applied.status, 202, "{applied:?}");
+    assert_eq!(applied.json()["accepted"], true);
+    assert_eq!(rouse.table().upstreams[0].servers.len(), 2);
+    let s = status(&rouse).await;
+    assert_eq!(server(&s, "app", 1)["address"], a1.to_string());
+    rouse.shutdown().await;
+    assert!(refuses(a0).await && refuses(a1).await);
+}
+
+/// A rouse whose config did not come from a file has nothing to re-read: 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_without_a_file_is_409() {
+    let backend = rouse_e2e::spawn_in_process("a").await;
+    let rouse = start_rouse(&format!(
+        "{ADMIN}{}",
+        static_upstream("s", &[], "", &[backend.addr()])
+    ))
+    .await;
+    let r = post(&rouse, "/reload", None).await;
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(r.json()["error"], "no-file");
+}

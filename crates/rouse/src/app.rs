@@ -14,6 +14,9 @@ use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers};
 use rouse_proxy::{Proxy, Settings};
 use rouse_state::Table;
+
+use crate::reload::{Reloader, Running};
+pub use rouse_admin::ReloadRefused;
 use rouse_supervisor::{Embedded, EmbeddedOptions, ProgramSpec, Supervisor, Supervisord};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -44,12 +47,10 @@ pub struct Options {
 
 /// A rouse serving in the background of the current tokio runtime.
 pub struct Rouse {
-    proxy: Arc<Proxy>,
     control: Option<Control>,
     /// The current table generation; the admin API reads it on every request.
     table: Arc<ArcSwap<Table>>,
-    /// What runs now; the lock also serializes reloads.
-    running: tokio::sync::Mutex<Running>,
+    reloader: Arc<Reloader>,
     admin_addr: Option<SocketAddr>,
     admin_stop: CancellationToken,
     admin_task: Option<JoinHandle<()>>,
@@ -102,11 +103,19 @@ impl Rouse {
         }));
         let table = Arc::new(ArcSwap::new(table));
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let token = config.admin.as_ref().and_then(|a| a.token.clone());
+        let reloader = Arc::new(Reloader::new(
+            proxy,
+            control.handle(),
+            Arc::clone(&table),
+            Running { config, drivers },
+        ));
         let admin_task = admin.map(|listener| {
             let state = AdminState {
                 table: Arc::clone(&table),
                 control: control.handle(),
-                token: config.admin.as_ref().and_then(|a| a.token.clone()),
+                token,
+                reload: Some(reloader.hook()),
             };
             let stop = admin_stop.clone();
             tokio::spawn(rouse_admin::serve(listener, state, async move {
@@ -114,10 +123,9 @@ impl Rouse {
             }))
         });
         Rouse {
-            proxy,
             control: Some(control),
             table,
-            running: tokio::sync::Mutex::new(Running { config, drivers }),
+            reloader,
             admin_addr,
             admin_stop,
             admin_task,
@@ -145,49 +153,14 @@ impl Rouse {
         self.admin_addr
     }
 
-    /// Applies a new, already validated config: upstreams, servers and supervisors are
-    /// added, changed and removed by diff (see `Table::reloaded`), with no request lost.
-    /// Returns what it could not apply (listeners, timeouts, logging: they need a restart).
+    /// Applies a new, already validated config: see [`Reloader::apply`].
     pub async fn reload(&self, config: &Config) -> Vec<String> {
-        let mut running = self.running.lock().await;
-        let mut not_applied = Vec::new();
-        let mut applied = config.clone();
-        if config.proxy != running.config.proxy {
-            not_applied.push("[proxy]".to_owned());
-            applied.proxy = running.config.proxy.clone();
-        }
-        if config.admin != running.config.admin {
-            not_applied.push("[admin]".to_owned());
-            applied.admin = running.config.admin.clone();
-        }
-        if config.log != running.config.log {
-            not_applied.push("[log]".to_owned());
-            applied.log = running.config.log.clone();
-        }
-        let drivers = Drivers {
-            embedded: running.drivers.embedded.clone(),
-            supervisord: supervisord_drivers(config, Some(&*running)),
-        };
-        let old = self.table.load_full();
-        let table = Arc::new(old.reloaded(config));
-        // The control plane first, so that requests the data plane sends to new servers from
-        // the next line on find them managed.
-        if let Some(control) = &self.control {
-            control.reload(Arc::clone(&table), drivers.clone()).await;
-        }
-        self.proxy.update(&table);
-        self.table.store(Arc::clone(&table));
-        // Requests held for an upstream that was replaced go on with its successor.
-        for up in &old.upstreams {
-            if !table.upstreams.iter().any(|new| Arc::ptr_eq(new, up)) {
-                up.retire();
-            }
-        }
-        *running = Running {
-            config: applied,
-            drivers,
-        };
-        not_applied
+        self.reloader.apply(config).await
+    }
+
+    /// Re-reads the file rouse was started from and applies it (SIGHUP, `POST /reload`).
+    pub async fn reload_file(&self) -> Result<Vec<String>, ReloadRefused> {
+        self.reloader.reload_file().await
     }
 
     /// Graceful shutdown: stop accepting, finish in-flight requests (bounded by
@@ -218,12 +191,6 @@ impl Drop for Rouse {
     }
 }
 
-/// The config and the drivers that run now.
-struct Running {
-    config: Config,
-    drivers: Drivers,
-}
-
 /// One embedded supervisor for every upstream that names no supervisor. There is one even
 /// when no upstream needs it yet: a reload may add some, and starting it cleans up what a
 /// killed rouse left behind.
@@ -248,7 +215,7 @@ async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embed
 /// One driver per `[supervisors.NAME]`, managing the programs of the servers that name it.
 /// On reload, a supervisor whose section did not change keeps its driver (and its view of
 /// supervisord's state).
-fn supervisord_drivers(
+pub(crate) fn supervisord_drivers(
     config: &Config,
     running: Option<&Running>,
 ) -> HashMap<String, Arc<dyn Supervisor>> {

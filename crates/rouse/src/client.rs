@@ -60,8 +60,13 @@ impl Target {
             }
         };
         let loaded = file.as_ref().and_then(|f| match rouse_config::load(f) {
-            Ok(c) => Some((f.clone(), c)),
+            Ok(c) => Some((f.clone(), c.admin)),
             Err(errors) => {
+                // Often the very reason to run `rouse reload`: the file is being changed.
+                // Its [admin] section alone may still say where the running rouse listens.
+                if let Some(admin) = admin_section(f) {
+                    return Some((f.clone(), admin));
+                }
                 if explicit {
                     warnings.push(format!(
                         "ignoring {} (it does not load: {})",
@@ -76,7 +81,7 @@ impl Target {
                 None
             }
         });
-        let from_file = loaded.as_ref().map(|(f, c)| (f, c.admin.as_ref()));
+        let from_file = loaded.as_ref().map(|(f, a)| (f, a.as_ref()));
         let token = token
             .filter(|t| !t.is_empty())
             .or_else(|| from_file.and_then(|(_, a)| a?.token.clone()));
@@ -97,6 +102,25 @@ impl Target {
         };
         (Target { addr, token, hint }, warnings)
     }
+}
+
+/// The `[admin]` section of a config file that does not validate as a whole, when that section
+/// itself is readable: `Some(None)` when the file has none.
+fn admin_section(file: &Path) -> Option<Option<rouse_config::AdminConfig>> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    let Some(admin) = table.get("admin") else {
+        return Some(None);
+    };
+    let listen = match admin.get("listen") {
+        Some(l) => l.as_str()?.parse().ok()?,
+        None => DEFAULT_ADMIN.parse().ok()?,
+    };
+    let token = match admin.get("token") {
+        Some(t) => Some(t.as_str()?.to_owned()),
+        None => None,
+    };
+    Some(Some(rouse_config::AdminConfig { listen, token }))
 }
 
 /// Where to connect to reach a listener bound to `listen`: an unspecified address (0.0.0.0,

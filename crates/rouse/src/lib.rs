@@ -13,5 +13,6 @@
 mod app;
 pub mod client;
 pub mod logging;
+mod reload;
 
-pub use app::{Options, Rouse, bind_listeners};
+pub use app::{Options, ReloadRefused, Rouse, bind_listeners};

@@ -46,6 +46,15 @@ enum Command {
     Start(CommandArgs),
     /// Drain and stop a server: INDEX, or the last running one (through the admin API).
     Stop(CommandArgs),
+    /// Make the running rouse re-read its config file (as SIGHUP), and show how it went:
+    /// every error of an invalid file, or what was applied (through the admin API).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The admin token, when `[admin] token` is set [default: the config file's].
+        #[arg(long, env = "ROUSE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 /// Where the admin API is.
@@ -104,6 +113,10 @@ fn main() -> ExitCode {
         } => admin_client(|rt| rt.block_on(status(admin, json, events))),
         Command::Start(args) => admin_client(|rt| rt.block_on(command(args, "start"))),
         Command::Stop(args) => admin_client(|rt| rt.block_on(command(args, "stop"))),
+        Command::Reload { admin, token } => admin_client(|rt| {
+            let target = target(&admin, token);
+            rt.block_on(post(&target, "/reload", "reload"))
+        }),
         Command::Run { config: path } => {
             let config = match rouse_config::load(&path) {
                 Ok(c) => c,
@@ -180,10 +193,15 @@ async fn status(admin: AdminArgs, json: bool, events: usize) -> ExitCode {
 async fn command(args: CommandArgs, op: &str) -> ExitCode {
     let target = target(&args.admin, args.token);
     let path = client::command_path(&args.upstream, args.index, op);
+    post(&target, &path, op).await
+}
+
+/// POSTs `path`; 202 is success (exit 0), a 4xx a refusal (exit 1), anything else exit 2.
+async fn post(target: &client::Target, path: &str, op: &str) -> ExitCode {
     match client::request(
         &target.addr,
         hyper::Method::POST,
-        &path,
+        path,
         target.token.as_deref(),
     )
     .await
@@ -201,7 +219,7 @@ async fn command(args: CommandArgs, op: &str) -> ExitCode {
                 ExitCode::from(EXIT_UNREACHABLE)
             }
         }
-        Err(e) => unreachable(&e, &target),
+        Err(e) => unreachable(&e, target),
     }
 }
 
@@ -235,23 +253,8 @@ fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => match rouse_config::load(&path) {
-                    Ok(new) => {
-                        let not_applied = rouse.reload(&new).await;
-                        tracing::info!(file = %path.display(), "configuration reloaded");
-                        if !not_applied.is_empty() {
-                            tracing::warn!(
-                                sections = not_applied.join(", "),
-                                "these sections changed and keep their running values until rouse restarts"
-                            );
-                        }
-                    }
-                    Err(errors) => {
-                        for e in &errors.errors {
-                            tracing::error!("reload refused, keeping the running configuration: {e}");
-                        }
-                    }
-                },
+                // Logged by the reload itself, success or not.
+                _ = hup.recv() => { let _ = rouse.reload_file().await; }
             }
         }
         rouse.shutdown().await;

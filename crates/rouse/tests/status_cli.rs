@@ -302,3 +302,38 @@ fn a_missing_or_wrong_token_is_refused_with_exit_1() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     wait_status_state(&r, "app", 0, "stopped");
 }
+
+/// `rouse reload` asks the running rouse to re-read its file: errors come back to the terminal
+/// with their positions (exit 1, the old config keeps running); a valid file is applied (exit 0).
+#[test]
+fn reload_shows_the_errors_of_an_invalid_file_and_applies_a_valid_one() {
+    let (r, _) = Running::start(Some("s3cret"));
+    let config = r.config.to_str().unwrap().to_owned();
+    let good = std::fs::read_to_string(&r.config).unwrap();
+
+    std::fs::write(
+        &r.config,
+        good.replace("idle_timeout = \"5m\"", "idle_timeout = \"5 parsecs\""),
+    )
+    .unwrap();
+    let out = r.cli(&["reload", "-c", &config]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains(&format!("{config}:")), "{out:?}");
+    assert!(stderr(&out).contains("5 parsecs"), "{out:?}");
+    // Still serving the old config: "app" is there.
+    assert_eq!(
+        status_row(
+            &stdout(&r.cli(&["status", "--admin", &r.admin.to_string()])),
+            "app",
+            0
+        )[5],
+        "stopped"
+    );
+
+    std::fs::write(&r.config, good.replace("name = \"web\"", "name = \"site\"")).unwrap();
+    let out = r.cli(&["reload", "-c", &config]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout(&out).contains("configuration reloaded"), "{out:?}");
+    let table = stdout(&r.cli(&["status", "--admin", &r.admin.to_string()]));
+    assert!(table.contains("site") && !table.contains("web"), "{table}");
+}

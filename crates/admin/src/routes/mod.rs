@@ -2,6 +2,7 @@
 
 pub mod manual;
 pub mod metrics;
+pub mod reload;
 pub mod status;
 
 use axum::Json;
@@ -15,7 +16,8 @@ pub struct Answer {
     /// True for a command the control plane took on (202).
     pub accepted: bool,
     /// Why it was refused, as a stable word: `unknown-upstream`, `unknown-server`, `static`,
-    /// `nothing-to-do`, `not-running`, `unauthorized`, `forbidden`, `not-found`, `timeout`.
+    /// `nothing-to-do`, `not-running`, `unauthorized`, `forbidden`, `not-found`, `timeout`,
+    /// `no-file`, `invalid-config`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What was done, or why not, for people.
@@ -39,7 +41,8 @@ pub async fn not_found(uri: Uri) -> Response {
         "not-found",
         format!(
             "no such admin endpoint: {}; see GET /status, GET /metrics, GET /, \
-             POST /upstreams/NAME/start|stop, POST /upstreams/NAME/servers/INDEX/start|stop",
+             POST /upstreams/NAME/start|stop, POST /upstreams/NAME/servers/INDEX/start|stop, \
+             POST /reload",
             uri.path()
         ),
     )

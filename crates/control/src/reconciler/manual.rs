@@ -72,6 +72,24 @@ impl Names {
 }
 
 impl ControlHandle {
+    /// See [`super::Control::reload`].
+    pub async fn reload(&self, table: Arc<Table>, drivers: super::Drivers) {
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) = Names::of(&table);
+        let (reply, done) = oneshot::channel();
+        if self
+            .tx
+            .send(Msg::Reload {
+                table,
+                drivers,
+                reply,
+            })
+            .is_ok()
+        {
+            // The loop applies it at once: it only rearranges its own bookkeeping.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), done).await;
+        }
+    }
+
     /// Starts (`index` None: the lowest-index stopped server) or stops (`index` None: the
     /// highest-index running one, drained first) a server. Returns what was done.
     pub async fn manual(

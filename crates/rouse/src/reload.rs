@@ -1,0 +1,135 @@
+//! Reloading a running rouse: SIGHUP, `POST /reload`, and `Rouse::reload` in tests all come
+//! here, one at a time.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rouse_admin::{ReloadHook, ReloadRefused};
+use rouse_config::Config;
+use rouse_control::{ControlHandle, Drivers};
+use rouse_proxy::Proxy;
+use rouse_state::Table;
+
+use crate::app::supervisord_drivers;
+
+/// The config and the drivers that run now.
+pub(crate) struct Running {
+    pub config: Config,
+    pub drivers: Drivers,
+}
+
+pub(crate) struct Reloader {
+    proxy: Arc<Proxy>,
+    control: ControlHandle,
+    table: Arc<ArcSwap<Table>>,
+    /// The lock also serializes reloads.
+    running: tokio::sync::Mutex<Running>,
+}
+
+impl Reloader {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        control: ControlHandle,
+        table: Arc<ArcSwap<Table>>,
+        running: Running,
+    ) -> Reloader {
+        Reloader {
+            proxy,
+            control,
+            table,
+            running: tokio::sync::Mutex::new(running),
+        }
+    }
+
+    /// `POST /reload` for the admin API.
+    pub fn hook(self: &Arc<Self>) -> ReloadHook {
+        let this = Arc::downgrade(self);
+        Arc::new(move || {
+            let this = this.clone();
+            Box::pin(async move {
+                let Some(this) = this.upgrade() else {
+                    return Err(ReloadRefused::Invalid(vec!["rouse is stopping".to_owned()]));
+                };
+                this.reload_file().await.map(|not_applied| {
+                    if not_applied.is_empty() {
+                        "configuration reloaded".to_owned()
+                    } else {
+                        format!(
+                            "configuration reloaded; changes to {} wait for a restart",
+                            not_applied.join(", ")
+                        )
+                    }
+                })
+            })
+        })
+    }
+
+    /// Re-reads the file the running config came from, validates it whole, and applies it.
+    pub async fn reload_file(&self) -> Result<Vec<String>, ReloadRefused> {
+        let Some(path) = self.running.lock().await.config.source.clone() else {
+            return Err(ReloadRefused::NoFile);
+        };
+        // Reading a small file; the loop this runs on is not held up in any way that matters.
+        let config = rouse_config::load(&path).map_err(|errors| {
+            let lines: Vec<String> = errors.errors.iter().map(|e| e.to_string()).collect();
+            for line in &lines {
+                tracing::error!("reload refused, keeping the running configuration: {line}");
+            }
+            ReloadRefused::Invalid(lines)
+        })?;
+        let not_applied = self.apply(&config).await;
+        tracing::info!(file = %path.display(), "configuration reloaded");
+        if !not_applied.is_empty() {
+            tracing::warn!(
+                sections = not_applied.join(", "),
+                "these sections changed and keep their running values until rouse restarts"
+            );
+        }
+        Ok(not_applied)
+    }
+
+    /// Applies a new, already validated config: upstreams, servers and supervisors are added,
+    /// changed and removed by diff (see `Table::reloaded`), with no request lost. Returns what
+    /// it could not apply (listeners, timeouts, logging: they need a restart).
+    pub async fn apply(&self, config: &Config) -> Vec<String> {
+        let mut running = self.running.lock().await;
+        let mut not_applied = Vec::new();
+        let mut applied = config.clone();
+        if config.proxy != running.config.proxy {
+            not_applied.push("[proxy]".to_owned());
+            applied.proxy = running.config.proxy.clone();
+        }
+        if config.admin != running.config.admin {
+            not_applied.push("[admin]".to_owned());
+            applied.admin = running.config.admin.clone();
+        }
+        if config.log != running.config.log {
+            not_applied.push("[log]".to_owned());
+            applied.log = running.config.log.clone();
+        }
+        let drivers = Drivers {
+            embedded: running.drivers.embedded.clone(),
+            supervisord: supervisord_drivers(config, Some(&*running)),
+        };
+        let old = self.table.load_full();
+        let table = Arc::new(old.reloaded(config));
+        // The control plane first, so that requests the data plane sends to new servers from
+        // the next line on find them managed.
+        self.control
+            .reload(Arc::clone(&table), drivers.clone())
+            .await;
+        self.proxy.update(&table);
+        self.table.store(Arc::clone(&table));
+        // Requests held for an upstream that was replaced go on with its successor.
+        for up in &old.upstreams {
+            if !table.upstreams.iter().any(|new| Arc::ptr_eq(new, up)) {
+                up.retire();
+            }
+        }
+        *running = Running {
+            config: applied,
+            drivers,
+        };
+        not_applied
+    }
+}
