@@ -782,13 +782,7 @@ async fn an_open_websocket_keeps_its_server_up_past_idle_timeout() {
     ))
     .await;
     // The upgrade request itself wakes the server.
-    let (mut ws, resp) = timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{}/ws", rouse.addr())),
-    )
-    .await
-    .unwrap()
-    .expect("websocket handshake through rouse");
+    let (mut ws, resp) = common::websocket(rouse.addr()).await;
     assert_eq!(resp.status(), 101);
     ws.send(Message::Text("one".into())).await.unwrap();
     let got = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();

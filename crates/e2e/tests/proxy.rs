@@ -202,13 +202,7 @@ async fn a_refused_connect_is_retried_on_another_server_with_its_body() {
 async fn websocket_echo_through_rouse() {
     let backend = spawn_in_process("ws").await;
     let rouse = start_rouse(&static_upstream("app", &[], "", &[backend.addr()])).await;
-    let (mut ws, resp) = timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{}/ws", rouse.addr())),
-    )
-    .await
-    .unwrap()
-    .expect("websocket handshake through rouse");
+    let (mut ws, resp) = common::websocket(rouse.addr()).await;
     assert_eq!(resp.status(), 101);
     for i in 0..5 {
         let text = format!("hello {i}");

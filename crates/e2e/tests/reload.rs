@@ -356,13 +356,7 @@ async fn a_removed_server_kept_busy_by_a_websocket_is_stopped_after_shutdown_tim
         .expect("rouse starts");
     all_servers(&rouse, 0, ServerState::Ready).await;
     let removed = Arc::clone(&rouse.table().upstreams[0].servers[0]);
-    let (mut ws, _) = timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{}/ws", rouse.addr())),
-    )
-    .await
-    .unwrap()
-    .expect("websocket through rouse");
+    let (mut ws, _) = common::websocket(rouse.addr()).await;
     assert_eq!(removed.in_flight(), 1);
 
     let reloaded = tokio::time::Instant::now();

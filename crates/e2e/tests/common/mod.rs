@@ -295,3 +295,20 @@ pub fn assert_all_ok_from(answers: &[Answer], ids: &[&str]) {
         );
     }
 }
+
+/// A WebSocket client connected to the test backend's `/ws` through rouse at `rouse`; panics
+/// unless the handshake (101) completes within `WAIT`.
+pub async fn websocket(
+    rouse: SocketAddr,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("ws://{rouse}/ws")),
+    )
+    .await
+    .expect("the WebSocket handshake within WAIT")
+    .expect("a WebSocket handshake through rouse")
+}
