@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{
     Answer, Load, WAIT, backend_pids, backend_server, by_body, client, embedded_upstream,
-    free_addrs, get, log_if_asked, refuses, start_rouse, url,
+    free_addrs, get, held, log_if_asked, refuses, start_rouse, state, states, url, wait_state,
 };
 use futures_util::{SinkExt, StreamExt};
 use rouse::Rouse;
@@ -24,31 +24,6 @@ use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
 // === helpers ===
-
-fn state(r: &Rouse, u: usize, i: usize) -> &'static str {
-    r.table().upstreams[u].servers[i].state().as_str()
-}
-
-fn states(r: &Rouse, u: usize) -> Vec<&'static str> {
-    r.table().upstreams[u]
-        .servers
-        .iter()
-        .map(|s| s.state().as_str())
-        .collect()
-}
-
-fn held(r: &Rouse, u: usize) -> usize {
-    r.table().upstreams[u].held()
-}
-
-async fn wait_state(r: &Rouse, u: usize, i: usize, want: &str, within: Duration) {
-    wait_until(
-        &format!("server {i} of upstream {u} to be {want}"),
-        within,
-        || async { state(r, u, i) == want },
-    )
-    .await;
-}
 
 /// Watches server `i` of upstream `u` from a thread of its own, polling every 100 µs (a server
 /// revived at once is `failed` for well under a millisecond), and records each state with the

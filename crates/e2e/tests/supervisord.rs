@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{Answer, Load, WAIT, backend_pids, by_body, client, refuses, start_rouse, url};
+use common::{
+    Answer, Load, WAIT, backend_pids, by_body, client, held, refuses, start_rouse, state, states,
+    url, wait_state,
+};
 use rouse::Rouse;
 use rouse_e2e::{Program, SupervisordProcess, stats, unique_addr, wait_until};
 use tokio::time::{Instant, sleep, timeout};
@@ -58,34 +61,6 @@ async fn start_rouse_with(proxy: &str, toml: &str) -> Rouse {
     Rouse::start(common::config_with(proxy, toml))
         .await
         .expect("rouse starts")
-}
-
-fn state(r: &Rouse, u: usize, i: usize) -> &'static str {
-    r.table().upstreams[u].servers[i].state().as_str()
-}
-
-fn states(r: &Rouse, u: usize) -> Vec<&'static str> {
-    r.table().upstreams[u]
-        .servers
-        .iter()
-        .map(|s| s.state().as_str())
-        .collect()
-}
-
-fn held(r: &Rouse, u: usize) -> usize {
-    r.table().upstreams[u].held()
-}
-
-async fn wait_state(r: &Rouse, u: usize, i: usize, want: &str, within: Duration) {
-    wait_until(
-        &format!(
-            "server {i} of upstream {u} to be {want} (now {})",
-            state(r, u, i)
-        ),
-        within,
-        || async { state(r, u, i) == want },
-    )
-    .await;
 }
 
 async fn wait_sd_state(sd: &SupervisordProcess, program: &str, want: &str, within: Duration) {

@@ -312,3 +312,35 @@ pub async fn websocket(
     .expect("the WebSocket handshake within WAIT")
     .expect("a WebSocket handshake through rouse")
 }
+
+// === the states rouse's table shows ===
+
+/// The state of server `i` of upstream `u`, as `/status` names it.
+pub fn state(r: &Rouse, u: usize, i: usize) -> &'static str {
+    r.table().upstreams[u].servers[i].state().as_str()
+}
+
+pub fn states(r: &Rouse, u: usize) -> Vec<&'static str> {
+    r.table().upstreams[u]
+        .servers
+        .iter()
+        .map(|s| s.state().as_str())
+        .collect()
+}
+
+pub fn held(r: &Rouse, u: usize) -> usize {
+    r.table().upstreams[u].held()
+}
+
+/// Waits, at most `within`, for server `i` of upstream `u` to be `want`.
+pub async fn wait_state(r: &Rouse, u: usize, i: usize, want: &str, within: Duration) {
+    rouse_e2e::wait_until(
+        &format!(
+            "server {i} of upstream {u} to be {want} (now {})",
+            state(r, u, i)
+        ),
+        within,
+        || async { state(r, u, i) == want },
+    )
+    .await;
+}
