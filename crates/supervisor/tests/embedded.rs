@@ -1,5 +1,7 @@
 //! The embedded driver against real child processes (/bin/sh and sleep).
 
+mod common;
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,12 +47,7 @@ fn fast() -> EmbeddedOptions {
 }
 
 async fn info(sup: &Embedded, program: &str) -> ProcessInfo {
-    sup.observe()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| i.program == program)
-        .unwrap_or_else(|| panic!("{program} not observed"))
+    common::info(sup, program).await
 }
 
 async fn wait_state(
@@ -59,18 +56,7 @@ async fn wait_state(
     state: ProcessState,
     within: Duration,
 ) -> ProcessInfo {
-    let deadline = Instant::now() + within;
-    loop {
-        let i = info(sup, program).await;
-        if i.state == state {
-            return i;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{program} not {state} within {within:?}: {i:?}"
-        );
-        sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_state_every(sup, program, state, within, Duration::from_millis(10)).await
 }
 
 /// The next event about `program`.

@@ -2,6 +2,8 @@
 //! which scripts/test.sh installs), each on a free loopback port or a unix socket in a
 //! temporary directory.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -231,12 +233,7 @@ impl Drop for Sd {
 }
 
 async fn info(sup: &Supervisord, program: &str) -> ProcessInfo {
-    sup.observe()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| i.program == program)
-        .unwrap_or_else(|| panic!("{program} not observed"))
+    common::info(sup, program).await
 }
 
 async fn wait_state(
@@ -245,18 +242,7 @@ async fn wait_state(
     state: ProcessState,
     within: Duration,
 ) -> ProcessInfo {
-    let deadline = Instant::now() + within;
-    loop {
-        let i = info(sup, program).await;
-        if i.state == state {
-            return i;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{program} not {state} within {within:?}: {i:?}"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_state_every(sup, program, state, within, Duration::from_millis(50)).await
 }
 
 /// The first event about `program` that `want` accepts (earlier ones are skipped).
