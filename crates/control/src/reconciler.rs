@@ -306,6 +306,9 @@ struct ServerCtl {
     start_sent: Arc<AtomicBool>,
     /// A connect check of this ready server is under way (see `Reconciler::check`).
     checking: bool,
+    /// Drained by hand: stopped at this instant even if something is still in flight (an
+    /// operator's stop must end, as a shutdown does: `shutdown_timeout`).
+    drain_by: Option<Instant>,
     /// The current `starting` is an adoption of a process found running, not a start of ours:
     /// its probe time is not a start time.
     adopted: bool,
@@ -384,6 +387,17 @@ impl Reconciler {
                 && !self.ups[u].ctls[i].checking
             {
                 self.check(u, i);
+            }
+            if s.state() == ServerState::Draining
+                && self.ups[u].ctls[i].drain_by.is_some_and(|by| now >= by)
+            {
+                tracing::warn!(
+                    upstream = up.name(),
+                    server = %s.address(),
+                    in_flight = s.in_flight(),
+                    "stopping a server drained by hand that is still busy after shutdown_timeout"
+                );
+                self.stop(u, i, StopReason::Manual, now);
             }
             // A failed server may start again once it has cooled down.
             let ctl = &self.ups[u].ctls[i];

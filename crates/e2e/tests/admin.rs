@@ -931,3 +931,52 @@ async fn reload_without_a_file_is_409() {
     assert_eq!(r.status, 409, "{r:?}");
     assert_eq!(r.json()["error"], "no-file");
 }
+
+/// A manual stop drains first (an open WebSocket keeps the server up), but not for ever: after
+/// `shutdown_timeout` the server is stopped anyway, as a shutdown would, and the socket ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_stop_waits_for_a_websocket_at_most_shutdown_timeout() {
+    use futures_util::StreamExt;
+    log_if_asked();
+    let [a0] = free_addrs();
+    let config = common::config_with(
+        "shutdown_timeout = \"1s\"",
+        &format!(
+            "{ADMIN}{}",
+            embedded_upstream(
+                "app",
+                &[],
+                "",
+                // The test backend waits for its WebSockets on SIGTERM: SIGKILL comes sooner.
+                &[backend_server(a0, "s0", &[], "stop_timeout = \"500ms\"")],
+            )
+        ),
+    );
+    let rouse = Rouse::start(config).await.expect("rouse starts");
+    let (mut ws, _) = common::websocket(rouse.addr()).await;
+    wait_state(&rouse, "app", 0, "ready").await;
+
+    let asked = tokio::time::Instant::now();
+    let r = post(&rouse, "/upstreams/app/servers/0/stop", None).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        server(&status(&rouse).await, "app", 0)["state"],
+        "draining",
+        "its WebSocket is open"
+    );
+    wait_state(&rouse, "app", 0, "stopped").await;
+    assert!(asked.elapsed() >= std::time::Duration::from_millis(900));
+    wait_until("s0's port to close", WAIT, || refuses(a0)).await;
+    let end = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("the socket ends");
+    assert!(
+        !matches!(
+            end,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))
+        ),
+        "{end:?}"
+    );
+    rouse.shutdown().await;
+}

@@ -14,6 +14,7 @@ impl Reconciler {
         let sc = &mut ctl.ctls[i];
         sc.generation += 1;
         sc.start_at = Some(now);
+        sc.drain_by = None;
         sc.previous_run = true;
         sc.adopted = false;
         sc.failed_unreachable = false;
@@ -61,6 +62,7 @@ impl Reconciler {
         if !self.set(u, i, Event::StopIssued, now) {
             return;
         }
+        self.ups[u].ctls[i].drain_by = None;
         let ctl = &self.ups[u];
         let server = Arc::clone(&ctl.servers[i]);
         tracing::info!(
@@ -107,6 +109,7 @@ impl Reconciler {
         let sc = &mut ctl.ctls[i];
         sc.generation += 1;
         sc.start_at = Some(now);
+        sc.drain_by = None;
         sc.previous_run = false;
         // The process reported is the one adopted: nothing of ours is on its way.
         sc.start_sent = Arc::new(AtomicBool::new(true));

@@ -185,6 +185,7 @@ impl Reconciler {
             (ManualOp::Stop, ServerState::Ready) => {
                 // Drained first: requests in flight finish, then rule 1 stops it.
                 self.ups[u].policy.note_drained(id, StopReason::Manual);
+                self.ups[u].ctls[i].drain_by = Some(now + self.table.retire_within);
                 self.apply(
                     u,
                     i,

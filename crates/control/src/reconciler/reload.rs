@@ -178,6 +178,7 @@ impl Reconciler {
             previous_run: false,
             start_sent: Arc::default(),
             checking: false,
+            drain_by: None,
             adopted: false,
             nothing_to_stop: false,
             failed_unreachable: false,
