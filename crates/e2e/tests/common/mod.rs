@@ -212,7 +212,7 @@ pub async fn get(c: &reqwest::Client, u: &str, headers: &[(&str, &str)]) -> Answ
             kind: String::new(),
             retry_after: None,
             content_type: String::new(),
-            body: format!("<request error: {e}>"),
+            body: format!("<request error: {}>", error_chain(&e)),
             sent,
             took: sent.elapsed(),
         },
@@ -343,4 +343,16 @@ pub async fn wait_state(r: &Rouse, u: usize, i: usize, want: &str, within: Durat
         || async { state(r, u, i) == want },
     )
     .await;
+}
+
+/// An error with its causes, `a: b: c`: reqwest's own text alone hides what went wrong.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
