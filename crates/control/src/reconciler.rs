@@ -306,8 +306,8 @@ struct ServerCtl {
     start_sent: Arc<AtomicBool>,
     /// A connect check of this ready server is under way (see `Reconciler::check`).
     checking: bool,
-    /// Drained by hand: stopped at this instant even if something is still in flight (an
-    /// operator's stop must end, as a shutdown does: `shutdown_timeout`).
+    /// Drained by hand or removed by a reload: stopped at this instant even if something is
+    /// still in flight (such a stop must end, as a shutdown does: `shutdown_timeout`).
     drain_by: Option<Instant>,
     /// The current `starting` is an adoption of a process found running, not a start of ours:
     /// its probe time is not a start time.
@@ -388,17 +388,7 @@ impl Reconciler {
             {
                 self.check(u, i);
             }
-            if s.state() == ServerState::Draining
-                && self.ups[u].ctls[i].drain_by.is_some_and(|by| now >= by)
-            {
-                tracing::warn!(
-                    upstream = up.name(),
-                    server = %s.address(),
-                    in_flight = s.in_flight(),
-                    "stopping a server drained by hand that is still busy after shutdown_timeout"
-                );
-                self.stop(u, i, StopReason::Manual, now);
-            }
+            self.stop_if_overdue(u, i, StopReason::Manual, now);
             // A failed server may start again once it has cooled down.
             let ctl = &self.ups[u].ctls[i];
             if s.state() == ServerState::Failed && !ctl.stopping_failed {

@@ -77,6 +77,25 @@ impl Reconciler {
         self.spawn_stop(u, i);
     }
 
+    /// Stops server `i` if it is draining past its `drain_by` deadline (a WebSocket that stays
+    /// open, a stuck request).
+    pub(super) fn stop_if_overdue(&mut self, u: usize, i: usize, reason: StopReason, now: Instant) {
+        let s = Arc::clone(&self.ups[u].servers[i]);
+        if s.state() != ServerState::Draining
+            || self.ups[u].ctls[i].drain_by.is_none_or(|by| now < by)
+        {
+            return;
+        }
+        tracing::warn!(
+            upstream = self.ups[u].upstream.name(),
+            server = %s.address(),
+            in_flight = s.in_flight(),
+            reason = reason.as_str(),
+            "stopping a draining server still busy after shutdown_timeout"
+        );
+        self.stop(u, i, reason, now);
+    }
+
     pub(super) fn spawn_stop(&mut self, u: usize, i: usize) {
         let ctl = &mut self.ups[u];
         let server = Arc::clone(&ctl.servers[i]);

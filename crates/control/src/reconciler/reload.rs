@@ -88,6 +88,10 @@ impl Reconciler {
                         state = %s.state(),
                         "server left the configuration (removed or changed): draining, then stopping it"
                     );
+                    let mut c = c;
+                    // An earlier deadline (a manual stop under way) stands.
+                    c.drain_by
+                        .get_or_insert(Instant::now() + table.retire_within);
                     gone.servers.push(s);
                     gone.drivers.push(d);
                     gone.ctls.push(c);
@@ -253,10 +257,8 @@ impl Reconciler {
     /// One step of retiring entry `u`'s servers: drain what serves, stop what has drained
     /// (as the policy's rule 1: only a server already draining before this step, so that a
     /// request routed to it just before the drain is counted), stop what is starting. A server
-    /// still busy after `retire_within` (a WebSocket that stays open, a stuck request) is
-    /// stopped anyway: a reload must end, as a shutdown does.
+    /// still busy `retire_within` after the reload is stopped anyway (its `drain_by`).
     pub(super) fn retire(&mut self, u: usize, now: Instant) {
-        let within = self.table.retire_within;
         for i in 0..self.ups[u].servers.len() {
             let s = Arc::clone(&self.ups[u].servers[i]);
             match s.state() {
@@ -266,15 +268,7 @@ impl Reconciler {
                 ServerState::Draining if s.in_flight() == 0 => {
                     self.stop(u, i, StopReason::Reload, now)
                 }
-                ServerState::Draining if now >= s.since() + within => {
-                    tracing::warn!(
-                        upstream = self.ups[u].upstream.name(),
-                        server = %s.address(),
-                        in_flight = s.in_flight(),
-                        "stopping a removed server that is still busy after {within:?} (shutdown_timeout)"
-                    );
-                    self.stop(u, i, StopReason::Reload, now)
-                }
+                ServerState::Draining => self.stop_if_overdue(u, i, StopReason::Reload, now),
                 ServerState::Starting => self.stop(u, i, StopReason::Reload, now),
                 _ => {}
             }
