@@ -109,10 +109,12 @@ impl Reloader {
         }
         let drivers = Drivers {
             embedded: running.drivers.embedded.clone(),
-            supervisord: supervisord_drivers(config, Some(&*running)),
+            supervisord: supervisord_drivers(&applied, Some(&*running)),
         };
         let old = self.table.load_full();
-        let table = Arc::new(old.reloaded(config));
+        // `applied`: a `[proxy]` change (shutdown_timeout, which bounds drains) waits for a
+        // restart like the rest of that section.
+        let table = Arc::new(old.reloaded(&applied));
         // The control plane first, so that requests the data plane sends to new servers from
         // the next line on find them managed.
         self.control
