@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use common::{
     Answer, Load, WAIT, backend_pids, backend_server, by_body, client, embedded_upstream,
-    free_addrs, get, held, log_if_asked, refuses, start_rouse, state, states, url, wait_state,
+    free_addrs, get, held, log_if_asked, refuses, spawn_gets, start_rouse, state, states, url,
+    wait_state,
 };
 use futures_util::{SinkExt, StreamExt};
 use rouse::Rouse;
@@ -109,12 +110,7 @@ async fn two_hundred_concurrent_first_requests_cause_one_start() {
     .await;
     let c = client();
     let u = url(rouse.addr(), "/");
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let (c, u) = (c.clone(), u.clone());
-            tokio::spawn(async move { get(&c, &u, &[]).await })
-        })
-        .collect();
+    let tasks = spawn_gets(&c, &u, &[], 200);
     // While they wait: held, one server starting, the other untouched.
     wait_until("requests held", WAIT, || async { held(&rouse, 0) > 0 }).await;
     assert_eq!(state(&rouse, 0, 1), "stopped");
@@ -583,12 +579,7 @@ async fn queue_limit_answers_the_excess_at_once() {
     .await;
     let c = client();
     let u = url(rouse.addr(), "/");
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (c, u) = (c.clone(), u.clone());
-            tokio::spawn(async move { get(&c, &u, &[]).await })
-        })
-        .collect();
+    let tasks = spawn_gets(&c, &u, &[], 20);
     let mut answers = Vec::new();
     for t in tasks {
         answers.push(timeout(WAIT, t).await.unwrap().unwrap());

@@ -228,12 +228,7 @@ async fn the_first_requests_wake_one_program_through_supervisord() {
     assert_eq!(sd.statename("app0").await.as_deref(), Some("STOPPED"));
 
     let c = client();
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (c, u) = (c.clone(), url(rouse.addr(), "/"));
-            tokio::spawn(async move { get(&c, &u, None).await })
-        })
-        .collect();
+    let tasks = common::spawn_gets(&c, &url(rouse.addr(), "/"), &[], 20);
     wait_until("the first requests to be held", WAIT, || async {
         held(&rouse, 0) > 0
     })

@@ -356,3 +356,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// `n` concurrent `GET u` (with `headers`), each in a task of its own.
+pub fn spawn_gets(
+    c: &reqwest::Client,
+    u: &str,
+    headers: &'static [(&'static str, &'static str)],
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Answer>> {
+    (0..n)
+        .map(|_| {
+            let (c, u) = (c.clone(), u.to_owned());
+            tokio::spawn(async move { get(&c, &u, headers).await })
+        })
+        .collect()
+}
