@@ -6,7 +6,9 @@
 
 pub mod backoff;
 pub mod balance;
+pub mod lifecycle;
 pub mod policy;
+pub mod reason;
 pub mod slow_start;
 pub mod state;
 pub mod transition;

@@ -25,18 +25,22 @@ pub enum Event {
     StopIssued,
     /// The supervisor reports the process gone (stopping → stopped).
     Stopped,
-    /// Connect refused while it should be up, or the process died (→ failed).
+    /// It stopped working and nothing runs that needs stopping, e.g. a program its supervisor
+    /// does not know (→ failed).
     Failed,
-    /// The supervisor reports an exit nobody asked for (→ failed).
-    ExitedUnexpectedly,
-    /// Found already running at start-up or reload, and its probe passed (stopped → ready).
+    /// The stop of a server that failed is through (stopping → failed, to cool down).
+    FailureStopped,
+    /// A failed server's cool-down is over, or its supervisor answers again (failed → stopped).
+    CooledDown,
+    /// Found already running at start-up, reload or later: probed before it takes requests
+    /// (stopped or failed → starting).
     Adopted,
     /// Stopped behind rouse's back, e.g. `supervisorctl stop` (→ stopped).
     VanishedStopped,
 }
 
 impl Event {
-    pub const ALL: [Event; 11] = [
+    pub const ALL: [Event; 12] = [
         Event::StartIssued,
         Event::Ready,
         Event::StartFailed,
@@ -45,7 +49,8 @@ impl Event {
         Event::StopIssued,
         Event::Stopped,
         Event::Failed,
-        Event::ExitedUnexpectedly,
+        Event::FailureStopped,
+        Event::CooledDown,
         Event::Adopted,
         Event::VanishedStopped,
     ];
@@ -61,7 +66,8 @@ impl Event {
             Event::StopIssued => "stop_issued",
             Event::Stopped => "stopped",
             Event::Failed => "failed",
-            Event::ExitedUnexpectedly => "exited_unexpectedly",
+            Event::FailureStopped => "failure_stopped",
+            Event::CooledDown => "cooled_down",
             Event::Adopted => "adopted",
             Event::VanishedStopped => "vanished_stopped",
         }
@@ -79,7 +85,8 @@ impl Event {
             Event::StopIssued => "stop",
             Event::Stopped => "mark stopped",
             Event::Failed => "mark failed",
-            Event::ExitedUnexpectedly => "record an unexpected exit of",
+            Event::FailureStopped => "end the failure stop of",
+            Event::CooledDown => "end the cool-down of",
             Event::Adopted => "adopt",
             Event::VanishedStopped => "record a stop behind our back of",
         }
@@ -111,12 +118,15 @@ impl std::error::Error for Refused {}
 ///
 /// Each event has a single destination whatever its origin, which keeps the table one row per
 /// event. Notable absences, each deliberate:
-/// - `stopping` leaves only by `Stopped`: a stop sent to the supervisor cannot be taken back, so a
-///   start or a failure report has to wait until the process is gone.
-/// - `Adopted` only from `stopped`: rouse starts every server as stopped and adopts what the
-///   supervisor reports RUNNING; a server rouse already tracks as up needs no adoption.
-/// - `failed` is left by a (revival) start, a stop, or the supervisor reporting it stopped; never
-///   straight to `ready`, so a failed process is always restarted and probed again.
+/// - `stopping` leaves only once the stop is through (`Stopped`, or `FailureStopped` when the
+///   server is stopped because it failed): a stop sent to the supervisor cannot be taken back,
+///   so a start or a failure report has to wait until the process is gone. This is also why a
+///   server that fails goes through `stopping`: its revival can never race its stop.
+/// - `Adopted` only from `stopped` or `failed`: a server rouse already tracks as up needs no
+///   adoption; an adopted process is probed (`starting`) before it takes requests.
+/// - `failed` is left by a (revival) start, a stop, the end of its cool-down, or the supervisor
+///   reporting it stopped; never straight to `ready`, so a failed process is always restarted
+///   and probed again.
 /// - no self-transitions: a repeated `Drain` or `StartIssued` is a bug or a stale observation,
 ///   and the caller should hear about it.
 const TABLE: &[(Event, &[S], S)] = &[
@@ -136,12 +146,9 @@ const TABLE: &[(Event, &[S], S)] = &[
         &[S::Ready, S::Draining, S::Starting],
         S::Failed,
     ),
-    (
-        Event::ExitedUnexpectedly,
-        &[S::Ready, S::Draining, S::Starting],
-        S::Failed,
-    ),
-    (Event::Adopted, &[S::Stopped], S::Ready),
+    (Event::FailureStopped, &[S::Stopping], S::Failed),
+    (Event::CooledDown, &[S::Failed], S::Stopped),
+    (Event::Adopted, &[S::Stopped, S::Failed], S::Starting),
     (
         Event::VanishedStopped,
         &[S::Ready, S::Draining, S::Starting, S::Failed],
@@ -166,7 +173,7 @@ mod tests {
 
     /// Every (state, event) pair, written out: changing the table means changing this list, on
     /// purpose. `None` = refused.
-    const EXPECTED: [(S, Event, Option<S>); 66] = [
+    const EXPECTED: [(S, Event, Option<S>); 72] = [
         // stopped
         (S::Stopped, E::StartIssued, Some(S::Starting)),
         (S::Stopped, E::Ready, None),
@@ -176,8 +183,9 @@ mod tests {
         (S::Stopped, E::StopIssued, None),
         (S::Stopped, E::Stopped, None),
         (S::Stopped, E::Failed, None),
-        (S::Stopped, E::ExitedUnexpectedly, None),
-        (S::Stopped, E::Adopted, Some(S::Ready)),
+        (S::Stopped, E::FailureStopped, None),
+        (S::Stopped, E::CooledDown, None),
+        (S::Stopped, E::Adopted, Some(S::Starting)),
         (S::Stopped, E::VanishedStopped, None),
         // starting
         (S::Starting, E::StartIssued, None),
@@ -188,7 +196,8 @@ mod tests {
         (S::Starting, E::StopIssued, Some(S::Stopping)),
         (S::Starting, E::Stopped, None),
         (S::Starting, E::Failed, Some(S::Failed)),
-        (S::Starting, E::ExitedUnexpectedly, Some(S::Failed)),
+        (S::Starting, E::FailureStopped, None),
+        (S::Starting, E::CooledDown, None),
         (S::Starting, E::Adopted, None),
         (S::Starting, E::VanishedStopped, Some(S::Stopped)),
         // ready
@@ -200,7 +209,8 @@ mod tests {
         (S::Ready, E::StopIssued, Some(S::Stopping)),
         (S::Ready, E::Stopped, None),
         (S::Ready, E::Failed, Some(S::Failed)),
-        (S::Ready, E::ExitedUnexpectedly, Some(S::Failed)),
+        (S::Ready, E::FailureStopped, None),
+        (S::Ready, E::CooledDown, None),
         (S::Ready, E::Adopted, None),
         (S::Ready, E::VanishedStopped, Some(S::Stopped)),
         // draining
@@ -212,7 +222,8 @@ mod tests {
         (S::Draining, E::StopIssued, Some(S::Stopping)),
         (S::Draining, E::Stopped, None),
         (S::Draining, E::Failed, Some(S::Failed)),
-        (S::Draining, E::ExitedUnexpectedly, Some(S::Failed)),
+        (S::Draining, E::FailureStopped, None),
+        (S::Draining, E::CooledDown, None),
         (S::Draining, E::Adopted, None),
         (S::Draining, E::VanishedStopped, Some(S::Stopped)),
         // stopping
@@ -224,7 +235,8 @@ mod tests {
         (S::Stopping, E::StopIssued, None),
         (S::Stopping, E::Stopped, Some(S::Stopped)),
         (S::Stopping, E::Failed, None),
-        (S::Stopping, E::ExitedUnexpectedly, None),
+        (S::Stopping, E::FailureStopped, Some(S::Failed)),
+        (S::Stopping, E::CooledDown, None),
         (S::Stopping, E::Adopted, None),
         (S::Stopping, E::VanishedStopped, None),
         // failed
@@ -236,8 +248,9 @@ mod tests {
         (S::Failed, E::StopIssued, Some(S::Stopping)),
         (S::Failed, E::Stopped, None),
         (S::Failed, E::Failed, None),
-        (S::Failed, E::ExitedUnexpectedly, None),
-        (S::Failed, E::Adopted, None),
+        (S::Failed, E::FailureStopped, None),
+        (S::Failed, E::CooledDown, Some(S::Stopped)),
+        (S::Failed, E::Adopted, Some(S::Starting)),
         (S::Failed, E::VanishedStopped, Some(S::Stopped)),
     ];
 
@@ -297,6 +310,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Event::ALL.len());
-        assert_eq!(E::ExitedUnexpectedly.to_string(), "exited_unexpectedly");
+        assert_eq!(E::FailureStopped.to_string(), "failure_stopped");
     }
 }
