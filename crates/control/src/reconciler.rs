@@ -1,28 +1,23 @@
 //! The reconciler loop: observe, decide, act.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rouse_config::{Readiness, SupervisorRef, UpstreamConfig};
-use rouse_core::policy::{
-    Action, ScalePolicy, ScaleSettings, ServerView, StopReason, UpstreamView,
-};
+use rouse_core::lifecycle::{self, Input, Lifecycle};
+use rouse_core::policy::{Action, ScalePolicy, ScaleSettings, ServerView, UpstreamView};
+use rouse_core::reason::StartReason;
 use rouse_core::state::ServerState;
-use rouse_core::transition::{self, Event};
-use std::time::SystemTime;
 
-use rouse_state::metrics::{StartLabels, StopLabels};
-use rouse_state::{Entry, Metrics, Server, Table, Upstream};
-use rouse_supervisor::{Embedded, ProcessInfo, ProcessState, Supervisor, SupervisorError};
+use rouse_state::{Server, ServerId, Table, Upstream};
+use rouse_supervisor::{Embedded, ProcessInfo, Supervisor};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-mod actions;
-mod events;
+mod effects;
 mod manual;
 mod record;
 mod reload;
@@ -44,8 +39,6 @@ const TICK: Duration = Duration::from_millis(250);
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// How long the first read of a supervisor's process states may take.
 const INITIAL_OBSERVE: Duration = Duration::from_secs(10);
-/// "supervisor" readiness polls the supervisor this often while a server starts.
-const OBSERVE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The supervisors an upstream can name.
 #[derive(Default, Clone)]
@@ -89,8 +82,11 @@ impl Control {
             ups: Vec::new(),
             programs: HashMap::new(),
             ids: HashMap::new(),
-            next_id: 0,
             forwarders: Vec::new(),
+            embedded: drivers
+                .embedded
+                .as_ref()
+                .map(|e| Arc::clone(e) as Arc<dyn Supervisor>),
             tx,
             stop: stop.clone(),
         };
@@ -120,6 +116,12 @@ impl Control {
     /// Stops deciding, then stops every embedded child (supervisord's programs are left as they
     /// are: supervisord owns them, and the next rouse adopts them).
     pub async fn shutdown(mut self) {
+        // The loop counts the stops the embedded supervisor is about to make (reason
+        // `shutdown`), then decides nothing more.
+        let (reply, done) = tokio::sync::oneshot::channel();
+        if self.handle.tx.send(Msg::Shutdown { reply }).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        }
         self.stop.cancel();
         if let Some(t) = self.task.take() {
             let _ = t.await;
@@ -194,8 +196,7 @@ async fn forward_failures(
     }
 }
 
-/// What tasks report back to the loop. `generation` ties a report to the start it belongs to,
-/// so a late answer about an earlier attempt is ignored.
+/// What reaches the loop: commands, and the answers of the tasks it spawned.
 enum Msg {
     Reload {
         table: Arc<Table>,
@@ -208,62 +209,29 @@ enum Msg {
         op: ManualOp,
         reply: tokio::sync::oneshot::Sender<Result<String, ManualError>>,
     },
-    Started {
-        /// The server's `ServerCtl::id`.
-        id: usize,
-        generation: u64,
-        result: Result<(), StartFailure>,
+    Shutdown {
+        reply: tokio::sync::oneshot::Sender<()>,
     },
-    Probed {
-        /// The server's `ServerCtl::id`.
-        id: usize,
-        generation: u64,
-        result: Result<(), NotReady>,
-    },
-    StopDone {
-        /// The server's `ServerCtl::id`.
-        id: usize,
-        generation: u64,
-        result: Result<(), String>,
-    },
-    /// Whether a ready server the data plane could not connect to accepts connections.
-    Checked {
-        id: usize,
-        generation: u64,
-        result: Result<(), String>,
+    /// A task's answer for server `id`'s lifecycle (a start, probe, stop or check).
+    Answer {
+        id: ServerId,
+        input: Input,
     },
     Process(String, ProcessInfo),
-    /// The data plane saw a connect fail; `reconcile` (run after every message) acts on it.
+    /// The data plane saw a connect fail; the loop (run after every message) acts on it.
     PassiveFailure,
 }
 
-/// Why the supervisor did not start a server.
-struct StartFailure {
-    why: String,
-    /// The supervisor does not know the program.
-    bad_name: bool,
-    /// The supervisor could not be reached (or refused rouse's credentials): the server itself
-    /// is not to blame.
-    unreachable: bool,
-}
-
-/// Why a started server did not become ready.
-enum NotReady {
-    /// Still not ready when `start_timeout` ran out (the last probe's error).
-    TimedOut(String),
-    /// The supervisor reported the process dead (FATAL, EXITED) while it started.
-    Died(String),
-}
-
+/// The loop's entry for one upstream (or, retiring, for the servers a reload removed from it).
 struct UpCtl {
     upstream: Arc<Upstream>,
-    /// The servers this entry controls: its upstream's, in their order; in a retiring entry,
-    /// the servers a reload dropped from it.
+    /// Its upstream's servers, in their order; in a retiring entry, the servers a reload
+    /// dropped from it.
     servers: Vec<Arc<Server>>,
     /// Per server: who runs it.
     drivers: Vec<Arc<dyn Supervisor>>,
-    /// Per server: the loop's own memory of it.
-    ctls: Vec<ServerCtl>,
+    /// Per server: its lifecycle, all rouse knows of it.
+    lives: Vec<Life>,
     policy: ScalePolicy,
     meter: RateMeter,
     /// Requests/s at the last tick.
@@ -271,56 +239,13 @@ struct UpCtl {
     /// The servers were dropped by a reload: they are drained and stopped, not scaled, and the
     /// entry goes once all are down.
     retiring: bool,
+    settings: lifecycle::Settings,
 }
 
-struct ServerCtl {
-    /// Unique for the life of the loop: what the policy and the task reports name the server
-    /// by, since a reload moves servers around.
-    id: usize,
+struct Life {
+    lifecycle: Lifecycle,
     /// Stops relaying the server's passive failures once the loop forgets it.
     _failures: DropGuard,
-    generation: u64,
-    start_at: Option<Instant>,
-    /// Consecutive failed starts or crashes, for the cool-down before it may start again.
-    failures: u32,
-    /// A failed server's process is being stopped.
-    stopping_failed: bool,
-    /// Cancelled once the last stop issued for this server has finished. A start waits for it:
-    /// issued while the stop of a failed process is still under way, the start would otherwise
-    /// race it, and a stop that lands second kills the new process (or a start that lands
-    /// first finds the old run still up and does nothing), leaving the server `starting` with
-    /// nothing to become ready until `start_timeout`.
-    stop_done: Option<CancellationToken>,
-    /// Set when a start is issued, until the supervisor reports the new process (STARTING,
-    /// RUNNING or BACKOFF). Until then a report of an exit or a stop is about the previous
-    /// process: its last events can still be on their way (the driver's broadcast, then the
-    /// relay into this loop) when the next start is issued or even when the new process passes
-    /// its readiness probe, and acting on them failed a perfectly good new process.
-    previous_run: bool,
-    /// Set by the start task once the start has gone to the supervisor (after waiting for the
-    /// previous stop). Before that, no report can be about the new process: a BACKOFF or
-    /// RUNNING then is the previous run's, and must not end `previous_run` (it did: a failed
-    /// start's own BACKOFF, relayed after the revival was issued, passed for the new attempt's,
-    /// and the failure stop's STOPPED that followed then "stopped the server outside rouse",
-    /// which started it a third time and kept the requests waiting for that one).
-    start_sent: Arc<AtomicBool>,
-    /// A connect check of this ready server is under way (see `Reconciler::check`).
-    checking: bool,
-    /// Drained by hand or removed by a reload: stopped at this instant even if something is
-    /// still in flight (such a stop must end, as a shutdown does: `shutdown_timeout`).
-    drain_by: Option<Instant>,
-    /// The current `starting` is an adoption of a process found running, not a start of ours:
-    /// its probe time is not a start time.
-    adopted: bool,
-    /// The start being failed never made a process (the supervisor does not know the
-    /// program): there is nothing for the failure's stop to stop, and asking would only fail
-    /// the same way again.
-    nothing_to_stop: bool,
-    /// It is `failed` because its supervisor could not be reached when it was to start. The
-    /// supervisor's next report (it answers again) ends the cool-down at once: the failure was
-    /// the supervisor's absence, not the server's, and requests must not keep getting that
-    /// error once it is back.
-    failed_unreachable: bool,
 }
 
 fn settings(c: &UpstreamConfig, revive_backoff: rouse_core::backoff::Backoff) -> ScaleSettings {
@@ -335,17 +260,26 @@ fn settings(c: &UpstreamConfig, revive_backoff: rouse_core::backoff::Backoff) ->
     }
 }
 
+fn lifecycle_settings(up: &Upstream) -> lifecycle::Settings {
+    lifecycle::Settings {
+        start_timeout: up.config.start_timeout,
+        backoff: up.backoff,
+        ready_by_supervisor: up.config.ready == Readiness::Supervisor,
+    }
+}
+
 struct Reconciler {
     table: Arc<Table>,
     /// Live upstreams in table order, then retiring entries.
     ups: Vec<UpCtl>,
     /// (driver name, program) → (position in `ups`, position in its `servers`).
     programs: HashMap<(String, String), (usize, usize)>,
-    /// `ServerCtl::id` → (position in `ups`, position in its `servers`).
-    ids: HashMap<usize, (usize, usize)>,
-    next_id: usize,
+    /// Server → (position in `ups`, position in its `servers`).
+    ids: HashMap<ServerId, (usize, usize)>,
     /// One relay of process events per driver in use, stopped once no server uses it.
     forwarders: Vec<(Arc<dyn Supervisor>, DropGuard)>,
+    /// The embedded supervisor, whose children stop with rouse.
+    embedded: Option<Arc<dyn Supervisor>>,
     tx: mpsc::UnboundedSender<Msg>,
     stop: CancellationToken,
 }
@@ -359,133 +293,160 @@ impl Reconciler {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                Some(msg) = rx.recv() => self.on_msg(msg),
+                Some(msg) = rx.recv() => {
+                    if self.on_msg(msg) {
+                        return;
+                    }
+                }
                 _ = self.table.demand.notified() => {}
                 _ = tick.tick() => sample = true,
             }
             let now = Instant::now();
             let busy = self.busy();
             for u in 0..self.ups.len() {
-                if self.ups[u].retiring {
-                    self.retire(u, now);
-                } else {
-                    self.reconcile(u, now, sample, &busy);
+                self.tick(u, now);
+                if !self.ups[u].retiring {
+                    self.decide(u, now, sample, &busy);
                 }
             }
             self.forget_retired();
         }
     }
 
-    fn reconcile(&mut self, u: usize, now: Instant, sample: bool, busy: &Busy) {
-        let up = Arc::clone(&self.ups[u].upstream);
-        for i in 0..self.ups[u].servers.len() {
-            let s = Arc::clone(&self.ups[u].servers[i]);
-            // The data plane could not connect to a server that should be up: the balancer
-            // already leaves it out; the loop checks before failing (and stopping) it.
-            if s.state() == ServerState::Ready
-                && s.passively_failed(now)
-                && !self.ups[u].ctls[i].checking
-            {
-                self.check(u, i);
+    /// What happened; true when the loop must end (shutdown).
+    fn on_msg(&mut self, msg: Msg) -> bool {
+        let now = Instant::now();
+        match msg {
+            Msg::Manual {
+                upstream,
+                index,
+                op,
+                reply,
+            } => {
+                let _ = reply.send(self.manual(&upstream, index, op, now));
             }
-            self.stop_if_overdue(u, i, StopReason::Manual, now);
-            // A failed server may start again once it has cooled down.
-            let ctl = &self.ups[u].ctls[i];
-            if s.state() == ServerState::Failed && !ctl.stopping_failed {
-                let cool = up.backoff.delay(ctl.failures.saturating_sub(1));
-                if now >= s.since() + cool {
-                    self.cooled_down(u, i, now);
+            Msg::Reload {
+                table,
+                drivers,
+                reply,
+            } => {
+                self.set_table(table, &drivers);
+                let _ = reply.send(());
+            }
+            Msg::Shutdown { reply } => {
+                self.shutdown(now);
+                let _ = reply.send(());
+                return true;
+            }
+            Msg::Answer { id, input } => {
+                if let Some(&(u, i)) = self.ids.get(&id) {
+                    self.feed(u, i, input, now);
                 }
             }
+            Msg::Process(driver, info) => {
+                if let Some(&(u, i)) = self.programs.get(&(driver, info.program.clone())) {
+                    // Any report means the supervisor answers (again).
+                    self.feed(u, i, Input::SupervisorAnswers, now);
+                    let input = Input::Reported {
+                        process: effects::process(info.state),
+                        pid: info.pid,
+                        description: info.description,
+                    };
+                    self.feed(u, i, input, now);
+                }
+            }
+            Msg::PassiveFailure => {}
         }
+        false
+    }
+
+    /// Time passes for every server of entry `u`; a ready one the data plane could not
+    /// connect to is checked (the balancer already leaves it out).
+    fn tick(&mut self, u: usize, now: Instant) {
+        for i in 0..self.ups[u].servers.len() {
+            let s = Arc::clone(&self.ups[u].servers[i]);
+            if s.state() == ServerState::Ready && s.passively_failed(now) {
+                self.feed(u, i, Input::ConnectFailed, now);
+            }
+            let in_flight = s.in_flight();
+            self.feed(u, i, Input::Tick { in_flight }, now);
+        }
+    }
+
+    /// Asks the policy of live entry `u` what to do, and does it.
+    fn decide(&mut self, u: usize, now: Instant, sample: bool, busy: &Busy) {
         let ctl = &mut self.ups[u];
         if sample {
             ctl.rps = ctl
                 .meter
                 .sample(now, ctl.servers.iter().map(|s| s.requests()).sum());
         }
-        let rps = ctl.rps;
         // A server that replaces one still draining (same address or program) is left out
         // until that one is down: it could not start beside it.
-        let views: Vec<ServerView> = ctl
-            .servers
-            .iter()
-            .zip(&ctl.ctls)
-            .zip(&ctl.drivers)
-            .filter(|((s, _), d)| !busy.blocks(s, d.name()))
-            .map(|((s, c), _)| ServerView {
-                index: c.id,
-                state: s.state(),
-                in_flight: s.in_flight(),
-                since: s.since(),
-                last_active: s.last_active(),
+        let views: Vec<ServerView> = (0..ctl.servers.len())
+            .filter(|&i| !busy.blocks(&ctl.servers[i], &ctl.lives[i], ctl.drivers[i].name()))
+            .map(|i| ServerView {
+                index: ctl.servers[i].id().0,
+                state: ctl.lives[i].lifecycle.state(),
+                in_flight: ctl.servers[i].in_flight(),
+                since: ctl.lives[i].lifecycle.since(),
+                last_active: ctl.servers[i].last_active(),
             })
             .collect();
         let view = UpstreamView {
             servers: &views,
-            held: up.held(),
-            rps,
+            held: ctl.upstream.held(),
+            rps: ctl.rps,
             now,
         };
         let actions = ctl.policy.decide(&view);
-        for a in actions {
-            if let Some(i) = self.ups[u].position(a.index()) {
-                self.apply(u, i, a, now);
-            }
+        let reasons: Vec<Option<StartReason>> = actions
+            .iter()
+            .map(|a| match a {
+                Action::Start(i) => Some(StartReason::explain(&view, ctl.policy.settings(), *i)),
+                _ => None,
+            })
+            .collect();
+        for (a, reason) in actions.into_iter().zip(reasons) {
+            let Some(i) = self.ups[u].position(ServerId(a.index())) else {
+                continue;
+            };
+            let input = match a {
+                Action::Start(_) => Input::Start(reason.unwrap_or(StartReason::Manual)),
+                Action::Drain(_, why) => Input::Drain { why, by: None },
+                Action::Undrain(_) => Input::Undrain,
+                Action::Stop(_, why) => Input::Stop(why),
+            };
+            self.feed(u, i, input, now);
         }
     }
 
-    /// `action` is about server `i` of entry `u`.
-    fn apply(&mut self, u: usize, i: usize, action: Action, now: Instant) {
-        match action {
-            Action::Start(_) => self.start(u, i, now),
-            Action::Drain(_, reason) => {
-                if self.set(u, i, Event::Drain, now) {
-                    let s = &self.ups[u].servers[i];
-                    tracing::info!(
-                        upstream = self.ups[u].upstream.name(),
-                        server = %s.address(),
-                        reason = reason.as_str(),
-                        "draining server"
-                    );
-                    self.note(u, i, "drain", reason.as_str().to_owned());
-                }
-            }
-            Action::Undrain(_) => {
-                if self.set(u, i, Event::Undrain, now) {
-                    self.ups[u].upstream.notify_changed();
-                }
-            }
-            Action::Stop(_, reason) => self.stop(u, i, reason, now),
+    /// One step of server `i` of entry `u`'s lifecycle, and its effects carried out.
+    fn feed(&mut self, u: usize, i: usize, input: Input, now: Instant) {
+        let ctl = &mut self.ups[u];
+        let life = &mut ctl.lives[i].lifecycle;
+        let (next, effects) = life.step(&ctl.settings, input, now);
+        *life = next;
+        let server = &ctl.servers[i];
+        if server.state() != life.state() || server.since() != life.since() {
+            server.set_state(life.state(), life.since());
+        }
+        for effect in effects {
+            self.carry_out(u, i, effect);
         }
     }
 
-    /// Where the server a task report names is now, if the report is about its current
-    /// attempt (`generation`) and, when given, it is still in `state`.
-    fn locate(
-        &self,
-        id: usize,
-        generation: u64,
-        state: Option<ServerState>,
-    ) -> Option<(usize, usize)> {
-        let &(u, i) = self.ids.get(&id)?;
-        let ctl = &self.ups[u];
-        (ctl.ctls[i].generation == generation
-            && state.is_none_or(|st| ctl.servers[i].state() == st))
-        .then_some((u, i))
-    }
-
-    /// Moves a server through the state machine; a refused transition is logged and ignored.
-    fn set(&self, u: usize, i: usize, event: Event, now: Instant) -> bool {
-        let s: &Server = &self.ups[u].servers[i];
-        match transition::next(s.state(), event) {
-            Ok(next) => {
-                s.set_state(next, now);
-                true
-            }
-            Err(refused) => {
-                tracing::debug!(server = %s.address(), "{refused}");
-                false
+    /// rouse stops: the embedded supervisor stops its children, which are counted as stopped
+    /// for `shutdown`; supervisord's programs stay as they are.
+    fn shutdown(&mut self, now: Instant) {
+        let Some(embedded) = self.embedded.clone() else {
+            return;
+        };
+        for u in 0..self.ups.len() {
+            for i in 0..self.ups[u].servers.len() {
+                if reload::same_driver(&self.ups[u].drivers[i], &embedded) {
+                    self.feed(u, i, Input::Shutdown, now);
+                }
             }
         }
     }

@@ -157,8 +157,11 @@ pub enum Effect {
     Check { attempt: u64 },
     /// Connect failures the data plane saw are about a process that is gone.
     ForgetConnectFailures,
-    /// Held requests should look again (a server is ready, or no start error stands).
+    /// Held requests should look again (a server may be ready, or may take more).
     WakeHeld,
+    /// The last start error no longer stands (a new attempt, a server ready or cooled down):
+    /// held requests wait instead of getting it, and look again.
+    ForgetStartError,
     /// Held requests get this error at once, unless another server is ready or on its way.
     TellHeld(String),
     /// Something operators should see: the journal, the log, the counters.
@@ -445,9 +448,7 @@ impl Machine<'_> {
                 // A BACKOFF shows the new process too (it failed to start and is being
                 // retried), but is also an exit: it counts as one only once the new process
                 // has been seen otherwise.
-                if process.shows_a_process() {
-                    self.next.seen = true;
-                }
+                self.next.seen |= process.shows_a_process();
             }
             (
                 Phase::Starting { .. },
@@ -469,9 +470,7 @@ impl Machine<'_> {
             (Phase::Ready { .. } | Phase::Draining { .. }, Input::Reported { process, .. })
                 if !self.next.seen =>
             {
-                if matches!(process, Process::Starting | Process::Running) {
-                    self.next.seen = true;
-                }
+                self.next.seen |= matches!(process, Process::Starting | Process::Running);
             }
             (
                 Phase::Ready { .. } | Phase::Draining { .. },
@@ -564,7 +563,7 @@ impl Machine<'_> {
                 // Nothing runs (its failure stop is through): forgetting the failure is all.
                 self.record(Record::Stop(why));
                 self.go(Phase::Stopped, Some(Event::CooledDown));
-                self.effect(Effect::WakeHeld);
+                self.effect(Effect::ForgetStartError);
             }
 
             // === reload, shutdown ===
@@ -663,7 +662,7 @@ impl Machine<'_> {
         self.next.seen = false;
         self.record(Record::Start(reason));
         // Held requests now wait for this attempt rather than fail on the previous one.
-        self.effect(Effect::WakeHeld);
+        self.effect(Effect::ForgetStartError);
         self.call_start();
     }
 
@@ -745,7 +744,7 @@ impl Machine<'_> {
         let took = self.now.saturating_duration_since(at);
         let adopted = reason == StartReason::Adopted;
         self.record(Record::Ready { took, adopted });
-        self.effect(Effect::WakeHeld);
+        self.effect(Effect::ForgetStartError);
     }
 
     /// A start did not lead to a ready server. `timed_out`: left to the held requests, which
@@ -818,7 +817,7 @@ impl Machine<'_> {
     /// for a new start instead of getting the last one's error.
     fn cooled_down(&mut self) {
         self.go(Phase::Stopped, Some(Event::CooledDown));
-        self.effect(Effect::WakeHeld);
+        self.effect(Effect::ForgetStartError);
     }
 
     fn cool_down(&self) -> Duration {

@@ -1,6 +1,9 @@
 //! Why a server is started: said in the journal, the log and `/status`, so an operator can tell
 //! a burst from a floor from a hand.
 
+use crate::policy::{ScaleSettings, UpstreamView};
+use crate::state::ServerState;
+
 /// Why a start was issued (or a running process taken on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StartReason {
@@ -33,6 +36,34 @@ impl StartReason {
             StartReason::Manual => "manual",
             StartReason::Revive => "revive",
             StartReason::Adopted => "adopted",
+        }
+    }
+}
+
+impl StartReason {
+    /// Why the policy, looking at `view`, started server `index`: the first rule of the policy
+    /// that starts servers which holds in the view (see `crate::policy`).
+    pub fn explain(view: &UpstreamView, settings: &ScaleSettings, index: usize) -> StartReason {
+        let count = |state| view.servers.iter().filter(|s| s.state == state).count();
+        let ready = count(ServerState::Ready);
+        let up = ready + count(ServerState::Starting);
+        let was_failed = view
+            .servers
+            .iter()
+            .any(|s| s.index == index && s.state == ServerState::Failed);
+        if was_failed {
+            StartReason::Revive
+        } else if up == 0 && view.held > 0 {
+            StartReason::Demand { held: view.held }
+        } else if up < settings.min_servers {
+            StartReason::MinServers
+        } else {
+            let in_flight: u64 = view.servers.iter().map(|s| u64::from(s.in_flight)).sum();
+            StartReason::Load {
+                in_flight: in_flight.saturating_add(view.held as u64),
+                ready,
+                target: settings.target_in_flight.max(1),
+            }
         }
     }
 }

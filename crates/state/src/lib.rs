@@ -13,6 +13,6 @@ mod upstream;
 
 pub use journal::{Entry, Journal};
 pub use metrics::Metrics;
-pub use server::{InFlightGuard, Server};
+pub use server::{InFlightGuard, Server, ServerId};
 pub use table::Table;
 pub use upstream::{HeldGuard, Upstream};

@@ -19,8 +19,23 @@ use crate::metrics::{Metrics, RequestLabels};
 /// Status codes are three digits: every one has its slot.
 const STATUS_CODES: usize = 1000;
 
+/// Which server this is, for the life of the process: a reload that keeps a server keeps its
+/// id (it is the same object), and a new server never gets an id used before. The control plane
+/// and its tasks name servers by it, since a reload moves them around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId(pub usize);
+
+impl std::fmt::Display for ServerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
 #[derive(Debug)]
 pub struct Server {
+    id: ServerId,
     /// As configured when the server was created. A reload keeps a server whose config is
     /// unchanged but for its position and weight, so read those two through [`Server::index`]
     /// and [`Server::weight`].
@@ -52,6 +67,7 @@ impl Server {
     pub fn new(config: ServerConfig, initial: ServerState, epoch: Instant) -> Server {
         let now = ms_since(epoch, Instant::now());
         Server {
+            id: ServerId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             index: AtomicUsize::new(config.index),
             weight: AtomicU32::new(config.weight),
             epoch,
@@ -67,6 +83,10 @@ impl Server {
             passive: Mutex::new(FailureTracker::default()),
             failure_seen: Notify::new(),
         }
+    }
+
+    pub fn id(&self) -> ServerId {
+        self.id
     }
 
     /// Its position in its upstream's current config (for display: the planes address servers
@@ -112,7 +132,8 @@ impl Server {
         ServerState::from_u8(self.state.load(Ordering::Acquire)).unwrap_or(ServerState::Failed)
     }
 
-    /// Only the control plane calls this. Records when the state was entered.
+    /// Only the control plane calls this (it mirrors the server's lifecycle, for the data plane
+    /// and the admin API). Records when the state was entered.
     pub fn set_state(&self, state: ServerState, now: Instant) -> ServerState {
         self.since_ms
             .store(ms_since(self.epoch, now), Ordering::Release);

@@ -8,7 +8,9 @@
 
 use std::sync::{Arc, RwLock};
 
+use rouse_core::lifecycle::Input;
 use rouse_core::policy::StopReason;
+use rouse_core::reason::StartReason;
 use rouse_core::state::ServerState;
 use rouse_state::Table;
 use tokio::sync::oneshot;
@@ -169,33 +171,33 @@ impl Reconciler {
             }
         };
         let addr = servers[i].address();
-        let id = self.ups[u].ctls[i].id;
+        let id = servers[i].id();
         let driver = self.ups[u].drivers[i].name().to_owned();
+        let blocked = self
+            .busy()
+            .blocks(&servers[i], &self.ups[u].lives[i], &driver);
         let done = match (op, state(i)) {
-            (ManualOp::Start, ServerState::Stopped) if self.busy().blocks(&servers[i], &driver) => {
+            (ManualOp::Start, ServerState::Stopped) if blocked => {
                 return Err(ManualError::NothingToDo(format!(
                     "server {i} ({addr}) of {upstream:?} waits for the server a reload replaced to stop"
                 )));
             }
             (ManualOp::Start, ServerState::Stopped | ServerState::Failed) => {
-                self.start(u, i, now);
+                self.feed(u, i, Input::Start(StartReason::Manual), now);
                 format!("starting server {i} ({addr}) of {upstream:?}")
             }
             (ManualOp::Start, s) => format!("server {i} ({addr}) of {upstream:?} is already {s}"),
             (ManualOp::Stop, ServerState::Ready) => {
-                // Drained first: requests in flight finish, then rule 1 stops it.
-                self.ups[u].policy.note_drained(id, StopReason::Manual);
-                self.ups[u].ctls[i].drain_by = Some(now + self.table.retire_within);
-                self.apply(
-                    u,
-                    i,
-                    rouse_core::policy::Action::Drain(id, StopReason::Manual),
-                    now,
-                );
+                // Drained first: requests in flight finish, then rule 1 stops it, or the
+                // deadline does.
+                self.ups[u].policy.note_drained(id.0, StopReason::Manual);
+                let by = Some(now + self.table.retire_within);
+                let why = StopReason::Manual;
+                self.feed(u, i, Input::Drain { why, by }, now);
                 format!("draining then stopping server {i} ({addr}) of {upstream:?}")
             }
             (ManualOp::Stop, ServerState::Starting | ServerState::Failed) => {
-                self.stop(u, i, StopReason::Manual, now);
+                self.feed(u, i, Input::Stop(StopReason::Manual), now);
                 format!("stopping server {i} ({addr}) of {upstream:?}")
             }
             (ManualOp::Stop, s) => format!("server {i} ({addr}) of {upstream:?} is already {s}"),

@@ -1,11 +1,11 @@
 //! A new table generation (reload): which servers go on, which are new, which retire.
 //!
-//! `Table::reloaded` decides what a server is: a server it carried over is the same object in
-//! the new table, so the loop finds it by pointer and moves its memory (`ServerCtl`: attempt,
-//! failures, pending stop) to where the server now is. Servers no upstream of the new table
-//! holds retire: drained while their requests finish (WebSockets included), stopped through
-//! the supervisor that runs them, then forgotten by the loop and by that supervisor. A new
-//! server on the address or program of one still retiring waits for it to be down.
+//! `Table::reloaded` decides what a server is: a server it carried over keeps its
+//! [`ServerId`], so the loop moves its lifecycle to where the server now is. Servers no
+//! upstream of the new table holds retire (`Input::Retire`): drained while their requests
+//! finish (WebSockets included), stopped through the supervisor that runs them, then forgotten
+//! by the loop and by that supervisor. A new server on the address or program of one still
+//! retiring waits for it to be down.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -20,9 +20,9 @@ pub(super) struct Busy {
 }
 
 impl Busy {
-    pub(super) fn blocks(&self, s: &Server, driver: &str) -> bool {
+    pub(super) fn blocks(&self, s: &Server, life: &Life, driver: &str) -> bool {
         !self.addresses.is_empty()
-            && s.state() == ServerState::Stopped
+            && life.lifecycle.state() == ServerState::Stopped
             && (self.addresses.contains(&s.address())
                 || self
                     .programs
@@ -31,36 +31,28 @@ impl Busy {
 }
 
 impl UpCtl {
-    /// Where the server with `ServerCtl::id` `id` is in this entry.
-    pub(super) fn position(&self, id: usize) -> Option<usize> {
-        self.ctls.iter().position(|c| c.id == id)
+    /// Where server `id` is in this entry.
+    pub(super) fn position(&self, id: ServerId) -> Option<usize> {
+        self.servers.iter().position(|s| s.id() == id)
     }
 }
 
-/// A retiring server is down: nothing runs, and nothing is on its way to stop it.
-fn down(s: &Server, c: &ServerCtl) -> bool {
-    match s.state() {
-        ServerState::Stopped => true,
-        ServerState::Failed => !c.stopping_failed,
-        _ => false,
-    }
-}
-
-fn same_driver(a: &Arc<dyn Supervisor>, b: &Arc<dyn Supervisor>) -> bool {
+pub(super) fn same_driver(a: &Arc<dyn Supervisor>, b: &Arc<dyn Supervisor>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
 impl Reconciler {
     /// Takes `table` as the current generation (also the first one, from an empty loop).
     pub(super) fn set_table(&mut self, table: Arc<Table>, drivers: &Drivers) {
+        let now = Instant::now();
         let old = std::mem::take(&mut self.ups);
-        let kept: HashSet<*const Server> = table
+        let kept: HashSet<ServerId> = table
             .upstreams
             .iter()
-            .flat_map(|u| u.servers.iter().map(Arc::as_ptr))
+            .flat_map(|u| u.servers.iter().map(|s| s.id()))
             .collect();
-        // What goes on: servers by pointer, policies by upstream name.
-        let mut carried: HashMap<*const Server, ServerCtl> = HashMap::new();
+        // What goes on: lifecycles by server, policies by upstream name.
+        let mut carried: HashMap<ServerId, Life> = HashMap::new();
         let mut policies: HashMap<String, (Arc<Upstream>, ScalePolicy, RateMeter)> = HashMap::new();
         let mut retiring = Vec::new();
         for up in old {
@@ -71,16 +63,17 @@ impl Reconciler {
             let mut gone = UpCtl {
                 servers: Vec::new(),
                 drivers: Vec::new(),
-                ctls: Vec::new(),
+                lives: Vec::new(),
                 retiring: true,
                 policy: ScalePolicy::new(up.policy.settings().clone()),
                 meter: RateMeter::new(RATE_WINDOW),
                 rps: 0.0,
+                settings: up.settings,
                 upstream: Arc::clone(&up.upstream),
             };
-            for ((s, d), c) in up.servers.into_iter().zip(up.drivers).zip(up.ctls) {
-                if kept.contains(&Arc::as_ptr(&s)) {
-                    carried.insert(Arc::as_ptr(&s), c);
+            for ((s, d), life) in up.servers.into_iter().zip(up.drivers).zip(up.lives) {
+                if kept.contains(&s.id()) {
+                    carried.insert(s.id(), life);
                 } else {
                     tracing::info!(
                         upstream = up.upstream.name(),
@@ -88,13 +81,9 @@ impl Reconciler {
                         state = %s.state(),
                         "server left the configuration (removed or changed): draining, then stopping it"
                     );
-                    let mut c = c;
-                    // An earlier deadline (a manual stop under way) stands.
-                    c.drain_by
-                        .get_or_insert(Instant::now() + table.retire_within);
                     gone.servers.push(s);
                     gone.drivers.push(d);
-                    gone.ctls.push(c);
+                    gone.lives.push(life);
                 }
             }
             if !gone.servers.is_empty() {
@@ -115,13 +104,13 @@ impl Reconciler {
             else {
                 continue;
             };
-            let ctls = upstream
+            let lives = upstream
                 .servers
                 .iter()
                 .map(|s| {
                     carried
-                        .remove(&Arc::as_ptr(s))
-                        .unwrap_or_else(|| self.new_ctl(s))
+                        .remove(&s.id())
+                        .unwrap_or_else(|| self.new_life(s, now))
                 })
                 .collect();
             let revive = upstream.backoff;
@@ -150,42 +139,37 @@ impl Reconciler {
                 upstream: Arc::clone(upstream),
                 servers: upstream.servers.clone(),
                 drivers: server_drivers,
-                ctls,
+                lives,
                 policy,
                 meter,
                 rps: 0.0,
                 retiring: false,
+                settings: lifecycle_settings(upstream),
             });
         }
+        let first_retiring = self.ups.len();
         self.ups.extend(retiring);
         self.table = table;
         self.rebuild();
+        // An earlier deadline (a manual stop under way) stands: `Retire` keeps the sooner one.
+        let by = now + self.table.retire_within;
+        for u in first_retiring..self.ups.len() {
+            for i in 0..self.ups[u].servers.len() {
+                self.feed(u, i, Input::Retire { by }, now);
+            }
+        }
     }
 
-    fn new_ctl(&mut self, server: &Arc<Server>) -> ServerCtl {
-        let id = self.next_id;
-        self.next_id += 1;
+    fn new_life(&mut self, server: &Arc<Server>, now: Instant) -> Life {
         let relay = self.stop.child_token();
         tokio::spawn(forward_failures(
             Arc::clone(server),
             self.tx.clone(),
             relay.clone(),
         ));
-        ServerCtl {
-            id,
+        Life {
+            lifecycle: Lifecycle::new(now),
             _failures: relay.drop_guard(),
-            generation: 0,
-            start_at: None,
-            failures: 0,
-            stopping_failed: false,
-            stop_done: None,
-            previous_run: false,
-            start_sent: Arc::default(),
-            checking: false,
-            drain_by: None,
-            adopted: false,
-            nothing_to_stop: false,
-            failed_unreachable: false,
         }
     }
 
@@ -197,8 +181,8 @@ impl Reconciler {
         // Retiring entries come last, so a program a retiring server and a new one share maps
         // to the retiring one (the one with a process) until it is down.
         for (u, up) in self.ups.iter().enumerate() {
-            for (i, (c, d)) in up.ctls.iter().zip(&up.drivers).enumerate() {
-                self.ids.insert(c.id, (u, i));
+            for (i, (s, d)) in up.servers.iter().zip(&up.drivers).enumerate() {
+                self.ids.insert(s.id(), (u, i));
                 let program = up.servers[i].config.program.clone();
                 self.programs.insert((d.name().to_owned(), program), (u, i));
             }
@@ -243,8 +227,8 @@ impl Reconciler {
     pub(super) fn busy(&self) -> Busy {
         let mut busy = Busy::default();
         for up in self.ups.iter().filter(|u| u.retiring) {
-            for ((s, c), d) in up.servers.iter().zip(&up.ctls).zip(&up.drivers) {
-                if !down(s, c) {
+            for ((s, life), d) in up.servers.iter().zip(&up.lives).zip(&up.drivers) {
+                if !life.lifecycle.is_down() {
                     busy.addresses.insert(s.address());
                     busy.programs
                         .insert((d.name().to_owned(), s.config.program.clone()));
@@ -254,33 +238,11 @@ impl Reconciler {
         busy
     }
 
-    /// One step of retiring entry `u`'s servers: drain what serves, stop what has drained
-    /// (as the policy's rule 1: only a server already draining before this step, so that a
-    /// request routed to it just before the drain is counted), stop what is starting. A server
-    /// still busy `retire_within` after the reload is stopped anyway (its `drain_by`).
-    pub(super) fn retire(&mut self, u: usize, now: Instant) {
-        for i in 0..self.ups[u].servers.len() {
-            let s = Arc::clone(&self.ups[u].servers[i]);
-            match s.state() {
-                ServerState::Ready if self.set(u, i, Event::Drain, now) => {
-                    self.note(u, i, "drain", StopReason::Reload.as_str().to_owned());
-                }
-                ServerState::Draining if s.in_flight() == 0 => {
-                    self.stop(u, i, StopReason::Reload, now)
-                }
-                ServerState::Draining => self.stop_if_overdue(u, i, StopReason::Reload, now),
-                ServerState::Starting => self.stop(u, i, StopReason::Reload, now),
-                _ => {}
-            }
-        }
-    }
-
     /// Drops the retiring entries whose servers are all down.
     pub(super) fn forget_retired(&mut self) {
         let before = self.ups.len();
-        self.ups.retain(|up| {
-            !(up.retiring && up.servers.iter().zip(&up.ctls).all(|(s, c)| down(s, c)))
-        });
+        self.ups
+            .retain(|up| !(up.retiring && up.lives.iter().all(|l| l.lifecycle.is_down())));
         if self.ups.len() != before {
             self.rebuild();
         }

@@ -4,7 +4,8 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Mutex;
 
-use rouse_supervisor::{BoxFuture, SupervisorError};
+use rouse_core::state::ServerState;
+use rouse_supervisor::{BoxFuture, ProcessState, SupervisorError};
 use tokio::sync::Semaphore;
 
 use super::*;
@@ -159,30 +160,33 @@ async fn a_late_exit_report_does_not_fail_the_restart_and_the_start_waits_for_th
     // The data plane finds it refusing connections before the supervisor reports anything.
     drop(listener);
     server.record_failure(Instant::now(), &table.upstreams[0].backoff);
-    // Failed, stopped through the supervisor, and (min_servers) started again at once; the
-    // stop is held up, so the start must wait for it.
-    wait_for(&server, ServerState::Starting).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Failed, so stopped through the supervisor: `stopping` until that stop is through, and
+    // (min_servers) started again only then.
+    wait_for(&server, ServerState::Stopping).await;
+    assert_eq!(driver.calls(), ["start", "stop"]);
+
+    // The supervisor's report of the old process's exit comes in while it stops.
+    driver.report(ProcessState::Exited, None);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         driver.calls(),
         ["start", "stop"],
         "no start before the stop ends"
     );
-
-    // Now the supervisor's report of the old process's exit comes in.
-    driver.report(ProcessState::Exited, None);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        server.state(),
-        ServerState::Starting,
-        "a report about the previous process does not fail the new start"
-    );
-    assert_eq!(table.upstreams[0].start_error(), None);
+    assert_eq!(server.state(), ServerState::Stopping);
 
     let listener = TcpListener::bind(addr).unwrap();
+    // The new process does not announce itself at once: the old one's exit, reported again
+    // late, must not fail the new start.
+    driver
+        .announce
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     driver.stops.add_permits(1);
+    wait_until("the revival", || driver.calls().len() == 4).await;
+    driver.report(ProcessState::Exited, None);
     wait_for(&server, ServerState::Ready).await;
     assert_eq!(driver.calls(), ["start", "stop", "stopped", "start"]);
+    assert_eq!(table.upstreams[0].start_error(), None);
     // The new process is not failed for the old one's refusal either.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(server.state(), ServerState::Ready);
@@ -265,7 +269,7 @@ async fn a_start_timeout_is_left_to_the_held_requests_a_death_is_told_at_once() 
     wait_for(&server, ServerState::Starting).await;
     // The request gives up before the start does (so nothing revives the server after).
     drop(held);
-    wait_for(&server, ServerState::Failed).await;
+    wait_for(&server, ServerState::Stopping).await;
     assert_eq!(driver.calls(), ["start", "stop"]);
     assert_eq!(
         up.start_error(),
@@ -318,11 +322,11 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A start that failed because the supervisor could not be reached is no fault of the server:
-/// once the supervisor answers again (its first report), the server may start at once, and
-/// requests wait for that start instead of getting "unreachable" until a long cool-down ends.
+/// A supervisor that cannot be reached (restarting, say) is no fault of the server: the start
+/// is asked again, with backoff, while requests stay held (no error answered), and goes
+/// through as soon as the supervisor answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_start_the_supervisor_could_not_take_is_tried_again_once_it_answers() {
+async fn a_start_the_supervisor_could_not_take_is_asked_again_while_requests_wait() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let table = table_with(addr, "start_timeout = \"10s\"\nfail_timeout = \"60s\"");
@@ -334,32 +338,19 @@ async fn a_start_the_supervisor_could_not_take_is_tried_again_once_it_answers() 
 
     let held = up.hold().expect("under queue_limit");
     table.demand.notify_one();
-    wait_until("the start error", || up.start_error().is_some()).await;
-    assert!(
-        up.start_error()
-            .unwrap()
-            .contains("cannot connect to supervisord \"scripted\""),
-        "{:?}",
-        up.start_error()
-    );
-    drop(held);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(server.state(), ServerState::Failed, "cooling down");
-    assert!(up.start_error().is_some(), "still told to requests");
+    wait_until("asked again", || {
+        driver.calls().iter().filter(|c| **c == "start").count() >= 3
+    })
+    .await;
+    assert_eq!(server.state(), ServerState::Starting);
+    assert_eq!(up.start_error(), None, "held requests keep waiting");
 
-    // supervisord is back: its poll reports the program.
+    // supervisord is back: its poll reports the program, and the start goes through.
     *driver.refuse.lock().unwrap() = None;
     driver.report(ProcessState::Stopped, None);
-    wait_for(&server, ServerState::Stopped).await;
-    assert_eq!(up.start_error(), None, "requests wait for a new start");
-    let starts = driver.calls().iter().filter(|c| **c == "start").count();
-    let held = up.hold().expect("under queue_limit");
-    table.demand.notify_one();
     wait_for(&server, ServerState::Ready).await;
-    assert_eq!(
-        driver.calls().iter().filter(|c| **c == "start").count(),
-        starts + 1
-    );
+    assert_eq!(up.start_error(), None);
+    assert!(!driver.calls().contains(&"stop"), "{:?}", driver.calls());
     drop(held);
     drop(listener);
 }
@@ -402,10 +393,10 @@ async fn after_its_cool_down_a_failed_server_is_started_again_on_demand() {
 
 /// A start that fails outright (the supervisor retries on its own: BACKOFF) is stopped and, with
 /// requests waiting, started again once that stop is through. The failed attempt's own reports
-/// (its BACKOFF, then the STOPPED of the failure stop) arrive while the revival waits for the
-/// stop: they are about the previous run, and must neither pass for the new attempt nor make
-/// the server "stopped outside rouse" (which started it a third time, and the requests waited
-/// for that one instead of hearing why the start failed).
+/// (its BACKOFF, then the STOPPED of the failure stop) arrive while it stops: they are about
+/// that run, and must neither pass for the revival nor make the server "stopped outside rouse"
+/// (which started it a third time, and the requests waited for that one instead of hearing
+/// why the start failed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_starts_own_reports_do_not_pass_for_the_revivals() {
     let addr = TcpListener::bind("127.0.0.1:0")
@@ -421,14 +412,18 @@ async fn a_failed_starts_own_reports_do_not_pass_for_the_revivals() {
 
     let held = up.hold().expect("under queue_limit");
     table.demand.notify_one();
-    // Failed, its stop held up, and revived at once: the revival waits for the stop.
+    // Failed, so stopped: the revival waits for that stop.
     wait_until("the failure stop", || driver.calls().len() >= 2).await;
-    wait_for(&server, ServerState::Starting).await;
+    wait_for(&server, ServerState::Stopping).await;
     assert_eq!(driver.calls(), ["start", "stop"]);
     driver.report(ProcessState::Backoff, None);
     driver.report(ProcessState::Stopped, None);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(server.state(), ServerState::Starting, "still the revival");
+    assert_eq!(
+        server.state(),
+        ServerState::Stopping,
+        "still its failure stop"
+    );
     assert_eq!(driver.calls(), ["start", "stop"], "no other start");
 
     // The stop is through; the revival fails the same way, and the request hears why.

@@ -119,27 +119,25 @@ fn short(e: &Effect) -> String {
         Effect::Check { .. } => "check".into(),
         Effect::ForgetConnectFailures => "forget".into(),
         Effect::WakeHeld => "wake".into(),
+        Effect::ForgetStartError => "forget-error".into(),
         Effect::TellHeld(_) => "tell".into(),
-        Effect::Record(r) => format!(
-            "{}",
-            match r {
-                Record::Start(_) => "+start",
-                Record::StartRetry(_) => "+retry",
-                Record::Adopt { .. } => "+adopt",
-                Record::Ready { .. } => "+ready",
-                Record::StartFailed {
-                    timed_out: true, ..
-                } => "+start-timeout",
-                Record::StartFailed { .. } => "+start-failed",
-                Record::Drain(_) => "+drain",
-                Record::Overdue { .. } => "+overdue",
-                Record::Stop(_) => "+stop",
-                Record::Stopped { .. } => "+stopped",
-                Record::StoppedOutside => "+outside",
-                Record::Failed(_) => "+failed",
-                Record::CheckPassed => "+check-passed",
-            }
-        ),
+        Effect::Record(r) => String::from(match r {
+            Record::Start(_) => "+start",
+            Record::StartRetry(_) => "+retry",
+            Record::Adopt { .. } => "+adopt",
+            Record::Ready { .. } => "+ready",
+            Record::StartFailed {
+                timed_out: true, ..
+            } => "+start-timeout",
+            Record::StartFailed { .. } => "+start-failed",
+            Record::Drain(_) => "+drain",
+            Record::Overdue { .. } => "+overdue",
+            Record::Stop(_) => "+stop",
+            Record::Stopped { .. } => "+stopped",
+            Record::StoppedOutside => "+outside",
+            Record::Failed(_) => "+failed",
+            Record::CheckPassed => "+check-passed",
+        }),
     }
 }
 
@@ -185,7 +183,7 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
             I::Start(StartReason::MinServers),
             5,
             S::Starting,
-            vec!["+start", "wake", "call-start"],
+            vec!["+start", "forget-error", "call-start"],
         ),
         (
             "stopped",
@@ -349,7 +347,7 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
             probe(Ok(())),
             5,
             S::Ready,
-            vec!["forget", "+ready", "wake"],
+            vec!["forget", "+ready", "forget-error"],
         ),
         (
             "probing",
@@ -555,10 +553,10 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
             I::Start(StartReason::Revive),
             5,
             S::Starting,
-            vec!["+start", "wake", "call-start"],
+            vec!["+start", "forget-error", "call-start"],
         ),
         ("failed", tick(0), 999, S::Failed, vec![]),
-        ("failed", tick(0), 1000, S::Stopped, vec!["wake"]),
+        ("failed", tick(0), 1000, S::Stopped, vec!["forget-error"]),
         (
             "failed",
             reported(P::Running),
@@ -572,7 +570,7 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
             I::Stop(StopReason::Manual),
             5,
             S::Stopped,
-            vec!["+stop", "wake"],
+            vec!["+stop", "forget-error"],
         ),
         ("failed", I::SupervisorAnswers, 5, S::Failed, vec![]),
         (
@@ -580,7 +578,7 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
             I::SupervisorAnswers,
             5,
             S::Stopped,
-            vec!["wake"],
+            vec!["forget-error"],
         ),
         (
             "failed",

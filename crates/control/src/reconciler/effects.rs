@@ -1,0 +1,149 @@
+//! Carrying out what a lifecycle step asks: supervisor calls, probes and checks run in tasks
+//! that answer the loop with the next input; held requests are woken or told; records go to
+//! the journal, the log and the counters.
+
+use rouse_core::lifecycle::{Checked, Effect, NotReady, Process, StartError};
+use rouse_supervisor::{ProcessState, SupervisorError};
+
+use super::*;
+
+/// How long a connect check may wait for the supervisor's word on a refusing server.
+const CHECK_OBSERVE: Duration = Duration::from_secs(2);
+/// "supervisor" readiness polls the supervisor this often while a server starts.
+const OBSERVE_INTERVAL: Duration = Duration::from_millis(20);
+
+pub(super) fn process(p: ProcessState) -> Process {
+    match p {
+        ProcessState::Starting => Process::Starting,
+        ProcessState::Running => Process::Running,
+        ProcessState::Backoff => Process::Backoff,
+        ProcessState::Stopping => Process::Stopping,
+        ProcessState::Stopped => Process::Stopped,
+        ProcessState::Exited => Process::Exited,
+        ProcessState::Fatal => Process::Fatal,
+        ProcessState::Unknown => Process::Unknown,
+    }
+}
+
+fn start_error(e: SupervisorError) -> StartError {
+    let why = e.to_string();
+    match e {
+        SupervisorError::Unreachable(_) => StartError::Unreachable(why),
+        SupervisorError::BadName { .. } => StartError::BadName(why),
+        _ => StartError::Failed(why),
+    }
+}
+
+impl Reconciler {
+    pub(super) fn carry_out(&mut self, u: usize, i: usize, effect: Effect) {
+        let ctl = &self.ups[u];
+        let up = Arc::clone(&ctl.upstream);
+        let server = Arc::clone(&ctl.servers[i]);
+        let driver = Arc::clone(&ctl.drivers[i]);
+        let id = server.id();
+        let tx = self.tx.clone();
+        let answer = move |input| {
+            let _ = tx.send(Msg::Answer { id, input });
+        };
+        match effect {
+            Effect::CallStart { attempt } => {
+                tokio::spawn(async move {
+                    let result = driver
+                        .start(&server.config.program)
+                        .await
+                        .map_err(start_error);
+                    answer(Input::StartAnswered { attempt, result });
+                });
+            }
+            Effect::CallStop => {
+                tokio::spawn(async move {
+                    let result = driver
+                        .stop(&server.config.program)
+                        .await
+                        .map_err(|e| e.to_string());
+                    answer(Input::StopAnswered { result });
+                });
+            }
+            Effect::Probe { attempt, deadline } => {
+                tokio::spawn(async move {
+                    let result = match &up.config.ready {
+                        Readiness::Supervisor => until_running(&*driver, &server, deadline).await,
+                        r => probe::until_ready(server.address(), r, deadline)
+                            .await
+                            .map_err(NotReady::TimedOut),
+                    };
+                    answer(Input::ProbeAnswered { attempt, result });
+                });
+            }
+            Effect::Check { attempt } => {
+                tokio::spawn(async move {
+                    let result = check(&*driver, &server).await;
+                    answer(Input::Checked { attempt, result });
+                });
+            }
+            Effect::ForgetConnectFailures => server.forget_failures(),
+            Effect::WakeHeld => up.notify_changed(),
+            Effect::ForgetStartError => up.set_start_error(None),
+            Effect::TellHeld(why) => {
+                let coming = ctl.servers.iter().enumerate().any(|(j, s)| {
+                    j != i && matches!(s.state(), ServerState::Ready | ServerState::Starting)
+                });
+                if coming {
+                    up.notify_changed();
+                } else {
+                    up.set_start_error(Some(why));
+                }
+            }
+            Effect::Record(r) => self.record(u, i, r),
+        }
+    }
+}
+
+/// A connect failure the data plane saw on a ready server: a connect that timed out under a
+/// burst (a SYN dropped by a busy listener) says little about the process, while stopping it
+/// costs every request in flight on it, so one connect of the loop's own decides. When it is
+/// refused, the supervisor says whether the program was stopped behind rouse's back (not a
+/// failure) or died.
+async fn check(driver: &dyn Supervisor, server: &Server) -> Checked {
+    let why = match probe::accepts(server.address()).await {
+        Ok(()) => return Checked::Accepts,
+        Err(why) => why,
+    };
+    let process = match tokio::time::timeout(CHECK_OBSERVE, driver.observe()).await {
+        Ok(Ok(infos)) => infos
+            .iter()
+            .find(|p| p.program == server.config.program)
+            .map(|p| process(p.state)),
+        _ => None,
+    };
+    Checked::Refused { why, process }
+}
+
+/// For `ready = "supervisor"`: polls the supervisor until the program is RUNNING.
+async fn until_running(
+    driver: &dyn Supervisor,
+    server: &Server,
+    deadline: Instant,
+) -> Result<(), NotReady> {
+    let program = &server.config.program;
+    loop {
+        match driver.observe().await {
+            Ok(infos) => {
+                if let Some(p) = infos.iter().find(|p| &p.program == program) {
+                    match p.state {
+                        ProcessState::Running => return Ok(()),
+                        ProcessState::Fatal | ProcessState::Exited => {
+                            return Err(NotReady::Died(format!("{}: {}", p.state, p.description)));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("observe failed: {e}"),
+        }
+        if Instant::now() + OBSERVE_INTERVAL >= deadline {
+            return Err(NotReady::TimedOut(format!("{program} not RUNNING in time")));
+        }
+        tokio::time::sleep(OBSERVE_INTERVAL).await;
+    }
+}
