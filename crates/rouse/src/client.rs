@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use rouse_admin::{Answer, Status};
+use rouse_admin::{Answer, Event, Status};
 use tokio::net::TcpStream;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,7 +216,11 @@ async fn connect(host: &str) -> Result<TcpStream, String> {
 
 /// `GET /status`, decoded.
 pub async fn status(addr: &str) -> Result<Status, Unreachable> {
-    let (code, body) = request(addr, Method::GET, "/status", None).await?;
+    status_with(addr, "/status").await
+}
+
+async fn status_with(addr: &str, path: &str) -> Result<Status, Unreachable> {
+    let (code, body) = request(addr, Method::GET, path, None).await?;
     let bad = |why: String| Unreachable {
         addr: authority(addr).to_owned(),
         why,
@@ -235,6 +239,164 @@ pub fn message(body: &[u8]) -> String {
     match serde_json::from_slice::<Answer>(body) {
         Ok(a) => a.message,
         Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+    }
+}
+
+/// The server a manual command's 202 says it acted on.
+pub fn server_of(body: &[u8]) -> Option<usize> {
+    serde_json::from_slice::<Answer>(body).ok()?.server
+}
+
+/// What `rouse start|stop --wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    Ready,
+    Stopped,
+}
+
+/// How a wait for a server ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server got where it was asked to go.
+    Reached { address: String },
+    /// It will not get there: why.
+    Failed { address: String, why: String },
+    /// It was not there by the deadline; `state` is where it was.
+    TimedOut { address: String, state: String },
+}
+
+/// How often a wait asks `GET /status`: a start is seen about this soon after it happens.
+pub const WAIT_POLL: Duration = Duration::from_millis(50);
+/// Journal events a wait reads each time (the admin API's most): enough that a busy rouse's
+/// other events do not push the ones about this server out between two polls.
+const WAIT_EVENTS: usize = 200;
+
+/// The status a wait starts from: its newest event marks where "after the command" begins, so
+/// that nothing from the clock of the machine rouse runs on is needed.
+pub async fn baseline(addr: &str) -> Result<Status, Unreachable> {
+    status_with(addr, &format!("/status?events={WAIT_EVENTS}")).await
+}
+
+/// The events of `now` that are newer than the newest of `before`, oldest first. Should the
+/// journal have moved on past `before`'s newest, all of them are.
+fn events_since<'a>(now: &'a Status, before: Option<&Event>) -> impl Iterator<Item = &'a Event> {
+    let new = match before {
+        Some(b) => now
+            .events
+            .iter()
+            .position(|e| e == b)
+            .unwrap_or(now.events.len()),
+        None => now.events.len(),
+    };
+    now.events[..new].iter().rev()
+}
+
+/// Whether `now` settles the wait for server `index` of `upstream`: its journal events since
+/// the command first (a state can come and go between two polls, an event stays), then its
+/// state. `None`: not yet.
+pub fn judge(
+    now: &Status,
+    before: Option<&Event>,
+    upstream: &str,
+    index: usize,
+    goal: Goal,
+) -> Option<Outcome> {
+    let Some(server) = now
+        .upstreams
+        .iter()
+        .find(|u| u.name == upstream)
+        .and_then(|u| u.servers.iter().find(|s| s.index == index))
+    else {
+        return Some(Outcome::Failed {
+            address: String::new(),
+            why: format!("upstream {upstream:?} has no server {index} any more (reloaded?)"),
+        });
+    };
+    let address = server.address.clone();
+    let failed = |why: String| {
+        Some(Outcome::Failed {
+            address: address.clone(),
+            why,
+        })
+    };
+    let reached = || {
+        Some(Outcome::Reached {
+            address: address.clone(),
+        })
+    };
+    let with_detail = |what: &str, detail: &str| {
+        if detail.is_empty() {
+            what.to_owned()
+        } else {
+            format!("{what}: {detail}")
+        }
+    };
+    let mine = events_since(now, before).filter(|e| e.upstream == upstream && e.server == index);
+    for e in mine {
+        match (goal, e.what.as_str()) {
+            (Goal::Ready, "ready" | "adopt") => return reached(),
+            (Goal::Ready, "start-failed") => return failed(with_detail("start failed", &e.detail)),
+            (Goal::Ready, "failed") => return failed(with_detail("failed", &e.detail)),
+            (Goal::Ready, "stop") => {
+                return failed(with_detail("stopped before it was ready", &e.detail));
+            }
+            (Goal::Ready, "stopped") => return failed("stopped before it was ready".into()),
+            (Goal::Stopped, "stopped") => return reached(),
+            _ => {}
+        }
+    }
+    match (goal, server.state.as_str()) {
+        (Goal::Ready, "ready") | (Goal::Stopped, "stopped") => reached(),
+        (Goal::Ready, "failed") => {
+            // The event that said why, when the journal still has it.
+            let why = now
+                .events
+                .iter()
+                .find(|e| {
+                    e.upstream == upstream
+                        && e.server == index
+                        && matches!(e.what.as_str(), "start-failed" | "failed")
+                })
+                .map_or_else(|| "failed".to_owned(), |e| with_detail(&e.what, &e.detail));
+            failed(why)
+        }
+        (Goal::Ready, "stopped" | "stopping" | "draining") => {
+            failed(format!("{} without becoming ready", server.state))
+        }
+        _ => None,
+    }
+}
+
+/// Polls the admin API every [`WAIT_POLL`] until [`judge`] settles the wait or `timeout`
+/// passes. `before` is the [`baseline`] taken before the command was sent.
+pub async fn wait_for(
+    addr: &str,
+    before: &Status,
+    upstream: &str,
+    index: usize,
+    goal: Goal,
+    timeout: Duration,
+) -> Result<Outcome, Unreachable> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let path = format!("/status?events={WAIT_EVENTS}");
+    let newest = before.events.first();
+    loop {
+        let now = status_with(addr, &path).await?;
+        if let Some(outcome) = judge(&now, newest, upstream, index, goal) {
+            return Ok(outcome);
+        }
+        if tokio::time::Instant::now() + WAIT_POLL >= deadline {
+            let server = now
+                .upstreams
+                .iter()
+                .find(|u| u.name == upstream)
+                .and_then(|u| u.servers.iter().find(|s| s.index == index));
+            return Ok(Outcome::TimedOut {
+                address: server.map(|s| s.address.clone()).unwrap_or_default(),
+                state: server.map(|s| s.state.clone()).unwrap_or_default(),
+            });
+        }
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
@@ -390,6 +552,7 @@ mod tests {
                 path_prefix: "/".into(),
                 min_servers: 0,
                 max_servers: 2,
+                start_timeout_ms: Some(30_000),
             }],
             events: vec![Event {
                 at: "2024-01-01T00:00:00.000Z".into(),
