@@ -583,6 +583,97 @@ mod tests {
         );
     }
 
+    fn event(what: &str, server: usize, detail: &str, at: u64) -> Event {
+        Event {
+            at: String::new(),
+            at_unix_ms: at,
+            upstream: "app".into(),
+            server,
+            address: format!("127.0.0.1:910{server}"),
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// `app` with server 0 in `state`, and `events` newest first.
+    fn app(state: &str, events: Vec<Event>) -> Status {
+        Status {
+            upstreams: vec![UpstreamStatus {
+                name: "app".into(),
+                held: 0,
+                servers: vec![server(0, state, 0, 0)],
+                held_timeouts: 0,
+                queue_limit: 1000,
+                typical_start_ms: None,
+                supervisor: "embedded".into(),
+                hosts: vec![],
+                path_prefix: "/".into(),
+                min_servers: 0,
+                max_servers: 1,
+                start_timeout_ms: None,
+            }],
+            events,
+            token_required: false,
+            version: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_wait_is_settled_by_the_events_since_the_command_then_the_state() {
+        let old_fail = event("start-failed", 0, "an old failure", 1);
+        let before = app("stopped", vec![old_fail.clone()]);
+        let baseline = before.events.first();
+        // Still starting, only the old failure in the journal: keep waiting.
+        let now = app("starting", vec![event("start", 0, "", 2), old_fail.clone()]);
+        assert_eq!(judge(&now, baseline, "app", 0, Goal::Ready), None);
+        // The new failure, with its reason, though the state moved on between two polls.
+        let now = app(
+            "stopped",
+            vec![
+                event("start-failed", 0, "exited with status 127", 3),
+                event("start", 0, "", 2),
+                old_fail.clone(),
+            ],
+        );
+        assert_eq!(
+            judge(&now, baseline, "app", 0, Goal::Ready),
+            Some(Outcome::Failed {
+                address: "127.0.0.1:9100".into(),
+                why: "start failed: exited with status 127".into()
+            })
+        );
+        // Ready, then stopped again before the poll: it was ready.
+        let now = app(
+            "stopped",
+            vec![
+                event("stopped", 0, "", 4),
+                event("ready", 0, "2 ms", 3),
+                old_fail.clone(),
+            ],
+        );
+        assert!(matches!(
+            judge(&now, baseline, "app", 0, Goal::Ready),
+            Some(Outcome::Reached { .. })
+        ));
+        // Another server's events are not this one's.
+        let now = app("starting", vec![event("ready", 1, "", 3), old_fail.clone()]);
+        assert_eq!(judge(&now, baseline, "app", 0, Goal::Ready), None);
+        // A stop: stopped once, even if started again since.
+        let now = app(
+            "starting",
+            vec![event("start", 0, "", 5), event("stopped", 0, "", 4)],
+        );
+        assert!(matches!(
+            judge(&now, None, "app", 0, Goal::Stopped),
+            Some(Outcome::Reached { .. })
+        ));
+        // A server that is gone.
+        assert!(matches!(
+            judge(&now, None, "app", 3, Goal::Stopped),
+            Some(Outcome::Failed { .. })
+        ));
+    }
+
     #[test]
     fn command_paths_escape_the_name() {
         assert_eq!(command_path("app", None, "start"), "/upstreams/app/start");
@@ -616,5 +707,10 @@ mod tests {
             "no"
         );
         assert_eq!(message(b"plain text\n"), "plain text");
+        assert_eq!(
+            server_of(br#"{"accepted":true,"message":"starting","server":2}"#),
+            Some(2)
+        );
+        assert_eq!(server_of(br#"{"accepted":true,"message":"x"}"#), None);
     }
 }

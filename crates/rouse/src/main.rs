@@ -266,7 +266,7 @@ async fn command(args: CommandArgs, op: &str) -> ExitCode {
         Ok(s) => s,
         Err(e) => return unreachable(&e, &target),
     };
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let (code, body) = post(&target, &path, op).await;
     let Some(body) = body else {
         return code;

@@ -9,7 +9,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 const ROUSE: &str = env!("CARGO_BIN_EXE_rouse");
 /// Every wait in these tests is bounded by this.
@@ -24,9 +24,9 @@ fn free_addrs<const N: usize>() -> [SocketAddr; N] {
 
 /// Polls `ready` every 25 ms until it holds, for at most [`WAIT`].
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
+    let deadline = SystemTime::now() + WAIT;
     while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(SystemTime::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -285,10 +285,10 @@ fn reload_warns_about_programs_supervisord_does_not_know() {
         )),
         "{out:?}"
     );
-    let deadline = Instant::now() + WAIT;
+    let deadline = SystemTime::now() + WAIT;
     while child.0.try_wait().unwrap().is_none() {
         assert!(
-            Instant::now() < deadline,
+            SystemTime::now() < deadline,
             "rouse did not exit after SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(25));
