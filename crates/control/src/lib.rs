@@ -12,4 +12,4 @@ mod probe;
 mod rate;
 mod reconciler;
 
-pub use reconciler::{Control, ControlHandle, Drivers, ManualError, ManualOp};
+pub use reconciler::{Control, ControlHandle, Drivers, Manual, ManualError, ManualOp};

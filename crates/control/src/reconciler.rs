@@ -23,7 +23,7 @@ mod record;
 mod reload;
 
 use manual::Names;
-pub use manual::{ControlHandle, ManualError, ManualOp};
+pub use manual::{ControlHandle, Manual, ManualError, ManualOp};
 use reload::Busy;
 
 use crate::probe;
@@ -207,7 +207,7 @@ enum Msg {
         upstream: String,
         index: Option<usize>,
         op: ManualOp,
-        reply: tokio::sync::oneshot::Sender<Result<String, ManualError>>,
+        reply: tokio::sync::oneshot::Sender<Result<Manual, ManualError>>,
     },
     Shutdown {
         reply: tokio::sync::oneshot::Sender<()>,

@@ -361,6 +361,7 @@ async fn manual_start_makes_a_server_ready_and_manual_stop_stops_it() {
     assert_eq!(r.status, 202, "{r:?}");
     let a = r.json();
     assert_eq!(a["accepted"], true);
+    assert_eq!(a["server"], 1, "the answer names the server: {a}");
     assert!(
         a["message"].as_str().unwrap().contains(&a1.to_string()),
         "{a}"
@@ -393,6 +394,7 @@ async fn manual_start_makes_a_server_ready_and_manual_stop_stops_it() {
     // The upstream's next server (the lowest stopped one), then its last running one.
     let r = post(&rouse, "/upstreams/app/start", None).await;
     assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.json()["server"], 0, "the server it chose: {r:?}");
     assert!(
         r.json()["message"]
             .as_str()
@@ -403,6 +405,7 @@ async fn manual_start_makes_a_server_ready_and_manual_stop_stops_it() {
     wait_state(&rouse, "app", 0, "ready").await;
     let r = post(&rouse, "/upstreams/app/stop", None).await;
     assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.json()["server"], 0, "the server it chose: {r:?}");
     wait_state(&rouse, "app", 0, "stopped").await;
 
     // Nothing left to stop: 409, saying why.
@@ -533,6 +536,51 @@ async fn with_a_token_commands_need_the_bearer_and_reads_stay_open() {
 }
 
 // === metrics ===
+
+/// Dashboards and alerts bind to families: every one is declared (HELP and TYPE) from the
+/// first scrape, before any request, start or stop happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_family_is_declared_from_the_first_scrape() {
+    let (rouse, _) = app_and_web("", None).await;
+    for accept in ["text/plain", "application/openmetrics-text; version=1.0.0"] {
+        let reply = send(
+            client()
+                .get(admin(&rouse, "/metrics"))
+                .header("accept", accept),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        parse_metrics(&reply.body);
+        let openmetrics = accept.starts_with("application/openmetrics-text");
+        for (family, kind) in [
+            ("rouse_requests_total", "counter"),
+            ("rouse_request_duration_seconds", "histogram"),
+            ("rouse_in_flight", "gauge"),
+            ("rouse_held_requests", "gauge"),
+            ("rouse_held_timeouts_total", "counter"),
+            ("rouse_server_state", "gauge"),
+            ("rouse_starts_total", "counter"),
+            ("rouse_start_duration_seconds", "histogram"),
+            ("rouse_stops_total", "counter"),
+            ("rouse_upgraded_connections", "gauge"),
+        ] {
+            // OpenMetrics names a counter's family without the sample's `_total`.
+            let name = if openmetrics {
+                family.trim_end_matches("_total")
+            } else {
+                family
+            };
+            for line in [format!("# HELP {name} "), format!("# TYPE {name} {kind}")] {
+                assert!(
+                    reply.body.lines().any(|l| l.starts_with(&line)),
+                    "{accept}: no {line:?} in\n{}",
+                    reply.body
+                );
+            }
+        }
+    }
+    rouse.shutdown().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_count_requests_starts_and_idle_stops() {

@@ -159,7 +159,7 @@ impl Rouse {
     }
 
     /// Re-reads the file rouse was started from and applies it (SIGHUP, `POST /reload`).
-    pub async fn reload_file(&self) -> Result<Vec<String>, ReloadRefused> {
+    pub async fn reload_file(&self) -> Result<crate::Reloaded, ReloadRefused> {
         self.reloader.reload_file().await
     }
 

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use rouse_admin::{Answer, Status};
+use rouse_admin::{Answer, Event, Status};
 use tokio::net::TcpStream;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,7 +216,11 @@ async fn connect(host: &str) -> Result<TcpStream, String> {
 
 /// `GET /status`, decoded.
 pub async fn status(addr: &str) -> Result<Status, Unreachable> {
-    let (code, body) = request(addr, Method::GET, "/status", None).await?;
+    status_with(addr, "/status").await
+}
+
+async fn status_with(addr: &str, path: &str) -> Result<Status, Unreachable> {
+    let (code, body) = request(addr, Method::GET, path, None).await?;
     let bad = |why: String| Unreachable {
         addr: authority(addr).to_owned(),
         why,
@@ -235,6 +239,164 @@ pub fn message(body: &[u8]) -> String {
     match serde_json::from_slice::<Answer>(body) {
         Ok(a) => a.message,
         Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+    }
+}
+
+/// The server a manual command's 202 says it acted on.
+pub fn server_of(body: &[u8]) -> Option<usize> {
+    serde_json::from_slice::<Answer>(body).ok()?.server
+}
+
+/// What `rouse start|stop --wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    Ready,
+    Stopped,
+}
+
+/// How a wait for a server ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server got where it was asked to go.
+    Reached { address: String },
+    /// It will not get there: why.
+    Failed { address: String, why: String },
+    /// It was not there by the deadline; `state` is where it was.
+    TimedOut { address: String, state: String },
+}
+
+/// How often a wait asks `GET /status`: a start is seen about this soon after it happens.
+pub const WAIT_POLL: Duration = Duration::from_millis(50);
+/// Journal events a wait reads each time (the admin API's most): enough that a busy rouse's
+/// other events do not push the ones about this server out between two polls.
+const WAIT_EVENTS: usize = 200;
+
+/// The status a wait starts from: its newest event marks where "after the command" begins, so
+/// that nothing from the clock of the machine rouse runs on is needed.
+pub async fn baseline(addr: &str) -> Result<Status, Unreachable> {
+    status_with(addr, &format!("/status?events={WAIT_EVENTS}")).await
+}
+
+/// The events of `now` that are newer than the newest of `before`, oldest first. Should the
+/// journal have moved on past `before`'s newest, all of them are.
+fn events_since<'a>(now: &'a Status, before: Option<&Event>) -> impl Iterator<Item = &'a Event> {
+    let new = match before {
+        Some(b) => now
+            .events
+            .iter()
+            .position(|e| e == b)
+            .unwrap_or(now.events.len()),
+        None => now.events.len(),
+    };
+    now.events[..new].iter().rev()
+}
+
+/// Whether `now` settles the wait for server `index` of `upstream`: its journal events since
+/// the command first (a state can come and go between two polls, an event stays), then its
+/// state. `None`: not yet.
+pub fn judge(
+    now: &Status,
+    before: Option<&Event>,
+    upstream: &str,
+    index: usize,
+    goal: Goal,
+) -> Option<Outcome> {
+    let Some(server) = now
+        .upstreams
+        .iter()
+        .find(|u| u.name == upstream)
+        .and_then(|u| u.servers.iter().find(|s| s.index == index))
+    else {
+        return Some(Outcome::Failed {
+            address: String::new(),
+            why: format!("upstream {upstream:?} has no server {index} any more (reloaded?)"),
+        });
+    };
+    let address = server.address.clone();
+    let failed = |why: String| {
+        Some(Outcome::Failed {
+            address: address.clone(),
+            why,
+        })
+    };
+    let reached = || {
+        Some(Outcome::Reached {
+            address: address.clone(),
+        })
+    };
+    let with_detail = |what: &str, detail: &str| {
+        if detail.is_empty() {
+            what.to_owned()
+        } else {
+            format!("{what}: {detail}")
+        }
+    };
+    let mine = events_since(now, before).filter(|e| e.upstream == upstream && e.server == index);
+    for e in mine {
+        match (goal, e.what.as_str()) {
+            (Goal::Ready, "ready" | "adopt") => return reached(),
+            (Goal::Ready, "start-failed") => return failed(with_detail("start failed", &e.detail)),
+            (Goal::Ready, "failed") => return failed(with_detail("failed", &e.detail)),
+            (Goal::Ready, "stop") => {
+                return failed(with_detail("stopped before it was ready", &e.detail));
+            }
+            (Goal::Ready, "stopped") => return failed("stopped before it was ready".into()),
+            (Goal::Stopped, "stopped") => return reached(),
+            _ => {}
+        }
+    }
+    match (goal, server.state.as_str()) {
+        (Goal::Ready, "ready") | (Goal::Stopped, "stopped") => reached(),
+        (Goal::Ready, "failed") => {
+            // The event that said why, when the journal still has it.
+            let why = now
+                .events
+                .iter()
+                .find(|e| {
+                    e.upstream == upstream
+                        && e.server == index
+                        && matches!(e.what.as_str(), "start-failed" | "failed")
+                })
+                .map_or_else(|| "failed".to_owned(), |e| with_detail(&e.what, &e.detail));
+            failed(why)
+        }
+        (Goal::Ready, "stopped" | "stopping" | "draining") => {
+            failed(format!("{} without becoming ready", server.state))
+        }
+        _ => None,
+    }
+}
+
+/// Polls the admin API every [`WAIT_POLL`] until [`judge`] settles the wait or `timeout`
+/// passes. `before` is the [`baseline`] taken before the command was sent.
+pub async fn wait_for(
+    addr: &str,
+    before: &Status,
+    upstream: &str,
+    index: usize,
+    goal: Goal,
+    timeout: Duration,
+) -> Result<Outcome, Unreachable> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let path = format!("/status?events={WAIT_EVENTS}");
+    let newest = before.events.first();
+    loop {
+        let now = status_with(addr, &path).await?;
+        if let Some(outcome) = judge(&now, newest, upstream, index, goal) {
+            return Ok(outcome);
+        }
+        if tokio::time::Instant::now() + WAIT_POLL >= deadline {
+            let server = now
+                .upstreams
+                .iter()
+                .find(|u| u.name == upstream)
+                .and_then(|u| u.servers.iter().find(|s| s.index == index));
+            return Ok(Outcome::TimedOut {
+                address: server.map(|s| s.address.clone()).unwrap_or_default(),
+                state: server.map(|s| s.state.clone()).unwrap_or_default(),
+            });
+        }
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
@@ -390,6 +552,7 @@ mod tests {
                 path_prefix: "/".into(),
                 min_servers: 0,
                 max_servers: 2,
+                start_timeout_ms: Some(30_000),
             }],
             events: vec![Event {
                 at: "2024-01-01T00:00:00.000Z".into(),
@@ -418,6 +581,97 @@ mod tests {
             text.contains("2024-01-01T00:00:00.000Z  app server 1 (127.0.0.1:9101)  start: demand"),
             "{text}"
         );
+    }
+
+    fn event(what: &str, server: usize, detail: &str, at: u64) -> Event {
+        Event {
+            at: String::new(),
+            at_unix_ms: at,
+            upstream: "app".into(),
+            server,
+            address: format!("127.0.0.1:910{server}"),
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// `app` with server 0 in `state`, and `events` newest first.
+    fn app(state: &str, events: Vec<Event>) -> Status {
+        Status {
+            upstreams: vec![UpstreamStatus {
+                name: "app".into(),
+                held: 0,
+                servers: vec![server(0, state, 0, 0)],
+                held_timeouts: 0,
+                queue_limit: 1000,
+                typical_start_ms: None,
+                supervisor: "embedded".into(),
+                hosts: vec![],
+                path_prefix: "/".into(),
+                min_servers: 0,
+                max_servers: 1,
+                start_timeout_ms: None,
+            }],
+            events,
+            token_required: false,
+            version: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_wait_is_settled_by_the_events_since_the_command_then_the_state() {
+        let old_fail = event("start-failed", 0, "an old failure", 1);
+        let before = app("stopped", vec![old_fail.clone()]);
+        let baseline = before.events.first();
+        // Still starting, only the old failure in the journal: keep waiting.
+        let now = app("starting", vec![event("start", 0, "", 2), old_fail.clone()]);
+        assert_eq!(judge(&now, baseline, "app", 0, Goal::Ready), None);
+        // The new failure, with its reason, though the state moved on between two polls.
+        let now = app(
+            "stopped",
+            vec![
+                event("start-failed", 0, "exited with status 127", 3),
+                event("start", 0, "", 2),
+                old_fail.clone(),
+            ],
+        );
+        assert_eq!(
+            judge(&now, baseline, "app", 0, Goal::Ready),
+            Some(Outcome::Failed {
+                address: "127.0.0.1:9100".into(),
+                why: "start failed: exited with status 127".into()
+            })
+        );
+        // Ready, then stopped again before the poll: it was ready.
+        let now = app(
+            "stopped",
+            vec![
+                event("stopped", 0, "", 4),
+                event("ready", 0, "2 ms", 3),
+                old_fail.clone(),
+            ],
+        );
+        assert!(matches!(
+            judge(&now, baseline, "app", 0, Goal::Ready),
+            Some(Outcome::Reached { .. })
+        ));
+        // Another server's events are not this one's.
+        let now = app("starting", vec![event("ready", 1, "", 3), old_fail.clone()]);
+        assert_eq!(judge(&now, baseline, "app", 0, Goal::Ready), None);
+        // A stop: stopped once, even if started again since.
+        let now = app(
+            "starting",
+            vec![event("start", 0, "", 5), event("stopped", 0, "", 4)],
+        );
+        assert!(matches!(
+            judge(&now, None, "app", 0, Goal::Stopped),
+            Some(Outcome::Reached { .. })
+        ));
+        // A server that is gone.
+        assert!(matches!(
+            judge(&now, None, "app", 3, Goal::Stopped),
+            Some(Outcome::Failed { .. })
+        ));
     }
 
     #[test]
@@ -453,5 +707,10 @@ mod tests {
             "no"
         );
         assert_eq!(message(b"plain text\n"), "plain text");
+        assert_eq!(
+            server_of(br#"{"accepted":true,"message":"starting","server":2}"#),
+            Some(2)
+        );
+        assert_eq!(server_of(br#"{"accepted":true,"message":"x"}"#), None);
     }
 }

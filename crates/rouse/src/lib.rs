@@ -6,13 +6,16 @@
 //! - `rouse-core`: pure decisions (balancing, states, backoff).
 //! - `rouse-state`: the live table both planes share.
 //! - `rouse-proxy`: the data plane.
-//! - here: listeners, signals, reload, logging, and the admin API client of
-//!   `rouse status|start|stop` ([`client`]).
+//! - here: listeners, signals, reload, logging, the admin API client of
+//!   `rouse status|start|stop` ([`client`]), and whether supervisord knows the configured
+//!   programs ([`online`]).
 #![forbid(unsafe_code)]
 
 mod app;
 pub mod client;
 pub mod logging;
+pub mod online;
 mod reload;
 
 pub use app::{Options, ReloadRefused, Rouse, bind_listeners};
+pub use reload::Reloaded;

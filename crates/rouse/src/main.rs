@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hyper::body::Bytes;
 use rouse::{Options, Rouse, client};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -30,6 +32,10 @@ enum Command {
     Check {
         #[arg(short, long, default_value = "rouse.toml")]
         config: PathBuf,
+        /// Also ask each `[supervisors.NAME]` supervisord whether it knows every program the
+        /// file names (exit 1 if one does not, 2 if a supervisord cannot be asked).
+        #[arg(long)]
+        online: bool,
     },
     /// Show upstreams, servers, states, in-flight and held requests (from the admin API).
     Status {
@@ -81,7 +87,23 @@ struct CommandArgs {
     /// The admin token, when `[admin] token` is set [default: the config file's].
     #[arg(long, env = "ROUSE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Wait for the outcome: exit 0 once the server is ready (start) or stopped (stop), 1 if
+    /// the start fails or the wait times out.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, e.g. "90s" [default: the upstream's start_timeout plus 5 s for
+    /// a start, 60 s for a stop].
+    #[arg(long, value_name = "DURATION", requires = "wait", value_parser = rouse_config::parse_duration)]
+    timeout: Option<Duration>,
 }
+
+/// How much longer than the upstream's `start_timeout` a `start --wait` waits by default, so
+/// that rouse's own verdict on a slow start (start-failed) arrives before the wait gives up.
+const START_WAIT_MARGIN: Duration = Duration::from_secs(5);
+/// `--wait`'s bound when no better one is known: a stop (a drain, bounded by
+/// `shutdown_timeout`, 30 s by default, then the process's `stop_timeout`), or a start on a
+/// rouse whose status does not say its `start_timeout`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
 /// Exit codes of SPEC.md.
 const EXIT_BAD_CONFIG: u8 = 1;
@@ -91,15 +113,25 @@ const EXIT_RUNTIME: u8 = 2;
 const EXIT_REFUSED: u8 = 1;
 /// `rouse status|start|stop`: the admin API cannot be reached (or failed).
 const EXIT_UNREACHABLE: u8 = 2;
+/// `rouse start|stop --wait`: the start failed, or the wait timed out.
+const EXIT_FAILED: u8 = 1;
+/// `rouse check --online`: a program is unknown to its supervisord.
+const EXIT_UNKNOWN_PROGRAM: u8 = 1;
+/// `rouse check --online`: a supervisord cannot be asked.
+const EXIT_SUPERVISOR_UNREACHABLE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match rouse_config::load(&config) {
+        Command::Check { config, online } => match rouse_config::load(&config) {
             Ok(c) => {
                 println!("{}: ok", config.display());
                 print!("{}", rouse_config::summary(&c));
-                ExitCode::SUCCESS
+                if online {
+                    admin_client(|rt| rt.block_on(check_online(&config, &c)))
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(errors) => {
                 eprint!("{errors}");
@@ -115,7 +147,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => admin_client(|rt| rt.block_on(command(args, "stop"))),
         Command::Reload { admin, token } => admin_client(|rt| {
             let target = target(&admin, token);
-            rt.block_on(post(&target, "/reload", "reload"))
+            rt.block_on(post(&target, "/reload", "reload")).0
         }),
         Command::Run { config: path } => {
             let config = match rouse_config::load(&path) {
@@ -190,14 +222,108 @@ async fn status(admin: AdminArgs, json: bool, events: usize) -> ExitCode {
     }
 }
 
+/// `rouse check --online`: the file is valid; now ask the supervisords.
+async fn check_online(file: &std::path::Path, config: &rouse_config::Config) -> ExitCode {
+    // Each supervisord's own `timeout` bounds its question.
+    let findings = rouse::online::check_programs(config, None).await;
+    for (supervisor, asked) in &findings.asked {
+        let url = config
+            .supervisors
+            .get(supervisor)
+            .map(rouse::online::url)
+            .unwrap_or_default();
+        println!("supervisord {supervisor:?} ({url}): asked about {asked} program(s)");
+    }
+    for u in &findings.unknown {
+        eprintln!("{}: {u}", file.display());
+    }
+    for u in &findings.unanswered {
+        eprintln!("rouse: {u}");
+    }
+    // An unknown program is a fact about the file, whatever another supervisord did not say.
+    if !findings.unknown.is_empty() {
+        ExitCode::from(EXIT_UNKNOWN_PROGRAM)
+    } else if !findings.unanswered.is_empty() {
+        ExitCode::from(EXIT_SUPERVISOR_UNREACHABLE)
+    } else {
+        if findings.asked.is_empty() {
+            println!("no supervisord to ask (embedded and static upstreams only)");
+        } else {
+            println!("every program is known");
+        }
+        ExitCode::SUCCESS
+    }
+}
+
 async fn command(args: CommandArgs, op: &str) -> ExitCode {
     let target = target(&args.admin, args.token);
     let path = client::command_path(&args.upstream, args.index, op);
-    post(&target, &path, op).await
+    if !args.wait {
+        return post(&target, &path, op).await.0;
+    }
+    // Taken before the command, so that the events it causes are told from earlier ones.
+    let before = match client::baseline(&target.addr).await {
+        Ok(s) => s,
+        Err(e) => return unreachable(&e, &target),
+    };
+    let started = tokio::time::Instant::now();
+    let (code, body) = post(&target, &path, op).await;
+    let Some(body) = body else {
+        return code;
+    };
+    let Some(index) = client::server_of(&body).or(args.index) else {
+        eprintln!("rouse: this rouse's answer does not say which server it chose; give INDEX");
+        return ExitCode::from(EXIT_UNREACHABLE);
+    };
+    let goal = if op == "start" {
+        client::Goal::Ready
+    } else {
+        client::Goal::Stopped
+    };
+    let timeout = args.timeout.unwrap_or_else(|| {
+        let start_timeout = before
+            .upstreams
+            .iter()
+            .find(|u| u.name == args.upstream)
+            .and_then(|u| u.start_timeout_ms);
+        match (goal, start_timeout) {
+            (client::Goal::Ready, Some(ms)) => Duration::from_millis(ms) + START_WAIT_MARGIN,
+            _ => DEFAULT_WAIT,
+        }
+    });
+    let upstream = &args.upstream;
+    let outcome =
+        match client::wait_for(&target.addr, &before, upstream, index, goal, timeout).await {
+            Ok(o) => o,
+            Err(e) => return unreachable(&e, &target),
+        };
+    let took = started.elapsed().as_secs_f64();
+    let word = match goal {
+        client::Goal::Ready => "ready",
+        client::Goal::Stopped => "stopped",
+    };
+    match outcome {
+        client::Outcome::Reached { address } => {
+            println!("{upstream} server {index} ({address}) {word} in {took:.1} s");
+            ExitCode::SUCCESS
+        }
+        client::Outcome::Failed { address, why } => {
+            eprintln!("rouse: {upstream} server {index} ({address}): {why}");
+            ExitCode::from(EXIT_FAILED)
+        }
+        client::Outcome::TimedOut { address, state } => {
+            eprintln!(
+                "rouse: {upstream} server {index} ({address}) is still {state} after {took:.1} s; \
+                 gave up waiting for it to be {word} (--timeout)"
+            );
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }
 
 /// POSTs `path`; 202 is success (exit 0), a 4xx a refusal (exit 1), anything else exit 2.
-async fn post(target: &client::Target, path: &str, op: &str) -> ExitCode {
+/// The 202's body comes back for whoever goes on.
+async fn post(target: &client::Target, path: &str, op: &str) -> (ExitCode, Option<Bytes>) {
     match client::request(
         &target.addr,
         hyper::Method::POST,
@@ -210,16 +336,16 @@ async fn post(target: &client::Target, path: &str, op: &str) -> ExitCode {
             let message = client::message(&body);
             if code == hyper::StatusCode::ACCEPTED {
                 println!("{message}");
-                ExitCode::SUCCESS
+                (ExitCode::SUCCESS, Some(body))
             } else if code.is_client_error() {
                 eprintln!("rouse: {op} refused ({code}): {message}");
-                ExitCode::from(EXIT_REFUSED)
+                (ExitCode::from(EXIT_REFUSED), None)
             } else {
                 eprintln!("rouse: {op} failed ({code}): {message}");
-                ExitCode::from(EXIT_UNREACHABLE)
+                (ExitCode::from(EXIT_UNREACHABLE), None)
             }
         }
-        Err(e) => unreachable(&e, target),
+        Err(e) => (unreachable(&e, target), None),
     }
 }
 

@@ -2,6 +2,7 @@
 //! here, one at a time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rouse_admin::{ReloadHook, ReloadRefused};
@@ -11,6 +12,23 @@ use rouse_proxy::Proxy;
 use rouse_state::Table;
 
 use crate::app::supervisord_drivers;
+use crate::online;
+
+/// How long a reload waits for the supervisords to say whether they know the new config's
+/// programs. The check runs before the reload is answered, so that whoever ran `rouse reload`
+/// sees the warnings where they look, not only in the log: a supervisord that answers does so
+/// in milliseconds, and this bound keeps an unreachable one from holding up the answer (and
+/// SIGHUP's loop) for its whole `timeout`. The reload itself is applied before the check.
+const PROGRAM_CHECK_BOUND: Duration = Duration::from_secs(2);
+
+/// What a reload of the file did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Sections that changed but keep their running values until a restart.
+    pub not_applied: Vec<String>,
+    /// Programs the supervisords do not know, and supervisords that could not be asked.
+    pub warnings: Vec<String>,
+}
 
 /// The config and the drivers that run now.
 pub(crate) struct Running {
@@ -50,22 +68,29 @@ impl Reloader {
                 let Some(this) = this.upgrade() else {
                     return Err(ReloadRefused::Invalid(vec!["rouse is stopping".to_owned()]));
                 };
-                this.reload_file().await.map(|not_applied| {
-                    if not_applied.is_empty() {
+                this.reload_file().await.map(|done| {
+                    let mut message = if done.not_applied.is_empty() {
                         "configuration reloaded".to_owned()
                     } else {
                         format!(
                             "configuration reloaded; changes to {} wait for a restart",
-                            not_applied.join(", ")
+                            done.not_applied.join(", ")
                         )
+                    };
+                    for w in &done.warnings {
+                        message.push_str("\nwarning: ");
+                        message.push_str(w);
                     }
+                    message
                 })
             })
         })
     }
 
-    /// Re-reads the file the running config came from, validates it whole, and applies it.
-    pub async fn reload_file(&self) -> Result<Vec<String>, ReloadRefused> {
+    /// Re-reads the file the running config came from, validates it whole, and applies it;
+    /// then asks the supervisords whether they know its programs (bounded, see
+    /// [`PROGRAM_CHECK_BOUND`]).
+    pub async fn reload_file(&self) -> Result<Reloaded, ReloadRefused> {
         let Some(path) = self.running.lock().await.config.source.clone() else {
             return Err(ReloadRefused::NoFile);
         };
@@ -85,7 +110,23 @@ impl Reloader {
                 "these sections changed and keep their running values until rouse restarts"
             );
         }
-        Ok(not_applied)
+        let findings = online::check_programs(&config, Some(PROGRAM_CHECK_BOUND)).await;
+        for u in &findings.unknown {
+            tracing::warn!(file = %path.display(), "{u}; starting it will fail");
+        }
+        for u in &findings.unanswered {
+            tracing::warn!("after the reload, {u}");
+        }
+        let warnings = findings
+            .unknown
+            .iter()
+            .map(|u| format!("{}: {u}", path.display()))
+            .chain(findings.unanswered.iter().map(ToString::to_string))
+            .collect();
+        Ok(Reloaded {
+            not_applied,
+            warnings,
+        })
     }
 
     /// Applies a new, already validated config: upstreams, servers and supervisors are added,

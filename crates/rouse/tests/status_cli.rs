@@ -32,6 +32,11 @@ struct Running {
 
 impl Running {
     fn start(token: Option<&str>) -> (Running, SocketAddr) {
+        Running::start_with(token, "")
+    }
+
+    /// With `extra` appended to the config file (more upstreams).
+    fn start_with(token: Option<&str>, extra: &str) -> (Running, SocketAddr) {
         let dir = tempfile::tempdir().unwrap();
         let [proxy, admin, app0, web0] = free_addrs();
         let token = token.map_or(String::new(), |t| format!("token = {t:?}\n"));
@@ -42,7 +47,7 @@ impl Running {
              [[upstream.server]]\naddress = \"{app0}\"\nstop_timeout = \"3s\"\n\
              command = [\"python3\", \"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"{}\"]\n\
              [[upstream]]\nname = \"web\"\nhosts = [\"web.example\"]\nsupervisor = \"none\"\n\
-             [[upstream.server]]\naddress = \"{web0}\"\n",
+             [[upstream.server]]\naddress = \"{web0}\"\n{extra}",
             app0.port()
         );
         let config = dir.path().join("rouse.toml");
@@ -336,4 +341,101 @@ fn reload_shows_the_errors_of_an_invalid_file_and_applies_a_valid_one() {
     assert!(stdout(&out).contains("configuration reloaded"), "{out:?}");
     let table = stdout(&r.cli(&["status", "--admin", &r.admin.to_string()]));
     assert!(table.contains("site") && !table.contains("web"), "{table}");
+}
+
+/// `--wait` follows the command to its outcome: ready, then stopped, each said with the time it
+/// took; the server `start` chose by itself is the one waited for.
+#[test]
+fn start_and_stop_wait_for_ready_and_stopped() {
+    let (r, app0) = Running::start(None);
+    let admin = r.admin.to_string();
+    let out = r.cli(&["start", "app", "--wait", "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("starting server 0 ({app0})")),
+        "{out:?}"
+    );
+    assert!(
+        text.contains(&format!("app server 0 ({app0}) ready in ")),
+        "{out:?}"
+    );
+    // Ready means ready: the server answers at once, no polling needed.
+    assert!(TcpStream::connect(app0).is_ok(), "the server listens");
+    assert_eq!(
+        status_row(&stdout(&r.cli(&["status", "--admin", &admin])), "app", 0)[5],
+        "ready"
+    );
+
+    // A server that is already up: nothing to wait for, still exit 0.
+    let out = r.cli(&["start", "app", "0", "--wait", "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout(&out).contains("ready in "), "{out:?}");
+
+    let out = r.cli(&[
+        "stop",
+        "app",
+        "--wait",
+        "--timeout",
+        "20s",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout(&out).contains(&format!("app server 0 ({app0}) stopped in ")),
+        "{out:?}"
+    );
+    assert_eq!(
+        status_row(&stdout(&r.cli(&["status", "--admin", &admin])), "app", 0)[5],
+        "stopped"
+    );
+
+    // A refusal is still exit 1, with nothing waited for.
+    let out = r.cli(&["stop", "app", "--wait", "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains("no server"), "{out:?}");
+}
+
+/// A start that cannot succeed: `--wait` exits 1 with rouse's reason (from the journal), and
+/// a wait bounded by `--timeout` exits 1 saying it gave up.
+#[test]
+fn start_wait_exits_1_with_the_reason_when_the_start_fails() {
+    let [broken] = free_addrs();
+    let (r, _) = Running::start_with(
+        None,
+        &format!(
+            "[[upstream]]\nname = \"broken\"\nhosts = [\"broken.example\"]\n\
+             [[upstream.server]]\naddress = \"{broken}\"\ncommand = \"/nonexistent\"\n"
+        ),
+    );
+    let admin = r.admin.to_string();
+
+    // The embedded supervisor tries 4 times (about 7 s) before giving up; --timeout is
+    // shorter: the wait gives up first, saying where the server was.
+    let out = r.cli(&[
+        "start",
+        "broken",
+        "--wait",
+        "--timeout",
+        "300ms",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains("gave up waiting"), "{out:?}");
+    assert!(stderr(&out).contains("still starting"), "{out:?}");
+
+    // Already starting: the wait follows the same attempt to its end.
+    let out = r.cli(&["start", "broken", "0", "--wait", "--admin", &admin]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("broken server 0 ({broken}): start failed: ")),
+        "{out:?}"
+    );
+    assert!(
+        err.contains("exited with status 127"),
+        "why it failed: {out:?}"
+    );
 }

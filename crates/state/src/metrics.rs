@@ -1,7 +1,8 @@
 //! The counters and histograms both planes add to. Gauges (in flight, held, states) are not
 //! kept here: the admin API reads them off the table when scraped, so they cannot drift.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -34,6 +35,25 @@ pub struct StopLabels {
     pub server: String,
     /// "idle", "load", "failure", "manual", "shutdown".
     pub reason: String,
+}
+
+/// A metric whose `# HELP` and `# TYPE` are written even while it has no series.
+///
+/// prometheus-client (since 0.24.1, client_rust PR #279) leaves out a `Family` with no
+/// label set yet, so before the first request or start a scrape lacked SPEC.md's families,
+/// and dashboards and alerts had nothing to bind to. The encoder asks
+/// [`EncodeMetric::is_empty`]; this answers its default, `false`.
+#[derive(Debug, Clone)]
+pub struct Declared<M>(pub M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
 }
 
 fn histogram_ms_to_minutes() -> Histogram {
@@ -71,28 +91,32 @@ impl Metrics {
         r.register(
             "requests",
             "Requests answered, by upstream, server and status code",
-            self.requests.clone(),
+            Declared(self.requests.clone()),
         );
         r.register(
             "request_duration_seconds",
             "Time from request received to response head sent",
-            self.request_duration.clone(),
+            Declared(self.request_duration.clone()),
         );
         r.register(
             "starts",
             "Server starts issued, by result",
-            self.starts.clone(),
+            Declared(self.starts.clone()),
         );
         r.register(
             "start_duration_seconds",
             "Time from start issued to server ready",
-            self.start_duration.clone(),
+            Declared(self.start_duration.clone()),
         );
-        r.register("stops", "Server stops, by reason", self.stops.clone());
+        r.register(
+            "stops",
+            "Server stops, by reason",
+            Declared(self.stops.clone()),
+        );
         r.register(
             "held_timeouts",
             "Held requests answered 503 because no server was ready within start_timeout",
-            self.held_timeouts.clone(),
+            Declared(self.held_timeouts.clone()),
         );
     }
 

@@ -3,7 +3,7 @@
 //!
 //! | answer | when |
 //! |---|---|
-//! | 202 | the control plane took the command on (or the server already is where it was asked to be) |
+//! | 202 | the control plane took the command on (or the server already is where it was asked to be); `server` names the server it acted on |
 //! | 404 | no such upstream, or no such server index |
 //! | 409 | a static upstream (`supervisor = "none"`), or nothing to do (every server up / none running) |
 //! | 503 | the control plane is not running |
@@ -13,7 +13,7 @@ use axum::response::Response;
 use http::StatusCode;
 use rouse_control::{ManualError, ManualOp};
 
-use super::answer;
+use super::{accepted_for, answer};
 use crate::AdminState;
 
 pub async fn upstream_start(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
@@ -81,8 +81,8 @@ async fn act(s: &AdminState, name: &str, index: Option<usize>, op: ManualOp) -> 
     };
     match s.control.manual(name, index, op).await {
         Ok(done) => {
-            tracing::info!(upstream = name, ?index, "manual {verb}: {done}");
-            answer(StatusCode::ACCEPTED, "", done)
+            tracing::info!(upstream = name, ?index, "manual {verb}: {}", done.message);
+            accepted_for(done.index, done.message)
         }
         Err(e) => {
             tracing::info!(upstream = name, ?index, "manual {verb} refused: {e}");

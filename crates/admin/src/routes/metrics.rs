@@ -14,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rouse_core::state::ServerState;
+use rouse_state::metrics::Declared;
 use rouse_state::{Metrics, Table};
 
 use crate::AdminState;
@@ -108,18 +109,22 @@ pub fn render(table: &Table, format: Format) -> Result<String, std::fmt::Error> 
     r.register(
         "in_flight",
         "Requests in flight per server, including open upgraded connections",
-        in_flight,
+        Declared(in_flight),
     );
     r.register(
         "upgraded_connections",
         "Open upgraded (WebSocket) connections per server",
-        upgraded,
+        Declared(upgraded),
     );
-    r.register("held_requests", "Requests waiting for a ready server", held);
+    r.register(
+        "held_requests",
+        "Requests waiting for a ready server",
+        Declared(held),
+    );
     r.register(
         "server_state",
         "1 for each server's current state (stopped, starting, ready, draining, stopping, failed), else 0",
-        states,
+        Declared(states),
     );
 
     let mut out = String::new();
@@ -226,6 +231,40 @@ mod tests {
                 "one series per state"
             );
             assert_eq!(text.ends_with("# EOF\n"), format == Format::OpenMetrics);
+        }
+    }
+
+    /// Before any request, start or stop, every family is declared, so dashboards and alerts
+    /// find them from the first scrape.
+    #[test]
+    fn every_family_is_declared_before_anything_happened() {
+        let t = table();
+        for (format, suffix) in [(Format::Prometheus, "_total"), (Format::OpenMetrics, "")] {
+            let text = render(&t, format).unwrap();
+            for (family, kind) in [
+                ("rouse_requests", "counter"),
+                ("rouse_request_duration_seconds", "histogram"),
+                ("rouse_in_flight", "gauge"),
+                ("rouse_held_requests", "gauge"),
+                ("rouse_held_timeouts", "counter"),
+                ("rouse_server_state", "gauge"),
+                ("rouse_starts", "counter"),
+                ("rouse_start_duration_seconds", "histogram"),
+                ("rouse_stops", "counter"),
+                ("rouse_upgraded_connections", "gauge"),
+            ] {
+                let name = if kind == "counter" {
+                    format!("{family}{suffix}")
+                } else {
+                    family.to_owned()
+                };
+                for line in [format!("# HELP {name} "), format!("# TYPE {name} {kind}")] {
+                    assert!(
+                        text.lines().any(|l| l.starts_with(&line)),
+                        "{format:?}: no {line:?}\n{text}"
+                    );
+                }
+            }
         }
     }
 

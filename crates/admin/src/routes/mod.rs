@@ -22,6 +22,10 @@ pub struct Answer {
     pub error: Option<String>,
     /// What was done, or why not, for people.
     pub message: String,
+    /// The server a manual start or stop acted on (the one it chose when none was named),
+    /// so `rouse start|stop --wait` can follow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<usize>,
 }
 
 /// A refusal (or, with 202, an acceptance) as JSON.
@@ -31,8 +35,20 @@ pub fn answer(status: StatusCode, error: &str, message: impl Into<String>) -> Re
         accepted,
         error: (!accepted).then(|| error.to_owned()),
         message: message.into(),
+        server: None,
     };
     (status, Json(body)).into_response()
+}
+
+/// A manual command's 202: [`answer`]'s, naming the server it acted on.
+pub fn accepted_for(server: usize, message: impl Into<String>) -> Response {
+    let body = Answer {
+        accepted: true,
+        error: None,
+        message: message.into(),
+        server: Some(server),
+    };
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 pub async fn not_found(uri: Uri) -> Response {

@@ -59,6 +59,10 @@ pub struct UpstreamStatus {
     pub min_servers: usize,
     #[serde(default)]
     pub max_servers: usize,
+    /// How long a start may take before it counts as failed (`start_timeout`); `rouse start
+    /// --wait` waits a little longer by default.
+    #[serde(default)]
+    pub start_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +168,9 @@ pub fn snapshot(table: &Table, now: Instant, events: usize, token_required: bool
             path_prefix: u.config.path_prefix.clone(),
             min_servers: u.config.min_servers,
             max_servers: u.config.max_servers,
+            start_timeout_ms: Some(
+                u64::try_from(u.config.start_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
         })
         .collect();
     Status {

@@ -24,6 +24,15 @@ pub enum ManualOp {
     Stop,
 }
 
+/// What a manual command did: which server it chose (the lowest stopped one for a start
+/// without an index, the highest running one for a stop), so a caller can follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manual {
+    pub index: usize,
+    /// For people: "starting server 1 (127.0.0.1:9101) of \"app\"", "... is already ready".
+    pub message: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManualError {
     #[error("no upstream named {0:?}")]
@@ -99,7 +108,7 @@ impl ControlHandle {
         upstream: &str,
         index: Option<usize>,
         op: ManualOp,
-    ) -> Result<String, ManualError> {
+    ) -> Result<Manual, ManualError> {
         {
             let names = self.names.read().unwrap_or_else(|e| e.into_inner());
             if !names.known.iter().any(|s| s == upstream) {
@@ -133,7 +142,7 @@ impl Reconciler {
         index: Option<usize>,
         op: ManualOp,
         now: Instant,
-    ) -> Result<String, ManualError> {
+    ) -> Result<Manual, ManualError> {
         let Some(u) = self
             .ups
             .iter()
@@ -202,6 +211,9 @@ impl Reconciler {
             }
             (ManualOp::Stop, s) => format!("server {i} ({addr}) of {upstream:?} is already {s}"),
         };
-        Ok(done)
+        Ok(Manual {
+            index: i,
+            message: done,
+        })
     }
 }

@@ -106,13 +106,7 @@ impl Inner {
 
     /// A call's failure, for a caller that has no better reading of it.
     fn error(&self, e: RpcError) -> SupervisorError {
-        match e.fault() {
-            Some(f) if f.code == codes::SHUTDOWN_STATE => {
-                SupervisorError::Unreachable(format!("supervisord {} is shutting down", self.name))
-            }
-            _ if e.is_unreachable() => SupervisorError::Unreachable(e.to_string()),
-            _ => SupervisorError::Other(e.to_string()),
-        }
+        call_error(&self.name, e)
     }
 
     fn malformed(&self, why: String) -> SupervisorError {
@@ -132,6 +126,59 @@ impl Inner {
             why: names::missing(&self.name),
         }
     }
+}
+
+/// A call's failure, for a caller that has no better reading of it.
+fn call_error(supervisor: &str, e: RpcError) -> SupervisorError {
+    match e.fault() {
+        Some(f) if f.code == codes::SHUTDOWN_STATE => {
+            SupervisorError::Unreachable(format!("supervisord {supervisor} is shutting down"))
+        }
+        _ if e.is_unreachable() => SupervisorError::Unreachable(e.to_string()),
+        _ => SupervisorError::Other(e.to_string()),
+    }
+}
+
+/// Which of `programs` (`"name"` or `"group:name"`) the supervisord `config` describes has no
+/// process for, in the order given: what `rouse check --online` and a reload warn about, before
+/// a start finds out. A name that cannot name one supervisord process is unknown too.
+///
+/// One `getAllProcessInfo` on a connection of its own (a running driver's poll is left
+/// alone), bounded by `config.timeout`, connecting included.
+pub async fn unknown_programs(
+    config: &SupervisordConfig,
+    programs: &[String],
+) -> Result<Vec<String>, SupervisorError> {
+    let client = Client::new(config);
+    let all = client
+        .call("supervisor.getAllProcessInfo", &[])
+        .await
+        .map_err(|e| call_error(&config.name, e))?;
+    let malformed = |why: String| {
+        SupervisorError::Other(
+            RpcError::Malformed {
+                target: format!("supervisord \"{}\"", config.name),
+                why,
+            }
+            .to_string(),
+        )
+    };
+    let Some(items) = all.as_array() else {
+        return Err(malformed(format!(
+            "getAllProcessInfo answered a {}, not an array",
+            all.kind()
+        )));
+    };
+    let known = items
+        .iter()
+        .map(|item| names::process_info(item).map(|(spec, _)| spec))
+        .collect::<Result<std::collections::BTreeSet<Namespec>, String>>()
+        .map_err(malformed)?;
+    Ok(programs
+        .iter()
+        .filter(|p| Namespec::parse(p).map_or(true, |spec| !known.contains(&spec)))
+        .cloned()
+        .collect())
 }
 
 impl Supervisord {
