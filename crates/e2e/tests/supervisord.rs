@@ -838,6 +838,137 @@ async fn supervisord_killed_and_restarted_under_load() {
     assert_eq!(states(&rouse, 1), ["ready"]);
 }
 
+/// The `what` of every journal entry of server `i` of upstream `name`, from rouse's admin API
+/// (`GET /status`), newest first.
+async fn journal(c: &reqwest::Client, r: &Rouse, name: &str, i: u64) -> Vec<(String, String)> {
+    let admin = r.admin_addr().expect("rouse has an admin listener");
+    let reply = c
+        .get(format!("http://{admin}/status"))
+        .send()
+        .await
+        .expect("the admin API answers");
+    assert_eq!(reply.status().as_u16(), 200, "{reply:?}");
+    let status: serde_json::Value = reply.json().await.expect("/status is JSON");
+    status["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events in {status}"))
+        .iter()
+        .filter(|e| e["upstream"] == name && e["server"] == i)
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (field("what"), field("detail"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisord_stopped_and_restarted_within_a_second_holds_the_requests_and_serves_them() {
+    log_lines();
+    let [cold] = free_addrs();
+    let mut sd = SupervisordProcess::builder()
+        .program(backend("cold0", cold, &[]))
+        .spawn()
+        .await;
+    // A supervisor name of this test's own: the log lines waited on below are its alone.
+    let name = "sd_stopped_restarted";
+    let rouse = start_rouse(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}{}",
+        sd.rouse_section(name, "poll_interval = \"200ms\"\ntimeout = \"1s\""),
+        upstream("cold", name, &[], "start_timeout = \"10s\"", &[cold]),
+    ))
+    .await;
+    let c = client();
+    assert_eq!(states(&rouse, 0), ["stopped"]);
+    assert_eq!(sd.statename("cold0").await.as_deref(), Some("STOPPED"));
+
+    // supervisord stopped gracefully (SIGTERM: nothing of it left running, and cold0 never
+    // ran), and rouse has seen a poll fail: it knows supervisord is down.
+    sd.stop().await;
+    let stopped_at = Instant::now();
+    assert!(!sd.answers().await, "supervisord is down");
+    let failed = format!("supervisor={name}");
+    wait_until("rouse to see a poll fail", WAIT, || async {
+        !logged(&["polling supervisord failed", &failed]).is_empty()
+    })
+    .await;
+
+    // The requests arrive while it is down: held, the start asked again and again.
+    const N: usize = 8;
+    let tasks = common::spawn_gets(&c, &url(rouse.addr(), "/"), &[], N);
+    wait_until("every request to be held", WAIT, || async {
+        held(&rouse, 0) == N
+    })
+    .await;
+    wait_until("a start-retry in the journal", WAIT, || async {
+        journal(&c, &rouse, "cold", 0)
+            .await
+            .iter()
+            .any(|(w, _)| w == "start-retry")
+    })
+    .await;
+    let retries = journal(&c, &rouse, "cold", 0).await;
+    let (_, why) = retries.iter().find(|(w, _)| w == "start-retry").unwrap();
+    assert!(
+        why.contains(&format!("cannot connect to supervisord {name:?}")),
+        "says supervisord cannot be reached: {retries:?}"
+    );
+
+    // supervisord stays down a deliberate while (the point of the test), less than 1 s in all;
+    // the requests wait through it, none answered.
+    let down_for = Duration::from_millis(800);
+    assert!(
+        stopped_at.elapsed() < down_for,
+        "the requests were held only {:?} after supervisord stopped",
+        stopped_at.elapsed()
+    );
+    sleep(down_for.saturating_sub(stopped_at.elapsed())).await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "a request was answered while supervisord was down"
+    );
+    assert_eq!(held(&rouse, 0), N);
+    assert_eq!(state(&rouse, 0, 0), "starting");
+
+    // supervisord comes back on the same address and config; rouse asks for the start at once
+    // and the held requests are served by the program.
+    sd.restart().await;
+    let back_at = Instant::now();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(timeout(WAIT, t).await.expect("answered").unwrap());
+    }
+    let served_after = back_at.elapsed();
+    assert!(
+        answers.iter().all(|a| a.status == 200 && a.body == "cold0"),
+        "every held request served by cold0, none a 503: {:?}",
+        by_body(&answers)
+    );
+    let slowest = answers.iter().map(|a| a.took).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(10),
+        "within start_timeout: {slowest:?}"
+    );
+    assert!(
+        served_after < Duration::from_secs(3),
+        "served {served_after:?} after supervisord answered again"
+    );
+    assert_eq!(states(&rouse, 0), ["ready"]);
+    assert_eq!(held(&rouse, 0), 0);
+    let pid = sd.pid_of("cold0").await.expect("cold0 runs");
+    assert_eq!(backend_pids(cold), [pid]);
+    assert_eq!(stats(cold).await.requests, N as u64);
+    assert_eq!(spawns(&sd, "cold0"), 1, "one start: {}", sd.log());
+    let events = journal(&c, &rouse, "cold", 0).await;
+    assert!(
+        events.iter().any(|(w, _)| w == "ready"),
+        "ready in the journal: {events:?}"
+    );
+    assert!(
+        !events.iter().any(|(w, _)| w == "start-failed"),
+        "no start failed: {events:?}"
+    );
+}
+
 // === 7. unix socket, credentials ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
