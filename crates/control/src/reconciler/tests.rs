@@ -426,9 +426,15 @@ async fn a_failed_starts_own_reports_do_not_pass_for_the_revivals() {
     );
     assert_eq!(driver.calls(), ["start", "stop"], "no other start");
 
-    // The stop is through; the revival fails the same way, and the request hears why.
+    // The stop is through; the revival fails the same way, and the request hears why. (The
+    // first failure's error stands until the revival is issued, which clears it before its
+    // start reaches the supervisor: two starts and an error is the revival's.)
     driver.stops.add_permits(100);
-    wait_until("the revival's error", || up.start_error().is_some()).await;
+    let starts = || driver.calls().iter().filter(|c| **c == "start").count();
+    wait_until("the revival's error", || {
+        starts() == 2 && up.start_error().is_some()
+    })
+    .await;
     assert!(up.start_error().unwrap().contains("no such file"));
     assert_eq!(
         driver.calls().iter().filter(|c| **c == "start").count(),
