@@ -237,7 +237,8 @@ mod tests {
     #[test]
     fn servers_at_their_cap_are_passed_over_table() {
         // (servers as (in_flight, cap), tried) → which servers a pick may return.
-        let table: &[(&[(u32, Option<u32>)], &[usize], &[usize])] = &[
+        type Row<'a> = (&'a [(u32, Option<u32>)], &'a [usize], &'a [usize]);
+        let table: &[Row] = &[
             // No cap: everyone may take more, however loaded.
             (&[(5, None), (9, None)], &[], &[0, 1]),
             // The least loaded is full: the other one, although busier per weight.
