@@ -257,3 +257,67 @@ async fn a_cold_burst_at_target_waits_for_the_servers_starting_instead_of_piling
         assert!(s.max_in_flight <= fair, "{a}: {s:?}\n{why}");
     }
 }
+
+/// A static upstream over one in-process backend with `max_conns`, and `upstream_keys`.
+async fn static_capped(
+    max_conns: u32,
+    upstream_keys: &str,
+) -> (rouse_e2e::InProcessBackend, Rouse) {
+    let backend = rouse_e2e::spawn_in_process("s").await;
+    let rouse = start_rouse(&format!(
+        "[[upstream]]\nname = \"s\"\nsupervisor = \"none\"\n{upstream_keys}\n\
+         [[upstream.server]]\naddress = \"{}\"\nmax_conns = {max_conns}\n",
+        backend.addr()
+    ))
+    .await;
+    (backend, rouse)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_servers_at_max_conns_make_requests_wait_for_room() {
+    let (backend, rouse) = static_capped(1, "").await;
+    let c = common::client();
+    let url = common::url(rouse.addr(), "/delay/200");
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(request(c.clone(), url.clone(), t0)))
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(timeout(WAIT, t).await.expect("answered").expect("task"));
+    }
+    for r in &replies {
+        assert_eq!(r.status, 200, "{replies:?}");
+    }
+    // One at a time, so the four took four service times, none of them inside the backend.
+    assert_eq!(backend.stats().max_in_flight, 1);
+    let last = replies.iter().map(|r| r.done).max().expect("four");
+    assert!(last >= Duration::from_millis(4 * 200), "{replies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_while_every_server_stays_full_gets_503_at_capacity() {
+    let (backend, rouse) = static_capped(1, "start_timeout = \"300ms\"").await;
+    let c = common::client();
+    let t0 = Instant::now();
+    let long = tokio::spawn(request(
+        c.clone(),
+        common::url(rouse.addr(), "/delay/3000"),
+        t0,
+    ));
+    rouse_e2e::wait_until("the long request to be in flight", WAIT, || async {
+        backend.stats().in_flight == 1
+    })
+    .await;
+    let a = common::get(&c, &common::url(rouse.addr(), "/"), &[]).await;
+    assert_eq!((a.status, a.kind.as_str()), (503, "at-capacity"), "{a:?}");
+    assert!(a.retry_after.is_some(), "{a:?}");
+    assert!(
+        a.took >= Duration::from_millis(250),
+        "held until start_timeout: {a:?}"
+    );
+    assert!(a.body.contains("max_conns"), "{a:?}");
+    let long = timeout(WAIT, long).await.expect("answered").expect("task");
+    assert_eq!(long.status, 200);
+    assert_eq!(backend.stats().max_in_flight, 1);
+}
