@@ -283,3 +283,7 @@ impl Drop for HeldTimer<'_> {
         self.out.fetch_add(us, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+#[path = "hold_tests.rs"]
+mod tests;
