@@ -99,7 +99,8 @@ pub struct ServerView {
 pub struct UpstreamView<'a> {
     /// In index order.
     pub servers: &'a [ServerView],
-    /// Requests waiting for a ready server.
+    /// Requests waiting for a ready server, or for room on one (`max_conns`, or the target while
+    /// another server starts).
     pub held: usize,
     /// Requests/s over the last few seconds, measured by the shell.
     pub rps: f64,

@@ -115,7 +115,11 @@ pub fn render(table: &Table, format: Format) -> Result<String, std::fmt::Error> 
         "Open upgraded (WebSocket) connections per server",
         upgraded,
     );
-    r.register("held_requests", "Requests waiting for a ready server", held);
+    r.register(
+        "held_requests",
+        "Requests waiting for a ready server or for room on one",
+        held,
+    );
     r.register(
         "server_state",
         "1 for each server's current state (stopped, starting, ready, draining, stopping, failed), else 0",
