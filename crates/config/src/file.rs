@@ -154,6 +154,7 @@ pub struct FileUpstream {
 pub struct FileServer {
     pub address: Option<Spanned<String>>,
     pub weight: Option<Spanned<u32>>,
+    pub max_conns: Option<Spanned<i64>>,
     pub program: Option<Spanned<String>>,
     pub supervisor: Option<Spanned<String>>,
     pub command: Option<Spanned<FileCommand>>,

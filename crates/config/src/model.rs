@@ -169,6 +169,9 @@ pub struct ServerConfig {
     pub index: usize,
     pub address: SocketAddr,
     pub weight: u32,
+    /// At most this many requests in flight on this server, WebSockets counted (nginx's
+    /// `max_conns`); the rest wait, held, for room. 0 = no limit.
+    pub max_conns: u32,
     /// supervisord program name; default `<supervisord_name><index>`.
     pub program: String,
     /// Who runs this server: the upstream's supervisor, or (supervisord upstreams only) the

@@ -69,6 +69,7 @@ command = "python3 app.py"
     assert_eq!(server.index, 0);
     assert_eq!(server.address, "127.0.0.1:9101".parse().unwrap());
     assert_eq!(server.weight, 1);
+    assert_eq!(server.max_conns, 0, "no limit");
     assert_eq!(server.program, "app0");
     assert_eq!(
         server.command,

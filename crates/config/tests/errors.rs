@@ -730,6 +730,59 @@ fn server_weight_range() {
 }
 
 #[test]
+fn server_max_conns_range() {
+    let base = "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n[[upstream.server]]\naddress = \"127.0.0.1:9101\"\n";
+    single(
+        &format!("{base}max_conns = -1\n"),
+        6,
+        13,
+        &["max_conns", "-1", "0 = no limit"],
+    );
+    single(
+        &format!("{base}max_conns = 1000001\n"),
+        6,
+        13,
+        &["max_conns", "1000001", "1000000"],
+    );
+    single(
+        &format!("{base}max_conns = \"8\"\n"),
+        6,
+        13,
+        &["max_conns", "string"],
+    );
+    single(
+        &format!("{base}max_conns = 2.5\n"),
+        6,
+        13,
+        &["max_conns", "float"],
+    );
+}
+
+#[test]
+fn server_max_conns_values() {
+    let config = ok(r#"
+[[upstream]]
+name = "a"
+supervisor = "none"
+[[upstream.server]]
+address = "127.0.0.1:9101"
+max_conns = 8
+[[upstream.server]]
+address = "127.0.0.1:9102"
+max_conns = 0
+[[upstream.server]]
+address = "127.0.0.1:9103"
+max_conns = 1000000
+"#);
+    let caps: Vec<u32> = config.upstreams[0]
+        .servers
+        .iter()
+        .map(|s| s.max_conns)
+        .collect();
+    assert_eq!(caps, [8, 0, 1_000_000]);
+}
+
+#[test]
 fn unknown_key_in_server() {
     single(
         r#"

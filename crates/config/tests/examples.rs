@@ -86,6 +86,7 @@ fn full_example_sets_every_key() {
         "fail_timeout_max",
         "address",
         "weight",
+        "max_conns",
         "program",
         "command",
         "env",

@@ -249,10 +249,19 @@ struct Life {
 }
 
 fn settings(c: &UpstreamConfig, revive_backoff: rouse_core::backoff::Backoff) -> ScaleSettings {
+    // A server takes no more than its max_conns: sizing by a larger target would leave full
+    // servers and held requests with nothing starting.
+    let smallest_cap = c
+        .servers
+        .iter()
+        .map(|s| s.max_conns)
+        .filter(|&m| m > 0)
+        .min();
+    let target = smallest_cap.map_or(c.target_in_flight, |m| m.min(c.target_in_flight.max(1)));
     ScaleSettings {
         min_servers: c.min_servers,
         max_servers: c.max_servers,
-        target_in_flight: c.target_in_flight,
+        target_in_flight: target,
         target_rps: c.target_rps,
         idle_timeout: c.idle_timeout,
         scale_down_after: c.idle_timeout.min(Duration::from_secs(30)),

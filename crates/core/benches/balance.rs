@@ -14,6 +14,8 @@ fn servers(n: usize) -> Vec<Candidate> {
             // Busy servers, so the fair pick scans them all (its worst case).
             in_flight: 1 + (i as u32 * 37) % 11,
             weight: 1 + (i as u32 % 3),
+            // Room everywhere, so the cap check is paid without changing the pick.
+            cap: Some(64),
         })
         .collect()
 }

@@ -8,9 +8,11 @@
 //! The set of servers is read through [`CandidateSet`] rather than a slice so the shell can hand
 //! over a view of its live table (atomics) without first copying it.
 
+mod capacity;
 mod fair;
 mod round_robin;
 
+pub use capacity::{Capacity, has_room};
 pub use fair::Fair;
 pub use round_robin::RoundRobin;
 
@@ -23,6 +25,9 @@ pub struct Candidate {
     pub in_flight: u32,
     /// Effective weight >= 1 (config weight, possibly reduced during slow start; treat 0 as 1).
     pub weight: u32,
+    /// The most requests it may have in flight now ([`Capacity::cap`]); `None` = no limit. A
+    /// server at its cap is passed over as if it were not eligible.
+    pub cap: Option<u32>,
 }
 
 impl Candidate {
@@ -30,6 +35,12 @@ impl Candidate {
     /// ready server unpickable or divide by zero.
     fn effective_weight(self) -> u32 {
         self.weight.max(1)
+    }
+
+    /// Below its cap: may take one more request.
+    #[inline]
+    pub fn has_room(self) -> bool {
+        has_room(self.in_flight, self.cap)
     }
 }
 
@@ -127,7 +138,7 @@ impl Balancer {
 /// linear search beats anything that would need allocating.
 #[inline]
 fn open(c: Candidate, index: usize, tried: &[usize]) -> bool {
-    c.eligible && !tried.contains(&index)
+    c.eligible && c.has_room() && !tried.contains(&index)
 }
 
 #[cfg(test)]
@@ -139,6 +150,15 @@ mod tests {
             eligible,
             in_flight,
             weight,
+            cap: None,
+        }
+    }
+
+    /// A ready server of weight 1 with `in_flight` requests and cap `cap`.
+    fn capped(in_flight: u32, cap: Option<u32>) -> Candidate {
+        Candidate {
+            cap,
+            ..c(true, in_flight, 1)
         }
     }
 
@@ -212,5 +232,62 @@ mod tests {
         assert_eq!(b.pick(&&v[..], &[]), Some(1));
         assert!(!CandidateSet::is_empty(&v));
         assert!(CandidateSet::is_empty(&Vec::new()));
+    }
+
+    #[test]
+    fn servers_at_their_cap_are_passed_over_table() {
+        // (servers as (in_flight, cap), tried) → which servers a pick may return.
+        type Row<'a> = (&'a [(u32, Option<u32>)], &'a [usize], &'a [usize]);
+        let table: &[Row] = &[
+            // No cap: everyone may take more, however loaded.
+            (&[(5, None), (9, None)], &[], &[0, 1]),
+            // The least loaded is full: the other one, although busier per weight.
+            (&[(2, Some(2)), (3, None)], &[], &[1]),
+            // Every server at its cap: nobody.
+            (&[(2, Some(2)), (1, Some(1))], &[], &[]),
+            // Above the cap counts as full too.
+            (&[(4, Some(2)), (0, Some(1))], &[], &[1]),
+            // One slot left on the second.
+            (&[(2, Some(2)), (1, Some(2)), (2, Some(2))], &[], &[1]),
+            // Tried and full together leave nothing.
+            (&[(2, Some(2)), (0, Some(2))], &[1], &[]),
+        ];
+        for kind in [Kind::Fair, Kind::RoundRobin] {
+            for &(servers, tried, want) in table {
+                let set: Vec<_> = servers.iter().map(|&(n, cap)| capped(n, cap)).collect();
+                let b = Balancer::new(kind);
+                for _ in 0..4 {
+                    match b.pick(&set, tried) {
+                        None => assert!(want.is_empty(), "{kind:?} {set:?}: none, want {want:?}"),
+                        Some(p) => {
+                            assert!(want.contains(&p), "{kind:?} {set:?}: {p}, want {want:?}")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn release_by_capacity_while_a_server_starts() {
+        // Two ready servers at target 2 while a third starts: the one with room takes the
+        // request; once both carry 2 nobody does, and the request waits for the new server.
+        let starting = Capacity {
+            target_in_flight: 2,
+            starting: true,
+        };
+        let settled = Capacity {
+            target_in_flight: 2,
+            starting: false,
+        };
+        let set = |cap: Capacity, loads: [u32; 2]| -> Vec<Candidate> {
+            loads.iter().map(|&n| capped(n, cap.cap(0))).collect()
+        };
+        let b = Balancer::new(Kind::Fair);
+        assert_eq!(b.pick(&set(starting, [2, 1]), &[]), Some(1));
+        assert_eq!(b.pick(&set(starting, [2, 2]), &[]), None);
+        // Nothing starting: above target is fine, fair balancing as ever.
+        assert_eq!(b.pick(&set(settled, [3, 2]), &[]), Some(1));
+        assert!(b.pick(&set(settled, [7, 7]), &[]).is_some());
     }
 }

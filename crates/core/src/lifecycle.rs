@@ -807,10 +807,16 @@ impl Machine<'_> {
     }
 
     fn stop(&mut self, why: StopReason) {
+        let was_starting = self.next.state() == ServerState::Starting;
         self.record(Record::Stop(why));
         let then = Then::Stopped;
         self.go(Phase::Stopping { why, then }, Some(Event::StopIssued));
         self.effect(Effect::CallStop);
+        if was_starting {
+            // Ready servers hold requests back at target while one starts: that one is not
+            // coming any more.
+            self.effect(Effect::WakeHeld);
+        }
     }
 
     /// A failed server may be started again: `stopped`, and the requests that come next wait

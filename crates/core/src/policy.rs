@@ -18,9 +18,9 @@
 //! Numbered as in the design; see each function for the reasons.
 //! 1. **Drained**: a draining server with nothing in flight is stopped, for the reason it was
 //!    drained for (`stop_drained`).
-//! 2. **Demand from zero**: held requests and no server ready or starting start one server, or,
-//!    when only failed ones are left, revive the first failed one with backoff
-//!    (`demand_from_zero`).
+//! 2. **Demand from zero**: held requests and no server ready or starting start as many servers
+//!    as the held load needs at target (at least one), or, when only failed ones are left, revive
+//!    the first failed one with backoff (`demand_from_zero`).
 //! 3. **Floor**: keep `min_servers` ready or starting (`floor`).
 //! 4. **Scale up** to the number of servers the load needs (`scale_up`).
 //! 5. **Scale down** one server per `scale_down_after` of low load (`scale_down`).
@@ -99,7 +99,8 @@ pub struct ServerView {
 pub struct UpstreamView<'a> {
     /// In index order.
     pub servers: &'a [ServerView],
-    /// Requests waiting for a ready server.
+    /// Requests waiting for a ready server, or for room on one (`max_conns`, or the target while
+    /// another server starts).
     pub held: usize,
     /// Requests/s over the last few seconds, measured by the shell.
     pub rps: f64,
@@ -346,19 +347,35 @@ impl ScalePolicy {
         }
     }
 
-    /// Rule 2. One server, not one per held request: the first must come up before the load it
-    /// will see is known, and rule 4 sizes from there. The floor counts as demand too, so that a
-    /// `min_servers` upstream whose servers all crashed is revived without waiting for a request.
+    /// Rule 2. As many servers as the held requests need at `target_in_flight`, at once: a cold
+    /// burst of 40 at target 2 must not wait for one server to come up, fill, and only then make
+    /// rule 4 start the next ones (the data plane releases held requests by capacity, so they
+    /// wait for those starts rather than all landing on the first server up). At least one, for
+    /// a single request or the floor; rule 4 sizes from there as the load changes. The floor
+    /// counts as demand too, so that a `min_servers` upstream whose servers all crashed is
+    /// revived without waiting for a request.
     ///
     /// Failed servers are revived only here, when nothing else can serve, and always the first one
     /// (ngx_supervisord 1.4), paced by `revive_backoff`, so a server that crashes on start is not
     /// restarted in a tight loop while requests keep arriving.
     fn demand_from_zero(&mut self, work: &mut Work) {
         let demand = work.held > 0 || work.up() < self.settings.min_servers;
-        if !demand || work.up() > 0 {
+        // Once a server is ready, rule 4 sizes from the load it sees.
+        if !demand || work.count(ServerState::Ready) > 0 {
             return;
         }
-        if work.add_capacity(1, self.settings.max_servers) > 0 {
+        let target = self.settings.target_in_flight.max(1) as usize;
+        let wanted = work.held.div_ceil(target).max(1);
+        let up = work.up();
+        if up > 0 {
+            // A burst still arriving while the first servers start: starting servers count as
+            // capacity, so only what the held load needs beyond them is started.
+            if wanted > up {
+                work.add_capacity(wanted - up, self.settings.max_servers);
+            }
+            return;
+        }
+        if work.add_capacity(wanted, self.settings.max_servers) > 0 {
             return;
         }
         if self.settings.max_servers == 0 || self.next_revive_at.is_some_and(|t| work.now < t) {
@@ -385,9 +402,11 @@ impl ScalePolicy {
     /// Rule 4. Immediate, because every tick of delay is requests queueing; servers already
     /// starting count as capacity, so a burst seen on consecutive ticks does not start the same
     /// servers twice. Held requests count as load (see `servers_for_load`), not as a reason for
-    /// one more server on their own: requests are only held while no server is ready, so a view
-    /// with both is the moment a server has just become ready and the held requests are on their
-    /// way to it. Asking for one more there started a second server on every cold start.
+    /// one more server on their own. Requests are held while ready servers are full (at
+    /// `max_conns`, or at target while another server starts) as well as while none is ready,
+    /// so a view with both says nothing by itself: it may be the moment a server has just become
+    /// ready with the held requests on their way to it, where asking for one more would start a
+    /// second server on every cold start. In-flight plus held, at target, covers both cases.
     fn scale_up(&self, work: &mut Work) {
         if work.count(ServerState::Ready) == 0 {
             return;
@@ -401,7 +420,8 @@ impl ScalePolicy {
 
     /// Rule 5, with hysteresis: low load must last `scale_down_after`, and the timer restarts after
     /// each drain, so servers go one at a time and each one's absence is felt before the next.
-    /// Never while something is starting (scaling up) or requests are held, and never below
+    /// Never while something is starting (scaling up) or requests are held (with servers ready,
+    /// that means they are full: the opposite of low load), and never below
     /// `max(min_servers, 1)`: the last server goes by rule 6 only, when there is no traffic at all.
     /// The highest index goes first, the reverse of the start order, so the same low-index
     /// servers stay warm.
@@ -431,7 +451,8 @@ impl ScalePolicy {
     /// Rule 6: how the last server stops when `min_servers` is 0. Idle time counts from the later
     /// of the last request and the moment the server entered its state, so a server just started
     /// or adopted (whose last request may be long ago) gets a full `idle_timeout`. Never below
-    /// what the current load needs either, so idling cannot undo a scale-up.
+    /// what the current load needs either, so idling cannot undo a scale-up, and never while
+    /// requests are held, whether for a start or for room on busy servers.
     fn idle(&self, work: &mut Work) {
         if work.held > 0 || work.added > 0 {
             return;
@@ -457,7 +478,9 @@ impl ScalePolicy {
 
     /// How many servers the load needs at target. In-flight requests of every server count,
     /// draining ones included: they are load the upstream carries right now; so do held
-    /// requests, which will be in flight as soon as a server takes them.
+    /// requests, whether they wait for a start or for room on full servers: they will be in
+    /// flight as soon as a server takes them, and they are not in flight anywhere yet, so no
+    /// request is counted twice.
     fn servers_for_load(&self, work: &Work) -> usize {
         let target = u64::from(self.settings.target_in_flight.max(1));
         let load = work.total_in_flight().saturating_add(work.held as u64);

@@ -272,6 +272,51 @@ async fn stats_track_concurrency() {
 }
 
 #[tokio::test]
+async fn concurrency_queues_excess_requests_inside_the_backend_and_says_so() {
+    // Like gunicorn with 2 sync workers: the third and fourth request wait for a worker.
+    let backend = spawn_in_process_with(BackendConfig::new("w").concurrency(2)).await;
+    let client = client();
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            let url = backend.url("/delay/300");
+            tokio::spawn(async move {
+                let resp = get(&client, &url).await;
+                let header = |name: &str| -> u64 {
+                    resp.headers()[name]
+                        .to_str()
+                        .expect("ascii")
+                        .parse()
+                        .expect("a number")
+                };
+                (header("x-backend-queued-us"), header("x-backend-time-us"))
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.expect("request task"));
+    }
+    answers.sort();
+    // Two went straight to a worker, two waited about one service time.
+    for &(queued, time) in &answers[..2] {
+        assert!(queued < 100_000, "{answers:?}");
+        assert!(time >= 300_000, "{answers:?}");
+    }
+    for &(queued, time) in &answers[2..] {
+        assert!(queued >= 250_000, "{answers:?}");
+        assert!(time >= queued + 300_000, "{answers:?}");
+    }
+    let stats = backend.stats();
+    assert_eq!(
+        stats.max_in_flight, 4,
+        "queued requests are in the backend too"
+    );
+    assert_eq!(stats.queued, 2);
+    assert!(stats.max_queued_us >= 250_000, "{stats:?}");
+}
+
+#[tokio::test]
 async fn echo_streams_the_body_back_as_it_arrives() {
     let backend = spawn_in_process("e").await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);

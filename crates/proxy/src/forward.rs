@@ -9,13 +9,13 @@ use hyper::upgrade::OnUpgrade;
 use std::sync::atomic::Ordering;
 
 use rouse_state::metrics::RequestLabels;
-use rouse_state::{Server, Table, Upstream};
+use rouse_state::{Admission, Server, Table, Upstream};
 use tokio::time::{Instant, timeout};
 
 use crate::answer;
 use crate::body::{Completion, ProxyBody};
 use crate::headers;
-use crate::hold::{Held, RELOADED, Waiter, hold};
+use crate::hold::{Held, RELOADED, Waiter, admit, hold};
 use crate::proxy::{Proxy, RouteUpstream, Routes};
 use crate::request_body::RequestBody;
 
@@ -109,29 +109,37 @@ impl Proxy {
         let mut tried: Vec<usize> = Vec::new();
         // Set when a reload replaced the upstream while the request was held for it.
         let mut moved: Option<(Arc<Routes>, usize)> = None;
+        // Held once already: it has had its turn in the queue.
+        let mut waited = false;
         'servers: loop {
             let up = match &moved {
                 Some((routes, at)) => &routes.upstreams[*at],
                 None => up,
             };
-            let now = Instant::now();
             let supervised = !up.state.is_static();
-            // Static servers have nobody to bring them back, so when all are inside a failure
-            // window the soonest-back one is tried; supervised ones are the control plane's job.
-            let fallback = || {
-                (!supervised)
-                    .then(|| up.state.least_recently_failed(&tried))
-                    .flatten()
+            // Requests already held go first: a newcomer queues behind them instead of taking
+            // the room they are being woken for.
+            let behind = !waited && tried.is_empty() && up.state.held() > 0;
+            let admission = if behind {
+                Admission::Full
+            } else {
+                admit(&up.state, Instant::now(), &tried)
             };
-            let Some((at, server)) = up.state.pick(now, &tried).or_else(fallback) else {
-                if supervised {
-                    // Cold, or every server refused before anything was sent (a crash the
-                    // control plane has not seen yet): wait for it to bring one up, within
-                    // start_timeout, then try them all again.
-                    match hold(table, &up.state, waiter).await {
-                        Ok(Held::Retry) => {
+            let (at, guard) = match admission {
+                Admission::Admitted(at, guard) => (at, guard),
+                Admission::NoServer if !supervised => {
+                    return (self.no_server(up, &tried), None);
+                }
+                // Full servers (or, supervised, cold ones, or every one refused before anything
+                // was sent: a crash the control plane has not seen yet): wait, within
+                // start_timeout, for room or for the control plane to bring one up, then try
+                // them all again.
+                Admission::Full | Admission::NoServer => {
+                    waited = true;
+                    match hold(table, &up.state, waiter, behind).await {
+                        Ok(Held::Admitted(at, guard)) => {
                             tried.clear();
-                            continue 'servers;
+                            (at, guard)
                         }
                         Ok(Held::Replaced) => match self.successor(&up.state) {
                             Some(next) => {
@@ -150,11 +158,10 @@ impl Proxy {
                         Err(resp) => return (resp, None),
                     }
                 }
-                return (self.no_server(up, &tried), None);
             };
-            let server = Arc::clone(server);
+            let now = Instant::now();
+            let server = Arc::clone(guard.server());
             let pool = &up.pools[at];
-            let guard = server.begin_request();
             let mut pooled_allowed = true;
             loop {
                 let pooled = if pooled_allowed {

@@ -1,18 +1,29 @@
-//! Holding a request while its upstream has no ready server.
+//! Holding a request while its upstream has no server that may take it: none is ready (a cold
+//! start), or every ready one is full (at its `max_conns`, or at `target_in_flight` while
+//! another server starts, see `rouse_core::balance::Capacity`).
 //!
 //! The request registers as held (bounded by `queue_limit`), pokes the control plane, and waits
-//! on the upstream's change signal until a server is ready, the start fails, or `start_timeout`
-//! passes. Waiting is a parked future: nothing else is blocked, and a thousand held requests cost
-//! a thousand small futures. Exactly one start is issued however many wait: starting is the
-//! control plane's decision, made from the held count, not the requests'.
+//! until a server may take it, the start fails, or `start_timeout` passes. Waiting is a parked
+//! future: nothing else is blocked, and a thousand held requests cost a thousand small futures.
+//! Exactly one start is issued however many wait: starting is the control plane's decision,
+//! made from the held count, not the requests'.
+//!
+//! Two things wake a held request: the upstream's change signal (a server became ready, a start
+//! failed, a reload), which wakes them all, and room on a server (a request ended there while
+//! requests are held: [`rouse_state::Waiters`]), which wakes one, first come first served. A
+//! woken request that gets in passes the wake-up on to the next in line, since the room may
+//! be for more than one; one that finds none waits again. So releases go at the pace servers
+//! free up, with no lost wake-up and no polling.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Method, Response, StatusCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rouse_state::{HeldGuard, Metrics, Table, Upstream};
+use rouse_core::state::ServerState;
+use rouse_state::{Admission, HeldGuard, InFlightGuard, Metrics, Table, Upstream};
 use tokio::time::Instant;
 
 use crate::answer;
@@ -49,25 +60,41 @@ impl<'a> Waiter<'a> {
 /// `Retry-After` for a request whose upstream a reload removed while it waited.
 pub(crate) const RELOADED: Duration = Duration::from_secs(1);
 
-/// Why a held request stopped waiting without an answer.
+/// How a held request stopped waiting without an answer of rouse's own.
 pub(crate) enum Held {
-    /// A server may be ready: pick again.
-    Retry,
+    /// A server took it: its position in the upstream's servers, and the request counted in
+    /// flight there.
+    Admitted(usize, InFlightGuard),
     /// A reload replaced the upstream: go on with its successor.
     Replaced,
 }
 
-/// Waits until `upstream` may have a ready server, or answers why not.
+/// A server for a request, counted in flight on it: the balancer's choice among servers with
+/// room, or, for static servers when every ready one is inside a passive-failure window, the
+/// one whose window ends first (nobody else would bring one back).
+pub(crate) fn admit(upstream: &Upstream, now: Instant, tried: &[usize]) -> Admission {
+    match upstream.admit(now, tried) {
+        Admission::NoServer if upstream.is_static() => upstream.admit_least_recently_failed(tried),
+        other => other,
+    }
+}
+
+/// Waits until a server of `upstream` takes the request, or answers why not. `behind`: other
+/// requests were held already when this one arrived, so it waits for its turn instead of
+/// taking room they are being woken for.
 pub(crate) async fn hold(
     table: &Table,
-    upstream: &std::sync::Arc<Upstream>,
+    upstream: &Arc<Upstream>,
     w: &Waiter<'_>,
+    behind: bool,
 ) -> Result<Held, Response<ProxyBody>> {
     let cfg = &upstream.config;
-    if cfg
-        .never_wake
-        .iter()
-        .any(|p| w.path.starts_with(p.as_str()))
+    let cold = !upstream.any_ready();
+    if cold
+        && cfg
+            .never_wake
+            .iter()
+            .any(|p| w.path.starts_with(p.as_str()))
     {
         return Err(answer::unavailable(
             "cold",
@@ -79,63 +106,123 @@ pub(crate) async fn hold(
         ));
     }
     let Some(held) = upstream.hold() else {
+        let why = if cold {
+            "is starting"
+        } else {
+            "is at capacity"
+        };
         return Err(answer::unavailable(
             "queue-full",
             format!(
-                "upstream {:?} is starting and already holds {} requests (queue_limit)",
+                "upstream {:?} {why} and already holds {} requests (queue_limit)",
                 cfg.name, cfg.queue_limit
             ),
             retry_after(upstream, w),
         ));
     };
-    let _timer = HeldTimer {
+    let timer = HeldTimer {
         _held: held,
         since: Instant::now(),
         out: &w.held_us,
     };
     // Subscribe before checking, so a change between the check and the wait is not missed.
     let mut changed = upstream.subscribe();
+    let waiters = Arc::clone(upstream.waiters());
     let deadline = w.arrived + cfg.start_timeout;
-    let page_at = (cfg.waiting_page && w.browser).then(|| w.arrived + BROWSER_PATIENCE);
+    let page_at = (cfg.waiting_page && w.browser && cold).then(|| w.arrived + BROWSER_PATIENCE);
+    let mut look = !behind;
+    let mut poke = true;
     loop {
         if upstream.is_replaced() {
             return Ok(Held::Replaced);
         }
-        if upstream.pick(Instant::now(), &[]).is_some() {
-            return Ok(Held::Retry);
-        }
-        table.demand.notify_one();
-        if let Some(error) = upstream.start_error() {
-            return Err(answer::unavailable(
-                "start-failed",
-                format!("upstream {:?} could not start a server: {error}", cfg.name),
-                retry_after(upstream, w),
-            ));
-        }
-        let until = page_at.map_or(deadline, |p| p.min(deadline));
-        tokio::select! {
-            // The sender lives as long as the upstream, which this request holds.
-            _ = changed.changed() => {}
-            _ = tokio::time::sleep_until(until) => {
-                if page_at.is_some_and(|p| p <= Instant::now()) && Instant::now() < deadline {
-                    return Err(waiting_page(upstream, w));
+        let admitted = {
+            let room = waiters.room();
+            tokio::pin!(room);
+            // Registered before looking, so room made between the look and the wait wakes it.
+            room.as_mut().enable();
+            match look.then(|| admit(upstream, Instant::now(), &[])) {
+                Some(Admission::Admitted(at, guard)) => Some((at, guard)),
+                _ => {
+                    // Only a change can alter what the control plane would decide; a wake-up
+                    // for room is the data plane's business.
+                    if poke {
+                        table.demand.notify_one();
+                    }
+                    if let Some(error) = upstream.start_error() {
+                        return Err(answer::unavailable(
+                            "start-failed",
+                            format!("upstream {:?} could not start a server: {error}", cfg.name),
+                            retry_after(upstream, w),
+                        ));
+                    }
+                    let until = page_at.map_or(deadline, |p| p.min(deadline));
+                    tokio::select! {
+                        // The sender lives as long as the upstream, which this request holds.
+                        _ = changed.changed() => poke = true,
+                        () = &mut room => poke = false,
+                        () = tokio::time::sleep_until(until) => {
+                            if page_at.is_some_and(|p| p <= Instant::now())
+                                && Instant::now() < deadline
+                            {
+                                return Err(waiting_page(upstream, w));
+                            }
+                            return Err(timed_out(table, upstream, w));
+                        }
+                    }
+                    None
                 }
-                table
-                    .metrics
-                    .held_timeouts
-                    .get_or_create(&Metrics::upstream(upstream.name()))
-                    .inc();
-                return Err(answer::unavailable(
-                    "start-timeout",
-                    format!(
-                        "upstream {:?} has no ready server after {:?} (start_timeout)",
-                        cfg.name, cfg.start_timeout
-                    ),
-                    retry_after(upstream, w),
-                ));
             }
+        };
+        if let Some((at, guard)) = admitted {
+            drop(timer);
+            // The room may be for more than this request (servers ready at once, several
+            // requests ended): the next in line looks too, and passes it on in turn.
+            waiters.wake_one();
+            return Ok(Held::Admitted(at, guard));
         }
+        look = true;
     }
+}
+
+/// The answer to a request held for `start_timeout`: `start-timeout` when it waited for a
+/// server to start (none ready, or one still starting), `at-capacity` when every server was up
+/// and full the whole time there was left.
+fn timed_out(table: &Table, upstream: &Upstream, w: &Waiter<'_>) -> Response<ProxyBody> {
+    let cfg = &upstream.config;
+    table
+        .metrics
+        .held_timeouts
+        .get_or_create(&Metrics::upstream(upstream.name()))
+        .inc();
+    let starting = upstream
+        .servers
+        .iter()
+        .any(|s| s.state() == ServerState::Starting);
+    if upstream.any_ready() && !starting {
+        return answer::unavailable(
+            "at-capacity",
+            format!(
+                "every ready server of upstream {:?} stayed at its limit (max_conns) for {:?} \
+                 (start_timeout)",
+                cfg.name, cfg.start_timeout
+            ),
+            retry_after(upstream, w),
+        );
+    }
+    let why = if upstream.any_ready() {
+        "its ready servers stayed full while another started"
+    } else {
+        "has no ready server"
+    };
+    answer::unavailable(
+        "start-timeout",
+        format!(
+            "upstream {:?} {why} after {:?} (start_timeout)",
+            cfg.name, cfg.start_timeout
+        ),
+        retry_after(upstream, w),
+    )
 }
 
 /// How long a client should wait before trying again: what is left of a typical start, as
@@ -196,3 +283,7 @@ impl Drop for HeldTimer<'_> {
         self.out.fetch_add(us, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+#[path = "hold_tests.rs"]
+mod tests;

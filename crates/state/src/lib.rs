@@ -10,9 +10,11 @@ pub mod metrics;
 mod server;
 mod table;
 mod upstream;
+mod waiters;
 
 pub use journal::{Entry, Journal};
 pub use metrics::Metrics;
 pub use server::{InFlightGuard, Server, ServerId};
 pub use table::Table;
-pub use upstream::{HeldGuard, Upstream};
+pub use upstream::{Admission, HeldGuard, Upstream};
+pub use waiters::Waiters;

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::{Metrics, RequestLabels};
+use crate::waiters::Waiters;
 
 /// Status codes are three digits: every one has its slot.
 const STATUS_CODES: usize = 1000;
@@ -37,11 +38,14 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 pub struct Server {
     id: ServerId,
     /// As configured when the server was created. A reload keeps a server whose config is
-    /// unchanged but for its position and weight, so read those two through [`Server::index`]
-    /// and [`Server::weight`].
+    /// unchanged but for its position, weight and `max_conns`, so read those through
+    /// [`Server::index`], [`Server::weight`] and [`Server::max_conns`].
     pub config: ServerConfig,
     index: AtomicUsize,
     weight: AtomicU32,
+    max_conns: AtomicU32,
+    /// The requests held for its upstream: woken as requests end here.
+    waiters: Arc<Waiters>,
     state: AtomicU8,
     in_flight: AtomicU32,
     upgraded: AtomicU32,
@@ -64,12 +68,19 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(config: ServerConfig, initial: ServerState, epoch: Instant) -> Server {
+    pub fn new(
+        config: ServerConfig,
+        initial: ServerState,
+        epoch: Instant,
+        waiters: Arc<Waiters>,
+    ) -> Server {
         let now = ms_since(epoch, Instant::now());
         Server {
             id: ServerId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             index: AtomicUsize::new(config.index),
             weight: AtomicU32::new(config.weight),
+            max_conns: AtomicU32::new(config.max_conns),
+            waiters,
             epoch,
             since_ms: AtomicU64::new(now),
             active_ms: AtomicU64::new(now),
@@ -99,15 +110,23 @@ impl Server {
         self.weight.load(Ordering::Relaxed)
     }
 
-    /// A reload kept this server: it may have moved in its upstream's list, and its weight may
-    /// have changed.
-    pub fn relocate(&self, index: usize, weight: u32) {
+    /// At most this many requests in flight on it (0 = no limit).
+    pub fn max_conns(&self) -> u32 {
+        self.max_conns.load(Ordering::Relaxed)
+    }
+
+    /// A reload kept this server: it may have moved in its upstream's list, and its weight and
+    /// `max_conns` may have changed. A lower `max_conns` than what is in flight only stops new
+    /// requests until enough have ended; nothing in flight is cut.
+    pub fn relocate(&self, index: usize, weight: u32, max_conns: u32) {
         self.index.store(index, Ordering::Relaxed);
         self.weight.store(weight, Ordering::Relaxed);
+        self.max_conns.store(max_conns, Ordering::Relaxed);
     }
 
     /// Whether `config` describes this same server, so a reload may keep it (its process,
-    /// state, connections and counters): everything but position and weight is the same.
+    /// state, connections and counters): everything but position, weight and `max_conns` is
+    /// the same; a cap is a routing setting, no reason to restart a process.
     /// Embedded program names are rouse's own, derived from positions (`<upstream><index>`), so
     /// they are no part of what a server is: removing the first server must not make every
     /// other one a new server. A supervisord program name is.
@@ -246,9 +265,31 @@ impl Server {
         };
     }
 
-    /// Counts a request from now until the guard is dropped.
+    /// Counts a request from now until the guard is dropped, whatever the cap.
     pub fn begin_request(self: &Arc<Self>) -> InFlightGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.admitted()
+    }
+
+    /// Counts a request from now until the guard is dropped, if that keeps this server within
+    /// `cap` requests in flight (`None`: no limit). The balancer's view of the counters may be
+    /// stale when many held requests wake at once on several threads; this compare-and-swap is
+    /// what guarantees the cap: never more than `cap` in flight here, whoever races.
+    pub fn try_begin_request(self: &Arc<Self>, cap: Option<u32>) -> Option<InFlightGuard> {
+        match cap {
+            None => Some(self.begin_request()),
+            Some(cap) => {
+                self.in_flight
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        (n < cap).then_some(n + 1)
+                    })
+                    .ok()?;
+                Some(self.admitted())
+            }
+        }
+    }
+
+    fn admitted(self: &Arc<Self>) -> InFlightGuard {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.touch();
         InFlightGuard {
@@ -289,10 +330,13 @@ impl InFlightGuard {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.server.touch();
-        self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.server.in_flight.fetch_sub(1, Ordering::SeqCst);
         if self.upgraded {
             self.server.upgraded.fetch_sub(1, Ordering::Relaxed);
         }
+        // After the decrement: a held request that found this server full then either sees
+        // the room or is counted as waiting by now (see `Waiters`).
+        self.server.waiters.wake_one();
     }
 }
 

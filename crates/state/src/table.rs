@@ -52,7 +52,7 @@ impl Table {
     /// The table for a reloaded config. Static upstreams are rebuilt (their pools are kept by
     /// the proxy). A supervised upstream whose config is unchanged is carried over as it is; a
     /// changed one becomes a new upstream that keeps every server whose config is the same but
-    /// for position and weight ([`Server::is_same`]): the same object, so its process, state,
+    /// for position, weight and `max_conns` ([`Server::is_same`]): the same object, so its process, state,
     /// in-flight requests and counters go on. Servers not kept are the control plane's to drain
     /// and stop.
     pub fn reloaded(&self, config: &Config) -> Table {
@@ -106,7 +106,7 @@ impl Table {
             .map(|(sc, kept)| match kept {
                 Some(at) => {
                     let s = &old.servers[at];
-                    s.relocate(sc.index, sc.weight);
+                    s.relocate(sc.index, sc.weight, sc.max_conns);
                     Arc::clone(s)
                 }
                 None => {
@@ -118,7 +118,12 @@ impl Table {
                             .unwrap_or_default();
                     }
                     names.insert(sc.program.clone());
-                    Arc::new(Server::new(sc, ServerState::Stopped, self.epoch))
+                    Arc::new(Server::new(
+                        sc,
+                        ServerState::Stopped,
+                        self.epoch,
+                        Arc::clone(old.waiters()),
+                    ))
                 }
             })
             .collect();
@@ -179,6 +184,23 @@ mod tests {
         assert_eq!(up.servers[0].config.program, "e1");
         assert_eq!(up.servers[1].config.program, "e2");
         assert_eq!(up.servers[1].state(), ServerState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_changed_max_conns_keeps_the_server_and_applies_at_once() {
+        let old = Table::new(&config(TWO));
+        old.upstreams[0].servers[0].set_state(ServerState::Ready, Instant::now());
+        let new = old.reloaded(&config(&TWO.replacen(
+            "command = \"x\"\n",
+            "command = \"x\"\nmax_conns = 4\n",
+            1,
+        )));
+        let (up, was) = (&new.upstreams[0], &old.upstreams[0]);
+        assert!(Arc::ptr_eq(&up.servers[0], &was.servers[0]), "same process");
+        assert_eq!(up.servers[0].max_conns(), 4);
+        assert_eq!(up.servers[0].state(), ServerState::Ready);
+        // Requests ending on kept servers wake the requests held for the new generation.
+        assert!(Arc::ptr_eq(up.waiters(), was.waiters()));
     }
 
     #[tokio::test]

@@ -8,14 +8,26 @@ use std::time::Duration;
 
 use rouse_config::{Balance, SupervisorRef, UpstreamConfig};
 use rouse_core::backoff::Backoff;
-use rouse_core::balance::{Balancer, Candidate, CandidateSet, Kind};
+use rouse_core::balance::{Balancer, Candidate, CandidateSet, Capacity, Kind, has_room};
 use rouse_core::slow_start;
 use rouse_core::state::ServerState;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::server::Server;
+use crate::server::{InFlightGuard, Server};
+use crate::waiters::Waiters;
+
+/// What asking an upstream for a server gave.
+#[derive(Debug)]
+pub enum Admission {
+    /// The server at this position in `servers`, with the request counted in flight on it.
+    Admitted(usize, InFlightGuard),
+    /// Servers are ready, but every one that may be tried is at its cap: wait for room.
+    Full,
+    /// No server that may be tried is ready.
+    NoServer,
+}
 
 #[derive(Debug)]
 pub struct Upstream {
@@ -23,8 +35,10 @@ pub struct Upstream {
     pub servers: Vec<Arc<Server>>,
     pub balancer: Balancer,
     pub backoff: Backoff,
-    /// Requests waiting for a ready server.
+    /// Requests waiting for a ready server, or for room on one.
     held: AtomicUsize,
+    /// The held requests as the servers wake them; shared with the other generations.
+    waiters: Arc<Waiters>,
     /// Bumped by the control plane whenever something a held request waits for changes: a
     /// server became ready, or starting failed. Held requests re-check when it moves.
     changed: watch::Sender<u64>,
@@ -42,6 +56,10 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(config: UpstreamConfig, epoch: Instant) -> Upstream {
+        Upstream::with_waiters(config, epoch, Arc::default())
+    }
+
+    fn with_waiters(config: UpstreamConfig, epoch: Instant, waiters: Arc<Waiters>) -> Upstream {
         // Static servers are assumed up until a connect proves otherwise; supervised ones start
         // stopped until their supervisor says they run.
         let initial = match config.supervisor {
@@ -51,7 +69,7 @@ impl Upstream {
         let servers = config
             .servers
             .iter()
-            .map(|s| Arc::new(Server::new(s.clone(), initial, epoch)))
+            .map(|s| Arc::new(Server::new(s.clone(), initial, epoch, Arc::clone(&waiters))))
             .collect();
         let balancer = Balancer::new(match config.balance {
             Balance::Fair => Kind::Fair,
@@ -67,6 +85,7 @@ impl Upstream {
             balancer,
             backoff,
             held: AtomicUsize::new(0),
+            waiters,
             changed: watch::Sender::new(0),
             start_error: Mutex::new(None),
             start_ewma_ms: AtomicU64::new(0),
@@ -77,14 +96,15 @@ impl Upstream {
 
     /// The upstream of a reloaded config that keeps `servers` (some of them carried over from
     /// the previous generation, with their processes, states and counters), and the measured
-    /// start times of the upstream it replaces.
+    /// start times and held-request queue of the upstream it replaces. New servers among
+    /// `servers` must have been made with [`Upstream::waiters`] of `previous`.
     pub fn succeeding(
         config: UpstreamConfig,
         servers: Vec<Arc<Server>>,
         previous: &Upstream,
         epoch: Instant,
     ) -> Upstream {
-        let mut up = Upstream::new(config, epoch);
+        let mut up = Upstream::with_waiters(config, epoch, Arc::clone(&previous.waiters));
         up.servers = servers;
         up.start_ewma_ms = AtomicU64::new(previous.start_ewma_ms.load(Ordering::Relaxed));
         up
@@ -110,27 +130,80 @@ impl Upstream {
         self.config.supervisor == SupervisorRef::Static
     }
 
-    /// Chooses a server for a request, skipping the positions in `tried`. Returns the server's
-    /// position in `servers` with it.
-    pub fn pick(&self, now: Instant, tried: &[usize]) -> Option<(usize, &Arc<Server>)> {
-        let set = LiveSet {
+    /// The servers as the balancer sees them now, caps included.
+    fn live_set(&self, now: Instant) -> LiveSet<'_> {
+        let starting = self
+            .servers
+            .iter()
+            .any(|s| s.state() == ServerState::Starting);
+        LiveSet {
             servers: &self.servers,
             now,
             slow_start: self.config.slow_start,
-        };
+            capacity: Capacity {
+                target_in_flight: self.config.target_in_flight,
+                starting,
+            },
+        }
+    }
+
+    /// Chooses a server with room for a request, skipping the positions in `tried`. Returns the
+    /// server's position in `servers` with it. Counts nothing: [`Upstream::admit`] does.
+    pub fn pick(&self, now: Instant, tried: &[usize]) -> Option<(usize, &Arc<Server>)> {
         self.balancer
-            .pick(&set, tried)
+            .pick(&self.live_set(now), tried)
             .map(|i| (i, &self.servers[i]))
     }
 
+    /// Chooses a server with room for a request (skipping `tried`) and counts the request in
+    /// flight on it, atomically against its cap. The balancer chooses from counters that other
+    /// threads may be raising at this very moment; a server found full by the compare-and-swap
+    /// is left out and the choice made again, at most once per server.
+    pub fn admit(&self, now: Instant, tried: &[usize]) -> Admission {
+        let set = self.live_set(now);
+        // Allocated only when a race was lost.
+        let mut lost: Option<Vec<usize>> = None;
+        for _ in 0..=self.servers.len() {
+            let excluded = lost.as_deref().unwrap_or(tried);
+            let Some(at) = self.balancer.pick(&set, excluded) else {
+                break;
+            };
+            if let Some(guard) = self.servers[at].try_begin_request(set.candidate(at).cap) {
+                return Admission::Admitted(at, guard);
+            }
+            lost.get_or_insert_with(|| tried.to_vec()).push(at);
+        }
+        let full = (0..self.servers.len())
+            .any(|at| !tried.contains(&at) && self.servers[at].eligible(now));
+        if full {
+            Admission::Full
+        } else {
+            Admission::NoServer
+        }
+    }
+
     /// When every ready server is inside a passive-failure window, the one whose window ends
-    /// first: trying it beats refusing the request outright, since it may well be back.
-    pub fn least_recently_failed(&self, tried: &[usize]) -> Option<(usize, &Arc<Server>)> {
-        self.servers
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| s.state() == ServerState::Ready && !tried.contains(i))
-            .min_by_key(|(_, s)| s.failed_until())
+    /// first, if it has room (its `max_conns`): trying it beats refusing the request outright,
+    /// since it may well be back.
+    pub fn admit_least_recently_failed(&self, tried: &[usize]) -> Admission {
+        let ready: Vec<usize> = (0..self.servers.len())
+            .filter(|at| !tried.contains(at) && self.servers[*at].state() == ServerState::Ready)
+            .collect();
+        if ready.is_empty() {
+            return Admission::NoServer;
+        }
+        let cap = |s: &Server| (s.max_conns() > 0).then(|| s.max_conns());
+        let soonest = ready
+            .into_iter()
+            .filter(|&at| has_room(self.servers[at].in_flight(), cap(&self.servers[at])))
+            .min_by_key(|&at| self.servers[at].failed_until());
+        match soonest {
+            Some(at) => match self.servers[at].try_begin_request(cap(&self.servers[at])) {
+                Some(guard) => Admission::Admitted(at, guard),
+                None => Admission::Full,
+            },
+            None => Admission::Full,
+        }
     }
 
     /// Marks this upstream as replaced by a reload and wakes the requests held for it, so they
@@ -162,9 +235,16 @@ impl Upstream {
                 (n < limit).then_some(n + 1)
             })
             .ok()?;
+        self.waiters.enter();
         Some(HeldGuard {
             upstream: Arc::clone(self),
         })
+    }
+
+    /// The held requests' queue: [`Waiters::room`] resolves when a request ends on one of
+    /// this upstream's servers while requests are held.
+    pub fn waiters(&self) -> &Arc<Waiters> {
+        &self.waiters
     }
 
     /// For held requests: resolves when the control plane signals a change.
@@ -217,6 +297,7 @@ pub struct HeldGuard {
 impl Drop for HeldGuard {
     fn drop(&mut self) {
         self.upstream.held.fetch_sub(1, Ordering::AcqRel);
+        self.upstream.waiters.leave();
     }
 }
 
@@ -224,6 +305,7 @@ struct LiveSet<'a> {
     servers: &'a [Arc<Server>],
     now: Instant,
     slow_start: Duration,
+    capacity: Capacity,
 }
 
 impl CandidateSet for LiveSet<'_> {
@@ -244,6 +326,7 @@ impl CandidateSet for LiveSet<'_> {
             eligible,
             in_flight: s.in_flight(),
             weight,
+            cap: self.capacity.cap(s.max_conns()),
         }
     }
 }

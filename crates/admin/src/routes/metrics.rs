@@ -118,7 +118,7 @@ pub fn render(table: &Table, format: Format) -> Result<String, std::fmt::Error> 
     );
     r.register(
         "held_requests",
-        "Requests waiting for a ready server",
+        "Requests waiting for a ready server or for room on one",
         Declared(held),
     );
     r.register(

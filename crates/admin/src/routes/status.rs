@@ -37,7 +37,8 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamStatus {
     pub name: String,
-    /// Requests waiting for a ready server.
+    /// Requests waiting for a ready server, or for room on one (`max_conns`, or the target while
+    /// another server starts).
     pub held: usize,
     pub servers: Vec<ServerStatus>,
     /// Held requests answered 503 after `start_timeout`, since start.

@@ -15,6 +15,9 @@ use crate::values;
 
 /// Most weight a server may have: beyond this, weights are no longer a ratio anyone means.
 pub(crate) const MAX_WEIGHT: u32 = 1000;
+/// Most `max_conns` a server may have: far beyond any server's concurrency, and what one
+/// request counter can count without a thought about overflow.
+pub(crate) const MAX_CONNS: i64 = 1_000_000;
 
 /// Server keys that only make sense when rouse runs the process itself.
 const EMBEDDED_ONLY: &[&str] = &["env", "cwd", "startsecs", "stop_signal", "stop_timeout"];
@@ -424,6 +427,18 @@ fn server(
         value
     });
 
+    let max_conns = file.max_conns.as_ref().map_or(0, |max| {
+        let value = *max.get_ref();
+        if !(0..=MAX_CONNS).contains(&value) {
+            cx.error(
+                max.span(),
+                format!("max_conns: {value} is out of range (0 = no limit, up to {MAX_CONNS})"),
+            );
+            return 0;
+        }
+        value as u32
+    });
+
     let program = match &file.program {
         Some(program) => {
             if kind_known && !matches!(supervisor, SupervisorRef::Supervisord(_)) {
@@ -513,6 +528,7 @@ fn server(
         index,
         address: address.as_ref().map_or(NO_ADDRESS, |a| *a.get_ref()),
         weight,
+        max_conns,
         program,
         supervisor: own_supervisor,
         command,

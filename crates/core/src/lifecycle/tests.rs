@@ -313,14 +313,14 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
             I::Stop(StopReason::Manual),
             5,
             S::Stopping,
-            vec!["+stop", "call-stop"],
+            vec!["+stop", "call-stop", "wake"],
         ),
         (
             "calling",
             I::Retire { by: Instant::now() },
             5,
             S::Stopping,
-            vec!["+stop", "call-stop"],
+            vec!["+stop", "call-stop", "wake"],
         ),
         ("calling", I::Shutdown, 5, S::Stopping, vec!["+stop"]),
         // --- starting: the supervisor could not be reached ---

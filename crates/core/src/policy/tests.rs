@@ -223,14 +223,81 @@ fn a_drain_the_policy_did_not_make_stops_as_noted_or_else_manual() {
 fn held_request_starts_one_server_the_lowest_stopped() {
     let mut sim = Sim::new(&[S::Failed, S::Stopped, S::Stopped]);
     let mut p = policy(settings());
-    sim.held = 500;
+    sim.held = 1;
     assert_eq!(sim.decide(&mut p), [Action::Start(1)]);
-    // However many requests pile up while it starts: one start.
-    for held in [1000, 5000] {
+    // Requests piling up while it starts, up to what one server carries at target: no other.
+    for held in [5, 10] {
         sim.held = held;
         sim.advance(SEC);
         assert_eq!(sim.decide(&mut p), []);
     }
+}
+
+#[test]
+fn a_cold_burst_starts_at_once_as_many_servers_as_it_needs_at_target() {
+    // The case: wrk -c40, target 2, max_servers 3. Starting one and waiting for it to
+    // fill before starting the others left 38 requests queued in the first server.
+    let mut sim = Sim::new(&[S::Stopped, S::Stopped, S::Stopped, S::Stopped]);
+    let mut p = policy(ScaleSettings {
+        target_in_flight: 2,
+        max_servers: 3,
+        ..settings()
+    });
+    sim.held = 40;
+    assert_eq!(
+        sim.decide(&mut p),
+        [Action::Start(0), Action::Start(1), Action::Start(2)]
+    );
+    // However many more arrive: max_servers.
+    sim.held = 400;
+    sim.advance(SEC);
+    assert_eq!(sim.decide(&mut p), []);
+}
+
+#[test]
+fn a_cold_burst_within_one_servers_target_starts_one() {
+    // lifecycle.rs's two hundred concurrent first requests, at target 1000.
+    let mut sim = Sim::new(&[S::Stopped, S::Stopped, S::Stopped]);
+    let mut p = policy(ScaleSettings {
+        target_in_flight: 1000,
+        ..settings()
+    });
+    for held in [1, 200, 1000] {
+        sim.held = held;
+        let want: &[Action] = if held == 1 { &[Action::Start(0)] } else { &[] };
+        assert_eq!(sim.decide(&mut p), want, "{held} held");
+        sim.advance(SEC);
+    }
+}
+
+#[test]
+fn a_burst_growing_while_the_first_server_starts_starts_what_it_needs_more() {
+    let mut sim = Sim::new(&[S::Stopped, S::Stopped, S::Stopped, S::Stopped]);
+    let mut p = policy(ScaleSettings {
+        target_in_flight: 2,
+        ..settings()
+    });
+    sim.held = 1;
+    assert_eq!(sim.decide(&mut p), [Action::Start(0)]);
+    sim.advance(SEC);
+    // 5 held at target 2 need 3 servers; one is on its way.
+    sim.held = 5;
+    assert_eq!(sim.decide(&mut p), [Action::Start(1), Action::Start(2)]);
+    sim.advance(SEC);
+    assert_eq!(sim.decide(&mut p), []);
+}
+
+#[test]
+fn a_cold_burst_takes_back_drained_servers_before_starting_cold_ones() {
+    let mut sim = Sim::new(&[S::Draining, S::Stopped, S::Stopped]);
+    let mut p = policy(ScaleSettings {
+        target_in_flight: 2,
+        ..settings()
+    });
+    p.note_drained(0, R::Idle);
+    sim.servers[0].in_flight = 0;
+    sim.held = 4;
+    assert_eq!(sim.decide(&mut p), [Action::Undrain(0), Action::Start(1)]);
 }
 
 #[test]
@@ -425,6 +492,33 @@ fn held_requests_with_servers_up_ask_for_one_more() {
     sim.advance(SEC);
     sim.held = 1;
     assert_eq!(sim.decide(&mut p), [Action::Start(1)]);
+}
+
+#[test]
+fn requests_held_while_ready_servers_are_full_are_load() {
+    // max_conns = 2 on every server, target 2: both ready servers are full, 6 requests wait
+    // for room. 10 requests need 5 servers; max_servers is 4.
+    let mut sim = Sim::new(&[S::Ready, S::Ready, S::Stopped, S::Stopped, S::Stopped]);
+    let mut p = policy(ScaleSettings {
+        target_in_flight: 2,
+        ..settings()
+    });
+    sim.load(0, 2);
+    sim.load(1, 2);
+    sim.held = 6;
+    assert_eq!(sim.decide(&mut p), [Action::Start(2), Action::Start(3)]);
+    // Held for room is not low load: nothing drains, idle or not.
+    sim.advance(secs(3600));
+    sim.held = 1;
+    sim.event(2, Event::Ready);
+    sim.event(3, Event::Ready);
+    sim.load(2, 0);
+    sim.load(3, 0);
+    let actions = sim.decide(&mut p);
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Drain(..))),
+        "{actions:?}"
+    );
 }
 
 #[test]

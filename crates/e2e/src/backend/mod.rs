@@ -16,7 +16,11 @@
 //! | `GET /stats` | [`Stats`] as JSON |
 //! | anything else | 404 |
 //!
-//! [`BackendConfig::latency`] delays every request but `/stats`.
+//! [`BackendConfig::latency`] delays every request but `/stats`. With
+//! [`BackendConfig::concurrency`], at most that many requests are served at once, the rest
+//! queue inside the backend, as with gunicorn's sync workers; every response then says how long
+//! it queued (`x-backend-queued-us`) and how long it spent in the backend in all, from its head
+//! arriving to its response head (`x-backend-time-us`).
 //!
 //! Malformed parameters get a 400, never a panic.
 
@@ -50,6 +54,9 @@ pub struct BackendConfig {
     /// Added to every request but `/stats` before it is handled, counted as in flight: a
     /// uniformly slow server, for load-aware balancing tests.
     pub latency: Duration,
+    /// At most this many requests (not `/stats`) served at once; the rest wait in arrival
+    /// order for a worker, like gunicorn with this many sync workers. `None`: no limit.
+    pub concurrency: Option<usize>,
 }
 
 impl BackendConfig {
@@ -59,7 +66,14 @@ impl BackendConfig {
             id: id.into(),
             exit_after_requests: None,
             latency: Duration::ZERO,
+            concurrency: None,
         }
+    }
+
+    /// Sets [`BackendConfig::concurrency`].
+    pub fn concurrency(mut self, workers: usize) -> Self {
+        self.concurrency = Some(workers);
+        self
     }
 
     /// Sets [`BackendConfig::exit_after_requests`].
@@ -108,6 +122,7 @@ struct Shared {
     id_header: HeaderValue,
     exit_after_requests: Option<u64>,
     latency: Duration,
+    workers: Option<Arc<tokio::sync::Semaphore>>,
     counters: stats::Counters,
     // Cancelled when the request limit is reached, to take the server down.
     limit_reached: CancellationToken,
@@ -124,6 +139,9 @@ impl Backend {
                 id_header,
                 exit_after_requests: config.exit_after_requests,
                 latency: config.latency,
+                workers: config
+                    .concurrency
+                    .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
                 counters: stats::Counters::default(),
                 limit_reached: CancellationToken::new(),
             }),

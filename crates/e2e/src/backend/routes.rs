@@ -16,6 +16,8 @@ use super::{Backend, ws};
 use crate::pattern::Checksum;
 
 const BACKEND_ID: HeaderName = HeaderName::from_static("x-backend-id");
+const QUEUED_US: HeaderName = HeaderName::from_static("x-backend-queued-us");
+const TIME_US: HeaderName = HeaderName::from_static("x-backend-time-us");
 const MAX_DELAY_MS: u64 = 60_000;
 
 /// Per-connection state.
@@ -47,6 +49,7 @@ pub(crate) async fn handle(
     conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, BoxError> {
+    let arrived = tokio::time::Instant::now();
     let shared = &backend.shared;
     let counters = &shared.counters;
     let is_stats = req.uri().path() == "/stats";
@@ -71,17 +74,38 @@ pub(crate) async fn handle(
                 shared.limit_reached.cancel();
             }
         }
-        let guard = counters.begin();
+        let mut guard = counters.begin();
+        let mut queued = Duration::ZERO;
+        if let Some(workers) = &shared.workers {
+            let worker = match Arc::clone(workers).try_acquire_owned() {
+                Ok(worker) => worker,
+                Err(_) => {
+                    // Semaphores are fair: workers are handed out in arrival order.
+                    let worker = Arc::clone(workers)
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| "the workers are gone")?;
+                    queued = arrived.elapsed();
+                    counters.waited(queued.as_micros().max(1) as u64);
+                    worker
+                }
+            };
+            guard.occupy(worker);
+        }
         if !shared.latency.is_zero() {
             tokio::time::sleep(shared.latency).await;
         }
-        match route(&backend, req).await {
+        let mut resp = match route(&backend, req).await {
             Reply::Plain(resp) => resp.map(|body| Tracked::wrap(body, guard)),
             Reply::WebSocket(resp, on_upgrade) => {
                 ctx.spawn_websocket(on_upgrade, guard);
                 resp
             }
-        }
+        };
+        let h = resp.headers_mut();
+        h.insert(QUEUED_US, (queued.as_micros() as u64).into());
+        h.insert(TIME_US, (arrived.elapsed().as_micros() as u64).into());
+        resp
     };
     resp.headers_mut()
         .insert(BACKEND_ID, shared.id_header.clone());

@@ -15,8 +15,15 @@ pub struct Stats {
     /// counts until the socket closes. It drops just before the last bytes are written, so
     /// tests that expect 0 after a response should poll ([`crate::wait_until`]).
     pub in_flight: u64,
-    /// The highest `in_flight` so far.
+    /// The highest `in_flight` so far: the most requests the backend ever had at once, those
+    /// waiting for a worker ([`crate::BackendConfig::concurrency`]) included.
     pub max_in_flight: u64,
+    /// The longest any request waited for a worker, in µs (0 without a concurrency limit).
+    #[serde(default)]
+    pub max_queued_us: u64,
+    /// Requests that found every worker busy and waited for one.
+    #[serde(default)]
+    pub queued: u64,
     /// TCP connections accepted so far, less those whose first request was `/stats`: polling
     /// `/stats` over a fresh connection then does not disturb the number a test compares.
     pub connections: u64,
@@ -27,6 +34,8 @@ pub(crate) struct Counters {
     requests: AtomicU64,
     in_flight: Arc<AtomicU64>,
     max_in_flight: AtomicU64,
+    max_queued_us: AtomicU64,
+    queued: AtomicU64,
     connections: AtomicU64,
 }
 
@@ -36,6 +45,8 @@ impl Counters {
             requests: self.requests.load(Ordering::SeqCst),
             in_flight: self.in_flight.load(Ordering::SeqCst),
             max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
+            max_queued_us: self.max_queued_us.load(Ordering::SeqCst),
+            queued: self.queued.load(Ordering::SeqCst),
             connections: self.connections.load(Ordering::SeqCst),
         }
     }
@@ -63,14 +74,29 @@ impl Counters {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         InFlight {
             in_flight: Arc::clone(&self.in_flight),
+            _worker: None,
         }
+    }
+
+    /// A request found every worker busy and waited `us` µs for one.
+    pub(crate) fn waited(&self, us: u64) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.max_queued_us.fetch_max(us, Ordering::SeqCst);
     }
 }
 
-/// Counts one request as in flight until dropped.
+/// Counts one request as in flight until dropped, and keeps its worker busy as long.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     in_flight: Arc<AtomicU64>,
+    _worker: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    /// The request has a worker until it is answered (or its WebSocket closes).
+    pub(crate) fn occupy(&mut self, worker: tokio::sync::OwnedSemaphorePermit) {
+        self._worker = Some(worker);
+    }
 }
 
 impl Drop for InFlight {

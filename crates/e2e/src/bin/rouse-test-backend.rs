@@ -33,6 +33,10 @@ struct Cli {
     /// Milliseconds added to every request (but /stats), to act like a slow server.
     #[arg(long, value_name = "DURATION_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// Serve at most N requests at once; the rest queue inside the backend, as with gunicorn's
+    /// N sync workers.
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
     /// Write the bound port (decimal, newline-terminated) to this file once listening.
     #[arg(long, value_name = "PATH")]
     port_file: Option<PathBuf>,
@@ -54,6 +58,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ServeOutcome, Box<dyn std::error::Error>> {
     let mut config = BackendConfig::new(cli.id).latency(Duration::from_millis(cli.latency_ms));
     config.exit_after_requests = cli.exit_after_requests;
+    config.concurrency = cli.concurrency;
     let backend = Backend::new(config)?;
     let graceful = CancellationToken::new();
     watch_signals(graceful.clone())?;
