@@ -664,7 +664,8 @@ async fn a_command_that_cannot_start_gives_a_clear_503_and_other_upstreams_keep_
     }
     let states = states(&rouse, 1);
     assert!(
-        states == ["failed"] || states == ["starting"] || states == ["stopped"],
+        // `stopping`: a failed start is stopped through the supervisor before it cools down.
+        ["failed", "starting", "stopped", "stopping"].contains(&states[0]) && states.len() == 1,
         "{states:?}"
     );
     assert_eq!(state(&rouse, 0, 0), "ready");

@@ -698,7 +698,10 @@ async fn a_crash_is_noticed_as_failed_and_the_program_comes_back_on_demand() {
     assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
     watch_stop.store(true, Ordering::Relaxed);
     let seen = watch.join().unwrap();
-    assert_eq!(seen[..2], ["ready", "failed"], "{seen:?}");
+    // A crash is stopped through supervisord (`stopping`, often too brief to be seen), then
+    // cools down as `failed`.
+    let phases: Vec<&str> = seen.iter().copied().filter(|s| *s != "stopping").collect();
+    assert_eq!(phases[..2], ["ready", "failed"], "{seen:?}");
     assert_eq!(seen.last(), Some(&"ready"), "{seen:?}");
     let new = sd.pid_of("app0").await.expect("running");
     assert_ne!(new, pid);
