@@ -100,9 +100,13 @@ pub enum SupervisorError {
     BadName { program: String, why: String },
     #[error("cannot spawn {program:?}: {reason}")]
     Spawn { program: String, reason: String },
-    /// It could not be talked to (or refused rouse's credentials); the text says which and why.
+    /// It could not be talked to; the text says why. Asking again later is the remedy.
     #[error("{0}")]
     Unreachable(String),
+    /// It answered, but refused rouse's credentials (HTTP 401): asking again will not help
+    /// until the config is fixed.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Other(String),
 }

@@ -134,6 +134,7 @@ fn call_error(supervisor: &str, e: RpcError) -> SupervisorError {
         Some(f) if f.code == codes::SHUTDOWN_STATE => {
             SupervisorError::Unreachable(format!("supervisord {supervisor} is shutting down"))
         }
+        _ if matches!(e, RpcError::Unauthorized { .. }) => SupervisorError::Refused(e.to_string()),
         _ if e.is_unreachable() => SupervisorError::Unreachable(e.to_string()),
         _ => SupervisorError::Other(e.to_string()),
     }
@@ -529,6 +530,7 @@ fn same_error(e: &SupervisorError) -> SupervisorError {
             reason: reason.clone(),
         },
         SupervisorError::Unreachable(s) => SupervisorError::Unreachable(s.clone()),
+        SupervisorError::Refused(s) => SupervisorError::Refused(s.clone()),
         SupervisorError::Other(s) => SupervisorError::Other(s.clone()),
     }
 }
