@@ -537,7 +537,7 @@ async fn unix_socket_with_credentials() {
     sup.stop("g:a").await.unwrap();
     assert_eq!(info(&sup, "g:a").await.state, ProcessState::Stopped);
 
-    // Wrong password: a 401, said plainly, and Unreachable (this supervisord cannot be used).
+    // Wrong password: a 401, said plainly, and Refused (asking again will not help until the config is fixed).
     let mut wrong = sd.config(Duration::from_millis(100));
     wrong.password = Some("guess".to_owned());
     let bad = Supervisord::new(&wrong, vec!["g:a".to_owned()]);
@@ -548,7 +548,7 @@ async fn unix_socket_with_credentials() {
         bad.reachable().await.unwrap_err(),
     ] {
         match e {
-            SupervisorError::Unreachable(msg) => {
+            SupervisorError::Refused(msg) => {
                 assert!(
                     msg.contains("refused the username and password (HTTP 401)"),
                     "{msg}"
