@@ -8,7 +8,7 @@
 //! loop as events, so the loop itself never waits on a process or a socket.
 #![forbid(unsafe_code)]
 
-mod probe;
+pub mod probe;
 mod rate;
 mod reconciler;
 

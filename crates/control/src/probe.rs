@@ -11,8 +11,44 @@ use http::{Request, header};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use rouse_config::Readiness;
+use rouse_supervisor::BoxFuture;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
+
+/// How the control plane finds out whether a server takes requests: the seam between the
+/// reconciler and the network, so that its tests can script the answers (and run on a paused
+/// clock) while rouse itself connects for real ([`Tcp`]).
+pub trait Probe: Send + Sync + 'static {
+    /// Polls until the server is ready, or `deadline` passes (`Err` says what was last seen).
+    fn until_ready<'a>(
+        &'a self,
+        addr: SocketAddr,
+        readiness: &'a Readiness,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<(), String>>;
+
+    /// One connect: whether a ready server the data plane could not reach still accepts
+    /// connections (`Err` says why not).
+    fn accepts(&self, addr: SocketAddr) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// The real probe: TCP connects and HTTP requests.
+pub struct Tcp;
+
+impl Probe for Tcp {
+    fn until_ready<'a>(
+        &'a self,
+        addr: SocketAddr,
+        readiness: &'a Readiness,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(until_ready(addr, readiness, deadline))
+    }
+
+    fn accepts(&self, addr: SocketAddr) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(accepts(addr))
+    }
+}
 
 /// One attempt may take this long before it counts as a failure.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -26,7 +26,7 @@ use manual::Names;
 pub use manual::{ControlHandle, Manual, ManualError, ManualOp};
 use reload::Busy;
 
-use crate::probe;
+use crate::probe::{self, Probe};
 use crate::rate::RateMeter;
 
 #[cfg(test)]
@@ -71,6 +71,11 @@ pub struct Control {
 impl Control {
     /// Starts the reconciler for every supervised upstream of `table`.
     pub fn spawn(table: Arc<Table>, drivers: Drivers) -> Control {
+        Control::spawn_with_probe(table, drivers, Arc::new(probe::Tcp))
+    }
+
+    /// [`Control::spawn`] with the readiness and connect checks done by `probe`.
+    pub fn spawn_with_probe(table: Arc<Table>, drivers: Drivers, probe: Arc<dyn Probe>) -> Control {
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = ControlHandle {
@@ -87,6 +92,7 @@ impl Control {
                 .embedded
                 .as_ref()
                 .map(|e| Arc::clone(e) as Arc<dyn Supervisor>),
+            probe,
             tx,
             stop: stop.clone(),
         };
@@ -289,6 +295,7 @@ struct Reconciler {
     forwarders: Vec<(Arc<dyn Supervisor>, DropGuard)>,
     /// The embedded supervisor, whose children stop with rouse.
     embedded: Option<Arc<dyn Supervisor>>,
+    probe: Arc<dyn Probe>,
     tx: mpsc::UnboundedSender<Msg>,
     stop: CancellationToken,
 }

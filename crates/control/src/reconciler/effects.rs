@@ -41,6 +41,7 @@ impl Reconciler {
         let server = Arc::clone(&ctl.servers[i]);
         let driver = Arc::clone(&ctl.drivers[i]);
         let id = server.id();
+        let probe = Arc::clone(&self.probe);
         let tx = self.tx.clone();
         let answer = move |input| {
             let _ = tx.send(Msg::Answer { id, input });
@@ -68,7 +69,8 @@ impl Reconciler {
                 tokio::spawn(async move {
                     let result = match &up.config.ready {
                         Readiness::Supervisor => until_running(&*driver, &server, deadline).await,
-                        r => probe::until_ready(server.address(), r, deadline)
+                        r => probe
+                            .until_ready(server.address(), r, deadline)
                             .await
                             .map_err(NotReady::TimedOut),
                     };
@@ -77,7 +79,7 @@ impl Reconciler {
             }
             Effect::Check { attempt } => {
                 tokio::spawn(async move {
-                    let result = check(&*driver, &server).await;
+                    let result = check(&*probe, &*driver, &server).await;
                     answer(Input::Checked { attempt, result });
                 });
             }
@@ -104,8 +106,8 @@ impl Reconciler {
 /// costs every request in flight on it, so one connect of the loop's own decides. When it is
 /// refused, the supervisor says whether the program was stopped behind rouse's back (not a
 /// failure) or died.
-async fn check(driver: &dyn Supervisor, server: &Server) -> Checked {
-    let why = match probe::accepts(server.address()).await {
+async fn check(probe: &dyn Probe, driver: &dyn Supervisor, server: &Server) -> Checked {
+    let why = match probe.accepts(server.address()).await {
         Ok(()) => return Checked::Accepts,
         Err(why) => why,
     };

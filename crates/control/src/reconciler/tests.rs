@@ -1,8 +1,10 @@
-//! The reconciler against a scripted supervisor: the races between a failed process's last
-//! reports, its stop, and the next start, played out in a fixed order.
+//! The reconciler against a scripted supervisor and a scripted network, on tokio's paused
+//! clock: the races between a failed process's last reports, its stop, and the next start,
+//! played out in a fixed order, with no socket and no real time.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 
 use rouse_core::state::ServerState;
 use rouse_supervisor::{BoxFuture, ProcessState, SupervisorError};
@@ -128,8 +130,74 @@ fn drivers(driver: &Arc<Scripted>) -> Drivers {
     drivers
 }
 
-fn spawn(table: &Arc<Table>, driver: &Arc<Scripted>) -> Control {
-    Control::spawn(Arc::clone(table), drivers(driver))
+fn spawn(table: &Arc<Table>, driver: &Arc<Scripted>, net: &Arc<Net>) -> Control {
+    Control::spawn_with_probe(
+        Arc::clone(table),
+        drivers(driver),
+        Arc::clone(net) as Arc<dyn Probe>,
+    )
+}
+
+/// The server's address in these tests; nothing connects to it ([`Net`] answers instead).
+const ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
+
+/// The network as the test decides: the server accepts connections while `listening` is set.
+struct Net {
+    listening: AtomicBool,
+}
+
+impl Net {
+    fn up() -> Arc<Net> {
+        Arc::new(Net {
+            listening: true.into(),
+        })
+    }
+
+    fn down() -> Arc<Net> {
+        Arc::new(Net {
+            listening: false.into(),
+        })
+    }
+
+    fn set(&self, listening: bool) {
+        self.listening
+            .store(listening, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn answer(&self, addr: SocketAddr) -> Result<(), String> {
+        if self.listening.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(format!("connect to {addr}: Connection refused"))
+        }
+    }
+}
+
+impl Probe for Net {
+    fn until_ready<'a>(
+        &'a self,
+        addr: SocketAddr,
+        _readiness: &'a rouse_config::Readiness,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            // As the real probe: a connect every 2 ms until the deadline.
+            loop {
+                let last = match self.answer(addr) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e,
+                };
+                if Instant::now() + Duration::from_millis(2) >= deadline {
+                    return Err(last);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    }
+
+    fn accepts(&self, addr: SocketAddr) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(std::future::ready(self.answer(addr)))
+    }
 }
 
 async fn wait_for(server: &Server, state: ServerState) {
@@ -146,19 +214,19 @@ async fn wait_for(server: &Server, state: ServerState) {
 
 /// The previous process's exit is reported only once its replacement has been asked for:
 /// it must neither fail the new start nor let the start overtake the stop still under way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_late_exit_report_does_not_fail_the_restart_and_the_start_waits_for_the_stop() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let net = Net::up();
+    let addr = ADDR;
     let table = table(addr);
     let driver = Scripted::new();
-    let _control = spawn(&table, &driver);
+    let _control = spawn(&table, &driver, &net);
     let server = Arc::clone(&table.upstreams[0].servers[0]);
     wait_for(&server, ServerState::Ready).await;
     assert_eq!(driver.calls(), ["start"]);
 
     // The data plane finds it refusing connections before the supervisor reports anything.
-    drop(listener);
+    net.set(false);
     server.record_failure(Instant::now(), &table.upstreams[0].backoff);
     // Failed, so stopped through the supervisor: `stopping` until that stop is through, and
     // (min_servers) started again only then.
@@ -175,7 +243,7 @@ async fn a_late_exit_report_does_not_fail_the_restart_and_the_start_waits_for_th
     );
     assert_eq!(server.state(), ServerState::Stopping);
 
-    let listener = TcpListener::bind(addr).unwrap();
+    net.set(true);
     // The new process does not announce itself at once: the old one's exit, reported again
     // late, must not fail the new start.
     driver
@@ -191,20 +259,20 @@ async fn a_late_exit_report_does_not_fail_the_restart_and_the_start_waits_for_th
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(server.state(), ServerState::Ready);
     assert!(!server.passively_failed(Instant::now()));
-    drop(listener);
+    net.set(false);
 }
 
 /// A new process can pass its readiness probe before its supervisor's first report of it
 /// arrives; a late report about the previous process must not fail it, while the new one's own
 /// exit still does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_late_stop_report_does_not_fail_a_new_ready_server() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let net = Net::up();
+    let addr = ADDR;
     let table = table(addr);
     let driver = Scripted::new();
     driver.stops.add_permits(100);
-    let _control = spawn(&table, &driver);
+    let _control = spawn(&table, &driver, &net);
     let server = Arc::clone(&table.upstreams[0].servers[0]);
     wait_for(&server, ServerState::Ready).await;
 
@@ -245,22 +313,20 @@ async fn a_late_stop_report_does_not_fail_a_new_ready_server() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(driver.calls()[4], "stop");
-    drop(listener);
+    net.set(false);
 }
 
 /// A server not ready within `start_timeout` leaves the requests held for it to answer
 /// `start-timeout` by themselves (they have waited as long); a process that dies while
 /// starting is reported to them at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_start_timeout_is_left_to_the_held_requests_a_death_is_told_at_once() {
     // Nothing listens there: the readiness probe never passes.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let net = Net::down();
+    let addr = ADDR;
     let table = table_with(addr, "start_timeout = \"500ms\"");
     let driver = Scripted::new();
-    let _control = spawn(&table, &driver);
+    let _control = spawn(&table, &driver, &net);
     let up = Arc::clone(&table.upstreams[0]);
     let server = Arc::clone(&up.servers[0]);
 
@@ -325,14 +391,14 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// A supervisor that cannot be reached (restarting, say) is no fault of the server: the start
 /// is asked again, with backoff, while requests stay held (no error answered), and goes
 /// through as soon as the supervisor answers again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_start_the_supervisor_could_not_take_is_asked_again_while_requests_wait() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let net = Net::up();
+    let addr = ADDR;
     let table = table_with(addr, "start_timeout = \"10s\"\nfail_timeout = \"60s\"");
     let driver = Scripted::new();
     *driver.refuse.lock().unwrap() = Some(unreachable);
-    let _control = spawn(&table, &driver);
+    let _control = spawn(&table, &driver, &net);
     let up = Arc::clone(&table.upstreams[0]);
     let server = Arc::clone(&up.servers[0]);
 
@@ -352,21 +418,21 @@ async fn a_start_the_supervisor_could_not_take_is_asked_again_while_requests_wai
     assert_eq!(up.start_error(), None);
     assert!(!driver.calls().contains(&"stop"), "{:?}", driver.calls());
     drop(held);
-    drop(listener);
+    net.set(false);
 }
 
 /// Once a failed server has cooled down, the requests that come next wait for a new start: were
 /// they still answered the last start's error at once, they would never be held, so never ask
 /// for that start, and the upstream would answer that error for ever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn after_its_cool_down_a_failed_server_is_started_again_on_demand() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let net = Net::up();
+    let addr = ADDR;
     let table = table_with(addr, "start_timeout = \"10s\"");
     let driver = Scripted::new();
     driver.stops.add_permits(100);
     *driver.refuse.lock().unwrap() = Some(spawn_error);
-    let _control = spawn(&table, &driver);
+    let _control = spawn(&table, &driver, &net);
     let up = Arc::clone(&table.upstreams[0]);
     let server = Arc::clone(&up.servers[0]);
 
@@ -388,7 +454,7 @@ async fn after_its_cool_down_a_failed_server_is_started_again_on_demand() {
     table.demand.notify_one();
     wait_for(&server, ServerState::Ready).await;
     drop(held);
-    drop(listener);
+    net.set(false);
 }
 
 /// A start that fails outright (the supervisor retries on its own: BACKOFF) is stopped and, with
@@ -397,16 +463,15 @@ async fn after_its_cool_down_a_failed_server_is_started_again_on_demand() {
 /// that run, and must neither pass for the revival nor make the server "stopped outside rouse"
 /// (which started it a third time, and the requests waited for that one instead of hearing
 /// why the start failed).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_failed_starts_own_reports_do_not_pass_for_the_revivals() {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listens there: the readiness probe never passes.
+    let net = Net::down();
+    let addr = ADDR;
     let table = table_with(addr, "start_timeout = \"10s\"");
     let driver = Scripted::new();
     *driver.refuse.lock().unwrap() = Some(spawn_error);
-    let _control = spawn(&table, &driver);
+    let _control = spawn(&table, &driver, &net);
     let up = Arc::clone(&table.upstreams[0]);
     let server = Arc::clone(&up.servers[0]);
 
@@ -448,14 +513,14 @@ async fn a_failed_starts_own_reports_do_not_pass_for_the_revivals() {
 /// A reload that gives a server's address to another program: the old server drains (its
 /// request in flight finishes), is stopped, and only once that stop is through does the new
 /// one start: two processes never compete for one port.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_new_server_on_a_retiring_ones_address_starts_once_that_one_is_down() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let net = Net::up();
+    let addr = ADDR;
     let extra = "min_servers = 1\nstart_timeout = \"10s\"";
     let table = Arc::new(Table::new(&config_with(addr, extra, "")));
     let driver = Scripted::new();
-    let control = spawn(&table, &driver);
+    let control = spawn(&table, &driver, &net);
     let old = Arc::clone(&table.upstreams[0].servers[0]);
     wait_for(&old, ServerState::Ready).await;
     let in_flight = old.begin_request();
@@ -488,20 +553,20 @@ async fn a_new_server_on_a_retiring_ones_address_starts_once_that_one_is_down() 
     wait_for(&new, ServerState::Ready).await;
     assert_eq!(old.state(), ServerState::Stopped);
     assert_eq!(driver.calls(), ["start", "stop", "stopped", "start"]);
-    drop(listener);
+    net.set(false);
 }
 
 /// A connect failure the data plane reports for a server that still accepts connections (a
 /// SYN lost in a burst) does not fail it: the loop's own connect decides, and the server goes
 /// back into rotation. One that refuses is failed and stopped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_passing_connect_failure_is_checked_before_the_server_is_failed() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let net = Net::up();
+    let addr = ADDR;
     let table = table(addr);
     let driver = Scripted::new();
     driver.stops.add_permits(10);
-    let _control = spawn(&table, &driver);
+    let _control = spawn(&table, &driver, &net);
     let up = Arc::clone(&table.upstreams[0]);
     let server = Arc::clone(&up.servers[0]);
     wait_for(&server, ServerState::Ready).await;
@@ -515,7 +580,7 @@ async fn a_passing_connect_failure_is_checked_before_the_server_is_failed() {
     assert_eq!(server.state(), ServerState::Ready);
     assert_eq!(driver.calls(), ["start"], "not stopped");
 
-    drop(listener);
+    net.set(false);
     server.record_failure(Instant::now(), &up.backoff);
     wait_until("the stop", || driver.calls().contains(&"stop")).await;
     assert_ne!(server.state(), ServerState::Ready);
