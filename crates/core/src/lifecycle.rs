@@ -164,6 +164,9 @@ pub enum Effect {
     ForgetStartError,
     /// Held requests get this error at once, unless another server is ready or on its way.
     TellHeld(String),
+    /// Why the start under way is slow (`None`: it no longer is): held requests that time out
+    /// meanwhile say it.
+    StartDelayed(Option<String>),
     /// Something operators should see: the journal, the log, the counters.
     Record(Record),
 }
@@ -384,6 +387,16 @@ impl Machine<'_> {
             {
                 match result {
                     Ok(()) => {
+                        if matches!(
+                            self.next.phase,
+                            Phase::Starting {
+                                step: Step::Calling { tries: 1.. },
+                                ..
+                            }
+                        ) {
+                            // The supervisor is back: the start is no longer held up.
+                            self.effect(Effect::StartDelayed(None));
+                        }
                         self.set_step(reason, at, Step::Probing);
                         let deadline = at + self.settings.start_timeout;
                         self.effect(Effect::Probe { attempt, deadline });
@@ -690,6 +703,8 @@ impl Machine<'_> {
         if tries == 0 {
             self.record(Record::StartRetry(error.clone()));
         }
+        // The latest reason each time: it is what a request timing out meanwhile is told.
+        self.effect(Effect::StartDelayed(Some(error.clone())));
         self.set_step(
             reason,
             at,
@@ -725,6 +740,7 @@ impl Machine<'_> {
             },
             Some(Event::StartFailed),
         );
+        self.effect(Effect::StartDelayed(None));
         self.effect(Effect::TellHeld(why));
     }
 

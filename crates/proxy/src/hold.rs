@@ -215,10 +215,15 @@ fn timed_out(table: &Table, upstream: &Upstream, w: &Waiter<'_>) -> Response<Pro
     } else {
         "has no ready server"
     };
+    // Why the start is slow, when rouse knows (its supervisor cannot be reached, say).
+    let delayed = upstream
+        .start_delay()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
     answer::unavailable(
         "start-timeout",
         format!(
-            "upstream {:?} {why} after {:?} (start_timeout)",
+            "upstream {:?} {why} after {:?} (start_timeout){delayed}",
             cfg.name, cfg.start_timeout
         ),
         retry_after(upstream, w),

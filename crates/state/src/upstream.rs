@@ -45,6 +45,9 @@ pub struct Upstream {
     /// Why the last start failed, while no server is ready: held requests get this at once
     /// instead of waiting out `start_timeout`.
     start_error: Mutex<Option<String>>,
+    /// Why a start under way is slow (its supervisor cannot be reached and is being asked
+    /// again): said to the held requests that time out meanwhile.
+    start_delay: Mutex<Option<String>>,
     /// Exponentially weighted mean of start → ready, in ms (0 = never measured).
     start_ewma_ms: AtomicU64,
     /// This upstream's `rouse_request_duration_seconds`, looked up in the family once.
@@ -88,6 +91,7 @@ impl Upstream {
             waiters,
             changed: watch::Sender::new(0),
             start_error: Mutex::new(None),
+            start_delay: Mutex::new(None),
             start_ewma_ms: AtomicU64::new(0),
             duration: OnceLock::new(),
             replaced: AtomicBool::new(false),
@@ -267,6 +271,17 @@ impl Upstream {
     pub fn set_start_error(&self, error: Option<String>) {
         *self.start_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
         self.notify_changed();
+    }
+
+    pub fn start_delay(&self) -> Option<String> {
+        self.start_delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_start_delay(&self, why: Option<String>) {
+        *self.start_delay.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
     /// Records one start → ready duration, for `Retry-After` estimates.

@@ -85,7 +85,11 @@ impl Reconciler {
             }
             Effect::ForgetConnectFailures => server.forget_failures(),
             Effect::WakeHeld => up.notify_changed(),
-            Effect::ForgetStartError => up.set_start_error(None),
+            Effect::ForgetStartError => {
+                up.set_start_delay(None);
+                up.set_start_error(None);
+            }
+            Effect::StartDelayed(why) => up.set_start_delay(why),
             Effect::TellHeld(why) => {
                 let coming = ctl.servers.iter().enumerate().any(|(j, s)| {
                     j != i && matches!(s.state(), ServerState::Ready | ServerState::Starting)

@@ -64,6 +64,7 @@ fn from(name: &str, t0: Instant) -> Lifecycle {
         },
         "calling" => starting(Step::Calling { tries: 0 }, false),
         "calling-seen" => starting(Step::Calling { tries: 0 }, true),
+        "calling-again" => starting(Step::Calling { tries: 2 }, false),
         "probing" => starting(Step::Probing, true),
         "retrying" => starting(
             Step::Retrying {
@@ -121,6 +122,8 @@ fn short(e: &Effect) -> String {
         Effect::WakeHeld => "wake".into(),
         Effect::ForgetStartError => "forget-error".into(),
         Effect::TellHeld(_) => "tell".into(),
+        Effect::StartDelayed(Some(_)) => "delayed".into(),
+        Effect::StartDelayed(None) => "not-delayed".into(),
         Effect::Record(r) => String::from(match r {
             Record::Start(_) => "+start",
             Record::StartRetry(_) => "+retry",
@@ -259,7 +262,7 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
             start_err(StartError::Unreachable("down".into())),
             5,
             S::Starting,
-            vec!["+retry"],
+            vec!["+retry", "delayed"],
         ),
         (
             "calling",
@@ -324,6 +327,23 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
         ),
         ("calling", I::Shutdown, 5, S::Stopping, vec!["+stop"]),
         // --- starting: the supervisor could not be reached ---
+        (
+            "calling-again",
+            I::StartAnswered {
+                attempt: 1,
+                result: Ok(()),
+            },
+            5,
+            S::Starting,
+            vec!["not-delayed", "probe"],
+        ),
+        (
+            "calling-again",
+            start_err(StartError::Unreachable("down".into())),
+            5,
+            S::Starting,
+            vec!["delayed"],
+        ),
         ("retrying", tick(0), 50, S::Starting, vec![]),
         ("retrying", tick(0), 100, S::Starting, vec!["call-start"]),
         (
@@ -339,7 +359,7 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
             tick(0),
             10_000,
             S::Failed,
-            vec!["+start-timeout", "tell"],
+            vec!["+start-timeout", "not-delayed", "tell"],
         ),
         // --- starting: the readiness check ---
         (
