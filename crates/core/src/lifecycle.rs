@@ -740,7 +740,6 @@ impl Machine<'_> {
             },
             Some(Event::StartFailed),
         );
-        self.effect(Effect::StartDelayed(None));
         self.effect(Effect::TellHeld(why));
     }
 

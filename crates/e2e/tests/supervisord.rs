@@ -379,6 +379,39 @@ async fn load_starts_a_second_program_and_its_end_stops_both_through_supervisord
 
 // === 3. faults ===
 
+/// A supervisord that never answers (nothing listens on its port) for all of `start_timeout`:
+/// the held request waits while rouse asks again, then gets a 503 that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisord_down_for_all_of_start_timeout_is_named_in_the_503() {
+    log_lines();
+    // Two free addresses: one where supervisord would listen, one for the program.
+    let [nobody, app] = free_addrs();
+    let rouse = start_rouse(&format!(
+        "[supervisors.gone]\nurl = \"http://{nobody}/RPC2\"\n{POLL}\n{}",
+        upstream("cold", "gone", &[], "start_timeout = \"1500ms\"", &[app]),
+    ))
+    .await;
+    let a = get(&client(), &url(rouse.addr(), "/"), None).await;
+    // Its own start_timeout and rouse giving up on the start end at the same moment: either
+    // answer, as long as it says why.
+    assert_eq!(a.status, 503, "{a:?}");
+    assert!(
+        ["start-timeout", "start-failed"].contains(&a.kind.as_str()),
+        "{a:?}"
+    );
+    assert!(a.retry_after.is_some(), "{a:?}");
+    assert!(
+        a.body.contains("cannot connect to supervisord \"gone\""),
+        "says the supervisor cannot be reached: {a:?}"
+    );
+    assert!(
+        a.took >= Duration::from_millis(1400) && a.took < Duration::from_secs(5),
+        "held for start_timeout while rouse asked again: {a:?}"
+    );
+    let retries = logged(&["cannot reach the supervisor, asking again", "gone"]);
+    assert!(!retries.is_empty(), "a log line says it asks again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_supervisord_does_not_know_gives_a_clear_503_and_the_rest_serves() {
     log_lines();

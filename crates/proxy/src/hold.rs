@@ -127,6 +127,7 @@ pub(crate) async fn hold(
     };
     // Subscribe before checking, so a change between the check and the wait is not missed.
     let mut changed = upstream.subscribe();
+    let failures_at = upstream.start_failures();
     let waiters = Arc::clone(upstream.waiters());
     let deadline = w.arrived + cfg.start_timeout;
     let page_at = (cfg.waiting_page && w.browser && cold).then(|| w.arrived + BROWSER_PATIENCE);
@@ -149,7 +150,8 @@ pub(crate) async fn hold(
                     if poke {
                         table.demand.notify_one();
                     }
-                    if let Some(error) = upstream.start_error() {
+                    let failed = upstream.failed_since(failures_at);
+                    if let Some(error) = failed.or_else(|| upstream.start_error()) {
                         return Err(answer::unavailable(
                             "start-failed",
                             format!("upstream {:?} could not start a server: {error}", cfg.name),

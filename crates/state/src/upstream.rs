@@ -45,6 +45,10 @@ pub struct Upstream {
     /// Why the last start failed, while no server is ready: held requests get this at once
     /// instead of waiting out `start_timeout`.
     start_error: Mutex<Option<String>>,
+    /// How many failed starts held requests were told of, and the last one's error. A request
+    /// held when a start failed gets that error even if a new attempt began since: a revival
+    /// withdraws the standing error at once, often before the held request has looked.
+    told: Mutex<(u64, String)>,
     /// Why a start under way is slow (its supervisor cannot be reached and is being asked
     /// again): said to the held requests that time out meanwhile.
     start_delay: Mutex<Option<String>>,
@@ -92,6 +96,7 @@ impl Upstream {
             changed: watch::Sender::new(0),
             start_error: Mutex::new(None),
             start_delay: Mutex::new(None),
+            told: Mutex::new((0, String::new())),
             start_ewma_ms: AtomicU64::new(0),
             duration: OnceLock::new(),
             replaced: AtomicBool::new(false),
@@ -271,6 +276,28 @@ impl Upstream {
     pub fn set_start_error(&self, error: Option<String>) {
         *self.start_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
         self.notify_changed();
+    }
+
+    /// A start failed and nothing else is coming: the requests held now get `why`, and so do
+    /// those that come until a new attempt begins (the standing error).
+    pub fn fail_held(&self, why: String) {
+        {
+            let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+            told.0 += 1;
+            told.1.clone_from(&why);
+        }
+        self.set_start_error(Some(why));
+    }
+
+    /// How many failed starts held requests were told of so far.
+    pub fn start_failures(&self) -> u64 {
+        self.told.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// The error of the last failed start, if one failed after `seen` (a `start_failures`).
+    pub fn failed_since(&self, seen: u64) -> Option<String> {
+        let told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+        (told.0 > seen).then(|| told.1.clone())
     }
 
     pub fn start_delay(&self) -> Option<String> {

@@ -178,3 +178,30 @@ async fn a_request_ending_wakes_a_held_one_only_while_requests_are_held() {
         .expect("a request ending wakes the held one");
     drop(held);
 }
+
+/// A request held when a start failed hears of it even if the revival that followed has
+/// already withdrawn the standing error (it may run before the held request looks again).
+#[tokio::test]
+async fn a_failed_start_reaches_the_requests_held_for_it_even_after_a_revival() {
+    let table = table(
+        "[[upstream]]\nname = \"e\"\n[[upstream.server]]\n\
+         address = \"127.0.0.1:9101\"\ncommand = \"x\"\n",
+    );
+    let up = &table.upstreams[0];
+    let before = up.start_failures();
+    assert_eq!(up.failed_since(before), None);
+    up.fail_held("spawn error: no such file".to_owned());
+    // The revival begins before the held request looked.
+    up.set_start_error(None);
+    assert_eq!(up.start_error(), None, "new requests wait for the revival");
+    assert_eq!(
+        up.failed_since(before).as_deref(),
+        Some("spawn error: no such file"),
+        "the one held through the failure is told"
+    );
+    assert_eq!(
+        up.failed_since(up.start_failures()),
+        None,
+        "later ones are not"
+    );
+}

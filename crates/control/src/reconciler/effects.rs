@@ -85,10 +85,7 @@ impl Reconciler {
             }
             Effect::ForgetConnectFailures => server.forget_failures(),
             Effect::WakeHeld => up.notify_changed(),
-            Effect::ForgetStartError => {
-                up.set_start_delay(None);
-                up.set_start_error(None);
-            }
+            Effect::ForgetStartError => up.set_start_error(None),
             Effect::StartDelayed(why) => up.set_start_delay(why),
             Effect::TellHeld(why) => {
                 let coming = ctl.servers.iter().enumerate().any(|(j, s)| {
@@ -97,7 +94,7 @@ impl Reconciler {
                 if coming {
                     up.notify_changed();
                 } else {
-                    up.set_start_error(Some(why));
+                    up.fail_held(why);
                 }
             }
             Effect::Record(r) => self.record(u, i, r),

@@ -359,7 +359,7 @@ fn table() -> Vec<(&'static str, Input, u64, S, Vec<&'static str>)> {
             tick(0),
             10_000,
             S::Failed,
-            vec!["+start-timeout", "not-delayed", "tell"],
+            vec!["+start-timeout", "tell"],
         ),
         // --- starting: the readiness check ---
         (
