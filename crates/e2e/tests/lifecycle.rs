@@ -825,6 +825,7 @@ async fn shutdown_stops_the_embedded_children() {
     assert_eq!(a.status, 200);
     assert_eq!(backend_pids(a0).len() + backend_pids(a1).len(), 2);
     let proxy = rouse.addr();
+    let table = rouse.table();
     timeout(WAIT, rouse.shutdown())
         .await
         .expect("shutdown in time");
@@ -832,6 +833,15 @@ async fn shutdown_stops_the_embedded_children() {
         refuses(a0).await && refuses(a1).await,
         "children's ports closed"
     );
+    // Each stop is counted, for its reason.
+    for a in [a0, a1] {
+        let labels = rouse_state::metrics::StopLabels {
+            upstream: "app".to_owned(),
+            server: a.to_string(),
+            reason: "shutdown".to_owned(),
+        };
+        assert_eq!(table.metrics.stops.get_or_create(&labels).get(), 1, "{a}");
+    }
     assert!(
         backend_pids(a0).is_empty() && backend_pids(a1).is_empty(),
         "children gone"

@@ -682,6 +682,58 @@ async fn stops_and_starts_by_hand_are_noticed() {
     assert_eq!(spawns(&sd, "app0"), 3);
 }
 
+/// Stopped with supervisorctl while requests flow, with polls too rare to notice first: the
+/// proxy's refused connects reach the control plane before any poll, and it asks supervisord,
+/// which says STOPPED: `stopped: outside rouse`, not a failure, and no failure stop counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_stopped_by_hand_under_traffic_is_stopped_outside_rouse_not_failed() {
+    log_lines();
+    let [a0] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &[]))
+        .spawn()
+        .await;
+    let rouse = start_rouse(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}{}",
+        sd.rouse_section("sd", "poll_interval = \"30s\"\ntimeout = \"2s\""),
+        upstream("app", "sd", &[], "idle_timeout = \"60s\"", &[a0])
+    ))
+    .await;
+    let c = client();
+    let a = get(&c, &url(rouse.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+
+    let load = Load::start(rouse.addr(), "/", None, 4);
+    sleep(Duration::from_millis(200)).await;
+    let out = sd.supervisorctl(&["stop", "app0"]).await;
+    assert!(out.contains("stopped"), "{out}");
+    // The requests still coming may wake it again at once: the journal says what happened.
+    let outside = |events: &[(String, String)]| {
+        events
+            .iter()
+            .any(|(what, detail)| what == "stopped" && detail == "outside rouse")
+    };
+    wait_until("the stop outside rouse", Duration::from_secs(5), || async {
+        outside(&journal(&c, &rouse, "app", 0).await)
+    })
+    .await;
+    let events = journal(&c, &rouse, "app", 0).await;
+    assert!(
+        !events.iter().any(|(what, _)| what == "failed"),
+        "not a failure: {events:?}"
+    );
+    let failure = rouse_state::metrics::StopLabels {
+        upstream: "app".to_owned(),
+        server: a0.to_string(),
+        reason: "failure".to_owned(),
+    };
+    assert_eq!(rouse.table().metrics.stops.get_or_create(&failure).get(), 0);
+    // The requests still coming wake it again, through supervisord.
+    let answers = load.finish().await;
+    assert!(answers.iter().any(|a| a.status == 200), "{}", answers.len());
+    wait_state(&rouse, 0, 0, "ready", Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_is_noticed_as_failed_and_the_program_comes_back_on_demand() {
     log_lines();

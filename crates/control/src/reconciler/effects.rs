@@ -9,6 +9,8 @@ use super::*;
 
 /// How long a connect check may wait for the supervisor's word on a refusing server.
 const CHECK_OBSERVE: Duration = Duration::from_secs(2);
+/// How long a connect check waits for a stop someone else made to end.
+const STOPPING_WITHIN: Duration = Duration::from_secs(15);
 /// "supervisor" readiness polls the supervisor this often while a server starts.
 const OBSERVE_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -112,14 +114,22 @@ async fn check(probe: &dyn Probe, driver: &dyn Supervisor, server: &Server) -> C
         Ok(()) => return Checked::Accepts,
         Err(why) => why,
     };
-    let process = match tokio::time::timeout(CHECK_OBSERVE, driver.observe()).await {
-        Ok(Ok(infos)) => infos
-            .iter()
-            .find(|p| p.program == server.config.program)
-            .map(|p| process(p.state)),
-        _ => None,
-    };
-    Checked::Refused { why, process }
+    // Someone else stopping it (`supervisorctl stop`: the process closes its listener first)
+    // is seen as STOPPING: wait for the end of that stop, which says what it was.
+    let until = Instant::now() + STOPPING_WITHIN;
+    loop {
+        let process = match tokio::time::timeout(CHECK_OBSERVE, driver.observe()).await {
+            Ok(Ok(infos)) => infos
+                .iter()
+                .find(|p| p.program == server.config.program)
+                .map(|p| process(p.state)),
+            _ => None,
+        };
+        if process != Some(Process::Stopping) || Instant::now() >= until {
+            return Checked::Refused { why, process };
+        }
+        tokio::time::sleep(OBSERVE_INTERVAL).await;
+    }
 }
 
 /// For `ready = "supervisor"`: polls the supervisor until the program is RUNNING.
