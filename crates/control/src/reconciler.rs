@@ -10,7 +10,7 @@ use rouse_core::policy::{Action, ScalePolicy, ScaleSettings, ServerView, Upstrea
 use rouse_core::reason::StartReason;
 use rouse_core::state::ServerState;
 
-use rouse_state::{Server, ServerId, Table, Upstream};
+use rouse_state::{Changes, Server, ServerId, Table, Upstream};
 use rouse_supervisor::{Embedded, ProcessInfo, Supervisor};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -96,7 +96,7 @@ impl Control {
             tx,
             stop: stop.clone(),
         };
-        r.set_table(table, &drivers);
+        r.set_table(table, &Changes::default(), &drivers);
         let task = tokio::spawn(r.run(rx, stop.clone()));
         Control {
             handle,
@@ -111,12 +111,13 @@ impl Control {
         self.handle.clone()
     }
 
-    /// Switches to a reloaded table (see `Table::reloaded`): servers it kept go on as they
-    /// are, new ones start stopped (or are adopted when already running), and those it dropped
-    /// are drained, stopped and forgotten. `drivers` must keep the embedded supervisor of
-    /// `spawn`. Returns once the loop has the new table, before any server has changed.
-    pub async fn reload(&self, table: Arc<Table>, drivers: Drivers) {
-        self.handle.reload(table, drivers).await
+    /// Switches to a reloaded table and its changes (see `Table::reloaded`): servers they keep
+    /// go on as they are, new ones start stopped (or are adopted when already running), and
+    /// those they retire are drained, stopped and forgotten. `drivers` must keep the embedded
+    /// supervisor of `spawn`. Returns once the loop has the new table, before any server has
+    /// changed.
+    pub async fn reload(&self, table: Arc<Table>, changes: Arc<Changes>, drivers: Drivers) {
+        self.handle.reload(table, changes, drivers).await
     }
 
     /// Stops deciding, then stops every embedded child (supervisord's programs are left as they
@@ -206,6 +207,7 @@ async fn forward_failures(
 enum Msg {
     Reload {
         table: Arc<Table>,
+        changes: Arc<Changes>,
         drivers: Drivers,
         reply: tokio::sync::oneshot::Sender<()>,
     },
@@ -343,10 +345,11 @@ impl Reconciler {
             }
             Msg::Reload {
                 table,
+                changes,
                 drivers,
                 reply,
             } => {
-                self.set_table(table, &drivers);
+                self.set_table(table, &changes, &drivers);
                 let _ = reply.send(());
             }
             Msg::Shutdown { reply } => {

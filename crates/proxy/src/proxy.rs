@@ -1,13 +1,12 @@
 //! The proxy's shared state: routes to upstreams, their connection pools, and its settings.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rouse_config::ProxyConfig;
-use rouse_state::{Table, Upstream};
+use rouse_state::{Changes, ServerId, Table, Upstream};
 use tokio_util::task::TaskTracker;
 
 use crate::pool::Pool;
@@ -72,17 +71,18 @@ impl Proxy {
         })
     }
 
-    /// Switches to a new table (reload). Pools of servers that keep their upstream and address
-    /// are carried over, so warm connections survive.
-    pub fn update(&self, table: &Arc<Table>) {
+    /// Switches to a reloaded table. The pools of the servers `changes` keeps are carried
+    /// over, so warm connections survive; a replaced server's process is another one, whose
+    /// connections start afresh.
+    pub fn update(&self, table: &Arc<Table>, changes: &Changes) {
         let old = self.routes.load();
+        let kept = changes.kept_ids();
         let mut keep = HashMap::new();
         for up in &old.upstreams {
             for (server, pool) in up.state.servers.iter().zip(&up.pools) {
-                keep.insert(
-                    (up.state.name().to_owned(), server.address()),
-                    Arc::clone(pool),
-                );
+                if kept.contains(&server.id()) {
+                    keep.insert(server.id(), Arc::clone(pool));
+                }
             }
         }
         self.routes
@@ -107,7 +107,7 @@ impl Proxy {
 fn build_routes(
     settings: &Settings,
     table: &Arc<Table>,
-    keep: &HashMap<(String, SocketAddr), Arc<Pool>>,
+    keep: &HashMap<ServerId, Arc<Pool>>,
 ) -> Routes {
     let router = Router::new(
         table
@@ -124,15 +124,13 @@ fn build_routes(
                 .servers
                 .iter()
                 .map(|s| {
-                    keep.get(&(u.name().to_owned(), s.address()))
-                        .cloned()
-                        .unwrap_or_else(|| {
-                            Arc::new(Pool::new(
-                                s.address(),
-                                settings.pool_max_idle_per_server,
-                                settings.pool_idle_timeout,
-                            ))
-                        })
+                    keep.get(&s.id()).cloned().unwrap_or_else(|| {
+                        Arc::new(Pool::new(
+                            s.address(),
+                            settings.pool_max_idle_per_server,
+                            settings.pool_idle_timeout,
+                        ))
+                    })
                 })
                 .collect(),
         })
@@ -141,5 +139,43 @@ fn build_routes(
         table: Arc::clone(table),
         router,
         upstreams,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> rouse_config::Config {
+        rouse_config::parse("t.toml", text).expect("valid")
+    }
+
+    const TWO: &str = "[[upstream]]\nname = \"e\"\n\
+                       [[upstream.server]]\naddress = \"127.0.0.1:9101\"\ncommand = \"x\"\n\
+                       [[upstream.server]]\naddress = \"127.0.0.1:9102\"\ncommand = \"x\"\n";
+
+    fn pools(proxy: &Proxy) -> Vec<Arc<Pool>> {
+        proxy.routes.load().upstreams[0].pools.clone()
+    }
+
+    /// A kept server keeps its pool wherever it moves; a server replaced on the same address
+    /// is another process, whose connections start afresh.
+    #[tokio::test]
+    async fn kept_servers_keep_their_pools_and_replaced_ones_do_not() {
+        let first = config(TWO);
+        let table = Arc::new(Table::new(&first));
+        let proxy = Proxy::new(Settings::new(&first.proxy, false), &table);
+        let before = pools(&proxy);
+
+        // :9101 gets a new command (replaced); :9102 moves to the front with a new weight.
+        let text = "[[upstream]]\nname = \"e\"\n\
+                    [[upstream.server]]\naddress = \"127.0.0.1:9102\"\ncommand = \"x\"\nweight = 2\n\
+                    [[upstream.server]]\naddress = \"127.0.0.1:9101\"\ncommand = \"y\"\n";
+        let next = table.reloaded(&config(text));
+        let next_table = Arc::new(next.table);
+        proxy.update(&next_table, &next.changes);
+        let after = pools(&proxy);
+        assert!(Arc::ptr_eq(&after[0], &before[1]), "kept, moved");
+        assert!(!Arc::ptr_eq(&after[1], &before[0]), "replaced");
     }
 }

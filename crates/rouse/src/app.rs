@@ -155,7 +155,7 @@ impl Rouse {
 
     /// Applies a new, already validated config: see [`Reloader::apply`].
     pub async fn reload(&self, config: &Config) -> Vec<String> {
-        self.reloader.apply(config).await
+        self.reloader.apply(config).await.not_applied
     }
 
     /// Re-reads the file rouse was started from and applies it (SIGHUP, `POST /reload`).

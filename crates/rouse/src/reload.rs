@@ -9,7 +9,7 @@ use rouse_admin::{ReloadHook, ReloadRefused};
 use rouse_config::Config;
 use rouse_control::{ControlHandle, Drivers};
 use rouse_proxy::Proxy;
-use rouse_state::Table;
+use rouse_state::{Changes, Table};
 
 use crate::app::supervisord_drivers;
 use crate::online;
@@ -22,8 +22,10 @@ use crate::online;
 const PROGRAM_CHECK_BOUND: Duration = Duration::from_secs(2);
 
 /// What a reload of the file did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Reloaded {
+    /// What changed, upstream by upstream (see `Table::reloaded`).
+    pub changes: Arc<Changes>,
     /// Sections that changed but keep their running values until a restart.
     pub not_applied: Vec<String>,
     /// Programs the supervisords do not know, and supervisords that could not be asked.
@@ -77,6 +79,8 @@ impl Reloader {
                             done.not_applied.join(", ")
                         )
                     };
+                    message.push('\n');
+                    message.push_str(&done.changes.to_string());
                     for w in &done.warnings {
                         message.push_str("\nwarning: ");
                         message.push_str(w);
@@ -102,11 +106,14 @@ impl Reloader {
             }
             ReloadRefused::Invalid(lines)
         })?;
-        let not_applied = self.apply(&config).await;
+        let done = self.apply(&config).await;
         tracing::info!(file = %path.display(), "configuration reloaded");
-        if !not_applied.is_empty() {
+        for line in done.changes.to_string().lines() {
+            tracing::info!("reload: {line}");
+        }
+        if !done.not_applied.is_empty() {
             tracing::warn!(
-                sections = not_applied.join(", "),
+                sections = done.not_applied.join(", "),
                 "these sections changed and keep their running values until rouse restarts"
             );
         }
@@ -123,16 +130,14 @@ impl Reloader {
             .map(|u| format!("{}: {u}", path.display()))
             .chain(findings.unanswered.iter().map(ToString::to_string))
             .collect();
-        Ok(Reloaded {
-            not_applied,
-            warnings,
-        })
+        Ok(Reloaded { warnings, ..done })
     }
 
     /// Applies a new, already validated config: upstreams, servers and supervisors are added,
     /// changed and removed by diff (see `Table::reloaded`), with no request lost. Returns what
-    /// it could not apply (listeners, timeouts, logging: they need a restart).
-    pub async fn apply(&self, config: &Config) -> Vec<String> {
+    /// changed, and what it could not apply (listeners, timeouts, logging: they need a
+    /// restart); no warnings, which only `reload_file` looks for.
+    pub async fn apply(&self, config: &Config) -> Reloaded {
         let mut running = self.running.lock().await;
         let mut not_applied = Vec::new();
         let mut applied = config.clone();
@@ -155,24 +160,28 @@ impl Reloader {
         let old = self.table.load_full();
         // `applied`: a `[proxy]` change (shutdown_timeout, which bounds drains) waits for a
         // restart like the rest of that section.
-        let table = Arc::new(old.reloaded(&applied));
+        let next = old.reloaded(&applied);
+        let (table, changes) = (Arc::new(next.table), Arc::new(next.changes));
         // The control plane first, so that requests the data plane sends to new servers from
         // the next line on find them managed.
         self.control
-            .reload(Arc::clone(&table), drivers.clone())
+            .reload(Arc::clone(&table), Arc::clone(&changes), drivers.clone())
             .await;
-        self.proxy.update(&table);
+        self.proxy.update(&table, &changes);
         self.table.store(Arc::clone(&table));
-        // Requests held for an upstream that was replaced go on with its successor.
-        for up in &old.upstreams {
-            if !table.upstreams.iter().any(|new| Arc::ptr_eq(new, up)) {
-                up.retire();
-            }
+        // Requests held for an upstream that was replaced go on with its successor (those of
+        // a removed one are told it was removed).
+        for up in changes.retiring_upstreams() {
+            up.retire();
         }
         *running = Running {
             config: applied,
             drivers,
         };
-        not_applied
+        Reloaded {
+            changes,
+            not_applied,
+            warnings: Vec::new(),
+        }
     }
 }

@@ -391,3 +391,72 @@ fn sighup_swaps_supervised_servers() {
     assert_eq!(wait_exit(&mut child).code(), Some(0));
     assert!(pids_of(&argv(1)).is_empty() && !pids_of(&argv(2)).contains(&new));
 }
+
+/// `rouse reload` says what changed, one line per upstream that did: servers kept, added,
+/// replaced (and why) and removed; upstreams added and removed; and `no changes` for the same
+/// file again.
+#[test]
+fn reload_prints_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let [listen, admin, a, b, c, d, s] = [(); 7].map(|_| free_addr());
+    let server = |addr: SocketAddr, command: &str| {
+        format!("[[upstream.server]]\naddress = \"{addr}\"\ncommand = [\"sleep\", \"{command}\"]\n")
+    };
+    let head = format!(
+        "[proxy]\nlisten = [\"{listen}\"]\n[admin]\nlisten = \"{admin}\"\n\
+         [[upstream]]\nname = \"app\"\n"
+    );
+    let stat = |name: &str| {
+        format!(
+            "[[upstream]]\nname = \"{name}\"\nhosts = [\"{name}.example\"]\nsupervisor = \"none\"\n\
+             [[upstream.server]]\naddress = \"{s}\"\n"
+        )
+    };
+    let before = format!(
+        "{head}{}{}{}{}",
+        server(a, "1000"),
+        server(b, "1000"),
+        server(d, "1000"),
+        stat("old")
+    );
+    let f = write(dir.path(), "r.toml", &before);
+    let mut child = Command::new(ROUSE)
+        .args(["run", "-c", &f])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(admin, &mut child);
+
+    // a: new command (replaced); b: kept; c: added; d: removed; "old" gone, "new" there.
+    let after = format!(
+        "{head}{}{}{}{}",
+        server(a, "2000"),
+        server(b, "1000"),
+        server(c, "1000"),
+        stat("new")
+    );
+    write(dir.path(), "r.toml", &after);
+    let out = rouse(&["reload", "-c", &f]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text,
+        format!(
+            "configuration reloaded\n\
+             upstream \"app\": changed; servers kept 1, added 1 ({c}), \
+             replaced 1 ({a}: command changed), removed 1 ({d})\n\
+             upstream \"new\": added (1 server)\n\
+             upstream \"old\": removed (1 server)\n"
+        )
+    );
+
+    let out = rouse(&["reload", "-c", &f]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "configuration reloaded\nno changes\n"
+    );
+
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}

@@ -5,6 +5,7 @@
 //! here blocks: the hot path takes no lock unless a server has recently failed.
 #![forbid(unsafe_code)]
 
+mod changes;
 pub mod journal;
 pub mod metrics;
 mod server;
@@ -12,6 +13,7 @@ mod table;
 mod upstream;
 mod waiters;
 
+pub use changes::{Changes, Placement, Reloaded, ServerChange, UpstreamChange};
 pub use journal::{Entry, Journal};
 pub use metrics::Metrics;
 pub use server::{InFlightGuard, Server, ServerId};

@@ -127,20 +127,45 @@ impl Server {
     /// Whether `config` describes this same server, so a reload may keep it (its process,
     /// state, connections and counters): everything but position, weight and `max_conns` is
     /// the same; a cap is a routing setting, no reason to restart a process.
+    pub fn is_same(&self, config: &ServerConfig) -> bool {
+        self.differences(config).is_empty()
+    }
+
+    /// What in `config` makes it another server than this one (see [`Server::is_same`]), as
+    /// config keys: the reasons a reload gives for replacing it.
     /// Embedded program names are rouse's own, derived from positions (`<upstream><index>`), so
     /// they are no part of what a server is: removing the first server must not make every
     /// other one a new server. A supervisord program name is.
-    pub fn is_same(&self, config: &ServerConfig) -> bool {
+    pub fn differences(&self, config: &ServerConfig) -> Vec<&'static str> {
         let c = &self.config;
-        c.address == config.address
-            && (c.supervisor == SupervisorRef::Embedded || c.program == config.program)
-            && c.supervisor == config.supervisor
-            && c.command == config.command
-            && c.env == config.env
-            && c.cwd == config.cwd
-            && c.startsecs == config.startsecs
-            && c.stop_signal == config.stop_signal
-            && c.stop_timeout == config.stop_timeout
+        let mut d = Vec::new();
+        if c.address != config.address {
+            d.push("address");
+        }
+        if c.supervisor != config.supervisor {
+            d.push("supervisor");
+        } else if c.supervisor != SupervisorRef::Embedded && c.program != config.program {
+            d.push("program");
+        }
+        if c.command != config.command {
+            d.push("command");
+        }
+        if c.env != config.env {
+            d.push("env");
+        }
+        if c.cwd != config.cwd {
+            d.push("cwd");
+        }
+        if c.startsecs != config.startsecs {
+            d.push("startsecs");
+        }
+        if c.stop_signal != config.stop_signal {
+            d.push("stop_signal");
+        }
+        if c.stop_timeout != config.stop_timeout {
+            d.push("stop_timeout");
+        }
+        d
     }
 
     pub fn address(&self) -> SocketAddr {

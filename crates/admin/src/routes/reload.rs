@@ -4,7 +4,7 @@
 //!
 //! | answer | when |
 //! |---|---|
-//! | 202 | applied (the message names the sections that need a restart, if any changed) |
+//! | 202 | applied: the message says what changed, one line per upstream, and names the sections that need a restart, if any changed |
 //! | 422 | the file is invalid: every error as `FILE:LINE:COL: message`; nothing changed |
 //! | 409 | rouse was not started from a file, so there is nothing to re-read |
 //! | 503 | reloading is not available here |

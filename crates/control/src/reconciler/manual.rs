@@ -12,7 +12,7 @@ use rouse_core::lifecycle::Input;
 use rouse_core::policy::StopReason;
 use rouse_core::reason::StartReason;
 use rouse_core::state::ServerState;
-use rouse_state::Table;
+use rouse_state::{Changes, Table};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -84,13 +84,14 @@ impl Names {
 
 impl ControlHandle {
     /// See [`super::Control::reload`].
-    pub async fn reload(&self, table: Arc<Table>, drivers: super::Drivers) {
+    pub async fn reload(&self, table: Arc<Table>, changes: Arc<Changes>, drivers: super::Drivers) {
         *self.names.write().unwrap_or_else(|e| e.into_inner()) = Names::of(&table);
         let (reply, done) = oneshot::channel();
         if self
             .tx
             .send(Msg::Reload {
                 table,
+                changes,
                 drivers,
                 reply,
             })

@@ -1,14 +1,16 @@
 //! A new table generation (reload): which servers go on, which are new, which retire.
 //!
-//! `Table::reloaded` decides what a server is: a server it carried over keeps its
-//! [`ServerId`], so the loop moves its lifecycle to where the server now is. Servers no
-//! upstream of the new table holds retire (`Input::Retire`): drained while their requests
-//! finish (WebSockets included), stopped through the supervisor that runs them, then forgotten
-//! by the loop and by that supervisor. A new server on the address or program of one still
-//! retiring waits for it to be down.
+//! `Table::reloaded` decides what a server is, and says it in its [`Changes`]: a server it
+//! kept keeps its [`ServerId`], so the loop moves its lifecycle to where the server now is.
+//! Servers the changes retire (replaced, removed, or of a removed upstream) are fed
+//! `Input::Retire`: drained while their requests finish (WebSockets included), stopped through
+//! the supervisor that runs them, then forgotten by the loop and by that supervisor. A new
+//! server on the address or program of one still retiring waits for it to be down.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+
+use rouse_state::Changes;
 
 use super::*;
 
@@ -42,15 +44,13 @@ pub(super) fn same_driver(a: &Arc<dyn Supervisor>, b: &Arc<dyn Supervisor>) -> b
 }
 
 impl Reconciler {
-    /// Takes `table` as the current generation (also the first one, from an empty loop).
-    pub(super) fn set_table(&mut self, table: Arc<Table>, drivers: &Drivers) {
+    /// Takes `table` as the current generation, which `changes` says how it differs from the
+    /// current one (the first one, from an empty loop, with no changes).
+    pub(super) fn set_table(&mut self, table: Arc<Table>, changes: &Changes, drivers: &Drivers) {
         let now = Instant::now();
         let old = std::mem::take(&mut self.ups);
-        let kept: HashSet<ServerId> = table
-            .upstreams
-            .iter()
-            .flat_map(|u| u.servers.iter().map(|s| s.id()))
-            .collect();
+        let kept = changes.kept_ids();
+        let retired: HashSet<ServerId> = changes.retiring_servers().map(|s| s.id()).collect();
         // What goes on: lifecycles by server, policies by upstream name.
         let mut carried: HashMap<ServerId, Life> = HashMap::new();
         let mut policies: HashMap<String, (Arc<Upstream>, ScalePolicy, RateMeter)> = HashMap::new();
@@ -75,6 +75,9 @@ impl Reconciler {
                 if kept.contains(&s.id()) {
                     carried.insert(s.id(), life);
                 } else {
+                    // Every live server is either kept or retired by the diff; one it missed
+                    // still retires, as the new table does not hold it.
+                    debug_assert!(retired.contains(&s.id()), "the diff missed {}", s.id());
                     tracing::info!(
                         upstream = up.upstream.name(),
                         server = %s.address(),

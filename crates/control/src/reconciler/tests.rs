@@ -525,8 +525,11 @@ async fn a_new_server_on_a_retiring_ones_address_starts_once_that_one_is_down() 
     wait_for(&old, ServerState::Ready).await;
     let in_flight = old.begin_request();
 
-    let next = Arc::new(table.reloaded(&config_with(addr, extra, "program = \"next\"")));
-    control.reload(Arc::clone(&next), drivers(&driver)).await;
+    let next = table.reloaded(&config_with(addr, extra, "program = \"next\""));
+    let (next, changes) = (Arc::new(next.table), Arc::new(next.changes));
+    control
+        .reload(Arc::clone(&next), changes, drivers(&driver))
+        .await;
     let new = Arc::clone(&next.upstreams[0].servers[0]);
     assert!(!Arc::ptr_eq(&old, &new), "another program: another server");
     wait_for(&old, ServerState::Draining).await;
