@@ -136,7 +136,7 @@ impl Proxy {
                 // them all again.
                 Admission::Full | Admission::NoServer => {
                     waited = true;
-                    match hold(table, &up.state, waiter, behind).await {
+                    match hold(table, &up.state, waiter).await {
                         Ok(Held::Admitted(at, guard)) => {
                             tried.clear();
                             (at, guard)

@@ -79,14 +79,12 @@ pub(crate) fn admit(upstream: &Upstream, now: Instant, tried: &[usize]) -> Admis
     }
 }
 
-/// Waits until a server of `upstream` takes the request, or answers why not. `behind`: other
-/// requests were held already when this one arrived, so it waits for its turn instead of
-/// taking room they are being woken for.
+/// Waits until a server of `upstream` takes the request, or answers why not. It waits in line:
+/// requests held before it go first.
 pub(crate) async fn hold(
     table: &Table,
     upstream: &Arc<Upstream>,
     w: &Waiter<'_>,
-    behind: bool,
 ) -> Result<Held, Response<ProxyBody>> {
     let cfg = &upstream.config;
     let cold = !upstream.any_ready();
@@ -121,69 +119,66 @@ pub(crate) async fn hold(
         ));
     };
     let timer = HeldTimer {
-        _held: held,
+        held,
         since: Instant::now(),
         out: &w.held_us,
     };
     // Subscribe before checking, so a change between the check and the wait is not missed.
     let mut changed = upstream.subscribe();
     let failures_at = upstream.start_failures();
-    let waiters = Arc::clone(upstream.waiters());
     let deadline = w.arrived + cfg.start_timeout;
     let page_at = (cfg.waiting_page && w.browser && cold).then(|| w.arrived + BROWSER_PATIENCE);
-    let mut look = !behind;
     let mut poke = true;
     loop {
         if upstream.is_replaced() {
             return Ok(Held::Replaced);
         }
-        let admitted = {
-            let room = waiters.room();
-            tokio::pin!(room);
-            // Registered before looking, so room made between the look and the wait wakes it.
-            room.as_mut().enable();
-            match look.then(|| admit(upstream, Instant::now(), &[])) {
-                Some(Admission::Admitted(at, guard)) => Some((at, guard)),
-                _ => {
-                    // Only a change can alter what the control plane would decide; a wake-up
-                    // for room is the data plane's business.
-                    if poke {
-                        table.demand.notify_one();
-                    }
-                    let failed = upstream.failed_since(failures_at);
-                    if let Some(error) = failed.or_else(|| upstream.start_error()) {
-                        return Err(answer::unavailable(
-                            "start-failed",
-                            format!("upstream {:?} could not start a server: {error}", cfg.name),
-                            retry_after(upstream, w),
-                        ));
-                    }
-                    let until = page_at.map_or(deadline, |p| p.min(deadline));
-                    tokio::select! {
-                        // The sender lives as long as the upstream, which this request holds.
-                        _ = changed.changed() => poke = true,
-                        () = &mut room => poke = false,
-                        () = tokio::time::sleep_until(until) => {
-                            if page_at.is_some_and(|p| p <= Instant::now())
-                                && Instant::now() < deadline
-                            {
-                                return Err(waiting_page(upstream, w));
-                            }
-                            return Err(timed_out(table, upstream, w));
-                        }
-                    }
-                    None
+        // Only the first in line takes room: a request keeps its place until it is served,
+        // so a wake-up that finds the room taken does not send it to the back.
+        let admitted = match timer
+            .held
+            .is_first()
+            .then(|| admit(upstream, Instant::now(), &[]))
+        {
+            Some(Admission::Admitted(at, guard)) => Some((at, guard)),
+            _ => {
+                // Only a change can alter what the control plane would decide; a wake-up for
+                // room is the data plane's business.
+                if poke {
+                    table.demand.notify_one();
                 }
+                let failed = upstream.failed_since(failures_at);
+                if let Some(error) = failed.or_else(|| upstream.start_error()) {
+                    return Err(answer::unavailable(
+                        "start-failed",
+                        format!("upstream {:?} could not start a server: {error}", cfg.name),
+                        retry_after(upstream, w),
+                    ));
+                }
+                let until = page_at.map_or(deadline, |p| p.min(deadline));
+                tokio::select! {
+                    // The sender lives as long as the upstream, which this request holds.
+                    _ = changed.changed() => poke = true,
+                    // A ring keeps a permit when it comes between the look and the wait.
+                    () = timer.held.rung() => poke = false,
+                    () = tokio::time::sleep_until(until) => {
+                        if page_at.is_some_and(|p| p <= Instant::now())
+                            && Instant::now() < deadline
+                        {
+                            return Err(waiting_page(upstream, w));
+                        }
+                        return Err(timed_out(table, upstream, w));
+                    }
+                }
+                None
             }
         };
         if let Some((at, guard)) = admitted {
+            // Leaving the line rings the next one: the room may be for more than this request
+            // (servers ready at once, several requests ended), and it passes it on in turn.
             drop(timer);
-            // The room may be for more than this request (servers ready at once, several
-            // requests ended): the next in line looks too, and passes it on in turn.
-            waiters.wake_one();
             return Ok(Held::Admitted(at, guard));
         }
-        look = true;
     }
 }
 
@@ -279,7 +274,7 @@ fn html_escape(s: &str) -> String {
 /// Counts the request as held, and adds the time it was held to the waiter's total, until
 /// dropped (whichever way `hold` returns).
 struct HeldTimer<'a> {
-    _held: HeldGuard,
+    held: HeldGuard,
     since: Instant,
     out: &'a AtomicU64,
 }

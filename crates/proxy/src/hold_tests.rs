@@ -33,7 +33,7 @@ fn spawn_held(
     tokio::spawn(async move {
         let up = Arc::clone(&table.upstreams[0]);
         let w = Waiter::new(&Method::GET, "/", &HeaderMap::new(), Instant::now());
-        match hold(&table, &up, &w, false).await {
+        match hold(&table, &up, &w).await {
             Ok(Held::Admitted(_, guard)) => {
                 order.lock().unwrap().push(name);
                 drop(guard);
@@ -71,7 +71,7 @@ async fn room_goes_to_held_requests_one_at_a_time_in_arrival_order() {
     // are held, the newcomer queues behind them rather than take the room "a" was woken for.
     drop(busy);
     let w = Waiter::new(&Method::GET, "/", &HeaderMap::new(), Instant::now());
-    let late = hold(&table, &up, &w, true);
+    let late = hold(&table, &up, &w);
     tokio::pin!(late);
     assert!(
         tokio::time::timeout(Duration::ZERO, late.as_mut())
@@ -99,7 +99,7 @@ async fn held_while_every_server_stays_full_is_503_at_capacity_after_start_timeo
     let _busy = occupy(up);
     let arrived = Instant::now();
     let w = Waiter::new(&Method::GET, "/", &HeaderMap::new(), arrived);
-    let Err(resp) = hold(&table, up, &w, false).await else {
+    let Err(resp) = hold(&table, up, &w).await else {
         panic!("no room was ever made");
     };
     assert_eq!(arrived.elapsed(), Duration::from_secs(5), "start_timeout");
@@ -121,4 +121,51 @@ async fn a_request_ending_late_in_the_wait_still_lets_the_held_one_in() {
     drop(busy);
     task.await.expect("task");
     assert_eq!(*order.lock().unwrap(), ["a"]);
+}
+
+/// A request woken for room that the one ahead of it took keeps its place: when room comes
+/// again it goes before those that arrived after it. (Woken requests that found no room used
+/// to join the line again at its end: under `max_conns`, some waited many times longer.)
+#[tokio::test(start_paused = true)]
+async fn a_wake_up_that_finds_no_room_keeps_the_requests_place_in_line() {
+    let table = Arc::new(table());
+    let up = Arc::clone(&table.upstreams[0]);
+    let busy = occupy(&up);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (n, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let (table, mine, tx) = (Arc::clone(&table), Arc::clone(&up), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let w = Waiter::new(&Method::GET, "/", &HeaderMap::new(), Instant::now());
+            match hold(&table, &mine, &w).await {
+                // The request stays in flight until the test ends it.
+                Ok(Held::Admitted(_, guard)) => tx.send((name, guard)).expect("open"),
+                Ok(Held::Replaced) => panic!("{name}: replaced"),
+                Err(resp) => panic!("{name}: {}", resp.status()),
+            }
+        }));
+        until_held(&up, n + 1).await;
+    }
+    let mut order = Vec::new();
+    let mut in_flight = busy;
+    for _ in 0..3 {
+        // One slot made; whoever is served keeps it until the next round.
+        drop(in_flight);
+        let (name, guard) = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("someone was served")
+            .expect("open");
+        order.push(name);
+        in_flight = guard;
+        // Let every woken request look (and find no room) before the next slot is made.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(in_flight);
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(order, ["a", "b", "c"]);
+    assert_eq!(up.held(), 0);
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::server::{InFlightGuard, Server};
-use crate::waiters::Waiters;
+use crate::waiters::{Place, Waiters};
 
 /// What asking an upstream for a server gave.
 #[derive(Debug)]
@@ -244,14 +244,14 @@ impl Upstream {
                 (n < limit).then_some(n + 1)
             })
             .ok()?;
-        self.waiters.enter();
         Some(HeldGuard {
             upstream: Arc::clone(self),
+            place: self.waiters.join(),
         })
     }
 
-    /// The held requests' queue: [`Waiters::room`] resolves when a request ends on one of
-    /// this upstream's servers while requests are held.
+    /// The held requests' line: a request ending on one of this upstream's servers rings the
+    /// first one.
     pub fn waiters(&self) -> &Arc<Waiters> {
         &self.waiters
     }
@@ -330,16 +330,29 @@ impl Upstream {
     }
 }
 
-/// Keeps a request counted as held until dropped.
+/// Keeps a request counted as held, with its place in line, until dropped.
 #[derive(Debug)]
 pub struct HeldGuard {
     upstream: Arc<Upstream>,
+    place: Place,
+}
+
+impl HeldGuard {
+    /// Whether this request is the first in line: the one that may take room.
+    pub fn is_first(&self) -> bool {
+        self.place.is_first()
+    }
+
+    /// Resolves when room may have appeared for this request (it is first in line).
+    pub async fn rung(&self) {
+        self.place.rung().await
+    }
 }
 
 impl Drop for HeldGuard {
     fn drop(&mut self) {
         self.upstream.held.fetch_sub(1, Ordering::AcqRel);
-        self.upstream.waiters.leave();
+        // `place` drops next: it leaves the line, ringing the next one if it was first.
     }
 }
 
