@@ -156,14 +156,6 @@ impl Upstream {
         }
     }
 
-    /// Chooses a server with room for a request, skipping the positions in `tried`. Returns the
-    /// server's position in `servers` with it. Counts nothing: [`Upstream::admit`] does.
-    pub fn pick(&self, now: Instant, tried: &[usize]) -> Option<(usize, &Arc<Server>)> {
-        self.balancer
-            .pick(&self.live_set(now), tried)
-            .map(|i| (i, &self.servers[i]))
-    }
-
     /// Chooses a server with room for a request (skipping `tried`) and counts the request in
     /// flight on it, atomically against its cap. The balancer chooses from counters that other
     /// threads may be raising at this very moment; a server found full by the compare-and-swap
