@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rouse_config::{Readiness, SupervisorRef, UpstreamConfig};
+use rouse_core::balance::hard_cap;
 use rouse_core::lifecycle::{self, Input, Lifecycle};
 use rouse_core::policy::{Action, ScalePolicy, ScaleSettings, ServerView, UpstreamView};
 use rouse_core::reason::StartReason;
@@ -259,12 +260,7 @@ struct Life {
 fn settings(c: &UpstreamConfig, revive_backoff: rouse_core::backoff::Backoff) -> ScaleSettings {
     // A server takes no more than its max_conns: sizing by a larger target would leave full
     // servers and held requests with nothing starting.
-    let smallest_cap = c
-        .servers
-        .iter()
-        .map(|s| s.max_conns)
-        .filter(|&m| m > 0)
-        .min();
+    let smallest_cap = c.servers.iter().filter_map(|s| hard_cap(s.max_conns)).min();
     let target = smallest_cap.map_or(c.target_in_flight, |m| m.min(c.target_in_flight.max(1)));
     ScaleSettings {
         min_servers: c.min_servers,

@@ -12,7 +12,7 @@ mod capacity;
 mod fair;
 mod round_robin;
 
-pub use capacity::{Capacity, has_room};
+pub use capacity::{Capacity, hard_cap, has_room};
 pub use fair::Fair;
 pub use round_robin::RoundRobin;
 

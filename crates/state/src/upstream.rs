@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rouse_config::{Balance, SupervisorRef, UpstreamConfig};
 use rouse_core::backoff::Backoff;
-use rouse_core::balance::{Balancer, Candidate, CandidateSet, Capacity, Kind, has_room};
+use rouse_core::balance::{Balancer, Candidate, CandidateSet, Capacity, Kind, hard_cap, has_room};
 use rouse_core::slow_start;
 use rouse_core::state::ServerState;
 use tokio::sync::watch;
@@ -42,13 +42,8 @@ pub struct Upstream {
     /// Bumped by the control plane whenever something a held request waits for changes: a
     /// server became ready, or starting failed. Held requests re-check when it moves.
     changed: watch::Sender<u64>,
-    /// Why the last start failed, while no server is ready: held requests get this at once
-    /// instead of waiting out `start_timeout`.
-    start_error: Mutex<Option<String>>,
-    /// How many failed starts held requests were told of, and the last one's error. A request
-    /// held when a start failed gets that error even if a new attempt began since: a revival
-    /// withdraws the standing error at once, often before the held request has looked.
-    told: Mutex<(u64, String)>,
+    /// What held requests are told of failed starts.
+    start_errors: Mutex<StartErrors>,
     /// Why a start under way is slow (its supervisor cannot be reached and is being asked
     /// again): said to the held requests that time out meanwhile.
     start_delay: Mutex<Option<String>>,
@@ -94,9 +89,8 @@ impl Upstream {
             held: AtomicUsize::new(0),
             waiters,
             changed: watch::Sender::new(0),
-            start_error: Mutex::new(None),
+            start_errors: Mutex::default(),
             start_delay: Mutex::new(None),
-            told: Mutex::new((0, String::new())),
             start_ewma_ms: AtomicU64::new(0),
             duration: OnceLock::new(),
             replaced: AtomicBool::new(false),
@@ -193,7 +187,7 @@ impl Upstream {
         if ready.is_empty() {
             return Admission::NoServer;
         }
-        let cap = |s: &Server| (s.max_conns() > 0).then(|| s.max_conns());
+        let cap = |s: &Server| hard_cap(s.max_conns());
         let soonest = ready
             .into_iter()
             .filter(|&at| has_room(self.servers[at].in_flight(), cap(&self.servers[at])))
@@ -258,15 +252,13 @@ impl Upstream {
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
 
+    /// The standing start error: what a request gets at once instead of being held.
     pub fn start_error(&self) -> Option<String> {
-        self.start_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.start_errors().standing.clone()
     }
 
     pub fn set_start_error(&self, error: Option<String>) {
-        *self.start_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        self.start_errors().standing = error;
         self.notify_changed();
     }
 
@@ -274,22 +266,28 @@ impl Upstream {
     /// those that come until a new attempt begins (the standing error).
     pub fn fail_held(&self, why: String) {
         {
-            let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
-            told.0 += 1;
-            told.1.clone_from(&why);
+            let mut e = self.start_errors();
+            e.told += 1;
+            e.last.clone_from(&why);
+            e.standing = Some(why);
         }
-        self.set_start_error(Some(why));
+        self.notify_changed();
     }
 
     /// How many failed starts held requests were told of so far.
     pub fn start_failures(&self) -> u64 {
-        self.told.lock().unwrap_or_else(|e| e.into_inner()).0
+        self.start_errors().told
     }
 
     /// The error of the last failed start, if one failed after `seen` (a `start_failures`).
     pub fn failed_since(&self, seen: u64) -> Option<String> {
-        let told = self.told.lock().unwrap_or_else(|e| e.into_inner());
-        (told.0 > seen).then(|| told.1.clone())
+        let e = self.start_errors();
+        (e.told > seen).then(|| e.last.clone())
+    }
+
+    fn start_errors(&self) -> std::sync::MutexGuard<'_, StartErrors> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain data.
+        self.start_errors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn start_delay(&self) -> Option<String> {
@@ -320,6 +318,19 @@ impl Upstream {
             ms => Some(Duration::from_millis(ms)),
         }
     }
+}
+
+/// What held requests are told of failed starts.
+#[derive(Debug, Default)]
+struct StartErrors {
+    /// Why the last start failed, until a new attempt begins: requests get it at once instead
+    /// of waiting out `start_timeout`.
+    standing: Option<String>,
+    /// Failed starts told so far, and the last one's error. A request held when a start failed
+    /// gets that error even if a new attempt began since: a revival withdraws the standing
+    /// error at once, often before the held request has looked.
+    told: u64,
+    last: String,
 }
 
 /// Keeps a request counted as held, with its place in line, until dropped.

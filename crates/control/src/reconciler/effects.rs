@@ -7,7 +7,8 @@ use rouse_supervisor::{ProcessState, SupervisorError};
 
 use super::*;
 
-/// How long a connect check may wait for the supervisor's word on a refusing server.
+/// How long one read of a supervisor's process states may take (a connect check, or
+/// `ready = "supervisor"`).
 const CHECK_OBSERVE: Duration = Duration::from_secs(2);
 /// How long a connect check waits for a stop someone else made to end.
 const STOPPING_WITHIN: Duration = Duration::from_secs(15);
@@ -118,13 +119,11 @@ async fn check(probe: &dyn Probe, driver: &dyn Supervisor, server: &Server) -> C
     // is seen as STOPPING: wait for the end of that stop, which says what it was.
     let until = Instant::now() + STOPPING_WITHIN;
     loop {
-        let process = match tokio::time::timeout(CHECK_OBSERVE, driver.observe()).await {
-            Ok(Ok(infos)) => infos
-                .iter()
-                .find(|p| p.program == server.config.program)
-                .map(|p| process(p.state)),
-            _ => None,
-        };
+        let process = observe(driver, &server.config.program)
+            .await
+            .ok()
+            .flatten()
+            .map(|p| process(p.state));
         if process != Some(Process::Stopping) || Instant::now() >= until {
             return Checked::Refused { why, process };
         }
@@ -140,23 +139,29 @@ async fn until_running(
 ) -> Result<(), NotReady> {
     let program = &server.config.program;
     loop {
-        match driver.observe().await {
-            Ok(infos) => {
-                if let Some(p) = infos.iter().find(|p| &p.program == program) {
-                    match p.state {
-                        ProcessState::Running => return Ok(()),
-                        ProcessState::Fatal | ProcessState::Exited => {
-                            return Err(NotReady::Died(format!("{}: {}", p.state, p.description)));
-                        }
-                        _ => {}
-                    }
+        match observe(driver, program).await {
+            Ok(Some(p)) => match p.state {
+                ProcessState::Running => return Ok(()),
+                ProcessState::Fatal | ProcessState::Exited => {
+                    return Err(NotReady::Died(format!("{}: {}", p.state, p.description)));
                 }
-            }
+                _ => {}
+            },
+            Ok(None) => {}
             Err(e) => tracing::debug!("observe failed: {e}"),
         }
         if Instant::now() + OBSERVE_INTERVAL >= deadline {
             return Err(NotReady::TimedOut(format!("{program} not RUNNING in time")));
         }
         tokio::time::sleep(OBSERVE_INTERVAL).await;
+    }
+}
+
+/// What `driver` says of `program` now (`None`: it does not list it), within `CHECK_OBSERVE`.
+async fn observe(driver: &dyn Supervisor, program: &str) -> Result<Option<ProcessInfo>, String> {
+    match tokio::time::timeout(CHECK_OBSERVE, driver.observe()).await {
+        Ok(Ok(infos)) => Ok(infos.into_iter().find(|p| p.program == program)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {CHECK_OBSERVE:?}")),
     }
 }

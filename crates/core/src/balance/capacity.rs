@@ -22,13 +22,19 @@ impl Capacity {
     /// flight at once, WebSockets included; `None` = no limit. The hard cap always holds; the
     /// soft cap (the target) only while a start is under way.
     pub fn cap(self, max_conns: u32) -> Option<u32> {
-        let hard = (max_conns > 0).then_some(max_conns);
+        let hard = hard_cap(max_conns);
         let soft = self.starting.then(|| self.target_in_flight.max(1));
         match (hard, soft) {
             (Some(h), Some(s)) => Some(h.min(s)),
             (h, s) => h.or(s),
         }
     }
+}
+
+/// A server's own cap, `max_conns` as configured (0 = no limit): `None` = no limit.
+#[inline]
+pub fn hard_cap(max_conns: u32) -> Option<u32> {
+    (max_conns > 0).then_some(max_conns)
 }
 
 /// Whether a server with `in_flight` requests and cap `cap` may take one more.

@@ -31,18 +31,16 @@ impl Machine<'_> {
             }
 
             // === a start under way ===
-            (Phase::Starting { reason, at, .. }, Input::StartAnswered { attempt, result })
+            (Phase::Starting { reason, at, step }, Input::StartAnswered { attempt, result })
                 if attempt == self.next.attempt =>
             {
+                let tries = match step {
+                    Step::Calling { tries } => tries,
+                    _ => 0,
+                };
                 match result {
                     Ok(()) => {
-                        if matches!(
-                            self.next.phase,
-                            Phase::Starting {
-                                step: Step::Calling { tries: 1.. },
-                                ..
-                            }
-                        ) {
+                        if tries > 0 {
                             // The supervisor is back: the start is no longer held up.
                             self.effect(Effect::StartDelayed(None));
                         }
@@ -50,16 +48,7 @@ impl Machine<'_> {
                         let deadline = at + self.settings.start_timeout;
                         self.effect(Effect::Probe { attempt, deadline });
                     }
-                    Err(StartError::Unreachable(e)) => {
-                        let tries = match self.next.phase {
-                            Phase::Starting {
-                                step: Step::Calling { tries },
-                                ..
-                            } => tries,
-                            _ => 0,
-                        };
-                        self.retry_later(reason, at, e, tries)
-                    }
+                    Err(StartError::Unreachable(e)) => self.retry_later(reason, at, e, tries),
                     Err(StartError::BadName(e)) => self.start_failed(e, false, false),
                     Err(StartError::Failed(e)) => self.start_failed(e, false, true),
                 }
