@@ -67,27 +67,10 @@ PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 # 0. Tools: wrk and supervisord (Debian packages `wrk` and `supervisor`); never the system
 #    supervisord
 # ---------------------------------------------------------------------------------------------
-SUDO=()
-if ((EUID != 0)) && command -v sudo >/dev/null 2>&1; then SUDO=(sudo -n); fi
-apt_install() {  # PACKAGE... : apt-get install -y, with apt-get update and a second try
-    if ((EUID != 0)) && ((${#SUDO[@]} == 0)); then die "installing $* needs root (apt-get install -y $*)"; fi
-    log "missing: apt-get install -y $*"
-    if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"; then
-        "${SUDO[@]}" apt-get update || die "apt-get update failed"
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" || die "apt-get install -y $* failed"
-    fi
-}
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v wrk >/dev/null 2>&1 || die "wrk still missing after apt-get install"
-if ! command -v supervisord >/dev/null 2>&1 || ! command -v supervisorctl >/dev/null 2>&1; then
-    apt_install supervisor
-    # The package starts the system supervisord; this benchmark runs its own instance only.
-    "${SUDO[@]}" service supervisor stop >/dev/null 2>&1 || true
-    command -v supervisord >/dev/null 2>&1 || die "supervisord still missing after apt-get install"
-fi
+need_supervisord
 WRK=$(command -v wrk)
-SUPERVISORD=$(command -v supervisord)
-SUPERVISORCTL=$(command -v supervisorctl)
 
 # ---------------------------------------------------------------------------------------------
 # 1. Binaries: rouse and rouse-test-backend, release build
@@ -105,30 +88,6 @@ RUNS=$TMP/runs.txt   # one line per measured run: NAME CONFIG ROUND
 ROUSE_PID=""
 SUPD_PID=""
 WRK_PID=""
-
-# stop_supervisord : SIGTERM (supervisord stops its programs, as groups), SIGKILL after 30 s;
-# any child it left behind is killed (as a group) and reported.
-stop_supervisord() {
-    local pid=$SUPD_PID children c
-    [[ -n $pid ]] || return 0
-    children=$(pgrep -P "$pid" 2>/dev/null || true)
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            issue "supervisord (pid $pid) ignored SIGTERM for 30 s; SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    for c in $children; do
-        if kill -0 "$c" 2>/dev/null; then
-            issue "supervisord's child pid $c ($(tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null || echo '?')) outlived supervisord; killed"
-            kill_group "$c"
-        fi
-    done
-    SUPD_PID=""
-}
 
 cleanup() {
     local rc=$?

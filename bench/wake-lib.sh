@@ -34,28 +34,72 @@ kill_group() {
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
 }
 
-# stop_rouse : SIGTERM (graceful: rouse stops its embedded children), SIGKILL after 10 s;
-# then any child rouse left behind is killed and reported.
-stop_rouse() {
-    local pid=$ROUSE_PID children c
+# stop_parent NAME PID SECONDS : SIGTERM (graceful: it stops its children), SIGKILL after
+# SECONDS; then any child it left behind is killed (as a group) and reported.
+stop_parent() {
+    local name=$1 pid=$2 secs=$3 children c
     [[ -n $pid ]] || return 0
     children=$(pgrep -P "$pid" 2>/dev/null || true)
     if kill -0 "$pid" 2>/dev/null; then
         kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq $((secs * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$pid" 2>/dev/null; then
-            issue "rouse (pid $pid) ignored SIGTERM for 10 s; SIGKILL"
+            issue "$name (pid $pid) ignored SIGTERM for $secs s; SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
     fi
     wait "$pid" 2>/dev/null || true
     for c in $children; do
         if kill -0 "$c" 2>/dev/null; then
-            issue "rouse's child pid $c ($(tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null || echo '?')) outlived rouse; killed"
+            issue "$name's child pid $c ($(tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null || echo '?')) outlived $name; killed"
             kill_group "$c"
         fi
     done
+}
+
+# stop_rouse : rouse stops its embedded children itself; 10 s, then SIGKILL.
+stop_rouse() {
+    stop_parent rouse "$ROUSE_PID" 10
     ROUSE_PID=""
+}
+
+# stop_supervisord : supervisord stops its programs, as groups; 30 s, then SIGKILL.
+stop_supervisord() {
+    stop_parent supervisord "${SUPD_PID:-}" 30
+    SUPD_PID=""
+}
+
+# apt_install PACKAGE... : apt-get install -y (root, or sudo -n), with apt-get update and a
+# second try.
+apt_install() {
+    local sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null 2>&1 || die "installing $* needs root (apt-get install -y $*)"
+        sudo=(sudo -n)
+    fi
+    log "missing: apt-get install -y $*"
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"; then
+        "${sudo[@]}" apt-get update || die "apt-get update failed"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" || die "apt-get install -y $* failed"
+    fi
+}
+
+# need_supervisord : Debian's supervisor package when missing (its system service stopped: the
+# benchmarks run supervisord instances of their own); sets SUPERVISORD and SUPERVISORCTL.
+need_supervisord() {
+    if ! command -v supervisord >/dev/null 2>&1 || ! command -v supervisorctl >/dev/null 2>&1; then
+        apt_install supervisor
+        if ((EUID == 0)); then
+            service supervisor stop >/dev/null 2>&1 || true
+        else
+            sudo -n service supervisor stop >/dev/null 2>&1 || true
+        fi
+        command -v supervisord >/dev/null 2>&1 || die "supervisord still missing after apt-get install"
+    fi
+    # shellcheck disable=SC2034  # used by the scripts that source this file
+    SUPERVISORD=$(command -v supervisord)
+    # shellcheck disable=SC2034
+    SUPERVISORCTL=$(command -v supervisorctl)
 }
 
 free_ports() {  # N : N free 127.0.0.1 ports

@@ -60,24 +60,7 @@ PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 # ---------------------------------------------------------------------------------------------
 # 0. supervisord (Debian package `supervisor`); never the system service
 # ---------------------------------------------------------------------------------------------
-if ! command -v supervisord >/dev/null 2>&1 || ! command -v supervisorctl >/dev/null 2>&1; then
-    SUDO=()
-    if ((EUID != 0)); then
-        command -v sudo >/dev/null 2>&1 || die "supervisord is missing and installing it needs root (apt-get install -y supervisor)"
-        SUDO=(sudo -n)
-    fi
-    log "supervisord is missing: apt-get install -y supervisor"
-    if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y supervisor; then
-        "${SUDO[@]}" apt-get update || die "apt-get update failed"
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y supervisor \
-            || die "apt-get install -y supervisor failed"
-    fi
-    # The package starts the system supervisord; this benchmark runs its own instances only.
-    "${SUDO[@]}" service supervisor stop >/dev/null 2>&1 || true
-    command -v supervisord >/dev/null 2>&1 || die "supervisord still missing after apt-get install"
-fi
-SUPERVISORD=$(command -v supervisord)
-SUPERVISORCTL=$(command -v supervisorctl)
+need_supervisord
 
 # ---------------------------------------------------------------------------------------------
 # 1. Binaries
@@ -96,30 +79,6 @@ ROUSE_PID=""
 PROBE_PID=""
 SUPD_PID=""
 DIRECT_PIDFILE=$TMP/direct.pid   # the backend the probe is timing, if any (own process group)
-
-# stop_supervisord : SIGTERM (supervisord stops app0, as a group), SIGKILL after 30 s; any
-# child it left behind is killed (as a group) and reported.
-stop_supervisord() {
-    local pid=$SUPD_PID children c
-    [[ -n $pid ]] || return 0
-    children=$(pgrep -P "$pid" 2>/dev/null || true)
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            issue "supervisord (pid $pid) ignored SIGTERM for 30 s; SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    for c in $children; do
-        if kill -0 "$c" 2>/dev/null; then
-            issue "supervisord's child pid $c ($(tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null || echo '?')) outlived supervisord; killed"
-            kill_group "$c"
-        fi
-    done
-    SUPD_PID=""
-}
 
 cleanup() {
     local rc=$?
