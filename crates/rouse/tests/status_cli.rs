@@ -5,22 +5,14 @@
 //! The supervised server is `python3 -m http.server`, run by rouse's embedded supervisor
 //! (`scripts/test.sh` installs python3).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-const ROUSE: &str = env!("CARGO_BIN_EXE_rouse");
-/// Every wait in these tests is bounded by this.
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-/// `N` distinct free ports on 127.0.0.1 (all held while picking).
-fn free_addrs<const N: usize>() -> [SocketAddr; N] {
-    let ls: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| ls[i].local_addr().unwrap())
-}
+use common::{ROUSE, WAIT, free_addrs, stderr, stdout};
 
 /// A `rouse run` in the background, stopped with SIGTERM (so it stops its children) on drop.
 struct Running {
@@ -118,14 +110,6 @@ fn cli_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().expect("rouse runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The row of server `index` of `upstream` in `rouse status`'s table, split into columns.

@@ -6,21 +6,14 @@
 //! programs it has. rouse-e2e's harness is not used because the `rouse` binary is only
 //! reachable (`CARGO_BIN_EXE_rouse`) from this package's tests.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-const ROUSE: &str = env!("CARGO_BIN_EXE_rouse");
-/// Every wait in these tests is bounded by this.
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-fn free_addrs<const N: usize>() -> [SocketAddr; N] {
-    let ls: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| ls[i].local_addr().unwrap())
-}
+use common::{ROUSE, WAIT, free_addrs, stderr, stdout};
 
 /// Polls `ready` every 25 ms until it holds, for at most [`WAIT`].
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
@@ -129,14 +122,6 @@ fn write(dir: &Path, text: &str) -> PathBuf {
     let f = dir.join("rouse.toml");
     std::fs::write(&f, text).unwrap();
     f
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
