@@ -67,7 +67,7 @@ pub struct ProxyConfig {
     pub temp_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Option<String>,
@@ -104,7 +104,7 @@ pub enum SupervisordUrl {
     Unix { path: PathBuf },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct SupervisordConfig {
     pub name: String,
     pub url: SupervisordUrl,
@@ -222,4 +222,30 @@ pub struct ServerConfig {
     /// Signal name without "SIG", upper case, e.g. "TERM".
     pub stop_signal: String,
     pub stop_timeout: Duration,
+}
+
+/// Shown in place of a secret by `Debug`: a config printed into a log must not carry it.
+const HIDDEN: &str = "***";
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| HIDDEN))
+            .field("hosts", &self.hosts)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SupervisordConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisordConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| HIDDEN))
+            .field("poll_interval", &self.poll_interval)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }

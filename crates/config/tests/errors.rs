@@ -308,6 +308,43 @@ fn admin_hosts_are_host_names() {
     assert_eq!(config.admin.unwrap().hosts, ["rouse.internal"]);
 }
 
+/// A password written into a url is refused, and the error shows the url without it; so does
+/// the `Debug` of a config, which may end up in a log.
+#[test]
+fn credentials_are_never_printed() {
+    let config =
+        format!("[supervisors.s]\nurl = \"http://admin:hunter2@127.0.0.1:9001/RPC2\"\n{UPSTREAM}");
+    let error = single(
+        &config,
+        2,
+        7,
+        &["admin:***@127.0.0.1:9001", "username and password"],
+    );
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+
+    let config = common::ok(&format!(
+        "[admin]\ntoken = \"t0ken\"\n[supervisors.s]\nurl = \"unix:///s.sock\"\n\
+         username = \"u\"\npassword = \"hunter2\"\n{UPSTREAM}"
+    ));
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("t0ken"),
+        "{shown}"
+    );
+}
+
+/// A string holding a newline or an escape sequence is shown escaped: one error, one line,
+/// and no forged output.
+#[test]
+fn strings_in_errors_are_escaped() {
+    let config = with_upstream("[proxy]\nconnect_timeout = \"5s\\nrouse.toml:1:1: all good\"\n");
+    let errors = errors(&config);
+    let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(!shown[0].contains('\n'), "{shown:?}");
+    assert!(shown[0].contains("5s\\nrouse.toml"), "{shown:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // [admin], [log]
 
