@@ -104,6 +104,7 @@ impl Rouse {
         let table = Arc::new(ArcSwap::new(table));
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let token = config.admin.as_ref().and_then(|a| a.token.clone());
+        let hosts = admin_hosts(&config);
         let reloader = Arc::new(Reloader::new(
             proxy,
             control.handle(),
@@ -115,6 +116,7 @@ impl Rouse {
                 table: Arc::clone(&table),
                 control: control.handle(),
                 token,
+                hosts,
                 reload: Some(reloader.hook()),
             };
             let stop = admin_stop.clone();
@@ -241,4 +243,9 @@ pub(crate) fn supervisord_drivers(
             (sc.name.clone(), driver)
         })
         .collect()
+}
+
+/// `[admin] hosts`, until the config reads it.
+fn admin_hosts(_config: &Config) -> Vec<String> {
+    Vec::new()
 }
