@@ -104,7 +104,10 @@ impl Rouse {
         let table = Arc::new(ArcSwap::new(table));
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let token = config.admin.as_ref().and_then(|a| a.token.clone());
-        let hosts = admin_hosts(&config);
+        let hosts = config
+            .admin
+            .as_ref()
+            .map_or_else(Vec::new, |a| a.hosts.clone());
         let reloader = Arc::new(Reloader::new(
             proxy,
             control.handle(),
@@ -243,9 +246,4 @@ pub(crate) fn supervisord_drivers(
             (sc.name.clone(), driver)
         })
         .collect()
-}
-
-/// `[admin] hosts`, until the config reads it.
-fn admin_hosts(_config: &Config) -> Vec<String> {
-    Vec::new()
 }
