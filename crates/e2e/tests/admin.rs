@@ -1027,7 +1027,10 @@ async fn a_foreign_host_is_refused_even_with_the_token() {
         assert_eq!(upstream(&r.json(), "web")["servers"][0]["state"], "ready");
         // Past the Host check, the token is still needed.
         let r = send(from_page(reqwest::Method::POST, "/reload", &host)).await;
-        assert_eq!(r.status, 401, "POST /reload with Host {host}, no token: {r:?}");
+        assert_eq!(
+            r.status, 401,
+            "POST /reload with Host {host}, no token: {r:?}"
+        );
         let r = send(from_page(reqwest::Method::POST, "/reload", &host).bearer_auth("t0k")).await;
         assert_eq!(r.status, 202, "POST /reload with Host {host}: {r:?}");
     }

@@ -406,7 +406,9 @@ fn state_file(config: &std::path::Path) -> Option<PathBuf> {
         });
     let dir = rouse_supervisor::embedded::default_state_dir();
     if dir.is_none() {
-        tracing::warn!("no directory for the embedded supervisor's state file: children left by a rouse that gets killed will not be cleaned up by the next one");
+        tracing::warn!(
+            "no directory for the embedded supervisor's state file: children left by a rouse that gets killed will not be cleaned up by the next one"
+        );
     }
     Some(dir?.join(format!("embedded-{hash:016x}.pgids")))
 }

@@ -98,7 +98,11 @@ fn signal(child: &Child, sig: &str) -> bool {
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 #[test]
@@ -122,7 +126,9 @@ fn the_state_file_lives_in_xdg_runtime_dir_and_serves_the_next_rouse() {
     assert!(is_our_sleep(orphan), "SIGKILL leaves the child running");
 
     let second = spawn(&config, &runtime, &dir.path().join("second.log"));
-    wait_for("the orphan to be killed", || (!is_our_sleep(orphan)).then_some(()));
+    wait_for("the orphan to be killed", || {
+        (!is_our_sleep(orphan)).then_some(())
+    });
     let child = wait_for("the second rouse's child", || {
         recorded(&state_dir)
             .into_iter()
@@ -145,8 +151,7 @@ fn a_state_dir_others_could_write_is_not_used() {
     symlink(&elsewhere, symlinked.join("rouse")).unwrap();
     let open = dir.path().join("open");
     std::fs::create_dir_all(open.join("rouse")).unwrap();
-    std::fs::set_permissions(open.join("rouse"), std::fs::Permissions::from_mode(0o777))
-        .unwrap();
+    std::fs::set_permissions(open.join("rouse"), std::fs::Permissions::from_mode(0o777)).unwrap();
 
     for (runtime, looked_at, why) in [
         (&symlinked, &elsewhere, "is a symbolic link"),
@@ -156,7 +161,8 @@ fn a_state_dir_others_could_write_is_not_used() {
         let rouse = spawn(&config, runtime, &log);
         let text = wait_for("the WARN about the state directory", || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains("running without a state file").then_some(text)
+            text.contains("running without a state file")
+                .then_some(text)
         });
         let named = runtime.join("rouse").display().to_string();
         assert!(text.contains(&named) && text.contains(why), "{text}");

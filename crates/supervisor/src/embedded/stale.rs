@@ -281,7 +281,10 @@ mod tests {
                 dir.path(),
                 &format!("boot {boot}\n{pgid} {other} app sleep 30\n"),
             ));
-            assert!(child.try_wait().unwrap().is_none(), "killed with start time {other}");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "killed with start time {other}"
+            );
         }
         // Nothing proves it is ours without a start time, or a boot id, or with another boot.
         for text in [
@@ -315,7 +318,10 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         kill_stale(&link);
-        assert!(child.try_wait().unwrap().is_none(), "killed through a symlink");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "killed through a symlink"
+        );
         assert_eq!(reap(child), Some(9));
     }
 

@@ -256,7 +256,12 @@ mod tests {
         assert!(read(&link).is_err());
         write_atomically(&link, "four\n").unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
-        assert!(!fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            !fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 
     #[test]
