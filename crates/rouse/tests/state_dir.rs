@@ -7,9 +7,11 @@ mod common;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{ROUSE, WAIT, free_addrs};
+
+const POLL: Duration = Duration::from_millis(25);
 
 /// A rouse keeping one `sleep` child up (`min_servers = 1`).
 fn config(dir: &Path) -> PathBuf {
@@ -41,14 +43,13 @@ fn spawn(config: &Path, runtime: &Path, log: &Path) -> Child {
 }
 
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    for _ in 0..WAIT.as_millis() / POLL.as_millis() {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(POLL);
     }
+    panic!("timed out waiting for {what}");
 }
 
 /// The pgids listed in the state files of `dir`.
@@ -77,16 +78,12 @@ fn is_our_sleep(pid: u32) -> bool {
         .next()
         .is_none_or(|s| s.trim_start().starts_with('Z'));
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    !zombie && cmdline == b"sleep\0300\0"
+    !zombie && cmdline == b"sleep\x00300\x00"
 }
 
 fn stop(mut child: Child) {
     assert!(signal(&child, "TERM"), "kill -TERM");
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "rouse did not exit");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_for("rouse to exit", || child.try_wait().unwrap());
 }
 
 fn signal(child: &Child, sig: &str) -> bool {

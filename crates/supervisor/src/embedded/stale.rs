@@ -296,13 +296,12 @@ mod tests {
             assert!(child.try_wait().unwrap().is_none(), "killed by {text:?}");
         }
 
-        // The very process rouse started: killed (SIGTERM), without waiting for the grace.
-        let before = std::time::Instant::now();
+        // The very process rouse started: killed by the SIGTERM (not the SIGKILL after the
+        // grace).
         kill_stale(&state(
             dir.path(),
             &format!("boot {boot}\n{pgid} {starttime} app sleep 30\n"),
         ));
-        assert!(before.elapsed() < STALE_GRACE, "{:?}", before.elapsed());
         assert_eq!(reap(child), Some(15));
     }
 
