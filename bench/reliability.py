@@ -14,12 +14,14 @@ an error (by kind), or a timeout; `sent == answered + errors + timeouts` is chec
 """
 import argparse
 import asyncio
+import errno
 import json
 import os
 import random
 import resource
+import selectors
 import socket
-import statistics
+import struct
 import sys
 import time
 
@@ -205,8 +207,11 @@ async def slowloris(a):
     raise_fd_limit()
     head = b"GET / HTTP/1.1\r\nHost: bench\r\nX-Slow: " + b"a" * 4000
     t0 = time.monotonic()
-    closed_at = {}      # connection index -> seconds after t0 it was closed by the server
+    opened_at = {}      # connection index -> when it was connected
+    closed_at = {}      # connection index -> when the server closed it
     answered_408 = {}   # index -> status the server answered before closing, if any
+    # The first `silent` connections never send a byte; the others trickle a head.
+    silent = lambda i: i % a.conns < a.silent
     connect_errors = {}
     opened = 0
     stop_all = asyncio.Event()
@@ -220,6 +225,7 @@ async def slowloris(a):
             connect_errors[k] = connect_errors.get(k, 0) + 1
             return
         opened += 1
+        opened_at[i] = time.monotonic()
 
         async def watch():
             # Whatever the server sends (a 408, or nothing) until it closes.
@@ -231,11 +237,11 @@ async def slowloris(a):
                     data = await reader.read(65536)
             except Exception:
                 pass
-            closed_at[i] = time.monotonic() - t0
+            closed_at[i] = time.monotonic()
 
         watcher = asyncio.create_task(watch())
         try:
-            for b in head:
+            for b in b"" if silent(i) else head:
                 if watcher.done() or stop_all.is_set():
                     break
                 try:
@@ -270,13 +276,17 @@ async def slowloris(a):
     open_at = {}
     for probe in sorted(a.probe):
         await asyncio.sleep(max(0, t0 + probe - time.monotonic()))
-        open_at[str(probe)] = opened - len(closed_at)
+        still = [i for i in opened_at if i not in closed_at]
+        open_at[str(probe)] = {"trickling": len([i for i in still if not silent(i)]),
+                               "silent": len([i for i in still if silent(i)])}
     await asyncio.sleep(max(0, t0 + a.duration - time.monotonic()))
     stop_normal.set()
     stop_all.set()
     await asyncio.wait_for(load, a.timeout + 10)
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
-    closes = sorted(closed_at.values())
+    end = t0 + a.duration
+    lifetimes = {i: closed_at[i] - opened_at[i] for i in closed_at if closed_at[i] < end}
+    closes = sorted(lifetimes.values())
     statuses = {}
     for s in answered_408.values():
         statuses[str(s)] = statuses.get(str(s), 0) + 1
@@ -284,13 +294,15 @@ async def slowloris(a):
         "part": "slowloris",
         "target": a.target,
         "conns": a.conns,
+        "silent": a.silent,
         "opened": opened,
         "connect_errors": connect_errors,
         "interval_s": a.interval,
         "duration_s": a.duration,
         "normal_workers": a.normal_workers,
         "open_at": open_at,
-        "closed_by_server": len([t for t in closes if t < a.duration]),
+        "closed_by_server": {"trickling": len([i for i in lifetimes if not silent(i)]),
+                             "silent": len([i for i in lifetimes if silent(i)])},
         "close_p50_s": pct(closes, 50),
         "close_max_s": closes[-1] if closes else None,
         "answered_before_close": statuses,
@@ -302,47 +314,115 @@ async def slowloris(a):
 # burst
 
 
-async def burst(a):
+TCP_INFO_TOTAL_RETRANS = 100  # offset of tcpi_total_retrans in Linux's struct tcp_info
+
+
+def total_retrans(sock):
+    """Segments this connection retransmitted, SYNs included (Linux TCP_INFO); None if unknown."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        return struct.unpack_from("<I", info, TCP_INFO_TOTAL_RETRANS)[0]
+    except (OSError, struct.error):
+        return None
+
+
+def burst(a):
+    """Not asyncio: one asyncio task per connection costs the event loop about a second for
+    5000 of them, which would hide the kernel's 1 s SYN retransmission. Non-blocking sockets
+    and epoll instead: 5000 connect() calls go out in a few tens of ms, and each connection's
+    times are taken when epoll reports it."""
     raise_fd_limit()
     tally = Tally()
-    connect_s = []
-    connected_at = []
-    answered_at = []
+    sel = selectors.DefaultSelector()
+    connect_s, connected_at, answered_at, retrans = [], [], [], []
+    request = request_bytes("GET", "/", close=True)
     t0 = time.monotonic()
+    deadline = t0 + a.timeout
+    live = 0
 
-    async def one():
-        tally.sent += 1
-        writer = None
-        start = time.monotonic()
+    def finish(c, sock):
+        nonlocal live
+        live -= 1
+        sel.unregister(sock)
+        sock.close()
+
+    def on_event(sock, c):
+        now = time.monotonic()
+        if c["state"] == "connecting":
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                tally.error("connect_" + error_kind(OSError(err, os.strerror(err))))
+                finish(c, sock)
+                return
+            connect_s.append(now - c["start"])
+            connected_at.append(now - t0)
+            try:
+                sock.send(request)  # small: fits the empty send buffer at once
+            except OSError as e:
+                tally.error(error_kind(e))
+                finish(c, sock)
+                return
+            c["state"] = "reading"
+            sel.modify(sock, selectors.EVENT_READ, c)
+            return
         try:
-            async with asyncio.timeout(a.timeout):
-                try:
-                    reader, writer = await asyncio.open_connection(HOST, a.port)
-                except OSError as e:
-                    tally.error("connect_" + error_kind(e))
-                    return
-                now = time.monotonic()
-                connect_s.append(now - start)
-                connected_at.append(now - t0)
-                writer.write(request_bytes("GET", "/", close=True))
-                await writer.drain()
-                status, headers, _, _ = await read_response(reader)
-                answered_at.append(time.monotonic() - t0)
-                tally.answered(status, time.monotonic() - start, headers)
-        except TimeoutError:
-            tally.timeouts += 1
-        except Exception as e:
+            data = sock.recv(65536)
+        except OSError as e:
             tally.error(error_kind(e))
-        finally:
-            if writer is not None:
-                await close_writer(writer)
+            finish(c, sock)
+            return
+        if data:
+            if not c["buf"]:
+                c["retrans"] = total_retrans(sock)
+            c["buf"] += data
+            return
+        # EOF: the whole answer (Connection: close)
+        buf = bytes(c["buf"])
+        if not buf:
+            tally.error("eof_before_response")
+        elif not buf.startswith(b"HTTP/1.") or b"\r\n\r\n" not in buf:
+            tally.error("bad_response")
+        else:
+            status = int(buf.split(b" ", 2)[1])
+            answered_at.append(now - t0)
+            headers = {}
+            for line in buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            tally.answered(status, now - c["start"], headers)
+            if c["retrans"] is not None:
+                retrans.append(c["retrans"])
+        finish(c, sock)
 
-    await asyncio.gather(*(one() for _ in range(a.conns)))
+    for i in range(a.conns):
+        tally.sent += 1
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        c = {"start": time.monotonic(), "state": "connecting", "buf": bytearray(), "retrans": None}
+        err = sock.connect_ex((HOST, a.port))
+        if err not in (0, errno.EINPROGRESS):
+            tally.error("connect_" + error_kind(OSError(err, os.strerror(err))))
+            sock.close()
+            continue
+        sel.register(sock, selectors.EVENT_WRITE, c)
+        live += 1
+        if i % 500 == 499:
+            for key, _ in sel.select(0):
+                on_event(key.fileobj, key.data)
+    opened_in = time.monotonic() - t0
+    while live and time.monotonic() < deadline:
+        for key, _ in sel.select(0.1):
+            on_event(key.fileobj, key.data)
+    for key in list(sel.get_map().values()):  # past the bound: counted, then closed
+        tally.timeouts += 1
+        finish(key.data, key.fileobj)
     return {
         "part": "burst",
         "target": a.target,
         "round": a.round,
         "conns": a.conns,
+        "opened_in_s": round(opened_in, 3),
         "all_connected_s": max(connected_at) if len(connected_at) == a.conns else None,
         "all_answered_s": max(answered_at) if len(answered_at) == a.conns else None,
         "last_connected_s": max(connected_at) if connected_at else None,
@@ -351,6 +431,8 @@ async def burst(a):
         "connect_p99_ms": pct([x * 1000 for x in connect_s], 99),
         "connect_max_ms": max(connect_s) * 1000 if connect_s else None,
         "connects_over_1s": len([x for x in connect_s if x > 1.0]),
+        "answers_over_1s": len([x for x in tally.latencies if x > 1.0]),
+        "conns_with_retransmits": len([x for x in retrans if x > 0]),
         "requests": tally.summary(),
     }
 
@@ -515,35 +597,44 @@ def report(a):
         print("### a. slowloris\n")
         r0 = by("slowloris")[0]
         probes = list(r0["open_at"].keys())
-        print(f"{r0['conns']} connections each send a request head one byte every {r0['interval_s']} s "
-              f"(never finishing it) for {r0['duration_s']} s; meanwhile {r0['normal_workers']} "
-              "normal clients send `GET /`, one at a time each, on fresh connections.\n")
+        print(f"{r0['conns']} connections: {r0['conns'] - r0['silent']} send a request head one byte every "
+              f"{r0['interval_s']} s (never finishing it), {r0['silent']} send nothing at all; the run lasts "
+              f"{r0['duration_s']} s. Meanwhile {r0['normal_workers']} normal clients send `GET /`, one at a "
+              "time each, on fresh connections. Open counts are trickling / silent.\n")
         print("| target | opened | " + " | ".join(f"still open at {p} s" for p in probes) +
-              " | closed by the server (answer sent) | close time p50 / max, s | normal requests: sent | 2xx | other answers | errors | timeouts | p50 ms | p99 ms |")
-        print("|---|---|" + "---|" * len(probes) + "---|---|---|---|---|---|---|---|---|")
+              " | closed by the server | what it sent before closing | lifetime of a closed one, p50 / max s | normal requests: sent | 2xx | other answers | errors | timeouts | p50 ms | p99 ms |")
+        print("|---|---|" + "---|" * len(probes) + "---|---|---|---|---|---|---|---|---|---|")
         for r in by("slowloris"):
             n = r["normal"]
             ok = sum(v for k, v in n["status"].items() if k.startswith("2"))
             other = {k: v for k, v in n["status"].items() if not k.startswith("2")}
             check(f"slowloris {r['target']} normal", n)
+            cl = r["closed_by_server"]
             print(f"| {r['target']} | {r['opened']}{' (connect errors: ' + kinds(r['connect_errors']) + ')' if r['connect_errors'] else ''} | "
-                  + " | ".join(str(r["open_at"][p]) for p in probes)
-                  + f" | {r['closed_by_server']} ({'answered ' + kinds(r['answered_before_close']) if r['answered_before_close'] else 'no answer'}) | "
+                  + " | ".join(f"{r['open_at'][p]['trickling']} / {r['open_at'][p]['silent']}" for p in probes)
+                  + f" | {cl['trickling']} / {cl['silent']} | {kinds(r['answered_before_close']) if r['answered_before_close'] else 'nothing'} | "
                   f"{fmt(r['close_p50_s'], '{:.1f}')} / {fmt(r['close_max_s'], '{:.1f}')} | {n['sent']} | {ok} | {kinds(other)} | "
                   f"{kinds(n['errors'])} | {n['timeouts']} | {fmt(n['p50_ms'], '{:.1f}')} | {fmt(n['p99_ms'], '{:.1f}')} |")
         print()
     if by("burst"):
         print("### b. connections opened at once\n")
-        print("| target | round | connections | all connected after, s | all answered after, s | connect p50 / p99 / max, ms | connects > 1 s | answers | errors | timeouts | ListenOverflows | ListenDrops | SYN cookies sent |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("Each connection: `connect()` (non-blocking, all issued within the time shown), then "
+              "`GET /` with `Connection: close`, read to the end. A connection whose SYN or final ACK "
+              "the server's full listen queue dropped waits for the kernel's retransmission (1 s), "
+              "so it shows as a connect or an answer over 1 s and as a retransmission (TCP_INFO). "
+              "The nstat counters are the whole machine's: they include the proxy's own "
+              "connections to the backend.\n")
+        print("| target | round | connections (opened in, s) | all connected after, s | all answered after, s | connect p50 / p99 / max, ms | connects > 1 s | answers > 1 s | connections with a retransmission | answers | errors | timeouts | answer p50 / p99 ms | ListenOverflows | ListenDrops | SYN cookies sent |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in by("burst"):
             t = r["requests"]
             check(f"burst {r['target']} round {r['round']}", t)
             ns = r.get("nstat", {})
-            print(f"| {r['target']} | {r['round']} | {r['conns']} | {fmt(r['all_connected_s'], '{:.2f}')} | "
+            print(f"| {r['target']} | {r['round']} | {r['conns']} ({r['opened_in_s']:.2f}) | {fmt(r['all_connected_s'], '{:.2f}')} | "
                   f"{fmt(r['all_answered_s'], '{:.2f}')} | {fmt(r['connect_p50_ms'], '{:.1f}')} / {fmt(r['connect_p99_ms'], '{:.1f}')} / "
-                  f"{fmt(r['connect_max_ms'], '{:.0f}')} | {r['connects_over_1s']} | {kinds(t['status'])} | {kinds(t['errors'])} | "
-                  f"{t['timeouts']} | {ns.get('TcpExtListenOverflows', '–')} | {ns.get('TcpExtListenDrops', '–')} | {ns.get('TcpExtSyncookiesSent', '–')} |")
+                  f"{fmt(r['connect_max_ms'], '{:.0f}')} | {r['connects_over_1s']} | {r['answers_over_1s']} | {r['conns_with_retransmits']} | "
+                  f"{kinds(t['status'])} | {kinds(t['errors'])} | {t['timeouts']} | {fmt(t['p50_ms'], '{:.1f}')} / {fmt(t['p99_ms'], '{:.1f}')} | "
+                  f"{ns.get('TcpExtListenOverflows', '–')} | {ns.get('TcpExtListenDrops', '–')} | {ns.get('TcpExtSyncookiesSent', '–')} |")
         print()
     if by("uploads"):
         print("### c. trickling uploads to a gunicorn with 4 sync workers\n")
@@ -585,6 +676,7 @@ def main():
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--target", required=True)
     s.add_argument("--conns", type=int, default=2000)
+    s.add_argument("--silent", type=int, default=0)
     s.add_argument("--interval", type=float, default=2.0)
     s.add_argument("--duration", type=float, default=20.0)
     s.add_argument("--probe", type=float, action="append", default=[])
@@ -618,7 +710,10 @@ def main():
     if a.cmd == "report":
         report(a)
         return
-    fn = {"slowloris": slowloris, "burst": burst, "uploads": uploads, "load": load}[a.cmd]
+    if a.cmd == "burst":
+        print(json.dumps(burst(a)))
+        return
+    fn = {"slowloris": slowloris, "uploads": uploads, "load": load}[a.cmd]
     print(json.dumps(asyncio.run(fn(a))))
 
 

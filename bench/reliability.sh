@@ -4,7 +4,8 @@
 #
 #   bench/reliability.sh [--quick] [PART...]     PART: a b c d (default: all); --quick ~3 min
 #
-#   a. slowloris: SLOW_CONNS connections trickle a request head one byte every SLOW_INTERVAL s,
+#   a. slowloris: SLOW_CONNS connections trickle a request head one byte every SLOW_INTERVAL s
+#      (SILENT_CONNS of them, a quarter by default, send nothing at all),
 #      against rouse and against nginx (client_header_timeout 5s in both), while normal clients
 #      send GET / on fresh connections: how many slow connections are still open after the
 #      timeout, and the normal requests' count and latency meanwhile.
@@ -49,6 +50,7 @@ else
     : "${UPLOADS:=200}" "${UPLOAD_CHUNKS:=10}" "${UPLOAD_INTERVAL:=1.5}" "${CHAOS_SECONDS:=60}"
 fi
 SLOW_INTERVAL=${SLOW_INTERVAL:-2}
+SILENT_CONNS=${SILENT_CONNS:-$((SLOW_CONNS / 4))}   # of SLOW_CONNS: these send nothing at all
 HEADER_TIMEOUT=${HEADER_TIMEOUT:-5}
 CHAOS_WORKERS=${CHAOS_WORKERS:-16}
 KILL_EVERY=${KILL_EVERY:-2}
@@ -58,7 +60,7 @@ KEEP_TMP=${KEEP_TMP:-0}
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 OUT_DIR="$BENCH_DIR/out"
-COMMAND_LINE="$(for v in SLOW_CONNS SLOW_SECONDS SLOW_INTERVAL HEADER_TIMEOUT BURST_CONNS BURST_ROUNDS UPLOADS UPLOAD_CHUNKS UPLOAD_INTERVAL CHAOS_SECONDS CHAOS_WORKERS KILL_EVERY RELOAD_EVERY ROUSE_BIN BACKEND_BIN; do
+COMMAND_LINE="$(for v in SLOW_CONNS SILENT_CONNS SLOW_SECONDS SLOW_INTERVAL HEADER_TIMEOUT BURST_CONNS BURST_ROUNDS UPLOADS UPLOAD_CHUNKS UPLOAD_INTERVAL CHAOS_SECONDS CHAOS_WORKERS KILL_EVERY RELOAD_EVERY ROUSE_BIN BACKEND_BIN; do
     if [[ -n ${!v:-} ]]; then printf '%s=%q ' "$v" "${!v}"; fi; done)bench/reliability.sh$( ((QUICK == 0)) || echo ' --quick')${PARTS}"
 
 SCRIPT_NAME=reliability.sh
@@ -260,7 +262,7 @@ if [[ $PARTS == *a* ]]; then
         else start_nginx "$TMP/ab.nginx.conf" "$P_NGINX" a-nginx; port=$P_NGINX; fi
         log "a. slowloris against $target: $SLOW_CONNS connections, a byte every ${SLOW_INTERVAL}s, ${SLOW_SECONDS}s"
         run_client "a-$target" $((SLOW_SECONDS + 120)) slowloris --port "$port" --target "$target" \
-            --conns "$SLOW_CONNS" --interval "$SLOW_INTERVAL" --duration "$SLOW_SECONDS" "${probes[@]}" || true
+            --conns "$SLOW_CONNS" --silent "$SILENT_CONNS" --interval "$SLOW_INTERVAL" --duration "$SLOW_SECONDS" "${probes[@]}" || true
         if [[ $target == rouse ]]; then rouse_done a-rouse
         else stop_parent nginx "$NGINX_PID" 10; NGINX_PID=""; fi
     done
