@@ -1,0 +1,88 @@
+//! A client's socket as hyper sees it: it holds the connection's `max_connections` slot for as
+//! long as the socket lives (an upgraded connection outlives its HTTP task), and tells the
+//! connection's [`Activity`] whether the client opened with the h2 preface, which decides how
+//! an idle connection is closed (GOAWAY for h2).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::activity::Activity;
+use crate::conn_limit::Slot;
+
+/// The first bytes of the h2 connection preface: the method `PRI` means it (RFC 9113 §3.4).
+const H2_START: &[u8] = b"PRI ";
+
+pin_project_lite::pin_project! {
+    #[derive(Debug)]
+    pub(crate) struct ClientIo<T> {
+        #[pin]
+        inner: T,
+        _slot: Slot,
+        // Until the first bytes came.
+        sniff: Option<Arc<Activity>>,
+    }
+}
+
+impl<T> ClientIo<T> {
+    pub fn new(inner: T, slot: Slot, activity: Arc<Activity>) -> ClientIo<T> {
+        ClientIo {
+            inner,
+            _slot: slot,
+            sniff: Some(activity),
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for ClientIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.inner.poll_read(cx, buf);
+        let got = &buf.filled()[before..];
+        if !got.is_empty()
+            && let Some(activity) = this.sniff.take()
+            && got.starts_with(H2_START)
+        {
+            activity.set_h2();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for ClientIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
