@@ -38,8 +38,9 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: Mutex<State>,
-    /// Poked when the last open request ends, so the connection's task re-arms its timer.
-    idle: Notify,
+    /// Poked when a deadline may have moved earlier (the last open request ended, the client
+    /// turned out to speak h2), so the connection's task re-arms its timer.
+    changed: Notify,
 }
 
 #[derive(Debug)]
@@ -75,7 +76,7 @@ impl Activity {
                 h2: false,
                 going_away: None,
             }),
-            idle: Notify::new(),
+            changed: Notify::new(),
         })
     }
 
@@ -88,6 +89,7 @@ impl Activity {
     /// The client spoke h2 (its first bytes were the preface).
     pub fn set_h2(&self) {
         self.lock().h2 = true;
+        self.changed.notify_one();
     }
 
     /// A request head arrived; the request is open until the guard is dropped.
@@ -102,9 +104,10 @@ impl Activity {
         self.lock().going_away = Some(now);
     }
 
-    /// Resolves when the last open request ends (or already has since the last call).
-    pub async fn became_idle(&self) {
-        self.idle.notified().await;
+    /// Resolves when the verdict may have changed other than by time passing (or already has
+    /// since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn verdict(&self, now: Instant, limits: Limits) -> Verdict {
@@ -147,7 +150,7 @@ impl Drop for Open {
         if s.open == 0 {
             s.since = Instant::now();
             drop(s);
-            self.0.idle.notify_one();
+            self.0.changed.notify_one();
         }
     }
 }
@@ -230,7 +233,7 @@ mod tests {
             Verdict::WaitUntil(end + Duration::from_secs(2))
         );
         // The end was announced, so a waiting task re-arms.
-        tokio::time::timeout(Duration::from_millis(1), a.became_idle())
+        tokio::time::timeout(Duration::from_millis(1), a.changed())
             .await
             .expect("notified");
     }

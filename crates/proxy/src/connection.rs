@@ -42,7 +42,8 @@ pub(crate) struct Clients {
 impl Clients {
     /// Serves `stream` in a task of its own, tracked for shutdown.
     pub fn spawn(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
-        self.tracker.spawn(serve(Arc::clone(self), stream, peer, slot));
+        self.tracker
+            .spawn(serve(Arc::clone(self), stream, peer, slot));
     }
 }
 
@@ -95,7 +96,7 @@ async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot:
                 }
                 return;
             }
-            () = activity.became_idle() => {}
+            () = activity.changed() => {}
             () = sleep_until(wake), if wake.is_some() => {}
             () = clients.stop.cancelled(), if !asked_to_finish => {
                 asked_to_finish = true;

@@ -32,7 +32,10 @@ mod tests {
     fn huge_durations_saturate_instead_of_panicking() {
         let now = Instant::now();
         assert_eq!(deadline(now, Duration::MAX), now + FAR);
-        assert_eq!(deadline(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
         assert_eq!(cap(Duration::MAX), FAR);
         assert_eq!(cap(Duration::from_millis(300)), Duration::from_millis(300));
     }

@@ -38,14 +38,14 @@ impl Settings {
             connect_timeout: proxy.connect_timeout,
             read_timeout: proxy.read_timeout,
             client_idle_timeout: proxy.client_idle_timeout,
-            client_header_timeout: Duration::from_secs(60),
+            client_header_timeout: proxy.client_header_timeout,
             client_body_timeout: proxy.client_body_timeout,
             send_timeout: proxy.send_timeout,
             pool_idle_timeout: proxy.pool_idle_timeout,
             pool_max_idle_per_server: proxy.pool_max_idle_per_server,
             shutdown_timeout: proxy.shutdown_timeout,
-            upgrade_idle_timeout: None,
-            max_connections: 10_000,
+            upgrade_idle_timeout: proxy.upgrade_idle_timeout,
+            max_connections: proxy.max_connections,
             access_log,
         }
     }

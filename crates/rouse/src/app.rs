@@ -26,17 +26,14 @@ use tokio::task::JoinHandle;
 /// reported (exit 2) instead of half-starting. The backlog is `listen_backlog`, as nginx's
 /// `listen ... backlog=` (tokio's own bind would use a fixed one).
 pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<TcpListener>> {
-    let backlog = LISTEN_BACKLOG;
     let mut listeners = Vec::with_capacity(config.proxy.listen.len());
     for addr in &config.proxy.listen {
-        let l = rouse_proxy::listen::bind(*addr, backlog)
+        let l = rouse_proxy::listen::bind(*addr, config.proxy.listen_backlog)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         listeners.push(l);
     }
     Ok(listeners)
 }
-
-const LISTEN_BACKLOG: u32 = 511;
 
 /// How this rouse process runs its embedded children.
 #[derive(Debug, Clone, Default)]
