@@ -1,12 +1,13 @@
 //! What one client connection is doing, and when it has waited too long for a request.
 //!
-//! hyper bounds neither wait this module covers. Its `header_read_timeout` starts only once
-//! hyper-util's auto builder has read the first bytes to tell HTTP/1 from h2 (an unbounded
-//! read: a connection that sends nothing was never closed), it starts again at each
-//! idle period, so a request head counts from its first byte rather than from accept, and h2
-//! has no idle timeout at all. So the connection's requests are counted here (a request is
-//! open from its head until hyper drops its response body) and the connection's task asks
-//! [`Activity::verdict`] when to give up:
+//! hyper 1.12's `http1().header_read_timeout` is armed when hyper starts reading a head: for
+//! the first request, only after hyper-util's auto builder has told HTTP/1 from h2 by the
+//! first bytes, a read with no timeout of its own (a connection that sent nothing was never
+//! closed, and one that held its first byte back got the whole timeout again from there); for
+//! later ones, when the previous exchange ended. h2 has neither a head timer nor an idle
+//! timeout (its keep-alive pings keep a silent client's connection open for ever). So the
+//! connection's requests are counted here (a request is open from its head until hyper drops
+//! its response body) and the connection's task asks [`Activity::verdict`] when to give up:
 //!
 //! - no request yet: its head must be whole within `client_header_timeout` of accept;
 //! - HTTP/1 between requests: the next head must be whole within `client_header_timeout` of
