@@ -13,7 +13,8 @@
 //! - HTTP/1 between requests: the next head must be whole within `client_header_timeout` of
 //!   the end of the previous response, and an idle keep-alive connection waits at most
 //!   `client_idle_timeout` (the shorter applies);
-//! - h2 with no open stream: `client_idle_timeout`, then GOAWAY.
+//! - h2 (known from its preface) with no open stream, before its first request too:
+//!   `client_idle_timeout`, then GOAWAY.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
