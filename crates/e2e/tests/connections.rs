@@ -143,6 +143,45 @@ async fn a_keep_alive_connection_idle_after_a_request_is_closed_after_client_hea
     );
 }
 
+/// A client that reads a large response slowly gets all of it, however short
+/// `client_header_timeout`: the wait for the next head counts from the last byte written to
+/// the socket, not from the moment hyper took the body's last frame into its write buffer,
+/// which may still hold part of the response (here the body outgrows the kernel's buffers:
+/// rouse's send buffer grows to 4 MiB, the client's receive buffer is kept small).
+#[tokio::test]
+async fn a_slow_reader_gets_a_whole_response_however_short_client_header_timeout() {
+    const LEN: usize = 8_000_000;
+    let backend = spawn_in_process("a").await;
+    let rouse = start_rouse_with_proxy(
+        "client_header_timeout = \"100ms\"",
+        &static_upstream("app", &[], "", &[backend.addr()]),
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut s = socket.connect(rouse.addr()).await.unwrap();
+    s.write_all(format!("GET /bytes/{LEN} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 32 * 1024];
+    // At most 32 KiB per 20 ms, some 1.6 MB/s. The body comes chunked: it is whole once the
+    // last chunk came.
+    while !got.ends_with(b"\r\n0\r\n\r\n") {
+        match timeout(WAIT, s.read(&mut chunk)).await.expect("bounded") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        got.len() > LEN && got.ends_with(b"\r\n0\r\n\r\n"),
+        "cut after {} bytes",
+        got.len()
+    );
+}
+
 /// A slowloris (its head trickled a byte per 100 ms, which resets any timer counted from the
 /// last byte) is cut `client_header_timeout` after accept, even when it held its first byte
 /// back: hyper's own header timer starts only at that first byte, after the HTTP/1-or-h2

@@ -12,11 +12,15 @@
 //! - no request yet: its head must be whole within `client_header_timeout` of accept;
 //! - HTTP/1 between requests: the next head must be whole within `client_header_timeout` of
 //!   the end of the previous response, and an idle keep-alive connection waits at most
-//!   `client_idle_timeout` (the shorter applies);
+//!   `client_idle_timeout` (the shorter applies). The end is the last byte written to the
+//!   socket, not the moment hyper took the body's last frame, so the tail of a response
+//!   that a slow client is still reading is not cut (`send_timeout` bounds that). On h2 a
+//!   client can make rouse write at will (PING, SETTINGS), so writes do not count there;
 //! - h2 (known from its preface) with no open stream, before its first request too:
 //!   `client_idle_timeout`, then GOAWAY.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,6 +44,10 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: Mutex<State>,
+    accepted: Instant,
+    /// When bytes last went to the client, in nanoseconds since `accepted` (lock-free: every
+    /// write sets it).
+    last_write: AtomicU64,
     /// Poked when a deadline may have moved earlier (the last open request ended, the client
     /// turned out to speak h2), so the connection's task re-arms its timer.
     changed: Notify,
@@ -78,8 +86,22 @@ impl Activity {
                 h2: false,
                 going_away: None,
             }),
+            accepted,
+            last_write: AtomicU64::new(0),
             changed: Notify::new(),
         })
+    }
+
+    /// Bytes went to the client.
+    pub fn wrote(&self) {
+        let nanos = self.accepted.elapsed().as_nanos();
+        self.last_write
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn last_write(&self) -> Instant {
+        let since = Duration::from_nanos(self.last_write.load(Ordering::Relaxed));
+        deadline(self.accepted, since)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -125,14 +147,17 @@ impl Activity {
                 Verdict::WaitUntil(due)
             };
         }
-        let limit = if s.h2 {
-            limits.idle
+        let (since, limit) = if s.h2 {
+            (s.since, limits.idle)
         } else if s.served {
-            limits.header.min(limits.idle)
+            (
+                s.since.max(self.last_write()),
+                limits.header.min(limits.idle),
+            )
         } else {
-            limits.header
+            (s.since, limits.header)
         };
-        let due = deadline(s.since, limit);
+        let due = deadline(since, limit);
         match now >= due {
             false => Verdict::WaitUntil(due),
             true if s.h2 => Verdict::GoAway,
@@ -238,6 +263,27 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(1), a.changed())
             .await
             .expect("notified");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http1_counts_from_the_last_byte_written_not_from_the_body_s_end() {
+        let a = Activity::new(Instant::now());
+        drop(a.open());
+        let end = Instant::now();
+        tokio::time::advance(Duration::from_secs(50)).await;
+        // A slow reader took the response's tail 50 s after hyper took its last frame.
+        a.wrote();
+        let flushed = Instant::now();
+        assert_eq!(
+            a.verdict(end + Duration::from_secs(60), LIMITS),
+            Verdict::WaitUntil(flushed + Duration::from_secs(60))
+        );
+        // On h2 writes do not count: a client can make rouse write PING acks at will.
+        a.set_h2();
+        assert_eq!(
+            a.verdict(flushed, LIMITS),
+            Verdict::WaitUntil(end + LIMITS.idle)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,7 @@
 //! A client's socket as hyper sees it: it holds the connection's `max_connections` slot for as
 //! long as the socket lives (an upgraded connection outlives its HTTP task), and tells the
 //! connection's [`Activity`] whether the client opened with the h2 preface, which decides how
-//! an idle connection is closed (GOAWAY for h2).
+//! an idle connection is timed and closed (GOAWAY for h2), and when bytes last went out.
 
 use std::io;
 use std::pin::Pin;
@@ -22,8 +22,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: T,
         _slot: Slot,
-        // Until the first bytes came.
-        sniff: Option<Arc<Activity>>,
+        activity: Arc<Activity>,
+        sniffed: bool,
     }
 }
 
@@ -32,7 +32,8 @@ impl<T> ClientIo<T> {
         ClientIo {
             inner,
             _slot: slot,
-            sniff: Some(activity),
+            activity,
+            sniffed: false,
         }
     }
 }
@@ -47,11 +48,11 @@ impl<T: AsyncRead> AsyncRead for ClientIo<T> {
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
         let got = &buf.filled()[before..];
-        if !got.is_empty()
-            && let Some(activity) = this.sniff.take()
-            && got.starts_with(H2_START)
-        {
-            activity.set_h2();
+        if !got.is_empty() && !*this.sniffed {
+            *this.sniffed = true;
+            if got.starts_with(H2_START) {
+                this.activity.set_h2();
+            }
         }
         polled
     }
@@ -63,7 +64,9 @@ impl<T: AsyncWrite> AsyncWrite for ClientIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        noted(this.activity, polled)
     }
 
     fn poll_write_vectored(
@@ -71,7 +74,9 @@ impl<T: AsyncWrite> AsyncWrite for ClientIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        noted(this.activity, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -85,4 +90,13 @@ impl<T: AsyncWrite> AsyncWrite for ClientIo<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
     }
+}
+
+fn noted(activity: &Activity, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = &polled
+        && *n > 0
+    {
+        activity.wrote();
+    }
+    polled
 }
