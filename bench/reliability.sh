@@ -123,7 +123,7 @@ cleanup() {
     stop_supervisord
     stop_parent nginx "$NGINX_PID" 10
     stop_parent gunicorn "$GUNICORN_PID" 10
-    stop_parent rouse-test-backend "$BACKEND_PID" 5
+    stop_parent "backend nginx" "$BACKEND_PID" 10
     if [[ $rc -eq 0 && $KEEP_TMP != 1 ]]; then
         rm -rf "$TMP"
     else
@@ -214,7 +214,9 @@ nstat_now() {  # the listen-queue counters, absolute, without touching nstat's h
         | awk '/^TcpExt/ {print $1, $2}'
 }
 
-# One static backend for parts a and b (fast: rouse-test-backend, a Rust/tokio server).
+# One static backend for parts a and b: an nginx that answers by itself, with a listen queue of
+# somaxconn, so that the proxy's own listen queue is the one that a burst fills (the kernel's
+# overflow counters are the machine's).
 read -r P_BACKEND P_ROUSE P_NGINX P_ADMIN P_GUNICORN < <(free_ports 5)
 [[ -n ${P_GUNICORN:-} ]] || die "could not pick free ports"
 
@@ -245,9 +247,31 @@ LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T_START=$(date +%s)
 
 if [[ $PARTS == *a* || $PARTS == *b* ]]; then
-    "$BACKEND" --listen "127.0.0.1:$P_BACKEND" --id bench >"$TMP/backend.log" 2>&1 &
+    cat >"$TMP/backend.nginx.conf" <<EOF
+$( ((EUID == 0)) && echo "user root;")
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $TMP/nginx-backend.pid;
+error_log $TMP/nginx-backend-error.log warn;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    keepalive_requests 100000;
+    client_body_temp_path $TMP/nginx-backend-body;
+    proxy_temp_path $TMP/nginx-backend-proxy;
+    fastcgi_temp_path $TMP/nginx-backend-fastcgi;
+    uwsgi_temp_path $TMP/nginx-backend-uwsgi;
+    scgi_temp_path $TMP/nginx-backend-scgi;
+    server {
+        listen 127.0.0.1:$P_BACKEND backlog=$(cat /proc/sys/net/core/somaxconn);
+        location / { return 200 "bench\n"; }
+    }
+}
+EOF
+    "$NGINX" -t -c "$TMP/backend.nginx.conf" -p "$TMP/" >"$TMP/backend.nginx-t.txt" 2>&1 || die "nginx -t rejected the backend's config: $(tail -5 "$TMP/backend.nginx-t.txt")"
+    "$NGINX" -c "$TMP/backend.nginx.conf" -p "$TMP/" -g 'daemon off;' >"$TMP/backend.nginx.out" 2>&1 &
     BACKEND_PID=$!
-    wait_listen "$P_BACKEND" "$BACKEND_PID" || die "rouse-test-backend does not listen"
+    wait_listen "$P_BACKEND" "$BACKEND_PID" || die "the backend nginx does not listen: $(tail -5 "$TMP/backend.nginx.out")"
     static_rouse_conf "$TMP/ab.toml" "$P_BACKEND" "client_header_timeout = \"${HEADER_TIMEOUT}s\""
     nginx_conf "$TMP/ab.nginx.conf" "$P_NGINX" "$P_BACKEND" "    client_header_timeout ${HEADER_TIMEOUT}s;"
 fi
@@ -297,7 +321,7 @@ EOF
         done
     done
 fi
-if [[ -n $BACKEND_PID ]]; then stop_parent rouse-test-backend "$BACKEND_PID" 5; BACKEND_PID=""; fi
+if [[ -n $BACKEND_PID ]]; then stop_parent "backend nginx" "$BACKEND_PID" 10; BACKEND_PID=""; fi
 
 # ---------------------------------------------------------------------------------------------
 # c. trickling uploads to gunicorn with 4 sync workers
