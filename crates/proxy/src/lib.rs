@@ -17,7 +17,6 @@ pub mod body;
 mod client_io;
 mod conn_limit;
 mod connection;
-mod deadline;
 mod forward;
 pub mod headers;
 mod hold;
