@@ -12,6 +12,7 @@
 
 pub mod answer;
 pub mod body;
+mod buffer;
 mod forward;
 pub mod headers;
 mod hold;

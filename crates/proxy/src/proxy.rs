@@ -1,6 +1,7 @@
 //! The proxy's shared state: routes to upstreams, their connection pools, and its settings.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct Settings {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_server: usize,
     pub shutdown_timeout: Duration,
+    /// Where request and response bodies spill beyond their memory part.
+    pub temp_dir: PathBuf,
     pub access_log: bool,
 }
 
@@ -37,6 +40,7 @@ impl Settings {
             pool_idle_timeout: proxy.pool_idle_timeout,
             pool_max_idle_per_server: proxy.pool_max_idle_per_server,
             shutdown_timeout: proxy.shutdown_timeout,
+            temp_dir: std::env::temp_dir(),
             access_log,
         }
     }

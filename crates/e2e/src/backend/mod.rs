@@ -20,7 +20,10 @@
 //! [`BackendConfig::concurrency`], at most that many requests are served at once, the rest
 //! queue inside the backend, as with gunicorn's sync workers; every response then says how long
 //! it queued (`x-backend-queued-us`) and how long it spent in the backend in all, from its head
-//! arriving to its response head (`x-backend-time-us`).
+//! arriving to its response head (`x-backend-time-us`). [`BackendConfig::workers`] goes one
+//! step further to a gunicorn sync worker: the worker a request gets first reads the request's
+//! whole body itself, however slowly it comes (a WSGI app reading `wsgi.input`), and only then
+//! answers; [`Stats::max_body_read_us`] says how long the slowest such read held a worker.
 //!
 //! Malformed parameters get a 400, never a panic.
 
@@ -57,6 +60,9 @@ pub struct BackendConfig {
     /// At most this many requests (not `/stats`) served at once; the rest wait in arrival
     /// order for a worker, like gunicorn with this many sync workers. `None`: no limit.
     pub concurrency: Option<usize>,
+    /// With [`BackendConfig::concurrency`]: a request's worker reads its whole body before
+    /// anything else is done with it, as a sync worker does.
+    pub read_body_first: bool,
 }
 
 impl BackendConfig {
@@ -67,7 +73,16 @@ impl BackendConfig {
             exit_after_requests: None,
             latency: Duration::ZERO,
             concurrency: None,
+            read_body_first: false,
         }
+    }
+
+    /// `workers` sync workers, as gunicorn's: at most that many requests at once, each
+    /// worker reading its request's whole body before answering; the others wait.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.concurrency = Some(workers);
+        self.read_body_first = true;
+        self
     }
 
     /// Sets [`BackendConfig::concurrency`].
@@ -123,6 +138,7 @@ struct Shared {
     exit_after_requests: Option<u64>,
     latency: Duration,
     workers: Option<Arc<tokio::sync::Semaphore>>,
+    read_body_first: bool,
     counters: stats::Counters,
     // Cancelled when the request limit is reached, to take the server down.
     limit_reached: CancellationToken,
@@ -142,6 +158,7 @@ impl Backend {
                 workers: config
                     .concurrency
                     .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+                read_body_first: config.read_body_first,
                 counters: stats::Counters::default(),
                 limit_reached: CancellationToken::new(),
             }),

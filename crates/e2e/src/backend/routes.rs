@@ -90,8 +90,21 @@ pub(crate) async fn handle(
                     worker
                 }
             };
-            guard.occupy(worker);
+            guard.occupy(counters.worker_taken(worker));
         }
+        let req = if shared.read_body_first {
+            let (parts, body) = req.into_parts();
+            let reading = tokio::time::Instant::now();
+            let body = match body.collect().await {
+                Ok(body) => body.to_bytes(),
+                // The client went away mid-upload: nobody to answer.
+                Err(e) => return Err(e.into()),
+            };
+            counters.body_read(reading.elapsed().as_micros().max(1) as u64);
+            Request::from_parts(parts, full(body))
+        } else {
+            req.map(|body| body.map_err(BoxError::from).boxed_unsync())
+        };
         if !shared.latency.is_zero() {
             tokio::time::sleep(shared.latency).await;
         }
@@ -112,7 +125,7 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-async fn route(backend: &Backend, mut req: Request<Incoming>) -> Reply {
+async fn route(backend: &Backend, mut req: Request<RespBody>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let reply = match (&method, path.as_str()) {
@@ -193,19 +206,18 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<RespBody
     }
 }
 
-fn echo(req: Request<Incoming>) -> Response<RespBody> {
+fn echo(req: Request<RespBody>) -> Response<RespBody> {
     let content_type = req.headers().get(CONTENT_TYPE).cloned();
     // Handing hyper the request body as the response body streams it back frame by frame:
     // the response starts before the upload ends, which is what a streaming proxy must allow.
-    let body = req.into_body().map_err(BoxError::from).boxed_unsync();
-    let mut resp = Response::new(body);
+    let mut resp = Response::new(req.into_body());
     if let Some(content_type) = content_type {
         resp.headers_mut().insert(CONTENT_TYPE, content_type);
     }
     resp
 }
 
-async fn count(mut body: Incoming) -> Response<RespBody> {
+async fn count(mut body: RespBody) -> Response<RespBody> {
     let mut sum = Checksum::new();
     while let Some(frame) = body.frame().await {
         match frame {
@@ -232,7 +244,7 @@ fn bytes(n: u64) -> Response<RespBody> {
     resp
 }
 
-fn headers(req: &Request<Incoming>) -> Response<RespBody> {
+fn headers(req: &Request<RespBody>) -> Response<RespBody> {
     let mut out = serde_json::Map::new();
     let headers = req.headers();
     for name in headers.keys() {
