@@ -40,7 +40,7 @@ impl Settings {
             pool_idle_timeout: proxy.pool_idle_timeout,
             pool_max_idle_per_server: proxy.pool_max_idle_per_server,
             shutdown_timeout: proxy.shutdown_timeout,
-            temp_dir: std::env::temp_dir(),
+            temp_dir: proxy.temp_dir.clone(),
             access_log,
         }
     }

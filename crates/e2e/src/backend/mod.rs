@@ -10,6 +10,7 @@
 //! | `POST\|PUT /echo` | the request body streamed back frame by frame, same content-type |
 //! | `POST /count` | `{"bytes": N, "checksum": C}` over the streamed body ([`crate::pattern::Checksum`]) |
 //! | `GET /bytes/{n}` | `n` bytes of [`crate::pattern`], 64 KiB frames, no content-length |
+//! | `GET /drip/{n}?ms={t}` | `n` lines (`line 1`, ...), one every `t` ms, chunked |
 //! | `GET /headers` | JSON of the request headers, plus `_method`, `_uri`, `_version` |
 //! | `GET /status/{code}` | that status (200..=999; anything else is a 400) |
 //! | `GET /ws` (WebSocket upgrade) | echoes text and binary messages, answers close |

@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderName};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::body::{BoxError, PatternBody, RespBody, Tracked, empty, full};
 use super::server::ServerCtx;
+use super::stats::Counters;
 use super::{Backend, ws};
 use crate::pattern::Checksum;
 
@@ -132,7 +135,7 @@ async fn route(backend: &Backend, mut req: Request<RespBody>) -> Reply {
         (&Method::GET, "/") => text(backend.id()),
         (&Method::GET, "/headers") => headers(&req),
         (&Method::POST | &Method::PUT, "/echo") => echo(req),
-        (&Method::POST, "/count") => count(req.into_body()).await,
+        (&Method::POST, "/count") => count(req.into_body(), &backend.shared.counters).await,
         (&Method::GET, "/ws") => {
             return match ws::accept(&mut req) {
                 Ok((resp, on_upgrade)) => Reply::WebSocket(resp, on_upgrade),
@@ -152,6 +155,11 @@ async fn route(backend: &Backend, mut req: Request<RespBody>) -> Reply {
                 match n.parse::<u64>() {
                     Ok(n) => bytes(n),
                     Err(_) => bad_request("length must be a number of bytes"),
+                }
+            } else if let Some(n) = param(&path, "/drip/") {
+                match (n.parse::<u32>(), drip_interval(req.uri().query())) {
+                    (Ok(n), Some(every)) => drip(n, every),
+                    _ => bad_request("drip takes a count of lines and ?ms=INTERVAL"),
                 }
             } else if let Some(code) = param(&path, "/status/") {
                 status(code)
@@ -217,13 +225,14 @@ fn echo(req: Request<RespBody>) -> Response<RespBody> {
     resp
 }
 
-async fn count(mut body: RespBody) -> Response<RespBody> {
+async fn count(mut body: RespBody, counters: &Counters) -> Response<RespBody> {
     let mut sum = Checksum::new();
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
                     sum.update(data);
+                    counters.body_bytes(sum.len());
                 }
             }
             Err(e) => return bad_request(&format!("reading the body failed: {e}")),
@@ -233,6 +242,30 @@ async fn count(mut body: RespBody) -> Response<RespBody> {
         StatusCode::OK,
         &serde_json::json!({ "bytes": sum.len(), "checksum": sum.finish() }),
     )
+}
+
+/// `?ms=N` (at most [`MAX_DELAY_MS`]).
+fn drip_interval(query: Option<&str>) -> Option<Duration> {
+    let ms = query?.strip_prefix("ms=")?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ms.min(MAX_DELAY_MS)))
+}
+
+/// `n` lines (`line 1\n`, ...), the first at once and each next one `every` later, chunked: a
+/// slow stream (server-sent events, progress output) whose pieces must reach a client as
+/// they come.
+fn drip(n: u32, every: Duration) -> Response<RespBody> {
+    let lines = futures_util::stream::unfold(1..=n, move |mut left| async move {
+        let i = left.next()?;
+        if i > 1 {
+            tokio::time::sleep(every).await;
+        }
+        let line = Bytes::from(format!("line {i}\n"));
+        Some((Ok::<_, BoxError>(Frame::data(line)), left))
+    });
+    let mut resp = Response::new(StreamBody::new(lines).boxed_unsync());
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    resp
 }
 
 fn bytes(n: u64) -> Response<RespBody> {

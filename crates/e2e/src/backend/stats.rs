@@ -34,6 +34,10 @@ pub struct Stats {
     /// body, in µs: how long a slow upload kept a worker from everyone else.
     #[serde(default)]
     pub max_body_read_us: u64,
+    /// The most bytes of one request body `POST /count` has read, counted as they come (a
+    /// body cut short counts too): what a proxy let through.
+    #[serde(default)]
+    pub max_body_bytes: u64,
     /// TCP connections accepted so far, less those whose first request was `/stats`: polling
     /// `/stats` over a fresh connection then does not disturb the number a test compares.
     pub connections: u64,
@@ -49,6 +53,7 @@ pub(crate) struct Counters {
     busy: Arc<AtomicU64>,
     max_busy: AtomicU64,
     max_body_read_us: AtomicU64,
+    max_body_bytes: AtomicU64,
     connections: AtomicU64,
 }
 
@@ -63,6 +68,7 @@ impl Counters {
             busy: self.busy.load(Ordering::SeqCst),
             max_busy: self.max_busy.load(Ordering::SeqCst),
             max_body_read_us: self.max_body_read_us.load(Ordering::SeqCst),
+            max_body_bytes: self.max_body_bytes.load(Ordering::SeqCst),
             connections: self.connections.load(Ordering::SeqCst),
         }
     }
@@ -102,6 +108,11 @@ impl Counters {
             busy: Arc::clone(&self.busy),
             _permit: worker,
         }
+    }
+
+    /// `POST /count` has read `n` bytes of a body so far.
+    pub(crate) fn body_bytes(&self, n: u64) {
+        self.max_body_bytes.fetch_max(n, Ordering::SeqCst);
     }
 
     /// A worker read a request body in `us` µs.

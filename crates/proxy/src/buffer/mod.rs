@@ -32,14 +32,17 @@ pub(crate) struct Limits<'a> {
 
 impl<'a> Limits<'a> {
     pub fn of(up: &UpstreamConfig, temp_dir: &'a Path) -> Limits<'a> {
-        let _ = up;
         Limits {
-            max_request_body: 100 << 20,
-            request_buffering: true,
-            request_buffer_size: 1 << 20,
-            response_buffering: true,
-            response_buffer_size: 1 << 20,
-            max_response_buffer: 1 << 30,
+            // 0 is "no limit", as nginx's client_max_body_size 0.
+            max_request_body: match up.max_request_body {
+                0 => u64::MAX,
+                n => n,
+            },
+            request_buffering: up.request_buffering,
+            request_buffer_size: up.request_buffer_size,
+            response_buffering: up.response_buffering,
+            response_buffer_size: up.response_buffer_size,
+            max_response_buffer: up.max_response_buffer,
             temp_dir,
         }
     }
