@@ -1,7 +1,7 @@
 //! The proxy's shared state: routes to upstreams, their connection pools, and its settings.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub struct Settings {
     pub pool_max_idle_per_server: usize,
     pub shutdown_timeout: Duration,
     /// Where request and response bodies spill beyond their memory part.
-    pub temp_dir: PathBuf,
+    pub temp_dir: Arc<Path>,
     pub access_log: bool,
 }
 
@@ -40,7 +40,7 @@ impl Settings {
             pool_idle_timeout: proxy.pool_idle_timeout,
             pool_max_idle_per_server: proxy.pool_max_idle_per_server,
             shutdown_timeout: proxy.shutdown_timeout,
-            temp_dir: proxy.temp_dir.clone(),
+            temp_dir: Arc::from(proxy.temp_dir.as_path()),
             access_log,
         }
     }

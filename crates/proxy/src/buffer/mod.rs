@@ -15,6 +15,7 @@ pub(crate) mod response;
 mod spool;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rouse_config::UpstreamConfig;
 
@@ -27,11 +28,11 @@ pub(crate) struct Limits<'a> {
     pub response_buffering: bool,
     pub response_buffer_size: usize,
     pub max_response_buffer: u64,
-    pub temp_dir: &'a Path,
+    pub temp_dir: &'a Arc<Path>,
 }
 
 impl<'a> Limits<'a> {
-    pub fn of(up: &UpstreamConfig, temp_dir: &'a Path) -> Limits<'a> {
+    pub fn of(up: &UpstreamConfig, temp_dir: &'a Arc<Path>) -> Limits<'a> {
         Limits {
             // 0 is "no limit", as nginx's client_max_body_size 0.
             max_request_body: match up.max_request_body {

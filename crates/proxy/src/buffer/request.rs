@@ -39,7 +39,8 @@ pub struct TooLarge {
 }
 
 /// Reads and drops what is left of a refused body, for at most [`LINGER`], in the
-/// background; the client's connection closes after that.
+/// background; the client's connection closes after that. (An HTTP/2 stream needs none of
+/// this, its reset stops the upload alone, but it costs little and keeps one path.)
 pub(crate) fn linger(mut body: Incoming) {
     tokio::spawn(async move {
         let drain = async { while let Some(Ok(_)) = body.frame().await {} };

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -35,7 +35,7 @@ pub(crate) struct Spool {
     mem_used: usize,
     mem_cap: usize,
     file_cap: u64,
-    dir: PathBuf,
+    dir: Arc<Path>,
     file: Option<Arc<File>>,
     /// Bytes ever written to / read from the file; their difference is what it holds, and
     /// each modulo `file_cap` is where the next write / read goes.
@@ -48,13 +48,13 @@ pub(crate) struct Spool {
 impl Spool {
     /// A spool that holds up to `mem_cap` bytes in memory and `file_cap` more in a file in
     /// `dir` (0: never a file).
-    pub fn new(mem_cap: usize, file_cap: u64, dir: &Path) -> Spool {
+    pub fn new(mem_cap: usize, file_cap: u64, dir: &Arc<Path>) -> Spool {
         Spool {
             segs: VecDeque::new(),
             mem_used: 0,
             mem_cap,
             file_cap,
-            dir: dir.to_owned(),
+            dir: Arc::clone(dir),
             file: None,
             written: 0,
             read: 0,
@@ -174,7 +174,7 @@ impl Spool {
         if let Some(f) = &self.file {
             return Ok(Arc::clone(f));
         }
-        let dir = self.dir.clone();
+        let dir = Arc::clone(&self.dir);
         let file = Arc::new(blocking(move || tempfile::tempfile_in(&dir)).await?);
         self.file = Some(Arc::clone(&file));
         Ok(file)
@@ -222,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn memory_then_file_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::new(10, 1000, dir.path());
+        let mut s = Spool::new(10, 1000, &Arc::from(dir.path()));
         let mut want = Vec::new();
         for (i, len) in [6, 6, 3, 200, 1].into_iter().enumerate() {
             let c = chunk(i as u8 * 40, len);
@@ -241,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_that_cannot_be_made_leaves_memory_only() {
-        let mut s = Spool::new(2, 100, Path::new("/nonexistent/rouse-spool-test"));
+        let mut s = Spool::new(2, 100, &Arc::from(Path::new("/nonexistent/rouse-spool-test")));
         s.push(chunk(1, 2)).await.unwrap();
         assert!(s.push(chunk(2, 5)).await.is_err(), "the file cannot be made");
         assert!(!s.has_room(1), "no file any more, and memory is full");
@@ -251,7 +251,7 @@ mod tests {
     #[tokio::test]
     async fn full_means_no_room_until_drained() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::new(4, 8, dir.path());
+        let mut s = Spool::new(4, 8, &Arc::from(dir.path()));
         s.push(chunk(1, 4)).await.unwrap();
         s.push(chunk(2, 8)).await.unwrap();
         assert!(!s.has_room(1));
@@ -263,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_chunk_goes_through_an_empty_spool() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::new(2, 0, dir.path());
+        let mut s = Spool::new(2, 0, &Arc::from(dir.path()));
         assert!(s.has_room(100));
         s.push(chunk(3, 100)).await.unwrap();
         assert!(!s.has_room(1));
@@ -275,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn the_file_is_a_ring_that_never_outgrows_its_cap() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::new(0, 100, dir.path());
+        let mut s = Spool::new(0, 100, &Arc::from(dir.path()));
         let mut want = Vec::new();
         let mut got = Vec::new();
         for i in 0..200u32 {
