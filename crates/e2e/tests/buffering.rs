@@ -517,6 +517,31 @@ async fn a_slow_reader_does_not_hold_the_server_when_responses_are_buffered() {
     }
 }
 
+/// A small response of known length passes straight (no pump), and still never waits on the
+/// client: a client with a tiny receive buffer that reads nothing does not hold the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_response_to_a_reader_that_reads_nothing_does_not_hold_the_server() {
+    let b = backend("b").await;
+    let rouse = start_rouse(&static_upstream("app", &[], "", &[b.addr()])).await;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&rouse.addr().into()).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut s = TcpStream::from_std(sock.into()).unwrap();
+    s.write_all(b"GET /bytes/32768?length HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until("the backend finished sending", WAIT, || async {
+        let st = stats(&b).await;
+        st.requests == 1 && st.in_flight == 0
+            && rouse.table().upstreams[0].servers[0].in_flight() == 0
+    })
+    .await;
+    let r = read_response(&mut s).await;
+    assert_eq!(r.status, 200);
+    assert!(pattern::matches(0, &r.body) && r.body.len() == 32768);
+}
+
 /// Buffering holds nothing back: a slow chunked stream reaches the client line by line, as
 /// the server sends it, not at its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

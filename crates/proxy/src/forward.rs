@@ -343,8 +343,7 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
         let read_timeout = self.settings.read_timeout;
-        // A body known to be empty (HEAD, 204, 304) has nothing to buffer.
-        let body = if limits.response_buffering && !http_body::Body::is_end_stream(&body) {
+        let body = if buffer::response::wanted(&body, limits) {
             buffer::response::buffered(body, done, read_timeout, limits)
         } else {
             ProxyBody::upstream(body, done, read_timeout)

@@ -9,7 +9,7 @@
 //! | `GET /delay/{ms}` | sleeps `ms` (at most 60 000), then as `GET /` |
 //! | `POST\|PUT /echo` | the request body streamed back frame by frame, same content-type |
 //! | `POST /count` | `{"bytes": N, "checksum": C}` over the streamed body ([`crate::pattern::Checksum`]) |
-//! | `GET /bytes/{n}` | `n` bytes of [`crate::pattern`], 64 KiB frames, no content-length |
+//! | `GET /bytes/{n}` | `n` bytes of [`crate::pattern`], 64 KiB frames, no content-length (`?length`: with one) |
 //! | `GET /drip/{n}?ms={t}` | `n` lines (`line 1`, ...), one every `t` ms, chunked |
 //! | `GET /headers` | JSON of the request headers, plus `_method`, `_uri`, `_version` |
 //! | `GET /status/{code}` | that status (200..=999; anything else is a 400) |

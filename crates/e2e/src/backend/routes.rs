@@ -153,7 +153,7 @@ async fn route(backend: &Backend, mut req: Request<RespBody>) -> Reply {
                 }
             } else if let Some(n) = param(&path, "/bytes/") {
                 match n.parse::<u64>() {
-                    Ok(n) => bytes(n),
+                    Ok(n) => bytes(n, req.uri().query() == Some("length")),
                     Err(_) => bad_request("length must be a number of bytes"),
                 }
             } else if let Some(n) = param(&path, "/drip/") {
@@ -268,12 +268,16 @@ fn drip(n: u32, every: Duration) -> Response<RespBody> {
     resp
 }
 
-fn bytes(n: u64) -> Response<RespBody> {
+fn bytes(n: u64, with_length: bool) -> Response<RespBody> {
     let mut resp = Response::new(PatternBody::new(n).boxed_unsync());
-    resp.headers_mut().insert(
+    let h = resp.headers_mut();
+    h.insert(
         CONTENT_TYPE,
         http::HeaderValue::from_static("application/octet-stream"),
     );
+    if with_length {
+        h.insert(http::header::CONTENT_LENGTH, n.into());
+    }
     resp
 }
 
