@@ -23,7 +23,10 @@ const KIB: usize = 1024;
 const MIB: u64 = 1 << 20;
 
 async fn backend(id: &str) -> BackendProcess {
-    BackendProcess::builder(id).bin(backend_bin!()).spawn().await
+    BackendProcess::builder(id)
+        .bin(backend_bin!())
+        .spawn()
+        .await
 }
 
 async fn stats(b: &BackendProcess) -> Stats {
@@ -162,7 +165,10 @@ async fn a_declared_body_over_the_limit_gets_413_and_reaches_no_server() {
     assert_eq!(resp.status(), 200, "exactly the limit is allowed");
 
     let s = settled(&b).await;
-    assert_eq!(s.requests, 1, "only the body within the limit reached the backend");
+    assert_eq!(
+        s.requests, 1,
+        "only the body within the limit reached the backend"
+    );
     assert_eq!(s.max_body_bytes, KIB as u64);
 }
 
@@ -186,7 +192,8 @@ async fn a_too_large_request_does_not_wake_a_cold_upstream() {
     assert_too_large(&r);
     assert!(t0.elapsed() < Duration::from_secs(2), "answered at once");
 
-    let mut body = b"POST /count HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut body =
+        b"POST /count HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     body.extend(chunk(&[5; 800]));
     body.extend(chunk(&[6; 800]));
     let r = exchange(rouse.addr(), "", &body).await;
@@ -363,7 +370,11 @@ async fn trickling_uploads_do_not_starve_sync_workers_when_buffered() {
         "each body reached a worker complete: {:?}",
         t.after
     );
-    assert!(t.after.max_busy <= 4 && t.after.max_in_flight <= 4, "{:?}", t.after);
+    assert!(
+        t.after.max_busy <= 4 && t.after.max_in_flight <= 4,
+        "{:?}",
+        t.after
+    );
     assert_eq!(t.after.requests, 40 + 10);
 }
 
@@ -426,7 +437,11 @@ async fn a_body_past_the_memory_buffer_goes_through_a_temp_file_intact() {
         open_temp_files(&dir_path) > before
     })
     .await;
-    assert_eq!(stats(&b).await.requests, 0, "nothing sent before the body is in");
+    assert_eq!(
+        stats(&b).await.requests,
+        0,
+        "nothing sent before the body is in"
+    );
     assert_eq!(
         std::fs::read_dir(&dir_path).unwrap().count(),
         0,
@@ -442,7 +457,11 @@ async fn a_body_past_the_memory_buffer_goes_through_a_temp_file_intact() {
     assert_eq!(r.status, 200, "{r:?}");
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["bytes"], 2 * HALF);
-    assert_eq!(v["checksum"], pattern::checksum(2 * HALF), "in order, intact");
+    assert_eq!(
+        v["checksum"],
+        pattern::checksum(2 * HALF),
+        "in order, intact"
+    );
 
     // The same through a real client that sends a length.
     let len = 2 * MIB;
@@ -501,7 +520,11 @@ async fn a_slow_reader_does_not_hold_the_server_when_responses_are_buffered() {
             .await;
         } else {
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            assert_eq!(stats(&b).await.in_flight, 1, "unbuffered: the server is held");
+            assert_eq!(
+                stats(&b).await.in_flight,
+                1,
+                "unbuffered: the server is held"
+            );
             assert_eq!(server_in_flight(), 1);
         }
 
@@ -512,7 +535,10 @@ async fn a_slow_reader_does_not_hold_the_server_when_responses_are_buffered() {
         }
         assert_eq!(sum.len(), LEN);
         assert_eq!(sum.finish(), pattern::checksum(LEN), "in order, intact");
-        wait_until("nothing in flight", WAIT, || async { server_in_flight() == 0 }).await;
+        wait_until("nothing in flight", WAIT, || async {
+            server_in_flight() == 0
+        })
+        .await;
         rouse.shutdown().await;
     }
 }
@@ -533,7 +559,8 @@ async fn a_small_response_to_a_reader_that_reads_nothing_does_not_hold_the_serve
         .unwrap();
     wait_until("the backend finished sending", WAIT, || async {
         let st = stats(&b).await;
-        st.requests == 1 && st.in_flight == 0
+        st.requests == 1
+            && st.in_flight == 0
             && rouse.table().upstreams[0].servers[0].in_flight() == 0
     })
     .await;

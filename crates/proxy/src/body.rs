@@ -172,7 +172,7 @@ impl Body for ProxyBody {
             ProxyBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            ProxyBody::Buffered { hint, .. } => hint.clone(),
+            ProxyBody::Buffered { hint, .. } => *hint,
         }
     }
 }

@@ -113,9 +113,7 @@ impl Refused {
             Refused::Quiet => answer::error(
                 StatusCode::REQUEST_TIMEOUT,
                 "client-body-timeout",
-                format!(
-                    "the request body stopped arriving for {timeout:?} (client_body_timeout)"
-                ),
+                format!("the request body stopped arriving for {timeout:?} (client_body_timeout)"),
             ),
             Refused::Broken(e) => {
                 tracing::debug!(error = %e, "the client sent a request body that cannot be read");

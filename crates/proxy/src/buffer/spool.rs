@@ -86,8 +86,7 @@ impl Spool {
     }
 
     fn fits_file(&self, len: usize) -> bool {
-        !self.file_broken
-            && self.file_used().saturating_add(len as u64) <= self.file_cap
+        !self.file_broken && self.file_used().saturating_add(len as u64) <= self.file_cap
     }
 
     /// Stores `data` after what is held. Call when [`Spool::has_room`] says so; a chunk that
@@ -241,9 +240,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_that_cannot_be_made_leaves_memory_only() {
-        let mut s = Spool::new(2, 100, &Arc::from(Path::new("/nonexistent/rouse-spool-test")));
+        let mut s = Spool::new(
+            2,
+            100,
+            &Arc::from(Path::new("/nonexistent/rouse-spool-test")),
+        );
         s.push(chunk(1, 2)).await.unwrap();
-        assert!(s.push(chunk(2, 5)).await.is_err(), "the file cannot be made");
+        assert!(
+            s.push(chunk(2, 5)).await.is_err(),
+            "the file cannot be made"
+        );
         assert!(!s.has_room(1), "no file any more, and memory is full");
         assert_eq!(drain(&mut s).await, [chunk(1, 2), chunk(2, 5)].concat());
     }
