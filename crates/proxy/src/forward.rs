@@ -245,9 +245,9 @@ impl Proxy {
                             continue 'servers;
                         }
                         None if sent.too_large() => {
-                            let msg = e.error().to_string();
+                            let limit = Limits::of(&up.state.config, &settings.temp_dir);
                             return (
-                                answer::error(StatusCode::PAYLOAD_TOO_LARGE, "too-large", msg),
+                                buffer::request::too_large(limit.max_request_body),
                                 Some(Arc::clone(&server)),
                             );
                         }

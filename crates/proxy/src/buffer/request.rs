@@ -82,7 +82,8 @@ impl Proxy {
     }
 }
 
-fn too_large(limit: u64) -> Response<ProxyBody> {
+/// 413, saying the limit.
+pub(crate) fn too_large(limit: u64) -> Response<ProxyBody> {
     answer::error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too-large",
