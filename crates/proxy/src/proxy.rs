@@ -19,6 +19,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub client_idle_timeout: Duration,
+    /// From accept, and from the end of the previous response, to a whole request head.
+    pub client_header_timeout: Duration,
     pub client_body_timeout: Duration,
     pub send_timeout: Duration,
     pub pool_idle_timeout: Duration,
@@ -26,6 +28,10 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Where request and response bodies spill beyond their memory part.
     pub temp_dir: Arc<Path>,
+    /// A spliced (WebSocket) connection with no byte either way this long is closed.
+    pub upgrade_idle_timeout: Option<Duration>,
+    /// Client connections open at once; more are accepted and closed at once.
+    pub max_connections: usize,
     pub access_log: bool,
 }
 
@@ -35,12 +41,15 @@ impl Settings {
             connect_timeout: proxy.connect_timeout,
             read_timeout: proxy.read_timeout,
             client_idle_timeout: proxy.client_idle_timeout,
+            client_header_timeout: proxy.client_header_timeout,
             client_body_timeout: proxy.client_body_timeout,
             send_timeout: proxy.send_timeout,
             pool_idle_timeout: proxy.pool_idle_timeout,
             pool_max_idle_per_server: proxy.pool_max_idle_per_server,
             shutdown_timeout: proxy.shutdown_timeout,
             temp_dir: Arc::from(proxy.temp_dir.as_path()),
+            upgrade_idle_timeout: proxy.upgrade_idle_timeout,
+            max_connections: proxy.max_connections,
             access_log,
         }
     }
