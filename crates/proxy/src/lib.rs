@@ -14,6 +14,7 @@ mod accept;
 mod activity;
 pub mod answer;
 pub mod body;
+mod buffer;
 mod client_io;
 mod conn_limit;
 mod connection;
