@@ -149,12 +149,18 @@ OUT_FILE="$OUT_DIR/fuzz-$STAMP.md"
 FAILS="$TMP/failures.md"
 : >"$FAILS"
 declare -A ROUNDS_OK=()
+# A binary that failed once is not run again: proptest replays the saved seed first, so every
+# later round would fail the same way and spend the budget on it.
+declare -A FAILED=()
 N_FAIL=0
 T0=$(date +%s)
 round=0
 while :; do
     round=$((round + 1))
+    ran=0
     while IFS=$'\t' read -r exe dir where tests; do
+        [[ -z ${FAILED[$where]:-} ]] || continue
+        ran=1
         left=$((T0 + BUDGET - $(date +%s)))
         ((left > 0)) || break 2
         # As cargo runs it: from its package's folder (fixtures, and where proptest saves seeds).
@@ -171,7 +177,8 @@ while :; do
             break 2
         elif ((rc != 0)); then
             N_FAIL=$((N_FAIL + 1))
-            log "round $round, $where: FAILED (exit $rc); output in the report"
+            FAILED[$where]=$round
+            log "round $round, $where: FAILED (exit $rc); output in the report; not run again"
             {
                 echo "### $where, round $round (exit $rc)"
                 echo
@@ -185,6 +192,7 @@ while :; do
             log "round $round, $where: ok ($(grep -c ' \.\.\. ok$' "$TMP/run.txt") tests, $CASES cases each)"
         fi
     done <"$TMP/selection.txt"
+    ((ran)) || break   # every binary failed
 done
 ELAPSED=$(($(date +%s) - T0))
 
@@ -196,16 +204,25 @@ ELAPSED=$(($(date +%s) - T0))
     echo "- commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -n $(cd "$ROOT" && git status --porcelain -- crates 2>/dev/null) ]] && echo " (crates/ has uncommitted changes)"); $(rustc --version 2>/dev/null || echo rustc unknown); profile $PROFILE$([[ $PROFILE == release ]] && echo " with overflow checks and debug assertions on")"
     echo "- budget ${BUDGET}s, ran ${ELAPSED}s; $N_TESTS test(s) in $(wc -l <"$TMP/selection.txt") binaries; PROPTEST_CASES=$CASES per test per round"
     echo
-    echo "| binary | tests | complete rounds without failure | cases per property test |"
-    echo "|---|---|---|---|"
+    echo "| binary | tests | complete rounds without failure | cases per property test | failed in round |"
+    echo "|---|---|---|---|---|"
     while IFS=$'\t' read -r _ _ where tests; do
         r=${ROUNDS_OK[$where]:-0}
-        echo "| $where | $(wc -w <<<"$tests") | $r | $((r * CASES)) |"
+        echo "| $where | $(wc -w <<<"$tests") | $r | $((r * CASES)) | ${FAILED[$where]:-–} |"
     done <"$TMP/selection.txt"
     echo
     echo "## Failures"
     echo
-    if [[ -s $FAILS ]]; then cat "$FAILS"; else echo "none"; fi
+    if [[ -s $FAILS ]]; then
+        cat "$FAILS"
+        echo "Seeds saved by proptest (commit them with the fix, so that every run replays them):"
+        echo
+        echo '```'
+        (cd "$ROOT" && git status --porcelain -- '*.proptest-regressions' && git diff -U0 -- '*.proptest-regressions' | grep '^+cc' | cut -c1-300) || true
+        echo '```'
+    else
+        echo "none"
+    fi
 } >"$OUT_FILE"
 cat "$OUT_FILE"
 log "report written to $OUT_FILE"
