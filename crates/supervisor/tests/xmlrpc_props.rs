@@ -6,7 +6,7 @@
 //! `PROPTEST_CASES=100000` (what bench/fuzz.sh sets) runs more.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -18,6 +18,7 @@ use rouse_supervisor::supervisord::xmlrpc::{
 use rouse_supervisor::{Supervisor, SupervisorError, Supervisord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// A decode of a few KiB that takes this long is stuck (quadratic or worse), not slow: a
 /// debug build decodes such an answer in well under a millisecond.
@@ -131,7 +132,7 @@ impl Lenient {
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
-        self.seed % one_in == 0
+        self.seed.is_multiple_of(one_in)
     }
 
     /// Where an element may be followed by ignorable content.
