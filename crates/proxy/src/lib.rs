@@ -16,6 +16,7 @@ mod forward;
 pub mod headers;
 mod hold;
 mod idle;
+pub mod limits;
 pub mod pool;
 mod proxy;
 mod request_body;

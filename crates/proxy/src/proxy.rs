@@ -9,6 +9,7 @@ use rouse_config::ProxyConfig;
 use rouse_state::{Changes, ServerId, Table, Upstream};
 use tokio_util::task::TaskTracker;
 
+use crate::limits::HeadLimits;
 use crate::pool::Pool;
 use crate::router::Router;
 
@@ -24,6 +25,8 @@ pub struct Settings {
     pub pool_max_idle_per_server: usize,
     pub shutdown_timeout: Duration,
     pub access_log: bool,
+    /// `max_header_size`, `max_headers`.
+    pub head: HeadLimits,
 }
 
 impl Settings {
@@ -38,6 +41,7 @@ impl Settings {
             pool_max_idle_per_server: proxy.pool_max_idle_per_server,
             shutdown_timeout: proxy.shutdown_timeout,
             access_log,
+            head: HeadLimits::default(),
         }
     }
 }

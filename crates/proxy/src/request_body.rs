@@ -27,12 +27,20 @@ pub struct Sent {
     notify: Notify,
     /// The client stopped sending for longer than `client_body_timeout`.
     client_quiet: AtomicBool,
+    /// Reading the body from the client failed: bad framing (a chunk size that is not hex),
+    /// or the connection ended early. The client's fault, whatever the server then says.
+    client_failed: AtomicBool,
 }
 
 impl Sent {
     /// Whether the upload was cut off because the client went quiet.
     pub fn client_went_quiet(&self) -> bool {
         self.client_quiet.load(Ordering::Acquire)
+    }
+
+    /// Whether the upload failed on the client's side.
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Acquire)
     }
 
     fn mark(&self) {
@@ -90,8 +98,10 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = &polled {
-            this.sent.mark();
+        match &polled {
+            Poll::Ready(None) => this.sent.mark(),
+            Poll::Ready(Some(Err(_))) => this.sent.client_failed.store(true, Ordering::Release),
+            _ => {}
         }
         if this.idle.expired(&polled, cx) {
             this.sent.client_quiet.store(true, Ordering::Release);

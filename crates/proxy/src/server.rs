@@ -37,6 +37,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .max_concurrent_streams(512);
+    crate::limits::head_limits(&mut builder, &settings);
     let builder = Arc::new(builder);
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();
