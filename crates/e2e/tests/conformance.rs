@@ -62,7 +62,7 @@ async fn refused(site: &Site, cases: &[(&str, String)], status: u16) {
     for (what, request) in cases {
         let r = site.send(request.as_bytes(), "GET").await;
         assert_eq!(r.status, status, "{what}: {} {}", r.status, r.text());
-        assert!(!r.from_backend(), "{what}: a server answered");
+        assert!(!r.is_from_backend(), "{what}: a server answered");
     }
     assert_eq!(site.served(), 0, "no refused request reaches a server");
 }
@@ -93,7 +93,10 @@ async fn content_length_with_transfer_encoding_is_framed_by_te_and_never_forward
             seen["headers"].get("content-length").is_none(),
             "Content-Length reached the server: {seen}"
         );
-        assert!(c.closes().await, "{first}, {second}: the connection stays open");
+        assert!(
+            c.closes().await,
+            "{first}, {second}: the connection stays open"
+        );
     }
     assert_eq!(site.a.stats().requests, 2, "the smuggled request never ran");
 }
@@ -114,7 +117,10 @@ async fn ambiguous_or_malformed_framing_is_400() {
             "a Content-Length list of different values",
             post("Content-Length: 5, 6", "hello!"),
         ),
-        ("a Content-Length that is no number", post("Content-Length: 5x", "hello")),
+        (
+            "a Content-Length that is no number",
+            post("Content-Length: 5x", "hello"),
+        ),
         (
             "a Transfer-Encoding that does not end in chunked",
             post("Transfer-Encoding: chunked, gzip", "0\r\n\r\n"),
@@ -178,11 +184,18 @@ async fn oversized_heads_are_431_and_long_uris_414() {
         format!("GET {target} HTTP/1.1\r\nHost: a.test\r\n{fields}\r\n")
     };
     let line = |n: usize| format!("X-Big: {}\r\n", "v".repeat(n));
-    let many = |n: usize| (0..n).map(|i| format!("X-N{i}: {i}\r\n")).collect::<String>();
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| format!("X-N{i}: {i}\r\n"))
+            .collect::<String>()
+    };
     let too_large = [
         ("a 100 KB header line", get("/inspect", &line(100 * 1024))),
         ("a 33 KiB header line", get("/inspect", &line(33 * 1024))),
-        ("ten 4000-byte lines", get("/inspect", &line(4000).repeat(10))),
+        (
+            "ten 4000-byte lines",
+            get("/inspect", &line(4000).repeat(10)),
+        ),
         ("101 header lines", get("/inspect", &many(100))),
     ];
     refused(&site, &too_large, 431).await;
@@ -203,7 +216,7 @@ async fn oversized_heads_are_431_and_long_uris_414() {
     ] {
         let r = site.send(request.as_bytes(), "GET").await;
         assert_eq!(r.status, 200, "{what}: {}", r.text());
-        assert!(r.from_backend(), "{what}");
+        assert!(r.is_from_backend(), "{what}");
     }
 }
 
@@ -281,8 +294,14 @@ async fn two_hosts_an_invalid_host_or_none_are_400() {
     let site = Site::start("default").await;
     let get = |fields: &str| format!("GET /inspect HTTP/1.1\r\n{fields}\r\n");
     let cases = [
-        ("two different Hosts", get("Host: a.test\r\nHost: b.test\r\n")),
-        ("the same Host twice", get("Host: a.test\r\nHost: a.test\r\n")),
+        (
+            "two different Hosts",
+            get("Host: a.test\r\nHost: b.test\r\n"),
+        ),
+        (
+            "the same Host twice",
+            get("Host: a.test\r\nHost: a.test\r\n"),
+        ),
         ("a Host list", get("Host: a.test, b.test\r\n")),
         ("a Host with userinfo", get("Host: me@a.test\r\n")),
         ("a Host with a path", get("Host: a.test/x\r\n")),
@@ -309,7 +328,10 @@ async fn absolute_form_routes_by_the_target_and_replaces_host() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-backend-id").as_deref(), Some("b"));
     let seen = r.json();
-    assert_eq!(seen["uri"], "/inspect?q=1", "origin-form towards the server");
+    assert_eq!(
+        seen["uri"], "/inspect?q=1",
+        "origin-form towards the server"
+    );
     assert_eq!(seen["headers"]["host"], "b.test");
     assert_eq!(seen["headers"]["x-forwarded-host"], "b.test");
     assert_eq!(site.a.stats().requests, 0);

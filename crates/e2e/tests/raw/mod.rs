@@ -39,10 +39,13 @@ impl RawResponse {
     }
 
     /// Whether the test backend answered (rather than rouse, or hyper before rouse saw it).
-    pub fn from_backend(&self) -> bool {
+    pub fn is_from_backend(&self) -> bool {
         self.header("x-backend-id").is_some()
     }
 }
+
+/// A response head: status, headers, and its length in bytes.
+type Head = (u16, Vec<(String, Vec<u8>)>, usize);
 
 /// A connection whose bytes the test writes by hand.
 pub struct Raw {
@@ -122,7 +125,7 @@ impl Raw {
         self.buf.is_empty() && matches!(self.fill().await, Ok(0))
     }
 
-    fn head(&self) -> Result<Option<(u16, Vec<(String, Vec<u8>)>, usize)>, String> {
+    fn head(&self) -> Result<Option<Head>, String> {
         let mut fields = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut fields);
         match resp.parse(&self.buf) {
