@@ -9,13 +9,16 @@
 //! | `POST /upstreams/{name}/servers/{index}/start` · `/stop` | manual start / stop of one server |
 //! | `POST /reload` | re-read the config file, as SIGHUP, and answer how it went ([`routes::reload`]) |
 //!
-//! POSTs need `Authorization: Bearer <token>` when a token is configured, and are refused when
-//! a browser sends them from another origin ([`auth`]). Every request is bounded in time, and
+//! Every request must name the admin API in `Host` (its address, a loopback name or an entry
+//! of `[admin] hosts`), against DNS rebinding ([`host`]). POSTs need
+//! `Authorization: Bearer <token>` when a token is configured, and are refused when a browser
+//! sends them from another origin ([`auth`]). Every request is bounded in time, and
 //! so is the whole server's shutdown.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod dashboard;
+pub mod host;
 pub mod routes;
 
 use std::future::Future;
@@ -28,6 +31,8 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use hyper::body::Incoming;
+use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -48,6 +53,8 @@ pub struct AdminState {
     pub control: ControlHandle,
     /// When set, every POST needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// `[admin] hosts`: `Host` names accepted besides the address and loopback names.
+    pub hosts: Vec<String>,
     /// `POST /reload`; without it the endpoint answers 503.
     pub reload: Option<routes::reload::ReloadHook>,
 }
@@ -91,6 +98,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(routes::metrics::handler))
         .merge(commands)
         .fallback(routes::not_found)
+        // Around every route and the fallback: a misdirected request learns nothing, not even
+        // a 404 or a 401.
+        .layer(middleware::from_fn_with_state(state.clone(), host::require))
         .layer(middleware::from_fn(bounded))
         .with_state(state)
 }
@@ -142,7 +152,15 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
+        let local = stream.local_addr().ok().map(host::LocalAddr);
+        let service = service.clone();
+        let service = service_fn(move |mut req: http::Request<Incoming>| {
+            if let Some(local) = local {
+                req.extensions_mut().insert(local);
+            }
+            service.call(req)
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

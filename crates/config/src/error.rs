@@ -45,10 +45,10 @@ impl ConfigErrors {
     pub fn whole_file(file: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigErrors {
             errors: vec![ConfigError {
-                file: file.into(),
+                file: escape_controls(&file.into()),
                 line: 0,
                 column: 0,
-                message: message.into(),
+                message: escape_controls(&message.into()),
             }],
         }
     }
@@ -120,10 +120,10 @@ impl Diagnostics {
                 .map(|(span, message)| {
                     let (line, column) = index.position(span.start);
                     ConfigError {
-                        file: file.to_owned(),
+                        file: escape_controls(file),
                         line,
                         column,
-                        message,
+                        message: escape_controls(&message),
                     }
                 })
                 .collect(),
@@ -131,9 +131,37 @@ impl Diagnostics {
     }
 }
 
+/// Control characters as Rust escapes (`\n`, `\u{1b}`): each error stays on one line, and a
+/// value quoted from the file can neither forge output lines nor send terminal escapes.
+fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut diagnostics = Diagnostics::default();
+        diagnostics.error(0..1, "invalid \"a\nrouse.toml:1:1: forged\u{1b}[2J\"");
+        let errors = diagnostics.into_errors("f", "abc");
+        assert_eq!(
+            errors.to_string(),
+            "f:1:1: invalid \"a\\nrouse.toml:1:1: forged\\u{1b}[2J\"\n"
+        );
+    }
 
     #[test]
     fn display_has_file_line_column() {

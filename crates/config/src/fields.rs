@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn captures_struct_fields_in_declaration_order() {
-        assert_eq!(field_names::<FileAdmin>(), ["listen", "token"]);
+        assert_eq!(field_names::<FileAdmin>(), ["listen", "token", "hosts"]);
         assert_eq!(field_names::<FileServer>()[0], "address");
     }
 

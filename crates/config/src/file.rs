@@ -13,6 +13,7 @@ use serde::de::{self, SeqAccess, Visitor};
 use toml::Spanned;
 
 use crate::duration::FileDuration;
+use crate::size::FileSize;
 
 /// One table of the file (`[proxy]`, one `[[upstream]]`, ...) read into `T`.
 #[derive(Debug, Clone, Default)]
@@ -81,8 +82,15 @@ pub struct FileProxy {
     pub client_body_timeout: Option<Spanned<FileDuration>>,
     pub send_timeout: Option<Spanned<FileDuration>>,
     pub pool_idle_timeout: Option<Spanned<FileDuration>>,
-    pub pool_max_idle_per_server: Option<usize>,
+    pub pool_max_idle_per_server: Option<Spanned<u64>>,
     pub shutdown_timeout: Option<Spanned<FileDuration>>,
+    pub listen_backlog: Option<Spanned<u64>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub client_header_timeout: Option<Spanned<FileDuration>>,
+    pub max_header_size: Option<Spanned<FileSize>>,
+    pub max_headers: Option<Spanned<u64>>,
+    pub upgrade_idle_timeout: Option<Spanned<FileDuration>>,
+    pub temp_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -90,6 +98,7 @@ pub struct FileProxy {
 pub struct FileAdmin {
     pub listen: Option<Spanned<String>>,
     pub token: Option<Spanned<String>>,
+    pub hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -140,13 +149,19 @@ pub struct FileUpstream {
     pub target_rps: Option<Spanned<f64>>,
     pub idle_timeout: Option<Spanned<FileDuration>>,
     pub start_timeout: Option<Spanned<FileDuration>>,
-    pub queue_limit: Option<usize>,
+    pub queue_limit: Option<Spanned<u64>>,
     pub ready: Option<Spanned<String>>,
     pub never_wake: Option<Vec<Spanned<String>>>,
     pub waiting_page: Option<bool>,
     pub slow_start: Option<Spanned<FileDuration>>,
     pub fail_timeout: Option<Spanned<FileDuration>>,
     pub fail_timeout_max: Option<Spanned<FileDuration>>,
+    pub max_request_body: Option<Spanned<FileSize>>,
+    pub request_buffering: Option<bool>,
+    pub request_buffer_size: Option<Spanned<FileSize>>,
+    pub response_buffering: Option<bool>,
+    pub response_buffer_size: Option<Spanned<FileSize>>,
+    pub max_response_buffer: Option<Spanned<FileSize>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

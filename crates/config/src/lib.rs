@@ -11,6 +11,7 @@ mod file;
 pub mod model;
 mod position;
 mod read;
+mod size;
 mod summary;
 mod validate;
 pub mod values;
@@ -20,6 +21,7 @@ use std::path::Path;
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use size::{format_size, parse_size};
 pub use summary::summary;
 
 use error::Diagnostics;

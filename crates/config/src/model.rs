@@ -46,12 +46,34 @@ pub struct ProxyConfig {
     pub pool_max_idle_per_server: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish (default 30s).
     pub shutdown_timeout: Duration,
+    /// Pending connections the kernel queues per listener (default 511, as nginx; Linux caps
+    /// it at net.core.somaxconn).
+    pub listen_backlog: u32,
+    /// Client connections open at once; beyond, new ones are accepted and closed at once
+    /// (default 10000).
+    pub max_connections: usize,
+    /// From accept, and from the end of the previous response, to a whole request head
+    /// (default 60s), as nginx's `client_header_timeout`.
+    pub client_header_timeout: Duration,
+    /// The whole request head, request line included (default 32 KiB); past it, 431.
+    pub max_header_size: usize,
+    /// Header fields in one request head (default 100); past it, 431.
+    pub max_headers: usize,
+    /// An upgraded (WebSocket) connection with no byte either way for this long is closed
+    /// (default: never).
+    pub upgrade_idle_timeout: Option<Duration>,
+    /// Where request and response bodies beyond their memory buffer are spooled (default: the
+    /// system's temp directory).
+    pub temp_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Option<String>,
+    /// Host names (lower case, no port) accepted in requests besides the listen address and
+    /// loopback names: anything else is refused, against DNS rebinding.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,7 +104,7 @@ pub enum SupervisordUrl {
     Unix { path: PathBuf },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct SupervisordConfig {
     pub name: String,
     pub url: SupervisordUrl,
@@ -153,6 +175,21 @@ pub struct UpstreamConfig {
     /// doubled on each further failure up to `fail_timeout_max` (defaults 2s and 60s).
     pub fail_timeout: Duration,
     pub fail_timeout_max: Duration,
+    /// Largest request body accepted (default 100 MiB; 0 = no limit); past it, 413.
+    pub max_request_body: u64,
+    /// Read the whole request body before choosing a server (default on).
+    pub request_buffering: bool,
+    /// Of a buffered request body, how much is kept in memory before spooling to a temp file
+    /// (default 1 MiB).
+    pub request_buffer_size: usize,
+    /// Read responses from the server as fast as it sends, whatever the client's pace
+    /// (default on).
+    pub response_buffering: bool,
+    /// Of a buffered response, how much is kept in memory before spooling (default 1 MiB).
+    pub response_buffer_size: usize,
+    /// Most of one response held (memory and temp file); at it, rouse reads from the server
+    /// only as fast as the client reads (default 1 GiB).
+    pub max_response_buffer: u64,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -185,4 +222,30 @@ pub struct ServerConfig {
     /// Signal name without "SIG", upper case, e.g. "TERM".
     pub stop_signal: String,
     pub stop_timeout: Duration,
+}
+
+/// Shown in place of a secret by `Debug`: a config printed into a log must not carry it.
+const HIDDEN: &str = "***";
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| HIDDEN))
+            .field("hosts", &self.hosts)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SupervisordConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisordConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| HIDDEN))
+            .field("poll_interval", &self.poll_interval)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }

@@ -284,6 +284,7 @@ fn friendlier(message: &str) -> String {
         .replace("invalid type: map", "invalid type: table")
         .replace("expected usize", "expected a non-negative integer")
         .replace("expected u32", "expected a non-negative integer")
+        .replace("expected u64", "expected a non-negative integer")
         .replace("expected f64", "expected a number")
 }
 
@@ -342,7 +343,7 @@ mod tests {
         assert_eq!(
             messages,
             [
-                "unknown key \"tokn\" in [admin] (did you mean \"token\"?); valid keys: listen, token"
+                "unknown key \"tokn\" in [admin] (did you mean \"token\"?); valid keys: listen, token, hosts"
             ]
         );
     }

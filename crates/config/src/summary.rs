@@ -6,6 +6,7 @@ use crate::duration::format_duration;
 use crate::model::{
     Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef, SupervisordUrl,
 };
+use crate::size::format_size;
 
 /// Width of the labels of the first block, "supervisors" and two spaces.
 const LABEL: usize = 13;
@@ -61,8 +62,17 @@ pub fn summary(config: &Config) -> String {
     } else {
         columns(&supervisors, "")
     };
+    let proxy = &config.proxy;
+    let limits = format!(
+        "{} connections, head {} / {} headers within {}",
+        proxy.max_connections,
+        format_size(proxy.max_header_size as u64),
+        proxy.max_headers,
+        format_duration(proxy.client_header_timeout),
+    );
     let rows = [
         ("listen", format!("{} ({threads})", listen.join(", "))),
+        ("limits", limits),
         ("admin", admin),
         ("log", log),
     ];
@@ -114,6 +124,7 @@ pub fn summary(config: &Config) -> String {
                 "start_timeout".to_owned(),
                 format_duration(upstream.start_timeout),
             ],
+            vec!["bodies".to_owned(), bodies(upstream)],
         ];
         out.push_str(&columns(&rows, "  "));
 
@@ -145,6 +156,32 @@ pub fn summary(config: &Config) -> String {
         out.push_str(&columns(&rows, "  "));
     }
     out
+}
+
+/// The request body limit and how bodies are buffered, in one line.
+fn bodies(upstream: &crate::model::UpstreamConfig) -> String {
+    let limit = match upstream.max_request_body {
+        0 => "requests unlimited".to_owned(),
+        n => format!("requests up to {}", format_size(n)),
+    };
+    let request = if upstream.request_buffering {
+        format!(
+            "buffered ({} in memory)",
+            format_size(upstream.request_buffer_size as u64)
+        )
+    } else {
+        "streamed".to_owned()
+    };
+    let response = if upstream.response_buffering {
+        format!(
+            "responses buffered ({} in memory, {} at most)",
+            format_size(upstream.response_buffer_size as u64),
+            format_size(upstream.max_response_buffer)
+        )
+    } else {
+        "responses streamed".to_owned()
+    };
+    format!("{limit} {request}; {response}")
 }
 
 /// A command as one might type it: argv elements are quoted when the shell would split them.

@@ -88,11 +88,13 @@ fn is_port_suffix(text: &str) -> bool {
 
 /// `http://host:port/path` (path default `/RPC2`) or `unix:///absolute/path`.
 pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
+    // Errors quote the url as written, minus any password in it.
+    let shown = redact_url(text);
     let expected = "expected \"http://HOST:PORT/RPC2\" or \"unix:///path/to/supervisor.sock\"";
     if let Some(path) = text.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(format!(
-                "invalid url \"{text}\": the socket path must be absolute, as in \
+                "invalid url {shown:?}: the socket path must be absolute, as in \
                  \"unix:///run/supervisor.sock\""
             ));
         }
@@ -102,15 +104,15 @@ pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
     }
     if text.starts_with("https://") {
         return Err(format!(
-            "invalid url \"{text}\": https is not supported (supervisord serves XML-RPC over \
+            "invalid url {shown:?}: https is not supported (supervisord serves XML-RPC over \
              plain http); {expected}"
         ));
     }
     let Some(rest) = text.strip_prefix("http://") else {
-        return Err(format!("invalid url \"{text}\": {expected}"));
+        return Err(format!("invalid url {shown:?}: {expected}"));
     };
     if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("invalid url \"{text}\": {expected}"));
+        return Err(format!("invalid url {shown:?}: {expected}"));
     }
     let (authority, path) = match rest.find('/') {
         Some(slash) => rest.split_at(slash),
@@ -118,7 +120,7 @@ pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
     };
     if authority.contains('@') {
         return Err(format!(
-            "invalid url \"{text}\": put credentials in username and password, not in the url"
+            "invalid url {shown:?}: put credentials in username and password, not in the url"
         ));
     }
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
@@ -126,7 +128,7 @@ pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
             Some((host, port)) => (host, port),
             None => {
                 return Err(format!(
-                    "invalid url \"{text}\": a port is required; {expected}"
+                    "invalid url {shown:?}: a port is required; {expected}"
                 ));
             }
         }
@@ -135,17 +137,17 @@ pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
             Some((host, port)) if !host.contains(':') => (host, port),
             _ => {
                 return Err(format!(
-                    "invalid url \"{text}\": a port is required; {expected}"
+                    "invalid url {shown:?}: a port is required; {expected}"
                 ));
             }
         }
     };
     if host.is_empty() {
-        return Err(format!("invalid url \"{text}\": no host; {expected}"));
+        return Err(format!("invalid url {shown:?}: no host; {expected}"));
     }
     let port = match port.parse::<u16>() {
         Ok(port) if port != 0 => port,
-        _ => return Err(format!("invalid url \"{text}\": bad port \"{port}\"")),
+        _ => return Err(format!("invalid url {shown:?}: bad port {port:?}")),
     };
     // "http://host:9001" and "http://host:9001/" are what supervisorctl's serverurl looks like;
     // both mean supervisord's own endpoint.
@@ -159,6 +161,24 @@ pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
         port,
         path,
     })
+}
+
+/// `scheme://user:password@host/...` with the password replaced by `***`, for every place a
+/// url is printed (errors, logs, answers): a config check must not leak a secret into a CI
+/// log or a terminal recording.
+pub fn redact_url(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => text.to_owned(),
+    }
 }
 
 /// "TERM", "SIGTERM", "term" → "TERM".
@@ -248,6 +268,22 @@ pub fn path_prefix(key: &str, text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_passwords() {
+        assert_eq!(
+            redact_url("http://user:pass@host:9001/RPC2"),
+            "http://user:***@host:9001/RPC2"
+        );
+        assert_eq!(
+            redact_url("http://user@host/x@y"),
+            "http://user:***@host/x@y"
+        );
+        assert_eq!(redact_url("http://a:b:c@h@i:1/"), "http://a:***@i:1/");
+        assert_eq!(redact_url("http://host:9001/RPC2"), "http://host:9001/RPC2");
+        assert_eq!(redact_url("unix:///run/s.sock"), "unix:///run/s.sock");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
 
     #[test]
     fn socket_addresses() {
@@ -350,7 +386,10 @@ mod tests {
             "http://h:1/a b",
         ] {
             let message = supervisord_url(bad).unwrap_err();
-            assert!(message.contains(&format!("\"{bad}\"")), "{message}");
+            assert!(
+                message.contains(&format!("\"{}\"", redact_url(bad))),
+                "{message}"
+            );
         }
     }
 

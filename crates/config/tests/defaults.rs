@@ -34,6 +34,13 @@ command = "python3 app.py"
     assert_eq!(proxy.pool_idle_timeout, S(50));
     assert_eq!(proxy.pool_max_idle_per_server, 128);
     assert_eq!(proxy.shutdown_timeout, S(30));
+    assert_eq!(proxy.listen_backlog, 511);
+    assert_eq!(proxy.max_connections, 10_000);
+    assert_eq!(proxy.client_header_timeout, S(60));
+    assert_eq!(proxy.max_header_size, 32 * 1024);
+    assert_eq!(proxy.max_headers, 100);
+    assert_eq!(proxy.upgrade_idle_timeout, None);
+    assert_eq!(proxy.temp_dir, std::env::temp_dir());
 
     assert_eq!(config.admin, None);
     assert_eq!(config.log.format, LogFormat::Text);
@@ -58,6 +65,12 @@ command = "python3 app.py"
     assert_eq!(upstream.queue_limit, 1000);
     assert_eq!(upstream.ready, Readiness::Tcp);
     assert!(upstream.never_wake.is_empty());
+    assert_eq!(upstream.max_request_body, 100 << 20);
+    assert!(upstream.request_buffering);
+    assert_eq!(upstream.request_buffer_size, 1 << 20);
+    assert!(upstream.response_buffering);
+    assert_eq!(upstream.response_buffer_size, 1 << 20);
+    assert_eq!(upstream.max_response_buffer, 1 << 30);
     assert!(!upstream.waiting_page);
     assert_eq!(upstream.slow_start, S(5));
     assert_eq!(upstream.fail_timeout, S(2));

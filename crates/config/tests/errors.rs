@@ -220,6 +220,131 @@ fn timeout_must_not_be_zero() {
     single(&config, 2, 19, &["connect_timeout", "more than 0s"]);
 }
 
+/// A value far past any sensible setting is a typo, and would overflow the deadlines built
+/// from it: every duration is bounded, wherever it is written.
+#[test]
+fn huge_durations_are_refused_where_written() {
+    let huge = "\"400000000000y\"";
+    for key in [
+        "connect_timeout",
+        "read_timeout",
+        "client_idle_timeout",
+        "client_body_timeout",
+        "send_timeout",
+        "pool_idle_timeout",
+        "shutdown_timeout",
+        "client_header_timeout",
+        "upgrade_idle_timeout",
+    ] {
+        let config = with_upstream(&format!("[proxy]\n{key} = {huge}\n"));
+        single(&config, 2, key.len() + 4, &[key, "too long", "at most"]);
+    }
+    for key in [
+        "idle_timeout",
+        "start_timeout",
+        "slow_start",
+        "fail_timeout",
+        "fail_timeout_max",
+    ] {
+        let config = format!(
+            "[[upstream]]\nname = \"a\"\n{key} = {huge}\n[[upstream.server]]\n\
+             address = \"127.0.0.1:9101\"\ncommand = \"x\"\n"
+        );
+        single(&config, 3, key.len() + 4, &[key, "too long"]);
+    }
+    for key in ["startsecs", "stop_timeout"] {
+        let config = format!(
+            "[[upstream]]\nname = \"a\"\n[[upstream.server]]\n\
+             address = \"127.0.0.1:9101\"\ncommand = \"x\"\n{key} = {huge}\n"
+        );
+        single(&config, 6, key.len() + 4, &[key, "too long"]);
+    }
+    let config =
+        format!("[supervisors.s]\nurl = \"unix:///s.sock\"\npoll_interval = {huge}\n{UPSTREAM}");
+    single(&config, 3, 17, &["poll_interval", "too long"]);
+}
+
+#[test]
+fn sizes_and_counts_are_bounded() {
+    let config = with_upstream("[proxy]\nmax_header_size = \"4GiB\"\n");
+    single(&config, 2, 19, &["max_header_size", "4GiB", "1KiB to 1MiB"]);
+    let config = with_upstream("[proxy]\nmax_header_size = \"32 parsecs\"\n");
+    single(
+        &config,
+        2,
+        19,
+        &["max_header_size", "\"32 parsecs\"", "unknown unit"],
+    );
+    let config = with_upstream("[proxy]\nlisten_backlog = 0\n");
+    single(&config, 2, 18, &["listen_backlog", "1 to 65535"]);
+    let config = with_upstream("[proxy]\nmax_connections = -5\n");
+    single(&config, 2, 19, &["max_connections", "non-negative"]);
+    let config = with_upstream("[proxy]\nmax_headers = 99999999\n");
+    single(&config, 2, 15, &["max_headers", "1 to 10000"]);
+    let config = "[[upstream]]\nname = \"a\"\nmax_request_body = \"2TiB\"\n\
+                  [[upstream.server]]\naddress = \"127.0.0.1:9101\"\ncommand = \"x\"\n";
+    single(config, 3, 20, &["max_request_body", "2TiB", "0B to 1TiB"]);
+}
+
+#[test]
+fn sizes_read_as_bytes_or_with_units() {
+    let config = common::ok(
+        "[proxy]\nmax_header_size = 8192\n[[upstream]]\nname = \"a\"\n\
+         max_request_body = \"10m\"\nrequest_buffer_size = \"64KiB\"\n\
+         [[upstream.server]]\naddress = \"127.0.0.1:9101\"\ncommand = \"x\"\n",
+    );
+    assert_eq!(config.proxy.max_header_size, 8192);
+    assert_eq!(config.upstreams[0].max_request_body, 10 << 20);
+    assert_eq!(config.upstreams[0].request_buffer_size, 64 << 10);
+}
+
+#[test]
+fn admin_hosts_are_host_names() {
+    let config = with_upstream("[admin]\nhosts = [\"Rouse.Internal:9900\", \"a b\"]\n");
+    single(&config, 2, 33, &["hosts", "whitespace"]);
+    let config = common::ok(&with_upstream(
+        "[admin]\nhosts = [\"Rouse.Internal:9900\"]\n",
+    ));
+    assert_eq!(config.admin.unwrap().hosts, ["rouse.internal"]);
+}
+
+/// A password written into a url is refused, and the error shows the url without it; so does
+/// the `Debug` of a config, which may end up in a log.
+#[test]
+fn credentials_are_never_printed() {
+    let config =
+        format!("[supervisors.s]\nurl = \"http://admin:hunter2@127.0.0.1:9001/RPC2\"\n{UPSTREAM}");
+    let error = single(
+        &config,
+        2,
+        7,
+        &["admin:***@127.0.0.1:9001", "username and password"],
+    );
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+
+    let config = common::ok(&format!(
+        "[admin]\ntoken = \"t0ken\"\n[supervisors.s]\nurl = \"unix:///s.sock\"\n\
+         username = \"u\"\npassword = \"hunter2\"\n{UPSTREAM}"
+    ));
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("t0ken"),
+        "{shown}"
+    );
+}
+
+/// A string holding a newline or an escape sequence is shown escaped: one error, one line,
+/// and no forged output.
+#[test]
+fn strings_in_errors_are_escaped() {
+    let config = with_upstream("[proxy]\nconnect_timeout = \"5s\\nrouse.toml:1:1: all good\"\n");
+    let errors = errors(&config);
+    let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(!shown[0].contains('\n'), "{shown:?}");
+    assert!(shown[0].contains("5s\\nrouse.toml"), "{shown:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // [admin], [log]
 

@@ -47,6 +47,7 @@ address = "127.0.0.1:9201"
 command = ["python3", "-m", "http.server", "9201"]
 "#);
     let expected = r#"listen       127.0.0.1:8080, 127.0.0.1:8081 (4 worker threads)
+limits       10000 connections, head 32KiB / 100 headers within 1m
 admin        127.0.0.1:9900 (token required)
 log          text, access log on
 supervisors  local   unix:///run/supervisor.sock  no auth  poll 500ms  timeout 10s
@@ -61,6 +62,7 @@ upstream "api"
   ready          tcp
   idle_timeout   1m
   start_timeout  30s
+  bodies         requests up to 100MiB buffered (1MiB in memory); responses buffered (1MiB in memory, 1GiB at most)
   index  address        weight  program
   0      10.0.0.2:9101  1       api0
   1      10.0.0.2:9102  3       apis:api-big
@@ -74,6 +76,7 @@ upstream "web"
   ready          tcp
   idle_timeout   5m
   start_timeout  1m30s
+  bodies         requests up to 100MiB buffered (1MiB in memory); responses buffered (1MiB in memory, 1GiB at most)
   index  address         weight  program  command
   0      127.0.0.1:9201  1       web0     python3 -m http.server 9201
 "#;

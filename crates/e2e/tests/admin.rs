@@ -966,6 +966,114 @@ async fn reload_applies_the_file_or_answers_its_errors() {
     assert!(refuses(a0).await && refuses(a1).await);
 }
 
+// === Host: DNS rebinding ===
+
+/// The issue's probe: a page on `evil.example` whose name was re-resolved to 127.0.0.1 sends
+/// `POST /reload` with `Host: evil.example` and a matching `Origin`. Refused (421) with or
+/// without the token, and reads too; the admin address, loopback names and an `[admin] hosts`
+/// entry are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_host_is_refused_even_with_the_token() {
+    log_if_asked();
+    let backend = rouse_e2e::spawn_in_process("a").await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("rouse.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:0\"]\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"t0k\"\nhosts = [\"rouse.internal\"]\n{}",
+            static_upstream("web", &[], "", &[backend.addr()])
+        ),
+    )
+    .unwrap();
+    let rouse = Rouse::start(rouse_config::load(&path).expect("valid"))
+        .await
+        .expect("rouse starts");
+    let port = rouse.admin_addr().expect("an admin listener").port();
+    // As a browser sends it from a page of `host`.
+    let from_page = |method: reqwest::Method, path: &str, host: &str| {
+        client()
+            .request(method, admin(&rouse, path))
+            .header("host", host)
+            .header("origin", format!("http://{host}"))
+    };
+
+    for evil in ["evil.example", &format!("evil.example:{port}")] {
+        for token in [None, Some("t0k")] {
+            let mut req = from_page(reqwest::Method::POST, "/reload", evil);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = send(req).await;
+            assert_eq!(r.status, 421, "{evil}, token {token:?}: {r:?}");
+            assert_eq!(r.json()["error"], "misdirected", "{r:?}");
+        }
+        for path in ["/status", "/metrics", "/", "/nowhere"] {
+            let r = send(from_page(reqwest::Method::GET, path, evil)).await;
+            assert_eq!(r.status, 421, "GET {path} with Host {evil}: {r:?}");
+            assert!(!r.body.contains("web"), "{r:?}");
+        }
+    }
+
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("rouse.internal:{port}"),
+        "Rouse.Internal".to_owned(),
+    ] {
+        let r = send(from_page(reqwest::Method::GET, "/status", &host)).await;
+        assert_eq!(r.status, 200, "GET /status with Host {host}: {r:?}");
+        assert_eq!(upstream(&r.json(), "web")["servers"][0]["state"], "ready");
+        // Past the Host check, the token is still needed.
+        let r = send(from_page(reqwest::Method::POST, "/reload", &host)).await;
+        assert_eq!(
+            r.status, 401,
+            "POST /reload with Host {host}, no token: {r:?}"
+        );
+        let r = send(from_page(reqwest::Method::POST, "/reload", &host).bearer_auth("t0k")).await;
+        assert_eq!(r.status, 202, "POST /reload with Host {host}: {r:?}");
+    }
+    rouse.shutdown().await;
+}
+
+/// Below reqwest, which always sends `Host`: an HTTP/1.0 request without one is served (no
+/// browser sends such a request), an HTTP/1.1 one is a 400 as RFC 9112 §3.2 says, and so is a
+/// request with two `Host` headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_host_is_served_only_in_http_1_0() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = rouse_e2e::spawn_in_process("a").await;
+    let rouse = start_rouse(&format!(
+        "{ADMIN}{}",
+        static_upstream("s", &[], "", &[backend.addr()])
+    ))
+    .await;
+    let addr = rouse.admin_addr().expect("an admin listener");
+    let raw = |head: &'static str| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("the admin API answers and closes in time")
+            .expect("read");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = raw("GET /status HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let answer = raw("GET /status HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let answer = raw(
+        "GET /status HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let answer = raw("GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    rouse.shutdown().await;
+}
+
 /// A rouse whose config did not come from a file has nothing to re-read: 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_without_a_file_is_409() {

@@ -104,6 +104,10 @@ impl Rouse {
         let table = Arc::new(ArcSwap::new(table));
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let token = config.admin.as_ref().and_then(|a| a.token.clone());
+        let hosts = config
+            .admin
+            .as_ref()
+            .map_or_else(Vec::new, |a| a.hosts.clone());
         let reloader = Arc::new(Reloader::new(
             proxy,
             control.handle(),
@@ -115,6 +119,7 @@ impl Rouse {
                 table: Arc::clone(&table),
                 control: control.handle(),
                 token,
+                hosts,
                 reload: Some(reloader.hook()),
             };
             let stop = admin_stop.clone();

@@ -120,7 +120,12 @@ fn admin_section(file: &Path) -> Option<Option<rouse_config::AdminConfig>> {
         Some(t) => Some(t.as_str()?.to_owned()),
         None => None,
     };
-    Some(Some(rouse_config::AdminConfig { listen, token }))
+    Some(Some(rouse_config::AdminConfig {
+        listen,
+        token,
+        // The client connects to the listen address itself, which is always accepted.
+        hosts: Vec::new(),
+    }))
 }
 
 /// Where to connect to reach a listener bound to `listen`: an unspecified address (0.0.0.0,

@@ -367,7 +367,7 @@ fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     rt.block_on(async move {
         let options = Options {
-            embedded_state_file: Some(state_file(&path)),
+            embedded_state_file: state_file(&path),
             child_log_dir: config.log.child_log_dir.clone(),
         };
         let rouse = Rouse::start_with(config, options).await?;
@@ -390,8 +390,10 @@ fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
 }
 
 /// Where the embedded supervisor keeps its process groups: one file per config file, so two
-/// rouse instances with different configs never clean up each other's children.
-fn state_file(config: &std::path::Path) -> PathBuf {
+/// rouse instances with different configs never clean up each other's children, in a
+/// directory only rouse's user can write (`$XDG_RUNTIME_DIR/rouse`, `/run/rouse` for root,
+/// else `$TMPDIR/rouse-UID`; see rouse_supervisor::default_state_dir).
+fn state_file(config: &std::path::Path) -> Option<PathBuf> {
     let canonical = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
     // FNV-1a: stable across Rust releases, unlike std's hasher, so a newer rouse still finds
     // the file an older one left.
@@ -402,7 +404,11 @@ fn state_file(config: &std::path::Path) -> PathBuf {
         .fold(0xcbf29ce484222325u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
         });
-    std::env::temp_dir()
-        .join("rouse")
-        .join(format!("embedded-{hash:016x}.pgids"))
+    let dir = rouse_supervisor::embedded::default_state_dir();
+    if dir.is_none() {
+        tracing::warn!(
+            "no directory for the embedded supervisor's state file: children left by a rouse that gets killed will not be cleaned up by the next one"
+        );
+    }
+    Some(dir?.join(format!("embedded-{hash:016x}.pgids")))
 }

@@ -460,3 +460,68 @@ fn reload_prints_what_changed() {
     signal(&child, "TERM");
     assert_eq!(wait_exit(&mut child).code(), Some(0));
 }
+
+/// A password written into a supervisord url and a value holding a newline: `rouse check`, a
+/// refused reload (the 422 of `POST /reload`, printed by `rouse reload`) and rouse's own log all
+/// show one positioned line per error, with the password masked.
+#[test]
+fn errors_mask_passwords_and_escape_newlines_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let [listen, admin, server] = [(); 3].map(|_| free_addr());
+    let good = format!(
+        "[admin]\nlisten = \"{admin}\"\n{}",
+        static_config(listen, server)
+    );
+    let bad = format!(
+        "{good}[supervisors.s]\nurl = \"http://ops:hunter2@127.0.0.1:9001/RPC2\"\n\
+         [[upstream]]\nname = \"b\"\nhosts = [\"b.example\"]\nsupervisor = \"none\"\n\
+         idle_timeout = \"5s\\nforged: line\"\n[[upstream.server]]\naddress = \"{server}\"\n"
+    );
+    let f = write(dir.path(), "r.toml", &good);
+    let log = dir.path().join("rouse.log");
+    let mut child = Command::new(ROUSE)
+        .args(["run", "-c", &f])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_listening(admin, &mut child);
+    write(dir.path(), "r.toml", &bad);
+
+    let check = rouse(&["check", "-c", &f]);
+    let reload = rouse(&["reload", "-c", &f]);
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    assert_ne!(reload.status.code(), Some(0), "{reload:?}");
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for (what, text) in [
+        ("check", String::from_utf8_lossy(&check.stderr).into_owned()),
+        (
+            "reload",
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&reload.stdout),
+                String::from_utf8_lossy(&reload.stderr)
+            ),
+        ),
+        ("log", logged),
+    ] {
+        assert!(
+            !text.contains("hunter2"),
+            "{what} shows the password:\n{text}"
+        );
+        assert!(text.contains("ops:***@127.0.0.1:9001"), "{what}:\n{text}");
+        assert!(
+            !text.contains("\nforged: line"),
+            "{what} forged a line:\n{text}"
+        );
+        assert!(text.contains(r"5s\nforged: line"), "{what}:\n{text}");
+    }
+    for line in String::from_utf8_lossy(&check.stderr).lines() {
+        assert!(
+            line.starts_with(&format!("{f}:")),
+            "FILE:LINE:COL form: {line}"
+        );
+    }
+}

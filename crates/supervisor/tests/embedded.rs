@@ -498,6 +498,46 @@ async fn stale_groups_of_a_crashed_rouse_are_killed() {
     drop(second);
 }
 
+/// A state file in a directory others can write may have been planted: it is neither read
+/// (the group it lists is left alone, though its start time matches) nor written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_others_could_have_written_is_ignored() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let state_file = open.join("embedded.state");
+
+    let mut victim = std::process::Command::new("sleep");
+    victim.arg("30").process_group(0);
+    let mut victim = victim.spawn().unwrap();
+    let pid = victim.id();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let planted = format!(
+        "boot {}\n{pid} {} x sleep 30\n",
+        boot.trim(),
+        stat_field(pid, 19)
+    );
+    std::fs::write(&state_file, &planted).unwrap();
+
+    let options = EmbeddedOptions {
+        state_file: Some(state_file.clone()),
+        ..fast()
+    };
+    let sup = tokio::task::spawn_blocking(move || {
+        Embedded::new(vec![spec("app", argv(&["sleep", "30"]))], options)
+    })
+    .await
+    .unwrap();
+    sup.start("app").await.unwrap();
+    assert!(alive(pid), "a group listed in a planted file was killed");
+    assert_eq!(std::fs::read_to_string(&state_file).unwrap(), planted);
+    let _ = victim.kill();
+    let _ = victim.wait();
+    sup.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_file_follows_the_children() {
     let dir = tempfile::tempdir().unwrap();

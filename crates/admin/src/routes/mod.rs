@@ -17,7 +17,7 @@ pub struct Answer {
     pub accepted: bool,
     /// Why it was refused, as a stable word: `unknown-upstream`, `unknown-server`, `static`,
     /// `nothing-to-do`, `not-running`, `unauthorized`, `forbidden`, `not-found`, `timeout`,
-    /// `no-file`, `invalid-config`.
+    /// `no-file`, `invalid-config`, `misdirected` (a foreign `Host`), `bad-request`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What was done, or why not, for people.

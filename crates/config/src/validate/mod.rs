@@ -5,16 +5,16 @@
 //! reported. Placeholders are never seen outside this crate.
 
 mod cross;
+mod limits;
 mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use toml::Spanned;
 
-use crate::duration::FileDuration;
 use crate::error::Diagnostics;
 use crate::file::{
     FileAdmin, FileConfig, FileLog, FileLogFormat, FileProxy, FileSupervisorEntry, Section,
@@ -26,6 +26,8 @@ use crate::position::LineIndex;
 use crate::values;
 
 pub(crate) use upstream::CheckedUpstream;
+
+use limits::{DAY, HOUR, KIB, MIB};
 
 /// Stands in for an address that could not be read, so checks can go on.
 const NO_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
@@ -148,17 +150,78 @@ fn proxy(
         value
     });
 
+    let upgrade_idle_timeout = duration(
+        "upgrade_idle_timeout",
+        &file.upgrade_idle_timeout,
+        0,
+        30 * DAY,
+        cx,
+    );
+    let temp_dir = match &file.temp_dir {
+        Some(dir) if !dir.get_ref().starts_with('/') => {
+            cx.error(
+                dir.span(),
+                format!("temp_dir: {:?} must be an absolute path", dir.get_ref()),
+            );
+            std::env::temp_dir()
+        }
+        Some(dir) => PathBuf::from(dir.get_ref()),
+        None => std::env::temp_dir(),
+    };
     let config = ProxyConfig {
         listen: listen.iter().map(|a| *a.get_ref()).collect(),
         threads,
-        connect_timeout: positive("connect_timeout", &file.connect_timeout, 5, cx),
-        read_timeout: positive("read_timeout", &file.read_timeout, 60, cx),
-        client_idle_timeout: positive("client_idle_timeout", &file.client_idle_timeout, 75, cx),
-        client_body_timeout: positive("client_body_timeout", &file.client_body_timeout, 60, cx),
-        send_timeout: positive("send_timeout", &file.send_timeout, 60, cx),
-        pool_idle_timeout: positive("pool_idle_timeout", &file.pool_idle_timeout, 50, cx),
-        pool_max_idle_per_server: file.pool_max_idle_per_server.unwrap_or(128),
-        shutdown_timeout: duration(&file.shutdown_timeout, 30),
+        connect_timeout: positive("connect_timeout", &file.connect_timeout, 5, HOUR, cx),
+        read_timeout: positive("read_timeout", &file.read_timeout, 60, DAY, cx),
+        client_idle_timeout: positive(
+            "client_idle_timeout",
+            &file.client_idle_timeout,
+            75,
+            DAY,
+            cx,
+        ),
+        client_body_timeout: positive(
+            "client_body_timeout",
+            &file.client_body_timeout,
+            60,
+            DAY,
+            cx,
+        ),
+        send_timeout: positive("send_timeout", &file.send_timeout, 60, DAY, cx),
+        pool_idle_timeout: positive("pool_idle_timeout", &file.pool_idle_timeout, 50, DAY, cx),
+        pool_max_idle_per_server: count(
+            "pool_max_idle_per_server",
+            &file.pool_max_idle_per_server,
+            128,
+            (0, 100_000),
+            cx,
+        ) as usize,
+        shutdown_timeout: duration("shutdown_timeout", &file.shutdown_timeout, 30, DAY, cx),
+        listen_backlog: count("listen_backlog", &file.listen_backlog, 511, (1, 65_535), cx) as u32,
+        max_connections: count(
+            "max_connections",
+            &file.max_connections,
+            10_000,
+            (1, 10_000_000),
+            cx,
+        ) as usize,
+        client_header_timeout: positive(
+            "client_header_timeout",
+            &file.client_header_timeout,
+            60,
+            HOUR,
+            cx,
+        ),
+        max_header_size: bounded_size(
+            "max_header_size",
+            &file.max_header_size,
+            32 * KIB,
+            (KIB, MIB),
+            cx,
+        ) as usize,
+        max_headers: count("max_headers", &file.max_headers, 100, (1, 10_000), cx) as usize,
+        upgrade_idle_timeout: (!upgrade_idle_timeout.is_zero()).then_some(upgrade_idle_timeout),
+        temp_dir,
     };
     (config, listen)
 }
@@ -194,7 +257,24 @@ fn admin(section: &Section<FileAdmin>, cx: &mut Context<'_>) -> (AdminConfig, Ra
         }
         value.clone()
     });
-    (AdminConfig { listen, token }, span)
+    let mut hosts: Vec<String> = Vec::new();
+    for host in file.hosts.iter().flatten() {
+        match values::host(host.get_ref()) {
+            Ok(name) if hosts.contains(&name) => {
+                cx.error(host.span(), format!("hosts: {name:?} is listed twice"));
+            }
+            Ok(name) => hosts.push(name),
+            Err(message) => cx.error(host.span(), format!("hosts: {message}")),
+        }
+    }
+    (
+        AdminConfig {
+            listen,
+            token,
+            hosts,
+        },
+        span,
+    )
 }
 
 fn log(section: Option<&Section<FileLog>>) -> LogConfig {
@@ -276,8 +356,8 @@ fn supervisors(
                 url,
                 username: file.username.as_ref().map(|u| u.get_ref().clone()),
                 password: file.password.as_ref().map(|p| p.get_ref().clone()),
-                poll_interval: positive("poll_interval", &file.poll_interval, 1, cx),
-                timeout: positive("timeout", &file.timeout, 10, cx),
+                poll_interval: positive("poll_interval", &file.poll_interval, 1, HOUR, cx),
+                timeout: positive("timeout", &file.timeout, 10, HOUR, cx),
             },
         );
     }
@@ -290,23 +370,4 @@ fn placeholder_url() -> SupervisordUrl {
     }
 }
 
-/// A duration with its default (in seconds).
-pub(crate) fn duration(value: &Option<Spanned<FileDuration>>, default_secs: u64) -> Duration {
-    value
-        .as_ref()
-        .map_or(Duration::from_secs(default_secs), |d| d.get_ref().0)
-}
-
-/// A duration that must not be zero: a zero timeout or interval is never what was meant.
-pub(crate) fn positive(
-    key: &str,
-    value: &Option<Spanned<FileDuration>>,
-    default_secs: u64,
-    cx: &mut Context<'_>,
-) -> Duration {
-    let duration = duration(value, default_secs);
-    if let Some(value) = value.as_ref().filter(|_| duration.is_zero()) {
-        cx.error(value.span(), format!("{key}: must be more than 0s"));
-    }
-    duration
-}
+pub(crate) use limits::{bounded_size, count, duration, positive};

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{Context, NO_ADDRESS, duration, positive};
+use super::limits::{DAY, GIB, HOUR, KIB, MIB, TIB};
+use super::{Context, NO_ADDRESS, bounded_size, count, duration, positive};
 use crate::file::{FileBalance, FileCommand, FileServer, FileUpstream, FileUpstreamEntry, Section};
 use crate::model::{Balance, CommandLine, Readiness, ServerConfig, SupervisorRef, UpstreamConfig};
 use crate::values;
@@ -188,8 +188,8 @@ pub(crate) fn upstream(
         value
     });
 
-    let fail_timeout = positive("fail_timeout", &file.fail_timeout, 2, cx);
-    let fail_timeout_max = positive("fail_timeout_max", &file.fail_timeout_max, 60, cx);
+    let fail_timeout = positive("fail_timeout", &file.fail_timeout, 2, DAY, cx);
+    let fail_timeout_max = positive("fail_timeout_max", &file.fail_timeout_max, 60, DAY, cx);
     if fail_timeout_max < fail_timeout
         && !section.is_rejected("fail_timeout")
         && !section.is_rejected("fail_timeout_max")
@@ -222,15 +222,45 @@ pub(crate) fn upstream(
         max_servers,
         target_in_flight,
         target_rps,
-        idle_timeout: positive("idle_timeout", &file.idle_timeout, 60, cx),
-        start_timeout: positive("start_timeout", &file.start_timeout, 30, cx),
-        queue_limit: file.queue_limit.unwrap_or(1000),
+        idle_timeout: positive("idle_timeout", &file.idle_timeout, 60, 30 * DAY, cx),
+        start_timeout: positive("start_timeout", &file.start_timeout, 30, HOUR, cx),
+        queue_limit: count("queue_limit", &file.queue_limit, 1000, (0, 1_000_000), cx) as usize,
         ready,
         never_wake,
         waiting_page: file.waiting_page.unwrap_or(false),
-        slow_start: duration(&file.slow_start, 5),
+        slow_start: duration("slow_start", &file.slow_start, 5, HOUR, cx),
         fail_timeout,
         fail_timeout_max,
+        max_request_body: bounded_size(
+            "max_request_body",
+            &file.max_request_body,
+            100 * MIB,
+            (0, TIB),
+            cx,
+        ),
+        request_buffering: file.request_buffering.unwrap_or(true),
+        request_buffer_size: bounded_size(
+            "request_buffer_size",
+            &file.request_buffer_size,
+            MIB,
+            (KIB, GIB),
+            cx,
+        ) as usize,
+        response_buffering: file.response_buffering.unwrap_or(true),
+        response_buffer_size: bounded_size(
+            "response_buffer_size",
+            &file.response_buffer_size,
+            MIB,
+            (KIB, GIB),
+            cx,
+        ) as usize,
+        max_response_buffer: bounded_size(
+            "max_response_buffer",
+            &file.max_response_buffer,
+            GIB,
+            (KIB, TIB),
+            cx,
+        ),
         servers,
     };
     CheckedUpstream {
@@ -534,12 +564,9 @@ fn server(
         command,
         env,
         cwd,
-        startsecs: duration(&file.startsecs, 1),
+        startsecs: duration("startsecs", &file.startsecs, 1, HOUR, cx),
         stop_signal,
-        stop_timeout: file
-            .stop_timeout
-            .as_ref()
-            .map_or(Duration::from_secs(10), |d| d.get_ref().0),
+        stop_timeout: duration("stop_timeout", &file.stop_timeout, 10, DAY, cx),
     };
     (
         config,

@@ -8,7 +8,9 @@
 //! Children never outlive a rouse that exits normally: [`Embedded::shutdown`] stops them
 //! gracefully, and dropping the driver (or a run's task being aborted) SIGKILLs their groups.
 //! A rouse that is SIGKILLed itself cannot do either; with a `state_file`, the next
-//! [`Embedded::new`] kills the groups it left behind.
+//! [`Embedded::new`] kills the groups it left behind (only those whose leader is still the
+//! process it started: [`stale`]). The file's directory must be writable by rouse's user
+//! alone ([`state_file`]).
 
 mod output;
 mod procfs;
@@ -16,6 +18,7 @@ mod run;
 mod spawn;
 mod spec;
 mod stale;
+mod state_file;
 mod stop;
 mod table;
 
@@ -30,6 +33,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 pub use spec::{EmbeddedOptions, ProgramSpec};
+pub use state_file::{StateDirError, default_state_dir};
 
 use crate::driver::{BoxFuture, ProcessInfo, ProcessState, Supervisor, SupervisorError};
 use stale::Groups;
@@ -55,8 +59,10 @@ impl Embedded {
     ///
     /// With a `state_file` left by a rouse that crashed, kills the process groups recorded
     /// there that are still alive first: SIGTERM, then SIGKILL after 2 s. That can block the
-    /// calling thread for those 2 s.
-    pub fn new(programs: Vec<ProgramSpec>, options: EmbeddedOptions) -> Arc<Embedded> {
+    /// calling thread for those 2 s. A `state_file` whose directory others could write is
+    /// neither read nor written (a WARN says why): rouse then runs without one.
+    pub fn new(programs: Vec<ProgramSpec>, mut options: EmbeddedOptions) -> Arc<Embedded> {
+        options.state_file = options.state_file.take().filter(|path| usable(path));
         if let Some(path) = &options.state_file {
             stale::kill_stale(path);
         }
@@ -254,6 +260,21 @@ impl Embedded {
                 format!("cannot stop {program:?}: {}", slot.description),
             )),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `path`'s directory can hold the state file (created if need be).
+fn usable(path: &std::path::Path) -> bool {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match state_file::prepare_dir(dir) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "{e}: running without a state file, so children left by a rouse that gets killed will not be cleaned up by the next one");
+            false
         }
     }
 }

@@ -34,17 +34,6 @@ pub(super) fn stat(pid: i32) -> Option<Stat> {
     })
 }
 
-/// The arguments, space-separated.
-pub(super) fn cmdline(pid: i32) -> Option<String> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    Some(args.join(" "))
-}
-
 /// Whether any process of group `pgid` can still run. Zombies do not count: a grandchild
 /// orphaned to an init that reaps slowly would otherwise hold every stop until its timeout.
 pub(super) fn group_alive(pgid: i32) -> bool {

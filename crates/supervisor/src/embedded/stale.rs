@@ -1,22 +1,24 @@
 //! The state file: the process groups of running children, so that a rouse that was
-//! SIGKILLed (and so could not stop its children) has them killed by the next one.
+//! SIGKILLed (and so could not stop its children) has them killed by the next one. Where it
+//! lives and how it is read and written: [`super::state_file`].
 //!
 //! Format, one group a line after a `boot <boot_id>` line:
-//! `<pgid> <starttime|-> <program> <cmdline...>`. The leader's start time (from
-//! /proc/PID/stat) is what guards against a recycled pid: unlike the cmdline it does not
-//! change when `sh -c` execs the real server. The cmdline is compared only when no start
-//! time could be read.
+//! `<pgid> <starttime|-> <program> <cmdline...>`. A group is killed only when its leader is
+//! still the process rouse started: same boot, same start time (field 22 of /proc/PID/stat,
+//! clock ticks since boot, which a recycled pid cannot share), or, with the leader gone, some
+//! members left (a pgid is not reused while its group has members). The cmdline is not
+//! compared: `sh -c` execs the real server, and it proves nothing a start time does not.
+//! Without a boot id or a start time (no /proc when it was written) nothing can be proven,
+//! and nothing is killed.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, getpgrp};
 
-use super::procfs;
+use super::{procfs, state_file};
 
 const HEADER: &str = "# rouse embedded supervisor: process groups of running children\n\
 # pgid starttime program cmdline\n";
@@ -97,21 +99,10 @@ impl Groups {
                 escape(&r.cmdline, false)
             ));
         }
-        if let Err(e) = write_atomically(path, &text) {
+        if let Err(e) = state_file::write_atomically(path, &text) {
             tracing::warn!(path = %path.display(), %e, "cannot write the embedded supervisor's state file");
         }
     }
-}
-
-/// Readers (the next rouse) see the old or the new file, never half of one.
-fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)
 }
 
 /// A line break would end the record, and in a field (`spaces`) so would a space; the
@@ -177,35 +168,43 @@ fn parse(text: &str) -> (Option<String>, Vec<Entry>) {
 }
 
 /// Whether group `e.pgid` is still the one recorded, and not a stranger that got its number.
+/// The boot was checked by the caller.
 fn still_ours(e: &Entry) -> bool {
     if e.pgid <= 1 || e.pgid == getpgrp().as_raw() || !procfs::group_alive(e.pgid) {
         return false;
     }
+    let Some(recorded) = e.starttime else {
+        tracing::warn!(pgid = e.pgid, program = %e.program, "a process group of the state file has no start time: it cannot be told from a stranger, and is left alone");
+        return false;
+    };
     match procfs::stat(e.pgid) {
         // Leader gone but members left: a pgid stays reserved while its group has members,
         // so they can only be the recorded group's.
         None => true,
-        Some(leader) if leader.pgrp != e.pgid => false,
-        Some(leader) => match (e.starttime, leader.starttime) {
-            (Some(recorded), now) => recorded == now,
-            (None, _) => procfs::cmdline(e.pgid).is_some_and(|c| escape(&c, false) == e.cmdline),
-        },
+        Some(leader) => leader.pgrp == e.pgid && leader.starttime == recorded,
     }
 }
 
 /// Kills the groups a previous rouse recorded in `path` and that are still alive:
 /// SIGTERM, up to 2 s, then SIGKILL. Blocks the calling thread meanwhile.
 pub(super) fn kill_stale(path: &Path) {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+    let text = match state_file::read(path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return,
         Err(e) => {
             tracing::warn!(path = %path.display(), %e, "cannot read the embedded supervisor's state file; children of a crashed rouse may be left running");
             return;
         }
     };
     let (boot, entries) = parse(&text);
-    if boot.is_some() && boot != procfs::boot_id() {
+    let now = procfs::boot_id();
+    if boot.is_none() || now.is_none() {
+        if !entries.is_empty() {
+            tracing::warn!(path = %path.display(), "no boot id to tell whether the state file is from this boot: its process groups are left alone");
+        }
+        return;
+    }
+    if boot != now {
         tracing::info!(path = %path.display(), "state file is from before a reboot: nothing left to kill");
         return;
     }
@@ -243,6 +242,86 @@ mod tests {
         assert_eq!(entries[0].program, "app\\s0");
         assert_eq!(entries[0].cmdline, "/bin/sh -c sleep 300");
         assert_eq!((entries[1].pgid, entries[1].starttime), (77, None));
+    }
+
+    /// A `sleep` leading its own group, as rouse starts its children.
+    fn leader() -> (std::process::Child, i32, u64) {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = i32::try_from(child.id()).unwrap();
+        let starttime = procfs::stat(pgid).unwrap().starttime;
+        (child, pgid, starttime)
+    }
+
+    fn reap(mut child: std::process::Child) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let _ = child.kill();
+        child.wait().unwrap().signal()
+    }
+
+    fn state(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("state");
+        std::fs::write(&path, format!("{HEADER}{text}")).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_group_is_killed_only_if_its_leader_has_the_recorded_start_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = procfs::boot_id().expect("a boot id in /proc");
+        let (mut child, pgid, starttime) = leader();
+
+        // A recycled pid: same number, another process (another start time).
+        for other in [starttime + 1, starttime.saturating_sub(1)] {
+            kill_stale(&state(
+                dir.path(),
+                &format!("boot {boot}\n{pgid} {other} app sleep 30\n"),
+            ));
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "killed with start time {other}"
+            );
+        }
+        // Nothing proves it is ours without a start time, or a boot id, or with another boot.
+        for text in [
+            format!("boot {boot}\n{pgid} - app sleep 30\n"),
+            format!("{pgid} {starttime} app sleep 30\n"),
+            format!("boot not-{boot}\n{pgid} {starttime} app sleep 30\n"),
+        ] {
+            kill_stale(&state(dir.path(), &text));
+            assert!(child.try_wait().unwrap().is_none(), "killed by {text:?}");
+        }
+
+        // The very process rouse started: killed by the SIGTERM (not the SIGKILL after the
+        // grace).
+        kill_stale(&state(
+            dir.path(),
+            &format!("boot {boot}\n{pgid} {starttime} app sleep 30\n"),
+        ));
+        assert_eq!(reap(child), Some(15));
+    }
+
+    #[test]
+    fn a_state_file_behind_a_symlink_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = procfs::boot_id().expect("a boot id in /proc");
+        let (mut child, pgid, starttime) = leader();
+        let real = state(
+            dir.path(),
+            &format!("boot {boot}\n{pgid} {starttime} app sleep 30\n"),
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        kill_stale(&link);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "killed through a symlink"
+        );
+        assert_eq!(reap(child), Some(9));
     }
 
     #[test]
