@@ -20,10 +20,13 @@ pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 
 /// `[proxy] max_header_size`'s default: the whole head, request line included (nginx's
 /// `large_client_header_buffers` total, 4 × 8 KiB).
-pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
+const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
 
 /// `[proxy] max_headers`'s default, hyper's own (nginx has no count limit, only the size one).
-pub const DEFAULT_MAX_HEADERS: usize = 100;
+const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// The field count hyper keeps on the stack, its default limit.
+const HYPER_MAX_HEADERS: usize = 100;
 
 /// hyper's smallest allowed `max_buf_size` (it panics below it).
 const HYPER_MIN_BUF: usize = 8192;
@@ -63,8 +66,8 @@ pub fn head_limits<E>(builder: &mut auto::Builder<E>, settings: &Settings) {
     let limits = settings.head;
     let mut http1 = builder.http1();
     http1.max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF));
-    // hyper keeps up to 100 fields on the stack and allocates per request for any other count.
-    if limits.max_headers != DEFAULT_MAX_HEADERS {
+    // Any other count than its default costs hyper an allocation per request.
+    if limits.max_headers != HYPER_MAX_HEADERS {
         http1.max_headers(limits.max_headers);
     }
     let h2_list = limits

@@ -41,7 +41,10 @@ impl Settings {
             pool_max_idle_per_server: proxy.pool_max_idle_per_server,
             shutdown_timeout: proxy.shutdown_timeout,
             access_log,
-            head: HeadLimits::default(),
+            head: HeadLimits {
+                max_header_size: proxy.max_header_size,
+                max_headers: proxy.max_headers,
+            },
         }
     }
 }
