@@ -318,9 +318,9 @@ async fn request_trailers_reach_the_server() {
 }
 
 /// RFC 9112 §3.2: more than one Host, or an invalid one, is 400, even with equal values; so
-/// is an HTTP/1.1 request with none.
+/// is an HTTP/1.1 request with none, and a target in authority-form (§3.2.3, CONNECT's).
 #[tokio::test]
-async fn two_hosts_an_invalid_host_or_none_are_400() {
+async fn two_hosts_an_invalid_host_none_or_an_authority_form_target_are_400() {
     let site = Site::start("default").await;
     let get = |fields: &str| format!("GET /inspect HTTP/1.1\r\n{fields}\r\n");
     let cases = [
@@ -336,6 +336,10 @@ async fn two_hosts_an_invalid_host_or_none_are_400() {
         ("a Host with userinfo", get("Host: me@a.test\r\n")),
         ("a Host with a path", get("Host: a.test/x\r\n")),
         ("no Host", get("")),
+        (
+            "an authority-form GET",
+            "GET a.test:80 HTTP/1.1\r\nHost: a.test\r\n\r\n".into(),
+        ),
         (
             "absolute-form with two Hosts",
             "GET http://b.test/inspect HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n".into(),

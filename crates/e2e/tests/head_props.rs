@@ -388,6 +388,9 @@ enum Stricter {
     /// RFC 9112 §3.2: more than one Host, a Host that is not `host[:port]`, or none in HTTP/1.1
     /// (400); a target with userinfo (RFC 9110 §4.2.4).
     Host,
+    /// A target in authority-form (`GET inspect`) for a method other than CONNECT (RFC 9112
+    /// §3.2.3): hyper takes it for a host without a path; 400.
+    AuthorityForm,
     /// The head is past `max_header_size` (32 KiB; hyper's default is about 400 KB): 431.
     HeadSize,
     /// The request line is past 8 KiB (hyper's limit is 64 KiB): 414.
@@ -408,12 +411,17 @@ fn stricter(p: &Parsed) -> Vec<Stricter> {
             s.is_empty() || (s.parse::<http::uri::Authority>().is_ok() && !s.contains(['@', ',']))
         })
     };
-    let userinfo = p
-        .target
-        .parse::<Uri>()
-        .ok()
+    let target = p.target.parse::<Uri>().ok();
+    let userinfo = target
+        .as_ref()
         .and_then(|u| u.authority().map(|a| a.as_str().contains('@')))
         .unwrap_or(false);
+    if target
+        .as_ref()
+        .is_some_and(|u| u.authority().is_some() && u.scheme().is_none())
+    {
+        why.push(Stricter::AuthorityForm);
+    }
     if hosts.len() > 1
         || hosts.iter().any(|v| !valid_host(v))
         || (hosts.is_empty() && p.http11)
@@ -749,15 +757,18 @@ fn mutated_heads_are_refused_or_forwarded_as_httparse_reads_them() {
 /// The backend's report of the request matches what was sent, when it is there to read (the
 /// `/inspect` echo; a mutated path gets the backend's 404 instead, a HEAD no body).
 fn check_forwarded(p: &Parsed, r: &RawResponse) -> Result<(), String> {
-    if r.status != 200 || p.method == "HEAD" {
+    let target = origin_form(&p.target);
+    let echoed =
+        target == "/inspect" || target.starts_with("/inspect/") || target.starts_with("/inspect?");
+    if r.status != 200 || p.method == "HEAD" || !echoed {
         return Ok(());
     }
-    let seen = r.json();
+    let seen: serde_json::Value = serde_json::from_slice(&r.body)
+        .map_err(|e| format!("/inspect answered no JSON ({e}): {}", r.text()))?;
     let framing = framing(p);
     if seen["method"] != p.method.as_str() {
         return Err(format!("method {} became {}", p.method, seen["method"]));
     }
-    let target = origin_form(&p.target);
     if seen["uri"] != target.as_str() {
         return Err(format!("target {target} became {}", seen["uri"]));
     }
@@ -844,7 +855,7 @@ fn rouse_accepts_and_refuses_as_plain_hyper_does_but_where_stricter() {
             (Outcome::Served(_), Outcome::Refused(r)) => match r.status {
                 400 => {
                     r.header("x-rouse-error").as_deref() == Some("bad-request")
-                        && why.contains(&Stricter::Host)
+                        && (why.contains(&Stricter::Host) || why.contains(&Stricter::AuthorityForm))
                 }
                 431 => why.contains(&Stricter::HeadSize),
                 414 => why.contains(&Stricter::RequestLine),
@@ -873,7 +884,7 @@ fn rouse_accepts_and_refuses_as_plain_hyper_does_but_where_stricter() {
 
 /// The cases where rouse is stricter than hyper, each shown: hyper serves them, rouse refuses.
 #[test]
-fn rouse_is_stricter_than_hyper_only_on_host_and_size() {
+fn rouse_is_stricter_than_hyper_only_in_the_listed_cases() {
     let env = env();
     let get = |fields: &str| format!("GET /inspect HTTP/1.1\r\n{fields}\r\n");
     let cases: Vec<(Stricter, u16, String)> = vec![
@@ -886,6 +897,11 @@ fn rouse_is_stricter_than_hyper_only_on_host_and_size() {
             Stricter::Host,
             400,
             "GET http://me@a.test/inspect HTTP/1.1\r\nHost: a.test\r\n\r\n".into(),
+        ),
+        (
+            Stricter::AuthorityForm,
+            400,
+            "GET inspect HTTP/1.1\r\nHost: a.test\r\n\r\n".into(),
         ),
         (
             Stricter::HeadSize,

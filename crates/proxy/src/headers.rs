@@ -35,6 +35,8 @@ pub enum BadRequest {
     DuplicateHost,
     #[error("user information in the request target")]
     UserInfo,
+    #[error("a request target in authority-form, which only CONNECT uses")]
+    AuthorityForm,
 }
 
 /// The host a request is for, from the URI authority (HTTP/2, absolute-form) or the Host header.
@@ -51,6 +53,10 @@ pub fn request_authority<B>(req: &Request<B>) -> Result<&str, BadRequest> {
     }
     let host = host.map(valid_host).transpose()?;
     if let Some(a) = req.uri().authority() {
+        // `GET example.com HTTP/1.1` (RFC 9112 §3.2.3): hyper takes it for a host with no path.
+        if req.uri().scheme().is_none() && req.method() != http::Method::CONNECT {
+            return Err(BadRequest::AuthorityForm);
+        }
         // A target's userinfo is deprecated and a known phishing vector (RFC 9110 §4.2.4).
         if a.as_str().contains('@') {
             return Err(BadRequest::UserInfo);
@@ -314,6 +320,15 @@ mod tests {
         assert_eq!(request_authority(&r), Ok("b.test"));
         let r = req("http://u:p@b.test/x", &[("host", "b.test")]);
         assert_eq!(request_authority(&r), Err(BadRequest::UserInfo));
+    }
+
+    #[test]
+    fn authority_form_is_for_connect_only() {
+        let r = req("inspect", &[("host", "a.test")]);
+        assert_eq!(request_authority(&r), Err(BadRequest::AuthorityForm));
+        let mut r = req("b.test:443", &[("host", "b.test:443")]);
+        *r.method_mut() = http::Method::CONNECT;
+        assert_eq!(request_authority(&r), Ok("b.test:443"));
     }
 
     #[test]
