@@ -10,13 +10,20 @@
 //! (`rouse-state`) and reports outcomes into it.
 #![forbid(unsafe_code)]
 
+mod accept;
+mod activity;
 pub mod answer;
 pub mod body;
+mod client_io;
+mod conn_limit;
+mod connection;
+mod deadline;
 mod forward;
 pub mod headers;
 mod hold;
 mod idle;
 pub mod limits;
+pub mod listen;
 pub mod pool;
 mod proxy;
 mod request_body;

@@ -19,11 +19,17 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub client_idle_timeout: Duration,
+    /// From accept, and from the end of the previous response, to a whole request head.
+    pub client_header_timeout: Duration,
     pub client_body_timeout: Duration,
     pub send_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_server: usize,
     pub shutdown_timeout: Duration,
+    /// A spliced (WebSocket) connection with no byte either way this long is closed.
+    pub upgrade_idle_timeout: Option<Duration>,
+    /// Client connections open at once; more are accepted and closed at once.
+    pub max_connections: usize,
     pub access_log: bool,
     /// `max_header_size`, `max_headers`.
     pub head: HeadLimits,
@@ -35,11 +41,14 @@ impl Settings {
             connect_timeout: proxy.connect_timeout,
             read_timeout: proxy.read_timeout,
             client_idle_timeout: proxy.client_idle_timeout,
+            client_header_timeout: proxy.client_header_timeout,
             client_body_timeout: proxy.client_body_timeout,
             send_timeout: proxy.send_timeout,
             pool_idle_timeout: proxy.pool_idle_timeout,
             pool_max_idle_per_server: proxy.pool_max_idle_per_server,
             shutdown_timeout: proxy.shutdown_timeout,
+            upgrade_idle_timeout: proxy.upgrade_idle_timeout,
+            max_connections: proxy.max_connections,
             access_log,
             head: HeadLimits {
                 max_header_size: proxy.max_header_size,

@@ -23,12 +23,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Binds every `[proxy] listen` address, before anything else starts, so "address in use" is
-/// reported (exit 2) instead of half-starting.
+/// reported (exit 2) instead of half-starting. The backlog is `listen_backlog`, as nginx's
+/// `listen ... backlog=` (tokio's own bind would use a fixed one).
 pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(config.proxy.listen.len());
     for addr in &config.proxy.listen {
-        let l = TcpListener::bind(addr)
-            .await
+        let l = rouse_proxy::listen::bind(*addr, config.proxy.listen_backlog)
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         listeners.push(l);
     }

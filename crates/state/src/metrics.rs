@@ -1,10 +1,13 @@
 //! The counters and histograms both planes add to. Gauges (in flight, held, states) are not
-//! kept here: the admin API reads them off the table when scraped, so they cannot drift.
+//! kept here: the admin API reads them off the table when scraped, so they cannot drift. The
+//! one exception is the count of open client connections, which no table holds: the accept
+//! loop keeps it, and it doubles as the count `max_connections` is checked against.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -69,6 +72,10 @@ pub struct Metrics {
     pub start_duration: Family<UpstreamLabels, Histogram>,
     pub stops: Family<StopLabels, Counter>,
     pub held_timeouts: Family<UpstreamLabels, Counter>,
+    /// Client connections closed at accept because `max_connections` were open.
+    pub connections_refused: Counter,
+    /// Client connections open now (upgraded ones included).
+    pub client_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -80,6 +87,8 @@ impl Default for Metrics {
             start_duration: Family::new_with_constructor(histogram_ms_to_minutes),
             stops: Family::default(),
             held_timeouts: Family::default(),
+            connections_refused: Counter::default(),
+            client_connections: Gauge::default(),
         }
     }
 }
@@ -117,6 +126,16 @@ impl Metrics {
             "held_timeouts",
             "Held requests answered 503 because no server was ready within start_timeout",
             Declared(self.held_timeouts.clone()),
+        );
+        r.register(
+            "connections_refused",
+            "Client connections accepted and closed at once because max_connections were open",
+            self.connections_refused.clone(),
+        );
+        r.register(
+            "client_connections",
+            "Client connections open, upgraded ones included",
+            self.client_connections.clone(),
         );
     }
 

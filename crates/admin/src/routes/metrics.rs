@@ -252,6 +252,8 @@ mod tests {
                 ("rouse_start_duration_seconds", "histogram"),
                 ("rouse_stops", "counter"),
                 ("rouse_upgraded_connections", "gauge"),
+                ("rouse_client_connections", "gauge"),
+                ("rouse_connections_refused", "counter"),
             ] {
                 let name = if kind == "counter" {
                     format!("{family}{suffix}")

@@ -1,0 +1,115 @@
+//! One client connection, from accept to close: hyper serves it, and this task closes it when
+//! [`Activity`] says it waited too long for a request, when shutdown asks it to finish, or when
+//! the shutdown deadline passes.
+//!
+//! A connection that did not send a whole head in time is closed without an answer, as nginx
+//! does past `client_header_timeout` (it logs 408 but sends nothing) and as hyper's own header
+//! timer does: the peer may be no HTTP client at all, and a 408 written to an idle keep-alive
+//! connection races the client's next request, which it would take for that request's answer,
+//! while a plain close is what every client already retries on a reused connection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::activity::{Activity, Limits, Tracked, Verdict};
+use crate::client_io::ClientIo;
+use crate::conn_limit::{ConnLimit, Slot};
+use crate::proxy::Proxy;
+use crate::send_timeout::SendTimeout;
+
+/// What every client connection of one `serve` shares.
+pub(crate) struct Clients {
+    pub proxy: Arc<Proxy>,
+    pub builder: auto::Builder<TokioExecutor>,
+    pub limit: ConnLimit,
+    pub limits: Limits,
+    /// Shutdown began: finish the request in progress, take no more.
+    pub stop: CancellationToken,
+    /// The shutdown deadline passed: close now.
+    pub kill: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl Clients {
+    /// Serves `stream` in a task of its own, tracked for shutdown.
+    pub fn spawn(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+        self.tracker
+            .spawn(serve(Arc::clone(self), stream, peer, slot));
+    }
+}
+
+async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new(Instant::now());
+    let settings = &clients.proxy.settings;
+    let io = ClientIo::new(
+        SendTimeout::new(stream, settings.send_timeout),
+        slot,
+        Arc::clone(&activity),
+    );
+    let proxy = Arc::clone(&clients.proxy);
+    let requests = Arc::clone(&activity);
+    let service = service_fn(move |req| {
+        let open = requests.open();
+        let proxy = Arc::clone(&proxy);
+        async move {
+            let resp = proxy.handle(req, peer).await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
+        }
+    });
+    let conn = clients
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut asked_to_finish = false;
+    loop {
+        let wake = match activity.verdict(Instant::now(), clients.limits) {
+            Verdict::Busy => None,
+            Verdict::WaitUntil(at) => Some(at),
+            Verdict::GoAway => {
+                tracing::debug!(client = %peer, "idle h2 connection: GOAWAY");
+                if !asked_to_finish {
+                    asked_to_finish = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                activity.going_away(Instant::now());
+                continue;
+            }
+            Verdict::Close => {
+                tracing::debug!(client = %peer, "no request in time; closing the connection");
+                return;
+            }
+        };
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, client = %peer, "client connection ended with an error");
+                }
+                return;
+            }
+            () = activity.changed() => {}
+            () = sleep_until(wake), if wake.is_some() => {}
+            () = clients.stop.cancelled(), if !asked_to_finish => {
+                asked_to_finish = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = clients.kill.cancelled() => return,
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
