@@ -28,8 +28,11 @@ const DEFAULT_MAX_HEADERS: usize = 100;
 /// The field count hyper keeps on the stack, its default limit.
 const HYPER_MAX_HEADERS: usize = 100;
 
-/// hyper's smallest allowed `max_buf_size` (it panics below it).
-const HYPER_MIN_BUF: usize = 8192;
+/// The smallest read and write buffer rouse gives hyper (which panics below 8192). The same
+/// bound that stops a head also sizes body reads and the write queue: at 32 KiB a 1 GiB upload
+/// and download (`large_body.rs`, debug build) took about a third longer than at 64 KiB or
+/// hyper's 400 KB default, which took the same.
+const MIN_BUF: usize = 64 * 1024;
 
 /// HTTP/2 counts 32 bytes of overhead per field in a header list (RFC 9113 §6.5.2).
 const H2_FIELD_OVERHEAD: usize = 32;
@@ -57,15 +60,16 @@ impl Default for HeadLimits {
 /// HTTP/1.1: hyper 1.12's auto builder has no `max_header_size`, only `max_buf_size` (at least
 /// 8192) and `max_headers`. `max_buf_size` bounds the read buffer while a head is incomplete:
 /// once it holds that many bytes without the end of the head, hyper answers 431 and closes, so
-/// a 100 KB header line costs rouse at most `max_header_size` bytes of memory. A head that
-/// completes within one read past the bound gets through hyper, which is why [`check_head`]
-/// measures every request again. Too many field lines make hyper answer 431 as well.
+/// a 100 KB header line costs rouse at most that many bytes of memory (hyper's default is about
+/// 400 KB). It is `max_header_size`, but at least [`MIN_BUF`]; a head that gets through hyper
+/// (smaller than that, or completed by one read past it) is measured exactly by
+/// [`check_head`], before anything is forwarded. Too many field lines make hyper answer 431.
 ///
 /// HTTP/2: the header list size announced to the client, in HTTP/2's own accounting.
 pub fn head_limits<E>(builder: &mut auto::Builder<E>, settings: &Settings) {
     let limits = settings.head;
     let mut http1 = builder.http1();
-    http1.max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF));
+    http1.max_buf_size(limits.max_header_size.max(MIN_BUF));
     // Any other count than its default costs hyper an allocation per request.
     if limits.max_headers != HYPER_MAX_HEADERS {
         http1.max_headers(limits.max_headers);
