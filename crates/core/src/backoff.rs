@@ -41,7 +41,7 @@ impl FailureTracker {
     /// Returns the instant until which the server is left out.
     pub fn record_failure(&mut self, now: Instant, backoff: &Backoff) -> Instant {
         self.consecutive = self.consecutive.saturating_add(1);
-        let until = saturating_add(now, backoff.delay(self.consecutive - 1));
+        let until = crate::time::deadline(now, backoff.delay(self.consecutive - 1));
         self.until = Some(until);
         until
     }
@@ -64,14 +64,6 @@ impl FailureTracker {
     pub fn consecutive(&self) -> u32 {
         self.consecutive
     }
-}
-
-/// `now + d`, without the panic `Add` has when a misconfigured huge `max` overflows the clock.
-fn saturating_add(now: Instant, d: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    now.checked_add(d)
-        .or_else(|| now.checked_add(CENTURY))
-        .unwrap_or(now)
 }
 
 #[cfg(test)]

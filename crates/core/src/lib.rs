@@ -11,4 +11,5 @@ pub mod policy;
 pub mod reason;
 pub mod slow_start;
 pub mod state;
+pub mod time;
 pub mod transition;

@@ -385,7 +385,7 @@ impl ScalePolicy {
             work.issue(at, Action::Start(work.servers[at].index));
             work.added += 1;
             let delay = self.settings.revive_backoff.delay(self.revive_attempts);
-            self.next_revive_at = Some(later(work.now, delay));
+            self.next_revive_at = Some(crate::time::deadline(work.now, delay));
             self.revive_attempts = self.revive_attempts.saturating_add(1);
         }
     }
@@ -591,12 +591,4 @@ impl Work<'_> {
 
 fn position(servers: &[ServerView], index: usize) -> Option<usize> {
     servers.iter().position(|s| s.index == index)
-}
-
-/// `now + d`, saturating instead of panicking on an absurd backoff.
-fn later(now: Instant, d: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    now.checked_add(d)
-        .or_else(|| now.checked_add(CENTURY))
-        .unwrap_or(now)
 }

@@ -316,6 +316,92 @@ async fn concurrency_queues_excess_requests_inside_the_backend_and_says_so() {
     assert!(stats.max_queued_us >= 250_000, "{stats:?}");
 }
 
+/// Sync workers (`--workers`): the worker a trickling upload gets reads its body to the end,
+/// and a quick request behind it waits that long; the stats say how long the read held it.
+#[tokio::test]
+async fn a_sync_worker_reads_the_whole_body_and_others_wait_for_it() {
+    let backend = spawn_in_process_with(BackendConfig::new("w").workers(1)).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let client = client();
+    let upload = tokio::spawn({
+        let request = client
+            .post(backend.url("/count"))
+            .body(reqwest::Body::wrap_stream(body));
+        async move { request.send().await.expect("upload").json::<Value>().await }
+    });
+    tx.send(Ok(Bytes::from_static(b"12345"))).await.unwrap();
+    within(STEP, "the upload takes the worker", async {
+        while backend.stats().busy < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let quick = tokio::spawn({
+        let client = client.clone();
+        let url = backend.url("/");
+        async move {
+            let t0 = Instant::now();
+            get(&client, &url).await;
+            t0.elapsed()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !quick.is_finished(),
+        "the quick request waits for the only worker"
+    );
+    tx.send(Ok(Bytes::from_static(b"678"))).await.unwrap();
+    drop(tx);
+    let counted = within(STEP, "the upload", upload).await.unwrap().unwrap();
+    assert_eq!(counted["bytes"], 8);
+    let waited = within(STEP, "the quick request", quick).await.unwrap();
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    let stats = backend.stats();
+    assert_eq!(stats.max_busy, 1);
+    assert!(stats.max_body_read_us >= 400_000, "{stats:?}");
+    assert_eq!(stats.max_body_bytes, 8);
+}
+
+#[tokio::test]
+async fn drip_sends_its_lines_apart() {
+    let backend = spawn_in_process("d").await;
+    let t0 = Instant::now();
+    let resp = client()
+        .get(backend.url("/drip/3?ms=200"))
+        .send()
+        .await
+        .expect("drip");
+    assert!(resp.headers().get("content-length").is_none(), "chunked");
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let mut first = None;
+    while let Some(piece) = within(STEP, "a line", stream.next()).await {
+        text.push_str(&String::from_utf8_lossy(&piece.expect("a piece")));
+        first.get_or_insert(t0.elapsed());
+    }
+    assert_eq!(text, "line 1\nline 2\nline 3\n");
+    let (first, total) = (first.unwrap_or_default(), t0.elapsed());
+    assert!(total >= Duration::from_millis(400), "{total:?}");
+    assert!(
+        total - first >= Duration::from_millis(300),
+        "{first:?} {total:?}"
+    );
+    let bad = get(&client(), &backend.url("/drip/3")).await;
+    assert_eq!(bad.status(), 400, "no interval");
+}
+
+#[tokio::test]
+async fn bytes_with_length_says_it() {
+    let backend = spawn_in_process("l").await;
+    let resp = get(&client(), &backend.url("/bytes/1000?length")).await;
+    assert_eq!(resp.headers()["content-length"], "1000");
+    let body = resp.bytes().await.expect("body");
+    assert!(pattern::matches(0, &body) && body.len() == 1000);
+}
+
 #[tokio::test]
 async fn echo_streams_the_body_back_as_it_arrives() {
     let backend = spawn_in_process("e").await;

@@ -29,13 +29,18 @@ struct Site {
 
 impl Site {
     async fn start(default_name: &str) -> Site {
+        Site::with(default_name, "").await
+    }
+
+    /// With `extra` keys in every `[[upstream]]`.
+    async fn with(default_name: &str, extra: &str) -> Site {
         let a = spawn_in_process("a").await;
         let b = spawn_in_process("b").await;
         let default = spawn_in_process("default").await;
         let toml = [
-            static_upstream("a", &["a.test"], "", &[a.addr()]),
-            static_upstream("b", &["b.test"], "", &[b.addr()]),
-            static_upstream(default_name, &[], "", &[default.addr()]),
+            static_upstream("a", &["a.test"], extra, &[a.addr()]),
+            static_upstream("b", &["b.test"], extra, &[b.addr()]),
+            static_upstream(default_name, &[], extra, &[default.addr()]),
         ]
         .concat();
         let rouse = start_rouse(&toml).await;
@@ -144,37 +149,55 @@ async fn ambiguous_or_malformed_framing_is_400() {
     refused(&site, &cases, 400).await;
 }
 
-/// A chunk size that is not hex, or too large for 64 bits: 400, told as the client's fault
-/// (logged at INFO, not as a server failure at WARN), and the server is not blamed.
+/// A chunk size that is not hex, or too large for 64 bits: 400, the client's fault, not the
+/// server's (no WARN, the server stays in rotation). Buffered (the default), the body is read
+/// whole first, so nothing reaches the server, as with nginx; streamed, the server has the
+/// head already and the failure is logged at INFO as the client's.
 #[tokio::test]
 async fn invalid_chunk_sizes_are_400_and_the_clients_fault() {
     log_lines();
-    let site = Site::start("chunks").await;
-    for size in ["zz", "123456789abcdef012"] {
-        let request = format!(
-            "POST /count HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n\
-             {size}\r\nhello\r\n0\r\n\r\n"
+    for (name, extra) in [
+        ("chunks-buffered", ""),
+        ("chunks-streamed", "request_buffering = false"),
+    ] {
+        let site = Site::with(name, extra).await;
+        for size in ["zz", "123456789abcdef012"] {
+            let request = format!(
+                "POST /count HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 {size}\r\nhello\r\n0\r\n\r\n"
+            );
+            let r = site.send(request.as_bytes(), "POST").await;
+            assert_eq!(r.status, 400, "{name}, chunk size {size}: {}", r.text());
+            assert_eq!(
+                r.header("x-rouse-error").as_deref(),
+                Some("bad-request"),
+                "{name}, {size}"
+            );
+        }
+        let table = site.rouse.table();
+        let server = &table.upstreams[2].servers[0];
+        assert_eq!(server.state().as_str(), "ready", "{name}");
+        let warned = logged(&["WARN", name]);
+        assert!(
+            warned.is_empty(),
+            "{name}: the server was blamed: {warned:?}"
         );
-        let r = site.send(request.as_bytes(), "POST").await;
-        assert_eq!(r.status, 400, "chunk size {size}: {}", r.text());
-        assert_eq!(
-            r.header("x-rouse-error").as_deref(),
-            Some("bad-request-body"),
-            "{size}"
-        );
+        if extra.is_empty() {
+            assert_eq!(site.served(), 0, "a broken buffered body reached a server");
+        } else {
+            let told = logged(&[
+                "INFO",
+                &format!("upstream=\"{name}\""),
+                "malformed or cut short",
+            ]);
+            assert_eq!(told.len(), 2, "each is logged as the client's: {told:?}");
+        }
+        // The next request is served as usual.
+        let r = site
+            .send(b"GET / HTTP/1.1\r\nHost: x.test\r\n\r\n", "GET")
+            .await;
+        assert_eq!((r.status, r.text().as_str()), (200, "default"), "{name}");
     }
-    let table = site.rouse.table();
-    let server = &table.upstreams[2].servers[0];
-    assert_eq!(server.state().as_str(), "ready");
-    let warned = logged(&["WARN", "chunks"]);
-    assert!(warned.is_empty(), "the server was blamed: {warned:?}");
-    let told = logged(&["INFO", "upstream=\"chunks\"", "malformed or cut short"]);
-    assert_eq!(told.len(), 2, "each is logged as the client's: {told:?}");
-    // The next request is served as usual.
-    let r = site
-        .send(b"GET / HTTP/1.1\r\nHost: x.test\r\n\r\n", "GET")
-        .await;
-    assert_eq!((r.status, r.text().as_str()), (200, "default"));
 }
 
 /// Past `max_header_size` (32 KiB, one line of 100 KB) or `max_headers` (100): 431; a request
@@ -298,11 +321,24 @@ async fn head_204_and_304_answers_have_no_body() {
     assert_eq!(last.json()["uri"], "/inspect/last");
 }
 
-/// A chunked request's trailer fields reach the server with the body (nginx, buffering the
-/// body, drops them).
+/// A chunked request's trailer fields reach the server with the body when the body streams
+/// (`request_buffering = false`). Buffered (the default), the body goes with its length and
+/// the trailers are dropped, as nginx, which buffers too, drops them; the body arrives whole.
 #[tokio::test]
-async fn request_trailers_reach_the_server() {
+async fn request_trailers_reach_the_server_when_the_body_streams() {
     let site = Site::start("default").await;
+    let r = site
+        .send(
+            b"POST /inspect HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\
+              Trailer: X-Checksum\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 42\r\n\r\n",
+            "POST",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body"], "hello world", "buffered");
+
+    let site = Site::with("default", "request_buffering = false").await;
     let r = site
         .send(
             b"POST /inspect HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\

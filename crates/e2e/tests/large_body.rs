@@ -28,7 +28,15 @@ fn peak_rss_kib() -> u64 {
 async fn one_gib_each_way_with_flat_memory() {
     // The backend is a separate process, so only rouse and the client live in this one.
     let backend = BackendProcess::spawn("big", None).await;
-    let rouse = start_rouse(&static_upstream("app", &[], "", &[backend.addr()])).await;
+    // Past the default max_request_body (100 MiB); buffered (the default), the upload goes
+    // through a temp file, which must not cost memory either.
+    let rouse = start_rouse(&static_upstream(
+        "app",
+        &[],
+        "max_request_body = \"2GiB\"",
+        &[backend.addr()],
+    ))
+    .await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(300))

@@ -29,7 +29,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::deadline::deadline;
+use rouse_core::time::deadline;
 
 /// After GOAWAY, how long an h2 connection with no stream may take to close by itself (the
 /// client answers the GOAWAY's PING) before it is dropped.

@@ -1,4 +1,5 @@
-//! The body of a response sent to a client: streamed from a server, or made by rouse.
+//! The body of a response sent to a client: streamed from a server, read from a server by a
+//! pump and buffered for a slow client (`crate::buffer::response`), or made by rouse.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,8 +10,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use rouse_state::InFlightGuard;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::buffer::response::Item;
 use crate::idle::{IdleTimer, Quiet};
 use crate::pool::{Pool, Sender};
 use crate::request_body::BoxError;
@@ -24,7 +27,7 @@ pub struct Completion {
 }
 
 impl Completion {
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         if let Some((sender, pool)) = self.reuse {
             pool.put(sender, Instant::now());
         }
@@ -43,6 +46,11 @@ pin_project_lite::pin_project! {
         },
         Local {
             data: Option<Bytes>,
+        },
+        Buffered {
+            rx: mpsc::Receiver<Item>,
+            hint: SizeHint,
+            ended: bool,
         },
     }
 
@@ -70,6 +78,15 @@ impl ProxyBody {
             inner,
             done: Some(done),
             idle: IdleTimer::new(read_timeout),
+        }
+    }
+
+    /// What a response pump hands over; `hint` is the server's body's (its length, if known).
+    pub(crate) fn buffered(rx: mpsc::Receiver<Item>, hint: SizeHint) -> ProxyBody {
+        ProxyBody::Buffered {
+            rx,
+            hint,
+            ended: false,
         }
     }
 
@@ -131,6 +148,13 @@ impl Body for ProxyBody {
                 polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
             }
             ProxyBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBodyProj::Buffered { rx, ended, .. } => {
+                let polled = rx.poll_recv(cx);
+                if let Poll::Ready(None) = polled {
+                    *ended = true;
+                }
+                polled
+            }
         }
     }
 
@@ -138,6 +162,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
             ProxyBody::Local { data } => data.is_none(),
+            ProxyBody::Buffered { ended, .. } => *ended,
         }
     }
 
@@ -147,6 +172,7 @@ impl Body for ProxyBody {
             ProxyBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            ProxyBody::Buffered { hint, .. } => *hint,
         }
     }
 }

@@ -14,11 +14,12 @@ use tokio::time::{Instant, timeout};
 
 use crate::answer;
 use crate::body::{Completion, ProxyBody};
+use crate::buffer::{self, Limits};
 use crate::headers;
 use crate::hold::{Held, RELOADED, Waiter, admit, hold};
 use crate::limits;
 use crate::proxy::{Proxy, RouteUpstream, Routes};
-use crate::request_body::RequestBody;
+use crate::request_body::{RequestBody, Sent};
 
 impl Proxy {
     /// Answers one client request. Never fails: every problem becomes a response saying why.
@@ -56,12 +57,20 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let waiter = Waiter::new(&method, &path, req.headers(), started);
-        headers::to_upstream(&mut req, &authority, client.ip(), upgrade);
+        let mut waiter = Waiter::new(&method, &path, req.headers(), started);
+        let limits = Limits::of(&up.state.config, &self.settings.temp_dir);
 
-        let (resp, server) = self
-            .forward(&routes.table, up, req, client_upgrade, &waiter)
-            .await;
+        let (resp, server) = match self.read_body(req, limits, upgrade).await {
+            Ok((mut req, sent)) => {
+                headers::to_upstream(&mut req, &authority, client.ip(), upgrade);
+                // The request is for a server once its body is in (request_buffering):
+                // holding it for a start counts from then.
+                waiter.arrived = Instant::now();
+                self.forward(&routes.table, up, req, sent, client_upgrade, &waiter)
+                    .await
+            }
+            Err(resp) => (resp, None),
+        };
         let elapsed = started.elapsed();
         let metrics = &routes.table.metrics;
         up.state.observe_duration(elapsed, metrics);
@@ -100,14 +109,12 @@ impl Proxy {
         self: &Arc<Self>,
         table: &Table,
         up: &RouteUpstream,
-        req: Request<Incoming>,
+        mut req: Request<RequestBody>,
+        sent: Arc<Sent>,
         mut client_upgrade: Option<OnUpgrade>,
         waiter: &Waiter<'_>,
     ) -> (Response<ProxyBody>, Option<Arc<Server>>) {
         let settings = &self.settings;
-        let (parts, body) = req.into_parts();
-        let (body, sent) = RequestBody::new(body, settings.client_body_timeout);
-        let mut req = Request::from_parts(parts, body);
         // Servers that refused a connection for this request. Nothing was sent to them, so the
         // request (body untouched) can go to each other server in turn.
         let mut tried: Vec<usize> = Vec::new();
@@ -224,7 +231,8 @@ impl Proxy {
                             guard,
                             reuse: Some((sender, Arc::clone(pool))),
                         };
-                        let resp = self.respond(resp, done, client_upgrade.take());
+                        let limits = Limits::of(&up.state.config, &settings.temp_dir);
+                        let resp = self.respond(resp, done, client_upgrade.take(), limits);
                         return (resp, Some(Arc::clone(&server)));
                     }
                     Ok(Err(mut e)) => match e.take_message() {
@@ -239,6 +247,13 @@ impl Proxy {
                             self.note_failure(up, &server, &e.error().to_string());
                             tried.push(at);
                             continue 'servers;
+                        }
+                        None if sent.too_large() => {
+                            let limit = Limits::of(&up.state.config, &settings.temp_dir);
+                            return (
+                                buffer::request::too_large(limit.max_request_body),
+                                Some(Arc::clone(&server)),
+                            );
                         }
                         None if sent.client_went_quiet() => {
                             let msg = format!(
@@ -260,8 +275,7 @@ impl Proxy {
                                 answer::error_chain(e.error())
                             );
                             tracing::info!(upstream = up.state.name(), "{msg}");
-                            let resp =
-                                answer::error(StatusCode::BAD_REQUEST, "bad-request-body", msg);
+                            let resp = answer::error(StatusCode::BAD_REQUEST, "bad-request", msg);
                             return (resp, Some(Arc::clone(&server)));
                         }
                         None => {
@@ -332,6 +346,7 @@ impl Proxy {
         resp: Response<Incoming>,
         done: Completion,
         client_upgrade: Option<OnUpgrade>,
+        limits: Limits<'_>,
     ) -> Response<ProxyBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client) = client_upgrade
@@ -340,9 +355,12 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(
-            parts,
-            ProxyBody::upstream(body, done, self.settings.read_timeout),
-        )
+        let read_timeout = self.settings.read_timeout;
+        let body = if buffer::response::wanted(&body, limits) {
+            buffer::response::buffered(body, done, read_timeout, limits)
+        } else {
+            ProxyBody::upstream(body, done, read_timeout)
+        };
+        Response::from_parts(parts, body)
     }
 }

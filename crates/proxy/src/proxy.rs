@@ -1,6 +1,7 @@
 //! The proxy's shared state: routes to upstreams, their connection pools, and its settings.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct Settings {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_server: usize,
     pub shutdown_timeout: Duration,
+    /// Where request and response bodies spill beyond their memory part.
+    pub temp_dir: Arc<Path>,
     /// A spliced (WebSocket) connection with no byte either way this long is closed.
     pub upgrade_idle_timeout: Option<Duration>,
     /// Client connections open at once; more are accepted and closed at once.
@@ -47,6 +50,7 @@ impl Settings {
             pool_idle_timeout: proxy.pool_idle_timeout,
             pool_max_idle_per_server: proxy.pool_max_idle_per_server,
             shutdown_timeout: proxy.shutdown_timeout,
+            temp_dir: Arc::from(proxy.temp_dir.as_path()),
             upgrade_idle_timeout: proxy.upgrade_idle_timeout,
             max_connections: proxy.max_connections,
             access_log,

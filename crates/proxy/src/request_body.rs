@@ -3,7 +3,7 @@
 //! `read_timeout` is the time a server may take to answer once it has the whole request, as
 //! nginx's `proxy_read_timeout`: counting it from the first byte would cut off every upload
 //! that takes longer than the timeout to transfer. The upload itself may not pause for longer
-//! than `client_body_timeout` between two reads.
+//! than `client_body_timeout` between two reads, nor pass `max_request_body`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,10 +12,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
+use crate::buffer::request::{TooLarge, linger};
 use crate::idle::{IdleTimer, Quiet};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,6 +32,8 @@ pub struct Sent {
     /// Reading the body from the client failed: bad framing (a chunk size that is not hex),
     /// or the connection ended early. The client's fault, whatever the server then says.
     client_failed: AtomicBool,
+    /// The body passed `max_request_body` and was cut there.
+    too_large: AtomicBool,
 }
 
 impl Sent {
@@ -41,6 +45,11 @@ impl Sent {
     /// Whether the upload failed on the client's side.
     pub fn client_failed(&self) -> bool {
         self.client_failed.load(Ordering::Acquire)
+    }
+
+    /// Whether the upload was cut off at `max_request_body`.
+    pub fn too_large(&self) -> bool {
+        self.too_large.load(Ordering::Acquire)
     }
 
     fn mark(&self) {
@@ -61,27 +70,84 @@ impl Sent {
     }
 }
 
-pin_project_lite::pin_project! {
-    #[derive(Debug)]
-    pub struct RequestBody {
-        #[pin]
-        inner: Incoming,
-        sent: Arc<Sent>,
-        idle: IdleTimer,
+/// The request body on its way to a server: streamed from the client as it comes, or
+/// replayed from what rouse read beforehand (`request_buffering`).
+pub struct RequestBody {
+    kind: Kind,
+    sent: Arc<Sent>,
+    idle: IdleTimer,
+    /// A streamed body stops with an error before passing this many bytes
+    /// (`max_request_body`): the server never gets more.
+    limit: u64,
+    passed: u64,
+}
+
+enum Kind {
+    Streamed(Incoming),
+    Buffered {
+        frames: BoxStream<'static, std::io::Result<Frame<Bytes>>>,
+        len: u64,
+        done: bool,
+    },
+    /// Cut at the limit; the client's body went to [`linger`].
+    Cut,
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Streamed(_) => "streamed",
+            Kind::Buffered { .. } => "buffered",
+            Kind::Cut => "cut",
+        };
+        f.debug_struct("RequestBody")
+            .field("kind", &kind)
+            .field("passed", &self.passed)
+            .finish()
     }
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, client_body_timeout: Duration) -> (RequestBody, Arc<Sent>) {
+    /// The client's body as it comes, cut with [`TooLarge`] before it passes `limit` bytes.
+    pub fn new(
+        inner: Incoming,
+        client_body_timeout: Duration,
+        limit: u64,
+    ) -> (RequestBody, Arc<Sent>) {
         let sent = Arc::new(Sent::default());
         if inner.is_end_stream() {
             sent.mark();
         }
         (
             RequestBody {
-                inner,
+                kind: Kind::Streamed(inner),
                 sent: Arc::clone(&sent),
                 idle: IdleTimer::new(client_body_timeout),
+                limit,
+                passed: 0,
+            },
+            sent,
+        )
+    }
+
+    /// A body read whole beforehand: `len` bytes of data frames, maybe trailers.
+    pub(crate) fn buffered(
+        frames: BoxStream<'static, std::io::Result<Frame<Bytes>>>,
+        len: u64,
+    ) -> (RequestBody, Arc<Sent>) {
+        let sent = Arc::new(Sent::default());
+        (
+            RequestBody {
+                kind: Kind::Buffered {
+                    frames,
+                    len,
+                    done: false,
+                },
+                sent: Arc::clone(&sent),
+                // Nothing here waits on the client any more.
+                idle: IdleTimer::new(Duration::MAX),
+                limit: u64::MAX,
+                passed: 0,
             },
             sent,
         )
@@ -96,29 +162,66 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.sent.mark(),
-            Poll::Ready(Some(Err(_))) => this.sent.client_failed.store(true, Ordering::Release),
-            _ => {}
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Streamed(inner) => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => this.sent.mark(),
+                    Poll::Ready(Some(Err(_))) => {
+                        this.sent.client_failed.store(true, Ordering::Release)
+                    }
+                    _ => {}
+                }
+                if this.idle.expired(&polled, cx) {
+                    this.sent.client_quiet.store(true, Ordering::Release);
+                    let quiet = Quiet {
+                        what: "the client",
+                        after: this.idle.limit(),
+                    };
+                    return Poll::Ready(Some(Err(quiet.into())));
+                }
+                if let Poll::Ready(Some(Ok(frame))) = &polled
+                    && let Some(data) = frame.data_ref()
+                {
+                    this.passed = this.passed.saturating_add(data.len() as u64);
+                    if this.passed > this.limit {
+                        this.sent.too_large.store(true, Ordering::Release);
+                        if let Kind::Streamed(inner) = std::mem::replace(&mut this.kind, Kind::Cut)
+                        {
+                            linger(inner);
+                        }
+                        let limit = this.limit;
+                        return Poll::Ready(Some(Err(TooLarge { limit }.into())));
+                    }
+                }
+                polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
+            }
+            Kind::Buffered { frames, done, .. } => {
+                let polled = frames.as_mut().poll_next(cx);
+                if let Poll::Ready(None) = &polled {
+                    *done = true;
+                    this.sent.mark();
+                }
+                polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
+            }
+            Kind::Cut => Poll::Ready(None),
         }
-        if this.idle.expired(&polled, cx) {
-            this.sent.client_quiet.store(true, Ordering::Release);
-            let quiet = Quiet {
-                what: "the client",
-                after: this.idle.limit(),
-            };
-            return Poll::Ready(Some(Err(quiet.into())));
-        }
-        polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.kind {
+            Kind::Streamed(inner) => inner.is_end_stream(),
+            Kind::Buffered { done, .. } => *done,
+            Kind::Cut => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.kind {
+            Kind::Streamed(inner) => inner.size_hint(),
+            Kind::Buffered { len, .. } => SizeHint::with_exact(*len),
+            Kind::Cut => SizeHint::with_exact(0),
+        }
     }
 }

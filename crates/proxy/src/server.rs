@@ -15,8 +15,8 @@ use crate::accept::accept_loop;
 use crate::activity::Limits;
 use crate::conn_limit::ConnLimit;
 use crate::connection::Clients;
-use crate::deadline::{cap, deadline};
 use crate::proxy::Proxy;
+use rouse_core::time::{cap, deadline};
 
 /// After the shutdown deadline closed what remained, how long their tasks may take to end.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);

@@ -26,9 +26,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use crate::body::{Completion, ProxyBody};
-use crate::deadline::deadline;
 use crate::headers;
 use crate::proxy::Proxy;
+use rouse_core::time::deadline;
 
 /// Both upgrades normally complete at once; this only bounds a peer that vanishes mid-switch.
 const UPGRADE_WAIT: Duration = Duration::from_secs(30);

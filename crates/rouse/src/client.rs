@@ -382,7 +382,7 @@ pub async fn wait_for(
     goal: Goal,
     timeout: Duration,
 ) -> Result<Outcome, Unreachable> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = rouse_core::time::deadline(tokio::time::Instant::now(), timeout);
     let path = format!("/status?events={WAIT_EVENTS}");
     let newest = before.events.first();
     loop {

@@ -201,7 +201,7 @@ impl Reconciler {
                 // Drained first: requests in flight finish, then rule 1 stops it, or the
                 // deadline does.
                 self.ups[u].policy.note_drained(id.0, StopReason::Manual);
-                let by = Some(now + self.table.retire_within);
+                let by = Some(rouse_core::time::deadline(now, self.table.retire_within));
                 let why = StopReason::Manual;
                 self.feed(u, i, Input::Drain { why, by }, now);
                 format!("draining then stopping server {i} ({addr}) of {upstream:?}")

@@ -155,7 +155,7 @@ impl Reconciler {
         self.table = table;
         self.rebuild();
         // An earlier deadline (a manual stop under way) stands: `Retire` keeps the sooner one.
-        let by = now + self.table.retire_within;
+        let by = rouse_core::time::deadline(now, self.table.retire_within);
         for u in first_retiring..self.ups.len() {
             for i in 0..self.ups[u].servers.len() {
                 self.feed(u, i, Input::Retire { by }, now);

@@ -45,7 +45,7 @@ impl Machine<'_> {
                             self.effect(Effect::StartDelayed(None));
                         }
                         self.set_step(reason, at, Step::Probing);
-                        let deadline = at + self.settings.start_timeout;
+                        let deadline = crate::time::deadline(at, self.settings.start_timeout);
                         self.effect(Effect::Probe { attempt, deadline });
                     }
                     Err(StartError::Unreachable(e)) => self.retry_later(reason, at, e, tries),
@@ -64,7 +64,7 @@ impl Machine<'_> {
                 },
                 input @ (Input::Tick { .. } | Input::SupervisorAnswers),
             ) => {
-                if now >= at + self.settings.start_timeout {
+                if now >= crate::time::deadline(at, self.settings.start_timeout) {
                     self.give_up_retrying();
                 } else if now >= retry || input == Input::SupervisorAnswers {
                     self.set_step(reason, at, Step::Calling { tries });
@@ -265,7 +265,7 @@ impl Machine<'_> {
                     }
                     Then::Failed(cause) => {
                         let cool = self.cool_down();
-                        let until = later(now, cool);
+                        let until = crate::time::deadline(now, cool);
                         let unreachable = false;
                         self.go(
                             Phase::Failed {
@@ -332,12 +332,12 @@ impl Machine<'_> {
         self.next.seen = true;
         self.record(Record::Adopt { pid });
         let attempt = self.next.attempt;
-        let deadline = at + self.settings.start_timeout;
+        let deadline = crate::time::deadline(at, self.settings.start_timeout);
         self.effect(Effect::Probe { attempt, deadline });
     }
 
     fn retry_later(&mut self, reason: StartReason, at: Instant, error: String, tries: u32) {
-        let retry = later(self.now, RETRY_UNREACHABLE.delay(tries));
+        let retry = crate::time::deadline(self.now, RETRY_UNREACHABLE.delay(tries));
         if tries == 0 {
             self.record(Record::StartRetry(error.clone()));
         }
@@ -369,7 +369,7 @@ impl Machine<'_> {
             why: why.clone(),
             timed_out: true,
         });
-        let until = later(self.now, self.cool_down());
+        let until = crate::time::deadline(self.now, self.cool_down());
         self.go(
             Phase::Failed {
                 cause: why.clone(),
@@ -418,7 +418,7 @@ impl Machine<'_> {
             self.go(Phase::Stopping { why, then }, Some(Event::StopIssued));
             self.effect(Effect::CallStop);
         } else {
-            let until = later(self.now, self.cool_down());
+            let until = crate::time::deadline(self.now, self.cool_down());
             let unreachable = false;
             let cause = why.clone();
             self.go(
@@ -533,12 +533,4 @@ fn name(p: Process) -> &'static str {
         Process::Fatal => "FATAL",
         Process::Unknown => "UNKNOWN",
     }
-}
-
-/// `now + d`, saturating instead of panicking on an absurd backoff.
-fn later(now: Instant, d: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    now.checked_add(d)
-        .or_else(|| now.checked_add(CENTURY))
-        .unwrap_or(now)
 }

@@ -9,7 +9,8 @@
 //! | `GET /delay/{ms}` | sleeps `ms` (at most 60 000), then as `GET /` |
 //! | `POST\|PUT /echo` | the request body streamed back frame by frame, same content-type |
 //! | `POST /count` | `{"bytes": N, "checksum": C}` over the streamed body ([`crate::pattern::Checksum`]) |
-//! | `GET /bytes/{n}` | `n` bytes of [`crate::pattern`], 64 KiB frames, no content-length |
+//! | `GET /bytes/{n}` | `n` bytes of [`crate::pattern`], 64 KiB frames, no content-length (`?length`: with one) |
+//! | `GET /drip/{n}?ms={t}` | `n` lines (`line 1`, ...), one every `t` ms, chunked |
 //! | `GET /headers` | JSON of the request headers, plus `_method`, `_uri`, `_version` |
 //! | any method, `/inspect` or `/inspect/...` | `{"method", "uri", "version", "headers", "body", "body_len", "trailers"}`: the whole request as received (a repeated header's values joined with `, `; the first MiB of the body) |
 //! | `GET /status/{code}` | that status (200..=999; anything else is a 400) |
@@ -21,7 +22,10 @@
 //! [`BackendConfig::concurrency`], at most that many requests are served at once, the rest
 //! queue inside the backend, as with gunicorn's sync workers; every response then says how long
 //! it queued (`x-backend-queued-us`) and how long it spent in the backend in all, from its head
-//! arriving to its response head (`x-backend-time-us`).
+//! arriving to its response head (`x-backend-time-us`). [`BackendConfig::workers`] goes one
+//! step further to a gunicorn sync worker: the worker a request gets first reads the request's
+//! whole body itself, however slowly it comes (a WSGI app reading `wsgi.input`), and only then
+//! answers; [`Stats::max_body_read_us`] says how long the slowest such read held a worker.
 //!
 //! Malformed parameters get a 400, never a panic.
 
@@ -58,6 +62,9 @@ pub struct BackendConfig {
     /// At most this many requests (not `/stats`) served at once; the rest wait in arrival
     /// order for a worker, like gunicorn with this many sync workers. `None`: no limit.
     pub concurrency: Option<usize>,
+    /// With [`BackendConfig::concurrency`]: a request's worker reads its whole body before
+    /// anything else is done with it, as a sync worker does.
+    pub read_body_first: bool,
 }
 
 impl BackendConfig {
@@ -68,7 +75,16 @@ impl BackendConfig {
             exit_after_requests: None,
             latency: Duration::ZERO,
             concurrency: None,
+            read_body_first: false,
         }
+    }
+
+    /// `workers` sync workers, as gunicorn's: at most that many requests at once, each
+    /// worker reading its request's whole body before answering; the others wait.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.concurrency = Some(workers);
+        self.read_body_first = true;
+        self
     }
 
     /// Sets [`BackendConfig::concurrency`].
@@ -124,6 +140,7 @@ struct Shared {
     exit_after_requests: Option<u64>,
     latency: Duration,
     workers: Option<Arc<tokio::sync::Semaphore>>,
+    read_body_first: bool,
     counters: stats::Counters,
     // Cancelled when the request limit is reached, to take the server down.
     limit_reached: CancellationToken,
@@ -143,6 +160,7 @@ impl Backend {
                 workers: config
                     .concurrency
                     .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+                read_body_first: config.read_body_first,
                 counters: stats::Counters::default(),
                 limit_reached: CancellationToken::new(),
             }),

@@ -4,14 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::body::{BoxError, PatternBody, RespBody, Tracked, empty, full};
 use super::server::ServerCtx;
+use super::stats::Counters;
 use super::{Backend, ws};
 use crate::pattern::Checksum;
 
@@ -90,8 +93,21 @@ pub(crate) async fn handle(
                     worker
                 }
             };
-            guard.occupy(worker);
+            guard.occupy(counters.worker_taken(worker));
         }
+        let req = if shared.read_body_first {
+            let (parts, body) = req.into_parts();
+            let reading = tokio::time::Instant::now();
+            let body = match body.collect().await {
+                Ok(body) => body.to_bytes(),
+                // The client went away mid-upload: nobody to answer.
+                Err(e) => return Err(e.into()),
+            };
+            counters.body_read(reading.elapsed().as_micros().max(1) as u64);
+            Request::from_parts(parts, full(body))
+        } else {
+            req.map(|body| body.map_err(BoxError::from).boxed_unsync())
+        };
         if !shared.latency.is_zero() {
             tokio::time::sleep(shared.latency).await;
         }
@@ -112,14 +128,14 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-async fn route(backend: &Backend, mut req: Request<Incoming>) -> Reply {
+async fn route(backend: &Backend, mut req: Request<RespBody>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let reply = match (&method, path.as_str()) {
         (&Method::GET, "/") => text(backend.id()),
         (&Method::GET, "/headers") => headers(&req),
         (&Method::POST | &Method::PUT, "/echo") => echo(req),
-        (&Method::POST, "/count") => count(req.into_body()).await,
+        (&Method::POST, "/count") => count(req.into_body(), &backend.shared.counters).await,
         (_, p) if p == "/inspect" || p.starts_with("/inspect/") => inspect(req).await,
         (&Method::GET, "/ws") => {
             return match ws::accept(&mut req) {
@@ -138,8 +154,13 @@ async fn route(backend: &Backend, mut req: Request<Incoming>) -> Reply {
                 }
             } else if let Some(n) = param(&path, "/bytes/") {
                 match n.parse::<u64>() {
-                    Ok(n) => bytes(n),
+                    Ok(n) => bytes(n, req.uri().query() == Some("length")),
                     Err(_) => bad_request("length must be a number of bytes"),
+                }
+            } else if let Some(n) = param(&path, "/drip/") {
+                match (n.parse::<u32>(), drip_interval(req.uri().query())) {
+                    (Ok(n), Some(every)) => drip(n, every),
+                    _ => bad_request("drip takes a count of lines and ?ms=INTERVAL"),
                 }
             } else if let Some(code) = param(&path, "/status/") {
                 status(code)
@@ -194,25 +215,25 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<RespBody
     }
 }
 
-fn echo(req: Request<Incoming>) -> Response<RespBody> {
+fn echo(req: Request<RespBody>) -> Response<RespBody> {
     let content_type = req.headers().get(CONTENT_TYPE).cloned();
     // Handing hyper the request body as the response body streams it back frame by frame:
     // the response starts before the upload ends, which is what a streaming proxy must allow.
-    let body = req.into_body().map_err(BoxError::from).boxed_unsync();
-    let mut resp = Response::new(body);
+    let mut resp = Response::new(req.into_body());
     if let Some(content_type) = content_type {
         resp.headers_mut().insert(CONTENT_TYPE, content_type);
     }
     resp
 }
 
-async fn count(mut body: Incoming) -> Response<RespBody> {
+async fn count(mut body: RespBody, counters: &Counters) -> Response<RespBody> {
     let mut sum = Checksum::new();
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
                     sum.update(data);
+                    counters.body_bytes(sum.len());
                 }
             }
             Err(e) => return bad_request(&format!("reading the body failed: {e}")),
@@ -224,16 +245,44 @@ async fn count(mut body: Incoming) -> Response<RespBody> {
     )
 }
 
-fn bytes(n: u64) -> Response<RespBody> {
-    let mut resp = Response::new(PatternBody::new(n).boxed_unsync());
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("application/octet-stream"),
-    );
+/// `?ms=N` (at most [`MAX_DELAY_MS`]).
+fn drip_interval(query: Option<&str>) -> Option<Duration> {
+    let ms = query?.strip_prefix("ms=")?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ms.min(MAX_DELAY_MS)))
+}
+
+/// `n` lines (`line 1\n`, ...), the first at once and each next one `every` later, chunked: a
+/// slow stream (server-sent events, progress output) whose pieces must reach a client as
+/// they come.
+fn drip(n: u32, every: Duration) -> Response<RespBody> {
+    let lines = futures_util::stream::unfold(1..=n, move |mut left| async move {
+        let i = left.next()?;
+        if i > 1 {
+            tokio::time::sleep(every).await;
+        }
+        let line = Bytes::from(format!("line {i}\n"));
+        Some((Ok::<_, BoxError>(Frame::data(line)), left))
+    });
+    let mut resp = Response::new(StreamBody::new(lines).boxed_unsync());
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     resp
 }
 
-fn headers(req: &Request<Incoming>) -> Response<RespBody> {
+fn bytes(n: u64, with_length: bool) -> Response<RespBody> {
+    let mut resp = Response::new(PatternBody::new(n).boxed_unsync());
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    if with_length {
+        h.insert(http::header::CONTENT_LENGTH, n.into());
+    }
+    resp
+}
+
+fn headers(req: &Request<RespBody>) -> Response<RespBody> {
     let mut out = serde_json::Map::new();
     let headers = req.headers();
     for name in headers.keys() {
@@ -257,7 +306,7 @@ const INSPECT_KEEP: usize = 1 << 20;
 /// The whole request as it arrived, any method: method, target, version, headers (the values
 /// of a repeated name joined with ", "), the body (lossy UTF-8) and its trailers; so tests see
 /// exactly what a proxy forwarded.
-async fn inspect(req: Request<Incoming>) -> Response<RespBody> {
+async fn inspect(req: Request<RespBody>) -> Response<RespBody> {
     let (parts, mut body) = req.into_parts();
     let mut kept = Vec::new();
     let mut len = 0usize;

@@ -24,6 +24,20 @@ pub struct Stats {
     /// Requests that found every worker busy and waited for one.
     #[serde(default)]
     pub queued: u64,
+    /// Requests holding a worker ([`crate::BackendConfig::concurrency`]) right now, and the
+    /// most there ever were at once: what the backend really serves in parallel.
+    #[serde(default)]
+    pub busy: u64,
+    #[serde(default)]
+    pub max_busy: u64,
+    /// With [`crate::BackendConfig::workers`]: the longest a worker spent reading a request
+    /// body, in µs: how long a slow upload kept a worker from everyone else.
+    #[serde(default)]
+    pub max_body_read_us: u64,
+    /// The most bytes of one request body `POST /count` has read, counted as they come (a
+    /// body cut short counts too): what a proxy let through.
+    #[serde(default)]
+    pub max_body_bytes: u64,
     /// TCP connections accepted so far, less those whose first request was `/stats`: polling
     /// `/stats` over a fresh connection then does not disturb the number a test compares.
     pub connections: u64,
@@ -36,6 +50,10 @@ pub(crate) struct Counters {
     max_in_flight: AtomicU64,
     max_queued_us: AtomicU64,
     queued: AtomicU64,
+    busy: Arc<AtomicU64>,
+    max_busy: AtomicU64,
+    max_body_read_us: AtomicU64,
+    max_body_bytes: AtomicU64,
     connections: AtomicU64,
 }
 
@@ -47,6 +65,10 @@ impl Counters {
             max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
             max_queued_us: self.max_queued_us.load(Ordering::SeqCst),
             queued: self.queued.load(Ordering::SeqCst),
+            busy: self.busy.load(Ordering::SeqCst),
+            max_busy: self.max_busy.load(Ordering::SeqCst),
+            max_body_read_us: self.max_body_read_us.load(Ordering::SeqCst),
+            max_body_bytes: self.max_body_bytes.load(Ordering::SeqCst),
             connections: self.connections.load(Ordering::SeqCst),
         }
     }
@@ -78,6 +100,26 @@ impl Counters {
         }
     }
 
+    /// A request got a worker: it is busy until the request's [`InFlight`] is dropped.
+    pub(crate) fn worker_taken(&self, worker: tokio::sync::OwnedSemaphorePermit) -> Worker {
+        let now = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_busy.fetch_max(now, Ordering::SeqCst);
+        Worker {
+            busy: Arc::clone(&self.busy),
+            _permit: worker,
+        }
+    }
+
+    /// `POST /count` has read `n` bytes of a body so far.
+    pub(crate) fn body_bytes(&self, n: u64) {
+        self.max_body_bytes.fetch_max(n, Ordering::SeqCst);
+    }
+
+    /// A worker read a request body in `us` µs.
+    pub(crate) fn body_read(&self, us: u64) {
+        self.max_body_read_us.fetch_max(us, Ordering::SeqCst);
+    }
+
     /// A request found every worker busy and waited `us` µs for one.
     pub(crate) fn waited(&self, us: u64) {
         self.queued.fetch_add(1, Ordering::SeqCst);
@@ -89,13 +131,26 @@ impl Counters {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     in_flight: Arc<AtomicU64>,
-    _worker: Option<tokio::sync::OwnedSemaphorePermit>,
+    _worker: Option<Worker>,
 }
 
 impl InFlight {
     /// The request has a worker until it is answered (or its WebSocket closes).
-    pub(crate) fn occupy(&mut self, worker: tokio::sync::OwnedSemaphorePermit) {
+    pub(crate) fn occupy(&mut self, worker: Worker) {
         self._worker = Some(worker);
+    }
+}
+
+/// A worker busy with one request, counted in [`Stats::busy`] until dropped.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    busy: Arc<AtomicU64>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

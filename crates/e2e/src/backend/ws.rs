@@ -5,7 +5,6 @@ use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -21,8 +20,8 @@ use super::stats::InFlight;
 
 /// Checks the handshake and, if it is one, returns the `101` to send and the connection
 /// hyper will hand over once that is sent; if not, why (for a 400).
-pub(crate) fn accept(
-    req: &mut Request<Incoming>,
+pub(crate) fn accept<B>(
+    req: &mut Request<B>,
 ) -> Result<(Response<RespBody>, OnUpgrade), &'static str> {
     // HTTP/2 WebSockets (RFC 8441) would need extended CONNECT; nothing here uses them.
     if req.version() != Version::HTTP_11 {

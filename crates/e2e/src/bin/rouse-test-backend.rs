@@ -37,6 +37,10 @@ struct Cli {
     /// N sync workers.
     #[arg(long, value_name = "N")]
     concurrency: Option<usize>,
+    /// N sync workers, as gunicorn's: at most N requests at once (as --concurrency), and each
+    /// worker reads its request's whole body before answering.
+    #[arg(long, value_name = "N", conflicts_with = "concurrency")]
+    workers: Option<usize>,
     /// Write the bound port (decimal, newline-terminated) to this file once listening.
     #[arg(long, value_name = "PATH")]
     port_file: Option<PathBuf>,
@@ -59,6 +63,9 @@ async fn run(cli: Cli) -> Result<ServeOutcome, Box<dyn std::error::Error>> {
     let mut config = BackendConfig::new(cli.id).latency(Duration::from_millis(cli.latency_ms));
     config.exit_after_requests = cli.exit_after_requests;
     config.concurrency = cli.concurrency;
+    if let Some(n) = cli.workers {
+        config = config.workers(n);
+    }
     let backend = Backend::new(config)?;
     let graceful = CancellationToken::new();
     watch_signals(graceful.clone())?;

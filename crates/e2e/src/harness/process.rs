@@ -50,6 +50,7 @@ pub struct BackendProcessBuilder {
     delay_listen: Option<Duration>,
     exit_after_requests: Option<u64>,
     latency: Option<Duration>,
+    workers: Option<usize>,
     port_file: Option<PathBuf>,
     bin: Option<PathBuf>,
     ready_timeout: Duration,
@@ -64,6 +65,7 @@ impl BackendProcessBuilder {
             delay_listen: None,
             exit_after_requests: None,
             latency: None,
+            workers: None,
             port_file: None,
             bin: None,
             ready_timeout: DEFAULT_READY_TIMEOUT,
@@ -92,6 +94,12 @@ impl BackendProcessBuilder {
     /// `--latency-ms`: added to every request but `/stats`.
     pub fn latency(mut self, latency: Duration) -> Self {
         self.latency = Some(latency);
+        self
+    }
+
+    /// `--workers`: this many sync workers, each reading its request's whole body first.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
         self
     }
 
@@ -134,6 +142,9 @@ impl BackendProcessBuilder {
                 "--latency-ms".into(),
                 latency.as_millis().to_string().into(),
             ]);
+        }
+        if let Some(n) = self.workers {
+            args.extend(["--workers".into(), n.to_string().into()]);
         }
         if let Some(path) = &self.port_file {
             args.extend(["--port-file".into(), path.clone().into_os_string()]);

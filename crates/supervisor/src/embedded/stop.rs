@@ -38,13 +38,6 @@ pub(super) fn stop_signal(program: &str, name: &str) -> Signal {
     })
 }
 
-/// `now + d` that cannot overflow on absurd configured durations.
-pub(super) fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
-}
-
 /// Signals the group, gives it `stop_timeout` to go (the leader, then whoever else in the
 /// group still runs: a server behind `sh -c` outlives its shell by the time its own
 /// shutdown takes), then SIGKILLs what is left and waits for the leader to be reaped.
@@ -54,7 +47,7 @@ pub(super) async fn terminate(
     signal: Signal,
     stop_timeout: Duration,
 ) -> Result<(), String> {
-    let deadline = deadline_after(stop_timeout);
+    let deadline = rouse_core::time::deadline(Instant::now(), stop_timeout);
     proc.signal(signal);
     if !matches!(signal, Signal::SIGKILL | Signal::SIGCONT) {
         // A stopped (SIGSTOP) process would only act on the signal once continued.

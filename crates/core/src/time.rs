@@ -1,9 +1,10 @@
-//! Durations from the config turned into instants without overflow.
+//! Durations from the config turned into instants without overflow: the one place rouse adds a
+//! duration to an instant.
 //!
 //! `Instant + Duration` panics past the clock's range, and a timeout of "400000000000y" passes
-//! humantime: hyper's header timer and the shutdown deadline panicked on it. Config validation
-//! bounds every value, but the data plane must not rely on that; anything this far out means
-//! "never" for a running process, so it is capped the way tokio caps its own far future.
+//! humantime: hyper's header timer, the shutdown deadline and the hold deadline panicked on it.
+//! Config validation bounds every value, but no code may rely on that; anything this far out
+//! means "never" for a running process, so it is capped the way tokio caps its own far future.
 
 use std::time::Duration;
 

@@ -1,0 +1,50 @@
+//! Buffering bodies between slow clients and servers that can serve only a few requests at
+//! once (gunicorn's sync workers, PHP-FPM, anything with a worker per request).
+//!
+//! - `request`: the whole request body is read from the client before a server is chosen
+//!   (`request_buffering`), so a trickling upload costs the server nothing until it is
+//!   complete, then arrives at network speed with a `Content-Length`. Bodies past
+//!   `max_request_body` are refused with 413.
+//! - `response`: the response body is read from the server as fast as it comes
+//!   (`response_buffering`), so the server's worker, its connection and its in-flight slot
+//!   are free once it has sent everything, while a slow client reads from rouse.
+//! - `spool`: where both keep bytes: memory up to a size, then an unlinked temp file.
+
+pub(crate) mod request;
+pub(crate) mod response;
+mod spool;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rouse_config::UpstreamConfig;
+
+/// One upstream's body settings, and where temp files go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits<'a> {
+    pub max_request_body: u64,
+    pub request_buffering: bool,
+    pub request_buffer_size: usize,
+    pub response_buffering: bool,
+    pub response_buffer_size: usize,
+    pub max_response_buffer: u64,
+    pub temp_dir: &'a Arc<Path>,
+}
+
+impl<'a> Limits<'a> {
+    pub fn of(up: &UpstreamConfig, temp_dir: &'a Arc<Path>) -> Limits<'a> {
+        Limits {
+            // 0 is "no limit", as nginx's client_max_body_size 0.
+            max_request_body: match up.max_request_body {
+                0 => u64::MAX,
+                n => n,
+            },
+            request_buffering: up.request_buffering,
+            request_buffer_size: up.request_buffer_size,
+            response_buffering: up.response_buffering,
+            response_buffer_size: up.response_buffer_size,
+            max_response_buffer: up.max_response_buffer,
+            temp_dir,
+        }
+    }
+}
