@@ -23,6 +23,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rouse_core::state::ServerState;
+use rouse_core::time;
 use rouse_state::{Admission, HeldGuard, InFlightGuard, Metrics, Table, Upstream};
 use tokio::time::Instant;
 
@@ -126,9 +127,9 @@ pub(crate) async fn hold(
     // Subscribe before checking, so a change between the check and the wait is not missed.
     let mut changed = upstream.subscribe();
     let failures_at = upstream.start_failures();
-    let deadline = saturating_deadline(w.arrived, cfg.start_timeout);
+    let deadline = time::deadline(w.arrived, cfg.start_timeout);
     let page_at = (cfg.waiting_page && w.browser && cold)
-        .then(|| saturating_deadline(w.arrived, BROWSER_PATIENCE));
+        .then(|| time::deadline(w.arrived, BROWSER_PATIENCE));
     let mut poke = true;
     loop {
         if upstream.is_replaced() {
@@ -181,17 +182,6 @@ pub(crate) async fn hold(
             return Ok(Held::Admitted(at, guard));
         }
     }
-}
-
-/// Farther than any wait rouse means: a timer this far off never fires in practice.
-const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// `from + after`, saturating: a duration too large to add (a `start_timeout` of a billion
-/// years, say) means "never", not a panic on every request.
-pub(crate) fn saturating_deadline(from: Instant, after: Duration) -> Instant {
-    from.checked_add(after.min(FAR))
-        .or_else(|| from.checked_add(Duration::from_secs(3600)))
-        .unwrap_or(from)
 }
 
 /// The answer to a request held for `start_timeout`: `start-timeout` when it waited for a
