@@ -35,3 +35,15 @@ pub fn unavailable(
         .insert(RETRY_AFTER, HeaderValue::from(secs));
     resp
 }
+
+/// An error with its causes, `a: b: c`: hyper's outer error alone does not say what failed.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

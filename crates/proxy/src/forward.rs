@@ -17,6 +17,7 @@ use crate::body::{Completion, ProxyBody};
 use crate::buffer::{self, Limits};
 use crate::headers;
 use crate::hold::{Held, RELOADED, Waiter, admit, hold};
+use crate::limits;
 use crate::proxy::{Proxy, RouteUpstream, Routes};
 use crate::request_body::{RequestBody, Sent};
 
@@ -28,6 +29,9 @@ impl Proxy {
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        if let Err(e) = limits::check_head(&req, &self.settings.head) {
+            return e.answer();
+        }
         let authority = match headers::request_authority(&req) {
             Ok(a) => a.to_owned(),
             Err(e) => {
@@ -264,6 +268,15 @@ impl Proxy {
                                 ),
                                 Some(Arc::clone(&server)),
                             );
+                        }
+                        None if sent.client_failed() => {
+                            let msg = format!(
+                                "the request body was malformed or cut short: {}",
+                                answer::error_chain(e.error())
+                            );
+                            tracing::info!(upstream = up.state.name(), "{msg}");
+                            let resp = answer::error(StatusCode::BAD_REQUEST, "bad-request", msg);
+                            return (resp, Some(Arc::clone(&server)));
                         }
                         None => {
                             let msg = format!(

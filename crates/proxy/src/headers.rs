@@ -7,15 +7,16 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 
-/// RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones proxies also drop.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones proxies also drop. `Trailer` is
+/// not one (RFC 9110 §6.6.2): it names the trailer fields, and hyper sends only those it names,
+/// so dropping it would drop a chunked request's trailers.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
@@ -30,18 +31,58 @@ pub enum BadRequest {
     MissingHost,
     #[error("invalid Host header")]
     InvalidHost,
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("user information in the request target")]
+    UserInfo,
+    #[error("a request target in authority-form, which only CONNECT uses")]
+    AuthorityForm,
 }
 
 /// The host a request is for, from the URI authority (HTTP/2, absolute-form) or the Host header.
 /// Returns the raw authority (possibly with port), as sent.
+///
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host, with more than one, or with an invalid one
+/// is refused, even when its target carries the authority; `Host` may be empty. The target's
+/// authority wins over Host (§3.2.2), and the HTTP/2 `:authority` likewise.
 pub fn request_authority<B>(req: &Request<B>) -> Result<&str, BadRequest> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadRequest::DuplicateHost);
+    }
+    let host = host.map(valid_host).transpose()?;
     if let Some(a) = req.uri().authority() {
+        // `GET example.com HTTP/1.1` (RFC 9112 §3.2.3): hyper takes it for a host with no path.
+        if req.uri().scheme().is_none() && req.method() != http::Method::CONNECT {
+            return Err(BadRequest::AuthorityForm);
+        }
+        // A target's userinfo is deprecated and a known phishing vector (RFC 9110 §4.2.4).
+        if a.as_str().contains('@') {
+            return Err(BadRequest::UserInfo);
+        }
+        if host.is_none() && req.version() == Version::HTTP_11 {
+            return Err(BadRequest::MissingHost);
+        }
         return Ok(a.as_str());
     }
-    match req.headers().get(header::HOST) {
-        Some(v) => v.to_str().map_err(|_| BadRequest::InvalidHost),
+    match host {
+        Some(h) => Ok(h),
         None if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 => Ok(""),
         None => Err(BadRequest::MissingHost),
+    }
+}
+
+/// A Host value is `uri-host [ ":" port ]` or empty: no userinfo, path, spaces or commas (a
+/// list would mean several hosts, which a server would read differently than rouse routes).
+fn valid_host(value: &HeaderValue) -> Result<&str, BadRequest> {
+    let text = value.to_str().map_err(|_| BadRequest::InvalidHost)?;
+    if text.is_empty() {
+        return Ok(text);
+    }
+    match text.parse::<http::uri::Authority>() {
+        Ok(_) if !text.contains(['@', ',']) => Ok(text),
+        _ => Err(BadRequest::InvalidHost),
     }
 }
 
@@ -99,13 +140,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Turns a client request into the request sent to a server: HTTP/1.1, origin-form URI, Host
 /// kept, hop-by-hop headers removed, `X-Forwarded-*` added. `authority` is what
 /// [`request_authority`] returned; `upgrade` keeps a WebSocket handshake intact.
+///
+/// A target with an authority (absolute-form, HTTP/2) replaces Host: the server must see the
+/// host rouse routed by (RFC 9112 §3.2.2: a proxy generates Host from the target).
 pub fn to_upstream<B>(req: &mut Request<B>, authority: &str, client_ip: IpAddr, upgrade: bool) {
     let path = req
         .uri()
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    if req.uri().authority().is_some() || req.uri().scheme().is_some() {
+    let from_target = req.uri().authority().is_some();
+    if from_target || req.uri().scheme().is_some() {
         *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     }
     *req.version_mut() = Version::HTTP_11;
@@ -117,7 +162,7 @@ pub fn to_upstream<B>(req: &mut Request<B>, authority: &str, client_ip: IpAddr, 
 
     let host = HeaderValue::from_str(authority).ok();
     if let Some(host) = &host {
-        if !headers.contains_key(header::HOST) {
+        if from_target || !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, host.clone());
         }
         headers.insert(X_FORWARDED_HOST, host.clone());
@@ -157,7 +202,8 @@ mod tests {
         let r = req("/x", &[("host", "App.Example.com:8080")]);
         assert_eq!(request_authority(&r).unwrap(), "App.Example.com:8080");
         assert_eq!(host_of("App.Example.com:8080"), "app.example.com");
-        let r = req("http://h2.example/x", &[]);
+        let mut r = req("http://h2.example/x", &[]);
+        *r.version_mut() = Version::HTTP_2;
         assert_eq!(request_authority(&r).unwrap(), "h2.example");
         assert_eq!(host_of("[::1]:80"), "::1");
         assert_eq!(host_of("plain"), "plain");
@@ -232,5 +278,78 @@ mod tests {
         assert_eq!(r.uri().to_string(), "/p?q=1");
         assert_eq!(r.version(), Version::HTTP_11);
         assert_eq!(r.headers()["host"], "h2.example");
+    }
+
+    #[test]
+    fn two_host_headers_are_bad_even_when_equal() {
+        for second in ["a.test", "b.test"] {
+            let r = req("/x", &[("host", "a.test"), ("host", second)]);
+            assert_eq!(request_authority(&r), Err(BadRequest::DuplicateHost));
+            let r = req("http://a.test/x", &[("host", "a.test"), ("host", second)]);
+            assert_eq!(request_authority(&r), Err(BadRequest::DuplicateHost));
+        }
+    }
+
+    #[test]
+    fn invalid_host_values_are_bad() {
+        for bad in ["a b", "a/b", "u@a.test", "a.test, b.test", "a\tb"] {
+            let r = req("/x", &[("host", bad)]);
+            assert_eq!(
+                request_authority(&r),
+                Err(BadRequest::InvalidHost),
+                "{bad:?}"
+            );
+        }
+        let mut r = req("/x", &[]);
+        r.headers_mut().insert(
+            header::HOST,
+            HeaderValue::from_bytes(b"caf\xe9.test").unwrap(),
+        );
+        assert_eq!(request_authority(&r), Err(BadRequest::InvalidHost));
+        for good in ["a.test", "a.test:8080", "[::1]:80", "127.0.0.1", ""] {
+            let r = req("/x", &[("host", good)]);
+            assert_eq!(request_authority(&r), Ok(good));
+        }
+    }
+
+    #[test]
+    fn absolute_form_needs_host_in_http11_and_wins_over_it() {
+        let r = req("http://b.test/x", &[]);
+        assert_eq!(request_authority(&r), Err(BadRequest::MissingHost));
+        let r = req("http://b.test/x", &[("host", "a.test")]);
+        assert_eq!(request_authority(&r), Ok("b.test"));
+        let r = req("http://u:p@b.test/x", &[("host", "b.test")]);
+        assert_eq!(request_authority(&r), Err(BadRequest::UserInfo));
+    }
+
+    #[test]
+    fn authority_form_is_for_connect_only() {
+        let r = req("inspect", &[("host", "a.test")]);
+        assert_eq!(request_authority(&r), Err(BadRequest::AuthorityForm));
+        let mut r = req("b.test:443", &[("host", "b.test:443")]);
+        *r.method_mut() = http::Method::CONNECT;
+        assert_eq!(request_authority(&r), Ok("b.test:443"));
+    }
+
+    #[test]
+    fn absolute_form_replaces_the_host_header() {
+        let mut r = req("http://b.test/p", &[("host", "a.test")]);
+        let authority = request_authority(&r).unwrap().to_owned();
+        to_upstream(&mut r, &authority, CLIENT, false);
+        assert_eq!(r.uri().to_string(), "/p");
+        assert_eq!(r.headers().get_all("host").iter().count(), 1);
+        assert_eq!(r.headers()["host"], "b.test");
+        assert_eq!(r.headers()["x-forwarded-host"], "b.test");
+    }
+
+    #[test]
+    fn trailer_is_end_to_end() {
+        let mut r = req(
+            "/x",
+            &[("host", "a"), ("trailer", "x-sum"), ("te", "trailers")],
+        );
+        to_upstream(&mut r, "a", CLIENT, false);
+        assert_eq!(r.headers()["trailer"], "x-sum");
+        assert!(!r.headers().contains_key("te"));
     }
 }

@@ -23,6 +23,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rouse_core::state::ServerState;
+use rouse_core::time;
 use rouse_state::{Admission, HeldGuard, InFlightGuard, Metrics, Table, Upstream};
 use tokio::time::Instant;
 
@@ -126,8 +127,9 @@ pub(crate) async fn hold(
     // Subscribe before checking, so a change between the check and the wait is not missed.
     let mut changed = upstream.subscribe();
     let failures_at = upstream.start_failures();
-    let deadline = w.arrived + cfg.start_timeout;
-    let page_at = (cfg.waiting_page && w.browser && cold).then(|| w.arrived + BROWSER_PATIENCE);
+    let deadline = time::deadline(w.arrived, cfg.start_timeout);
+    let page_at = (cfg.waiting_page && w.browser && cold)
+        .then(|| time::deadline(w.arrived, BROWSER_PATIENCE));
     let mut poke = true;
     loop {
         if upstream.is_replaced() {

@@ -169,3 +169,24 @@ async fn a_wake_up_that_finds_no_room_keeps_the_requests_place_in_line() {
     assert_eq!(order, ["a", "b", "c"]);
     assert_eq!(up.held(), 0);
 }
+
+/// A `start_timeout` too large to add to an instant (`"400000000000y"`) used to panic on every
+/// held request; it means a wait with no end in sight, which room still ends.
+#[tokio::test(start_paused = true)]
+async fn a_start_timeout_too_large_to_add_to_an_instant_waits_instead_of_panicking() {
+    let text = "[[upstream]]\nname = \"s\"\nsupervisor = \"none\"\n\
+                [[upstream.server]]\naddress = \"127.0.0.1:9001\"\nmax_conns = 1\n";
+    let mut config = rouse_config::parse("t.toml", text).expect("valid");
+    config.upstreams[0].start_timeout = Duration::MAX;
+    let table = Arc::new(Table::new(&config));
+    let up = Arc::clone(&table.upstreams[0]);
+    let busy = occupy(&up);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let task = spawn_held(&table, "a", &order);
+    until_held(&up, 1).await;
+    tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+    assert!(order.lock().unwrap().is_empty(), "still waiting a day on");
+    drop(busy);
+    task.await.expect("no panic");
+    assert_eq!(*order.lock().unwrap(), ["a"]);
+}

@@ -22,6 +22,7 @@ mod forward;
 pub mod headers;
 mod hold;
 mod idle;
+pub mod limits;
 pub mod listen;
 pub mod pool;
 mod proxy;

@@ -10,6 +10,7 @@ use rouse_config::ProxyConfig;
 use rouse_state::{Changes, ServerId, Table, Upstream};
 use tokio_util::task::TaskTracker;
 
+use crate::limits::HeadLimits;
 use crate::pool::Pool;
 use crate::router::Router;
 
@@ -33,6 +34,8 @@ pub struct Settings {
     /// Client connections open at once; more are accepted and closed at once.
     pub max_connections: usize,
     pub access_log: bool,
+    /// `max_header_size`, `max_headers`.
+    pub head: HeadLimits,
 }
 
 impl Settings {
@@ -51,6 +54,10 @@ impl Settings {
             upgrade_idle_timeout: proxy.upgrade_idle_timeout,
             max_connections: proxy.max_connections,
             access_log,
+            head: HeadLimits {
+                max_header_size: proxy.max_header_size,
+                max_headers: proxy.max_headers,
+            },
         }
     }
 }

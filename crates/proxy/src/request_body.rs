@@ -29,6 +29,9 @@ pub struct Sent {
     notify: Notify,
     /// The client stopped sending for longer than `client_body_timeout`.
     client_quiet: AtomicBool,
+    /// Reading the body from the client failed: bad framing (a chunk size that is not hex),
+    /// or the connection ended early. The client's fault, whatever the server then says.
+    client_failed: AtomicBool,
     /// The body passed `max_request_body` and was cut there.
     too_large: AtomicBool,
 }
@@ -37,6 +40,11 @@ impl Sent {
     /// Whether the upload was cut off because the client went quiet.
     pub fn client_went_quiet(&self) -> bool {
         self.client_quiet.load(Ordering::Acquire)
+    }
+
+    /// Whether the upload failed on the client's side.
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Acquire)
     }
 
     /// Whether the upload was cut off at `max_request_body`.
@@ -158,8 +166,12 @@ impl Body for RequestBody {
         match &mut this.kind {
             Kind::Streamed(inner) => {
                 let polled = Pin::new(inner).poll_frame(cx);
-                if let Poll::Ready(None) = &polled {
-                    this.sent.mark();
+                match &polled {
+                    Poll::Ready(None) => this.sent.mark(),
+                    Poll::Ready(Some(Err(_))) => {
+                        this.sent.client_failed.store(true, Ordering::Release)
+                    }
+                    _ => {}
                 }
                 if this.idle.expired(&polled, cx) {
                     this.sent.client_quiet.store(true, Ordering::Release);

@@ -44,6 +44,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .max_concurrent_streams(512);
+    crate::limits::head_limits(&mut builder, &settings);
     let metrics = Arc::clone(&proxy.routes.load().table.metrics);
     let clients = Arc::new(Clients {
         proxy: Arc::clone(&proxy),

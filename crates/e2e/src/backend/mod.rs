@@ -12,6 +12,7 @@
 //! | `GET /bytes/{n}` | `n` bytes of [`crate::pattern`], 64 KiB frames, no content-length (`?length`: with one) |
 //! | `GET /drip/{n}?ms={t}` | `n` lines (`line 1`, ...), one every `t` ms, chunked |
 //! | `GET /headers` | JSON of the request headers, plus `_method`, `_uri`, `_version` |
+//! | any method, `/inspect` or `/inspect/...` | `{"method", "uri", "version", "headers", "body", "body_len", "trailers"}`: the whole request as received (a repeated header's values joined with `, `; the first MiB of the body) |
 //! | `GET /status/{code}` | that status (200..=999; anything else is a 400) |
 //! | `GET /ws` (WebSocket upgrade) | echoes text and binary messages, answers close |
 //! | `GET /stats` | [`Stats`] as JSON |

@@ -136,6 +136,7 @@ async fn route(backend: &Backend, mut req: Request<RespBody>) -> Reply {
         (&Method::GET, "/headers") => headers(&req),
         (&Method::POST | &Method::PUT, "/echo") => echo(req),
         (&Method::POST, "/count") => count(req.into_body(), &backend.shared.counters).await,
+        (_, p) if p == "/inspect" || p.starts_with("/inspect/") => inspect(req).await,
         (&Method::GET, "/ws") => {
             return match ws::accept(&mut req) {
                 Ok((resp, on_upgrade)) => Reply::WebSocket(resp, on_upgrade),
@@ -297,6 +298,62 @@ fn headers(req: &Request<RespBody>) -> Response<RespBody> {
     out.insert("_uri".into(), req.uri().to_string().into());
     out.insert("_version".into(), format!("{:?}", req.version()).into());
     json(StatusCode::OK, &out)
+}
+
+/// Bytes of a body `/inspect` keeps; the rest is read and counted only.
+const INSPECT_KEEP: usize = 1 << 20;
+
+/// The whole request as it arrived, any method: method, target, version, headers (the values
+/// of a repeated name joined with ", "), the body (lossy UTF-8) and its trailers; so tests see
+/// exactly what a proxy forwarded.
+async fn inspect(req: Request<RespBody>) -> Response<RespBody> {
+    let (parts, mut body) = req.into_parts();
+    let mut kept = Vec::new();
+    let mut len = 0usize;
+    let mut trailers = http::HeaderMap::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => {
+                    len += data.len();
+                    let room = INSPECT_KEEP.saturating_sub(kept.len());
+                    kept.extend_from_slice(&data[..data.len().min(room)]);
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers.extend(t);
+                    }
+                }
+            },
+            Err(e) => return bad_request(&format!("reading the body failed: {e}")),
+        }
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "method": parts.method.as_str(),
+            "uri": parts.uri.to_string(),
+            "version": format!("{:?}", parts.version),
+            "headers": header_map(&parts.headers),
+            "body": String::from_utf8_lossy(&kept),
+            "body_len": len,
+            "trailers": header_map(&trailers),
+        }),
+    )
+}
+
+fn header_map(headers: &http::HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for name in headers.keys() {
+        let joined = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.insert(name.as_str().to_owned(), joined.into());
+    }
+    out
 }
 
 fn status(code: &str) -> Response<RespBody> {
