@@ -91,7 +91,21 @@ log "building: cargo test ${PKG_ARGS[*]} ${PROFILE_ARGS[*]} --no-run (target dir
         CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true \
         CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true \
         cargo test "${PKG_ARGS[@]}" "${PROFILE_ARGS[@]}" --no-run --message-format=json
-) >"$TMP/build.json" 2>"$TMP/build.err" || { tail -30 "$TMP/build.err" >&2; die "build failed"; }
+) >"$TMP/build.json" 2>"$TMP/build.err" || {
+    # With --message-format=json the compiler's errors are in the JSON, not on stderr.
+    python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-message" and m["message"].get("level") == "error":
+        sys.stdout.write(m["message"].get("rendered") or m["message"]["message"])
+' "$TMP/build.json" | head -60 >&2 || true
+    tail -30 "$TMP/build.err" >&2
+    die "build failed"
+}
 
 # One line per test binary: "PACKAGE TARGET PACKAGE_DIR EXECUTABLE" (paths without spaces: cargo's
 # own target dir and the workspace)
@@ -215,11 +229,16 @@ ELAPSED=$(($(date +%s) - T0))
     echo
     if [[ -s $FAILS ]]; then
         cat "$FAILS"
-        echo "Seeds saved by proptest (commit them with the fix, so that every run replays them):"
-        echo
-        echo '```'
-        (cd "$ROOT" && git status --porcelain -- '*.proptest-regressions' && git diff -U0 -- '*.proptest-regressions' | grep '^+cc' | cut -c1-300) || true
-        echo '```'
+        seeds=$(cd "$ROOT" && { git status --porcelain -- '*.proptest-regressions'; git diff -U0 -- '*.proptest-regressions' | grep '^+cc' | cut -c1-300; } || true)
+        if [[ -n $seeds ]]; then
+            echo "Seeds saved by proptest (commit them with the fix, so that every run replays them):"
+            echo
+            echo '```'
+            echo "$seeds"
+            echo '```'
+        else
+            echo "No seed file changed (a test without failure persistence): the minimal input above is the record."
+        fi
     else
         echo "none"
     fi
