@@ -229,7 +229,7 @@ ELAPSED=$(($(date +%s) - T0))
     echo
     if [[ -s $FAILS ]]; then
         cat "$FAILS"
-        seeds=$(cd "$ROOT" && { git status --porcelain -- '*.proptest-regressions'; git diff -U0 -- '*.proptest-regressions' | grep '^+cc' | cut -c1-300; } || true)
+        seeds=$(cd "$ROOT" && git status --porcelain -- '*.proptest-regressions' && { git diff -U0 -- '*.proptest-regressions' | grep '^+cc' | cut -c1-300 || true; })
         if [[ -n $seeds ]]; then
             echo "Seeds saved by proptest (commit them with the fix, so that every run replays them):"
             echo
