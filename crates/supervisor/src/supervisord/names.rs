@@ -168,7 +168,8 @@ pub fn process_info(v: &Value) -> Result<(Namespec, ProcessInfo), String> {
     Ok((spec, info))
 }
 
-fn summary(v: &Value) -> String {
+/// A value for an error message: its first 120 characters (an answer can be megabytes).
+pub(super) fn summary(v: &Value) -> String {
     let s = format!("{v:?}");
     if s.len() > 120 {
         format!("{}...", s.chars().take(120).collect::<String>())

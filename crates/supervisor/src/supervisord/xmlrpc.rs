@@ -111,8 +111,30 @@ pub mod codes {
 #[error("{0}")]
 pub struct DecodeError(String);
 
+/// Longest error message, in characters (then "..."): messages end up in logs, `/status` and
+/// `rouse check --online`, and must not carry megabytes of a hostile answer there.
+const MAX_MESSAGE: usize = 300;
+
 fn bad<T>(why: impl Into<String>) -> Result<T, DecodeError> {
-    Err(DecodeError(why.into()))
+    Err(DecodeError(printable(&why.into())))
+}
+
+/// One line, bounded: control characters escaped (an answer's `\n` or `\u{5}` in a tag or
+/// entity name would otherwise split or garble a log line), the rest cut at [`MAX_MESSAGE`].
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_MESSAGE + 8));
+    for (n, c) in s.chars().enumerate() {
+        if n == MAX_MESSAGE {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,12 +306,9 @@ enum Tok {
 impl std::fmt::Display for Tok {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Tok::Open(t) => write!(f, "<{t}>"),
-            Tok::Close(t) => write!(f, "</{t}>"),
-            Tok::Text(t) => {
-                let short: String = t.chars().take(40).collect();
-                write!(f, "text {short:?}")
-            }
+            Tok::Open(t) => write!(f, "<{}>", short(t)),
+            Tok::Close(t) => write!(f, "</{}>", short(t)),
+            Tok::Text(t) => write!(f, "text {:?}", short(t)),
             Tok::Eof => f.write_str("the end of the answer"),
         }
     }
@@ -342,7 +361,7 @@ impl<'a> Parser<'a> {
                         };
                         match resolve_xml_entity(&name) {
                             Some(s) => Tok::Text(s.to_owned()),
-                            None => return bad(format!("unknown entity &{name};")),
+                            None => return bad(format!("unknown entity &{};", short(&name))),
                         }
                     }
                     Err(e) => return bad(format!("bad character reference: {e}")),
@@ -435,7 +454,7 @@ impl<'a> Parser<'a> {
             }
             "array" => self.array(depth)?,
             "struct" => self.structure(depth)?,
-            other => return bad(format!("unsupported value type <{other}>")),
+            other => return bad(format!("unsupported value type <{}>", short(other))),
         };
         self.close("value")?;
         Ok(v)
