@@ -48,7 +48,7 @@ impl ConfigErrors {
                 file: escape_controls(&file.into()),
                 line: 0,
                 column: 0,
-                message: escape_controls(&message.into()),
+                message: escape_controls(&mask_credentials(&message.into())),
             }],
         }
     }
@@ -123,12 +123,41 @@ impl Diagnostics {
                         file: escape_controls(file),
                         line,
                         column,
-                        message: escape_controls(&message),
+                        message: escape_controls(&mask_credentials(&message)),
                     }
                 })
                 .collect(),
         }
     }
+}
+
+/// Every `scheme://user:password@` in a message with the password masked, wherever in the
+/// message and whichever value quoted it (a url in an `address`, in a `command`...): errors
+/// end up in terminals, CI logs and HTTP answers.
+fn mask_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(user_end) => {
+                let userinfo = &authority[..user_end];
+                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                out.push_str(user);
+                out.push_str(":***");
+                out.push_str(&authority[user_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Control characters as Rust escapes (`\n`, `\u{1b}`): each error stays on one line, and a
@@ -151,6 +180,23 @@ fn escape_controls(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_masked_wherever_they_appear() {
+        assert_eq!(
+            mask_credentials("invalid address \"127.0.0.1:91http://u:secret@h:1/RPC2\" x"),
+            "invalid address \"127.0.0.1:91http://u:***@h:1/RPC2\" x"
+        );
+        assert_eq!(
+            mask_credentials("a http://x@y b ftp://p:q@r"),
+            "a http://x:***@y b ftp://p:***@r"
+        );
+        assert_eq!(
+            mask_credentials("http://h:1/RPC2 and unix:///s"),
+            "http://h:1/RPC2 and unix:///s"
+        );
+        assert_eq!(mask_credentials("no url"), "no url");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -40,10 +40,25 @@ pub(crate) struct Clients {
 }
 
 impl Clients {
-    /// Serves `stream` in a task of its own, tracked for shutdown.
-    pub fn spawn(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
-        self.tracker
-            .spawn(serve(Arc::clone(self), stream, peer, slot));
+    /// Serves `stream`, accepted on the acceptor's own runtime, in a task of the serving
+    /// runtime (`runtime`), tracked for shutdown.
+    pub fn spawn(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+    ) {
+        let clients = Arc::clone(self);
+        runtime.spawn(self.tracker.track_future(async move {
+            // Registering with this runtime's reactor must happen on it.
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(clients, stream, peer, slot).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, client = %peer, "cannot register a connection")
+                }
+            }
+        }));
     }
 }
 

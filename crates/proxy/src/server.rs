@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::accept_loop;
 use crate::activity::Limits;
 use crate::conn_limit::ConnLimit;
 use crate::connection::Clients;
@@ -59,18 +58,13 @@ pub async fn serve(
         tracker: TaskTracker::new(),
     });
 
-    let mut accepting = Vec::new();
-    for listener in listeners {
-        accepting.push(tokio::spawn(accept_loop(listener, Arc::clone(&clients))));
-    }
+    let accepting = crate::accept::spawn_acceptor(listeners, Arc::clone(&clients));
     let evictor = tokio::spawn(evict_loop(Arc::clone(&proxy), clients.stop.clone()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     clients.stop.cancel();
-    for a in accepting {
-        let _ = a.await;
-    }
+    let _ = accepting.await;
     let _ = evictor.await;
 
     let deadline = deadline(Instant::now(), settings.shutdown_timeout);
