@@ -131,14 +131,15 @@ impl Diagnostics {
     }
 }
 
-/// Every `scheme://user:password@` in a message with the password masked, wherever in the
+/// Every `//user:password@` (with a scheme or without, as a mangled url may have lost it) in a
+/// message with the password masked, wherever in the
 /// message and whichever value quoted it (a url in an `address`, in a `command`...): errors
 /// end up in terminals, CI logs and HTTP answers.
 fn mask_credentials(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (before, after) = rest.split_at(at + 3);
+    while let Some(at) = rest.find("//") {
+        let (before, after) = rest.split_at(at + 2);
         out.push_str(before);
         let end = after
             .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace())
@@ -196,6 +197,10 @@ mod tests {
             "http://h:1/RPC2 and unix:///s"
         );
         assert_eq!(mask_credentials("no url"), "no url");
+        assert_eq!(
+            mask_credentials("\"127.0.0.1:910//u:secret@h:1/RPC2\""),
+            "\"127.0.0.1:910//u:***@h:1/RPC2\""
+        );
     }
 
     #[test]

@@ -516,8 +516,12 @@ fn expected_headers(p: &Parsed) -> BTreeMap<String, String> {
     out.into_iter().map(|(k, v)| (k, v.join(", "))).collect()
 }
 
-/// The target as the server must see it: origin-form.
+/// The target as the server must see it: origin-form, and without a fragment. A fragment is
+/// never part of what a client sends (RFC 9110 §7.1, RFC 9112 §3.2 has no `#` in a
+/// request-target); one sent anyway is dropped by hyper's parser, which is what the server
+/// should see: the fragment is only ever meant for the client.
 fn origin_form(target: &str) -> String {
+    let target = target.split('#').next().unwrap_or_default();
     match target.parse::<Uri>() {
         Ok(u) if u.authority().is_some() => u
             .path_and_query()
