@@ -189,7 +189,5 @@ async fn pump(
 
 /// `read_timeout` from now, or as far as the clock goes.
 fn after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 30))
+    rouse_core::time::deadline(Instant::now(), d)
 }
