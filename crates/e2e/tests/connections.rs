@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{WAIT, static_upstream, url};
+use common::{WAIT, answer, static_upstream, url};
 use futures_util::{SinkExt, StreamExt};
 use rouse_e2e::{spawn_in_process, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,32 +42,6 @@ async fn request(s: &mut TcpStream, path: &str) -> (u16, String) {
         .await
         .expect("request written");
     answer(s).await
-}
-
-/// Reads one answer from `s`: its status and (Content-Length) body.
-async fn answer(s: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().expect("a content-length"));
-            if buf.len() >= end + 4 + len {
-                let status = head[9..12].parse().expect("a status");
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                return (status, body);
-            }
-        }
-        let n = timeout(WAIT, s.read(&mut chunk))
-            .await
-            .expect("an answer within WAIT")
-            .expect("read");
-        assert!(n > 0, "closed before a whole answer: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 fn assert_between(took: Duration, low: Duration, high: Duration, what: &str) {

@@ -8,37 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{WAIT, static_upstream};
+use common::{WAIT, answer, static_upstream};
 use rouse_e2e::{spawn_in_process, wait_until};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
-
-/// Reads one answer from `s`: its status and (Content-Length) body.
-async fn answer(s: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().expect("a content-length"));
-            if buf.len() >= end + 4 + len {
-                let status = head[9..12].parse().expect("a status");
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                return (status, body);
-            }
-        }
-        let n = timeout(WAIT, s.read(&mut chunk))
-            .await
-            .expect("an answer within WAIT")
-            .expect("read");
-        assert!(n > 0, "closed before a whole answer: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
 
 /// The accept queue's size as the kernel reports it for the socket listening on `addr`
 /// (`ss`'s Send-Q column of a listener).
