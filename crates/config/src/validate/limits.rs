@@ -66,26 +66,13 @@ pub(crate) fn bounded_size(
     key: &str,
     value: &Option<Spanned<FileSize>>,
     default: u64,
-    (min, max): (u64, u64),
+    range: (u64, u64),
     cx: &mut Context<'_>,
 ) -> u64 {
-    let Some(value) = value else {
-        return default;
-    };
-    let bytes = value.get_ref().0;
-    if !(min..=max).contains(&bytes) {
-        cx.error(
-            value.span(),
-            format!(
-                "{key}: {} is out of range ({} to {})",
-                format_size(bytes),
-                format_size(min),
-                format_size(max)
-            ),
-        );
-        return default;
-    }
-    bytes
+    let value = value
+        .as_ref()
+        .map(|v| Spanned::new(v.span(), v.get_ref().0));
+    within(key, value, default, range, format_size, cx)
 }
 
 /// A count within `min..=max`, or its default.
@@ -93,7 +80,20 @@ pub(crate) fn count(
     key: &str,
     value: &Option<Spanned<u64>>,
     default: u64,
+    range: (u64, u64),
+    cx: &mut Context<'_>,
+) -> u64 {
+    let value = value.as_ref().map(|v| Spanned::new(v.span(), *v.get_ref()));
+    within(key, value, default, range, |n| n.to_string(), cx)
+}
+
+/// `value` within `min..=max` (each shown by `show` in the error), or `default`.
+fn within(
+    key: &str,
+    value: Option<Spanned<u64>>,
+    default: u64,
     (min, max): (u64, u64),
+    show: fn(u64) -> String,
     cx: &mut Context<'_>,
 ) -> u64 {
     let Some(value) = value else {
@@ -103,7 +103,12 @@ pub(crate) fn count(
     if !(min..=max).contains(&n) {
         cx.error(
             value.span(),
-            format!("{key}: {n} is out of range ({min} to {max})"),
+            format!(
+                "{key}: {} is out of range ({} to {})",
+                show(n),
+                show(min),
+                show(max)
+            ),
         );
         return default;
     }
