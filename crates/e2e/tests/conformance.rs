@@ -8,10 +8,10 @@
 mod common;
 mod raw;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use common::log::logged;
 use common::{config_with, start_rouse, static_upstream};
 use raw::{Raw, RawResponse, exchange};
 use rouse::Rouse;
@@ -409,57 +409,7 @@ async fn absolute_form_routes_by_the_target_and_replaces_host() {
 
 // === rouse's log, captured ===
 
-/// rouse's log lines (every test's: they share the process), captured from the first call on;
-/// also printed to stderr when `RUST_LOG` is set.
+/// rouse's log lines (every test's: they share the process), captured from the first call on.
 fn log_lines() -> &'static Mutex<Vec<u8>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let echo = std::env::var_os("RUST_LOG").is_some();
-        let writer = {
-            let buf = Arc::clone(&buf);
-            move || Capture {
-                buf: Arc::clone(&buf),
-                echo,
-            }
-        };
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info,rouse::access=off"))
-            .with_ansi(false)
-            .with_writer(writer)
-            .try_init();
-        buf
-    })
-}
-
-struct Capture {
-    buf: Arc<Mutex<Vec<u8>>>,
-    echo: bool,
-}
-
-impl Write for Capture {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(data);
-        if self.echo {
-            let _ = std::io::stderr().write_all(data);
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The captured log lines that contain every one of `words`.
-fn logged(words: &[&str]) -> Vec<String> {
-    let buf = log_lines().lock().unwrap_or_else(|e| e.into_inner());
-    String::from_utf8_lossy(&buf)
-        .lines()
-        .filter(|l| words.iter().all(|w| l.contains(w)))
-        .map(str::to_owned)
-        .collect()
+    common::log::capture(|| tracing_subscriber::EnvFilter::new("info,rouse::access=off"))
 }

@@ -2,6 +2,8 @@
 //! through the real config pipeline.
 #![allow(dead_code)]
 
+pub mod log;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
