@@ -119,27 +119,7 @@ SD_USER=bench
 SD_PASS=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(8))')
 SDCONF=$TMP/supervisord.conf
 {
-    cat <<EOF
-[inet_http_server]
-port = 127.0.0.1:$P_SD
-username = $SD_USER
-password = $SD_PASS
-
-[supervisord]
-nodaemon = true
-logfile = $TMP/supervisord.log
-loglevel = info
-pidfile = $TMP/supervisord.pid
-childlogdir = $TMP
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl = http://127.0.0.1:$P_SD
-username = $SD_USER
-password = $SD_PASS
-EOF
+    supervisord_conf_head "$P_SD" "$TMP/"
     for i in 0 1 2; do
         cat <<EOF
 

@@ -413,26 +413,7 @@ EOF
 
     sd_conf() {
         local i
-        cat <<EOF
-[inet_http_server]
-port = 127.0.0.1:$P_SD
-username = $SD_USER
-password = $SD_PASS
-
-[supervisord]
-nodaemon = true
-logfile = $TMP/supervisord.log
-pidfile = $TMP/supervisord.pid
-childlogdir = $TMP
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl = http://127.0.0.1:$P_SD
-username = $SD_USER
-password = $SD_PASS
-EOF
+        supervisord_conf_head "$P_SD" "$TMP/"
         for i in 0 1 2; do
             cat <<EOF
 

@@ -102,6 +102,33 @@ need_supervisord() {
     SUPERVISORCTL=$(command -v supervisorctl)
 }
 
+# supervisord_conf_head PORT PREFIX : the head of a supervisord.conf (HTTP on 127.0.0.1:PORT with
+# $SD_USER/$SD_PASS, log and pid files at PREFIXsupervisord.*, children's logs in $TMP), to which
+# the caller appends its [program:...] sections.
+supervisord_conf_head() {
+    cat <<EOF
+[inet_http_server]
+port = 127.0.0.1:$1
+username = $SD_USER
+password = $SD_PASS
+
+[supervisord]
+nodaemon = true
+logfile = $2supervisord.log
+loglevel = info
+pidfile = $2supervisord.pid
+childlogdir = $TMP
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl = http://127.0.0.1:$1
+username = $SD_USER
+password = $SD_PASS
+EOF
+}
+
 free_ports() {  # N : N free 127.0.0.1 ports
     "$PYTHON" - "$1" <<'EOF'
 import socket, sys

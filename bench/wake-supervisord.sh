@@ -152,26 +152,9 @@ run_config() {  # KIND READY CYCLES
     [[ -n ${p_sdd:-} ]] || die "could not pick free ports"
     sdconf=$TMP/$name.supervisord.conf
     conf=$TMP/$name.toml
-    cat >"$sdconf" <<EOF
-[inet_http_server]
-port = 127.0.0.1:$p_sd
-username = $SD_USER
-password = $SD_PASS
-
-[supervisord]
-nodaemon = true
-logfile = $TMP/$name.supervisord.log
-loglevel = info
-pidfile = $TMP/$name.supervisord.pid
-childlogdir = $TMP
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl = http://127.0.0.1:$p_sd
-username = $SD_USER
-password = $SD_PASS
+    {
+        supervisord_conf_head "$p_sd" "$TMP/$name."
+        cat <<EOF
 
 [program:app0]
 command = $(backend_command "$kind" "$p_backend")
@@ -196,6 +179,7 @@ killasgroup = true
 redirect_stderr = true
 stdout_logfile = $TMP/$name.direct0.log
 EOF
+    } >"$sdconf"
     cat >"$conf" <<EOF
 [proxy]
 listen = ["127.0.0.1:$p_rouse"]
