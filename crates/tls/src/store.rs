@@ -68,7 +68,7 @@ impl CertStore {
         let all = || set.files.iter().chain(set.acme.iter());
         if let Some(sni) = sni {
             let sni = sni.to_ascii_lowercase();
-            if let Some(n) = all().find(|n| n.names.iter().any(|m| *m == sni)) {
+            if let Some(n) = all().find(|n| n.names.contains(&sni)) {
                 return Some(Arc::clone(&n.key));
             }
             if let Some((_, parent)) = sni.split_once('.') {
