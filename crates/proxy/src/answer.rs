@@ -47,3 +47,13 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// The key authorization ACME's HTTP-01 validation fetches (RFC 8555 §8.3).
+pub fn acme_challenge(key_authorization: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::local(key_authorization));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}

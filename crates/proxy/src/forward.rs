@@ -32,6 +32,11 @@ impl Proxy {
         if let Err(e) = limits::check_head(&req, &self.settings.head) {
             return e.answer();
         }
+        if req.method() == http::Method::GET
+            && let Some(answer) = self.challenges.answer(req.uri().path())
+        {
+            return answer::acme_challenge(answer);
+        }
         let authority = match headers::request_authority(&req) {
             Ok(a) => a.to_owned(),
             Err(e) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rouse_config::ProxyConfig;
 use rouse_state::{Changes, ServerId, Table, Upstream};
+use rouse_tls::challenge::Challenges;
 use tokio_util::task::TaskTracker;
 
 use crate::limits::HeadLimits;
@@ -79,6 +80,8 @@ pub struct Proxy {
     pub(crate) settings: Settings,
     /// Upgraded (WebSocket) connections, which outlive their request.
     pub(crate) upgrades: TaskTracker,
+    /// ACME HTTP-01 answers, served before any routing.
+    pub(crate) challenges: Arc<Challenges>,
 }
 
 impl Proxy {
@@ -88,6 +91,7 @@ impl Proxy {
             routes: ArcSwap::from_pointee(routes),
             settings,
             upgrades: TaskTracker::new(),
+            challenges: Challenges::new(),
         })
     }
 
@@ -107,6 +111,11 @@ impl Proxy {
         }
         self.routes
             .store(Arc::new(build_routes(&self.settings, table, &keep)));
+    }
+
+    /// Where ACME puts the HTTP-01 answers it waits to have fetched.
+    pub fn challenges(&self) -> &Arc<Challenges> {
+        &self.challenges
     }
 
     pub fn settings(&self) -> &Settings {

@@ -35,3 +35,22 @@ impl Challenges {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pending_tokens_under_the_prefix_are_answered() {
+        let c = Challenges::new();
+        c.insert("tok".into(), "tok.thumb".into());
+        assert_eq!(
+            c.answer("/.well-known/acme-challenge/tok").as_deref(),
+            Some("tok.thumb")
+        );
+        assert_eq!(c.answer("/.well-known/acme-challenge/other"), None);
+        assert_eq!(c.answer("/tok"), None);
+        c.remove("tok");
+        assert_eq!(c.answer("/.well-known/acme-challenge/tok"), None);
+    }
+}
