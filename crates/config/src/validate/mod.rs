@@ -6,6 +6,7 @@
 
 mod cross;
 mod limits;
+mod protocol;
 mod upstream;
 
 use std::collections::BTreeMap;
