@@ -104,7 +104,13 @@ impl Proxy {
         let mut keep = HashMap::new();
         for up in &old.upstreams {
             for (server, pool) in up.state.servers.iter().zip(&up.pools) {
-                if kept.contains(&server.id()) {
+                // A kept server of an upstream whose protocol changed needs new connections.
+                let protocol = table
+                    .upstreams
+                    .iter()
+                    .find(|u| u.name() == up.state.name())
+                    .map(|u| u.config.protocol);
+                if kept.contains(&server.id()) && protocol == Some(pool.protocol()) {
                     keep.insert(server.id(), Arc::clone(pool));
                 }
             }
@@ -156,6 +162,7 @@ fn build_routes(
                     keep.get(&s.id()).cloned().unwrap_or_else(|| {
                         Arc::new(Pool::new(
                             s.address(),
+                            u.config.protocol,
                             settings.pool_max_idle_per_server,
                             settings.pool_idle_timeout,
                         ))
