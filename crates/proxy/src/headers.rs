@@ -410,8 +410,13 @@ mod tests {
         assert!(!te);
         to_upstream(&mut r, "a", CLIENT, false);
         to_http2(&mut r, "http", "a", te);
-        assert!(!r.headers().contains_key("te"), "only te: trailers is HTTP/2's");
-        assert!(accepts_trailers(req("/", &[("te", "gzip, Trailers;q=1")]).headers()));
+        assert!(
+            !r.headers().contains_key("te"),
+            "only te: trailers is HTTP/2's"
+        );
+        assert!(accepts_trailers(
+            req("/", &[("te", "gzip, Trailers;q=1")]).headers()
+        ));
     }
 
     #[test]

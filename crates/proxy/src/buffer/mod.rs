@@ -80,3 +80,38 @@ pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
                 .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_calls_are_never_buffered() {
+        let dir: Arc<Path> = Arc::from(Path::new("/tmp"));
+        let config = rouse_config::parse(
+            "t.toml",
+            "[[upstream]]\nname = \"g\"\nsupervisor = \"none\"\n\
+             [[upstream.server]]\naddress = \"127.0.0.1:9\"\n",
+        )
+        .expect("valid");
+        let limits = Limits::of(&config.upstreams[0], &dir);
+        assert!(limits.request_buffering && limits.response_buffering);
+        for (content_type, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC", true),
+            ("application/grpc-web", true),
+            ("application/json", false),
+            ("application/grp", false),
+        ] {
+            let req = http::Request::builder()
+                .header("content-type", content_type)
+                .body(())
+                .unwrap();
+            let l = limits.for_request(&req);
+            assert_eq!(!l.request_buffering, grpc, "{content_type}");
+            assert_eq!(!l.response_buffering, grpc, "{content_type}");
+            assert_eq!(l.max_request_body, limits.max_request_body);
+        }
+    }
+}
