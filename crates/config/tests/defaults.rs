@@ -262,5 +262,8 @@ fn protocol_defaults_to_http1_and_h2c_is_read() {
     let config = ok(&base.replace("{}", "protocol = \"h2c\""));
     assert_eq!(config.upstreams[0].protocol, rouse_config::Protocol::H2c);
     let summary = rouse_config::summary(&config);
-    assert!(summary.contains("protocol") && summary.contains("h2c"), "{summary}");
+    assert!(
+        summary.contains("protocol") && summary.contains("h2c"),
+        "{summary}"
+    );
 }
