@@ -185,7 +185,11 @@ impl Pool {
                     .h2
                     .connect(self.addr, Instant::now(), || async {
                         let stream = self.open(timeout).await?;
-                        h2::handshake(self.addr, TokioIo::new(stream)).await
+                        let handshake = h2::handshake(self.addr, TokioIo::new(stream));
+                        // Others may be waiting for this connect: it must end in time.
+                        tokio::time::timeout(timeout, handshake)
+                            .await
+                            .unwrap_or(Err(ConnectError::Timeout(self.addr, timeout)))
                     })
                     .await?;
                 Ok(Sender::Http2(lease))
