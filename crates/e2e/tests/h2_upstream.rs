@@ -125,7 +125,7 @@ async fn past_its_stream_limit_a_second_connection_opens() {
     let mut tasks = Vec::new();
     for _ in 0..150 {
         let c = c.clone();
-        let u = url(rouse.addr(), "/delay/1000");
+        let u = url(rouse.addr(), "/delay/2000");
         tasks.push(tokio::spawn(async move {
             c.get(&u).send().await.unwrap().status().as_u16()
         }));

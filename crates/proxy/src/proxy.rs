@@ -214,4 +214,22 @@ mod tests {
         assert!(Arc::ptr_eq(&after[0], &before[1]), "kept, moved");
         assert!(!Arc::ptr_eq(&after[1], &before[0]), "replaced");
     }
+
+    /// A kept server's connections speak the old protocol: a new one needs new connections.
+    #[tokio::test]
+    async fn a_new_protocol_gets_new_pools() {
+        let first = config(TWO);
+        let table = Arc::new(Table::new(&first));
+        let proxy = Proxy::new(Settings::new(&first.proxy, false), &table);
+        let before = pools(&proxy);
+        let text = TWO.replace("name = \"e\"\n", "name = \"e\"\nprotocol = \"h2c\"\n");
+        let next = table.reloaded(&config(&text));
+        let next_table = Arc::new(next.table);
+        proxy.update(&next_table, &next.changes);
+        let after = pools(&proxy);
+        for (a, b) in after.iter().zip(&before) {
+            assert!(!Arc::ptr_eq(a, b));
+            assert_eq!(a.protocol(), rouse_config::Protocol::H2c);
+        }
+    }
 }

@@ -245,3 +245,58 @@ where
     });
     Ok((send, server_max))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests that wait for another's connect share its failure instead of each trying
+    /// (and, against a black hole, each waiting `connect_timeout`) in turn; a request that
+    /// comes after it tries again.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_share_a_failed_connect() {
+        let shared = Arc::new(Shared::default());
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let shared = Arc::clone(&shared);
+            let attempts = Arc::clone(&attempts);
+            tasks.push(tokio::spawn(async move {
+                shared
+                    .connect(addr, started, || async {
+                        attempts.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Err(ConnectError::Timeout(addr, Duration::from_secs(1)))
+                    })
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().is_err());
+        }
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(1),
+            "one wait, not five"
+        );
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let later = shared
+            .connect(addr, Instant::now(), || async {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                Err(ConnectError::Timeout(addr, Duration::from_secs(1)))
+            })
+            .await;
+        assert!(later.is_err());
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            2,
+            "a later request tries again"
+        );
+        assert!(shared.checkout(Instant::now()).is_none());
+    }
+}
