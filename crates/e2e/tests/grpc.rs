@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::{WAIT, embedded_upstream, free_addrs, refuses, start_rouse};
+use common::{WAIT, backend_pids, embedded_upstream, free_addrs, refuses, start_rouse};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -78,6 +78,35 @@ async fn an_error_status_reaches_the_client_intact() {
         timeout(WAIT, c.hello("again")).await.unwrap().unwrap(),
         "hello again"
     );
+}
+
+/// A burst of calls on a cold service: all are held while one process starts, then all are
+/// answered.
+#[tokio::test]
+async fn a_burst_of_calls_on_a_cold_service_starts_it_once_and_all_are_answered() {
+    let [addr] = free_addrs();
+    let rouse = start_rouse(&grpc_upstream(addr, "")).await;
+    let mut tasks = Vec::new();
+    for i in 0..20u32 {
+        let mut c = Client::new(rouse.addr());
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                c.hello(&format!("b{i}")).await.map(|m| m.len())
+            } else {
+                c.count(i, 0).await.map(|(got, _)| got.len())
+            }
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let got = timeout(WAIT, t).await.unwrap().unwrap().unwrap();
+        let want = if i % 2 == 0 {
+            format!("hello b{i}").len()
+        } else {
+            i
+        };
+        assert_eq!(got, want, "call {i}");
+    }
+    assert_eq!(backend_pids(addr).len(), 1, "one process for the burst");
 }
 
 /// gRPC is never buffered, even where the upstream buffers everything else, so calls from

@@ -178,7 +178,9 @@ impl Pool {
         match self.protocol {
             Protocol::Http1 => {
                 let stream = self.open(timeout).await?;
-                self.handshake_http1(stream).await.map(Sender::Http1)
+                self.handshake_http1(TokioIo::new(stream))
+                    .await
+                    .map(Sender::Http1)
             }
             Protocol::H2c => {
                 let lease = self
@@ -194,8 +196,10 @@ impl Pool {
                     .await?;
                 Ok(Sender::Http2(lease))
             }
-            // HTTP/2 inside TLS: the same handshake (`h2::handshake` takes any stream) over a
-            // TLS stream whose ALPN chose "h2"; refused by validation until TLS connects exist.
+            // HTTP/2 inside TLS: the same `h2.connect` as h2c, whose closure opens a TLS stream
+            // offering ALPN "h2" only, checks the server chose it, and hands it to
+            // `h2::handshake` (which takes any stream). Refused by validation until TLS
+            // connects exist.
             Protocol::H2 => Err(ConnectError::NeedsTls(self.addr)),
         }
     }
@@ -212,12 +216,16 @@ impl Pool {
         Ok(stream)
     }
 
-    async fn handshake_http1(
+    /// The HTTP/1.1 handshake over any stream (TCP today; a unix or TLS one alike).
+    async fn handshake_http1<T>(
         &self,
-        stream: TcpStream,
-    ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+        io: T,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectError>
+    where
+        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(io)
             .await
             .map_err(|e| ConnectError::Handshake(self.addr, e))?;
         tokio::spawn(async move {
