@@ -14,7 +14,8 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rouse_e2e::{free_addr, spawn_in_process};
+use rouse_e2e::{free_addr, spawn_in_process, wait_until};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -108,6 +109,50 @@ async fn many_concurrent_requests_share_one_upstream_connection() {
         stats.connections, 1,
         "40 concurrent requests share one HTTP/2 connection: {stats:?}"
     );
+}
+
+/// Clients that stop reading large unbuffered responses stall their own streams only: the
+/// other requests on the same upstream connection go on.
+#[tokio::test]
+async fn stalled_streams_do_not_block_the_shared_connection() {
+    let backend = spawn_in_process("a").await;
+    let rouse = start_rouse(&static_upstream(
+        "app",
+        &[],
+        &format!("{H2C}\nresponse_buffering = false"),
+        &[backend.addr()],
+    ))
+    .await;
+    // Ten clients ask for 50 MB each and read none of it: with hyper's default windows (2 MiB
+    // a stream, 5 MiB the connection) three would stop the whole connection.
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(rouse.addr()).await.unwrap();
+        s.write_all(b"GET /bytes/50000000 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    wait_until("the big responses started", WAIT, || async {
+        backend.stats().in_flight == 10
+    })
+    .await;
+    let c = client();
+    for _ in 0..20 {
+        let r = timeout(WAIT, c.get(url(rouse.addr(), "/bytes/300000")).send())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().len(), 300_000);
+    }
+    let stats = backend.stats();
+    assert_eq!(stats.connections, 1, "{stats:?}");
+    assert_eq!(
+        stats.in_flight, 10,
+        "the stalled ones are still there: {stats:?}"
+    );
+    drop(stalled);
 }
 
 /// Past the streams one connection carries (100), a second connection opens, and only one.
