@@ -38,6 +38,10 @@ const CONN_WINDOW: u32 = STREAM_WINDOW * MAX_STREAMS as u32;
 /// rather than handed requests that would wait for `read_timeout` each.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest response head a server may send (hyper's default is 16 KiB): as large as the
+/// biggest request head rouse takes by default and then some, so a response with a few big
+/// cookies passes as it does over HTTP/1.1.
+const MAX_RESPONSE_HEAD: u32 = 64 * 1024;
 
 type Send = http2::SendRequest<RequestBody>;
 
@@ -226,6 +230,7 @@ where
         .keep_alive_interval(PING_INTERVAL)
         .keep_alive_timeout(PING_TIMEOUT)
         .keep_alive_while_idle(true)
+        .max_header_list_size(MAX_RESPONSE_HEAD)
         .handshake(io)
         .await
         .map_err(|e| ConnectError::Handshake(addr, e))?;
