@@ -47,6 +47,8 @@ impl<T> Section<T> {
 #[derive(Debug, Clone, Default)]
 pub struct FileConfig {
     pub proxy: Option<Section<FileProxy>>,
+    /// `[proxy.acme]`, read on its own so each of its bad keys is reported.
+    pub acme: Option<Section<FileAcme>>,
     pub admin: Option<Section<FileAdmin>>,
     pub log: Option<Section<FileLog>>,
     /// `[supervisors.NAME]`, by name: TOML tables do not keep the order of their keys.
@@ -91,6 +93,18 @@ pub struct FileProxy {
     pub max_headers: Option<Spanned<u64>>,
     pub upgrade_idle_timeout: Option<Spanned<FileDuration>>,
     pub temp_dir: Option<Spanned<String>>,
+}
+
+/// `[proxy.acme]`: automatic certificates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileAcme {
+    pub email: Option<Spanned<String>>,
+    pub directory: Option<Spanned<String>>,
+    pub domains: Option<Spanned<Vec<Spanned<String>>>>,
+    pub dir: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub renew_before: Option<Spanned<FileDuration>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
