@@ -14,6 +14,8 @@ use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers};
 use rouse_proxy::{Proxy, Settings};
 use rouse_state::Table;
+use rouse_tls::acme::Acme;
+use rouse_tls::store::CertStore;
 
 use crate::reload::{Reloader, Running};
 pub use rouse_admin::ReloadRefused;
@@ -57,6 +59,9 @@ pub struct Rouse {
     addrs: Vec<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// Every certificate served, `[proxy.acme]`'s included.
+    certs: Arc<CertStore>,
+    acme: Option<Arc<Acme>>,
 }
 
 impl Rouse {
@@ -96,6 +101,10 @@ impl Rouse {
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
+        let certs = cert_store(&config);
+        let acme = config.proxy.acme.as_ref().map(|acme| {
+            Arc::new(Acme::start(acme, Arc::clone(proxy.challenges()), Arc::clone(&certs)))
+        });
         let admin_stop = CancellationToken::new();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(rouse_proxy::serve(Arc::clone(&proxy), listeners, async {
@@ -114,6 +123,14 @@ impl Rouse {
             Arc::clone(&table),
             Running { config, drivers },
         ));
+        if let Some(acme) = &acme {
+            let acme = Arc::downgrade(acme);
+            let _ = reloader.after_apply.set(Box::new(move || {
+                if let Some(acme) = acme.upgrade() {
+                    acme.check_now();
+                }
+            }));
+        }
         let admin_task = admin.map(|listener| {
             let state = AdminState {
                 table: Arc::clone(&table),
@@ -137,6 +154,8 @@ impl Rouse {
             addrs,
             shutdown: Some(tx),
             task: Some(task),
+            certs,
+            acme,
         }
     }
 
@@ -151,6 +170,16 @@ impl Rouse {
 
     pub fn table(&self) -> Arc<Table> {
         self.table.load_full()
+    }
+
+    /// Every certificate rouse serves.
+    pub fn cert_store(&self) -> Arc<CertStore> {
+        Arc::clone(&self.certs)
+    }
+
+    /// What `[proxy.acme]` has done so far, when it is configured.
+    pub fn acme_status(&self) -> Option<rouse_tls::acme::Status> {
+        self.acme.as_ref().map(|acme| acme.status())
     }
 
     /// Where the admin API listens, when `[admin]` is configured.
@@ -181,6 +210,9 @@ impl Rouse {
         if let Some(task) = self.admin_task.take() {
             let _ = task.await;
         }
+        if let Some(acme) = self.acme.take() {
+            acme.stop().await;
+        }
         if let Some(control) = self.control.take() {
             control.shutdown().await;
         }
@@ -194,6 +226,11 @@ impl Drop for Rouse {
             let _ = tx.send(());
         }
     }
+}
+
+/// The certificates every TLS listener serves, shared with `[proxy.acme]`.
+fn cert_store(_config: &Config) -> Arc<CertStore> {
+    CertStore::new()
 }
 
 /// One embedded supervisor for every upstream that names no supervisor. There is one even

@@ -5,7 +5,7 @@
 //! there is none or it is due (`renew_before` ahead of expiry), answering the CA's HTTP-01
 //! fetches through [`Challenges`] (the plain listeners serve them), writes it to `dir` and
 //! installs it in the [`CertStore`]. The old certificate is served until then; a failure is
-//! logged and tried again after 1 min, doubling to 1 h.
+//! logged and tried again after 1 min, doubling to 1 h. [`Acme::stop`] (or a drop) ends it.
 
 mod client;
 mod files;
@@ -74,7 +74,7 @@ pub struct Acme {
     status: Arc<Mutex<Status>>,
     wake: Arc<Notify>,
     cancel: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Acme {
@@ -125,7 +125,7 @@ impl Acme {
             status,
             wake,
             cancel,
-            task: Some(tokio::spawn(looped.run())),
+            task: Mutex::new(Some(tokio::spawn(looped.run()))),
         }
     }
 
@@ -142,10 +142,12 @@ impl Acme {
         self.wake.notify_one();
     }
 
-    /// Stops the loop, abandoning an order in progress (its challenges are withdrawn).
-    pub async fn shutdown(mut self) {
+    /// Stops the loop, abandoning an order in progress (its challenges are withdrawn), and
+    /// waits for it to end.
+    pub async fn stop(&self) {
         self.cancel.cancel();
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
             let _ = task.await;
         }
     }
