@@ -103,7 +103,11 @@ impl Rouse {
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
         let certs = cert_store(&config);
         let acme = config.proxy.acme.as_ref().map(|acme| {
-            Arc::new(Acme::start(acme, Arc::clone(proxy.challenges()), Arc::clone(&certs)))
+            Arc::new(Acme::start(
+                acme,
+                Arc::clone(proxy.challenges()),
+                Arc::clone(&certs),
+            ))
         });
         let admin_stop = CancellationToken::new();
         let (tx, rx) = oneshot::channel::<()>();

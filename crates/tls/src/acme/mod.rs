@@ -54,6 +54,8 @@ impl Error {
 /// What the ACME loop has done so far (for tests, logs and status pages).
 #[derive(Debug, Clone, Default)]
 pub struct Status {
+    /// Times the loop looked at the certificate (at start, then at each wake-up).
+    pub checks: u64,
     /// Orders started (each attempt counts).
     pub orders: u64,
     /// Certificates obtained and installed.

@@ -36,6 +36,7 @@ pub struct Loop<I> {
 impl<I: Issue> Loop<I> {
     pub async fn run(mut self) {
         loop {
+            update(&self.status, |s| s.checks += 1);
             let wait = match policy::next((self.now)(), self.due) {
                 Next::Wait(wait) => wait,
                 Next::Order => {
