@@ -165,10 +165,12 @@ async fn a_certificate_is_obtained_over_http01_stored_served_and_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_directory_is_logged_and_retried_without_crashing() {
+    common::log::capture(|| tracing_subscriber::EnvFilter::new("rouse_tls=info"));
     let backend = spawn_in_process("app").await;
     let dir = tempfile::tempdir().unwrap();
-    // Nothing listens there; the CA file is never read before a connection.
-    let directory = format!("https://127.0.0.1:{}/dir", unique_port());
+    // Nothing listens there.
+    let ca_port = unique_port();
+    let directory = format!("https://127.0.0.1:{ca_port}/dir");
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, throwaway_ca()).unwrap();
     let config = acme_config(
@@ -188,6 +190,22 @@ async fn an_unreachable_directory_is_logged_and_retried_without_crashing() {
     assert!(!error.is_empty(), "{status:?}");
     assert_eq!(status.retry_in, Some(Duration::from_secs(60)), "{status:?}");
     assert!(rouse.cert_store().is_empty());
+    assert!(
+        error.contains(&directory) && error.contains("refused"),
+        "{error}"
+    );
+    let lines = common::log::logged(&[
+        "WARN",
+        "could not obtain a certificate",
+        &directory,
+        "Connection refused",
+        "retry_in=60s",
+    ]);
+    assert_eq!(
+        lines.len(),
+        1,
+        "the failure is logged with its reason: {lines:?}"
+    );
 
     // rouse serves on.
     let answer = client()

@@ -173,7 +173,7 @@ impl task::Issue for Issuer {
     async fn issue(&self) -> Result<(SystemTime, SystemTime), String> {
         let issued = order::order(&self.config, &self.files, &self.challenges)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{}: {}", self.config.directory, with_causes(&e)))?;
         let stored = files::parse(
             issued.chain_pem.as_bytes(),
             issued.key_pem.as_bytes(),
@@ -193,4 +193,20 @@ impl task::Issue for Issuer {
         self.store.set_acme(stored.named);
         Ok(validity)
     }
+}
+
+/// `error: cause: cause…`: an HTTP client's own message ("client error (Connect)") says little
+/// without what is underneath ("Connection refused").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }

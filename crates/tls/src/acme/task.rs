@@ -67,11 +67,7 @@ impl<I: Issue> Loop<I> {
                         }
                         Err(error) => {
                             let wait = self.backoff.failed();
-                            update(&self.status, |s| {
-                                s.failures += 1;
-                                s.last_error = Some(error.clone());
-                                s.retry_in = Some(wait);
-                            });
+                            // Logged before the status says so, for whoever watches both.
                             tracing::warn!(
                                 domains = %self.what,
                                 %error,
@@ -79,6 +75,11 @@ impl<I: Issue> Loop<I> {
                                 served = if self.due.is_some() { "the current certificate" } else { "nothing yet" },
                                 "acme: could not obtain a certificate; trying again later"
                             );
+                            update(&self.status, |s| {
+                                s.failures += 1;
+                                s.last_error = Some(error.clone());
+                                s.retry_in = Some(wait);
+                            });
                             wait
                         }
                     }
