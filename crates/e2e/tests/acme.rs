@@ -14,6 +14,7 @@ use common::{client, static_upstream, url};
 use rouse::Rouse;
 use rouse_e2e::{Pebble, spawn_in_process, unique_port, wait_until};
 use rustls::client::danger::ServerCertVerifier as _;
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{ServerName, UnixTime};
 
 const DOMAIN: &str = "acme.rouse.test";
@@ -161,6 +162,87 @@ async fn a_certificate_is_obtained_over_http01_stored_served_and_reused() {
     assert!(status.loaded, "{status:?}");
     assert_eq!(status.orders, 0, "no new order: {status:?}");
     rouse.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_due_for_renewal_is_served_until_its_successor_is_in() {
+    let backend = spawn_in_process("app").await;
+    let port = unique_port();
+    let pebble = Pebble::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let acme_dir = dir.path().join("acme");
+    // What an earlier run left: a certificate for both names that expires in two days, well
+    // inside `renew_before` (30 days).
+    std::fs::create_dir_all(&acme_dir).unwrap();
+    let (chain, key) = expiring_certificate(&[DOMAIN, WWW], 2);
+    let cert_file = acme_dir.join(format!("{DOMAIN}.crt"));
+    std::fs::write(&cert_file, &chain).unwrap();
+    std::fs::write(acme_dir.join(format!("{DOMAIN}.key")), &key).unwrap();
+    let config = acme_config(
+        port,
+        &pebble.directory(),
+        &pebble.ca_file(),
+        &acme_dir,
+        backend.addr(),
+    );
+
+    let rouse = Rouse::start(config).await.expect("rouse starts");
+    // Served from the start: the order takes several round trips to pebble, this does not.
+    let old = rouse
+        .cert_store()
+        .find(Some(DOMAIN))
+        .expect("the stored certificate, at once");
+    let old_der = rustls::pki_types::CertificateDer::from_pem_slice(chain.as_bytes()).unwrap();
+    assert_eq!(
+        old.cert[0], old_der,
+        "the stored certificate is what is served first"
+    );
+    assert!(rouse.acme_status().unwrap().loaded);
+
+    wait_issued(&rouse, &pebble).await;
+    let new = rouse
+        .cert_store()
+        .find(Some(DOMAIN))
+        .expect("a certificate");
+    assert_ne!(new.cert[0], old.cert[0], "replaced by the renewed one");
+    let on_disk = std::fs::read(&cert_file).unwrap();
+    let on_disk = rustls::pki_types::CertificateDer::from_pem_slice(&on_disk).unwrap();
+    assert_eq!(on_disk, new.cert[0], "and stored");
+    let status = rouse.acme_status().unwrap();
+    assert_eq!((status.orders, status.issued), (1, 1), "{status:?}");
+    rouse.shutdown().await;
+}
+
+/// A self-signed certificate for `names` (PEM chain, PEM key), valid from 2000 until
+/// `days` days from now.
+fn expiring_certificate(names: &[&str], days: u64) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let today = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let (y, m, d) = civil_date(today + days);
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_date(days: u64) -> (i32, u8, u8) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month, day)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
