@@ -245,6 +245,17 @@ fn columns(rows: &[Vec<String>], indent: &str) -> String {
     out
 }
 
+/// `example.com, www.example.com from https://… (HTTP-01), renewed 30d before expiry, in DIR`
+fn acme_summary(acme: &AcmeConfig) -> String {
+    format!(
+        "{} from {} (HTTP-01), renewed {} before expiry, kept in {}",
+        acme.domains.join(", "),
+        acme.directory,
+        format_duration(acme.renew_before),
+        acme.dir.display()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,15 +276,4 @@ mod tests {
         let shell = CommandLine::Shell("a | b".into());
         assert_eq!(command_text(&shell), "a | b");
     }
-}
-
-/// `example.com, www.example.com from https://… (HTTP-01), renewed 30d before expiry, in DIR`
-fn acme_summary(acme: &AcmeConfig) -> String {
-    format!(
-        "{} from {} (HTTP-01), renewed {} before expiry, kept in {}",
-        acme.domains.join(", "),
-        acme.directory,
-        format_duration(acme.renew_before),
-        acme.dir.display()
-    )
 }
