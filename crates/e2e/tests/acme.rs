@@ -246,6 +246,65 @@ fn civil_date(days: u64) -> (i32, u8, u8) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_the_ca_forgot_is_replaced() {
+    let backend = spawn_in_process("app").await;
+    let port = unique_port();
+    let pebble = Pebble::start(port).await;
+    let listen = pebble.listen();
+    let dir = tempfile::tempdir().unwrap();
+    let acme_dir = dir.path().join("acme");
+    let config = acme_config(
+        port,
+        &pebble.directory(),
+        &pebble.ca_file(),
+        &acme_dir,
+        backend.addr(),
+    );
+    let rouse = Rouse::start(config).await.expect("rouse starts");
+    wait_issued(&rouse, &pebble).await;
+    rouse.shutdown().await;
+    let account_file = std::fs::read_dir(&acme_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("account-")
+        })
+        .expect("an account file");
+    let first_account = std::fs::read(&account_file).unwrap();
+
+    // A new pebble at the same address knows no account; the certificate is gone too, so the
+    // next start orders with the stored account, is refused, and makes a new one.
+    pebble.stop().await;
+    let pebble = Pebble::start_at(port, listen).await;
+    std::fs::remove_file(acme_dir.join(format!("{DOMAIN}.crt"))).unwrap();
+    let config = acme_config(
+        port,
+        &pebble.directory(),
+        &pebble.ca_file(),
+        &acme_dir,
+        backend.addr(),
+    );
+    let rouse = Rouse::start(config).await.expect("rouse starts again");
+    wait_issued(&rouse, &pebble).await;
+    assert!(rouse.cert_store().find(Some(DOMAIN)).is_some());
+    let status = rouse.acme_status().unwrap();
+    assert_eq!(
+        (status.orders, status.failures),
+        (1, 0),
+        "recovered within the one order"
+    );
+    assert_ne!(
+        std::fs::read(&account_file).unwrap(),
+        first_account,
+        "a new account"
+    );
+    rouse.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_directory_is_logged_and_retried_without_crashing() {
     common::log::capture(|| tracing_subscriber::EnvFilter::new("rouse_tls=info"));
     let backend = spawn_in_process("app").await;

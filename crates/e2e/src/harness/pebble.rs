@@ -40,14 +40,20 @@ pub struct Pebble {
     dir: TempDir,
     listen: SocketAddr,
     management: SocketAddr,
-    _pebble: Child,
-    _dns: Child,
+    pebble_child: Child,
+    dns_child: Child,
 }
 
 impl Pebble {
     /// Starts pebble-challtestsrv (DNS: every name is 127.0.0.1) and pebble, validating
     /// HTTP-01 on `http_port`; returns once both listen.
     pub async fn start(http_port: u16) -> Pebble {
+        Pebble::start_at(http_port, ([127, 0, 0, 1], unique_port()).into()).await
+    }
+
+    /// [`Pebble::start`] with its ACME API on `listen`: a new pebble where an earlier one was
+    /// (it keeps no state: every account and order of the earlier one is gone).
+    pub async fn start_at(http_port: u16, listen: SocketAddr) -> Pebble {
         let dir = tempfile::Builder::new()
             .prefix("pebble")
             .tempdir()
@@ -66,7 +72,6 @@ impl Pebble {
             &d.join("challtestsrv.log"),
         );
 
-        let listen: SocketAddr = ([127, 0, 0, 1], unique_port()).into();
         let management: SocketAddr = ([127, 0, 0, 1], unique_port()).into();
         let config = serde_json::json!({
             "pebble": {
@@ -97,13 +102,24 @@ impl Pebble {
             dir,
             listen,
             management,
-            _pebble: pebble_child,
-            _dns: dns_child,
+            pebble_child,
+            dns_child,
         };
         for addr in [dns_management, listen, management] {
             pebble.wait_listening(addr).await;
         }
         pebble
+    }
+
+    /// Kills both processes and waits for them to exit, so their ports are free again.
+    pub async fn stop(mut self) {
+        let _ = self.pebble_child.kill().await;
+        let _ = self.dns_child.kill().await;
+    }
+
+    /// Where its ACME API listens.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
     /// The ACME directory URL.
@@ -176,7 +192,7 @@ impl Pebble {
             if let Ok(Ok(_)) = timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
                 return;
             }
-            let exited = [&mut self._pebble, &mut self._dns]
+            let exited = [&mut self.pebble_child, &mut self.dns_child]
                 .into_iter()
                 .find_map(|child| child.try_wait().ok().flatten());
             if let Some(status) = exited {

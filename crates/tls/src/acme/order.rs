@@ -32,13 +32,26 @@ pub async fn order(
     files: &Files,
     challenges: &Arc<Challenges>,
 ) -> Result<Issued, Error> {
-    let account = account(config, files).await?;
     let identifiers: Vec<Identifier> = config
         .domains
         .iter()
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
-    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let new_order = NewOrder::new(&identifiers);
+    let mut order = match account(config, files).await?.new_order(&new_order).await {
+        // The CA lost or deactivated the account (a test CA restarted, an account closed by
+        // hand): a new one, once, rather than the same refusal every hour for ever.
+        Err(instant_acme::Error::Api(problem)) if is_unknown_account(&problem) => {
+            tracing::warn!(
+                file = %files.account.display(),
+                %problem,
+                "acme: the CA no longer knows the stored account; creating a new one"
+            );
+            std::fs::remove_file(&files.account).map_err(|e| Error::io(&files.account, e))?;
+            account(config, files).await?.new_order(&new_order).await?
+        }
+        result => result?,
+    };
     // Removed from `challenges` however this ends.
     let mut answers = Answers {
         challenges: Arc::clone(challenges),
@@ -126,6 +139,13 @@ async fn account(config: &AcmeConfig, files: &Files) -> Result<Account, Error> {
     files::write_atomic(&files.account, &json, 0o600)?;
     tracing::info!(account = %account.id(), file = %files.account.display(), "acme: account created");
     Ok(account)
+}
+
+fn is_unknown_account(problem: &instant_acme::Problem) -> bool {
+    problem
+        .r#type
+        .as_deref()
+        .is_some_and(|t| t.ends_with(":accountDoesNotExist"))
 }
 
 /// The CA's reasons, from the challenges that failed.
