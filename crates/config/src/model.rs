@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::address::{ServerAddress, TlsClientConfig};
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this was read from, when there was one.
@@ -190,6 +192,8 @@ pub struct UpstreamConfig {
     /// Most of one response held (memory and temp file); at it, rouse reads from the server
     /// only as fast as the client reads (default 1 GiB).
     pub max_response_buffer: u64,
+    /// Host names in server addresses are resolved again this often (default 30s).
+    pub resolve_interval: Duration,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -204,7 +208,9 @@ pub enum CommandLine {
 pub struct ServerConfig {
     /// 0-based position in the upstream.
     pub index: usize,
-    pub address: SocketAddr,
+    pub address: ServerAddress,
+    /// TLS to this server (`https://` or `tls = true`), with its upstream's TLS settings.
+    pub tls: Option<TlsClientConfig>,
     pub weight: u32,
     /// At most this many requests in flight on this server, WebSockets counted (nginx's
     /// `max_conns`); the rest wait, held, for room. 0 = no limit.

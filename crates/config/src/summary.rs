@@ -144,7 +144,10 @@ pub fn summary(config: &Config) -> String {
             };
             let mut row = vec![
                 server.index.to_string(),
-                server.address.to_string(),
+                match server.tls {
+                    Some(_) => format!("https://{}", server.address),
+                    None => server.address.to_string(),
+                },
                 server.weight.to_string(),
                 program,
             ];

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use crate::model::{Readiness, SupervisordUrl};
 
+pub use crate::server_address::{host_name, server_address};
+
 /// Signals a server may be stopped with: the ones that make sense to ask a process to exit.
 pub const STOP_SIGNALS: &[&str] = &["HUP", "INT", "QUIT", "KILL", "USR1", "USR2", "TERM"];
 

@@ -818,6 +818,7 @@ address = "127.0.0.1:0"
 
 #[test]
 fn server_localhost_is_accepted() {
+    // A name like any other, resolved by rouse (to 127.0.0.1 and/or ::1, as the system says).
     let config = ok(r#"
 [[upstream]]
 name = "a"
@@ -827,7 +828,7 @@ address = "localhost:9101"
 "#);
     assert_eq!(
         config.upstreams[0].servers[0].address,
-        "127.0.0.1:9101".parse().unwrap()
+        "localhost:9101".parse().unwrap()
     );
 }
 
@@ -1545,4 +1546,136 @@ supervisor = "b"
     ok(text);
     let clash = text.replace("supervisor = \"b\"", "supervisor = \"a\"");
     single(&clash, 13, 11, &["app", "already driven"]);
+}
+
+#[test]
+fn server_addresses_of_every_kind_are_read() {
+    let config = ok(r#"
+[[upstream]]
+name = "a"
+supervisor = "none"
+resolve_interval = "5s"
+tls_server_name = "api.internal"
+[[upstream.server]]
+address = "unix:/run/app/app.sock"
+[[upstream.server]]
+address = "App.Internal:8000"
+[[upstream.server]]
+address = "https://10.0.0.5:8443"
+[[upstream.server]]
+address = "10.0.0.6:8443"
+tls = true
+"#);
+    let upstream = &config.upstreams[0];
+    assert_eq!(upstream.resolve_interval, std::time::Duration::from_secs(5));
+    let shown: Vec<(String, bool)> = upstream
+        .servers
+        .iter()
+        .map(|s| (s.address.to_string(), s.tls.is_some()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("unix:/run/app/app.sock".to_owned(), false),
+            ("app.internal:8000".to_owned(), false),
+            ("10.0.0.5:8443".to_owned(), true),
+            ("10.0.0.6:8443".to_owned(), true),
+        ]
+    );
+    let tls = upstream.servers[2].tls.as_ref().expect("tls");
+    assert_eq!(tls.server_name.as_deref(), Some("api.internal"));
+    assert!(tls.verify);
+}
+
+#[test]
+fn bad_server_addresses_are_placed() {
+    let head = "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n[[upstream.server]]\n";
+    single(
+        &format!("{head}address = \"unix:run/app.sock\"\n"),
+        5,
+        11,
+        &["unix:run/app.sock", "must be absolute"],
+    );
+    single(
+        &format!("{head}address = \"bad_-name-.example:80\"\n"),
+        5,
+        11,
+        &["not a host name"],
+    );
+    single(
+        &format!("{head}address = \"https://unix:/run/a.sock\"\n"),
+        5,
+        11,
+        &["unix socket"],
+    );
+    single(
+        &format!("{head}address = \"unix:/run/a.sock\"\ntls = true\n"),
+        6,
+        1,
+        &["tls = true over a unix socket"],
+    );
+    single(
+        &format!("{head}address = \"https://a.example:443\"\ntls = false\n"),
+        6,
+        1,
+        &["contradicts"],
+    );
+}
+
+#[test]
+fn unix_and_name_addresses_may_not_be_listed_twice() {
+    for address in ["unix:/run/a.sock", "app.internal:80"] {
+        single(
+            &format!(
+                "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n\
+                 [[upstream.server]]\naddress = \"{address}\"\n\
+                 [[upstream.server]]\naddress = \"{address}\"\n"
+            ),
+            7,
+            11,
+            &["twice", "line 5"],
+        );
+    }
+}
+
+#[test]
+fn upstream_tls_settings_are_checked() {
+    let head = "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n";
+    let tls_server = "[[upstream.server]]\naddress = \"https://a.example\"\n";
+    single(
+        &format!("{head}tls_verify = false\n[[upstream.server]]\naddress = \"a.example:80\"\n"),
+        4,
+        1,
+        &["tls_verify", "no server of this upstream uses TLS"],
+    );
+    single(
+        &format!("{head}tls_ca_file = \"/nonexistent/ca.pem\"\n{tls_server}"),
+        4,
+        15,
+        &["tls_ca_file", "/nonexistent/ca.pem"],
+    );
+    single(
+        &format!("{head}tls_server_name = \"bad name\"\n{tls_server}"),
+        4,
+        19,
+        &["tls_server_name"],
+    );
+    single(
+        &format!("{head}resolve_interval = \"10ms\"\n{tls_server}"),
+        4,
+        20,
+        &["resolve_interval", "at least 1s"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    single(
+        &format!(
+            "{head}tls_ca_file = \"{}\"\n{tls_server}",
+            not_pem.display()
+        ),
+        4,
+        15,
+        &["no PEM certificate"],
+    );
 }

@@ -94,6 +94,11 @@ fn full_example_sets_every_key() {
         "startsecs",
         "stop_signal",
         "stop_timeout",
+        "resolve_interval",
+        "tls_ca_file",
+        "tls_verify",
+        "tls_server_name",
+        "tls",
     ];
     for key in keys {
         let set = text

@@ -4,6 +4,7 @@
 //! the remaining checks still run, and the caller throws the result away if anything was
 //! reported. Placeholders are never seen outside this crate.
 
+mod connect;
 mod cross;
 mod limits;
 mod upstream;
