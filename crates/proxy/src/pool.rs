@@ -5,39 +5,37 @@
 //! server with its streamed body untouched), `try_send_request` tells whether a pooled connection
 //! died before anything was written, and connections belong to a server, not to a URI.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::connect::Target;
 
 pub type Sender = SendRequest<crate::request_body::RequestBody>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connect to {0} timed out after {1:?}")]
-    Timeout(SocketAddr, Duration),
-    #[error("connect to {0}: {1}")]
-    Io(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
     #[error("handshake with {0}: {1}")]
-    Handshake(SocketAddr, hyper::Error),
+    Handshake(String, hyper::Error),
 }
 
 #[derive(Debug)]
 pub struct Pool {
-    addr: SocketAddr,
+    target: Target,
     idle: Mutex<Vec<(Sender, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr, max_idle: usize, idle_timeout: Duration) -> Pool {
+    pub fn new(target: Target, max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
-            addr,
+            target,
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
@@ -81,17 +79,11 @@ impl Pool {
     }
 
     pub async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
-            Err(_) => return Err(ConnectError::Timeout(self.addr, timeout)),
-            Ok(Err(e)) => return Err(ConnectError::Io(self.addr, e)),
-            Ok(Ok(s)) => s,
-        };
-        // Small request/response exchanges must not wait on Nagle.
-        let _ = stream.set_nodelay(true);
+        let stream = self.target.connect(timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ConnectError::Handshake(self.addr, e))?;
+            .map_err(|e| ConnectError::Handshake(self.target.to_string(), e))?;
         tokio::spawn(async move {
             // Errors here are the server closing or resetting; the request side sees them too.
             if let Err(e) = conn.with_upgrades().await {

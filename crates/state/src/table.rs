@@ -124,7 +124,7 @@ impl Table {
                 let free = |at: &usize| !taken[*at];
                 (0..old.servers.len())
                     .filter(free)
-                    .find(|&at| old.servers[at].address() == sc.address)
+                    .find(|&at| *old.servers[at].address() == sc.address)
                     .or_else(|| {
                         (0..old.servers.len()).filter(free).find(|&at| {
                             let o = &old.servers[at].config;
@@ -243,7 +243,7 @@ mod tests {
             Arc::ptr_eq(&new.upstreams[1], &old.upstreams[1]),
             "same servers, same states"
         );
-        assert_eq!(new.upstreams[0].servers[0].address().port(), 9002);
+        assert_eq!(new.upstreams[0].servers[0].address().port(), Some(9002));
         assert!(Arc::ptr_eq(&new.demand, &old.demand));
     }
 
