@@ -150,3 +150,73 @@ fn host(target: &Target) -> String {
         address => address.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rouse_state::Table;
+
+    use super::*;
+
+    /// The one server of a static upstream at `address`, as the probe sees it.
+    fn target(address: &str) -> Target {
+        let text = format!(
+            "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n\
+             [[upstream.server]]\naddress = \"{address}\"\n"
+        );
+        let table = Table::new(&rouse_config::parse("t.toml", &text).expect("valid"));
+        let up = &table.upstreams[0];
+        Target::new(Arc::clone(&up.servers[0]), up.tls.as_ref())
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(50)
+    }
+
+    #[tokio::test]
+    async fn a_stale_unix_socket_file_is_not_ready_and_a_listening_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.sock");
+        // A process that died leaves its socket file: connecting to it is ECONNREFUSED.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let t = target(&format!("unix:{}", path.display()));
+        let why = accepts(&t).await.expect_err("nobody listens");
+        assert!(why.contains("refused"), "{why}");
+        let why = until_ready(&t, &Readiness::Tcp, soon())
+            .await
+            .expect_err("not ready");
+        assert!(why.contains("refused") && why.contains("app.sock"), "{why}");
+
+        std::fs::remove_file(&path).unwrap();
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        until_ready(&t, &Readiness::Tcp, soon())
+            .await
+            .expect("ready once something listens");
+        accepts(&t).await.expect("accepts");
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn a_name_is_probed_at_its_resolved_addresses_and_not_before() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let t = target(&format!("app.internal:{port}"));
+        let why = until_ready(&t, &Readiness::Tcp, soon())
+            .await
+            .expect_err("nothing to connect to yet");
+        assert!(why.contains("does not resolve"), "{why}");
+        // A refusing address first: each is tried in turn.
+        let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = refusing.local_addr().unwrap();
+        drop(refusing);
+        t.server().set_resolved(vec![
+            dead,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        ]);
+        until_ready(&t, &Readiness::Tcp, soon())
+            .await
+            .expect("ready at its second address");
+    }
+}
