@@ -11,6 +11,8 @@ command -v python3 >/dev/null || need_apt+=(python3)
 # The dashboard test drives Debian's headless chromium through chromedriver.
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# examples/full.toml names Debian's CA bundle as a tls_ca_file, which must exist to validate.
+[[ -f /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
 if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -122,6 +122,7 @@ pub struct FileSupervisor {
     pub url: Option<Spanned<String>>,
     pub username: Option<Spanned<String>>,
     pub password: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<FileDuration>>,
     pub timeout: Option<Spanned<FileDuration>>,
 }

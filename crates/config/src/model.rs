@@ -112,6 +112,8 @@ pub struct SupervisordConfig {
     pub url: SupervisordUrl,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `https://` urls: TLS to supervisord, verified against the web PKI roots or `ca_file`.
+    pub tls: Option<TlsClientConfig>,
     /// How often `getAllProcessInfo` is polled (default 1s).
     pub poll_interval: Duration,
     /// Timeout of one XML-RPC call (default 10s).
@@ -230,6 +232,20 @@ pub struct ServerConfig {
     pub stop_timeout: Duration,
 }
 
+impl SupervisordConfig {
+    /// The url as written (scheme included, credentials never), for messages.
+    pub fn shown_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        match &self.url {
+            SupervisordUrl::Http { host, port, path } if host.contains(':') => {
+                format!("{scheme}://[{host}]:{port}{path}")
+            }
+            SupervisordUrl::Http { host, port, path } => format!("{scheme}://{host}:{port}{path}"),
+            SupervisordUrl::Unix { path } => format!("unix://{}", path.display()),
+        }
+    }
+}
+
 /// Shown in place of a secret by `Debug`: a config printed into a log must not carry it.
 const HIDDEN: &str = "***";
 
@@ -250,6 +266,7 @@ impl std::fmt::Debug for SupervisordConfig {
             .field("url", &self.url)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| HIDDEN))
+            .field("tls", &self.tls)
             .field("poll_interval", &self.poll_interval)
             .field("timeout", &self.timeout)
             .finish()

@@ -3,9 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::duration::format_duration;
-use crate::model::{
-    Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef, SupervisordUrl,
-};
+use crate::model::{Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef};
 use crate::size::format_size;
 
 /// Width of the labels of the first block, "supervisors" and two spaces.
@@ -37,13 +35,7 @@ pub fn summary(config: &Config) -> String {
         .supervisors
         .values()
         .map(|s| {
-            let url = match &s.url {
-                SupervisordUrl::Http { host, port, path } if host.contains(':') => {
-                    format!("http://[{host}]:{port}{path}")
-                }
-                SupervisordUrl::Http { host, port, path } => format!("http://{host}:{port}{path}"),
-                SupervisordUrl::Unix { path } => format!("unix://{}", path.display()),
-            };
+            let url = s.shown_url();
             let auth = match &s.username {
                 Some(user) => format!("user {user}"),
                 None => "no auth".to_owned(),

@@ -418,8 +418,14 @@ fn supervisor_url_needs_a_port() {
 
 #[test]
 fn supervisor_url_scheme() {
-    let config = with_upstream("[supervisors.main]\nurl = \"https://host:9001\"\n");
-    single(&config, 2, 7, &["url", "https"]);
+    // https is accepted (supervisord behind TLS); other schemes are not.
+    let config = with_upstream("[supervisors.main]\nurl = \"ftp://host:9001\"\n");
+    single(
+        &config,
+        2,
+        7,
+        &["url", "ftp://host:9001", "https://HOST:PORT"],
+    );
     let config = with_upstream("[supervisors.main]\nurl = \"unix://run/supervisor.sock\"\n");
     single(&config, 2, 7, &["url", "absolute"]);
 }
@@ -1678,4 +1684,28 @@ fn upstream_tls_settings_are_checked() {
         15,
         &["no PEM certificate"],
     );
+}
+
+#[test]
+fn supervisor_https_urls_and_their_ca_file() {
+    let config = ok(r#"
+[supervisors.remote]
+url = "https://sup.example.com:9001"
+[[upstream]]
+name = "a"
+supervisor = "remote"
+[[upstream.server]]
+address = "10.0.0.1:80"
+"#);
+    let sup = &config.supervisors["remote"];
+    assert!(sup.tls.is_some(), "https means TLS");
+    assert_eq!(sup.shown_url(), "https://sup.example.com:9001/RPC2");
+    let config = with_upstream(
+        "[supervisors.main]\nurl = \"http://127.0.0.1:9001\"\nca_file = \"/etc/ca.pem\"\n",
+    );
+    single(&config, 3, 1, &["ca_file", "only for https://"]);
+    let config = with_upstream(
+        "[supervisors.main]\nurl = \"https://127.0.0.1:9001\"\nca_file = \"/nonexistent.pem\"\n",
+    );
+    single(&config, 3, 11, &["ca_file", "/nonexistent.pem"]);
 }

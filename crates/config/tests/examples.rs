@@ -99,6 +99,7 @@ fn full_example_sets_every_key() {
         "tls_verify",
         "tls_server_name",
         "tls",
+        "ca_file",
     ];
     for key in keys {
         let set = text

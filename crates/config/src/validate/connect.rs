@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::Context;
 use super::limits::DAY;
 use crate::address::{ServerAddress, TlsClientConfig};
-use crate::file::{FileServer, FileUpstream, Section};
+use crate::file::{FileServer, FileSupervisor, FileUpstream, Section};
 use crate::values;
 
 /// Most of a CA file read: far beyond any bundle of CA certificates.
@@ -106,6 +106,34 @@ pub(crate) fn tls_settings(
         verify,
         server_name,
     }
+}
+
+/// A supervisord's TLS: `https://` in its url, trusting `ca_file` when given.
+pub(crate) fn supervisord_tls(
+    section: &Section<FileSupervisor>,
+    cx: &mut Context<'_>,
+) -> Option<TlsClientConfig> {
+    let file = &section.value;
+    let https = file
+        .url
+        .as_ref()
+        .is_some_and(|u| values::is_https(u.get_ref()));
+    let ca_file = file.ca_file.as_ref().map(|ca| {
+        if !https {
+            cx.error(
+                section.key_span("ca_file"),
+                "ca_file is only for https:// urls; this supervisord is reached without TLS",
+            );
+        } else if let Err(message) = ca_file(ca.get_ref()) {
+            cx.error(ca.span(), format!("ca_file: {message}"));
+        }
+        PathBuf::from(ca.get_ref())
+    });
+    https.then_some(TlsClientConfig {
+        ca_file,
+        verify: true,
+        server_name: None,
+    })
 }
 
 /// `resolve_interval`: 1 s to a day (default 30 s); more often would only load the resolver.
