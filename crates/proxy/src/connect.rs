@@ -127,12 +127,11 @@ impl Target {
     /// `upstream_tls` is the upstream's configuration ([`rouse_state::Upstream::tls`]); it is
     /// used only if this server's config asks for TLS.
     pub fn new(server: Arc<Server>, upstream_tls: Option<&TlsClient>) -> Target {
-        let tls = match server.config.tls {
-            Some(_) => Some(upstream_tls.cloned().unwrap_or_else(|| {
+        let tls = server.config.tls.as_ref().map(|_| {
+            upstream_tls.cloned().unwrap_or_else(|| {
                 Err("no TLS client configuration was built for this upstream".into())
-            })),
-            None => None,
-        };
+            })
+        });
         Target { server, tls }
     }
 

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use rouse_config::{Config, SupervisorRef, SupervisordConfig, SupervisordUrl};
+use rouse_config::{Config, SupervisorRef, SupervisordConfig};
 use rouse_supervisor::SupervisorError;
 
 /// A server whose program its supervisord does not know.

@@ -126,7 +126,7 @@ async fn an_https_supervisord_with_an_unknown_certificate_is_refused_at_once() {
     // Another CA than the one that signed the server's certificate.
     let _other = pki(&dir.path().join("ours.pem"));
     let sup = Supervisord::new(&config(port, &dir.path().join("ours.pem")), vec![]);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let e = sup.reachable().await.expect_err("certificate refused");
     let message = e.to_string();
     assert!(
