@@ -137,12 +137,12 @@ impl Resolver {
                         due: if server.resolved().is_empty() {
                             now
                         } else {
-                            now + up.config.resolve_interval
+                            rouse_core::time::deadline(now, up.config.resolve_interval)
                         },
                         failing: None,
                     });
                     if entry.due <= now {
-                        entry.due = now + up.config.resolve_interval;
+                        entry.due = rouse_core::time::deadline(now, up.config.resolve_interval);
                         due.push((
                             up.name().to_owned(),
                             Arc::clone(server),

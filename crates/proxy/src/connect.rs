@@ -137,7 +137,7 @@ impl Target {
 
     /// A connection, TLS included, within `timeout` for all of it.
     pub async fn connect(&self, timeout: Duration) -> Result<Stream, ConnectError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = rouse_core::time::deadline(Instant::now(), timeout);
         let transport = self.transport(deadline, timeout).await?;
         let Some(tls) = &self.tls else {
             return Ok(transport);
@@ -165,7 +165,8 @@ impl Target {
 
     /// The transport alone (no TLS handshake): whether something accepts connections there.
     pub async fn connect_transport(&self, timeout: Duration) -> Result<Stream, ConnectError> {
-        self.transport(Instant::now() + timeout, timeout).await
+        self.transport(rouse_core::time::deadline(Instant::now(), timeout), timeout)
+            .await
     }
 
     /// The name TLS sends (SNI) and verifies: `tls_server_name`, else the address's host.
