@@ -107,6 +107,35 @@ async fn a_server_named_by_host_name_is_woken_on_demand() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_resolves_the_names_it_brings_before_they_take_requests() {
+    capture_log();
+    let a = rouse_e2e::spawn_in_process("a").await;
+    let b = rouse_e2e::spawn_in_process("b").await;
+    let upstream = |address: String| {
+        format!(
+            "[[upstream]]\nname = \"app\"\nsupervisor = \"none\"\n\
+             [[upstream.server]]\naddress = \"{address}\"\n"
+        )
+    };
+    let rouse = start(&upstream(a.addr().to_string())).await;
+    let c = client();
+    let got = get(&c, &url(rouse.addr(), "/"), &[]).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "a"), "{got:?}");
+
+    let named = format!("localhost:{}", b.addr().port());
+    assert!(
+        rouse
+            .reload(&common::config(&upstream(named)))
+            .await
+            .is_empty()
+    );
+    // At once: the new static server's name was resolved by the reload itself.
+    let got = get(&c, &url(rouse.addr(), "/"), &[]).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "b"), "{got:?}");
+    rouse.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_does_not_resolve_leaves_its_server_not_ready_and_says_why() {
     capture_log();
     // `.invalid` never resolves (RFC 6761).
@@ -198,7 +227,12 @@ async fn an_https_upstream_is_woken_and_verified_and_a_wrong_ca_gives_a_quick_50
          tls_ca_file = {:?}\n[[upstream.server]]\naddress = \"https://127.0.0.1:{port}\"\n",
         other.ca.display().to_string()
     );
-    let rouse = start(&format!("{secure}\n{wrong}")).await;
+    // tls_verify = false: encrypted, but any certificate is taken.
+    let insecure = format!(
+        "[[upstream]]\nname = \"insecure\"\nhosts = [\"insecure.test\"]\nsupervisor = \"none\"\n\
+         tls_verify = false\n[[upstream.server]]\naddress = \"127.0.0.1:{port}\"\ntls = true\n"
+    );
+    let rouse = start(&format!("{secure}\n{wrong}\n{insecure}")).await;
     let c = client();
 
     let a = get(&c, &url(rouse.addr(), "/"), &[("host", "secure.test")]).await;
@@ -226,6 +260,8 @@ async fn an_https_upstream_is_woken_and_verified_and_a_wrong_ca_gives_a_quick_50
         "certificate",
     ]);
     assert!(!said.is_empty(), "the log says the certificate was refused");
+    let a = get(&c, &url(rouse.addr(), "/"), &[("host", "insecure.test")]).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "tls0"), "{a:?}");
     // The good upstream is untouched by the other's failure.
     let a = get(&c, &url(rouse.addr(), "/"), &[("host", "secure.test")]).await;
     assert_eq!((a.status, a.body.as_str()), (200, "tls0"), "{a:?}");

@@ -503,4 +503,39 @@ mod tests {
              replaced 1 (127.0.0.1:9101: address changed, now 127.0.0.1:9105), removed 0"
         );
     }
+
+    /// TLS settings are part of what a server is (its upstream's `tls_*` keys too); a kept
+    /// server keeps the addresses its name resolved to.
+    #[tokio::test]
+    async fn tls_changes_replace_servers_and_kept_names_keep_their_addresses() {
+        let text = |verify: bool| {
+            format!(
+                "[[upstream]]\nname = \"s\"\nsupervisor = \"none\"\ntls_verify = {verify}\n\
+                 [[upstream.server]]\naddress = \"https://a.example:8443\"\n\
+                 [[upstream]]\nname = \"n\"\nhosts = [\"n.example\"]\nsupervisor = \"none\"\n\
+                 [[upstream.server]]\naddress = \"b.example:80\"\n"
+            )
+        };
+        let old = Table::new(&config(&text(true)));
+        assert!(old.upstreams[0].tls.as_ref().is_some_and(|t| t.is_ok()));
+        assert!(
+            old.upstreams[1].tls.is_none(),
+            "no TLS server, no TLS config"
+        );
+        let resolved = vec!["10.0.0.7:80".parse().unwrap()];
+        old.upstreams[1].servers[0].set_resolved(resolved.clone());
+        let Reloaded { table, changes } = old.reloaded(&config(&text(false)));
+        let UpstreamChange::Changed { servers, .. } = &changes.upstreams[0] else {
+            panic!("{changes:?}");
+        };
+        let [ServerChange::Replaced { why, .. }] = &servers[..] else {
+            panic!("{servers:?}");
+        };
+        assert_eq!(why, &["tls"]);
+        assert!(Arc::ptr_eq(
+            &old.upstreams[1].servers[0],
+            &table.upstreams[1].servers[0]
+        ));
+        assert_eq!(*table.upstreams[1].servers[0].resolved(), resolved);
+    }
 }
