@@ -98,7 +98,7 @@ pub fn summary(config: &Config) -> String {
             Readiness::Http { path } => format!("http:{path}"),
             Readiness::Supervisor => "supervisor".to_owned(),
         };
-        let rows = vec![
+        let mut rows = vec![
             vec!["hosts".to_owned(), hosts],
             vec!["path_prefix".to_owned(), upstream.path_prefix.clone()],
             vec!["supervisor".to_owned(), supervisor],
@@ -118,6 +118,7 @@ pub fn summary(config: &Config) -> String {
             ],
             vec!["bodies".to_owned(), bodies(upstream)],
         ];
+        rows.extend(connect_rows(upstream));
         out.push_str(&columns(&rows, "  "));
 
         let with_command = upstream.servers.iter().any(|s| s.command.is_some());
@@ -151,6 +152,34 @@ pub fn summary(config: &Config) -> String {
         out.push_str(&columns(&rows, "  "));
     }
     out
+}
+
+/// How names are resolved and TLS servers verified, for upstreams that have any.
+fn connect_rows(upstream: &crate::model::UpstreamConfig) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let named = upstream
+        .servers
+        .iter()
+        .any(|s| matches!(s.address, crate::model::ServerAddress::Name { .. }));
+    if named {
+        rows.push(vec![
+            "resolve".to_owned(),
+            format!("every {}", format_duration(upstream.resolve_interval)),
+        ]);
+    }
+    if let Some(tls) = upstream.servers.iter().find_map(|s| s.tls.as_ref()) {
+        let trust = match (&tls.ca_file, tls.verify) {
+            (_, false) => "certificates not verified".to_owned(),
+            (Some(ca), true) => format!("verified against {}", ca.display()),
+            (None, true) => "verified against the web PKI roots".to_owned(),
+        };
+        let name = match &tls.server_name {
+            Some(name) => format!(", server name {name}"),
+            None => String::new(),
+        };
+        rows.push(vec!["tls".to_owned(), format!("{trust}{name}")]);
+    }
+    rows
 }
 
 /// The request body limit and how bodies are buffered, in one line.
