@@ -242,3 +242,125 @@ impl std::fmt::Display for Target {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rouse_state::Table;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// The one server of a static upstream: `address`, and `upstream` keys added.
+    fn target(address: &str, upstream: &str) -> Target {
+        let text = format!(
+            "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n{upstream}\n\
+             [[upstream.server]]\naddress = \"{address}\"\n"
+        );
+        let table = Table::new(&rouse_config::parse("t.toml", &text).expect("valid"));
+        let up = &table.upstreams[0];
+        Target::new(Arc::clone(&up.servers[0]), up.tls.as_ref())
+    }
+
+    /// A TLS server for 127.0.0.1 offering h2 and http/1.1, and the PEM of its CA in `ca`.
+    async fn tls_server(ca: &std::path::Path) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        std::fs::write(ca, issuer.pem()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(rouse_tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(tcp).await {
+                        let mut buf = [0u8; 1];
+                        let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await;
+                    }
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn tls_is_verified_and_says_what_alpn_chose() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let (addr, server) = tls_server(&ca).await;
+        let t = target(
+            &format!("https://{addr}"),
+            &format!("tls_ca_file = {:?}", ca.display().to_string()),
+        );
+        assert_eq!(t.to_string(), format!("https://{addr}"));
+        let stream = t.connect(Duration::from_secs(5)).await.expect("verified");
+        // rouse offers http/1.1 only (HTTP/1.1 upstreams), whatever the server prefers.
+        assert_eq!(stream.negotiated_alpn(), Some(&b"http/1.1"[..]));
+
+        // Without the CA, the same certificate is refused, saying why.
+        let web_pki = target(&format!("https://{addr}"), "");
+        let e = web_pki.connect(Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            matches!(&e, ConnectError::Tls(..)) && e.to_string().contains("certificate"),
+            "{e}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_handshake_that_never_comes_is_bounded_by_the_connect_timeout() {
+        // Accepts TCP connections and never says a word.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                open.push(s);
+            }
+        });
+        let t = target(&format!("https://{addr}"), "");
+        let started = Instant::now();
+        let e = t.connect(Duration::from_millis(200)).await.unwrap_err();
+        assert!(matches!(e, ConnectError::Timeout(..)), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn addresses_are_tried_in_turn_and_an_unresolved_name_says_so() {
+        let t = target("app.internal:80", "");
+        let e = t.connect(Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(e, ConnectError::NotResolved(_)), "{e}");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = listener.local_addr().unwrap();
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        t.server().set_resolved(vec![dead, live]);
+        let stream = t
+            .connect(Duration::from_secs(1))
+            .await
+            .expect("second address");
+        assert!(matches!(stream, Stream::Tcp(_)));
+        assert_eq!(stream.negotiated_alpn(), None);
+    }
+}

@@ -85,7 +85,7 @@ impl Upstream {
             base: config.fail_timeout,
             max: config.fail_timeout_max,
         };
-        let tls = crate::tls::client(&config);
+        let tls = crate::tls::client(&config, crate::tls::ALPN_HTTP1);
         Upstream {
             config,
             servers,
