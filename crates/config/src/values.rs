@@ -147,6 +147,9 @@ pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
     if host.is_empty() {
         return Err(format!("invalid url {shown:?}: no host; {expected}"));
     }
+    if host.parse::<IpAddr>().is_err() {
+        host_name(host).map_err(|why| format!("invalid url {shown:?}: {why}"))?;
+    }
     let port = match port.parse::<u16>() {
         Ok(port) if port != 0 => port,
         _ => return Err(format!("invalid url {shown:?}: bad port {port:?}")),
@@ -391,6 +394,8 @@ mod tests {
             "unix://",
             "ftp://h:1",
             "http://h:1/a b",
+            "http://bad!host:9001",
+            "https://-h-:9001",
         ] {
             let message = supervisord_url(bad).unwrap_err();
             assert!(
