@@ -13,6 +13,8 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 # The ACME tests get certificates from pebble, a real ACME CA, with pebble-challtestsrv as its DNS.
 command -v pebble >/dev/null || need_apt+=(pebble)
+# examples/full.toml names Debian's CA bundle as a tls_ca_file, which must exist to validate.
+[[ -f /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
 if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

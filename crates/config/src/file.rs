@@ -136,6 +136,7 @@ pub struct FileSupervisor {
     pub url: Option<Spanned<String>>,
     pub username: Option<Spanned<String>>,
     pub password: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<FileDuration>>,
     pub timeout: Option<Spanned<FileDuration>>,
 }
@@ -188,12 +189,17 @@ pub struct FileUpstream {
     pub response_buffer_size: Option<Spanned<FileSize>>,
     pub max_response_buffer: Option<Spanned<FileSize>>,
     pub protocol: Option<Spanned<FileProtocol>>,
+    pub resolve_interval: Option<Spanned<FileDuration>>,
+    pub tls_ca_file: Option<Spanned<String>>,
+    pub tls_verify: Option<bool>,
+    pub tls_server_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileServer {
     pub address: Option<Spanned<String>>,
+    pub tls: Option<bool>,
     pub weight: Option<Spanned<u32>>,
     pub max_conns: Option<Spanned<i64>>,
     pub program: Option<Spanned<String>>,

@@ -4,6 +4,7 @@
 //! Every error found is reported, each as `FILE:LINE:COL: message`.
 #![forbid(unsafe_code)]
 
+mod address;
 mod duration;
 mod error;
 mod fields;
@@ -11,6 +12,7 @@ mod file;
 pub mod model;
 mod position;
 mod read;
+mod server_address;
 mod size;
 mod summary;
 mod validate;

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::address::{ServerAddress, TlsClientConfig};
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this was read from, when there was one.
@@ -134,6 +136,8 @@ pub struct SupervisordConfig {
     pub url: SupervisordUrl,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `https://` urls: TLS to supervisord, verified against the web PKI roots or `ca_file`.
+    pub tls: Option<TlsClientConfig>,
     /// How often `getAllProcessInfo` is polled (default 1s).
     pub poll_interval: Duration,
     /// Timeout of one XML-RPC call (default 10s).
@@ -244,6 +248,8 @@ pub struct UpstreamConfig {
     pub max_response_buffer: u64,
     /// To the servers: HTTP/1.1 (default), h2c or h2 (TLS).
     pub protocol: Protocol,
+    /// Host names in server addresses are resolved again this often (default 30s).
+    pub resolve_interval: Duration,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -258,7 +264,9 @@ pub enum CommandLine {
 pub struct ServerConfig {
     /// 0-based position in the upstream.
     pub index: usize,
-    pub address: SocketAddr,
+    pub address: ServerAddress,
+    /// TLS to this server (`https://` or `tls = true`), with its upstream's TLS settings.
+    pub tls: Option<TlsClientConfig>,
     pub weight: u32,
     /// At most this many requests in flight on this server, WebSockets counted (nginx's
     /// `max_conns`); the rest wait, held, for room. 0 = no limit.
@@ -276,6 +284,20 @@ pub struct ServerConfig {
     /// Signal name without "SIG", upper case, e.g. "TERM".
     pub stop_signal: String,
     pub stop_timeout: Duration,
+}
+
+impl SupervisordConfig {
+    /// The url as written (scheme included, credentials never), for messages.
+    pub fn shown_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        match &self.url {
+            SupervisordUrl::Http { host, port, path } if host.contains(':') => {
+                format!("{scheme}://[{host}]:{port}{path}")
+            }
+            SupervisordUrl::Http { host, port, path } => format!("{scheme}://{host}:{port}{path}"),
+            SupervisordUrl::Unix { path } => format!("unix://{}", path.display()),
+        }
+    }
 }
 
 /// Shown in place of a secret by `Debug`: a config printed into a log must not carry it.
@@ -298,6 +320,7 @@ impl std::fmt::Debug for SupervisordConfig {
             .field("url", &self.url)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| HIDDEN))
+            .field("tls", &self.tls)
             .field("poll_interval", &self.poll_interval)
             .field("timeout", &self.timeout)
             .finish()

@@ -3,9 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::duration::format_duration;
-use crate::model::{
-    AcmeConfig, Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef, SupervisordUrl,
-};
+use crate::model::{AcmeConfig, Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef};
 use crate::size::format_size;
 
 /// Width of the labels of the first block, "supervisors" and two spaces.
@@ -37,13 +35,7 @@ pub fn summary(config: &Config) -> String {
         .supervisors
         .values()
         .map(|s| {
-            let url = match &s.url {
-                SupervisordUrl::Http { host, port, path } if host.contains(':') => {
-                    format!("http://[{host}]:{port}{path}")
-                }
-                SupervisordUrl::Http { host, port, path } => format!("http://{host}:{port}{path}"),
-                SupervisordUrl::Unix { path } => format!("unix://{}", path.display()),
-            };
+            let url = s.shown_url();
             let auth = match &s.username {
                 Some(user) => format!("user {user}"),
                 None => "no auth".to_owned(),
@@ -136,6 +128,7 @@ pub fn summary(config: &Config) -> String {
                 upstream.protocol.name().to_owned(),
             ]);
         }
+        rows.extend(connect_rows(upstream));
         out.push_str(&columns(&rows, "  "));
 
         let with_command = upstream.servers.iter().any(|s| s.command.is_some());
@@ -154,7 +147,10 @@ pub fn summary(config: &Config) -> String {
             };
             let mut row = vec![
                 server.index.to_string(),
-                server.address.to_string(),
+                match server.tls {
+                    Some(_) => format!("https://{}", server.address),
+                    None => server.address.to_string(),
+                },
                 server.weight.to_string(),
                 program,
             ];
@@ -166,6 +162,34 @@ pub fn summary(config: &Config) -> String {
         out.push_str(&columns(&rows, "  "));
     }
     out
+}
+
+/// How names are resolved and TLS servers verified, for upstreams that have any.
+fn connect_rows(upstream: &crate::model::UpstreamConfig) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let named = upstream
+        .servers
+        .iter()
+        .any(|s| matches!(s.address, crate::model::ServerAddress::Name { .. }));
+    if named {
+        rows.push(vec![
+            "resolve".to_owned(),
+            format!("every {}", format_duration(upstream.resolve_interval)),
+        ]);
+    }
+    if let Some(tls) = upstream.servers.iter().find_map(|s| s.tls.as_ref()) {
+        let trust = match (&tls.ca_file, tls.verify) {
+            (_, false) => "certificates not verified".to_owned(),
+            (Some(ca), true) => format!("verified against {}", ca.display()),
+            (None, true) => "verified against the web PKI roots".to_owned(),
+        };
+        let name = match &tls.server_name {
+            Some(name) => format!(", server name {name}"),
+            None => String::new(),
+        };
+        rows.push(vec!["tls".to_owned(), format!("{trust}{name}")]);
+    }
+    rows
 }
 
 /// The request body limit and how bodies are buffered, in one line.

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use crate::model::{Readiness, SupervisordUrl};
 
+pub use crate::server_address::{host_name, server_address};
+
 /// Signals a server may be stopped with: the ones that make sense to ask a process to exit.
 pub const STOP_SIGNALS: &[&str] = &["HUP", "INT", "QUIT", "KILL", "USR1", "USR2", "TERM"];
 
@@ -86,11 +88,13 @@ fn is_port_suffix(text: &str) -> bool {
         .is_some_and(|port| !port.is_empty() && port.parse::<u16>().is_ok())
 }
 
-/// `http://host:port/path` (path default `/RPC2`) or `unix:///absolute/path`.
+/// `http://host:port/path` or `https://host:port/path` (path default `/RPC2`; which of the two
+/// is [`is_https`]), or `unix:///absolute/path`.
 pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
     // Errors quote the url as written, minus any password in it.
     let shown = redact_url(text);
-    let expected = "expected \"http://HOST:PORT/RPC2\" or \"unix:///path/to/supervisor.sock\"";
+    let expected = "expected \"http://HOST:PORT/RPC2\", \"https://HOST:PORT/RPC2\" or \
+                    \"unix:///path/to/supervisor.sock\"";
     if let Some(path) = text.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(format!(
@@ -102,13 +106,11 @@ pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
             path: PathBuf::from(path),
         });
     }
-    if text.starts_with("https://") {
-        return Err(format!(
-            "invalid url {shown:?}: https is not supported (supervisord serves XML-RPC over \
-             plain http); {expected}"
-        ));
-    }
-    let Some(rest) = text.strip_prefix("http://") else {
+    // https: supervisord behind a TLS-terminating proxy (or stunnel), verified as any server.
+    let Some(rest) = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+    else {
         return Err(format!("invalid url {shown:?}: {expected}"));
     };
     if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -145,6 +147,9 @@ pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
     if host.is_empty() {
         return Err(format!("invalid url {shown:?}: no host; {expected}"));
     }
+    if host.parse::<IpAddr>().is_err() {
+        host_name(host).map_err(|why| format!("invalid url {shown:?}: {why}"))?;
+    }
     let port = match port.parse::<u16>() {
         Ok(port) if port != 0 => port,
         _ => return Err(format!("invalid url {shown:?}: bad port {port:?}")),
@@ -161,6 +166,11 @@ pub fn supervisord_url(text: &str) -> Result<SupervisordUrl, String> {
         port,
         path,
     })
+}
+
+/// Whether a supervisord url asks for TLS.
+pub fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
 }
 
 /// `scheme://user:password@host/...` with the password replaced by `***`, for every place a
@@ -379,11 +389,13 @@ mod tests {
             "http://h:x",
             "http://:9001",
             "http://u:p@h:9001",
-            "https://h:9001",
+            "https://h/RPC2",
             "unix://run/supervisor.sock",
             "unix://",
             "ftp://h:1",
             "http://h:1/a b",
+            "http://bad!host:9001",
+            "https://-h-:9001",
         ] {
             let message = supervisord_url(bad).unwrap_err();
             assert!(

@@ -219,7 +219,7 @@ stop_timeout = "1m30s"
     assert_eq!(upstream.never_wake, ["/healthz", "/metrics"]);
     assert_eq!(upstream.slow_start, Duration::ZERO);
     let server = &upstream.servers[0];
-    assert_eq!(server.address, "127.0.0.1:9101".parse().unwrap());
+    assert_eq!(server.address, "localhost:9101".parse().unwrap());
     assert_eq!(
         server.command,
         Some(CommandLine::Argv(vec!["python3".into(), "app.py".into()]))

@@ -418,8 +418,14 @@ fn supervisor_url_needs_a_port() {
 
 #[test]
 fn supervisor_url_scheme() {
-    let config = with_upstream("[supervisors.main]\nurl = \"https://host:9001\"\n");
-    single(&config, 2, 7, &["url", "https"]);
+    // https is accepted (supervisord behind TLS); other schemes are not.
+    let config = with_upstream("[supervisors.main]\nurl = \"ftp://host:9001\"\n");
+    single(
+        &config,
+        2,
+        7,
+        &["url", "ftp://host:9001", "https://HOST:PORT"],
+    );
     let config = with_upstream("[supervisors.main]\nurl = \"unix://run/supervisor.sock\"\n");
     single(&config, 2, 7, &["url", "absolute"]);
 }
@@ -818,6 +824,7 @@ address = "127.0.0.1:0"
 
 #[test]
 fn server_localhost_is_accepted() {
+    // A name like any other, resolved by rouse (to 127.0.0.1 and/or ::1, as the system says).
     let config = ok(r#"
 [[upstream]]
 name = "a"
@@ -827,7 +834,7 @@ address = "localhost:9101"
 "#);
     assert_eq!(
         config.upstreams[0].servers[0].address,
-        "127.0.0.1:9101".parse().unwrap()
+        "localhost:9101".parse().unwrap()
     );
 }
 
@@ -1580,4 +1587,160 @@ address = "127.0.0.1:9101"
         12,
         &["protocol = \"h2\"", "TLS", "h2c"],
     );
+}
+
+#[test]
+fn server_addresses_of_every_kind_are_read() {
+    let config = ok(r#"
+[[upstream]]
+name = "a"
+supervisor = "none"
+resolve_interval = "5s"
+tls_server_name = "api.internal"
+[[upstream.server]]
+address = "unix:/run/app/app.sock"
+[[upstream.server]]
+address = "App.Internal:8000"
+[[upstream.server]]
+address = "https://10.0.0.5:8443"
+[[upstream.server]]
+address = "10.0.0.6:8443"
+tls = true
+"#);
+    let upstream = &config.upstreams[0];
+    assert_eq!(upstream.resolve_interval, std::time::Duration::from_secs(5));
+    let shown: Vec<(String, bool)> = upstream
+        .servers
+        .iter()
+        .map(|s| (s.address.to_string(), s.tls.is_some()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("unix:/run/app/app.sock".to_owned(), false),
+            ("app.internal:8000".to_owned(), false),
+            ("10.0.0.5:8443".to_owned(), true),
+            ("10.0.0.6:8443".to_owned(), true),
+        ]
+    );
+    let tls = upstream.servers[2].tls.as_ref().expect("tls");
+    assert_eq!(tls.server_name.as_deref(), Some("api.internal"));
+    assert!(tls.verify);
+}
+
+#[test]
+fn bad_server_addresses_are_placed() {
+    let head = "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n[[upstream.server]]\n";
+    single(
+        &format!("{head}address = \"unix:run/app.sock\"\n"),
+        5,
+        11,
+        &["unix:run/app.sock", "must be absolute"],
+    );
+    single(
+        &format!("{head}address = \"bad_-name-.example:80\"\n"),
+        5,
+        11,
+        &["not a host name"],
+    );
+    single(
+        &format!("{head}address = \"https://unix:/run/a.sock\"\n"),
+        5,
+        11,
+        &["unix socket"],
+    );
+    single(
+        &format!("{head}address = \"unix:/run/a.sock\"\ntls = true\n"),
+        6,
+        1,
+        &["tls = true over a unix socket"],
+    );
+    single(
+        &format!("{head}address = \"https://a.example:443\"\ntls = false\n"),
+        6,
+        1,
+        &["contradicts"],
+    );
+}
+
+#[test]
+fn unix_and_name_addresses_may_not_be_listed_twice() {
+    for address in ["unix:/run/a.sock", "app.internal:80"] {
+        single(
+            &format!(
+                "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n\
+                 [[upstream.server]]\naddress = \"{address}\"\n\
+                 [[upstream.server]]\naddress = \"{address}\"\n"
+            ),
+            7,
+            11,
+            &["twice", "line 5"],
+        );
+    }
+}
+
+#[test]
+fn upstream_tls_settings_are_checked() {
+    let head = "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n";
+    let tls_server = "[[upstream.server]]\naddress = \"https://a.example\"\n";
+    single(
+        &format!("{head}tls_verify = false\n[[upstream.server]]\naddress = \"a.example:80\"\n"),
+        4,
+        1,
+        &["tls_verify", "no server of this upstream uses TLS"],
+    );
+    single(
+        &format!("{head}tls_ca_file = \"/nonexistent/ca.pem\"\n{tls_server}"),
+        4,
+        15,
+        &["tls_ca_file", "/nonexistent/ca.pem"],
+    );
+    single(
+        &format!("{head}tls_server_name = \"bad name\"\n{tls_server}"),
+        4,
+        19,
+        &["tls_server_name"],
+    );
+    single(
+        &format!("{head}resolve_interval = \"10ms\"\n{tls_server}"),
+        4,
+        20,
+        &["resolve_interval", "at least 1s"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    single(
+        &format!(
+            "{head}tls_ca_file = \"{}\"\n{tls_server}",
+            not_pem.display()
+        ),
+        4,
+        15,
+        &["no PEM certificate"],
+    );
+}
+
+#[test]
+fn supervisor_https_urls_and_their_ca_file() {
+    let config = ok(r#"
+[supervisors.remote]
+url = "https://sup.example.com:9001"
+[[upstream]]
+name = "a"
+supervisor = "remote"
+[[upstream.server]]
+address = "10.0.0.1:80"
+"#);
+    let sup = &config.supervisors["remote"];
+    assert!(sup.tls.is_some(), "https means TLS");
+    assert_eq!(sup.shown_url(), "https://sup.example.com:9001/RPC2");
+    let config = with_upstream(
+        "[supervisors.main]\nurl = \"http://127.0.0.1:9001\"\nca_file = \"/etc/ca.pem\"\n",
+    );
+    single(&config, 3, 1, &["ca_file", "only for https://"]);
+    let config = with_upstream(
+        "[supervisors.main]\nurl = \"https://127.0.0.1:9001\"\nca_file = \"/nonexistent.pem\"\n",
+    );
+    single(&config, 3, 11, &["ca_file", "/nonexistent.pem"]);
 }

@@ -101,6 +101,11 @@ fn full_example_sets_every_key() {
         "dir",
         "ca_file",
         "renew_before",
+        "resolve_interval",
+        "tls_ca_file",
+        "tls_verify",
+        "tls_server_name",
+        "tls",
     ];
     for key in keys {
         let set = text

@@ -104,3 +104,32 @@ address = "127.0.0.1:9101"
         "{text}"
     );
 }
+
+#[test]
+fn summary_says_how_names_are_resolved_and_tls_servers_verified() {
+    let config = ok(r#"
+[[upstream]]
+name = "api"
+supervisor = "none"
+resolve_interval = "10s"
+tls_server_name = "api.internal"
+[[upstream.server]]
+address = "https://api-1.internal:8443"
+[[upstream.server]]
+address = "unix:/run/api.sock"
+"#);
+    let text = summary(&config);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line in:\n{text}"))
+            .to_owned()
+    };
+    assert!(line("resolve").ends_with("every 10s"), "{text}");
+    assert!(
+        line("tls").ends_with("verified against the web PKI roots, server name api.internal"),
+        "{text}"
+    );
+    assert!(text.contains("https://api-1.internal:8443"), "{text}");
+    assert!(text.contains("unix:/run/api.sock"), "{text}");
+}

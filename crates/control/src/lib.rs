@@ -11,5 +11,7 @@
 pub mod probe;
 mod rate;
 mod reconciler;
+pub mod resolver;
 
 pub use reconciler::{Control, ControlHandle, Drivers, Manual, ManualError, ManualOp};
+pub use resolver::Resolver;

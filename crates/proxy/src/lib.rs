@@ -17,6 +17,7 @@ pub mod body;
 mod buffer;
 mod client_io;
 mod conn_limit;
+pub mod connect;
 mod connection;
 mod forward;
 pub mod headers;

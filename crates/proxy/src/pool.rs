@@ -12,7 +12,6 @@
 
 mod h2;
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,8 +21,9 @@ use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rouse_config::Protocol;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::connect::Target;
 
 use crate::request_body::RequestBody;
 
@@ -76,26 +76,22 @@ impl Sender {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connect to {0} timed out after {1:?}")]
-    Timeout(SocketAddr, Duration),
-    #[error("connect to {0}: {1}")]
-    Io(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Connect(#[from] crate::connect::ConnectError),
     #[error("handshake with {0}: {1}")]
-    Handshake(SocketAddr, hyper::Error),
+    Handshake(String, hyper::Error),
     /// Another request's connect, which this one waited for, failed (HTTP/2: one connect at
     /// a time per server).
     #[error("{0}")]
     Shared(String),
-    #[error(
-        "protocol = \"h2\" needs a TLS connection to {0}, which this version cannot open; \
-         use \"h2c\""
-    )]
-    NeedsTls(SocketAddr),
+    /// `protocol = "h2"` and the server's TLS did not choose h2 by ALPN.
+    #[error("{0} did not choose HTTP/2 by ALPN (protocol = \"h2\"; it chose {1})")]
+    NotH2(String, String),
 }
 
 #[derive(Debug)]
 pub struct Pool {
-    addr: SocketAddr,
+    target: Target,
     protocol: Protocol,
     idle: Mutex<Vec<(Sender, Instant)>>,
     max_idle: usize,
@@ -105,13 +101,13 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(
-        addr: SocketAddr,
+        target: Target,
         protocol: Protocol,
         max_idle: usize,
         idle_timeout: Duration,
     ) -> Pool {
         Pool {
-            addr,
+            target,
             protocol,
             idle: Mutex::new(Vec::new()),
             max_idle,
@@ -177,46 +173,45 @@ impl Pool {
     pub async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
         match self.protocol {
             Protocol::Http1 => {
-                let stream = self.open(timeout).await?;
+                let stream = self.target.connect(timeout).await?;
                 self.handshake_http1(TokioIo::new(stream))
                     .await
                     .map(Sender::Http1)
             }
-            Protocol::H2c => {
+            // h2 is h2c inside TLS: the target's TLS configuration offers ALPN "h2" alone
+            // (rouse_state::tls), and the server must have chosen it.
+            Protocol::H2c | Protocol::H2 => {
+                let shown = self.target.to_string();
                 let lease = self
                     .h2
-                    .connect(self.addr, Instant::now(), || async {
-                        let stream = self.open(timeout).await?;
-                        let handshake = h2::handshake(self.addr, TokioIo::new(stream));
+                    .connect(&shown, Instant::now(), || async {
+                        let stream = self.target.connect(timeout).await?;
+                        if self.protocol == Protocol::H2 && stream.negotiated_alpn() != Some(b"h2")
+                        {
+                            let chose = stream.negotiated_alpn().map_or_else(
+                                || "no protocol".to_owned(),
+                                |p| String::from_utf8_lossy(p).into_owned(),
+                            );
+                            return Err(ConnectError::NotH2(shown.clone(), chose));
+                        }
+                        let handshake = h2::handshake(&shown, TokioIo::new(stream));
                         // Others may be waiting for this connect: it must end in time.
                         tokio::time::timeout(timeout, handshake)
                             .await
-                            .unwrap_or(Err(ConnectError::Timeout(self.addr, timeout)))
+                            .unwrap_or_else(|_| {
+                                Err(
+                                    crate::connect::ConnectError::Timeout(shown.clone(), timeout)
+                                        .into(),
+                                )
+                            })
                     })
                     .await?;
                 Ok(Sender::Http2(lease))
             }
-            // HTTP/2 inside TLS: the same `h2.connect` as h2c, whose closure opens a TLS stream
-            // offering ALPN "h2" only, checks the server chose it, and hands it to
-            // `h2::handshake` (which takes any stream). Refused by validation until TLS
-            // connects exist.
-            Protocol::H2 => Err(ConnectError::NeedsTls(self.addr)),
         }
     }
 
-    /// A TCP connection to the server, within `timeout`.
-    async fn open(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
-            Err(_) => return Err(ConnectError::Timeout(self.addr, timeout)),
-            Ok(Err(e)) => return Err(ConnectError::Io(self.addr, e)),
-            Ok(Ok(s)) => s,
-        };
-        // Small request/response exchanges must not wait on Nagle.
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    }
-
-    /// The HTTP/1.1 handshake over any stream (TCP today; a unix or TLS one alike).
+    /// The HTTP/1.1 handshake over any stream (TCP, unix or TLS).
     async fn handshake_http1<T>(
         &self,
         io: T,
@@ -227,7 +222,7 @@ impl Pool {
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
-            .map_err(|e| ConnectError::Handshake(self.addr, e))?;
+            .map_err(|e| ConnectError::Handshake(self.target.to_string(), e))?;
         tokio::spawn(async move {
             // Errors here are the server closing or resetting; the request side sees them too.
             if let Err(e) = conn.with_upgrades().await {

@@ -161,7 +161,7 @@ fn build_routes(
                 .map(|s| {
                     keep.get(&s.id()).cloned().unwrap_or_else(|| {
                         Arc::new(Pool::new(
-                            s.address(),
+                            crate::connect::Target::new(Arc::clone(s), u.tls.as_ref()),
                             u.config.protocol,
                             settings.pool_max_idle_per_server,
                             settings.pool_idle_timeout,

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use rouse_config::{Config, SupervisorRef};
-use rouse_control::{Control, Drivers};
+use rouse_control::{Control, Drivers, Resolver};
 use rouse_proxy::{Proxy, Settings};
 use rouse_state::Table;
 use rouse_tls::acme::Acme;
@@ -62,6 +62,8 @@ pub struct Rouse {
     /// Every certificate served, `[proxy.acme]`'s included.
     certs: Arc<CertStore>,
     acme: Option<Arc<Acme>>,
+    /// Re-resolves host names in server addresses; aborted when rouse stops.
+    resolving: JoinHandle<()>,
 }
 
 impl Rouse {
@@ -95,6 +97,10 @@ impl Rouse {
             .filter_map(|l| l.local_addr().ok())
             .collect();
         let table = Arc::new(Table::new(&config));
+        // Names are resolved before anything connects: a start probe or a first request
+        // finds their addresses (or a logged reason why there are none).
+        let resolver = Resolver::new();
+        resolver.pass(&table).await;
         let drivers = Drivers {
             embedded: embedded_driver(&config, &options).await,
             supervisord: supervisord_drivers(&config, None),
@@ -115,6 +121,7 @@ impl Rouse {
             let _ = rx.await;
         }));
         let table = Arc::new(ArcSwap::new(table));
+        let resolving = Arc::clone(&resolver).spawn(Arc::clone(&table));
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let token = config.admin.as_ref().and_then(|a| a.token.clone());
         let hosts = config
@@ -125,6 +132,7 @@ impl Rouse {
             proxy,
             control.handle(),
             Arc::clone(&table),
+            resolver,
             Running { config, drivers },
         ));
         if let Some(acme) = &acme {
@@ -160,6 +168,7 @@ impl Rouse {
             task: Some(task),
             certs,
             acme,
+            resolving,
         }
     }
 
@@ -225,6 +234,7 @@ impl Rouse {
 
 impl Drop for Rouse {
     fn drop(&mut self) {
+        self.resolving.abort();
         self.admin_stop.cancel();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

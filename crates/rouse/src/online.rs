@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use rouse_config::{Config, SupervisorRef, SupervisordConfig, SupervisordUrl};
+use rouse_config::{Config, SupervisorRef, SupervisordConfig};
 use rouse_supervisor::SupervisorError;
 
 /// A server whose program its supervisord does not know.
@@ -63,13 +63,7 @@ pub struct Findings {
 
 /// How a supervisord URL is shown in messages.
 pub fn url(sc: &SupervisordConfig) -> String {
-    match &sc.url {
-        SupervisordUrl::Http { host, port, path } if host.contains(':') => {
-            format!("http://[{host}]:{port}{path}")
-        }
-        SupervisordUrl::Http { host, port, path } => format!("http://{host}:{port}{path}"),
-        SupervisordUrl::Unix { path } => format!("unix://{}", path.display()),
-    }
+    sc.shown_url()
 }
 
 /// Asks every supervisord of `config` whether it knows its servers' programs; a supervisord

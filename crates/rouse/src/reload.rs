@@ -7,7 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rouse_admin::{ReloadHook, ReloadRefused};
 use rouse_config::Config;
-use rouse_control::{ControlHandle, Drivers};
+use rouse_control::{ControlHandle, Drivers, Resolver};
 use rouse_proxy::Proxy;
 use rouse_state::{Changes, Table};
 
@@ -42,6 +42,8 @@ pub(crate) struct Reloader {
     proxy: Arc<Proxy>,
     control: ControlHandle,
     table: Arc<ArcSwap<Table>>,
+    /// Host names new servers bring are resolved before they are used.
+    resolver: Arc<Resolver>,
     /// The lock also serializes reloads.
     running: tokio::sync::Mutex<Running>,
     /// Run after each reload is applied (ACME looks at its certificate again).
@@ -53,12 +55,14 @@ impl Reloader {
         proxy: Arc<Proxy>,
         control: ControlHandle,
         table: Arc<ArcSwap<Table>>,
+        resolver: Arc<Resolver>,
         running: Running,
     ) -> Reloader {
         Reloader {
             proxy,
             control,
             table,
+            resolver,
             running: tokio::sync::Mutex::new(running),
             after_apply: std::sync::OnceLock::new(),
         }
@@ -165,6 +169,7 @@ impl Reloader {
         // restart like the rest of that section.
         let next = old.reloaded(&applied);
         let (table, changes) = (Arc::new(next.table), Arc::new(next.changes));
+        self.resolver.pass(&table).await;
         // The control plane first, so that requests the data plane sends to new servers from
         // the next line on find them managed.
         self.control

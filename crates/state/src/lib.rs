@@ -10,6 +10,7 @@ pub mod journal;
 pub mod metrics;
 mod server;
 mod table;
+mod tls;
 mod upstream;
 mod waiters;
 
@@ -18,5 +19,6 @@ pub use journal::{Entry, Journal};
 pub use metrics::Metrics;
 pub use server::{InFlightGuard, Server, ServerId};
 pub use table::Table;
+pub use tls::TlsClient;
 pub use upstream::{Admission, HeldGuard, Upstream};
 pub use waiters::Waiters;

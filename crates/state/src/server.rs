@@ -8,7 +8,8 @@ use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rouse_config::{ServerConfig, SupervisorRef};
+use arc_swap::ArcSwap;
+use rouse_config::{ServerAddress, ServerConfig, SupervisorRef};
 use rouse_core::backoff::{Backoff, FailureTracker};
 use rouse_core::state::ServerState;
 use tokio::sync::Notify;
@@ -41,6 +42,10 @@ pub struct Server {
     /// unchanged but for its position, weight and `max_conns`, so read those through
     /// [`Server::index`], [`Server::weight`] and [`Server::max_conns`].
     pub config: ServerConfig,
+    /// Where connections go: the address's IP, or what its host name last resolved to (set by
+    /// the control plane's resolver, read on each new connection; empty until resolved and
+    /// for unix sockets).
+    resolved: ArcSwap<Vec<SocketAddr>>,
     index: AtomicUsize,
     weight: AtomicU32,
     max_conns: AtomicU32,
@@ -85,6 +90,10 @@ impl Server {
             since_ms: AtomicU64::new(now),
             active_ms: AtomicU64::new(now),
             responses: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
+            resolved: ArcSwap::from_pointee(match &config.address {
+                ServerAddress::Ip(address) => vec![*address],
+                ServerAddress::Name { .. } | ServerAddress::Unix(_) => Vec::new(),
+            }),
             config,
             state: AtomicU8::new(initial as u8),
             in_flight: AtomicU32::new(0),
@@ -142,6 +151,9 @@ impl Server {
         if c.address != config.address {
             d.push("address");
         }
+        if c.tls != config.tls {
+            d.push("tls");
+        }
         if c.supervisor != config.supervisor {
             d.push("supervisor");
         } else if c.supervisor != SupervisorRef::Embedded && c.program != config.program {
@@ -168,8 +180,19 @@ impl Server {
         d
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.config.address
+    pub fn address(&self) -> &ServerAddress {
+        &self.config.address
+    }
+
+    /// The socket addresses a TCP connection to it may go to, in the order to try them.
+    pub fn resolved(&self) -> Arc<Vec<SocketAddr>> {
+        self.resolved.load_full()
+    }
+
+    /// What its host name resolves to now (the control plane's resolver; a name that stops
+    /// resolving keeps its last addresses, so this is never called with nothing).
+    pub fn set_resolved(&self, addresses: Vec<SocketAddr>) {
+        self.resolved.store(Arc::new(addresses));
     }
 
     pub fn state(&self) -> ServerState {

@@ -124,7 +124,7 @@ impl Table {
                 let free = |at: &usize| !taken[*at];
                 (0..old.servers.len())
                     .filter(free)
-                    .find(|&at| old.servers[at].address() == sc.address)
+                    .find(|&at| *old.servers[at].address() == sc.address)
                     .or_else(|| {
                         (0..old.servers.len()).filter(free).find(|&at| {
                             let o = &old.servers[at].config;
@@ -243,7 +243,7 @@ mod tests {
             Arc::ptr_eq(&new.upstreams[1], &old.upstreams[1]),
             "same servers, same states"
         );
-        assert_eq!(new.upstreams[0].servers[0].address().port(), 9002);
+        assert_eq!(new.upstreams[0].servers[0].address().port(), Some(9002));
         assert!(Arc::ptr_eq(&new.demand, &old.demand));
     }
 
@@ -502,5 +502,40 @@ mod tests {
             "upstream \"app\": changed; servers kept 0, added 0, \
              replaced 1 (127.0.0.1:9101: address changed, now 127.0.0.1:9105), removed 0"
         );
+    }
+
+    /// TLS settings are part of what a server is (its upstream's `tls_*` keys too); a kept
+    /// server keeps the addresses its name resolved to.
+    #[tokio::test]
+    async fn tls_changes_replace_servers_and_kept_names_keep_their_addresses() {
+        let text = |verify: bool| {
+            format!(
+                "[[upstream]]\nname = \"s\"\nsupervisor = \"none\"\ntls_verify = {verify}\n\
+                 [[upstream.server]]\naddress = \"https://a.example:8443\"\n\
+                 [[upstream]]\nname = \"n\"\nhosts = [\"n.example\"]\nsupervisor = \"none\"\n\
+                 [[upstream.server]]\naddress = \"b.example:80\"\n"
+            )
+        };
+        let old = Table::new(&config(&text(true)));
+        assert!(old.upstreams[0].tls.as_ref().is_some_and(|t| t.is_ok()));
+        assert!(
+            old.upstreams[1].tls.is_none(),
+            "no TLS server, no TLS config"
+        );
+        let resolved = vec!["10.0.0.7:80".parse().unwrap()];
+        old.upstreams[1].servers[0].set_resolved(resolved.clone());
+        let Reloaded { table, changes } = old.reloaded(&config(&text(false)));
+        let UpstreamChange::Changed { servers, .. } = &changes.upstreams[0] else {
+            panic!("{changes:?}");
+        };
+        let [ServerChange::Replaced { why, .. }] = &servers[..] else {
+            panic!("{servers:?}");
+        };
+        assert_eq!(why, &["tls"]);
+        assert!(Arc::ptr_eq(
+            &old.upstreams[1].servers[0],
+            &table.upstreams[1].servers[0]
+        ));
+        assert_eq!(*table.upstreams[1].servers[0].resolved(), resolved);
     }
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::server::{InFlightGuard, Server};
+use crate::tls::TlsClient;
 use crate::waiters::{Place, Waiters};
 
 /// What asking an upstream for a server gave.
@@ -35,6 +36,9 @@ pub struct Upstream {
     pub servers: Vec<Arc<Server>>,
     pub balancer: Balancer,
     pub backoff: Backoff,
+    /// The TLS client configuration of its servers that use TLS, built once with the upstream
+    /// (`Err`: why it could not be, said at each connection); `None` when none does.
+    pub tls: Option<TlsClient>,
     /// Requests waiting for a ready server, or for room on one.
     held: AtomicUsize,
     /// The held requests as the servers wake them; shared with the other generations.
@@ -81,11 +85,13 @@ impl Upstream {
             base: config.fail_timeout,
             max: config.fail_timeout_max,
         };
+        let tls = crate::tls::client(&config, crate::tls::alpn(config.protocol));
         Upstream {
             config,
             servers,
             balancer,
             backoff,
+            tls,
             held: AtomicUsize::new(0),
             waiters,
             changed: watch::Sender::new(0),

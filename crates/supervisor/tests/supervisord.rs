@@ -190,6 +190,7 @@ impl Sd {
             url: self.url.clone(),
             username: self.auth.map(|a| a.0.to_owned()),
             password: self.auth.map(|a| a.1.to_owned()),
+            tls: None,
             poll_interval: poll,
             timeout: Duration::from_secs(5),
         }
@@ -708,6 +709,7 @@ async fn calls_are_bounded_by_the_timeout() {
         },
         username: None,
         password: None,
+        tls: None,
         poll_interval: Duration::from_millis(100),
         timeout: Duration::from_millis(300),
     };
@@ -753,6 +755,7 @@ async fn refused_and_garbled_answers() {
         },
         username: None,
         password: None,
+        tls: None,
         poll_interval: Duration::from_secs(1),
         timeout: Duration::from_secs(5),
     };

@@ -573,6 +573,7 @@ fn driver(port: u16) -> std::sync::Arc<Supervisord> {
             },
             username: None,
             password: None,
+            tls: None,
             poll_interval: Duration::from_secs(3600),
             // Long enough that the answer cap, not the timeout, ends the call on a loaded machine.
             timeout: Duration::from_secs(60),

@@ -5,12 +5,15 @@
 //!   client's SNI: those read from `[[proxy.tls]]` files (replaced whole on reload) and those
 //!   obtained by ACME (replaced one by one as they are renewed). Swapping is atomic, so a
 //!   handshake sees the old set or the new one, and open connections keep theirs.
+//! - [`client::client_config`] is rouse as a client: of HTTPS upstream servers and supervisord,
+//!   trusting the web PKI roots or a CA file.
 //! - [`challenge::Challenges`] holds the HTTP-01 answers ACME is waiting to have fetched; the
 //!   plain listeners answer `/.well-known/acme-challenge/TOKEN` from it before routing.
 #![forbid(unsafe_code)]
 
 pub mod acme;
 pub mod challenge;
+pub mod client;
 pub mod store;
 
 /// The crypto provider every rustls configuration of rouse is built with.

@@ -7,7 +7,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::{CheckedUpstream, Context};
-use crate::model::SupervisorRef;
+use crate::model::{ServerAddress, SupervisorRef};
 
 pub(super) fn check(
     listen: &[Spanned<SocketAddr>],
@@ -98,14 +98,14 @@ fn routes(upstreams: &[CheckedUpstream], cx: &mut Context<'_>) {
 /// embedded upstreams means two processes fighting for one port. (Static and supervisord servers
 /// may be shared: rouse does not start them, so nothing fights.)
 fn addresses(upstreams: &[CheckedUpstream], cx: &mut Context<'_>) {
-    let mut embedded: BTreeMap<SocketAddr, (&str, Range<usize>)> = BTreeMap::new();
+    let mut embedded: BTreeMap<ServerAddress, (&str, Range<usize>)> = BTreeMap::new();
     for upstream in upstreams {
         let name = upstream.config.name.as_str();
         let is_embedded =
             upstream.kind_known && upstream.config.supervisor == SupervisorRef::Embedded;
-        let mut own: BTreeMap<SocketAddr, Range<usize>> = BTreeMap::new();
+        let mut own: BTreeMap<ServerAddress, Range<usize>> = BTreeMap::new();
         for address in upstream.servers.iter().filter_map(|s| s.address.as_ref()) {
-            let value = *address.get_ref();
+            let value = same_place(address.get_ref());
             if let Some(first) = own.get(&value) {
                 let line = cx.line(first);
                 cx.error(
@@ -116,7 +116,7 @@ fn addresses(upstreams: &[CheckedUpstream], cx: &mut Context<'_>) {
                 );
                 continue;
             }
-            own.insert(value, address.span());
+            own.insert(value.clone(), address.span());
             if !is_embedded {
                 continue;
             }
@@ -174,7 +174,7 @@ fn own_addresses(
         for address in upstream.servers.iter().filter_map(|s| s.address.as_ref()) {
             if let Some((what, _)) = own
                 .iter()
-                .find(|(_, own)| reaches(*own.get_ref(), *address.get_ref()))
+                .find(|(_, own)| reaches_server(*own.get_ref(), address.get_ref()))
             {
                 cx.error(
                     address.span(),
@@ -186,6 +186,33 @@ fn own_addresses(
                 );
             }
         }
+    }
+}
+
+/// The key under which two addresses are the same server: `localhost:P` is `127.0.0.1:P`
+/// (the one name known without a resolver), so it is not listed twice under two spellings.
+fn same_place(address: &ServerAddress) -> ServerAddress {
+    match address {
+        ServerAddress::Name { host, port } if host == "localhost" => {
+            ServerAddress::Ip(SocketAddr::from(([127, 0, 0, 1], *port)))
+        }
+        other => other.clone(),
+    }
+}
+
+/// Whether a server address is one of rouse's own listeners. `localhost` is the one name known
+/// without asking a resolver.
+fn reaches_server(own: SocketAddr, server: &ServerAddress) -> bool {
+    match server {
+        ServerAddress::Ip(address) => reaches(own, *address),
+        ServerAddress::Name { host, port } if host == "localhost" => {
+            reaches(own, SocketAddr::from(([127, 0, 0, 1], *port)))
+                || reaches(
+                    own,
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, *port)),
+                )
+        }
+        ServerAddress::Name { .. } | ServerAddress::Unix(_) => false,
     }
 }
 

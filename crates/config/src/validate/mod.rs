@@ -5,6 +5,7 @@
 //! reported. Placeholders are never seen outside this crate.
 
 mod acme;
+mod connect;
 mod cross;
 mod limits;
 mod protocol;
@@ -360,6 +361,7 @@ fn supervisors(
                 url,
                 username: file.username.as_ref().map(|u| u.get_ref().clone()),
                 password: file.password.as_ref().map(|p| p.get_ref().clone()),
+                tls: connect::supervisord_tls(section, cx),
                 poll_interval: positive("poll_interval", &file.poll_interval, 1, HOUR, cx),
                 timeout: positive("timeout", &file.timeout, 10, HOUR, cx),
             },

@@ -1,7 +1,6 @@
 //! One `[[upstream]]` and its `[[upstream.server]]`s.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -10,7 +9,10 @@ use toml::Spanned;
 use super::limits::{DAY, GIB, HOUR, KIB, MIB, TIB};
 use super::{Context, NO_ADDRESS, bounded_size, count, duration, positive};
 use crate::file::{FileBalance, FileCommand, FileServer, FileUpstream, FileUpstreamEntry, Section};
-use crate::model::{Balance, CommandLine, Readiness, ServerConfig, SupervisorRef, UpstreamConfig};
+use crate::model::{
+    Balance, CommandLine, Readiness, ServerAddress, ServerConfig, SupervisorRef, TlsClientConfig,
+    UpstreamConfig,
+};
 use crate::values;
 
 /// Most weight a server may have: beyond this, weights are no longer a ratio anyone means.
@@ -40,7 +42,7 @@ pub(crate) struct CheckedUpstream {
 
 pub(crate) struct CheckedServer {
     /// `None` when the address was missing or invalid (already reported).
-    pub(crate) address: Option<Spanned<SocketAddr>>,
+    pub(crate) address: Option<Spanned<ServerAddress>>,
     /// The explicit `program`, or the server's header for a default one.
     pub(crate) program_span: Range<usize>,
 }
@@ -170,6 +172,11 @@ pub(crate) fn upstream(
         );
     }
     let (min_servers, max_servers) = scaling(section, servers.len(), cx);
+    let mut servers = servers;
+    let tls = super::connect::tls_settings(section, servers.iter().any(|s| s.tls.is_some()), cx);
+    for server in servers.iter_mut().filter(|s| s.tls.is_some()) {
+        server.tls = Some(tls.clone());
+    }
 
     let target_in_flight = file.target_in_flight.as_ref().map_or(10, |target| {
         if *target.get_ref() == 0 {
@@ -254,6 +261,7 @@ pub(crate) fn upstream(
             (KIB, GIB),
             cx,
         ) as usize,
+        resolve_interval: super::connect::resolve_interval(file, cx),
         max_response_buffer: bounded_size(
             "max_response_buffer",
             &file.max_response_buffer,
@@ -261,7 +269,7 @@ pub(crate) fn upstream(
             (KIB, TIB),
             cx,
         ),
-        protocol: super::protocol::protocol(section, &checked_servers, cx),
+        protocol: super::protocol::protocol(section, &servers, cx),
         servers,
     };
     CheckedUpstream {
@@ -418,34 +426,7 @@ fn server(
         SupervisorRef::Supervisord(name) => format!("supervisor = \"{name}\""),
     };
 
-    let address = match &file.address {
-        Some(address) => match values::socket_addr(address.get_ref()) {
-            Ok(parsed) if parsed.port() == 0 => {
-                cx.error(
-                    address.span(),
-                    format!(
-                        "address \"{}\": port 0 is not a port a server can be reached on",
-                        address.get_ref()
-                    ),
-                );
-                None
-            }
-            Ok(parsed) => Some(Spanned::new(address.span(), parsed)),
-            Err(message) => {
-                cx.error(address.span(), format!("address: {message}"));
-                None
-            }
-        },
-        None => {
-            if !section.is_rejected("address") {
-                cx.error(
-                    section.span.clone(),
-                    format!("server {index} needs an address, e.g. address = \"127.0.0.1:9101\""),
-                );
-            }
-            None
-        }
-    };
+    let (address, tls) = super::connect::server_address(index, section, cx);
 
     let weight = file.weight.as_ref().map_or(1, |weight| {
         let value = *weight.get_ref();
@@ -557,7 +538,11 @@ fn server(
 
     let config = ServerConfig {
         index,
-        address: address.as_ref().map_or(NO_ADDRESS, |a| *a.get_ref()),
+        address: address
+            .as_ref()
+            .map_or(ServerAddress::Ip(NO_ADDRESS), |a| a.get_ref().clone()),
+        // The upstream's settings replace these once all its servers are read.
+        tls: tls.then(TlsClientConfig::default),
         weight,
         max_conns,
         program,

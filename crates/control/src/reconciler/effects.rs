@@ -3,6 +3,7 @@
 //! the journal, the log and the counters.
 
 use rouse_core::lifecycle::{Checked, Effect, NotReady, Process, StartError};
+use rouse_proxy::connect::Target;
 use rouse_supervisor::{ProcessState, SupervisorError};
 
 use super::*;
@@ -72,17 +73,21 @@ impl Reconciler {
                 tokio::spawn(async move {
                     let result = match &up.config.ready {
                         Readiness::Supervisor => until_running(&*driver, &server, deadline).await,
-                        r => probe
-                            .until_ready(server.address(), r, deadline)
-                            .await
-                            .map_err(NotReady::TimedOut),
+                        r => {
+                            let target = Target::new(Arc::clone(&server), up.tls.as_ref());
+                            probe
+                                .until_ready(&target, r, deadline)
+                                .await
+                                .map_err(NotReady::TimedOut)
+                        }
                     };
                     answer(Input::ProbeAnswered { attempt, result });
                 });
             }
             Effect::Check { attempt } => {
                 tokio::spawn(async move {
-                    let result = check(&*probe, &*driver, &server).await;
+                    let target = Target::new(Arc::clone(&server), up.tls.as_ref());
+                    let result = check(&*probe, &*driver, &target).await;
                     answer(Input::Checked { attempt, result });
                 });
             }
@@ -110,8 +115,9 @@ impl Reconciler {
 /// costs every request in flight on it, so one connect of the loop's own decides. When it is
 /// refused, the supervisor says whether the program was stopped behind rouse's back (not a
 /// failure) or died.
-async fn check(probe: &dyn Probe, driver: &dyn Supervisor, server: &Server) -> Checked {
-    let why = match probe.accepts(server.address()).await {
+async fn check(probe: &dyn Probe, driver: &dyn Supervisor, target: &Target) -> Checked {
+    let server = target.server();
+    let why = match probe.accepts(target).await {
         Ok(()) => return Checked::Accepts,
         Err(why) => why,
     };

@@ -8,8 +8,8 @@
 //! server on the address or program of one still retiring waits for it to be down.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 
+use rouse_config::ServerAddress;
 use rouse_state::Changes;
 
 use super::*;
@@ -17,7 +17,7 @@ use super::*;
 /// The addresses and programs of retiring servers that are not down yet.
 #[derive(Default)]
 pub(super) struct Busy {
-    addresses: HashSet<SocketAddr>,
+    addresses: HashSet<ServerAddress>,
     programs: HashSet<(String, String)>,
 }
 
@@ -25,7 +25,7 @@ impl Busy {
     pub(super) fn blocks(&self, s: &Server, life: &Life, driver: &str) -> bool {
         !self.addresses.is_empty()
             && life.lifecycle.state() == ServerState::Stopped
-            && (self.addresses.contains(&s.address())
+            && (self.addresses.contains(s.address())
                 || self
                     .programs
                     .contains(&(driver.to_owned(), s.config.program.clone())))
@@ -232,7 +232,7 @@ impl Reconciler {
         for up in self.ups.iter().filter(|u| u.retiring) {
             for ((s, life), d) in up.servers.iter().zip(&up.lives).zip(&up.drivers) {
                 if !life.lifecycle.is_down() {
-                    busy.addresses.insert(s.address());
+                    busy.addresses.insert(s.address().clone());
                     busy.programs
                         .insert((d.name().to_owned(), s.config.program.clone()));
                 }

@@ -3,6 +3,8 @@
 //! played out in a fixed order, with no socket and no real time.
 
 use std::net::SocketAddr;
+
+use rouse_proxy::connect::Target;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
@@ -176,10 +178,11 @@ impl Net {
 impl Probe for Net {
     fn until_ready<'a>(
         &'a self,
-        addr: SocketAddr,
+        target: &'a Target,
         _readiness: &'a rouse_config::Readiness,
         deadline: Instant,
     ) -> BoxFuture<'a, Result<(), String>> {
+        let addr = ip(target);
         Box::pin(async move {
             // As the real probe: a connect every 2 ms until the deadline.
             loop {
@@ -195,8 +198,16 @@ impl Probe for Net {
         })
     }
 
-    fn accepts(&self, addr: SocketAddr) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(std::future::ready(self.answer(addr)))
+    fn accepts<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(std::future::ready(self.answer(ip(target))))
+    }
+}
+
+/// The scripted network knows servers by IP address, as every test config writes them.
+fn ip(target: &Target) -> SocketAddr {
+    match target.server().address() {
+        rouse_config::ServerAddress::Ip(addr) => *addr,
+        other => panic!("test servers have IP addresses, not {other}"),
     }
 }
 

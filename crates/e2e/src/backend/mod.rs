@@ -30,6 +30,7 @@
 //! Malformed parameters get a 400, never a panic.
 
 mod body;
+pub mod listener;
 mod routes;
 mod server;
 mod stats;
@@ -189,6 +190,17 @@ impl Backend {
         graceful: CancellationToken,
         immediate: CancellationToken,
     ) -> ServeOutcome {
-        server::serve(self.clone(), listener, graceful, immediate).await
+        server::serve(self.clone(), listener.into(), None, graceful, immediate).await
+    }
+
+    /// As [`Backend::serve`], on a TCP or unix listener, with TLS when `tls` is given.
+    pub async fn serve_on(
+        &self,
+        listener: listener::Listener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        graceful: CancellationToken,
+        immediate: CancellationToken,
+    ) -> ServeOutcome {
+        server::serve(self.clone(), listener, tls, graceful, immediate).await
     }
 }

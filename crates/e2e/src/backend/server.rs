@@ -7,10 +7,12 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::listener::Listener;
 use super::routes::{self, Conn};
 use super::stats::InFlight;
 use super::{Backend, GRACE_PERIOD, ServeOutcome, ws};
@@ -37,7 +39,8 @@ impl ServerCtx {
 
 pub(crate) async fn serve(
     backend: Backend,
-    listener: TcpListener,
+    listener: Listener,
+    tls: Option<TlsAcceptor>,
     graceful: CancellationToken,
     immediate: CancellationToken,
 ) -> ServeOutcome {
@@ -57,8 +60,18 @@ pub(crate) async fn serve(
             () = immediate.cancelled() => break ServeOutcome::Shutdown,
             () = graceful.cancelled() => break ServeOutcome::Shutdown,
             () = limit_reached.cancelled() => break ServeOutcome::RequestLimitReached,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+            accepted = accept(&listener) => match accepted {
+                Ok(Accepted::Tcp(stream)) => {
+                    backend.shared.counters.connection_accepted();
+                    // Small request/response exchanges dominate the tests; don't let Nagle
+                    // add latency.
+                    let _ = stream.set_nodelay(true);
+                    match &tls {
+                        None => spawn_connection(&backend, &ctx, &builder, stream),
+                        Some(tls) => spawn_tls(&backend, &ctx, &builder, tls, stream),
+                    }
+                }
+                Ok(Accepted::Unix(stream)) => {
                     backend.shared.counters.connection_accepted();
                     spawn_connection(&backend, &ctx, &builder, stream);
                 }
@@ -76,7 +89,14 @@ pub(crate) async fn serve(
     // between fork and exec, and the kernel keeps accepting until that copy is gone too.
     // Shutting the socket down stops it listening for every holder (Linux; elsewhere this
     // fails harmlessly and the close below is all there is).
-    let _ = socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Both);
+    match &listener {
+        Listener::Tcp(l) => {
+            let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Both);
+        }
+        Listener::Unix(l) => {
+            let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Both);
+        }
+    }
     drop(listener);
     ctx.graceful.cancel();
     ctx.tracker.close();
@@ -90,14 +110,55 @@ pub(crate) async fn serve(
     outcome
 }
 
-fn spawn_connection(
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
+        Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+/// The TLS handshake in the connection's own task, so a slow or failing client holds up no
+/// one else; a failed handshake just closes the connection (the client saw why).
+fn spawn_tls(
     backend: &Backend,
     ctx: &Arc<ServerCtx>,
     builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
+    tls: &TlsAcceptor,
+    stream: tokio::net::TcpStream,
 ) {
-    // Small request/response exchanges dominate the tests; don't let Nagle add latency.
-    let _ = stream.set_nodelay(true);
+    let (backend, ctx2, builder, tls) = (
+        backend.clone(),
+        Arc::clone(ctx),
+        builder.clone(),
+        tls.clone(),
+    );
+    ctx.tracker.spawn(async move {
+        let handshake = tls.accept(stream);
+        let accepted = tokio::select! {
+            () = ctx2.immediate.cancelled() => return,
+            r = tokio::time::timeout(GRACE_PERIOD, handshake) => r,
+        };
+        match accepted {
+            Ok(Ok(stream)) => spawn_connection(&backend, &ctx2, &builder, stream),
+            Ok(Err(e)) => eprintln!("rouse-test-backend: TLS handshake failed: {e}"),
+            Err(_) => eprintln!("rouse-test-backend: TLS handshake timed out"),
+        }
+    });
+}
+
+fn spawn_connection<S>(
+    backend: &Backend,
+    ctx: &Arc<ServerCtx>,
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn_state = Conn::new();
     let service = {
         let backend = backend.clone();

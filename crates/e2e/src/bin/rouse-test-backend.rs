@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use rouse_e2e::backend::listener::{Listener, bind_unix, tls_acceptor};
 use rouse_e2e::{Backend, BackendConfig, ServeOutcome};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -41,6 +42,16 @@ struct Cli {
     /// worker reads its request's whole body before answering.
     #[arg(long, value_name = "N", conflicts_with = "concurrency")]
     workers: Option<usize>,
+    /// Listen on a unix socket at this path instead of --listen (a socket file left there by
+    /// a previous process is replaced, as app servers do).
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Write the bound port (decimal, newline-terminated) to this file once listening.
     #[arg(long, value_name = "PATH")]
     port_file: Option<PathBuf>,
@@ -78,21 +89,35 @@ async fn run(cli: Cli) -> Result<ServeOutcome, Box<dyn std::error::Error>> {
         }
     }
 
-    let listener = TcpListener::bind(cli.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
-    let addr = listener.local_addr()?;
-    if let Some(path) = &cli.port_file {
-        write_port_file(path, addr.port())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let (listener, shown): (Listener, String) = match &cli.unix {
+        Some(path) => {
+            let listener = bind_unix(path)
+                .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+            (listener.into(), format!("unix:{}", path.display()))
+        }
+        None => {
+            let listener = TcpListener::bind(cli.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+            let addr = listener.local_addr()?;
+            if let Some(path) = &cli.port_file {
+                write_port_file(path, addr.port())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            (listener.into(), addr.to_string())
+        }
+    };
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening {addr}")?;
+    writeln!(stdout, "listening {shown}")?;
     stdout.flush()?;
     drop(stdout);
 
     Ok(backend
-        .serve(listener, graceful, CancellationToken::new())
+        .serve_on(listener, tls, graceful, CancellationToken::new())
         .await)
 }
 

@@ -79,7 +79,7 @@ async fn pump(
     mut spool: Spool,
     read_timeout: Duration,
 ) {
-    let server = done.guard.server().address();
+    let server = done.guard.server().address().clone();
     let mut done = Some(done);
     let mut state = Server::Reading;
     // A chunk read from the server that has no room yet: reading waits until it has.

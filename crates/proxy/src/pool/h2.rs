@@ -9,7 +9,6 @@
 //! Several requests that find no connection at once wait for one connect, not one each.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -155,7 +154,7 @@ impl Shared {
     /// waited for another's connect uses its connection, or fails with its error.
     pub(super) async fn connect<F, Fut>(
         &self,
-        addr: SocketAddr,
+        addr: &str,
         started: Instant,
         connect: F,
     ) -> Result<H2Lease, ConnectError>
@@ -216,7 +215,7 @@ impl Shared {
 /// The HTTP/2 handshake over any stream: plain TCP for `h2c`, or a TLS stream whose ALPN
 /// chose "h2" for `h2`. Returns the sender and the server's stream limit as it changes.
 pub(crate) async fn handshake<T>(
-    addr: SocketAddr,
+    addr: &str,
     io: T,
 ) -> Result<(Send, Arc<AtomicUsize>), ConnectError>
 where
@@ -233,9 +232,10 @@ where
         .max_header_list_size(MAX_RESPONSE_HEAD)
         .handshake(io)
         .await
-        .map_err(|e| ConnectError::Handshake(addr, e))?;
+        .map_err(|e| ConnectError::Handshake(addr.to_owned(), e))?;
     let server_max = Arc::new(AtomicUsize::new(MAX_STREAMS));
     let seen = Arc::clone(&server_max);
+    let addr = addr.to_owned();
     tokio::spawn(async move {
         let ended = std::future::poll_fn(|cx| {
             let polled = Pin::new(&mut conn).poll(cx);
@@ -261,7 +261,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiters_share_a_failed_connect() {
         let shared = Arc::new(Shared::default());
-        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let addr = "127.0.0.1:9";
         let attempts = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -273,7 +273,11 @@ mod tests {
                     .connect(addr, started, || async {
                         attempts.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        Err(ConnectError::Timeout(addr, Duration::from_secs(1)))
+                        Err(crate::connect::ConnectError::Timeout(
+                            addr.to_owned(),
+                            Duration::from_secs(1),
+                        )
+                        .into())
                     })
                     .await
                     .map(|_| ())
@@ -293,7 +297,10 @@ mod tests {
         let later = shared
             .connect(addr, Instant::now(), || async {
                 attempts.fetch_add(1, Ordering::SeqCst);
-                Err(ConnectError::Timeout(addr, Duration::from_secs(1)))
+                Err(
+                    crate::connect::ConnectError::Timeout(addr.to_owned(), Duration::from_secs(1))
+                        .into(),
+                )
             })
             .await;
         assert!(later.is_err());

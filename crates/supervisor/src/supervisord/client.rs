@@ -1,12 +1,14 @@
-//! The transport: XML-RPC calls to supervisord over HTTP/1.1, on TCP or a unix socket.
+//! The transport: XML-RPC calls to supervisord over HTTP/1.1, on TCP (plain or TLS) or a unix
+//! socket.
 //!
 //! hyper's `client::conn::http1` on a `TcpStream`/`UnixStream` we open ourselves: no pool
-//! library, no TLS (supervisord serves plain http). Connections are kept alive and reused
+//! library. supervisord itself serves plain http; `https://` urls are for a supervisord behind
+//! a TLS-terminating proxy, verified against the web PKI roots or the `ca_file`. Connections are kept alive and reused
 //! (supervisord's medusa server keeps HTTP/1.1 connections open); one that supervisord closed
 //! meanwhile (a restart) is noticed on use and the call is retried on a fresh connection.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -17,6 +19,7 @@ use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rouse_config::{SupervisordConfig, SupervisordUrl};
+use rouse_tls::client::{Trust, client_config};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::task::JoinHandle;
@@ -56,6 +59,10 @@ pub enum RpcError {
     /// The connection broke during the call.
     #[error("connection to {target} failed: {why}")]
     Broken { target: String, why: String },
+    /// The TLS handshake failed (certificate refused, ...), or no TLS configuration could be
+    /// built (an unreadable `ca_file`).
+    #[error("TLS with {target}: {why}")]
+    Tls { target: String, why: String },
     /// The url cannot be used as an HTTP request target.
     #[error("{target}: bad url path {path:?}")]
     BadPath { target: String, path: String },
@@ -75,6 +82,7 @@ impl RpcError {
         matches!(
             self,
             RpcError::Connect { .. }
+                | RpcError::Tls { .. }
                 | RpcError::Unauthorized { .. }
                 | RpcError::Timeout { .. }
                 | RpcError::Broken { .. }
@@ -83,7 +91,13 @@ impl RpcError {
 }
 
 enum Endpoint {
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+        /// `https://`: the configuration to connect with (built once, with the driver), or
+        /// why there is none.
+        tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+    },
     Unix(PathBuf),
 }
 
@@ -131,9 +145,10 @@ impl Client {
                     Endpoint::Tcp {
                         host: host.clone(),
                         port: *port,
+                        tls: config.tls.as_ref().map(tls_config),
                     },
                     path.clone(),
-                    format!("http://{authority}{path}"),
+                    config.shown_url(),
                     authority,
                 )
             }
@@ -238,12 +253,15 @@ impl Client {
             source,
         };
         let conn = match &self.endpoint {
-            Endpoint::Tcp { host, port } => {
+            Endpoint::Tcp { host, port, tls } => {
                 let stream = TcpStream::connect((host.as_str(), *port))
                     .await
                     .map_err(connect_error)?;
                 let _ = stream.set_nodelay(true);
-                handshake(stream).await
+                match tls {
+                    None => handshake(stream).await,
+                    Some(tls) => handshake(self.tls(tls, host, stream).await?).await,
+                }
             }
             Endpoint::Unix(path) => {
                 let stream = UnixStream::connect(path).await.map_err(connect_error)?;
@@ -251,6 +269,24 @@ impl Client {
             }
         };
         conn.map_err(|e| self.broken(&e))
+    }
+
+    async fn tls(
+        &self,
+        tls: &Result<Arc<rustls::ClientConfig>, String>,
+        host: &str,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, RpcError> {
+        let fail = |why: String| RpcError::Tls {
+            target: self.target.clone(),
+            why,
+        };
+        let config = tls.as_ref().map_err(|why| fail(why.clone()))?;
+        let name = rouse_tls::client::server_name(host).map_err(|e| fail(e.to_string()))?;
+        tokio_rustls::TlsConnector::from(Arc::clone(config))
+            .connect(name, stream)
+            .await
+            .map_err(|e| fail(e.to_string()))
     }
 
     async fn exchange(&self, mut conn: Conn, body: Bytes) -> Result<Value, Attempt> {
@@ -344,6 +380,17 @@ impl Client {
             why,
         }
     }
+}
+
+/// The client configuration of a `https://` supervisord: its `ca_file`, else the web PKI.
+fn tls_config(
+    settings: &rouse_config::TlsClientConfig,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let trust = match &settings.ca_file {
+        Some(path) => Trust::CaFile(path.clone()),
+        None => Trust::WebPki,
+    };
+    client_config(&trust, &[b"http/1.1"]).map_err(|e| e.to_string())
 }
 
 async fn handshake<S>(stream: S) -> Result<Conn, hyper::Error>

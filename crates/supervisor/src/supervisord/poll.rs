@@ -147,6 +147,7 @@ mod tests {
             },
             username: None,
             password: None,
+            tls: None,
             poll_interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
         };
