@@ -47,6 +47,8 @@ impl<T> Section<T> {
 #[derive(Debug, Clone, Default)]
 pub struct FileConfig {
     pub proxy: Option<Section<FileProxy>>,
+    /// `[[proxy.tls]]`, in order (walked apart from `[proxy]`, like `[[upstream.server]]`).
+    pub proxy_tls: Vec<Section<FileTls>>,
     pub admin: Option<Section<FileAdmin>>,
     pub log: Option<Section<FileLog>>,
     /// `[supervisors.NAME]`, by name: TOML tables do not keep the order of their keys.
@@ -91,6 +93,16 @@ pub struct FileProxy {
     pub max_headers: Option<Spanned<u64>>,
     pub upgrade_idle_timeout: Option<Spanned<FileDuration>>,
     pub temp_dir: Option<Spanned<String>>,
+    pub listen_tls: Option<Spanned<Vec<Spanned<String>>>>,
+    pub redirect_https: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// One `[[proxy.tls]]` table: a certificate chain and its key, PEM files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

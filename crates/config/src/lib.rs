@@ -62,6 +62,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }
     };
     let mut config = parse(&name, &text)?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        validate::listen::resolve_paths(&mut config.proxy.tls, dir);
+    }
     config.source = Some(path.to_path_buf());
     Ok(config)
 }

@@ -6,6 +6,7 @@
 
 mod cross;
 mod limits;
+pub(crate) mod listen;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -56,7 +57,7 @@ impl Context<'_> {
 }
 
 pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
-    let (proxy, listen_spans) = proxy(file.proxy.as_ref(), cx);
+    let (proxy, listen_spans) = proxy(file.proxy.as_ref(), &file.proxy_tls, cx);
     let admin = file.admin.as_ref().map(|section| admin(section, cx));
     let log = log(file.log.as_ref());
     let supervisors = supervisors(&file.supervisors, cx);
@@ -97,47 +98,15 @@ pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
     }
 }
 
-/// The proxy settings, and each listen address with where it is written.
+/// The proxy settings, and each TCP address it listens on with where it is written.
 fn proxy(
     section: Option<&Section<FileProxy>>,
+    tls: &[Section<crate::file::FileTls>],
     cx: &mut Context<'_>,
 ) -> (ProxyConfig, Vec<Spanned<SocketAddr>>) {
     let default = FileProxy::default();
     let file = section.map_or(&default, |s| &s.value);
-
-    let mut listen = Vec::new();
-    match &file.listen {
-        Some(addresses) if addresses.get_ref().is_empty() => cx.error(
-            addresses.span(),
-            "listen: at least one address is needed, e.g. [\"127.0.0.1:8080\"]",
-        ),
-        Some(addresses) => {
-            for address in addresses.get_ref() {
-                match values::socket_addr(address.get_ref()) {
-                    Ok(parsed) => {
-                        if let Some(first) = listen
-                            .iter()
-                            .find(|a: &&Spanned<SocketAddr>| *a.get_ref() == parsed)
-                        {
-                            let line = cx.line(&first.span());
-                            cx.error(
-                                address.span(),
-                                format!("listen: {parsed} is listed twice (also on line {line})"),
-                            );
-                        }
-                        listen.push(Spanned::new(address.span(), parsed));
-                    }
-                    Err(message) => cx.error(address.span(), format!("listen: {message}")),
-                }
-            }
-        }
-        None => {
-            let span = section.map_or(0..0, |s| s.span.clone());
-            if let Ok(address) = values::socket_addr(DEFAULT_PROXY_LISTEN) {
-                listen.push(Spanned::new(span, address));
-            }
-        }
-    }
+    let listeners = listen::listeners(section, tls, cx);
 
     let threads = file.threads.as_ref().map_or(0, |threads| {
         let value = *threads.get_ref();
@@ -169,7 +138,10 @@ fn proxy(
         None => std::env::temp_dir(),
     };
     let config = ProxyConfig {
-        listen: listen.iter().map(|a| *a.get_ref()).collect(),
+        listen: listeners.listen,
+        listen_tls: listeners.listen_tls,
+        redirect_https: listeners.redirect_https,
+        tls: listeners.tls,
         threads,
         connect_timeout: positive("connect_timeout", &file.connect_timeout, 5, HOUR, cx),
         read_timeout: positive("read_timeout", &file.read_timeout, 60, DAY, cx),
@@ -223,7 +195,7 @@ fn proxy(
         upgrade_idle_timeout: (!upgrade_idle_timeout.is_zero()).then_some(upgrade_idle_timeout),
         temp_dir,
     };
-    (config, listen)
+    (config, listeners.tcp)
 }
 
 /// The admin settings, and where its listen address is written (the table, when defaulted).
