@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers};
-use rouse_proxy::{Proxy, Settings};
+use rouse_proxy::{Kind, Listener, Proxy, Settings};
 use rouse_state::Table;
 
 use crate::reload::{Reloader, Running};
@@ -22,17 +22,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Binds every `[proxy] listen` address, before anything else starts, so "address in use" is
-/// reported (exit 2) instead of half-starting. The backlog is `listen_backlog`, as nginx's
-/// `listen ... backlog=` (tokio's own bind would use a fixed one).
-pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<TcpListener>> {
-    let mut listeners = Vec::with_capacity(config.proxy.listen.len());
-    for addr in &config.proxy.listen {
-        let l = rouse_proxy::listen::bind(*addr, config.proxy.listen_backlog)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        listeners.push(l);
-    }
-    Ok(listeners)
+/// Binds every listener of `[proxy]` (`listen`, `listen_tls`, `redirect_https`), before
+/// anything else starts, so "address in use" is reported (exit 2) instead of half-starting.
+/// The backlog is `listen_backlog`, as nginx's `listen ... backlog=` (tokio's own bind would
+/// use a fixed one). Each listener carries its spec (`tcp:…`, `unix:…`, `tls:…`,
+/// `redirect:…`; see `rouse_proxy::listen::specs`).
+pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<Listener>> {
+    rouse_proxy::listen::bind_all(&config.proxy)
 }
 
 /// How this rouse process runs its embedded children.
@@ -55,6 +51,8 @@ pub struct Rouse {
     admin_stop: CancellationToken,
     admin_task: Option<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
+    /// Each listener's kind and TCP address (none for a unix socket), in spec order.
+    bound: Vec<(Kind, Option<SocketAddr>)>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -66,6 +64,13 @@ impl Rouse {
     }
 
     pub async fn start_with(config: Config, options: Options) -> std::io::Result<Rouse> {
+        // A bad certificate file is a bad config: refused before anything is bound.
+        if let Err(errors) = crate::certs::load(&config) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                errors.join("\n"),
+            ));
+        }
         let listeners = bind_listeners(&config).await?;
         let admin = match &config.admin {
             Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|e| {
@@ -81,14 +86,15 @@ impl Rouse {
 
     pub async fn with_listeners(
         config: Config,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
         admin: Option<TcpListener>,
         options: Options,
     ) -> Rouse {
-        let addrs = listeners
+        let bound: Vec<(Kind, Option<SocketAddr>)> = listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .map(|l| (l.spec.kind, l.local_addr()))
             .collect();
+        let addrs = bound.iter().filter_map(|(_, a)| *a).collect();
         let table = Arc::new(Table::new(&config));
         let drivers = Drivers {
             embedded: embedded_driver(&config, &options).await,
@@ -96,6 +102,16 @@ impl Rouse {
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
+        match crate::certs::load(&config) {
+            Ok(certs) => {
+                for w in &certs.warnings {
+                    tracing::warn!("{w}");
+                }
+                proxy.certs().set_files(certs.named);
+            }
+            // `start_with` refuses these; a caller that bound its own listeners is told here.
+            Err(errors) => errors.iter().for_each(|e| tracing::error!("{e}")),
+        }
         let admin_stop = CancellationToken::new();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(rouse_proxy::serve(Arc::clone(&proxy), listeners, async {
@@ -135,12 +151,20 @@ impl Rouse {
             admin_stop,
             admin_task,
             addrs,
+            bound,
             shutdown: Some(tx),
             task: Some(task),
         }
     }
 
-    /// The proxy's bound addresses, in `[proxy] listen` order.
+    /// The first bound TCP address of a kind of listener (`Kind::Tls` for `listen_tls`...).
+    pub fn addr_of(&self, kind: Kind) -> Option<SocketAddr> {
+        self.bound
+            .iter()
+            .find_map(|(k, a)| a.filter(|_| *k == kind))
+    }
+
+    /// The proxy's bound TCP addresses, in the order `listen`, `listen_tls`, `redirect_https`.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
