@@ -51,6 +51,8 @@ pub struct Rouse {
     admin_stop: CancellationToken,
     admin_task: Option<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
+    /// ACME's HTTP-01 answers, served by every plain and redirect listener.
+    challenges: Arc<rouse_tls::challenge::Challenges>,
     /// Each listener's kind and TCP address (none for a unix socket), in spec order.
     bound: Vec<(Kind, Option<SocketAddr>)>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -112,6 +114,7 @@ impl Rouse {
             // `start_with` refuses these; a caller that bound its own listeners is told here.
             Err(errors) => errors.iter().for_each(|e| tracing::error!("{e}")),
         }
+        let challenges = Arc::clone(proxy.challenges());
         let admin_stop = CancellationToken::new();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(rouse_proxy::serve(Arc::clone(&proxy), listeners, async {
@@ -152,9 +155,15 @@ impl Rouse {
             admin_task,
             addrs,
             bound,
+            challenges,
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Where ACME puts the HTTP-01 answers it waits to have fetched.
+    pub fn challenges(&self) -> &Arc<rouse_tls::challenge::Challenges> {
+        &self.challenges
     }
 
     /// The first bound TCP address of a kind of listener (`Kind::Tls` for `listen_tls`...).
