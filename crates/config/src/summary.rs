@@ -105,7 +105,12 @@ pub fn summary(config: &Config) -> String {
         proxy.max_headers,
         format_duration(proxy.client_header_timeout),
     );
-    let mut rows = vec![("listen", format!("{} ({threads})", listen.join(", ")))];
+    let listen = if listen.is_empty() {
+        "no plain listener".to_owned()
+    } else {
+        listen.join(", ")
+    };
+    let mut rows = vec![("listen", format!("{listen} ({threads})"))];
     rows.extend(tls_rows(config));
     rows.extend([("limits", limits), ("admin", admin), ("log", log)]);
     for (label, value) in rows {
