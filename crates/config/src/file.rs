@@ -145,6 +145,17 @@ pub enum FileBalance {
     RoundRobin,
 }
 
+/// `protocol`: how rouse speaks to an upstream's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum FileProtocol {
+    #[serde(rename = "http1")]
+    Http1,
+    #[serde(rename = "h2c")]
+    H2c,
+    #[serde(rename = "h2")]
+    H2,
+}
+
 /// One `[[upstream]]` table, without its `server` array (read on its own, see `read`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -174,6 +185,7 @@ pub struct FileUpstream {
     pub response_buffering: Option<bool>,
     pub response_buffer_size: Option<Spanned<FileSize>>,
     pub max_response_buffer: Option<Spanned<FileSize>>,
+    pub protocol: Option<Spanned<FileProtocol>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -176,6 +176,34 @@ pub enum Balance {
     RoundRobin,
 }
 
+/// How rouse speaks to an upstream's servers (`protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, a pool of keep-alive connections per server.
+    #[default]
+    Http1,
+    /// HTTP/2 over plain TCP (prior knowledge): one multiplexed connection per server.
+    H2c,
+    /// HTTP/2 over TLS, chosen by ALPN; needs TLS server addresses.
+    H2,
+}
+
+impl Protocol {
+    /// The name the config file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    /// Whether requests go to the servers as HTTP/2.
+    pub fn is_http2(self) -> bool {
+        !matches!(self, Protocol::Http1)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     /// A TCP connect to the server's address succeeds.
@@ -231,6 +259,8 @@ pub struct UpstreamConfig {
     /// Most of one response held (memory and temp file); at it, rouse reads from the server
     /// only as fast as the client reads (default 1 GiB).
     pub max_response_buffer: u64,
+    /// To the servers: HTTP/1.1 (default), h2c or h2 (TLS).
+    pub protocol: Protocol,
     pub servers: Vec<ServerConfig>,
 }
 

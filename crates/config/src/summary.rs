@@ -143,7 +143,7 @@ pub fn summary(config: &Config) -> String {
             Readiness::Http { path } => format!("http:{path}"),
             Readiness::Supervisor => "supervisor".to_owned(),
         };
-        let rows = vec![
+        let mut rows = vec![
             vec!["hosts".to_owned(), hosts],
             vec!["path_prefix".to_owned(), upstream.path_prefix.clone()],
             vec!["supervisor".to_owned(), supervisor],
@@ -163,6 +163,13 @@ pub fn summary(config: &Config) -> String {
             ],
             vec!["bodies".to_owned(), bodies(upstream)],
         ];
+        // Said only when it is not the default, so plain HTTP/1.1 summaries stay as they were.
+        if upstream.protocol != crate::model::Protocol::Http1 {
+            rows.push(vec![
+                "protocol".to_owned(),
+                upstream.protocol.name().to_owned(),
+            ]);
+        }
         out.push_str(&columns(&rows, "  "));
 
         let with_command = upstream.servers.iter().any(|s| s.command.is_some());

@@ -88,6 +88,7 @@ fn full_example_sets_every_key() {
         "slow_start",
         "fail_timeout",
         "fail_timeout_max",
+        "protocol",
         "address",
         "weight",
         "max_conns",

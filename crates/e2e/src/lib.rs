@@ -11,11 +11,14 @@
 //!   real supervisord ([`SupervisordProcess`]), pick free ports, poll for conditions instead
 //!   of sleeping, read a backend's `/stats`.
 //!
+//! [`grpc`] is a small gRPC service (`rouse-test-grpc`) and its client, for HTTP/2 upstreams.
+//!
 //! The byte pattern and checksum that `/bytes` and `/count` use live in [`pattern`], so a test
 //! can produce or verify the same data without holding it all in memory.
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod grpc;
 pub mod harness;
 pub mod pattern;
 

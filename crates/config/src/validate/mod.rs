@@ -7,6 +7,7 @@
 mod cross;
 mod limits;
 pub(crate) mod listen;
+mod protocol;
 mod upstream;
 
 use std::collections::BTreeMap;
