@@ -299,6 +299,8 @@ async fn a_certificate_swapped_by_reload_under_load_fails_no_request() {
         }));
     }
     wait_for_count(&done, 50).await;
+    // About 2 s of load in all: one before the swap, one after.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let new = pki.leaf("a.test");
     assert_ne!(new, old);
     let reloaded = rouse.reload_file().await.expect("the reload is applied");
