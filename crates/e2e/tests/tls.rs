@@ -508,3 +508,33 @@ async fn wait_for_count(count: &AtomicUsize, n: usize) {
     })
     .await;
 }
+
+/// A client that connects to the TLS port and never sends its ClientHello is closed once
+/// `client_header_timeout` has passed since accept, as a silent plain client is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tls_client_is_closed_after_client_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    pki.leaf("a.test");
+    let rouse = pki
+        .start(
+            &format!("{TLS_PROXY}\nclient_header_timeout = \"300ms\""),
+            &["a.test"],
+            &static_upstream("s", &[], "", &["127.0.0.1:9".parse().unwrap()]),
+        )
+        .await;
+    let tls = rouse.addr_of(Kind::Tls).unwrap();
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(tls).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = timeout(WAIT, silent.read(&mut buf))
+        .await
+        .expect("closed within the bound");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "not before the timeout: {:?}",
+        started.elapsed()
+    );
+    rouse.shutdown().await;
+}
