@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub proxy: Option<Section<FileProxy>>,
     /// `[[proxy.tls]]`, in order (walked apart from `[proxy]`, like `[[upstream.server]]`).
     pub proxy_tls: Vec<Section<FileTls>>,
+    /// `[proxy.acme]`, read on its own so each of its bad keys is reported.
+    pub acme: Option<Section<FileAcme>>,
     pub admin: Option<Section<FileAdmin>>,
     pub log: Option<Section<FileLog>>,
     /// `[supervisors.NAME]`, by name: TOML tables do not keep the order of their keys.
@@ -103,6 +105,18 @@ pub struct FileProxy {
 pub struct FileTls {
     pub cert: Option<Spanned<String>>,
     pub key: Option<Spanned<String>>,
+}
+
+/// `[proxy.acme]`: automatic certificates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileAcme {
+    pub email: Option<Spanned<String>>,
+    pub directory: Option<Spanned<String>>,
+    pub domains: Option<Spanned<Vec<Spanned<String>>>>,
+    pub dir: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub renew_before: Option<Spanned<FileDuration>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -70,6 +70,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         };
         validate::listen::resolve_paths(&mut config.proxy.tls, dir);
     }
+    if let Some(acme) = &mut config.proxy.acme {
+        acme.resolve_paths(path);
+    }
     config.source = Some(path.to_path_buf());
     Ok(config)
 }

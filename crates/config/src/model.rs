@@ -74,6 +74,30 @@ pub struct ProxyConfig {
     /// Where request and response bodies beyond their memory buffer are spooled (default: the
     /// system's temp directory).
     pub temp_dir: PathBuf,
+    /// `[proxy.acme]`: certificates obtained and renewed automatically.
+    pub acme: Option<AcmeConfig>,
+}
+
+/// Where the ACME directory of Let's Encrypt's production CA is.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[proxy.acme]`: one certificate for `domains`, obtained over HTTP-01 on the plain listeners
+/// and renewed ahead of its expiry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// Contact address given to the CA (expiry and policy notices); none when not set.
+    pub email: Option<String>,
+    /// The ACME directory URL (default Let's Encrypt production).
+    pub directory: String,
+    /// DNS names, lower case, each once; the first names the files in `dir`.
+    pub domains: Vec<String>,
+    /// Where the account and the certificates are kept (default `/var/lib/rouse/acme`; a
+    /// relative path is taken from the config file's directory).
+    pub dir: PathBuf,
+    /// PEM certificates trusted for the directory's HTTPS instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A certificate is renewed this long before it expires (default 30 days).
+    pub renew_before: Duration,
 }
 
 /// A `listen` entry: `IP:PORT` or `unix:/absolute/path`.

@@ -15,8 +15,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::error::Diagnostics;
 use crate::fields::{field_names, suggest};
 use crate::file::{
-    FileAdmin, FileConfig, FileLog, FileProxy, FileServer, FileSupervisor, FileSupervisorEntry,
-    FileTls, FileUpstream, FileUpstreamEntry, Section,
+    FileAcme, FileAdmin, FileConfig, FileLog, FileProxy, FileServer, FileSupervisor,
+    FileSupervisorEntry, FileTls, FileUpstream, FileUpstreamEntry, Section,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["proxy", "admin", "log", "supervisors", "upstream"];
@@ -36,8 +36,9 @@ pub(crate) fn read(text: &str, diagnostics: &mut Diagnostics) -> Option<FileConf
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
             "proxy" => {
-                file.proxy = table::<FileProxy>(value, "[proxy]", &["tls"], diagnostics);
+                file.proxy = table::<FileProxy>(value, "[proxy]", &["tls", "acme"], diagnostics);
                 file.proxy_tls = proxy_tls(value, diagnostics);
+                file.acme = proxy_acme(value, diagnostics);
             }
             "admin" => file.admin = table::<FileAdmin>(value, "[admin]", &[], diagnostics),
             "log" => file.log = table::<FileLog>(value, "[log]", &[], diagnostics),
@@ -68,6 +69,15 @@ fn proxy_tls(value: &Spanned<DeValue<'_>>, diagnostics: &mut Diagnostics) -> Vec
         .into_iter()
         .filter_map(|t| table::<FileTls>(t, "[[proxy.tls]]", &[], diagnostics))
         .collect()
+}
+
+/// `[proxy.acme]`, when `[proxy]` is a table that has it.
+fn proxy_acme(
+    proxy: &Spanned<DeValue<'_>>,
+    diagnostics: &mut Diagnostics,
+) -> Option<Section<FileAcme>> {
+    let value = proxy.get_ref().get("acme")?;
+    table::<FileAcme>(value, "[proxy.acme]", &[], diagnostics)
 }
 
 fn supervisors(

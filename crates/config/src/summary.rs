@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::duration::format_duration;
 use crate::model::{
-    Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef, SupervisordUrl,
+    AcmeConfig, Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef, SupervisordUrl,
 };
 use crate::size::format_size;
 
@@ -115,6 +115,9 @@ pub fn summary(config: &Config) -> String {
     rows.extend([("limits", limits), ("admin", admin), ("log", log)]);
     for (label, value) in rows {
         let _ = writeln!(out, "{label:<LABEL$}{value}");
+    }
+    if let Some(acme) = &config.proxy.acme {
+        let _ = writeln!(out, "{:<LABEL$}{}", "acme", acme_summary(acme));
     }
     // The supervisors' own table is aligned on its own, shifted right of the labels.
     for (i, line) in supervisors.lines().enumerate() {
@@ -277,6 +280,17 @@ fn columns(rows: &[Vec<String>], indent: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `example.com, www.example.com from https://… (HTTP-01), renewed 30d before expiry, in DIR`
+fn acme_summary(acme: &AcmeConfig) -> String {
+    format!(
+        "{} from {} (HTTP-01), renewed {} before expiry, kept in {}",
+        acme.domains.join(", "),
+        acme.directory,
+        format_duration(acme.renew_before),
+        acme.dir.display()
+    )
 }
 
 #[cfg(test)]

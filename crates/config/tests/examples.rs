@@ -99,6 +99,12 @@ fn full_example_sets_every_key() {
         "startsecs",
         "stop_signal",
         "stop_timeout",
+        "email",
+        "directory",
+        "domains",
+        "dir",
+        "ca_file",
+        "renew_before",
     ];
     for key in keys {
         let set = text

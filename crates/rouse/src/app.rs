@@ -14,6 +14,8 @@ use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers};
 use rouse_proxy::{Kind, Listener, Proxy, Settings};
 use rouse_state::Table;
+use rouse_tls::acme::Acme;
+use rouse_tls::store::CertStore;
 
 use crate::reload::{Reloader, Running};
 pub use rouse_admin::ReloadRefused;
@@ -57,6 +59,9 @@ pub struct Rouse {
     bound: Vec<(Kind, Option<SocketAddr>)>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// Every certificate served, `[proxy.acme]`'s included.
+    certs: Arc<CertStore>,
+    acme: Option<Arc<Acme>>,
 }
 
 impl Rouse {
@@ -115,6 +120,15 @@ impl Rouse {
             Err(errors) => errors.iter().for_each(|e| tracing::error!("{e}")),
         }
         let challenges = Arc::clone(proxy.challenges());
+        // The one store: the proxy's TLS listeners read it, ACME fills it.
+        let certs = Arc::clone(proxy.certs());
+        let acme = config.proxy.acme.as_ref().map(|acme| {
+            Arc::new(Acme::start(
+                acme,
+                Arc::clone(proxy.challenges()),
+                Arc::clone(&certs),
+            ))
+        });
         let admin_stop = CancellationToken::new();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(rouse_proxy::serve(Arc::clone(&proxy), listeners, async {
@@ -133,6 +147,14 @@ impl Rouse {
             Arc::clone(&table),
             Running { config, drivers },
         ));
+        if let Some(acme) = &acme {
+            let acme = Arc::downgrade(acme);
+            let _ = reloader.after_apply.set(Box::new(move || {
+                if let Some(acme) = acme.upgrade() {
+                    acme.check_now();
+                }
+            }));
+        }
         let admin_task = admin.map(|listener| {
             let state = AdminState {
                 table: Arc::clone(&table),
@@ -158,6 +180,8 @@ impl Rouse {
             challenges,
             shutdown: Some(tx),
             task: Some(task),
+            certs,
+            acme,
         }
     }
 
@@ -184,6 +208,16 @@ impl Rouse {
 
     pub fn table(&self) -> Arc<Table> {
         self.table.load_full()
+    }
+
+    /// Every certificate rouse serves.
+    pub fn cert_store(&self) -> Arc<CertStore> {
+        Arc::clone(&self.certs)
+    }
+
+    /// What `[proxy.acme]` has done so far, when it is configured.
+    pub fn acme_status(&self) -> Option<rouse_tls::acme::Status> {
+        self.acme.as_ref().map(|acme| acme.status())
     }
 
     /// Where the admin API listens, when `[admin]` is configured.
@@ -214,6 +248,9 @@ impl Rouse {
         if let Some(task) = self.admin_task.take() {
             let _ = task.await;
         }
+        if let Some(acme) = self.acme.take() {
+            acme.stop().await;
+        }
         if let Some(control) = self.control.take() {
             control.shutdown().await;
         }
@@ -229,6 +266,7 @@ impl Drop for Rouse {
     }
 }
 
+/// The certificates every TLS listener serves, shared with `[proxy.acme]`.
 /// One embedded supervisor for every upstream that names no supervisor. There is one even
 /// when no upstream needs it yet: a reload may add some, and starting it cleans up what a
 /// killed rouse left behind.

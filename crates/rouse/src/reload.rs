@@ -44,6 +44,8 @@ pub(crate) struct Reloader {
     table: Arc<ArcSwap<Table>>,
     /// The lock also serializes reloads.
     running: tokio::sync::Mutex<Running>,
+    /// Run after each reload is applied (ACME looks at its certificate again).
+    pub(crate) after_apply: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Reloader {
@@ -58,6 +60,7 @@ impl Reloader {
             control,
             table,
             running: tokio::sync::Mutex::new(running),
+            after_apply: std::sync::OnceLock::new(),
         }
     }
 
@@ -201,6 +204,9 @@ impl Reloader {
             config: applied,
             drivers,
         };
+        if let Some(after) = self.after_apply.get() {
+            after();
+        }
         Reloaded {
             changes,
             not_applied,

@@ -12,6 +12,7 @@
 //!   listeners (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod challenge;
 pub mod load;
 pub mod server;

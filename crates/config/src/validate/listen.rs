@@ -26,6 +26,7 @@ pub(crate) struct Listeners {
 pub(super) fn listeners(
     section: Option<&Section<FileProxy>>,
     tls_sections: &[Section<FileTls>],
+    acme: bool,
     cx: &mut Context<'_>,
 ) -> Listeners {
     let default = FileProxy::default();
@@ -74,14 +75,14 @@ pub(super) fn listeners(
     let redirect_https = tcp_list("redirect_https", &file.redirect_https, &mut bound, cx);
 
     let tls = tls_files(tls_sections, cx);
-    // `[proxy.acme]` will count as a source of certificates too once it exists.
     if let Some(first) = file.listen_tls.as_ref().filter(|_| tls_given)
         && tls_sections.is_empty()
+        && !acme
     {
         cx.error(
             first.span(),
             "listen_tls: HTTPS listeners need a certificate: add a [[proxy.tls]] table with \
-             cert = \"...pem\" and key = \"...key\"",
+             cert = \"...pem\" and key = \"...key\", or [proxy.acme]",
         );
     }
 

@@ -4,6 +4,7 @@
 //! the remaining checks still run, and the caller throws the result away if anything was
 //! reported. Placeholders are never seen outside this crate.
 
+mod acme;
 mod cross;
 mod limits;
 pub(crate) mod listen;
@@ -58,7 +59,13 @@ impl Context<'_> {
 }
 
 pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
-    let (proxy, listen_spans) = proxy(file.proxy.as_ref(), &file.proxy_tls, cx);
+    let (mut proxy, listen_spans) = proxy(
+        file.proxy.as_ref(),
+        &file.proxy_tls,
+        file.acme.is_some(),
+        cx,
+    );
+    proxy.acme = file.acme.as_ref().map(|section| acme::acme(section, cx));
     let admin = file.admin.as_ref().map(|section| admin(section, cx));
     let log = log(file.log.as_ref());
     let supervisors = supervisors(&file.supervisors, cx);
@@ -103,11 +110,12 @@ pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
 fn proxy(
     section: Option<&Section<FileProxy>>,
     tls: &[Section<crate::file::FileTls>],
+    acme: bool,
     cx: &mut Context<'_>,
 ) -> (ProxyConfig, Vec<Spanned<SocketAddr>>) {
     let default = FileProxy::default();
     let file = section.map_or(&default, |s| &s.value);
-    let listeners = listen::listeners(section, tls, cx);
+    let listeners = listen::listeners(section, tls, acme, cx);
 
     let threads = file.threads.as_ref().map_or(0, |threads| {
         let value = *threads.get_ref();
@@ -195,6 +203,7 @@ fn proxy(
         max_headers: count("max_headers", &file.max_headers, 100, (1, 10_000), cx) as usize,
         upgrade_idle_timeout: (!upgrade_idle_timeout.is_zero()).then_some(upgrade_idle_timeout),
         temp_dir,
+        acme: None,
     };
     (config, listeners.tcp)
 }
