@@ -136,3 +136,13 @@ fn a_tls_table_needs_cert_and_key() {
         &["unknown key \"chain\"", "[[proxy.tls]]"],
     );
 }
+
+#[test]
+fn listen_tls_with_acme_alone_is_valid() {
+    let config = ok(&with_upstream(
+        "[proxy]\nlisten_tls = [\"127.0.0.1:8443\"]\nredirect_https = [\"127.0.0.1:8080\"]\n\
+         [proxy.acme]\ndomains = [\"example.com\"]\ndir = \"/var/lib/rouse/acme\"\n",
+    ));
+    assert!(config.proxy.tls.is_empty());
+    assert!(config.proxy.acme.is_some());
+}
