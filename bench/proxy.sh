@@ -5,9 +5,11 @@
 #   - backend: one nginx worker answering `return 200 "hello world\n"`, pinned to CPU 0
 #   - each proxy: one worker/thread, pinned to CPU 1, in front of that backend
 #   - load: wrk -t1 (HTTP/1.1 keep-alive) and h2load -t1 (h2c), pinned to CPU 0
+#   - HTTPS: wrk -t1 over TLS 1.3 (keep-alive) against the same three proxies, each serving one
+#     self-signed certificate made here by openssl (EC P-256)
 # Targets are interleaved within each round so drift hits them all equally.
 #
-# Knobs (environment): DURATION (s, default 8), ROUNDS (3), CONNECTIONS (64), SKIP_H2=1,
+# Knobs (environment): DURATION (s, default 8), ROUNDS (3), CONNECTIONS (64), SKIP_H2=1, SKIP_TLS=1,
 #   H2_REQUESTS (200000), H2_CLIENTS (16), H2_STREAMS (10), CARGO_TARGET_DIR,
 #   ROUSE_BIN (use this binary instead of building), KEEP_TMP=1 (keep configs and logs).
 # See bench/README.md.
@@ -17,6 +19,7 @@ DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 SKIP_H2=${SKIP_H2:-0}
+SKIP_TLS=${SKIP_TLS:-0}
 H2_REQUESTS=${H2_REQUESTS:-200000}
 H2_CLIENTS=${H2_CLIENTS:-16}
 H2_STREAMS=${H2_STREAMS:-10}
@@ -31,7 +34,7 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 OUT_DIR="$BENCH_DIR/out"
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT_FILE="$OUT_DIR/proxy-$STAMP.md"
-COMMAND_LINE="$(for v in DURATION ROUNDS CONNECTIONS SKIP_H2 H2_REQUESTS H2_CLIENTS H2_STREAMS CARGO_TARGET_DIR ROUSE_BIN; do
+COMMAND_LINE="$(for v in DURATION ROUNDS CONNECTIONS SKIP_H2 SKIP_TLS H2_REQUESTS H2_CLIENTS H2_STREAMS CARGO_TARGET_DIR ROUSE_BIN; do
     if [[ -n ${!v:-} ]]; then printf '%s=%q ' "$v" "${!v}"; fi; done)bench/proxy.sh"
 
 log() { printf '[proxy.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -52,6 +55,7 @@ install_tools() {
     command -v wrk     >/dev/null 2>&1 || missing+=(wrk)
     command -v h2load  >/dev/null 2>&1 || missing+=(nghttp2-client)
     command -v curl    >/dev/null 2>&1 || missing+=(curl)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     if ((${#missing[@]})); then
@@ -181,23 +185,45 @@ check_h2c() {
     fi
 }
 
+# check_https LABEL PORT : one GET over TLS 1.3 (nothing older accepted) must answer 200
+check_https() {
+    local label=$1 port=$2 out code body
+    out=$(curl -sS --max-time 5 --cacert "$CERT" --tlsv1.3 --http1.1 -w '\n%{http_code}' \
+        "https://localhost:$port/" --resolve "localhost:$port:127.0.0.1" 2>&1) || {
+        log "$label (https): request failed: $out"; return 1; }
+    code=${out##*$'\n'}
+    body=${out%$'\n'*}
+    if [[ $code != 200 || $body != "$EXPECTED_BODY" ]]; then
+        log "$label (https): expected 200 'hello world', got $code: $(printf %q "$body")"
+        return 1
+    fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # 3/4. Configs and processes
 # ---------------------------------------------------------------------------------------------
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
-read -r P_BACKEND P_NGINX P_HAPROXY P_ROUSE P_NGINX_H2 P_HAPROXY_H2 < <(python3 - <<'EOF'
+read -r P_BACKEND P_NGINX P_HAPROXY P_ROUSE P_NGINX_H2 P_HAPROXY_H2 P_NGINX_TLS P_HAPROXY_TLS P_ROUSE_TLS < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(6):
+for _ in range(9):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 )
-[[ -n ${P_HAPROXY_H2:-} ]] || die "could not pick free ports"
-log "ports: backend=$P_BACKEND nginx=$P_NGINX haproxy=$P_HAPROXY rouse=$P_ROUSE nginx-h2=$P_NGINX_H2 haproxy-h2=$P_HAPROXY_H2"
+[[ -n ${P_ROUSE_TLS:-} ]] || die "could not pick free ports"
+log "ports: backend=$P_BACKEND nginx=$P_NGINX haproxy=$P_HAPROXY rouse=$P_ROUSE nginx-h2=$P_NGINX_H2 haproxy-h2=$P_HAPROXY_H2 nginx-tls=$P_NGINX_TLS haproxy-tls=$P_HAPROXY_TLS rouse-tls=$P_ROUSE_TLS"
+
+# One self-signed certificate for every HTTPS target (HAProxy wants it and its key in one file).
+CERT=$TMP/bench.pem
+KEY=$TMP/bench.key
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$KEY" -out "$CERT" >"$TMP/openssl.log" 2>&1 || die "openssl req failed: $(cat "$TMP/openssl.log")"
+cat "$CERT" "$KEY" >"$TMP/bench.combined.pem"
 
 NGINX_VERSION=$("$NGINX" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
 # nginx >= 1.25.1 has `http2 on;`; older ones (Debian 12: 1.22.1) take `listen ... http2;`
@@ -252,6 +278,13 @@ nginx_conf nginx "    server {
         listen 127.0.0.1:$P_NGINX backlog=4096;
         $NGINX_PROXY_LOCATION
     }" "$NGINX_UPSTREAM"
+nginx_conf nginx-tls "    server {
+        listen 127.0.0.1:$P_NGINX_TLS ssl backlog=4096;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.3;
+        $NGINX_PROXY_LOCATION
+    }" "$NGINX_UPSTREAM"
 nginx_conf nginx-h2 "    server {
         $NGINX_H2_LISTEN
         $NGINX_PROXY_LOCATION
@@ -279,11 +312,17 @@ EOF
 }
 haproxy_conf haproxy "127.0.0.1:$P_HAPROXY"
 haproxy_conf haproxy-h2 "127.0.0.1:$P_HAPROXY_H2 proto h2"
+haproxy_conf haproxy-tls "127.0.0.1:$P_HAPROXY_TLS ssl crt $TMP/bench.combined.pem ssl-min-ver TLSv1.3"
 
 cat >"$TMP/rouse.toml" <<EOF
 [proxy]
 listen = ["127.0.0.1:$P_ROUSE"]
+listen_tls = ["127.0.0.1:$P_ROUSE_TLS"]
 threads = 1
+
+[[proxy.tls]]
+cert = "$CERT"
+key = "$KEY"
 
 [log]
 access_log = false
@@ -350,31 +389,34 @@ to_ms() {
 WRK_CMD=(wrk -t1 "-c$CONNECTIONS" "-d${DURATION}s" --latency)
 H2_CMD=(h2load -n "$H2_REQUESTS" -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1)
 
-run_wrk() {  # TARGET ROUND
-    local t=$1 round=$2 port=${PORT[$1]} out f rps p50 p99 reqs errs=""
-    f="$TMP/wrk-$t-$round.txt"
-    taskset -c "$BACKEND_CPU" "${WRK_CMD[@]}" "http://127.0.0.1:$port/" >"$f" 2>&1 || {
-        issue "h1 $t round $round: wrk failed: $(tr '\n' ' ' <"$f")"; return 0; }
+run_wrk() {  # TARGET ROUND [LOAD: h1 | tls]
+    local t=$1 round=$2 load=${3:-h1} port=${PORT[$1]} out f rps p50 p99 reqs errs="" scheme=http
+    [[ $load == tls ]] && scheme=https
+    f="$TMP/wrk-$load-$t-$round.txt"
+    taskset -c "$BACKEND_CPU" "${WRK_CMD[@]}" "$scheme://127.0.0.1:$port/" >"$f" 2>&1 || {
+        issue "$load $t round $round: wrk failed: $(tr '\n' ' ' <"$f")"; return 0; }
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
     p50=$(awk '$1 == "50%" {print $2}' "$f")
     p99=$(awk '$1 == "99%" {print $2}' "$f")
     reqs=$(awk '/requests in/ {print $1}' "$f")
     if [[ -z $rps || -z $p50 || -z $p99 ]]; then
-        issue "h1 $t round $round: cannot parse wrk output: $(tr '\n' ' ' <"$f")"; return 0
+        issue "$load $t round $round: cannot parse wrk output: $(tr '\n' ' ' <"$f")"; return 0
     fi
     if grep -q 'Socket errors' "$f"; then errs+="$(grep 'Socket errors' "$f" | sed 's/^ *//'); "; fi
     if grep -q 'Non-2xx' "$f"; then errs+="$(grep 'Non-2xx' "$f" | sed 's/^ *//'); "; fi
     if [[ -n $errs ]]; then
-        issue "h1 $t round $round: wrk reported errors: $errs"
+        issue "$load $t round $round: wrk reported errors: $errs"
     fi
     if ! kill -0 "${PIDS[${PROC[$t]}]}" 2>/dev/null; then
-        issue "h1 $t round $round: the ${PROC[$t]} process died under load; log: $(tail -20 "$TMP/${PROC[$t]}.log" | tr '\n' ' ')"
-    elif ! check_http1 "$t" "$port"; then
+        issue "$load $t round $round: the ${PROC[$t]} process died under load; log: $(tail -20 "$TMP/${PROC[$t]}.log" | tr '\n' ' ')"
+    elif [[ $load == h1 ]] && ! check_http1 "$t" "$port"; then
         issue "h1 $t round $round: wrong answer right after the load"
+    elif [[ $load == tls ]] && ! check_https "$t" "$port"; then
+        issue "tls $t round $round: wrong answer right after the load"
     fi
-    printf 'h1\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$round" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$load" "$t" "$round" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" \
         "$reqs" "${errs:-}" >>"$RESULTS"
-    log "h1 $t round $round: $rps req/s, p50 $p50, p99 $p99${errs:+, ERRORS: $errs}"
+    log "$load $t round $round: $rps req/s, p50 $p50, p99 $p99${errs:+, ERRORS: $errs}"
 }
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -453,6 +495,44 @@ if [[ $SKIP_H2 != 1 ]]; then
     done
 fi
 
+# ---------------------------------------------------------------------------------------------
+# 6b. HTTPS load (wrk over TLS 1.3, keep-alive)
+# ---------------------------------------------------------------------------------------------
+TLS_TARGETS=()
+if [[ $SKIP_TLS != 1 ]]; then
+    # One proxy process at a time besides rouse on CPU 1, as for h2c.
+    for p in nginx haproxy nginx-h2 haproxy-h2; do stop_one "$p"; done
+    PORT[nginx]=$P_NGINX_TLS; PROC[nginx]=nginx-tls
+    PORT[haproxy]=$P_HAPROXY_TLS; PROC[haproxy]=haproxy-tls
+    PORT[rouse]=$P_ROUSE_TLS
+    if start_nginx nginx-tls "$PROXY_CPU" && wait_listen nginx-tls "$P_NGINX_TLS" \
+        && check_https nginx "$P_NGINX_TLS"; then
+        TLS_TARGETS+=(nginx)
+    else
+        issue "tls nginx: skipped, it did not start or answer over TLS 1.3"
+        stop_one nginx-tls
+    fi
+    if start_haproxy haproxy-tls "$PROXY_CPU" && wait_listen haproxy-tls "$P_HAPROXY_TLS" \
+        && check_https haproxy "$P_HAPROXY_TLS"; then
+        TLS_TARGETS+=(haproxy)
+    else
+        issue "tls haproxy: skipped, 'bind ... ssl crt' did not start or answer over TLS 1.3"
+        stop_one haproxy-tls
+    fi
+    kill -0 "${PIDS[rouse]:-0}" 2>/dev/null || die "rouse is not running any more; log: $(tail -20 "$TMP/rouse.log")"
+    check_https rouse "$P_ROUSE_TLS" || die "rouse does not answer HTTPS (TLS 1.3) correctly"
+    TLS_TARGETS+=(rouse)
+    log "HTTPS: ${WRK_CMD[*]} https://... (pinned to CPU $BACKEND_CPU), $ROUNDS round(s) of ${TLS_TARGETS[*]}"
+    for round in $(seq "$ROUNDS"); do
+        for t in "${TLS_TARGETS[@]}"; do
+            if ! kill -0 "${PIDS[${PROC[$t]}]:-0}" 2>/dev/null; then
+                issue "tls $t round $round: skipped, ${PROC[$t]} is not running"; continue
+            fi
+            run_wrk "$t" "$round" tls
+        done
+    done
+fi
+
 # rouse's own warnings/errors during the run, if any
 if [[ -s $TMP/rouse.log ]]; then
     issue "rouse wrote to stderr during the run (RUST_LOG=warn); last lines: $(tail -5 "$TMP/rouse.log" | tr '\n' ' ')"
@@ -482,8 +562,11 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     if [[ $SKIP_H2 != 1 ]]; then
         echo "- h2c load: \`taskset -c $BACKEND_CPU ${H2_CMD[*]} http://127.0.0.1:PORT/\` (prior knowledge), $ROUNDS round(s); nginx h2c: \`$NGINX_H2_LISTEN\`"
     fi
+    if [[ $SKIP_TLS != 1 ]]; then
+        echo "- https load: \`taskset -c $BACKEND_CPU ${WRK_CMD[*]} https://127.0.0.1:PORT/\`, $ROUNDS round(s); one self-signed EC P-256 certificate (openssl) for all; TLS 1.3 (nginx \`ssl_protocols TLSv1.3\`, HAProxy \`ssl-min-ver TLSv1.3\`, rouse: rustls/ring, which negotiates 1.3 with wrk's OpenSSL); $(first_line openssl version)"
+    fi
     echo
-    python3 - "$RESULTS" "$SKIP_H2" <<'EOF'
+    python3 - "$RESULTS" "$SKIP_H2" "$SKIP_TLS" <<'EOF'
 import math, statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 def f(x):
@@ -504,15 +587,17 @@ def cell(vals, fmt):
     if len(vals) == 1:
         return fmt(med)
     return f"{fmt(med)} ({fmt(min(vals))}–{fmt(max(vals))})"
-loads = [("h1", "HTTP/1.1 keep-alive (wrk)"), ("h2c", "h2c prior knowledge (h2load)")]
-if sys.argv[2] == "1":
-    loads = loads[:1]
+loads = [("h1", "HTTP/1.1 keep-alive (wrk)")]
+if sys.argv[2] != "1":
+    loads.append(("h2c", "h2c prior knowledge (h2load)"))
+if sys.argv[3] != "1":
+    loads.append(("tls", "HTTPS, TLS 1.3 keep-alive (wrk)"))
 names = {"direct": "backend direct (nginx)", "nginx": "nginx proxy", "haproxy": "HAProxy", "rouse": "rouse"}
 for load, title in loads:
     sel = [r for r in rows if r[0] == load]
     print(f"## {title}: median (min–max) over rounds")
     print()
-    if load == "h1":
+    if load != "h2c":
         print("| target | rounds | req/s | p50 ms | p99 ms | errors |")
         print("|---|---|---|---|---|---|")
     else:
@@ -524,7 +609,7 @@ for load, title in loads:
         err = sum(1 for r in rs if len(r) > 7 and r[7].strip())
         errs = f"{err} round(s)" if err else "none"
         rps = cell([f(r[3]) for r in rs], k)
-        if load == "h1":
+        if load != "h2c":
             print(f"| {names[t]} | {len(rs)} | {rps} | {cell([f(r[4]) for r in rs], ms)} | {cell([f(r[5]) for r in rs], ms)} | {errs} |")
         else:
             print(f"| {names[t]} | {len(rs)} | {rps} | {cell([f(r[4]) for r in rs], ms)} | {errs} |")

@@ -47,6 +47,8 @@ impl<T> Section<T> {
 #[derive(Debug, Clone, Default)]
 pub struct FileConfig {
     pub proxy: Option<Section<FileProxy>>,
+    /// `[[proxy.tls]]`, in order (walked apart from `[proxy]`, like `[[upstream.server]]`).
+    pub proxy_tls: Vec<Section<FileTls>>,
     /// `[proxy.acme]`, read on its own so each of its bad keys is reported.
     pub acme: Option<Section<FileAcme>>,
     pub admin: Option<Section<FileAdmin>>,
@@ -93,6 +95,16 @@ pub struct FileProxy {
     pub max_headers: Option<Spanned<u64>>,
     pub upgrade_idle_timeout: Option<Spanned<FileDuration>>,
     pub temp_dir: Option<Spanned<String>>,
+    pub listen_tls: Option<Spanned<Vec<Spanned<String>>>>,
+    pub redirect_https: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// One `[[proxy.tls]]` table: a certificate chain and its key, PEM files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 /// `[proxy.acme]`: automatic certificates.

@@ -64,6 +64,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }
     };
     let mut config = parse(&name, &text)?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        validate::listen::resolve_paths(&mut config.proxy.tls, dir);
+    }
     if let Some(acme) = &mut config.proxy.acme {
         acme.resolve_paths(path);
     }

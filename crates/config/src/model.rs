@@ -25,7 +25,16 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
-    pub listen: Vec<SocketAddr>,
+    /// Plain HTTP listeners: TCP addresses and unix sockets.
+    pub listen: Vec<ListenAddr>,
+    /// HTTPS listeners (ALPN h2 and http/1.1), with the certificates of `tls`.
+    pub listen_tls: Vec<SocketAddr>,
+    /// Plain listeners that answer every request with a 308 to `https://` (ACME HTTP-01
+    /// challenges excepted).
+    pub redirect_https: Vec<SocketAddr>,
+    /// `[[proxy.tls]]`: certificates chosen by SNI, the first one for clients that name none
+    /// of them.
+    pub tls: Vec<TlsFiles>,
     /// Worker threads; 0 = one per core.
     pub threads: usize,
     /// TCP connect to a server (default 5s).
@@ -91,6 +100,38 @@ pub struct AcmeConfig {
     pub ca_file: Option<PathBuf>,
     /// A certificate is renewed this long before it expires (default 30 days).
     pub renew_before: Duration,
+}
+
+/// A `listen` entry: `IP:PORT` or `unix:/absolute/path`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ListenAddr, String> {
+        crate::values::listen_addr(text)
+    }
+}
+
+/// One `[[proxy.tls]]` entry. Relative paths are resolved against the config file's
+/// directory when it is loaded from a file (`load`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Clone, PartialEq)]

@@ -16,7 +16,7 @@ use crate::error::Diagnostics;
 use crate::fields::{field_names, suggest};
 use crate::file::{
     FileAcme, FileAdmin, FileConfig, FileLog, FileProxy, FileServer, FileSupervisor,
-    FileSupervisorEntry, FileUpstream, FileUpstreamEntry, Section,
+    FileSupervisorEntry, FileTls, FileUpstream, FileUpstreamEntry, Section,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["proxy", "admin", "log", "supervisors", "upstream"];
@@ -36,7 +36,8 @@ pub(crate) fn read(text: &str, diagnostics: &mut Diagnostics) -> Option<FileConf
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
             "proxy" => {
-                file.proxy = table::<FileProxy>(value, "[proxy]", &["acme"], diagnostics);
+                file.proxy = table::<FileProxy>(value, "[proxy]", &["tls", "acme"], diagnostics);
+                file.proxy_tls = proxy_tls(value, diagnostics);
                 file.acme = proxy_acme(value, diagnostics);
             }
             "admin" => file.admin = table::<FileAdmin>(value, "[admin]", &[], diagnostics),
@@ -56,6 +57,18 @@ pub(crate) fn read(text: &str, diagnostics: &mut Diagnostics) -> Option<FileConf
         }
     }
     Some(file)
+}
+
+/// `[[proxy.tls]]`, each read on its own so that every bad key is reported.
+fn proxy_tls(value: &Spanned<DeValue<'_>>, diagnostics: &mut Diagnostics) -> Vec<Section<FileTls>> {
+    let Some(tls) = value.get_ref().get("tls") else {
+        return Vec::new();
+    };
+    array_of_tables(tls, "tls", "[[proxy.tls]]", diagnostics)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| table::<FileTls>(t, "[[proxy.tls]]", &[], diagnostics))
+        .collect()
 }
 
 /// `[proxy.acme]`, when `[proxy]` is a table that has it.

@@ -9,6 +9,41 @@ use crate::size::format_size;
 /// Width of the labels of the first block, "supervisors" and two spaces.
 const LABEL: usize = 13;
 
+/// `https` and `redirect` rows, when those listeners are configured.
+fn tls_rows(config: &Config) -> Vec<(&'static str, String)> {
+    let proxy = &config.proxy;
+    let join = |addrs: &[std::net::SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut rows = Vec::new();
+    if !proxy.listen_tls.is_empty() {
+        let certs: Vec<String> = proxy
+            .tls
+            .iter()
+            .map(|t| t.cert.display().to_string())
+            .collect();
+        rows.push((
+            "https",
+            format!(
+                "{} (certificates: {})",
+                join(&proxy.listen_tls),
+                certs.join(", ")
+            ),
+        ));
+    }
+    if !proxy.redirect_https.is_empty() {
+        rows.push((
+            "redirect",
+            format!("{} -> https://", join(&proxy.redirect_https)),
+        ));
+    }
+    rows
+}
+
 /// Plain text, aligned in columns, ending with a newline.
 pub fn summary(config: &Config) -> String {
     let mut out = String::new();
@@ -62,12 +97,14 @@ pub fn summary(config: &Config) -> String {
         proxy.max_headers,
         format_duration(proxy.client_header_timeout),
     );
-    let rows = [
-        ("listen", format!("{} ({threads})", listen.join(", "))),
-        ("limits", limits),
-        ("admin", admin),
-        ("log", log),
-    ];
+    let listen = if listen.is_empty() {
+        "no plain listener".to_owned()
+    } else {
+        listen.join(", ")
+    };
+    let mut rows = vec![("listen", format!("{listen} ({threads})"))];
+    rows.extend(tls_rows(config));
+    rows.extend([("limits", limits), ("admin", admin), ("log", log)]);
     for (label, value) in rows {
         let _ = writeln!(out, "{label:<LABEL$}{value}");
     }

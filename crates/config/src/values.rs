@@ -39,6 +39,21 @@ pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     ))
 }
 
+/// A `listen` entry: `IP:PORT` (as [`socket_addr`]) or `unix:/absolute/path`.
+pub fn listen_addr(text: &str) -> Result<crate::model::ListenAddr, String> {
+    use crate::model::ListenAddr;
+    match text.strip_prefix("unix:") {
+        Some(path) if path.starts_with('/') && path.len() > 1 => {
+            Ok(ListenAddr::Unix(PathBuf::from(path)))
+        }
+        Some(path) => Err(format!(
+            "invalid address \"{text}\": the socket path {path:?} must be absolute, as in \
+             \"unix:/run/rouse/http.sock\""
+        )),
+        None => socket_addr(text).map(ListenAddr::Tcp),
+    }
+}
+
 /// A `hosts` entry: lower-cased, without a `:port` suffix (the Host header may carry one, the
 /// match ignores it).
 pub fn host(text: &str) -> Result<String, String> {

@@ -47,6 +47,10 @@ fn full_example_sets_every_key() {
     let text = std::fs::read_to_string(dir.join("full.toml")).unwrap();
     let keys = [
         "listen",
+        "listen_tls",
+        "redirect_https",
+        "cert",
+        "key",
         "threads",
         "connect_timeout",
         "read_timeout",

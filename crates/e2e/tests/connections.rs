@@ -495,9 +495,13 @@ async fn timeouts_as_long_as_a_duration_goes_serve_and_drain_without_panicking()
     let listener = rouse_proxy::listen::bind("127.0.0.1:0".parse().unwrap(), 511).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(rouse_proxy::serve(proxy, vec![listener], async {
-        let _ = stopped.await;
-    }));
+    let serving = tokio::spawn(rouse_proxy::serve(
+        proxy,
+        vec![rouse_proxy::Listener::plain(listener).unwrap()],
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let mut s = TcpStream::connect(addr).await.unwrap();
     for _ in 0..3 {

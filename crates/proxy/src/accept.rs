@@ -9,34 +9,83 @@
 //! connection then moves to the serving runtime (two epoll_ctl calls, paid once per
 //! connection, not per request).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::time::Instant;
 
-use crate::connection::Clients;
+use crate::connection::{Accepted, Clients, UNIX_PEER};
+use crate::listen::{Bound, Kind, Listener};
 
 /// How long a refused connection waits before the next one is logged: under a flood, one line
 /// per connection would bury everything else.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// A listener taken off one runtime's reactor, to be registered with another's.
+enum Detached {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// A listener registered with the acceptor's runtime.
+enum Registered {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Detached {
+    fn of(bound: Bound) -> std::io::Result<Detached> {
+        Ok(match bound {
+            Bound::Tcp(l) => Detached::Tcp(l.into_std()?),
+            Bound::Unix(l) => Detached::Unix(l.into_std()?),
+        })
+    }
+
+    fn register(self) -> std::io::Result<Registered> {
+        Ok(match self {
+            Detached::Tcp(l) => Registered::Tcp(TcpListener::from_std(l)?),
+            Detached::Unix(l) => Registered::Unix(UnixListener::from_std(l)?),
+        })
+    }
+}
+
+impl Registered {
+    /// The next connection, taken off this runtime's reactor for the serving one.
+    async fn accept(&self) -> std::io::Result<(std::io::Result<Accepted>, SocketAddr)> {
+        Ok(match self {
+            Registered::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                (stream.into_std().map(|s| Accepted::Tcp(s, peer)), peer)
+            }
+            Registered::Unix(l) => {
+                let (stream, _) = l.accept().await?;
+                (stream.into_std().map(Accepted::Unix), UNIX_PEER)
+            }
+        })
+    }
+}
+
 /// Starts accepting on `listeners` on a thread of its own; the returned receiver completes
 /// when every loop has ended (after `clients.stop`).
 pub(crate) fn spawn_acceptor(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     clients: Arc<Clients>,
 ) -> tokio::sync::oneshot::Receiver<()> {
     let serving = tokio::runtime::Handle::current();
     let (done, finished) = tokio::sync::oneshot::channel();
     // Taken off this runtime's reactor here, registered with the acceptor's there.
-    let listeners: Vec<std::net::TcpListener> = listeners
+    let listeners: Vec<(Kind, String, Detached)> = listeners
         .into_iter()
-        .filter_map(|l| match l.into_std() {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot move a listener to the acceptor thread");
-                None
+        .filter_map(|l| {
+            let spec = l.spec.to_string();
+            match Detached::of(l.socket) {
+                Ok(d) => Some((l.spec.kind, spec, d)),
+                Err(e) => {
+                    tracing::error!(error = %e, listener = spec, "cannot move a listener to the acceptor thread");
+                    None
+                }
             }
         })
         .collect();
@@ -55,14 +104,17 @@ pub(crate) fn spawn_acceptor(
             };
             runtime.block_on(async move {
                 let mut loops = Vec::new();
-                for listener in listeners {
-                    match TcpListener::from_std(listener) {
+                for (kind, spec, listener) in listeners {
+                    match listener.register() {
                         Ok(listener) => loops.push(tokio::spawn(accept_loop(
                             listener,
+                            kind,
                             Arc::clone(&clients),
                             serving.clone(),
                         ))),
-                        Err(e) => tracing::error!(error = %e, "cannot register a listener"),
+                        Err(e) => {
+                            tracing::error!(error = %e, listener = spec, "cannot register a listener")
+                        }
                     }
                 }
                 for l in loops {
@@ -79,7 +131,8 @@ pub(crate) fn spawn_acceptor(
 
 /// Accepts on `listener` until `clients.stop`; past `max_connections`, closes at once.
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Registered,
+    kind: Kind,
     clients: Arc<Clients>,
     serving: tokio::runtime::Handle,
 ) {
@@ -99,8 +152,8 @@ async fn accept_loop(
             },
         };
         match clients.limit.admit() {
-            Some(slot) => match stream.into_std() {
-                Ok(stream) => clients.spawn(&serving, stream, peer, slot),
+            Some(slot) => match stream {
+                Ok(stream) => clients.spawn(&serving, stream, kind, slot),
                 Err(e) => {
                     tracing::debug!(error = %e, client = %peer, "cannot hand over a connection")
                 }

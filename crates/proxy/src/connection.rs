@@ -15,21 +15,33 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::activity::{Activity, Limits, Tracked, Verdict};
 use crate::client_io::ClientIo;
 use crate::conn_limit::{ConnLimit, Slot};
+use crate::headers::Https;
+use crate::listen::Kind;
 use crate::proxy::Proxy;
 use crate::send_timeout::SendTimeout;
 
 /// What every client connection of one `serve` shares.
 pub(crate) struct Clients {
     pub proxy: Arc<Proxy>,
+    /// Tells HTTP/1 from h2 by the first bytes (plain listeners, TLS without ALPN).
     pub builder: auto::Builder<TokioExecutor>,
+    /// The same, told the protocol by ALPN.
+    pub h1: auto::Builder<TokioExecutor>,
+    pub h2: auto::Builder<TokioExecutor>,
+    /// The TLS listeners' handshakes (certificates from `Proxy::certs`).
+    pub tls: TlsAcceptor,
+    /// Where `redirect_https` sends clients: the first TLS listener's port, else 443.
+    pub https_port: u16,
     pub limit: ConnLimit,
     pub limits: Limits,
     /// Shutdown began: finish the request in progress, take no more.
@@ -39,32 +51,106 @@ pub(crate) struct Clients {
     pub tracker: TaskTracker,
 }
 
+/// A connection as the acceptor's runtime hands it over.
+pub(crate) enum Accepted {
+    Tcp(std::net::TcpStream, SocketAddr),
+    /// A unix socket client has no address: it is logged and forwarded as 127.0.0.1 (it is on
+    /// this machine), port 0, so `X-Forwarded-For` stays a list of IPs that backends parse.
+    Unix(std::os::unix::net::UnixStream),
+}
+
+/// The address a unix socket client is known by.
+pub(crate) const UNIX_PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// What a connection's requests get.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Proxy { https: bool },
+    Redirect { https_port: u16 },
+}
+
 impl Clients {
     /// Serves `stream`, accepted on the acceptor's own runtime, in a task of the serving
-    /// runtime (`runtime`), tracked for shutdown.
+    /// runtime (`runtime`), tracked for shutdown. A TLS handshake happens there too, never on
+    /// the acceptor's thread, whose only job is to drain the listen queue.
     pub fn spawn(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
-        stream: std::net::TcpStream,
-        peer: SocketAddr,
+        accepted: Accepted,
+        kind: Kind,
         slot: Slot,
     ) {
         let clients = Arc::clone(self);
         runtime.spawn(self.tracker.track_future(async move {
             // Registering with this runtime's reactor must happen on it.
-            match TcpStream::from_std(stream) {
-                Ok(stream) => serve(clients, stream, peer, slot).await,
-                Err(e) => {
-                    tracing::debug!(error = %e, client = %peer, "cannot register a connection")
-                }
+            match accepted {
+                Accepted::Tcp(stream, peer) => match TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        clients.serve_kind(stream, peer, kind, slot).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, client = %peer, "cannot register a connection")
+                    }
+                },
+                Accepted::Unix(stream) => match UnixStream::from_std(stream) {
+                    Ok(stream) => clients.serve_kind(stream, UNIX_PEER, kind, slot).await,
+                    Err(e) => tracing::debug!(error = %e, "cannot register a unix connection"),
+                },
             }
         }));
     }
+
+    async fn serve_kind<IO>(self: Arc<Self>, stream: IO, peer: SocketAddr, kind: Kind, slot: Slot)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let accepted = Instant::now();
+        match kind {
+            Kind::Plain => {
+                let mode = Mode::Proxy { https: false };
+                serve(self, stream, peer, slot, accepted, None, mode).await
+            }
+            Kind::Redirect => {
+                let mode = Mode::Redirect {
+                    https_port: self.https_port,
+                };
+                serve(self, stream, peer, slot, accepted, None, mode).await
+            }
+            Kind::Tls => {
+                let Some((stream, h2)) = crate::tls::handshake(&self, stream, peer, accepted).await
+                else {
+                    return;
+                };
+                serve(
+                    self,
+                    stream,
+                    peer,
+                    slot,
+                    accepted,
+                    h2,
+                    Mode::Proxy { https: true },
+                )
+                .await
+            }
+        }
+    }
 }
 
-async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
-    let _ = stream.set_nodelay(true);
-    let activity = Activity::new(Instant::now());
+async fn serve<IO>(
+    clients: Arc<Clients>,
+    stream: IO,
+    peer: SocketAddr,
+    slot: Slot,
+    accepted: Instant,
+    alpn_h2: Option<bool>,
+    mode: Mode,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // From accept: a TLS handshake counts towards client_header_timeout.
+    let activity = Activity::new(accepted);
     let settings = &clients.proxy.settings;
     let io = ClientIo::new(
         SendTimeout::new(stream, settings.send_timeout),
@@ -73,17 +159,28 @@ async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot:
     );
     let proxy = Arc::clone(&clients.proxy);
     let requests = Arc::clone(&activity);
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let open = requests.open();
         let proxy = Arc::clone(&proxy);
         async move {
-            let resp = proxy.handle(req, peer).await;
+            let resp = match mode {
+                Mode::Redirect { https_port } => crate::redirect::answer(&proxy, &req, https_port),
+                Mode::Proxy { https } => {
+                    if https {
+                        req.extensions_mut().insert(Https);
+                    }
+                    proxy.handle(req, peer).await
+                }
+            };
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
         }
     });
-    let conn = clients
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let builder = match alpn_h2 {
+        Some(true) => &clients.h2,
+        Some(false) => &clients.h1,
+        None => &clients.builder,
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut asked_to_finish = false;
     loop {

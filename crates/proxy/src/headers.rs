@@ -24,6 +24,12 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Marks a request that came over TLS (a request extension the TLS listeners set), so that
+/// `X-Forwarded-Proto` says `https`: the connection knows, the request alone does not (an h2c
+/// client may send any `:scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Https;
+
 /// Why a request cannot be forwarded at all (answered 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadRequest {
@@ -154,6 +160,11 @@ pub fn to_upstream<B>(req: &mut Request<B>, authority: &str, client_ip: IpAddr, 
         *req.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     }
     *req.version_mut() = Version::HTTP_11;
+    let proto = if req.extensions().get::<Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
 
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, upgrade);
@@ -167,7 +178,7 @@ pub fn to_upstream<B>(req: &mut Request<B>, authority: &str, client_ip: IpAddr, 
         }
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     append_forwarded_for(headers, client_ip);
 }
 
@@ -308,6 +319,11 @@ mod tests {
         to_upstream(&mut r, "a.b", CLIENT, false);
         assert_eq!(r.headers()["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
         assert_eq!(r.headers()["x-forwarded-proto"], "http");
+
+        let mut r = req("/x", &[("host", "a.b")]);
+        r.extensions_mut().insert(Https);
+        to_upstream(&mut r, "a.b", CLIENT, false);
+        assert_eq!(r.headers()["x-forwarded-proto"], "https");
         assert_eq!(r.headers()["x-forwarded-host"], "a.b");
     }
 

@@ -27,11 +27,14 @@ pub mod limits;
 pub mod listen;
 pub mod pool;
 mod proxy;
+mod redirect;
 mod request_body;
 pub mod router;
 mod send_timeout;
 mod server;
+mod tls;
 mod upgrade;
 
+pub use listen::{Kind, Listener, Spec};
 pub use proxy::{Proxy, Settings};
 pub use server::serve;

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use rouse_config::ProxyConfig;
 use rouse_state::{Changes, ServerId, Table, Upstream};
 use rouse_tls::challenge::Challenges;
+use rouse_tls::store::CertStore;
 use tokio_util::task::TaskTracker;
 
 use crate::limits::HeadLimits;
@@ -82,6 +83,8 @@ pub struct Proxy {
     pub(crate) upgrades: TaskTracker,
     /// ACME HTTP-01 answers, served before any routing.
     pub(crate) challenges: Arc<Challenges>,
+    /// The certificates the TLS listeners serve, by SNI.
+    pub(crate) certs: Arc<CertStore>,
 }
 
 impl Proxy {
@@ -92,6 +95,7 @@ impl Proxy {
             settings,
             upgrades: TaskTracker::new(),
             challenges: Challenges::new(),
+            certs: CertStore::new(),
         })
     }
 
@@ -122,6 +126,12 @@ impl Proxy {
     /// Where ACME puts the HTTP-01 answers it waits to have fetched.
     pub fn challenges(&self) -> &Arc<Challenges> {
         &self.challenges
+    }
+
+    /// The certificates of the TLS listeners: `[[proxy.tls]]` files (swapped whole on reload)
+    /// and ACME's.
+    pub fn certs(&self) -> &Arc<CertStore> {
+        &self.certs
     }
 
     pub fn settings(&self) -> &Settings {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::activity::Limits;
 use crate::conn_limit::ConnLimit;
 use crate::connection::Clients;
+use crate::listen::{Kind, Listener};
 use crate::proxy::Proxy;
 use rouse_core::time::{cap, deadline};
 
@@ -23,10 +23,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Serves clients on `listeners` until `shutdown` completes, then stops accepting, lets
 /// in-flight requests and upgraded connections finish for up to `shutdown_timeout`, closes
 /// what is left, and returns. Taking bound listeners (not addresses) lets tests bind port 0
-/// and lets the caller report "port in use" before anything else starts.
+/// and lets the caller report "port in use" before anything else starts. TLS listeners take
+/// their certificates from `proxy.certs()`, read at each handshake.
 pub async fn serve(
     proxy: Arc<Proxy>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) {
     let settings = proxy.settings().clone();
@@ -44,10 +45,29 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .max_concurrent_streams(512);
     crate::limits::head_limits(&mut builder, &settings);
+    let h1 = builder.clone().http1_only();
+    let h2 = builder.clone().http2_only();
+    let tls = match rouse_tls::server::server_config(Arc::clone(proxy.certs())) {
+        Ok(config) => tokio_rustls::TlsAcceptor::from(config),
+        Err(e) => {
+            // Only a provider without TLS 1.2 or 1.3 gets here; ring has both.
+            tracing::error!(error = %e, "cannot build the TLS configuration");
+            return;
+        }
+    };
+    let https_port = listeners
+        .iter()
+        .filter(|l| l.spec.kind == Kind::Tls)
+        .find_map(Listener::local_addr)
+        .map_or(443, |a| a.port());
     let metrics = Arc::clone(&proxy.routes.load().table.metrics);
     let clients = Arc::new(Clients {
         proxy: Arc::clone(&proxy),
         builder,
+        h1,
+        h2,
+        tls,
+        https_port,
         limit: ConnLimit::new(settings.max_connections, metrics),
         limits: Limits {
             header: settings.client_header_timeout,

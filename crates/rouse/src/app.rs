@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers, Resolver};
-use rouse_proxy::{Proxy, Settings};
+use rouse_proxy::{Kind, Listener, Proxy, Settings};
 use rouse_state::Table;
 use rouse_tls::acme::Acme;
 use rouse_tls::store::CertStore;
@@ -24,17 +24,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Binds every `[proxy] listen` address, before anything else starts, so "address in use" is
-/// reported (exit 2) instead of half-starting. The backlog is `listen_backlog`, as nginx's
-/// `listen ... backlog=` (tokio's own bind would use a fixed one).
-pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<TcpListener>> {
-    let mut listeners = Vec::with_capacity(config.proxy.listen.len());
-    for addr in &config.proxy.listen {
-        let l = rouse_proxy::listen::bind(*addr, config.proxy.listen_backlog)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        listeners.push(l);
-    }
-    Ok(listeners)
+/// Binds every listener of `[proxy]` (`listen`, `listen_tls`, `redirect_https`), before
+/// anything else starts, so "address in use" is reported (exit 2) instead of half-starting.
+/// The backlog is `listen_backlog`, as nginx's `listen ... backlog=` (tokio's own bind would
+/// use a fixed one). Each listener carries its spec (`tcp:…`, `unix:…`, `tls:…`,
+/// `redirect:…`; see `rouse_proxy::listen::specs`).
+pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<Listener>> {
+    rouse_proxy::listen::bind_all(&config.proxy)
 }
 
 /// How this rouse process runs its embedded children.
@@ -57,6 +53,10 @@ pub struct Rouse {
     admin_stop: CancellationToken,
     admin_task: Option<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
+    /// ACME's HTTP-01 answers, served by every plain and redirect listener.
+    challenges: Arc<rouse_tls::challenge::Challenges>,
+    /// Each listener's kind and TCP address (none for a unix socket), in spec order.
+    bound: Vec<(Kind, Option<SocketAddr>)>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     /// Every certificate served, `[proxy.acme]`'s included.
@@ -73,6 +73,13 @@ impl Rouse {
     }
 
     pub async fn start_with(config: Config, options: Options) -> std::io::Result<Rouse> {
+        // A bad certificate file is a bad config: refused before anything is bound.
+        if let Err(errors) = crate::certs::load(&config) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                errors.join("\n"),
+            ));
+        }
         let listeners = bind_listeners(&config).await?;
         let admin = match &config.admin {
             Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|e| {
@@ -88,14 +95,15 @@ impl Rouse {
 
     pub async fn with_listeners(
         config: Config,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
         admin: Option<TcpListener>,
         options: Options,
     ) -> Rouse {
-        let addrs = listeners
+        let bound: Vec<(Kind, Option<SocketAddr>)> = listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .map(|l| (l.spec.kind, l.local_addr()))
             .collect();
+        let addrs = bound.iter().filter_map(|(_, a)| *a).collect();
         let table = Arc::new(Table::new(&config));
         // Names are resolved before anything connects: a start probe or a first request
         // finds their addresses (or a logged reason why there are none).
@@ -107,7 +115,19 @@ impl Rouse {
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
-        let certs = cert_store(&config);
+        match crate::certs::load(&config) {
+            Ok(certs) => {
+                for w in &certs.warnings {
+                    tracing::warn!("{w}");
+                }
+                proxy.certs().set_files(certs.named);
+            }
+            // `start_with` refuses these; a caller that bound its own listeners is told here.
+            Err(errors) => errors.iter().for_each(|e| tracing::error!("{e}")),
+        }
+        let challenges = Arc::clone(proxy.challenges());
+        // The one store: the proxy's TLS listeners read it, ACME fills it.
+        let certs = Arc::clone(proxy.certs());
         let acme = config.proxy.acme.as_ref().map(|acme| {
             Arc::new(Acme::start(
                 acme,
@@ -164,6 +184,8 @@ impl Rouse {
             admin_stop,
             admin_task,
             addrs,
+            bound,
+            challenges,
             shutdown: Some(tx),
             task: Some(task),
             certs,
@@ -172,7 +194,19 @@ impl Rouse {
         }
     }
 
-    /// The proxy's bound addresses, in `[proxy] listen` order.
+    /// Where ACME puts the HTTP-01 answers it waits to have fetched.
+    pub fn challenges(&self) -> &Arc<rouse_tls::challenge::Challenges> {
+        &self.challenges
+    }
+
+    /// The first bound TCP address of a kind of listener (`Kind::Tls` for `listen_tls`...).
+    pub fn addr_of(&self, kind: Kind) -> Option<SocketAddr> {
+        self.bound
+            .iter()
+            .find_map(|(k, a)| a.filter(|_| *k == kind))
+    }
+
+    /// The proxy's bound TCP addresses, in the order `listen`, `listen_tls`, `redirect_https`.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
@@ -243,10 +277,6 @@ impl Drop for Rouse {
 }
 
 /// The certificates every TLS listener serves, shared with `[proxy.acme]`.
-fn cert_store(_config: &Config) -> Arc<CertStore> {
-    CertStore::new()
-}
-
 /// One embedded supervisor for every upstream that names no supervisor. There is one even
 /// when no upstream needs it yet: a reload may add some, and starting it cleans up what a
 /// killed rouse left behind.

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod certs;
 pub mod client;
 pub mod logging;
 pub mod online;

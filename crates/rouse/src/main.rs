@@ -125,8 +125,21 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config, online } => match rouse_config::load(&config) {
             Ok(c) => {
+                let Some(certs) = certificates(&c) else {
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                };
+                for w in &certs.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: ok", config.display());
                 print!("{}", rouse_config::summary(&c));
+                for (files, named) in c.proxy.tls.iter().zip(&certs.named) {
+                    println!(
+                        "certificate  {}: {}",
+                        files.cert.display(),
+                        named.names.join(", ")
+                    );
+                }
                 if online {
                     admin_client(|rt| rt.block_on(check_online(&config, &c)))
                 } else {
@@ -157,6 +170,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
+            if certificates(&config).is_none() {
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
             rouse::logging::init(config.log.format);
             match run(path, config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -166,6 +182,20 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_RUNTIME)
                 }
             }
+        }
+    }
+}
+
+/// The `[[proxy.tls]]` certificates, or `None` once every bad file has been printed (a bad
+/// certificate is a bad config: exit 1).
+fn certificates(config: &rouse_config::Config) -> Option<rouse::certs::Certificates> {
+    match rouse::certs::load(config) {
+        Ok(certs) => Some(certs),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            None
         }
     }
 }

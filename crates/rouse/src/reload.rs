@@ -113,7 +113,20 @@ impl Reloader {
             }
             ReloadRefused::Invalid(lines)
         })?;
+        // Every certificate file is read before anything changes: one bad file refuses the
+        // whole reload, and the running certificates stay.
+        let certs = crate::certs::load(&config).map_err(|lines| {
+            for line in &lines {
+                tracing::error!("reload refused, keeping the running configuration: {line}");
+            }
+            ReloadRefused::Invalid(lines)
+        })?;
         let done = self.apply(&config).await;
+        // New handshakes get the new certificates; connections open keep theirs.
+        self.proxy.certs().set_files(certs.named);
+        for w in &certs.warnings {
+            tracing::warn!("{w}");
+        }
         tracing::info!(file = %path.display(), "configuration reloaded");
         for line in done.changes.to_string().lines() {
             tracing::info!("reload: {line}");
@@ -131,10 +144,15 @@ impl Reloader {
         for u in &findings.unanswered {
             tracing::warn!("after the reload, {u}");
         }
-        let warnings = findings
-            .unknown
-            .iter()
-            .map(|u| format!("{}: {u}", path.display()))
+        let warnings = certs
+            .warnings
+            .into_iter()
+            .chain(
+                findings
+                    .unknown
+                    .iter()
+                    .map(|u| format!("{}: {u}", path.display())),
+            )
             .chain(findings.unanswered.iter().map(ToString::to_string))
             .collect();
         Ok(Reloaded { warnings, ..done })
@@ -148,9 +166,14 @@ impl Reloader {
         let mut running = self.running.lock().await;
         let mut not_applied = Vec::new();
         let mut applied = config.clone();
-        if config.proxy != running.config.proxy {
+        // `[[proxy.tls]]` is applied (its files are read by `reload_file`); the rest of
+        // `[proxy]`, listeners included, waits for a restart.
+        let mut proxy = config.proxy.clone();
+        proxy.tls = running.config.proxy.tls.clone();
+        if proxy != running.config.proxy {
             not_applied.push("[proxy]".to_owned());
             applied.proxy = running.config.proxy.clone();
+            applied.proxy.tls = config.proxy.tls.clone();
         }
         if config.admin != running.config.admin {
             not_applied.push("[admin]".to_owned());

@@ -9,12 +9,20 @@
 //!   trusting the web PKI roots or a CA file.
 //! - [`challenge::Challenges`] holds the HTTP-01 answers ACME is waiting to have fetched; the
 //!   plain listeners answer `/.well-known/acme-challenge/TOKEN` from it before routing.
+//! - [`load`] reads `[[proxy.tls]]` PEM files (errors name the file; an expired certificate is
+//!   a warning), and [`server::server_config`] is the one rustls configuration of the TLS
+//!   listeners (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
 #![forbid(unsafe_code)]
 
 pub mod acme;
 pub mod challenge;
 pub mod client;
+pub mod load;
+pub mod server;
 pub mod store;
+
+#[cfg(test)]
+mod tests;
 
 /// The crypto provider every rustls configuration of rouse is built with.
 pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {

@@ -218,7 +218,7 @@ fn reaches_server(own: SocketAddr, server: &ServerAddress) -> bool {
 
 /// Whether two listening sockets would fail to bind together. Port 0 asks the kernel for a free
 /// port, so it never clashes.
-fn binds_clash(a: SocketAddr, b: SocketAddr) -> bool {
+pub(super) fn binds_clash(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port()
         && a.port() != 0
         && a.is_ipv4() == b.is_ipv4()

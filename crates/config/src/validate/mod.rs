@@ -8,6 +8,7 @@ mod acme;
 mod connect;
 mod cross;
 mod limits;
+pub(crate) mod listen;
 mod protocol;
 mod upstream;
 
@@ -59,7 +60,12 @@ impl Context<'_> {
 }
 
 pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
-    let (mut proxy, listen_spans) = proxy(file.proxy.as_ref(), cx);
+    let (mut proxy, listen_spans) = proxy(
+        file.proxy.as_ref(),
+        &file.proxy_tls,
+        file.acme.is_some(),
+        cx,
+    );
     proxy.acme = file.acme.as_ref().map(|section| acme::acme(section, cx));
     let admin = file.admin.as_ref().map(|section| admin(section, cx));
     let log = log(file.log.as_ref());
@@ -101,47 +107,16 @@ pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
     }
 }
 
-/// The proxy settings, and each listen address with where it is written.
+/// The proxy settings, and each TCP address it listens on with where it is written.
 fn proxy(
     section: Option<&Section<FileProxy>>,
+    tls: &[Section<crate::file::FileTls>],
+    acme: bool,
     cx: &mut Context<'_>,
 ) -> (ProxyConfig, Vec<Spanned<SocketAddr>>) {
     let default = FileProxy::default();
     let file = section.map_or(&default, |s| &s.value);
-
-    let mut listen = Vec::new();
-    match &file.listen {
-        Some(addresses) if addresses.get_ref().is_empty() => cx.error(
-            addresses.span(),
-            "listen: at least one address is needed, e.g. [\"127.0.0.1:8080\"]",
-        ),
-        Some(addresses) => {
-            for address in addresses.get_ref() {
-                match values::socket_addr(address.get_ref()) {
-                    Ok(parsed) => {
-                        if let Some(first) = listen
-                            .iter()
-                            .find(|a: &&Spanned<SocketAddr>| *a.get_ref() == parsed)
-                        {
-                            let line = cx.line(&first.span());
-                            cx.error(
-                                address.span(),
-                                format!("listen: {parsed} is listed twice (also on line {line})"),
-                            );
-                        }
-                        listen.push(Spanned::new(address.span(), parsed));
-                    }
-                    Err(message) => cx.error(address.span(), format!("listen: {message}")),
-                }
-            }
-        }
-        None => {
-            let span = section.map_or(0..0, |s| s.span.clone());
-            if let Ok(address) = values::socket_addr(DEFAULT_PROXY_LISTEN) {
-                listen.push(Spanned::new(span, address));
-            }
-        }
-    }
+    let listeners = listen::listeners(section, tls, acme, cx);
 
     let threads = file.threads.as_ref().map_or(0, |threads| {
         let value = *threads.get_ref();
@@ -173,7 +148,10 @@ fn proxy(
         None => std::env::temp_dir(),
     };
     let config = ProxyConfig {
-        listen: listen.iter().map(|a| *a.get_ref()).collect(),
+        listen: listeners.listen,
+        listen_tls: listeners.listen_tls,
+        redirect_https: listeners.redirect_https,
+        tls: listeners.tls,
         threads,
         connect_timeout: positive("connect_timeout", &file.connect_timeout, 5, HOUR, cx),
         read_timeout: positive("read_timeout", &file.read_timeout, 60, DAY, cx),
@@ -228,7 +206,7 @@ fn proxy(
         temp_dir,
         acme: None,
     };
-    (config, listen)
+    (config, listeners.tcp)
 }
 
 /// The admin settings, and where its listen address is written (the table, when defaulted).
