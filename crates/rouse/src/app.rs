@@ -15,24 +15,63 @@ use rouse_control::{Control, Drivers};
 use rouse_proxy::{Proxy, Settings};
 use rouse_state::Table;
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::handover::{self, Inherited};
 use crate::reload::{Reloader, Running};
+use crate::upgrade::{Launch, UpgradeError, Upgrader};
 pub use rouse_admin::ReloadRefused;
-use rouse_supervisor::{Embedded, EmbeddedOptions, ProgramSpec, Supervisor, Supervisord};
+use rouse_admin::{UpgradeHook, UpgradeRefused};
+use rouse_supervisor::{
+    Embedded, EmbeddedOptions, HandedChild, ProgramSpec, Supervisor, Supervisord,
+};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Binds every `[proxy] listen` address, before anything else starts, so "address in use" is
 /// reported (exit 2) instead of half-starting. The backlog is `listen_backlog`, as nginx's
 /// `listen ... backlog=` (tokio's own bind would use a fixed one).
 pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<TcpListener>> {
+    bind_listeners_from(config, &mut Inherited::default()).await
+}
+
+/// [`bind_listeners`], using the socket a previous rouse handed over for a listener of the
+/// same spec (`rouse upgrade`), and binding the others.
+pub async fn bind_listeners_from(
+    config: &Config,
+    inherited: &mut Inherited,
+) -> std::io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(config.proxy.listen.len());
     for addr in &config.proxy.listen {
-        let l = rouse_proxy::listen::bind(*addr, config.proxy.listen_backlog)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let spec = handover::tcp_spec(addr);
+        let l = match inherited.take(&spec) {
+            Some(fd) => handover::tcp_listener(fd),
+            None => rouse_proxy::listen::bind(*addr, config.proxy.listen_backlog),
+        }
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         listeners.push(l);
     }
     Ok(listeners)
+}
+
+/// The admin API's listener, when `[admin]` is configured: inherited or bound.
+pub async fn bind_admin(
+    config: &Config,
+    inherited: &mut Inherited,
+) -> std::io::Result<Option<TcpListener>> {
+    let Some(a) = &config.admin else {
+        return Ok(None);
+    };
+    let bound = match inherited.take(&handover::admin_spec(&a.listen)) {
+        Some(fd) => handover::tcp_listener(fd),
+        None => TcpListener::bind(a.listen).await,
+    };
+    bound.map(Some).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {} (admin): {e}", a.listen),
+        )
+    })
 }
 
 /// How this rouse process runs its embedded children.
@@ -43,6 +82,8 @@ pub struct Options {
     pub embedded_state_file: Option<PathBuf>,
     /// Children's output goes to `<dir>/<program>.log` instead of rouse's log.
     pub child_log_dir: Option<PathBuf>,
+    /// How to start the next rouse for `rouse upgrade`; without it, upgrades are refused.
+    pub launch: Option<Launch>,
 }
 
 /// A rouse serving in the background of the current tokio runtime.
@@ -55,8 +96,10 @@ pub struct Rouse {
     admin_stop: CancellationToken,
     admin_task: Option<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Stops the proxy's accepting, then its drain starts.
+    stop_proxy: CancellationToken,
     task: Option<JoinHandle<()>>,
+    upgrader: Arc<Upgrader>,
 }
 
 impl Rouse {
@@ -67,15 +110,7 @@ impl Rouse {
 
     pub async fn start_with(config: Config, options: Options) -> std::io::Result<Rouse> {
         let listeners = bind_listeners(&config).await?;
-        let admin = match &config.admin {
-            Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {} (admin): {e}", a.listen),
-                )
-            })?),
-            None => None,
-        };
+        let admin = bind_admin(&config, &mut Inherited::default()).await?;
         Ok(Rouse::with_listeners(config, listeners, admin, options).await)
     }
 
@@ -85,22 +120,55 @@ impl Rouse {
         admin: Option<TcpListener>,
         options: Options,
     ) -> Rouse {
-        let addrs = listeners
+        Rouse::assemble(config, listeners, admin, options, None).await
+    }
+
+    /// [`Rouse::with_listeners`] for the new process of `rouse upgrade`: the embedded
+    /// supervisor adopts the children the old process handed over.
+    pub async fn adopting(
+        config: Config,
+        listeners: Vec<TcpListener>,
+        admin: Option<TcpListener>,
+        options: Options,
+        children: Vec<HandedChild>,
+    ) -> Rouse {
+        Rouse::assemble(config, listeners, admin, options, Some(children)).await
+    }
+
+    async fn assemble(
+        config: Config,
+        listeners: Vec<TcpListener>,
+        admin: Option<TcpListener>,
+        options: Options,
+        children: Option<Vec<HandedChild>>,
+    ) -> Rouse {
+        let addrs: Vec<SocketAddr> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
+        let sockets = handed_sockets(&config, &listeners, admin.as_ref());
         let table = Arc::new(Table::new(&config));
         let drivers = Drivers {
-            embedded: embedded_driver(&config, &options).await,
+            embedded: embedded_driver(&config, &options, children).await,
             supervisord: supervisord_drivers(&config, None),
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
         let admin_stop = CancellationToken::new();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(rouse_proxy::serve(Arc::clone(&proxy), listeners, async {
-            let _ = rx.await;
-        }));
+        let stop_proxy = CancellationToken::new();
+        let stop = stop_proxy.clone();
+        let task = tokio::spawn(rouse_proxy::serve(
+            Arc::clone(&proxy),
+            listeners,
+            async move { stop.cancelled().await },
+        ));
+        let upgrader = Arc::new(Upgrader::new(
+            options.launch.clone(),
+            sockets,
+            drivers.embedded.clone(),
+            stop_proxy.clone(),
+            admin_stop.clone(),
+        ));
         let table = Arc::new(ArcSwap::new(table));
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let token = config.admin.as_ref().and_then(|a| a.token.clone());
@@ -113,6 +181,7 @@ impl Rouse {
             control.handle(),
             Arc::clone(&table),
             Running { config, drivers },
+            Arc::clone(&upgrader),
         ));
         let admin_task = admin.map(|listener| {
             let state = AdminState {
@@ -121,6 +190,7 @@ impl Rouse {
                 token,
                 hosts,
                 reload: Some(reloader.hook()),
+                upgrade: Some(upgrade_hook(&upgrader)),
             };
             let stop = admin_stop.clone();
             tokio::spawn(rouse_admin::serve(listener, state, async move {
@@ -135,8 +205,9 @@ impl Rouse {
             admin_stop,
             admin_task,
             addrs,
-            shutdown: Some(tx),
+            stop_proxy,
             task: Some(task),
+            upgrader,
         }
     }
 
@@ -168,12 +239,24 @@ impl Rouse {
         self.reloader.reload_file().await
     }
 
+    /// `rouse upgrade`: a new rouse process takes over (see [`crate::upgrade`]); its pid.
+    /// Once it has, [`Rouse::handed_over`] completes and [`Rouse::shutdown`] drains and
+    /// leaves the children to it. The upgrade runs on a task of its own, so that a caller
+    /// that gives up waiting does not cut it short.
+    pub async fn upgrade(&self) -> Result<u32, UpgradeError> {
+        spawn_upgrade(&self.upgrader).await
+    }
+
+    /// Cancelled once a new process has taken over from this one.
+    pub fn handed_over(&self) -> CancellationToken {
+        self.upgrader.handed_over()
+    }
+
     /// Graceful shutdown: stop accepting, finish in-flight requests (bounded by
-    /// `shutdown_timeout`), then stop embedded children, then return.
+    /// `shutdown_timeout`), then stop embedded children (unless handed over to a new rouse),
+    /// then return.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.stop_proxy.cancel();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -190,16 +273,74 @@ impl Rouse {
 impl Drop for Rouse {
     fn drop(&mut self) {
         self.admin_stop.cancel();
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        self.stop_proxy.cancel();
+    }
+}
+
+async fn spawn_upgrade(upgrader: &Arc<Upgrader>) -> Result<u32, UpgradeError> {
+    let upgrader = Arc::clone(upgrader);
+    tokio::spawn(async move { upgrader.upgrade().await })
+        .await
+        .map_err(|e| UpgradeError::Failed(format!("the upgrade task failed: {e}")))?
+}
+
+/// `POST /upgrade` for the admin API.
+fn upgrade_hook(upgrader: &Arc<Upgrader>) -> UpgradeHook {
+    let upgrader = Arc::downgrade(upgrader);
+    Arc::new(move || {
+        let upgrader = upgrader.clone();
+        Box::pin(async move {
+            let Some(upgrader) = upgrader.upgrade() else {
+                return Err(UpgradeRefused::Unavailable("rouse is stopping".to_owned()));
+            };
+            spawn_upgrade(&upgrader).await.map_err(|e| match e {
+                UpgradeError::Unavailable(why) => UpgradeRefused::Unavailable(why),
+                UpgradeError::Failed(why) => UpgradeRefused::Failed(why),
+            })
+        })
+    })
+}
+
+/// Duplicates of every listening socket, by spec, for a handover: the proxy's in
+/// `[proxy] listen` order, then the admin API's.
+fn handed_sockets(
+    config: &Config,
+    listeners: &[TcpListener],
+    admin: Option<&TcpListener>,
+) -> Vec<(String, OwnedFd)> {
+    let mut sockets = Vec::new();
+    for (i, l) in listeners.iter().enumerate() {
+        // Tests may pass listeners the config does not name: their own address is their name.
+        let spec = match config.proxy.listen.get(i) {
+            Some(addr) => handover::tcp_spec(addr),
+            None => match l.local_addr() {
+                Ok(addr) => handover::tcp_spec(&addr),
+                Err(_) => continue,
+            },
+        };
+        match l.as_fd().try_clone_to_owned() {
+            Ok(fd) => sockets.push((spec, fd)),
+            Err(e) => tracing::warn!(listener = spec, %e, "cannot keep a listener for upgrades"),
         }
     }
+    if let (Some(a), Some(l)) = (&config.admin, admin) {
+        let spec = handover::admin_spec(&a.listen);
+        match l.as_fd().try_clone_to_owned() {
+            Ok(fd) => sockets.push((spec, fd)),
+            Err(e) => tracing::warn!(listener = spec, %e, "cannot keep a listener for upgrades"),
+        }
+    }
+    sockets
 }
 
 /// One embedded supervisor for every upstream that names no supervisor. There is one even
 /// when no upstream needs it yet: a reload may add some, and starting it cleans up what a
 /// killed rouse left behind.
-async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embedded>> {
+async fn embedded_driver(
+    config: &Config,
+    options: &Options,
+    children: Option<Vec<HandedChild>>,
+) -> Option<Arc<Embedded>> {
     let programs: Vec<ProgramSpec> = config
         .upstreams
         .iter()
@@ -212,7 +353,10 @@ async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embed
         ..EmbeddedOptions::default()
     };
     // Cleaning up a crashed predecessor's children may block for a moment.
-    tokio::task::spawn_blocking(move || Embedded::new(programs, opts))
+    tokio::task::spawn_blocking(move || match children {
+        Some(children) => Embedded::adopting(programs, opts, children),
+        None => Embedded::new(programs, opts),
+    })
         .await
         .ok()
 }

@@ -13,9 +13,11 @@
 
 mod app;
 pub mod client;
+pub mod handover;
 pub mod logging;
 pub mod online;
 mod reload;
+pub mod upgrade;
 
-pub use app::{Options, ReloadRefused, Rouse, bind_listeners};
+pub use app::{Options, ReloadRefused, Rouse, bind_admin, bind_listeners, bind_listeners_from};
 pub use reload::Reloaded;
