@@ -124,6 +124,11 @@ impl Activity {
         Open(Arc::clone(self))
     }
 
+    /// Whether a request head has arrived on this connection yet.
+    pub fn served(&self) -> bool {
+        self.lock().served
+    }
+
     pub fn going_away(&self, now: Instant) {
         self.lock().going_away = Some(now);
     }

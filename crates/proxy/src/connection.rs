@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -86,7 +87,16 @@ async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot:
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut asked_to_finish = false;
+    // Set at shutdown on a connection that has not sent its first request yet.
+    let mut first_request_grace: Option<Instant> = None;
     loop {
+        if let Some(at) = first_request_grace
+            && !asked_to_finish
+            && (activity.served() || Instant::now() >= at)
+        {
+            asked_to_finish = true;
+            conn.as_mut().graceful_shutdown();
+        }
         let wake = match activity.verdict(Instant::now(), clients.limits) {
             Verdict::Busy => None,
             Verdict::WaitUntil(at) => Some(at),
@@ -104,6 +114,10 @@ async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot:
                 return;
             }
         };
+        let wake = match (wake, first_request_grace.filter(|_| !asked_to_finish)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
@@ -113,14 +127,25 @@ async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot:
             }
             () = activity.changed() => {}
             () = sleep_until(wake), if wake.is_some() => {}
-            () = clients.stop.cancelled(), if !asked_to_finish => {
-                asked_to_finish = true;
-                conn.as_mut().graceful_shutdown();
+            () = clients.stop.cancelled(), if !asked_to_finish && first_request_grace.is_none() => {
+                if activity.served() {
+                    asked_to_finish = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    // Accepted as accepting stopped (at shutdown, or as `rouse upgrade` hands
+                    // the listeners over): hyper would close it unread, and the client, whose
+                    // request is likely on the wire already, would get a reset. Its first
+                    // request is served (then the connection closes), if it comes soon.
+                    first_request_grace = Some(Instant::now() + FIRST_REQUEST_GRACE);
+                }
             }
             () = clients.kill.cancelled() => return,
         }
     }
 }
+
+/// How long a connection accepted just before shutdown has to send its first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
