@@ -87,12 +87,12 @@ async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot:
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut asked_to_finish = false;
-    // Set at shutdown on a connection that has not sent its first request yet.
-    let mut first_request_grace: Option<Instant> = None;
+    // Set at shutdown: until then, an idle HTTP/1 connection is kept for its next request.
+    let mut stop_grace: Option<Instant> = None;
     loop {
-        if let Some(at) = first_request_grace
+        if let Some(at) = stop_grace
             && !asked_to_finish
-            && (activity.served() || Instant::now() >= at)
+            && (activity.can_finish() || Instant::now() >= at)
         {
             asked_to_finish = true;
             conn.as_mut().graceful_shutdown();
@@ -114,7 +114,7 @@ async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot:
                 return;
             }
         };
-        let wake = match (wake, first_request_grace.filter(|_| !asked_to_finish)) {
+        let wake = match (wake, stop_grace.filter(|_| !asked_to_finish)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -127,25 +127,21 @@ async fn serve(clients: Arc<Clients>, stream: TcpStream, peer: SocketAddr, slot:
             }
             () = activity.changed() => {}
             () = sleep_until(wake), if wake.is_some() => {}
-            () = clients.stop.cancelled(), if !asked_to_finish && first_request_grace.is_none() => {
-                if activity.served() {
-                    asked_to_finish = true;
-                    conn.as_mut().graceful_shutdown();
-                } else {
-                    // Accepted as accepting stopped (at shutdown, or as `rouse upgrade` hands
-                    // the listeners over): hyper would close it unread, and the client, whose
-                    // request is likely on the wire already, would get a reset. Its first
-                    // request is served (then the connection closes), if it comes soon.
-                    first_request_grace = Some(Instant::now() + FIRST_REQUEST_GRACE);
-                }
+            // An idle HTTP/1 connection closed at once races the request its client may be
+            // sending: one accepted as accepting stopped (shutdown, or `rouse upgrade`
+            // handing the listeners over) would be closed unread, its request on the wire
+            // answered by a reset; a keep-alive one would fail the client's next request.
+            // So the next request within the grace is served, with `Connection: close`.
+            () = clients.stop.cancelled(), if !asked_to_finish && stop_grace.is_none() => {
+                stop_grace = Some(Instant::now() + STOP_GRACE);
             }
             () = clients.kill.cancelled() => return,
         }
     }
 }
 
-/// How long a connection accepted just before shutdown has to send its first request.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// At shutdown, how long an idle HTTP/1 connection is kept for its next request.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 async fn sleep_until(at: Option<Instant>) {
     match at {

@@ -265,7 +265,13 @@ impl Rouse {
             let _ = task.await;
         }
         if let Some(control) = self.control.take() {
-            control.shutdown().await;
+            if self.upgrader.handed_over().is_cancelled() {
+                // The children run on under the new rouse: nothing to stop, nor to count as
+                // stopped; dropping the control plane just ends its loop.
+                drop(control);
+            } else {
+                control.shutdown().await;
+            }
         }
     }
 }
