@@ -15,6 +15,7 @@ mod app;
 pub mod client;
 pub mod handover;
 pub mod logging;
+pub mod notify;
 pub mod online;
 mod reload;
 pub mod upgrade;

@@ -439,7 +439,11 @@ fn run(
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr2 = signal(SignalKind::user_defined2())?;
         let rouse = match incoming {
-            None => Rouse::start_with(config, options).await?,
+            None => {
+                let rouse = Rouse::start_with(config, options).await?;
+                rouse::notify::ready();
+                rouse
+            }
             Some(incoming) => take_over(config, options, incoming).await?,
         };
         tracing::info!(listen = ?rouse.addrs(), pid = std::process::id(), "rouse is serving");
@@ -488,6 +492,8 @@ async fn take_over(
     .await?;
     let children = children.map_err(|e| anyhow::anyhow!(e))?;
     let rouse = Rouse::adopting(config, listeners, admin, options, children).await;
+    // systemd first: it must follow this pid before the old one exits.
+    rouse::notify::ready();
     incoming.ready();
     Ok(rouse)
 }

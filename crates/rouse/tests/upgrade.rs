@@ -78,6 +78,8 @@ struct Rig {
     pids: Vec<u32>,
     /// Other processes the test must not leave behind (embedded children).
     others: Vec<u32>,
+    /// Where rouse's `sd_notify` messages arrive (its `NOTIFY_SOCKET`).
+    notify: std::os::unix::net::UnixDatagram,
 }
 
 impl Rig {
@@ -88,12 +90,15 @@ impl Rig {
         let config = dir.path().join("rouse.toml");
         std::fs::write(&config, Rig::text(body, proxy, admin)).unwrap();
         let log = std::fs::File::create(dir.path().join("rouse.log")).unwrap();
+        let notify_path = dir.path().join("notify");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
         let first = Command::new(ROUSE)
             .arg("run")
             .arg("-c")
             .arg(&config)
             // Its own state directory: the test's children are nobody else's business.
             .env("XDG_RUNTIME_DIR", dir.path())
+            .env("NOTIFY_SOCKET", &notify_path)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -106,6 +111,7 @@ impl Rig {
             admin,
             proxy,
             others: Vec::new(),
+            notify,
         };
         let pid = rig.pids[0];
         rig.wait_for_pid(pid).await;
@@ -201,6 +207,14 @@ impl Rig {
         self.pids.push(pid);
         self.wait_for_pid(pid).await;
         pid
+    }
+
+    /// The next `sd_notify` message, waiting at most [`WAIT`].
+    fn notified(&self) -> String {
+        self.notify.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 256];
+        let n = self.notify.recv(&mut buf).expect("an sd_notify message");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
     fn rewrite(&self, body: &str) {
@@ -563,6 +577,16 @@ async fn a_listen_change_is_applied_by_reload_through_a_new_process() {
     // The old listener went with the old process.
     let refused = get_once(rig.proxy).await;
     assert!(matches!(refused, Err((true, _))), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_is_told_the_new_main_pid() {
+    let (mut rig, _backend) = static_rig().await;
+    let first = rig.current();
+    assert_eq!(rig.notified(), format!("READY=1\nMAINPID={first}\n"));
+    let new = rig.upgrade_cli().await;
+    assert_eq!(rig.notified(), format!("READY=1\nMAINPID={new}\n"));
+    wait_gone(first, WAIT).await;
 }
 
 #[test]
