@@ -44,8 +44,8 @@ use tokio::sync::Semaphore;
 
 pub use routes::Answer;
 pub use routes::reload::{ReloadHook, ReloadRefused};
-pub use routes::upgrade::{UpgradeHook, UpgradeRefused};
 pub use routes::status::{Event, ServerStatus, Status, UpstreamStatus};
+pub use routes::upgrade::{UpgradeHook, UpgradeRefused};
 
 /// What the admin API reads and steers.
 #[derive(Clone)]

@@ -363,8 +363,8 @@ async fn embedded_driver(
         Some(children) => Embedded::adopting(programs, opts, children),
         None => Embedded::new(programs, opts),
     })
-        .await
-        .ok()
+    .await
+    .ok()
 }
 
 /// One driver per `[supervisors.NAME]`, managing the programs of the servers that name it.

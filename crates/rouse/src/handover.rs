@@ -101,12 +101,20 @@ impl Channel {
             )));
         }
         let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
-        let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+        let mut space =
+            vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-            return Err(io::Error::other("the descriptors do not fit the control buffer"));
+            return Err(io::Error::other(
+                "the descriptors do not fit the control buffer",
+            ));
         }
-        rustix::net::sendmsg(&self.fd, &[IoSlice::new(&body)], &mut control, SendFlags::NOSIGNAL)?;
+        rustix::net::sendmsg(
+            &self.fd,
+            &[IoSlice::new(&body)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
         Ok(())
     }
 

@@ -426,7 +426,9 @@ fn run(
     };
     rt.block_on(async move {
         let launch = rouse::upgrade::Launch::current()
-            .map_err(|e| tracing::warn!("cannot tell which binary runs: `rouse upgrade` is off: {e}"))
+            .map_err(|e| {
+                tracing::warn!("cannot tell which binary runs: `rouse upgrade` is off: {e}")
+            })
             .ok();
         let options = Options {
             embedded_state_file: state_file(&path),

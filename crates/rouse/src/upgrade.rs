@@ -25,7 +25,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rouse_supervisor::{Embedded, HandedChild};
 use tokio_util::sync::CancellationToken;
@@ -259,7 +261,9 @@ fn finish(mut p: Prepared, children: Vec<HandedChild>) -> Result<u32, String> {
         Ok(Msg::Ready { .. }) => Ok(pid),
         Ok(other) => {
             abandon(&mut p.child);
-            Err(format!("the new rouse (pid {pid}): unexpected answer {other:?}"))
+            Err(format!(
+                "the new rouse (pid {pid}): unexpected answer {other:?}"
+            ))
         }
         Err(e) => {
             abandon(&mut p.child);

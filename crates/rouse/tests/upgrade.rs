@@ -133,14 +133,10 @@ impl Rig {
 
     /// The pid the admin API's /status says, if it answers.
     async fn status_pid(&self) -> Option<u32> {
-        let (code, body) = rouse::client::request(
-            &self.admin.to_string(),
-            hyper::Method::GET,
-            "/status",
-            None,
-        )
-        .await
-        .ok()?;
+        let (code, body) =
+            rouse::client::request(&self.admin.to_string(), hyper::Method::GET, "/status", None)
+                .await
+                .ok()?;
         if !code.is_success() {
             return None;
         }
@@ -227,8 +223,8 @@ impl Drop for Rig {
         // The newest one stops gracefully (and stops its children); anything left is killed.
         let newest = self.current();
         let _ = kill(Pid::from_raw(newest as i32), Signal::SIGTERM);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while alive(newest) && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(newest) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         for pid in self.pids.iter().chain(&self.others) {
@@ -244,7 +240,10 @@ impl Drop for Rig {
 /// "… rouse pid 123 serves …" → 123.
 fn pid_in(text: &str) -> Option<u32> {
     let rest = &text[text.find("pid ")? + 4..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// What the clients saw.
@@ -260,9 +259,12 @@ struct Tally {
 
 /// A GET on a new connection every time; `Err` says what went wrong.
 async fn get_once(addr: SocketAddr) -> Result<(), (bool, String)> {
-    let mut s = TcpStream::connect(addr)
-        .await
-        .map_err(|e| (e.kind() == std::io::ErrorKind::ConnectionRefused, e.to_string()))?;
+    let mut s = TcpStream::connect(addr).await.map_err(|e| {
+        (
+            e.kind() == std::io::ErrorKind::ConnectionRefused,
+            e.to_string(),
+        )
+    })?;
     s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .await
         .map_err(|e| (false, e.to_string()))?;
@@ -421,7 +423,10 @@ async fn five_upgrades_under_load_refuse_nothing() {
         // The clients go on through the new one.
         let deadline = Instant::now() + WAIT;
         while tally.ok.load(Ordering::SeqCst) < before + 20 {
-            assert!(Instant::now() < deadline, "no progress after upgrade {round}");
+            assert!(
+                Instant::now() < deadline,
+                "no progress after upgrade {round}"
+            );
             sleep(Duration::from_millis(10)).await;
         }
     }
@@ -587,6 +592,133 @@ async fn systemd_is_told_the_new_main_pid() {
     let new = rig.upgrade_cli().await;
     assert_eq!(rig.notified(), format!("READY=1\nMAINPID={new}\n"));
     wait_gone(first, WAIT).await;
+}
+
+/// A supervisord of the test's own running `program` (not started), killed on drop.
+struct Supervisord {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Supervisord {
+    async fn spawn(program: &str, command: &str) -> Supervisord {
+        let dir = tempfile::tempdir().unwrap();
+        let [addr] = free_addrs();
+        let d = dir.path().display();
+        let conf = format!(
+            "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\n\
+             pidfile={d}/supervisord.pid\nchildlogdir={d}\n\
+             [inet_http_server]\nport={addr}\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [program:{program}]\ncommand={command}\nautostart=false\nautorestart=false\n\
+             startsecs=0\nstopasgroup=true\nkillasgroup=true\n"
+        );
+        let path = dir.path().join("supervisord.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("supervisord")
+            .arg("-n")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("supervisord runs (scripts/test.sh installs it)");
+        let sd = Supervisord {
+            child,
+            addr,
+            _dir: dir,
+        };
+        rouse_e2e::wait_until("supervisord to listen", WAIT, || async move {
+            TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        sd
+    }
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        // SIGTERM: supervisord stops its programs before it exits.
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `what` of the events in /status.
+async fn events(rig: &Rig) -> Vec<String> {
+    let Ok((_, body)) =
+        rouse::client::request(&rig.admin.to_string(), hyper::Method::GET, "/status", None).await
+    else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    v["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| Some(e["what"].as_str()?.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisord_programs_are_adopted_not_restarted() {
+    let [backend] = free_addrs();
+    let port = backend.port();
+    let command = format!("python3 -m http.server --bind 127.0.0.1 {port}");
+    let sd = Supervisord::spawn("web", &command).await;
+    let body = format!(
+        r#"
+[proxy]
+listen = ["{{proxy}}"]
+[admin]
+listen = "{{admin}}"
+[supervisors.main]
+url = "http://{}/RPC2"
+poll_interval = "200ms"
+[[upstream]]
+name = "web"
+supervisor = "main"
+min_servers = 0
+ready = "tcp"
+[[upstream.server]]
+address = "{backend}"
+program = "web"
+"#,
+        sd.addr
+    );
+    let mut rig = Rig::start(&body).await;
+    get_once(rig.proxy).await.unwrap();
+    let needle = format!("http.server --bind 127.0.0.1 {port}");
+    let running = pids_running(&needle);
+    assert_eq!(running.len(), 1, "{running:?}");
+
+    let old = rig.current();
+    rig.upgrade_cli().await;
+    // The new rouse read the program's state and adopted it: no stop, no start.
+    rouse_e2e::wait_until("the new rouse to adopt the program", WAIT, || async {
+        events(&rig).await.iter().any(|w| w == "adopt")
+    })
+    .await;
+    wait_gone(old, WAIT).await;
+    get_once(rig.proxy).await.unwrap();
+    assert_eq!(pids_running(&needle), running);
+    let seen = events(&rig).await;
+    assert!(
+        !seen.iter().any(|w| w == "start" || w == "stop"),
+        "{seen:?}"
+    );
 }
 
 #[test]

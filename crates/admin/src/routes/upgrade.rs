@@ -31,8 +31,9 @@ pub enum UpgradeRefused {
 }
 
 /// What the admin API calls to upgrade: `Ok` carries the new process's pid.
-pub type UpgradeHook =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<u32, UpgradeRefused>> + Send>> + Send + Sync>;
+pub type UpgradeHook = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<u32, UpgradeRefused>> + Send>> + Send + Sync,
+>;
 
 pub async fn handler(State(s): State<AdminState>) -> Response {
     let Some(upgrade) = &s.upgrade else {

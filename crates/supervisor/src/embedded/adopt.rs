@@ -168,7 +168,12 @@ async fn terminate(pgid: i32, signal: Signal, stop_timeout: Duration) -> Result<
     if !matches!(signal, Signal::SIGKILL | Signal::SIGCONT) {
         signal_group(pgid, Signal::SIGCONT);
     }
-    if gone_by(pgid, rouse_core::time::deadline(Instant::now(), stop_timeout)).await {
+    if gone_by(
+        pgid,
+        rouse_core::time::deadline(Instant::now(), stop_timeout),
+    )
+    .await
+    {
         return Ok(());
     }
     tracing::warn!(

@@ -13,11 +13,11 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::HandedChild;
 use super::spawn::{self, Proc};
 use super::spec::ProgramSpec;
 use super::stale::GroupRecord;
 use super::stop;
-use super::HandedChild;
 use super::table::{Report, Shared, running_description};
 
 /// How long the output task may take to give the pipes back at a handover.
@@ -267,7 +267,11 @@ impl Ctx<'_> {
             stdout,
             stderr,
         });
-        tracing::info!(program = self.program, pid = proc.pid, "handed over to the next rouse");
+        tracing::info!(
+            program = self.program,
+            pid = proc.pid,
+            "handed over to the next rouse"
+        );
         // Its zombie, should it exit before this process does, is reaped by init after.
         std::mem::forget(proc);
     }

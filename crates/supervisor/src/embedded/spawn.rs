@@ -49,6 +49,15 @@ impl Drop for Proc {
     }
 }
 
+/// rouse's environment that its children do not get.
+const CHILD_ENV_REMOVED: [&str; 5] = [
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "ROUSE_UPGRADE_SOCKET",
+];
+
 /// Spawns `spec` (stdin null, output forwarded); `Err` is the human reason, starting with
 /// "spawn error:".
 pub(super) fn spawn(spec: &ProgramSpec, log_dir: Option<&Path>) -> Result<Proc, String> {
@@ -65,8 +74,15 @@ pub(super) fn spawn(spec: &ProgramSpec, log_dir: Option<&Path>) -> Result<Proc, 
         }
     }
     let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .envs(&spec.env)
+    cmd.args(args);
+    // rouse's own business with systemd and its predecessor: a child that speaks sd_notify
+    // (gunicorn does) would otherwise tell systemd it is the service, and one that takes
+    // sockets by LISTEN_FDS would look for descriptors it does not have. Its `env` may still
+    // set any of them.
+    for var in CHILD_ENV_REMOVED {
+        cmd.env_remove(var);
+    }
+    cmd.envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

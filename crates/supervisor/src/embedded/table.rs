@@ -10,8 +10,8 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::spec::{EmbeddedOptions, ProgramSpec};
 use super::HandedChild;
+use super::spec::{EmbeddedOptions, ProgramSpec};
 use super::stale::Groups;
 use crate::driver::{ProcessInfo, ProcessState};
 
