@@ -17,6 +17,7 @@ use rouse_state::Table;
 
 use std::os::fd::{AsFd, OwnedFd};
 
+use crate::handed::StopsUntilHandover;
 use crate::handover::{self, Inherited};
 use crate::reload::{Reloader, Running};
 use crate::upgrade::{Launch, UpgradeError, Upgrader};
@@ -148,9 +149,10 @@ impl Rouse {
             .collect();
         let sockets = handed_sockets(&config, &listeners, admin.as_ref());
         let table = Arc::new(Table::new(&config));
+        let handed_over = CancellationToken::new();
         let drivers = Drivers {
             embedded: embedded_driver(&config, &options, children).await,
-            supervisord: supervisord_drivers(&config, None),
+            supervisord: supervisord_drivers(&config, None, &handed_over),
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
@@ -168,6 +170,7 @@ impl Rouse {
             drivers.embedded.clone(),
             stop_proxy.clone(),
             admin_stop.clone(),
+            handed_over,
         ));
         let table = Arc::new(ArcSwap::new(table));
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
@@ -373,6 +376,7 @@ async fn embedded_driver(
 pub(crate) fn supervisord_drivers(
     config: &Config,
     running: Option<&Running>,
+    handed_over: &CancellationToken,
 ) -> HashMap<String, Arc<dyn Supervisor>> {
     config
         .supervisors
@@ -392,7 +396,8 @@ pub(crate) fn supervisord_drivers(
                 .filter(|s| s.supervisor == mine)
                 .map(|s| s.program.clone())
                 .collect();
-            let driver: Arc<dyn Supervisor> = Supervisord::new(sc, programs);
+            let driver =
+                StopsUntilHandover::wrap(Supervisord::new(sc, programs), handed_over.clone());
             (sc.name.clone(), driver)
         })
         .collect()

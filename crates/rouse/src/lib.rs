@@ -13,6 +13,7 @@
 
 mod app;
 pub mod client;
+mod handed;
 pub mod handover;
 pub mod logging;
 pub mod notify;

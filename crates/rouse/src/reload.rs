@@ -187,7 +187,11 @@ impl Reloader {
         }
         let drivers = Drivers {
             embedded: running.drivers.embedded.clone(),
-            supervisord: supervisord_drivers(&applied, Some(&*running)),
+            supervisord: supervisord_drivers(
+                &applied,
+                Some(&*running),
+                &self.upgrader.handed_over(),
+            ),
         };
         let old = self.table.load_full();
         // `applied`: a `[proxy]` change (shutdown_timeout, which bounds drains) waits for a

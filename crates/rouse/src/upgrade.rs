@@ -91,6 +91,7 @@ impl Upgrader {
         embedded: Option<Arc<Embedded>>,
         stop_proxy: CancellationToken,
         stop_admin: CancellationToken,
+        handed_over: CancellationToken,
     ) -> Upgrader {
         Upgrader {
             launch,
@@ -98,7 +99,7 @@ impl Upgrader {
             embedded,
             stop_proxy,
             stop_admin,
-            handed_over: CancellationToken::new(),
+            handed_over,
             successor: tokio::sync::Mutex::new(None),
         }
     }
