@@ -20,6 +20,9 @@
 //! API; other kinds of listener add their own prefix. The new process uses the inherited
 //! socket of a spec when there is one, and binds otherwise ([`Inherited`]); what it does not
 //! use is closed, so a listener removed from the config goes away with the old process.
+//!
+//! A listener with a file of its own (a unix socket's path) must not be unlinked by the old
+//! process once it has handed over: `Rouse::handed_over()` says so.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;

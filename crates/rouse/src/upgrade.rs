@@ -50,14 +50,32 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// This process's: read at start-up, so that an upgrade runs the binary then at that
-    /// path, not the one running (`/proc/self/exe` names a replaced binary "(deleted)").
+    /// This process's: found at start-up, as the shell found it (`argv[0]`, through `PATH`
+    /// when it has no slash; symlinks not resolved), so that an upgrade runs whatever binary
+    /// is at that path then: a new file, or a symlink switched to another version.
+    /// `/proc/self/exe` would name the running file, resolved, or "(deleted)" once replaced.
     pub fn current() -> std::io::Result<Launch> {
+        let mut args = std::env::args_os();
+        let argv0 = args.next().map(PathBuf::from);
+        let exe = match argv0 {
+            Some(p) if p.is_absolute() => p,
+            Some(p) if p.components().count() > 1 => std::env::current_dir()?.join(p),
+            Some(p) => in_path(&p).map_or_else(std::env::current_exe, Ok)?,
+            None => std::env::current_exe()?,
+        };
         Ok(Launch {
-            exe: std::env::current_exe()?,
-            args: std::env::args_os().skip(1).collect(),
+            exe,
+            args: args.collect(),
         })
     }
+}
+
+/// Where `PATH` finds the command `name`.
+fn in_path(name: &std::path::Path) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Why an upgrade did not happen.
