@@ -20,6 +20,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use crate::handed::StopsUntilHandover;
 use crate::handover::{self, Inherited};
 use crate::reload::{Reloader, Running};
+use crate::serving::Serving;
 use crate::upgrade::{Launch, UpgradeError, Upgrader};
 pub use rouse_admin::ReloadRefused;
 use rouse_admin::{UpgradeHook, UpgradeRefused};
@@ -27,7 +28,6 @@ use rouse_supervisor::{
     Embedded, EmbeddedOptions, HandedChild, ProgramSpec, Supervisor, Supervisord,
 };
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 /// Binds every `[proxy] listen` address, before anything else starts, so "address in use" is
 /// reported (exit 2) instead of half-starting. The backlog is `listen_backlog`, as nginx's
@@ -94,12 +94,8 @@ pub struct Rouse {
     table: Arc<ArcSwap<Table>>,
     reloader: Arc<Reloader>,
     admin_addr: Option<SocketAddr>,
-    admin_stop: CancellationToken,
-    admin_task: Option<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
-    /// Stops the proxy's accepting, then its drain starts.
-    stop_proxy: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    serving: Arc<Serving>,
     upgrader: Arc<Upgrader>,
 }
 
@@ -156,20 +152,12 @@ impl Rouse {
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
-        let admin_stop = CancellationToken::new();
-        let stop_proxy = CancellationToken::new();
-        let stop = stop_proxy.clone();
-        let task = tokio::spawn(rouse_proxy::serve(
-            Arc::clone(&proxy),
-            listeners,
-            async move { stop.cancelled().await },
-        ));
+        let serving = Serving::new(Arc::clone(&proxy));
         let upgrader = Arc::new(Upgrader::new(
             options.launch.clone(),
             sockets,
             drivers.embedded.clone(),
-            stop_proxy.clone(),
-            admin_stop.clone(),
+            Arc::clone(&serving),
             handed_over,
         ));
         let table = Arc::new(ArcSwap::new(table));
@@ -186,30 +174,22 @@ impl Rouse {
             Running { config, drivers },
             Arc::clone(&upgrader),
         ));
-        let admin_task = admin.map(|listener| {
-            let state = AdminState {
-                table: Arc::clone(&table),
-                control: control.handle(),
-                token,
-                hosts,
-                reload: Some(reloader.hook()),
-                upgrade: Some(upgrade_hook(&upgrader)),
-            };
-            let stop = admin_stop.clone();
-            tokio::spawn(rouse_admin::serve(listener, state, async move {
-                stop.cancelled().await
-            }))
+        serving.set_admin(AdminState {
+            table: Arc::clone(&table),
+            control: control.handle(),
+            token,
+            hosts,
+            reload: Some(reloader.hook()),
+            upgrade: Some(upgrade_hook(&upgrader)),
         });
+        serving.serve(listeners, admin);
         Rouse {
             control: Some(control),
             table,
             reloader,
             admin_addr,
-            admin_stop,
-            admin_task,
             addrs,
-            stop_proxy,
-            task: Some(task),
+            serving,
             upgrader,
         }
     }
@@ -259,14 +239,7 @@ impl Rouse {
     /// `shutdown_timeout`), then stop embedded children (unless handed over to a new rouse),
     /// then return.
     pub async fn shutdown(mut self) {
-        self.stop_proxy.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        self.admin_stop.cancel();
-        if let Some(task) = self.admin_task.take() {
-            let _ = task.await;
-        }
+        self.serving.shutdown().await;
         if let Some(control) = self.control.take() {
             if self.upgrader.handed_over().is_cancelled() {
                 // The children run on under the new rouse: nothing to stop, nor to count as
@@ -281,8 +254,7 @@ impl Rouse {
 
 impl Drop for Rouse {
     fn drop(&mut self) {
-        self.admin_stop.cancel();
-        self.stop_proxy.cancel();
+        self.serving.stop_accepting();
     }
 }
 

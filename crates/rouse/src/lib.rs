@@ -19,6 +19,7 @@ pub mod logging;
 pub mod notify;
 pub mod online;
 mod reload;
+mod serving;
 pub mod upgrade;
 
 pub use app::{Options, ReloadRefused, Rouse, bind_admin, bind_listeners, bind_listeners_from};

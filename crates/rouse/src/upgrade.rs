@@ -16,7 +16,9 @@
 //!    meanwhile, none is refused), lets go of its embedded children without stopping them
 //!    (`Embedded::hand_over`), and sends them with their output pipes.
 //! 4. The new process adopts them, starts serving, and answers `ready` with its pid; `rouse
-//!    upgrade` prints it.
+//!    upgrade` prints it. Should the new process fail before that, the old one takes its
+//!    children back and accepts again on the same sockets (the connects that came meanwhile
+//!    waited in the backlogs), and `rouse upgrade` exits 2.
 //! 5. The old process finishes its in-flight requests and open WebSockets (up to
 //!    `shutdown_timeout`) and exits, leaving its children and supervisord's programs running.
 
@@ -33,6 +35,7 @@ use rouse_supervisor::{Embedded, HandedChild};
 use tokio_util::sync::CancellationToken;
 
 use crate::handover::{self, Channel, ChildRecord, ENV_SOCKET, Inherited, Msg};
+use crate::serving::Serving;
 
 /// How long the new process may take to say it is prepared, and then ready.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,8 +98,7 @@ pub(crate) struct Upgrader {
     /// Every listening socket, by spec (duplicates of those the servers accept on).
     sockets: Vec<(String, OwnedFd)>,
     embedded: Option<Arc<Embedded>>,
-    stop_proxy: CancellationToken,
-    stop_admin: CancellationToken,
+    serving: Arc<Serving>,
     handed_over: CancellationToken,
     /// The new process's pid once handed over; also one upgrade at a time.
     successor: tokio::sync::Mutex<Option<u32>>,
@@ -107,16 +109,14 @@ impl Upgrader {
         launch: Option<Launch>,
         sockets: Vec<(String, OwnedFd)>,
         embedded: Option<Arc<Embedded>>,
-        stop_proxy: CancellationToken,
-        stop_admin: CancellationToken,
+        serving: Arc<Serving>,
         handed_over: CancellationToken,
     ) -> Upgrader {
         Upgrader {
             launch,
             sockets,
             embedded,
-            stop_proxy,
-            stop_admin,
+            serving,
             handed_over,
             successor: tokio::sync::Mutex::new(None),
         }
@@ -161,21 +161,27 @@ impl Upgrader {
                 UpgradeError::Failed(e)
             })?;
         // From here on the new process has everything it needs but the children.
-        self.stop_proxy.cancel();
-        self.stop_admin.cancel();
+        self.serving.stop_accepting();
         let children = match &self.embedded {
             Some(e) => e.hand_over().await,
             None => Vec::new(),
         };
-        let pid = tokio::task::spawn_blocking(move || finish(prepared, children))
-            .await
-            .map_err(|e| UpgradeError::Failed(e.to_string()))?
-            .map_err(|e| {
-                tracing::error!(
-                    "upgrade failed after this rouse stopped accepting: {e}; restart rouse"
-                );
-                UpgradeError::Failed(e)
-            })?;
+        let finished = tokio::task::spawn_blocking(move || finish(prepared, children)).await;
+        let pid = match finished {
+            Ok(Ok(pid)) => pid,
+            Ok(Err((e, children))) => {
+                self.take_back(children);
+                tracing::error!("upgrade failed, this rouse serves again: {e}");
+                return Err(UpgradeError::Failed(e));
+            }
+            Err(e) => {
+                // The children's descriptors went with the task: they run on, unmanaged.
+                self.take_back(Vec::new());
+                return Err(UpgradeError::Failed(format!(
+                    "the handover task failed: {e}"
+                )));
+            }
+        };
         *successor = Some(pid);
         tracing::info!(
             pid,
@@ -183,6 +189,28 @@ impl Upgrader {
         );
         self.handed_over.cancel();
         Ok(pid)
+    }
+}
+
+impl Upgrader {
+    /// The new process failed after this one stopped accepting: the children are this
+    /// one's again, and it accepts again on the same sockets (connects waited in their
+    /// backlogs meanwhile).
+    fn take_back(&self, children: Vec<HandedChild>) {
+        if let Some(e) = &self.embedded {
+            e.take_back(children);
+        }
+        let mut listeners = Vec::new();
+        let mut admin = None;
+        for (spec, fd) in &self.sockets {
+            let listener = fd.try_clone().and_then(handover::tcp_listener);
+            match (listener, spec.starts_with("admin:")) {
+                (Ok(l), true) => admin = Some(l),
+                (Ok(l), false) => listeners.push(l),
+                (Err(e), _) => tracing::error!(listener = spec, "cannot accept on it again: {e}"),
+            }
+        }
+        self.serving.serve(listeners, admin);
     }
 }
 
@@ -251,44 +279,37 @@ fn prepare(launch: &Launch, sockets: Vec<(String, OwnedFd)>) -> Result<Prepared,
     }
 }
 
-/// Steps 3 and 4 (blocking): the children go, `ready` comes back.
-fn finish(mut p: Prepared, children: Vec<HandedChild>) -> Result<u32, String> {
+/// Steps 3 and 4 (blocking): the children go, `ready` comes back. On failure the children
+/// come back too.
+fn finish(mut p: Prepared, children: Vec<HandedChild>) -> Result<u32, (String, Vec<HandedChild>)> {
     let deadline = Instant::now() + UPGRADE_TIMEOUT;
     let mut records = Vec::with_capacity(children.len());
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for c in children {
+    let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+    for c in &children {
         records.push(ChildRecord {
-            program: c.program,
+            program: c.program.clone(),
             pid: c.pid,
             pgid: c.pgid,
             starttime: c.starttime,
             stdout: c.stdout.is_some(),
             stderr: c.stderr.is_some(),
         });
-        fds.extend(c.stdout);
-        fds.extend(c.stderr);
+        fds.extend(c.stdout.as_ref().map(AsFd::as_fd));
+        fds.extend(c.stderr.as_ref().map(AsFd::as_fd));
     }
     let pid = p.pid;
-    let sent = p.channel.send(
-        &Msg::Children { children: records },
-        &handover::borrow_all(&fds),
-    );
+    let sent = p.channel.send(&Msg::Children { children: records }, &fds);
+    drop(fds);
     let result = sent
         .map_err(|e| format!("handing the children over: {e}"))
         .and_then(|()| answer(&p.channel, &mut p.child, deadline, "ready"));
-    match result {
-        Ok(Msg::Ready { .. }) => Ok(pid),
-        Ok(other) => {
-            abandon(&mut p.child);
-            Err(format!(
-                "the new rouse (pid {pid}): unexpected answer {other:?}"
-            ))
-        }
-        Err(e) => {
-            abandon(&mut p.child);
-            Err(format!("the new rouse (pid {pid}) {e}"))
-        }
-    }
+    let why = match result {
+        Ok(Msg::Ready { .. }) => return Ok(pid),
+        Ok(other) => format!("the new rouse (pid {pid}): unexpected answer {other:?}"),
+        Err(e) => format!("the new rouse (pid {pid}) {e}"),
+    };
+    abandon(&mut p.child);
+    Err((why, children))
 }
 
 /// The next message from the new process, or why none will come.

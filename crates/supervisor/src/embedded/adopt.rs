@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
@@ -105,7 +106,7 @@ pub(super) async fn run(args: AdoptArgs) {
     report(
         ProcessState::Running,
         Some(pid),
-        format!("pid {pid}, adopted from the previous rouse"),
+        format!("pid {pid}, adopted (rouse upgrade)"),
         Some(Instant::now()),
     );
     loop {
@@ -143,6 +144,11 @@ pub(super) async fn run(args: AdoptArgs) {
             }
             _ = sleep(POLL) => {
                 if !leader_alive(pid, starttime) {
+                    // Taken back after a failed handover, it is this process's own child,
+                    // whose zombie only this process can reap (ECHILD otherwise).
+                    if let Ok(raw) = i32::try_from(pid) {
+                        let _ = waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG));
+                    }
                     // As for a child of ours: what it left in its group goes too.
                     if procfs::group_alive(pgid) {
                         signal_group(pgid, Signal::SIGKILL);

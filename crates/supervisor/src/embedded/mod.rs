@@ -178,6 +178,18 @@ impl Embedded {
         }));
     }
 
+    /// After a [`Embedded::hand_over`] that came to nothing (the new rouse failed): takes
+    /// the children back, as adopted ones, and accepts starts again.
+    pub fn take_back(&self, children: Vec<HandedChild>) {
+        if let Some(path) = &self.shared.options.state_file {
+            self.shared.groups().reclaim_file(path.clone());
+        }
+        self.shared.closing.store(false, Ordering::SeqCst);
+        for child in children {
+            self.adopt(child);
+        }
+    }
+
     /// Lets go of every running child, still running, for the next rouse process, and stops
     /// taking starts (`rouse upgrade`); after it, nothing this driver does touches them, not
     /// even its drop, and the state file is left to the next rouse.

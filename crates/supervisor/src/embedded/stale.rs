@@ -81,6 +81,12 @@ impl Groups {
         self.path = None;
     }
 
+    /// Writes the state file again (after a handover that came to nothing).
+    pub fn reclaim_file(&mut self, path: PathBuf) {
+        self.path = Some(path);
+        self.persist();
+    }
+
     /// No longer ours to kill: handed over to the next rouse, which records it itself.
     pub fn forget(&mut self, pgid: i32) -> Option<GroupRecord> {
         let record = self.live.remove(&pgid);
