@@ -730,3 +730,93 @@ fn pids_are_read_from_answers() {
     assert_eq!(pid_in("nothing"), None);
     assert!(Path::new(ROUSE).is_file());
 }
+
+/// A child that ignores SIGTERM keeps its server `stopping` for its whole `stop_timeout`,
+/// and the handover waits for that stop to end: in that window the old rouse has stopped
+/// accepting, and the new one is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_dying_after_the_old_stopped_accepting_is_rolled_back() {
+    let [kept, stubborn] = free_addrs();
+    let body = format!(
+        r#"
+[proxy]
+listen = ["{{proxy}}"]
+[admin]
+listen = "{{admin}}"
+[[upstream]]
+name = "files"
+min_servers = 0
+ready = "tcp"
+[[upstream.server]]
+address = "{kept}"
+command = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{kept_port}"]
+[[upstream]]
+name = "stubborn"
+hosts = ["stubborn.test"]
+min_servers = 0
+ready = "tcp"
+[[upstream.server]]
+address = "{stubborn}"
+command = "trap '' TERM; exec python3 -m http.server --bind 127.0.0.1 {stubborn_port}"
+stop_timeout = "8s"
+"#,
+        kept_port = kept.port(),
+        stubborn_port = stubborn.port(),
+    );
+    let mut rig = Rig::start(&body).await;
+    let old = rig.current();
+    get_once(rig.proxy).await.unwrap();
+    let child = pids_running(&format!("http.server --bind 127.0.0.1 {}", kept.port()));
+    assert_eq!(child.len(), 1);
+    rig.others.extend(&child);
+    // Wake the stubborn one, then stop it: it stays `stopping`.
+    let mut s = TcpStream::connect(rig.proxy).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: stubborn.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.0 200"), "{answer:?}");
+    rig.others.extend(pids_running(&format!(
+        "http.server --bind 127.0.0.1 {}",
+        stubborn.port()
+    )));
+    let (code, out, err) = rig.cli(&["stop", "stubborn", "0"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    let mut cmd = Command::new(ROUSE);
+    cmd.arg("upgrade").arg("--admin").arg(rig.admin.to_string());
+    let upgrade = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+    // The old one has stopped accepting once it says so; the new one waits for its children.
+    rouse_e2e::wait_until("the old rouse to stop accepting", WAIT, || {
+        let stopped = rig.log().contains("shutting down: no new connections");
+        async move { stopped }
+    })
+    .await;
+    let new: Vec<u32> = pids_running(ROUSE)
+        .into_iter()
+        .filter(|p| {
+            *p != old
+                && std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.split('\0').nth(1) == Some("run"))
+        })
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    kill(Pid::from_raw(new[0] as i32), Signal::SIGKILL).unwrap();
+
+    let out = upgrade.await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keeps serving"));
+    // The old one serves again, through the same child.
+    get_once(rig.proxy).await.unwrap();
+    assert_eq!(rig.status_pid().await, Some(old));
+    assert_eq!(
+        pids_running(&format!("http.server --bind 127.0.0.1 {}", kept.port())),
+        child
+    );
+    assert!(
+        rig.log().contains("this rouse serves again"),
+        "{}",
+        rig.log()
+    );
+}
