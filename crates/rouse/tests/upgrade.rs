@@ -36,6 +36,13 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// The parent of `pid`, from /proc.
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 async fn wait_gone(pid: u32, within: Duration) {
     let deadline = Instant::now() + within;
     while alive(pid) {
@@ -793,13 +800,10 @@ stop_timeout = "8s"
         async move { stopped }
     })
     .await;
+    // The new rouse is the old one's child.
     let new: Vec<u32> = pids_running(ROUSE)
         .into_iter()
-        .filter(|p| {
-            *p != old
-                && std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| c.split('\0').nth(1) == Some("run"))
-        })
+        .filter(|p| parent(*p) == Some(old))
         .collect();
     assert_eq!(new.len(), 1, "{new:?}");
     kill(Pid::from_raw(new[0] as i32), Signal::SIGKILL).unwrap();
