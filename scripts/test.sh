@@ -11,6 +11,8 @@ command -v python3 >/dev/null || need_apt+=(python3)
 # The dashboard test drives Debian's headless chromium through chromedriver.
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# The ACME tests get certificates from pebble, a real ACME CA, with pebble-challtestsrv as its DNS.
+command -v pebble >/dev/null || need_apt+=(pebble)
 if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

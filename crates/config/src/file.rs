@@ -47,6 +47,8 @@ impl<T> Section<T> {
 #[derive(Debug, Clone, Default)]
 pub struct FileConfig {
     pub proxy: Option<Section<FileProxy>>,
+    /// `[proxy.acme]`, read on its own so each of its bad keys is reported.
+    pub acme: Option<Section<FileAcme>>,
     pub admin: Option<Section<FileAdmin>>,
     pub log: Option<Section<FileLog>>,
     /// `[supervisors.NAME]`, by name: TOML tables do not keep the order of their keys.
@@ -93,6 +95,18 @@ pub struct FileProxy {
     pub temp_dir: Option<Spanned<String>>,
 }
 
+/// `[proxy.acme]`: automatic certificates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileAcme {
+    pub email: Option<Spanned<String>>,
+    pub directory: Option<Spanned<String>>,
+    pub domains: Option<Spanned<Vec<Spanned<String>>>>,
+    pub dir: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub renew_before: Option<Spanned<FileDuration>>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileAdmin {
@@ -133,6 +147,17 @@ pub enum FileBalance {
     RoundRobin,
 }
 
+/// `protocol`: how rouse speaks to an upstream's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum FileProtocol {
+    #[serde(rename = "http1")]
+    Http1,
+    #[serde(rename = "h2c")]
+    H2c,
+    #[serde(rename = "h2")]
+    H2,
+}
+
 /// One `[[upstream]]` table, without its `server` array (read on its own, see `read`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -162,6 +187,7 @@ pub struct FileUpstream {
     pub response_buffering: Option<bool>,
     pub response_buffer_size: Option<Spanned<FileSize>>,
     pub max_response_buffer: Option<Spanned<FileSize>>,
+    pub protocol: Option<Spanned<FileProtocol>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

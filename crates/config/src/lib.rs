@@ -62,6 +62,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }
     };
     let mut config = parse(&name, &text)?;
+    if let Some(acme) = &mut config.proxy.acme {
+        acme.resolve_paths(path);
+    }
     config.source = Some(path.to_path_buf());
     Ok(config)
 }

@@ -65,6 +65,30 @@ pub struct ProxyConfig {
     /// Where request and response bodies beyond their memory buffer are spooled (default: the
     /// system's temp directory).
     pub temp_dir: PathBuf,
+    /// `[proxy.acme]`: certificates obtained and renewed automatically.
+    pub acme: Option<AcmeConfig>,
+}
+
+/// Where the ACME directory of Let's Encrypt's production CA is.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[proxy.acme]`: one certificate for `domains`, obtained over HTTP-01 on the plain listeners
+/// and renewed ahead of its expiry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// Contact address given to the CA (expiry and policy notices); none when not set.
+    pub email: Option<String>,
+    /// The ACME directory URL (default Let's Encrypt production).
+    pub directory: String,
+    /// DNS names, lower case, each once; the first names the files in `dir`.
+    pub domains: Vec<String>,
+    /// Where the account and the certificates are kept (default `/var/lib/rouse/acme`; a
+    /// relative path is taken from the config file's directory).
+    pub dir: PathBuf,
+    /// PEM certificates trusted for the directory's HTTPS instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A certificate is renewed this long before it expires (default 30 days).
+    pub renew_before: Duration,
 }
 
 #[derive(Clone, PartialEq)]
@@ -135,6 +159,34 @@ pub enum Balance {
     RoundRobin,
 }
 
+/// How rouse speaks to an upstream's servers (`protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, a pool of keep-alive connections per server.
+    #[default]
+    Http1,
+    /// HTTP/2 over plain TCP (prior knowledge): one multiplexed connection per server.
+    H2c,
+    /// HTTP/2 over TLS, chosen by ALPN; needs TLS server addresses.
+    H2,
+}
+
+impl Protocol {
+    /// The name the config file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    /// Whether requests go to the servers as HTTP/2.
+    pub fn is_http2(self) -> bool {
+        !matches!(self, Protocol::Http1)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     /// A TCP connect to the server's address succeeds.
@@ -190,6 +242,8 @@ pub struct UpstreamConfig {
     /// Most of one response held (memory and temp file); at it, rouse reads from the server
     /// only as fast as the client reads (default 1 GiB).
     pub max_response_buffer: u64,
+    /// To the servers: HTTP/1.1 (default), h2c or h2 (TLS).
+    pub protocol: Protocol,
     pub servers: Vec<ServerConfig>,
 }
 

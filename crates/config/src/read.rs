@@ -15,8 +15,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::error::Diagnostics;
 use crate::fields::{field_names, suggest};
 use crate::file::{
-    FileAdmin, FileConfig, FileLog, FileProxy, FileServer, FileSupervisor, FileSupervisorEntry,
-    FileUpstream, FileUpstreamEntry, Section,
+    FileAcme, FileAdmin, FileConfig, FileLog, FileProxy, FileServer, FileSupervisor,
+    FileSupervisorEntry, FileUpstream, FileUpstreamEntry, Section,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["proxy", "admin", "log", "supervisors", "upstream"];
@@ -35,7 +35,10 @@ pub(crate) fn read(text: &str, diagnostics: &mut Diagnostics) -> Option<FileConf
     let mut file = FileConfig::default();
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
-            "proxy" => file.proxy = table::<FileProxy>(value, "[proxy]", &[], diagnostics),
+            "proxy" => {
+                file.proxy = table::<FileProxy>(value, "[proxy]", &["acme"], diagnostics);
+                file.acme = proxy_acme(value, diagnostics);
+            }
             "admin" => file.admin = table::<FileAdmin>(value, "[admin]", &[], diagnostics),
             "log" => file.log = table::<FileLog>(value, "[log]", &[], diagnostics),
             "supervisors" => file.supervisors = supervisors(value, diagnostics),
@@ -53,6 +56,15 @@ pub(crate) fn read(text: &str, diagnostics: &mut Diagnostics) -> Option<FileConf
         }
     }
     Some(file)
+}
+
+/// `[proxy.acme]`, when `[proxy]` is a table that has it.
+fn proxy_acme(
+    proxy: &Spanned<DeValue<'_>>,
+    diagnostics: &mut Diagnostics,
+) -> Option<Section<FileAcme>> {
+    let value = proxy.get_ref().get("acme")?;
+    table::<FileAcme>(value, "[proxy.acme]", &[], diagnostics)
 }
 
 fn supervisors(

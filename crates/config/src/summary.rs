@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::duration::format_duration;
 use crate::model::{
-    Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef, SupervisordUrl,
+    AcmeConfig, Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef, SupervisordUrl,
 };
 use crate::size::format_size;
 
@@ -79,6 +79,9 @@ pub fn summary(config: &Config) -> String {
     for (label, value) in rows {
         let _ = writeln!(out, "{label:<LABEL$}{value}");
     }
+    if let Some(acme) = &config.proxy.acme {
+        let _ = writeln!(out, "{:<LABEL$}{}", "acme", acme_summary(acme));
+    }
     // The supervisors' own table is aligned on its own, shifted right of the labels.
     for (i, line) in supervisors.lines().enumerate() {
         let label = if i == 0 { "supervisors" } else { "" };
@@ -106,7 +109,7 @@ pub fn summary(config: &Config) -> String {
             Readiness::Http { path } => format!("http:{path}"),
             Readiness::Supervisor => "supervisor".to_owned(),
         };
-        let rows = vec![
+        let mut rows = vec![
             vec!["hosts".to_owned(), hosts],
             vec!["path_prefix".to_owned(), upstream.path_prefix.clone()],
             vec!["supervisor".to_owned(), supervisor],
@@ -126,6 +129,13 @@ pub fn summary(config: &Config) -> String {
             ],
             vec!["bodies".to_owned(), bodies(upstream)],
         ];
+        // Said only when it is not the default, so plain HTTP/1.1 summaries stay as they were.
+        if upstream.protocol != crate::model::Protocol::Http1 {
+            rows.push(vec![
+                "protocol".to_owned(),
+                upstream.protocol.name().to_owned(),
+            ]);
+        }
         out.push_str(&columns(&rows, "  "));
 
         let with_command = upstream.servers.iter().any(|s| s.command.is_some());
@@ -233,6 +243,17 @@ fn columns(rows: &[Vec<String>], indent: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `example.com, www.example.com from https://… (HTTP-01), renewed 30d before expiry, in DIR`
+fn acme_summary(acme: &AcmeConfig) -> String {
+    format!(
+        "{} from {} (HTTP-01), renewed {} before expiry, kept in {}",
+        acme.domains.join(", "),
+        acme.directory,
+        format_duration(acme.renew_before),
+        acme.dir.display()
+    )
 }
 
 #[cfg(test)]

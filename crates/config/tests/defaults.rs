@@ -252,3 +252,18 @@ upstream = [
     assert_eq!(config.proxy.threads, 2);
     assert_eq!(config.upstreams[0].servers.len(), 1);
 }
+
+#[test]
+fn protocol_defaults_to_http1_and_h2c_is_read() {
+    let base = "[[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n{}\n\
+                [[upstream.server]]\naddress = \"127.0.0.1:9101\"\n";
+    let config = ok(&base.replace("{}", ""));
+    assert_eq!(config.upstreams[0].protocol, rouse_config::Protocol::Http1);
+    let config = ok(&base.replace("{}", "protocol = \"h2c\""));
+    assert_eq!(config.upstreams[0].protocol, rouse_config::Protocol::H2c);
+    let summary = rouse_config::summary(&config);
+    assert!(
+        summary.contains("protocol") && summary.contains("h2c"),
+        "{summary}"
+    );
+}

@@ -1546,3 +1546,38 @@ supervisor = "b"
     let clash = text.replace("supervisor = \"b\"", "supervisor = \"a\"");
     single(&clash, 13, 11, &["app", "already driven"]);
 }
+
+#[test]
+fn protocol_is_http1_h2c_or_h2() {
+    single(
+        r#"
+[[upstream]]
+name = "a"
+protocol = "http2"
+supervisor = "none"
+[[upstream.server]]
+address = "127.0.0.1:9101"
+"#,
+        3,
+        12,
+        &["protocol", "`http2`", "`http1`", "`h2c`", "`h2`"],
+    );
+}
+
+/// `h2` is HTTP/2 inside TLS: a server reached over plain TCP cannot speak it.
+#[test]
+fn protocol_h2_needs_tls_server_addresses() {
+    single(
+        r#"
+[[upstream]]
+name = "a"
+protocol = "h2"
+supervisor = "none"
+[[upstream.server]]
+address = "127.0.0.1:9101"
+"#,
+        3,
+        12,
+        &["protocol = \"h2\"", "TLS", "h2c"],
+    );
+}

@@ -84,6 +84,7 @@ fn full_example_sets_every_key() {
         "slow_start",
         "fail_timeout",
         "fail_timeout_max",
+        "protocol",
         "address",
         "weight",
         "max_conns",
@@ -94,6 +95,12 @@ fn full_example_sets_every_key() {
         "startsecs",
         "stop_signal",
         "stop_timeout",
+        "email",
+        "directory",
+        "domains",
+        "dir",
+        "ca_file",
+        "renew_before",
     ];
     for key in keys {
         let set = text

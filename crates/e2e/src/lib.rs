@@ -11,17 +11,20 @@
 //!   real supervisord ([`SupervisordProcess`]), pick free ports, poll for conditions instead
 //!   of sleeping, read a backend's `/stats`.
 //!
+//! [`grpc`] is a small gRPC service (`rouse-test-grpc`) and its client, for HTTP/2 upstreams.
+//!
 //! The byte pattern and checksum that `/bytes` and `/count` use live in [`pattern`], so a test
 //! can produce or verify the same data without holding it all in memory.
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod grpc;
 pub mod harness;
 pub mod pattern;
 
 pub use backend::{Backend, BackendConfig, ServeOutcome, Stats};
 pub use harness::{
-    BackendProcess, BackendProcessBuilder, InProcessBackend, Program, SimpleResponse,
+    BackendProcess, BackendProcessBuilder, InProcessBackend, Pebble, Program, SimpleResponse,
     SupervisordBuilder, SupervisordProcess, backend_bin, free_addr, free_port, http_get,
     spawn_in_process, spawn_in_process_at, spawn_in_process_with, stats, try_stats, unique_addr,
     unique_port, url, wait_until,

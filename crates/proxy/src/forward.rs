@@ -59,15 +59,42 @@ impl Proxy {
 
         // HTTP/2 has no Upgrade; a stray header there is simply dropped with the others.
         let upgrade = req.version() < Version::HTTP_2 && headers::wants_upgrade(req.headers());
+        let protocol = up.state.config.protocol;
+        if upgrade && protocol.is_http2() {
+            return answer::error(
+                StatusCode::NOT_IMPLEMENTED,
+                "upgrade-unsupported",
+                format!(
+                    "upstream {:?} speaks {} to its servers, which has no Upgrade: a WebSocket \
+                     needs protocol = \"http1\"",
+                    up.state.name(),
+                    protocol.name()
+                ),
+            );
+        }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let mut waiter = Waiter::new(&method, &path, req.headers(), started);
-        let limits = Limits::of(&up.state.config, &self.settings.temp_dir);
+        let limits = Limits::of(&up.state.config, &self.settings.temp_dir).for_request(&req);
 
         let (resp, server) = match self.read_body(req, limits, upgrade).await {
             Ok((mut req, sent)) => {
+                let te_trailers = headers::accepts_trailers(req.headers());
                 headers::to_upstream(&mut req, &authority, client.ip(), upgrade);
+                if protocol.is_http2() {
+                    // HTTP/1.0 without Host: the server's own address is the best authority.
+                    let authority = match (authority.as_str(), up.state.servers.first()) {
+                        ("", Some(s)) => s.address().to_string(),
+                        (a, _) => a.to_owned(),
+                    };
+                    let scheme = if protocol == rouse_config::Protocol::H2 {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    headers::to_http2(&mut req, scheme, &authority, te_trailers);
+                }
                 // The request is for a server once its body is in (request_buffering):
                 // holding it for a start counts from then.
                 waiter.arrived = Instant::now();
@@ -120,6 +147,7 @@ impl Proxy {
         waiter: &Waiter<'_>,
     ) -> (Response<ProxyBody>, Option<Arc<Server>>) {
         let settings = &self.settings;
+        let grpc = buffer::is_grpc(req.headers());
         // Servers that refused a connection for this request. Nothing was sent to them, so the
         // request (body untouched) can go to each other server in turn.
         let mut tried: Vec<usize> = Vec::new();
@@ -236,7 +264,10 @@ impl Proxy {
                             guard,
                             reuse: Some((sender, Arc::clone(pool))),
                         };
-                        let limits = Limits::of(&up.state.config, &settings.temp_dir);
+                        let mut limits = Limits::of(&up.state.config, &settings.temp_dir);
+                        if grpc {
+                            limits = limits.streaming();
+                        }
                         let resp = self.respond(resp, done, client_upgrade.take(), limits);
                         return (resp, Some(Arc::clone(&server)));
                     }

@@ -171,6 +171,47 @@ pub fn to_upstream<B>(req: &mut Request<B>, authority: &str, client_ip: IpAddr, 
     append_forwarded_for(headers, client_ip);
 }
 
+/// Whether the client said it accepts trailers (`TE: trailers`, RFC 9110 §10.1.4): gRPC
+/// servers look for it, and it is the only `TE` HTTP/2 allows.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// Turns a request made by [`to_upstream`] into one for an HTTP/2 server (RFC 9113 §8.3.1):
+/// the target in absolute form, so that hyper sends `:scheme` and `:authority` (from the
+/// host rouse routed by, else the server's address), no `Host` (the `:authority` says it),
+/// no connection-specific field (already gone), `te: trailers` back if the client sent it.
+pub fn to_http2<B>(req: &mut Request<B>, scheme: &str, authority: &str, te_trailers: bool) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if let Ok(uri) = Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+    {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_2;
+    let headers = req.headers_mut();
+    headers.remove(header::HOST);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
 fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
     let ip = client_ip.to_string();
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -340,6 +381,42 @@ mod tests {
         assert_eq!(r.headers().get_all("host").iter().count(), 1);
         assert_eq!(r.headers()["host"], "b.test");
         assert_eq!(r.headers()["x-forwarded-host"], "b.test");
+    }
+
+    #[test]
+    fn http2_requests_carry_the_authority_in_the_target_and_keep_te_trailers() {
+        let mut r = req(
+            "/svc/Method?x=1",
+            &[
+                ("host", "api.test:8080"),
+                ("connection", "keep-alive"),
+                ("te", "trailers"),
+                ("content-type", "application/grpc"),
+            ],
+        );
+        let te = accepts_trailers(r.headers());
+        assert!(te);
+        to_upstream(&mut r, "api.test:8080", CLIENT, false);
+        to_http2(&mut r, "http", "api.test:8080", te);
+        assert_eq!(r.uri().to_string(), "http://api.test:8080/svc/Method?x=1");
+        assert_eq!(r.version(), Version::HTTP_2);
+        assert!(!r.headers().contains_key("host"));
+        assert!(!r.headers().contains_key("connection"));
+        assert_eq!(r.headers()["te"], "trailers");
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+
+        let mut r = req("/", &[("host", "a"), ("te", "gzip")]);
+        let te = accepts_trailers(r.headers());
+        assert!(!te);
+        to_upstream(&mut r, "a", CLIENT, false);
+        to_http2(&mut r, "http", "a", te);
+        assert!(
+            !r.headers().contains_key("te"),
+            "only te: trailers is HTTP/2's"
+        );
+        assert!(accepts_trailers(
+            req("/", &[("te", "gzip, Trailers;q=1")]).headers()
+        ));
     }
 
     #[test]

@@ -1,20 +1,78 @@
-//! Keep-alive connections to one server.
+//! Connections to one server: keep-alive HTTP/1.1 connections, or shared HTTP/2 ones.
 //!
 //! Hand-written rather than hyper-util's legacy `Client` because the proxy needs what that
 //! client hides: a connect failure must hand the request back (so it can be retried on another
-//! server with its streamed body untouched), `try_send_request` tells whether a pooled connection
+//! server with its streamed body untouched), `try_send_request` tells whether a connection
 //! died before anything was written, and connections belong to a server, not to a URI.
+//!
+//! - `http1`: an idle LIFO list; a request takes a connection for itself and gives it back
+//!   once its response has ended cleanly.
+//! - `h2c` (and `h2`, the same over a TLS stream that chose h2 by ALPN): one multiplexed
+//!   connection shared by every request (see [`h2`]).
+
+mod h2;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rouse_config::Protocol;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub type Sender = SendRequest<crate::request_body::RequestBody>;
+use crate::request_body::RequestBody;
+
+pub use h2::H2Lease;
+
+/// A way to send one request to the server: a connection of its own (HTTP/1.1), or a stream
+/// on a shared one (HTTP/2).
+#[derive(Debug)]
+pub enum Sender {
+    Http1(http1::SendRequest<RequestBody>),
+    Http2(H2Lease),
+}
+
+impl Sender {
+    /// Whether a request can be sent now without waiting.
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_ready(),
+            Sender::Http2(l) => l.is_ready(),
+        }
+    }
+
+    /// Waits until the connection can take a request.
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(l) => l.ready().await,
+        }
+    }
+
+    /// Sends `req`; on a failure before anything was written the request comes back in the
+    /// error ([`TrySendError::take_message`]).
+    pub async fn try_send_request(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        match self {
+            Sender::Http1(s) => s.try_send_request(req).await,
+            Sender::Http2(l) => l.try_send_request(req).await,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(l) => l.is_closed(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -24,29 +82,56 @@ pub enum ConnectError {
     Io(SocketAddr, std::io::Error),
     #[error("handshake with {0}: {1}")]
     Handshake(SocketAddr, hyper::Error),
+    /// Another request's connect, which this one waited for, failed (HTTP/2: one connect at
+    /// a time per server).
+    #[error("{0}")]
+    Shared(String),
+    #[error(
+        "protocol = \"h2\" needs a TLS connection to {0}, which this version cannot open; \
+         use \"h2c\""
+    )]
+    NeedsTls(SocketAddr),
 }
 
 #[derive(Debug)]
 pub struct Pool {
     addr: SocketAddr,
+    protocol: Protocol,
     idle: Mutex<Vec<(Sender, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    h2: h2::Shared,
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr, max_idle: usize, idle_timeout: Duration) -> Pool {
+    pub fn new(
+        addr: SocketAddr,
+        protocol: Protocol,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Pool {
         Pool {
             addr,
+            protocol,
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
+            h2: h2::Shared::default(),
         }
     }
 
-    /// The most recently used live idle connection, if any (LIFO keeps the hot ones warm and
-    /// lets the cold ones expire).
+    /// What this pool speaks (a reload that changes an upstream's protocol gets new pools).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// A connection to send on without connecting: HTTP/1.1, the most recently used live idle
+    /// one (LIFO keeps the hot ones warm and lets the cold ones expire); HTTP/2, a stream on
+    /// a live shared connection with room for one.
     pub fn checkout(&self, now: Instant) -> Option<Sender> {
+        if self.protocol.is_http2() {
+            return self.h2.checkout(now).map(Sender::Http2);
+        }
         let mut idle = self.lock();
         while let Some((sender, since)) = idle.pop() {
             if !sender.is_closed() && now.saturating_duration_since(since) < self.idle_timeout {
@@ -56,8 +141,13 @@ impl Pool {
         None
     }
 
-    /// Gives a connection back after its response ended cleanly.
+    /// Gives a connection back after its response ended cleanly (an HTTP/2 stream is simply
+    /// released).
     pub fn put(&self, sender: Sender, now: Instant) {
+        let sender = match sender {
+            Sender::Http2(lease) => return drop(lease),
+            Sender::Http1(s) => Sender::Http1(s),
+        };
         if sender.is_closed() {
             return;
         }
@@ -74,13 +164,48 @@ impl Pool {
         self.lock().retain(|(s, since)| {
             !s.is_closed() && now.saturating_duration_since(*since) < self.idle_timeout
         });
+        self.h2.evict_idle(now, self.idle_timeout);
     }
 
+    /// Idle HTTP/1.1 connections, or open HTTP/2 ones.
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.lock().len() + self.h2.len()
     }
 
+    /// A new connection (HTTP/1.1), or a stream on a new shared one (HTTP/2; when several
+    /// requests need one at once, the first connects and the others share its connection).
     pub async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
+        match self.protocol {
+            Protocol::Http1 => {
+                let stream = self.open(timeout).await?;
+                self.handshake_http1(TokioIo::new(stream))
+                    .await
+                    .map(Sender::Http1)
+            }
+            Protocol::H2c => {
+                let lease = self
+                    .h2
+                    .connect(self.addr, Instant::now(), || async {
+                        let stream = self.open(timeout).await?;
+                        let handshake = h2::handshake(self.addr, TokioIo::new(stream));
+                        // Others may be waiting for this connect: it must end in time.
+                        tokio::time::timeout(timeout, handshake)
+                            .await
+                            .unwrap_or(Err(ConnectError::Timeout(self.addr, timeout)))
+                    })
+                    .await?;
+                Ok(Sender::Http2(lease))
+            }
+            // HTTP/2 inside TLS: the same `h2.connect` as h2c, whose closure opens a TLS stream
+            // offering ALPN "h2" only, checks the server chose it, and hands it to
+            // `h2::handshake` (which takes any stream). Refused by validation until TLS
+            // connects exist.
+            Protocol::H2 => Err(ConnectError::NeedsTls(self.addr)),
+        }
+    }
+
+    /// A TCP connection to the server, within `timeout`.
+    async fn open(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Err(_) => return Err(ConnectError::Timeout(self.addr, timeout)),
             Ok(Err(e)) => return Err(ConnectError::Io(self.addr, e)),
@@ -88,8 +213,19 @@ impl Pool {
         };
         // Small request/response exchanges must not wait on Nagle.
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// The HTTP/1.1 handshake over any stream (TCP today; a unix or TLS one alike).
+    async fn handshake_http1<T>(
+        &self,
+        io: T,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectError>
+    where
+        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(io)
             .await
             .map_err(|e| ConnectError::Handshake(self.addr, e))?;
         tokio::spawn(async move {

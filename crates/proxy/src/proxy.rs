@@ -104,7 +104,13 @@ impl Proxy {
         let mut keep = HashMap::new();
         for up in &old.upstreams {
             for (server, pool) in up.state.servers.iter().zip(&up.pools) {
-                if kept.contains(&server.id()) {
+                // A kept server of an upstream whose protocol changed needs new connections.
+                let protocol = table
+                    .upstreams
+                    .iter()
+                    .find(|u| u.name() == up.state.name())
+                    .map(|u| u.config.protocol);
+                if kept.contains(&server.id()) && protocol == Some(pool.protocol()) {
                     keep.insert(server.id(), Arc::clone(pool));
                 }
             }
@@ -156,6 +162,7 @@ fn build_routes(
                     keep.get(&s.id()).cloned().unwrap_or_else(|| {
                         Arc::new(Pool::new(
                             s.address(),
+                            u.config.protocol,
                             settings.pool_max_idle_per_server,
                             settings.pool_idle_timeout,
                         ))
@@ -206,5 +213,23 @@ mod tests {
         let after = pools(&proxy);
         assert!(Arc::ptr_eq(&after[0], &before[1]), "kept, moved");
         assert!(!Arc::ptr_eq(&after[1], &before[0]), "replaced");
+    }
+
+    /// A kept server's connections speak the old protocol: a new one needs new connections.
+    #[tokio::test]
+    async fn a_new_protocol_gets_new_pools() {
+        let first = config(TWO);
+        let table = Arc::new(Table::new(&first));
+        let proxy = Proxy::new(Settings::new(&first.proxy, false), &table);
+        let before = pools(&proxy);
+        let text = TWO.replace("name = \"e\"\n", "name = \"e\"\nprotocol = \"h2c\"\n");
+        let next = table.reloaded(&config(&text));
+        let next_table = Arc::new(next.table);
+        proxy.update(&next_table, &next.changes);
+        let after = pools(&proxy);
+        for (a, b) in after.iter().zip(&before) {
+            assert!(!Arc::ptr_eq(a, b));
+            assert_eq!(a.protocol(), rouse_config::Protocol::H2c);
+        }
     }
 }

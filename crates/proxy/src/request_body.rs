@@ -87,6 +87,7 @@ enum Kind {
     Buffered {
         frames: BoxStream<'static, std::io::Result<Frame<Bytes>>>,
         len: u64,
+        exact: bool,
         done: bool,
     },
     /// Cut at the limit; the client's body went to [`linger`].
@@ -130,10 +131,13 @@ impl RequestBody {
         )
     }
 
-    /// A body read whole beforehand: `len` bytes of data frames, maybe trailers.
+    /// A body read whole beforehand: `len` bytes of data frames, then trailers unless
+    /// `exact` (a body with trailers does not say its length: over HTTP/1.1 it must go
+    /// chunked, the only framing that carries them).
     pub(crate) fn buffered(
         frames: BoxStream<'static, std::io::Result<Frame<Bytes>>>,
         len: u64,
+        exact: bool,
     ) -> (RequestBody, Arc<Sent>) {
         let sent = Arc::new(Sent::default());
         (
@@ -141,6 +145,7 @@ impl RequestBody {
                 kind: Kind::Buffered {
                     frames,
                     len,
+                    exact,
                     done: false,
                 },
                 sent: Arc::clone(&sent),
@@ -220,7 +225,14 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Streamed(inner) => inner.size_hint(),
-            Kind::Buffered { len, .. } => SizeHint::with_exact(*len),
+            Kind::Buffered {
+                len, exact: true, ..
+            } => SizeHint::with_exact(*len),
+            Kind::Buffered { len, .. } => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(*len);
+                hint
+            }
             Kind::Cut => SizeHint::with_exact(0),
         }
     }

@@ -14,6 +14,8 @@ use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers};
 use rouse_proxy::{Proxy, Settings};
 use rouse_state::Table;
+use rouse_tls::acme::Acme;
+use rouse_tls::store::CertStore;
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -97,6 +99,9 @@ pub struct Rouse {
     addrs: Vec<SocketAddr>,
     serving: Arc<Serving>,
     upgrader: Arc<Upgrader>,
+    /// Every certificate served, `[proxy.acme]`'s included.
+    certs: Arc<CertStore>,
+    acme: Option<Arc<Acme>>,
 }
 
 impl Rouse {
@@ -152,6 +157,14 @@ impl Rouse {
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
+        let certs = cert_store(&config);
+        let acme = config.proxy.acme.as_ref().map(|acme| {
+            Arc::new(Acme::start(
+                acme,
+                Arc::clone(proxy.challenges()),
+                Arc::clone(&certs),
+            ))
+        });
         let serving = Serving::new(Arc::clone(&proxy));
         let upgrader = Arc::new(Upgrader::new(
             options.launch.clone(),
@@ -174,6 +187,14 @@ impl Rouse {
             Running { config, drivers },
             Arc::clone(&upgrader),
         ));
+        if let Some(acme) = &acme {
+            let acme = Arc::downgrade(acme);
+            let _ = reloader.after_apply.set(Box::new(move || {
+                if let Some(acme) = acme.upgrade() {
+                    acme.check_now();
+                }
+            }));
+        }
         serving.set_admin(AdminState {
             table: Arc::clone(&table),
             control: control.handle(),
@@ -191,6 +212,8 @@ impl Rouse {
             addrs,
             serving,
             upgrader,
+            certs,
+            acme,
         }
     }
 
@@ -205,6 +228,16 @@ impl Rouse {
 
     pub fn table(&self) -> Arc<Table> {
         self.table.load_full()
+    }
+
+    /// Every certificate rouse serves.
+    pub fn cert_store(&self) -> Arc<CertStore> {
+        Arc::clone(&self.certs)
+    }
+
+    /// What `[proxy.acme]` has done so far, when it is configured.
+    pub fn acme_status(&self) -> Option<rouse_tls::acme::Status> {
+        self.acme.as_ref().map(|acme| acme.status())
     }
 
     /// Where the admin API listens, when `[admin]` is configured.
@@ -240,6 +273,9 @@ impl Rouse {
     /// then return.
     pub async fn shutdown(mut self) {
         self.serving.shutdown().await;
+        if let Some(acme) = self.acme.take() {
+            acme.stop().await;
+        }
         if let Some(control) = self.control.take() {
             if self.upgrader.handed_over().is_cancelled() {
                 // The children run on under the new rouse: nothing to stop, nor to count as
@@ -312,6 +348,11 @@ fn handed_sockets(
         }
     }
     sockets
+}
+
+/// The certificates every TLS listener serves, shared with `[proxy.acme]`.
+fn cert_store(_config: &Config) -> Arc<CertStore> {
+    CertStore::new()
 }
 
 /// One embedded supervisor for every upstream that names no supervisor. There is one even

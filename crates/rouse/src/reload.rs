@@ -50,6 +50,8 @@ pub(crate) struct Reloader {
     running: tokio::sync::Mutex<Running>,
     /// Applies what needs a new process: listeners, timeouts, logging.
     upgrader: Arc<Upgrader>,
+    /// Run after each reload is applied (ACME looks at its certificate again).
+    pub(crate) after_apply: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Reloader {
@@ -66,6 +68,7 @@ impl Reloader {
             table,
             running: tokio::sync::Mutex::new(running),
             upgrader,
+            after_apply: std::sync::OnceLock::new(),
         }
     }
 
@@ -214,6 +217,9 @@ impl Reloader {
             config: applied,
             drivers,
         };
+        if let Some(after) = self.after_apply.get() {
+            after();
+        }
         Reloaded {
             changes,
             not_applied,

@@ -9,6 +9,7 @@
 //!   plain listeners answer `/.well-known/acme-challenge/TOKEN` from it before routing.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod challenge;
 pub mod store;
 

@@ -4,8 +4,10 @@
 //! the remaining checks still run, and the caller throws the result away if anything was
 //! reported. Placeholders are never seen outside this crate.
 
+mod acme;
 mod cross;
 mod limits;
+mod protocol;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -56,7 +58,8 @@ impl Context<'_> {
 }
 
 pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
-    let (proxy, listen_spans) = proxy(file.proxy.as_ref(), cx);
+    let (mut proxy, listen_spans) = proxy(file.proxy.as_ref(), cx);
+    proxy.acme = file.acme.as_ref().map(|section| acme::acme(section, cx));
     let admin = file.admin.as_ref().map(|section| admin(section, cx));
     let log = log(file.log.as_ref());
     let supervisors = supervisors(&file.supervisors, cx);
@@ -222,6 +225,7 @@ fn proxy(
         max_headers: count("max_headers", &file.max_headers, 100, (1, 10_000), cx) as usize,
         upgrade_idle_timeout: (!upgrade_idle_timeout.is_zero()).then_some(upgrade_idle_timeout),
         temp_dir,
+        acme: None,
     };
     (config, listen)
 }

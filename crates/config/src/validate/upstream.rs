@@ -261,6 +261,7 @@ pub(crate) fn upstream(
             (KIB, TIB),
             cx,
         ),
+        protocol: super::protocol::protocol(section, &checked_servers, cx),
         servers,
     };
     CheckedUpstream {

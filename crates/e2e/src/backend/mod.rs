@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | `GET /` | 200, `text/plain` body = id |
 //! | `GET /delay/{ms}` | sleeps `ms` (at most 60 000), then as `GET /` |
-//! | `POST\|PUT /echo` | the request body streamed back frame by frame, same content-type |
+//! | `POST\|PUT /echo` | the request body streamed back frame by frame (trailers too), same content-type and `Trailer` |
 //! | `POST /count` | `{"bytes": N, "checksum": C}` over the streamed body ([`crate::pattern::Checksum`]) |
 //! | `GET /bytes/{n}` | `n` bytes of [`crate::pattern`], 64 KiB frames, no content-length (`?length`: with one) |
 //! | `GET /drip/{n}?ms={t}` | `n` lines (`line 1`, ...), one every `t` ms, chunked |

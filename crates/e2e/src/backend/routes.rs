@@ -217,11 +217,17 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<RespBody
 
 fn echo(req: Request<RespBody>) -> Response<RespBody> {
     let content_type = req.headers().get(CONTENT_TYPE).cloned();
+    // The request's trailers come back as the response's: HTTP/1.1 sends only those `Trailer`
+    // names.
+    let trailer = req.headers().get(http::header::TRAILER).cloned();
     // Handing hyper the request body as the response body streams it back frame by frame:
     // the response starts before the upload ends, which is what a streaming proxy must allow.
     let mut resp = Response::new(req.into_body());
     if let Some(content_type) = content_type {
         resp.headers_mut().insert(CONTENT_TYPE, content_type);
+    }
+    if let Some(trailer) = trailer {
+        resp.headers_mut().insert(http::header::TRAILER, trailer);
     }
     resp
 }

@@ -5,6 +5,7 @@
 //! - [`free_port`] / [`free_addr`]: an address to give something that must be told one;
 //!   [`unique_port`] / [`unique_addr`] for one that is bound again after a kill or restart.
 //! - [`SupervisordProcess`]: a real supervisord of the test's own, with [`Program`] sections.
+//! - [`Pebble`]: a real ACME CA (Debian's pebble) of the test's own, validating HTTP-01.
 //! - [`wait_until`]: poll for a condition instead of sleeping and hoping.
 //! - [`stats`] / [`http_get`]: a minimal HTTP/1.1 client, so the lib needs no reqwest.
 //!
@@ -13,6 +14,7 @@
 mod client;
 mod in_process;
 mod net;
+mod pebble;
 mod process;
 mod supervisord;
 mod wait;
@@ -22,6 +24,7 @@ pub use in_process::{
     InProcessBackend, spawn_in_process, spawn_in_process_at, spawn_in_process_with,
 };
 pub use net::{free_addr, free_port, unique_addr, unique_port};
+pub use pebble::Pebble;
 pub use process::{BackendProcess, BackendProcessBuilder, backend_bin};
 pub use supervisord::{Program, SupervisordBuilder, SupervisordProcess};
 pub use wait::{Ready, wait_until};

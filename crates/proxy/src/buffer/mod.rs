@@ -47,4 +47,71 @@ impl<'a> Limits<'a> {
             temp_dir,
         }
     }
+
+    /// The limits for this request: a gRPC call's are [`Limits::streaming`].
+    pub fn for_request<B>(self, req: &http::Request<B>) -> Limits<'a> {
+        if is_grpc(req.headers()) {
+            self.streaming()
+        } else {
+            self
+        }
+    }
+
+    /// Neither body buffered. gRPC's streams carry their own flow control end to end, and a
+    /// bidirectional call whose client waits for answers before it ends its request stream
+    /// would wait for ever on a request read whole; `max_request_body` still applies.
+    pub fn streaming(self) -> Limits<'a> {
+        Limits {
+            request_buffering: false,
+            response_buffering: false,
+            ..self
+        }
+    }
+}
+
+/// Whether a request is a gRPC call (`content-type: application/grpc`, `application/grpc+proto`,
+/// gRPC-Web's `application/grpc-web…`).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_calls_are_never_buffered() {
+        let dir: Arc<Path> = Arc::from(Path::new("/tmp"));
+        let config = rouse_config::parse(
+            "t.toml",
+            "[[upstream]]\nname = \"g\"\nsupervisor = \"none\"\n\
+             [[upstream.server]]\naddress = \"127.0.0.1:9\"\n",
+        )
+        .expect("valid");
+        let limits = Limits::of(&config.upstreams[0], &dir);
+        assert!(limits.request_buffering && limits.response_buffering);
+        for (content_type, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC", true),
+            ("application/grpc-web", true),
+            ("application/json", false),
+            ("application/grp", false),
+        ] {
+            let req = http::Request::builder()
+                .header("content-type", content_type)
+                .body(())
+                .unwrap();
+            let l = limits.for_request(&req);
+            assert_eq!(!l.request_buffering, grpc, "{content_type}");
+            assert_eq!(!l.response_buffering, grpc, "{content_type}");
+            assert_eq!(l.max_request_body, limits.max_request_body);
+        }
+    }
 }

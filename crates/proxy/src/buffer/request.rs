@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{CONTENT_LENGTH, EXPECT, HeaderValue};
+use http::header::{CONTENT_LENGTH, EXPECT, HeaderValue, TRAILER};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -76,9 +76,37 @@ impl Proxy {
             Err(refused) => return Err(refused.answer(timeout)),
         };
         let len = spool.len();
-        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        let (body, sent) = RequestBody::buffered(replay(spool, trailers), len);
+        let exact = match &trailers {
+            None => {
+                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+                true
+            }
+            Some(fields) => {
+                // Trailers need HTTP/1.1's chunked framing, which a Content-Length would rule
+                // out, and hyper sends only the fields `Trailer` names: name them all.
+                parts.headers.remove(CONTENT_LENGTH);
+                declare_trailers(&mut parts.headers, fields);
+                false
+            }
+        };
+        let (body, sent) = RequestBody::buffered(replay(spool, trailers), len, exact);
         Ok((Request::from_parts(parts, body), sent))
+    }
+}
+
+/// Adds to `Trailer` every field of `trailers` it does not name yet.
+fn declare_trailers(headers: &mut HeaderMap, trailers: &HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    for name in trailers.keys() {
+        if !named.iter().any(|n| n == name.as_str()) {
+            headers.append(TRAILER, HeaderValue::from_name(name.clone()));
+        }
     }
 }
 
