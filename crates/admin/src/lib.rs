@@ -8,6 +8,7 @@
 //! | `POST /upstreams/{name}/start` · `/stop` | manual start of the next / stop of the last server |
 //! | `POST /upstreams/{name}/servers/{index}/start` · `/stop` | manual start / stop of one server |
 //! | `POST /reload` | re-read the config file, as SIGHUP, and answer how it went ([`routes::reload`]) |
+//! | `POST /upgrade` | a new rouse process takes over, as SIGUSR2 ([`routes::upgrade`]) |
 //!
 //! Every request must name the admin API in `Host` (its address, a loopback name or an entry
 //! of `[admin] hosts`), against DNS rebinding ([`host`]). POSTs need
@@ -44,6 +45,7 @@ use tokio::sync::Semaphore;
 pub use routes::Answer;
 pub use routes::reload::{ReloadHook, ReloadRefused};
 pub use routes::status::{Event, ServerStatus, Status, UpstreamStatus};
+pub use routes::upgrade::{UpgradeHook, UpgradeRefused};
 
 /// What the admin API reads and steers.
 #[derive(Clone)]
@@ -57,6 +59,8 @@ pub struct AdminState {
     pub hosts: Vec<String>,
     /// `POST /reload`; without it the endpoint answers 503.
     pub reload: Option<routes::reload::ReloadHook>,
+    /// `POST /upgrade`; without it the endpoint answers 503.
+    pub upgrade: Option<routes::upgrade::UpgradeHook>,
 }
 
 /// Longest any one request may take (a manual command waits up to 10 s for the control plane).
@@ -89,6 +93,7 @@ pub fn router(state: AdminState) -> Router {
             post(routes::manual::server_stop),
         )
         .route("/reload", post(routes::reload::handler))
+        .route("/upgrade", post(routes::upgrade::handler))
         // route_layer: only matched routes ask for the token, so unknown paths are still 404
         // and wrong methods 405.
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));

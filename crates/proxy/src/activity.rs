@@ -61,6 +61,8 @@ struct State {
     served: bool,
     h2: bool,
     going_away: Option<Instant>,
+    /// Set at shutdown: a request opening is news (see `can_finish`).
+    watch_opens: bool,
 }
 
 /// What the connection's task should do now.
@@ -85,6 +87,7 @@ impl Activity {
                 served: false,
                 h2: false,
                 going_away: None,
+                watch_opens: false,
             }),
             accepted,
             last_write: AtomicU64::new(0),
@@ -121,7 +124,19 @@ impl Activity {
         let mut s = self.lock();
         s.open += 1;
         s.served = true;
+        if s.watch_opens {
+            self.changed.notify_one();
+        }
         Open(Arc::clone(self))
+    }
+
+    /// At shutdown: whether the connection can be told to finish without a race, because a
+    /// request is open (its answer then says `Connection: close`) or it speaks h2 (GOAWAY).
+    /// Until it can, the next request opening pokes [`Activity::changed`].
+    pub fn can_finish(&self) -> bool {
+        let mut s = self.lock();
+        s.watch_opens = true;
+        s.open > 0 || s.h2
     }
 
     pub fn going_away(&self, now: Instant) {

@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -183,7 +184,16 @@ async fn serve<IO>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut asked_to_finish = false;
+    // Set at shutdown: until then, an idle HTTP/1 connection is kept for its next request.
+    let mut stop_grace: Option<Instant> = None;
     loop {
+        if let Some(at) = stop_grace
+            && !asked_to_finish
+            && (activity.can_finish() || Instant::now() >= at)
+        {
+            asked_to_finish = true;
+            conn.as_mut().graceful_shutdown();
+        }
         let wake = match activity.verdict(Instant::now(), clients.limits) {
             Verdict::Busy => None,
             Verdict::WaitUntil(at) => Some(at),
@@ -201,6 +211,10 @@ async fn serve<IO>(
                 return;
             }
         };
+        let wake = match (wake, stop_grace.filter(|_| !asked_to_finish)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
@@ -210,14 +224,21 @@ async fn serve<IO>(
             }
             () = activity.changed() => {}
             () = sleep_until(wake), if wake.is_some() => {}
-            () = clients.stop.cancelled(), if !asked_to_finish => {
-                asked_to_finish = true;
-                conn.as_mut().graceful_shutdown();
+            // An idle HTTP/1 connection closed at once races the request its client may be
+            // sending: one accepted as accepting stopped (shutdown, or `rouse upgrade`
+            // handing the listeners over) would be closed unread, its request on the wire
+            // answered by a reset; a keep-alive one would fail the client's next request.
+            // So the next request within the grace is served, with `Connection: close`.
+            () = clients.stop.cancelled(), if !asked_to_finish && stop_grace.is_none() => {
+                stop_grace = Some(Instant::now() + STOP_GRACE);
             }
             () = clients.kill.cancelled() => return,
         }
     }
 }
+
+/// At shutdown, how long an idle HTTP/1 connection is kept for its next request.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 async fn sleep_until(at: Option<Instant>) {
     match at {

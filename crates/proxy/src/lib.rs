@@ -35,6 +35,6 @@ mod server;
 mod tls;
 mod upgrade;
 
-pub use listen::{Kind, Listener, Spec};
+pub use listen::{Bound, Kind, Listener, Spec};
 pub use proxy::{Proxy, Settings};
 pub use server::serve;

@@ -12,16 +12,24 @@ use std::path::PathBuf;
 
 use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers, Resolver};
-use rouse_proxy::{Kind, Listener, Proxy, Settings};
+use rouse_proxy::{Bound, Kind, Listener, Proxy, Settings};
 use rouse_state::Table;
 use rouse_tls::acme::Acme;
 use rouse_tls::store::CertStore;
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::handed::StopsUntilHandover;
+use crate::handover::{self, Inherited};
 use crate::reload::{Reloader, Running};
+use crate::serving::Serving;
+use crate::upgrade::{Launch, UpgradeError, Upgrader};
 pub use rouse_admin::ReloadRefused;
-use rouse_supervisor::{Embedded, EmbeddedOptions, ProgramSpec, Supervisor, Supervisord};
+use rouse_admin::{UpgradeHook, UpgradeRefused};
+use rouse_supervisor::{
+    Embedded, EmbeddedOptions, HandedChild, ProgramSpec, Supervisor, Supervisord,
+};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Binds every listener of `[proxy]` (`listen`, `listen_tls`, `redirect_https`), before
@@ -30,7 +38,48 @@ use tokio::task::JoinHandle;
 /// use a fixed one). Each listener carries its spec (`tcp:…`, `unix:…`, `tls:…`,
 /// `redirect:…`; see `rouse_proxy::listen::specs`).
 pub async fn bind_listeners(config: &Config) -> std::io::Result<Vec<Listener>> {
-    rouse_proxy::listen::bind_all(&config.proxy)
+    bind_listeners_from(config, &mut Inherited::default()).await
+}
+
+/// [`bind_listeners`], using the socket a previous rouse handed over for a listener of the
+/// same spec (`rouse upgrade`), and binding the others.
+pub async fn bind_listeners_from(
+    config: &Config,
+    inherited: &mut Inherited,
+) -> std::io::Result<Vec<Listener>> {
+    let specs = rouse_proxy::listen::specs(&config.proxy);
+    let mut listeners = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let l = match inherited.take(&spec.to_string()) {
+            Some(fd) => handover::listener(&spec.to_string(), fd),
+            None => rouse_proxy::listen::bind_spec(&spec, config.proxy.listen_backlog),
+        }
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", spec.addr))
+        })?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+/// The admin API's listener, when `[admin]` is configured: inherited or bound.
+pub async fn bind_admin(
+    config: &Config,
+    inherited: &mut Inherited,
+) -> std::io::Result<Option<TcpListener>> {
+    let Some(a) = &config.admin else {
+        return Ok(None);
+    };
+    let bound = match inherited.take(&handover::admin_spec(&a.listen)) {
+        Some(fd) => handover::tcp_listener(fd),
+        None => TcpListener::bind(a.listen).await,
+    };
+    bound.map(Some).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {} (admin): {e}", a.listen),
+        )
+    })
 }
 
 /// How this rouse process runs its embedded children.
@@ -41,6 +90,8 @@ pub struct Options {
     pub embedded_state_file: Option<PathBuf>,
     /// Children's output goes to `<dir>/<program>.log` instead of rouse's log.
     pub child_log_dir: Option<PathBuf>,
+    /// How to start the next rouse for `rouse upgrade`; without it, upgrades are refused.
+    pub launch: Option<Launch>,
 }
 
 /// A rouse serving in the background of the current tokio runtime.
@@ -50,15 +101,13 @@ pub struct Rouse {
     table: Arc<ArcSwap<Table>>,
     reloader: Arc<Reloader>,
     admin_addr: Option<SocketAddr>,
-    admin_stop: CancellationToken,
-    admin_task: Option<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
     /// ACME's HTTP-01 answers, served by every plain and redirect listener.
     challenges: Arc<rouse_tls::challenge::Challenges>,
     /// Each listener's kind and TCP address (none for a unix socket), in spec order.
     bound: Vec<(Kind, Option<SocketAddr>)>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    serving: Arc<Serving>,
+    upgrader: Arc<Upgrader>,
     /// Every certificate served, `[proxy.acme]`'s included.
     certs: Arc<CertStore>,
     acme: Option<Arc<Acme>>,
@@ -81,15 +130,7 @@ impl Rouse {
             ));
         }
         let listeners = bind_listeners(&config).await?;
-        let admin = match &config.admin {
-            Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {} (admin): {e}", a.listen),
-                )
-            })?),
-            None => None,
-        };
+        let admin = bind_admin(&config, &mut Inherited::default()).await?;
         Ok(Rouse::with_listeners(config, listeners, admin, options).await)
     }
 
@@ -99,19 +140,43 @@ impl Rouse {
         admin: Option<TcpListener>,
         options: Options,
     ) -> Rouse {
+        Rouse::assemble(config, listeners, admin, options, None).await
+    }
+
+    /// [`Rouse::with_listeners`] for the new process of `rouse upgrade`: the embedded
+    /// supervisor adopts the children the old process handed over.
+    pub async fn adopting(
+        config: Config,
+        listeners: Vec<Listener>,
+        admin: Option<TcpListener>,
+        options: Options,
+        children: Vec<HandedChild>,
+    ) -> Rouse {
+        Rouse::assemble(config, listeners, admin, options, Some(children)).await
+    }
+
+    async fn assemble(
+        config: Config,
+        listeners: Vec<Listener>,
+        admin: Option<TcpListener>,
+        options: Options,
+        children: Option<Vec<HandedChild>>,
+    ) -> Rouse {
         let bound: Vec<(Kind, Option<SocketAddr>)> = listeners
             .iter()
             .map(|l| (l.spec.kind, l.local_addr()))
             .collect();
         let addrs = bound.iter().filter_map(|(_, a)| *a).collect();
+        let sockets = handed_sockets(&config, &listeners, admin.as_ref());
         let table = Arc::new(Table::new(&config));
         // Names are resolved before anything connects: a start probe or a first request
         // finds their addresses (or a logged reason why there are none).
         let resolver = Resolver::new();
         resolver.pass(&table).await;
+        let handed_over = CancellationToken::new();
         let drivers = Drivers {
-            embedded: embedded_driver(&config, &options).await,
-            supervisord: supervisord_drivers(&config, None),
+            embedded: embedded_driver(&config, &options, children).await,
+            supervisord: supervisord_drivers(&config, None, &handed_over),
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
@@ -135,11 +200,14 @@ impl Rouse {
                 Arc::clone(&certs),
             ))
         });
-        let admin_stop = CancellationToken::new();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(rouse_proxy::serve(Arc::clone(&proxy), listeners, async {
-            let _ = rx.await;
-        }));
+        let serving = Serving::new(Arc::clone(&proxy));
+        let upgrader = Arc::new(Upgrader::new(
+            options.launch.clone(),
+            sockets,
+            drivers.embedded.clone(),
+            Arc::clone(&serving),
+            handed_over,
+        ));
         let table = Arc::new(ArcSwap::new(table));
         let resolving = Arc::clone(&resolver).spawn(Arc::clone(&table));
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
@@ -154,6 +222,7 @@ impl Rouse {
             Arc::clone(&table),
             resolver,
             Running { config, drivers },
+            Arc::clone(&upgrader),
         ));
         if let Some(acme) = &acme {
             let acme = Arc::downgrade(acme);
@@ -163,31 +232,25 @@ impl Rouse {
                 }
             }));
         }
-        let admin_task = admin.map(|listener| {
-            let state = AdminState {
-                table: Arc::clone(&table),
-                control: control.handle(),
-                token,
-                hosts,
-                reload: Some(reloader.hook()),
-            };
-            let stop = admin_stop.clone();
-            tokio::spawn(rouse_admin::serve(listener, state, async move {
-                stop.cancelled().await
-            }))
+        serving.set_admin(AdminState {
+            table: Arc::clone(&table),
+            control: control.handle(),
+            token,
+            hosts,
+            reload: Some(reloader.hook()),
+            upgrade: Some(upgrade_hook(&upgrader)),
         });
+        serving.serve(listeners, admin);
         Rouse {
             control: Some(control),
             table,
             reloader,
             admin_addr,
-            admin_stop,
-            admin_task,
             addrs,
-            bound,
             challenges,
-            shutdown: Some(tx),
-            task: Some(task),
+            bound,
+            serving,
+            upgrader,
             certs,
             acme,
             resolving,
@@ -244,24 +307,36 @@ impl Rouse {
         self.reloader.reload_file().await
     }
 
+    /// `rouse upgrade`: a new rouse process takes over (see [`crate::upgrade`]); its pid.
+    /// Once it has, [`Rouse::handed_over`] completes and [`Rouse::shutdown`] drains and
+    /// leaves the children to it. The upgrade runs on a task of its own, so that a caller
+    /// that gives up waiting does not cut it short.
+    pub async fn upgrade(&self) -> Result<u32, UpgradeError> {
+        spawn_upgrade(&self.upgrader).await
+    }
+
+    /// Cancelled once a new process has taken over from this one.
+    pub fn handed_over(&self) -> CancellationToken {
+        self.upgrader.handed_over()
+    }
+
     /// Graceful shutdown: stop accepting, finish in-flight requests (bounded by
-    /// `shutdown_timeout`), then stop embedded children, then return.
+    /// `shutdown_timeout`), then stop embedded children (unless handed over to a new rouse),
+    /// then return.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        self.admin_stop.cancel();
-        if let Some(task) = self.admin_task.take() {
-            let _ = task.await;
-        }
+        self.serving.shutdown().await;
+        self.resolving.abort();
         if let Some(acme) = self.acme.take() {
             acme.stop().await;
         }
         if let Some(control) = self.control.take() {
-            control.shutdown().await;
+            if self.upgrader.handed_over().is_cancelled() {
+                // The children run on under the new rouse: nothing to stop, nor to count as
+                // stopped; dropping the control plane just ends its loop.
+                drop(control);
+            } else {
+                control.shutdown().await;
+            }
         }
     }
 }
@@ -269,18 +344,70 @@ impl Rouse {
 impl Drop for Rouse {
     fn drop(&mut self) {
         self.resolving.abort();
-        self.admin_stop.cancel();
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.serving.stop_accepting();
     }
 }
 
-/// The certificates every TLS listener serves, shared with `[proxy.acme]`.
+async fn spawn_upgrade(upgrader: &Arc<Upgrader>) -> Result<u32, UpgradeError> {
+    let upgrader = Arc::clone(upgrader);
+    tokio::spawn(async move { upgrader.upgrade().await })
+        .await
+        .map_err(|e| UpgradeError::Failed(format!("the upgrade task failed: {e}")))?
+}
+
+/// `POST /upgrade` for the admin API.
+fn upgrade_hook(upgrader: &Arc<Upgrader>) -> UpgradeHook {
+    let upgrader = Arc::downgrade(upgrader);
+    Arc::new(move || {
+        let upgrader = upgrader.clone();
+        Box::pin(async move {
+            let Some(upgrader) = upgrader.upgrade() else {
+                return Err(UpgradeRefused::Unavailable("rouse is stopping".to_owned()));
+            };
+            spawn_upgrade(&upgrader).await.map_err(|e| match e {
+                UpgradeError::Unavailable(why) => UpgradeRefused::Unavailable(why),
+                UpgradeError::Failed(why) => UpgradeRefused::Failed(why),
+            })
+        })
+    })
+}
+
+/// Duplicates of every listening socket, by spec, for a handover: the proxy's in spec order,
+/// then the admin API's.
+fn handed_sockets(
+    config: &Config,
+    listeners: &[Listener],
+    admin: Option<&TcpListener>,
+) -> Vec<(String, OwnedFd)> {
+    let mut sockets = Vec::new();
+    let mut keep = |spec: String, fd: std::io::Result<OwnedFd>| match fd {
+        Ok(fd) => sockets.push((spec, fd)),
+        Err(e) => tracing::warn!(listener = spec, %e, "cannot keep a listener for upgrades"),
+    };
+    for l in listeners {
+        let fd = match &l.socket {
+            Bound::Tcp(t) => t.as_fd().try_clone_to_owned(),
+            Bound::Unix(u) => u.as_fd().try_clone_to_owned(),
+        };
+        keep(l.spec.to_string(), fd);
+    }
+    if let (Some(a), Some(l)) = (&config.admin, admin) {
+        keep(
+            handover::admin_spec(&a.listen),
+            l.as_fd().try_clone_to_owned(),
+        );
+    }
+    sockets
+}
+
 /// One embedded supervisor for every upstream that names no supervisor. There is one even
 /// when no upstream needs it yet: a reload may add some, and starting it cleans up what a
 /// killed rouse left behind.
-async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embedded>> {
+async fn embedded_driver(
+    config: &Config,
+    options: &Options,
+    children: Option<Vec<HandedChild>>,
+) -> Option<Arc<Embedded>> {
     let programs: Vec<ProgramSpec> = config
         .upstreams
         .iter()
@@ -293,9 +420,12 @@ async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embed
         ..EmbeddedOptions::default()
     };
     // Cleaning up a crashed predecessor's children may block for a moment.
-    tokio::task::spawn_blocking(move || Embedded::new(programs, opts))
-        .await
-        .ok()
+    tokio::task::spawn_blocking(move || match children {
+        Some(children) => Embedded::adopting(programs, opts, children),
+        None => Embedded::new(programs, opts),
+    })
+    .await
+    .ok()
 }
 
 /// One driver per `[supervisors.NAME]`, managing the programs of the servers that name it.
@@ -304,6 +434,7 @@ async fn embedded_driver(config: &Config, options: &Options) -> Option<Arc<Embed
 pub(crate) fn supervisord_drivers(
     config: &Config,
     running: Option<&Running>,
+    handed_over: &CancellationToken,
 ) -> HashMap<String, Arc<dyn Supervisor>> {
     config
         .supervisors
@@ -323,7 +454,8 @@ pub(crate) fn supervisord_drivers(
                 .filter(|s| s.supervisor == mine)
                 .map(|s| s.program.clone())
                 .collect();
-            let driver: Arc<dyn Supervisor> = Supervisord::new(sc, programs);
+            let driver =
+                StopsUntilHandover::wrap(Supervisord::new(sc, programs), handed_over.clone());
             (sc.name.clone(), driver)
         })
         .collect()

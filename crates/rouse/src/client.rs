@@ -570,6 +570,7 @@ mod tests {
             }],
             token_required: false,
             version: String::new(),
+            pid: 0,
         };
         let text = format_status(&status, 5);
         let lines: Vec<&str> = text.lines().collect();
@@ -620,6 +621,7 @@ mod tests {
             events,
             token_required: false,
             version: String::new(),
+            pid: 0,
         }
     }
 

@@ -14,9 +14,14 @@
 mod app;
 pub mod certs;
 pub mod client;
+mod handed;
+pub mod handover;
 pub mod logging;
+pub mod notify;
 pub mod online;
 mod reload;
+mod serving;
+pub mod upgrade;
 
-pub use app::{Options, ReloadRefused, Rouse, bind_listeners};
+pub use app::{Options, ReloadRefused, Rouse, bind_admin, bind_listeners, bind_listeners_from};
 pub use reload::Reloaded;

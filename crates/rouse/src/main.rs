@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hyper::body::Bytes;
+use rouse::upgrade::Incoming;
 use rouse::{Options, Rouse, client};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -23,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve until SIGTERM/SIGINT (graceful); SIGHUP reloads the config file.
+    /// Serve until SIGTERM/SIGINT (graceful); SIGHUP reloads the config file; SIGUSR2 hands
+    /// over to a new rouse process (as `rouse upgrade`).
     Run {
         #[arg(short, long, default_value = "rouse.toml")]
         config: PathBuf,
@@ -55,6 +57,16 @@ enum Command {
     /// Make the running rouse re-read its config file (as SIGHUP), and show how it went:
     /// every error of an invalid file, or what was applied (through the admin API).
     Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The admin token, when `[admin] token` is set [default: the config file's].
+        #[arg(long, env = "ROUSE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Replace the running rouse with a new process of the binary now on disk, with no
+    /// connection refused: the new one takes over the listening sockets and the embedded
+    /// children, the old one finishes its requests and exits (through the admin API).
+    Upgrade {
         #[command(flatten)]
         admin: AdminArgs,
         /// The admin token, when `[admin] token` is set [default: the config file's].
@@ -162,11 +174,27 @@ fn main() -> ExitCode {
             let target = target(&admin, token);
             rt.block_on(post(&target, "/reload", "reload")).0
         }),
+        Command::Upgrade { admin, token } => admin_client(|rt| {
+            let target = target(&admin, token);
+            rt.block_on(upgrade(&target))
+        }),
         Command::Run { config: path } => {
+            // Started by `rouse upgrade`: the old rouse's sockets come first, so that whatever
+            // goes wrong next can be told to it.
+            let incoming = match Incoming::from_env().transpose() {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("rouse: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            };
             let config = match rouse_config::load(&path) {
                 Ok(c) => c,
                 Err(errors) => {
                     eprint!("{errors}");
+                    if let Some(i) = &incoming {
+                        i.failed(&format!("invalid config:\n{errors}"));
+                    }
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
@@ -174,7 +202,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
             rouse::logging::init(config.log.format);
-            match run(path, config) {
+            match run(path, config, incoming) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -379,7 +407,33 @@ async fn post(target: &client::Target, path: &str, op: &str) -> (ExitCode, Optio
     }
 }
 
-fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
+/// `rouse upgrade`: POST /upgrade, which answers once the new process serves or has failed.
+async fn upgrade(target: &client::Target) -> ExitCode {
+    match client::request(
+        &target.addr,
+        hyper::Method::POST,
+        "/upgrade",
+        target.token.as_deref(),
+    )
+    .await
+    {
+        Ok((code, body)) if code == hyper::StatusCode::ACCEPTED => {
+            println!("{}", client::message(&body));
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprintln!("rouse: upgrade failed ({code}): {}", client::message(&body));
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(e) => unreachable(&e, target),
+    }
+}
+
+fn run(
+    path: PathBuf,
+    config: rouse_config::Config,
+    incoming: Option<Incoming>,
+) -> anyhow::Result<()> {
     // One thread: a current-thread runtime, which spares the work-stealing scheduler's
     // cross-thread bookkeeping on every wake-up (measured: about 6% more requests/s than a
     // one-worker multi-thread runtime, docs/benchmarks.md).
@@ -391,32 +445,89 @@ fn run(path: PathBuf, config: rouse_config::Config) -> anyhow::Result<()> {
     if config.proxy.threads > 1 {
         rt.worker_threads(config.proxy.threads);
     }
-    let rt = rt
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            if let Some(i) = &incoming {
+                i.failed(&format!("cannot start the runtime: {e}"));
+            }
+            return Err(e).context("cannot start the runtime");
+        }
+    };
     rt.block_on(async move {
+        let launch = rouse::upgrade::Launch::current()
+            .map_err(|e| {
+                tracing::warn!("cannot tell which binary runs: `rouse upgrade` is off: {e}")
+            })
+            .ok();
         let options = Options {
             embedded_state_file: state_file(&path),
             child_log_dir: config.log.child_log_dir.clone(),
+            launch,
         };
-        let rouse = Rouse::start_with(config, options).await?;
-        tracing::info!(listen = ?rouse.addrs(), "rouse is serving");
+        // Signals first: a SIGHUP or SIGUSR2 that comes while starting is not fatal.
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        let rouse = match incoming {
+            None => {
+                let rouse = Rouse::start_with(config, options).await?;
+                rouse::notify::ready();
+                rouse
+            }
+            Some(incoming) => take_over(config, options, incoming).await?,
+        };
+        tracing::info!(listen = ?rouse.addrs(), pid = std::process::id(), "rouse is serving");
+        let handed_over = rouse.handed_over();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = handed_over.cancelled() => break,
                 // Logged by the reload itself, success or not.
                 _ = hup.recv() => { let _ = rouse.reload_file().await; }
+                // Logged by the upgrade itself, success or not.
+                _ = usr2.recv() => { let _ = rouse.upgrade().await; }
             }
         }
         rouse.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The new process of `rouse upgrade`: listeners from the old one (binding new ones), then
+/// its children, then serving; every failure is told to the old one, which keeps serving.
+async fn take_over(
+    config: rouse_config::Config,
+    options: Options,
+    mut incoming: Incoming,
+) -> anyhow::Result<Rouse> {
+    let bound = async {
+        let listeners = rouse::bind_listeners_from(&config, &mut incoming.inherited).await?;
+        let admin = rouse::bind_admin(&config, &mut incoming.inherited).await?;
+        std::io::Result::Ok((listeners, admin))
+    };
+    let (listeners, admin) = match bound.await {
+        Ok(b) => b,
+        Err(e) => {
+            incoming.failed(&e.to_string());
+            return Err(e.into());
+        }
+    };
+    // Waits for the old one to stop accepting and let go of its children.
+    let (incoming, children) = tokio::task::spawn_blocking(move || {
+        let children = incoming.prepared();
+        (incoming, children)
+    })
+    .await?;
+    let children = children.map_err(|e| anyhow::anyhow!(e))?;
+    let rouse = Rouse::adopting(config, listeners, admin, options, children).await;
+    // systemd first: it must follow this pid before the old one exits.
+    rouse::notify::ready();
+    incoming.ready();
+    Ok(rouse)
 }
 
 /// Where the embedded supervisor keeps its process groups: one file per config file, so two

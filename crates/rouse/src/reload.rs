@@ -13,6 +13,7 @@ use rouse_state::{Changes, Table};
 
 use crate::app::supervisord_drivers;
 use crate::online;
+use crate::upgrade::Upgrader;
 
 /// How long a reload waits for the supervisords to say whether they know the new config's
 /// programs. The check runs before the reload is answered, so that whoever ran `rouse reload`
@@ -28,6 +29,9 @@ pub struct Reloaded {
     pub changes: Arc<Changes>,
     /// Sections that changed but keep their running values until a restart.
     pub not_applied: Vec<String>,
+    /// The pid of the new rouse process that took over to apply `[proxy]`, `[log]` or
+    /// `[admin]` changes (see [`crate::upgrade`]).
+    pub upgraded: Option<u32>,
     /// Programs the supervisords do not know, and supervisords that could not be asked.
     pub warnings: Vec<String>,
 }
@@ -46,6 +50,8 @@ pub(crate) struct Reloader {
     resolver: Arc<Resolver>,
     /// The lock also serializes reloads.
     running: tokio::sync::Mutex<Running>,
+    /// Applies what needs a new process: listeners, timeouts, logging.
+    upgrader: Arc<Upgrader>,
     /// Run after each reload is applied (ACME looks at its certificate again).
     pub(crate) after_apply: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -57,6 +63,7 @@ impl Reloader {
         table: Arc<ArcSwap<Table>>,
         resolver: Arc<Resolver>,
         running: Running,
+        upgrader: Arc<Upgrader>,
     ) -> Reloader {
         Reloader {
             proxy,
@@ -64,6 +71,7 @@ impl Reloader {
             table,
             resolver,
             running: tokio::sync::Mutex::new(running),
+            upgrader,
             after_apply: std::sync::OnceLock::new(),
         }
     }
@@ -78,7 +86,12 @@ impl Reloader {
                     return Err(ReloadRefused::Invalid(vec!["rouse is stopping".to_owned()]));
                 };
                 this.reload_file().await.map(|done| {
-                    let mut message = if done.not_applied.is_empty() {
+                    let mut message = if let Some(pid) = done.upgraded {
+                        format!(
+                            "configuration reloaded; a new rouse process (pid {pid}) took over to apply {}, and this one finishes its requests and exits",
+                            done.not_applied.join(", ")
+                        )
+                    } else if done.not_applied.is_empty() {
                         "configuration reloaded".to_owned()
                     } else {
                         format!(
@@ -121,17 +134,34 @@ impl Reloader {
             }
             ReloadRefused::Invalid(lines)
         })?;
-        let done = self.apply(&config).await;
+        let mut done = self.apply(&config).await;
         // New handshakes get the new certificates; connections open keep theirs.
         self.proxy.certs().set_files(certs.named);
         for w in &certs.warnings {
             tracing::warn!("{w}");
         }
         tracing::info!(file = %path.display(), "configuration reloaded");
+        let mut warnings = certs.warnings;
+        if !done.not_applied.is_empty() && self.upgrader.available() {
+            // The new process reads the same file, and runs all of it.
+            tracing::info!(
+                sections = done.not_applied.join(", "),
+                "these sections changed: handing over to a new rouse process that runs them"
+            );
+            let upgrader = Arc::clone(&self.upgrader);
+            match tokio::spawn(async move { upgrader.upgrade().await }).await {
+                Ok(Ok(pid)) => done.upgraded = Some(pid),
+                Ok(Err(e)) => warnings.push(format!(
+                    "{} keep their running values: starting a new rouse to apply them failed: {e}",
+                    done.not_applied.join(", ")
+                )),
+                Err(e) => warnings.push(format!("the upgrade task failed: {e}")),
+            }
+        }
         for line in done.changes.to_string().lines() {
             tracing::info!("reload: {line}");
         }
-        if !done.not_applied.is_empty() {
+        if !done.not_applied.is_empty() && done.upgraded.is_none() {
             tracing::warn!(
                 sections = done.not_applied.join(", "),
                 "these sections changed and keep their running values until rouse restarts"
@@ -144,24 +174,21 @@ impl Reloader {
         for u in &findings.unanswered {
             tracing::warn!("after the reload, {u}");
         }
-        let warnings = certs
-            .warnings
-            .into_iter()
-            .chain(
-                findings
-                    .unknown
-                    .iter()
-                    .map(|u| format!("{}: {u}", path.display())),
-            )
-            .chain(findings.unanswered.iter().map(ToString::to_string))
-            .collect();
+        warnings.extend(
+            findings
+                .unknown
+                .iter()
+                .map(|u| format!("{}: {u}", path.display()))
+                .chain(findings.unanswered.iter().map(ToString::to_string)),
+        );
         Ok(Reloaded { warnings, ..done })
     }
 
     /// Applies a new, already validated config: upstreams, servers and supervisors are added,
     /// changed and removed by diff (see `Table::reloaded`), with no request lost. Returns what
-    /// changed, and what it could not apply (listeners, timeouts, logging: they need a
-    /// restart); no warnings, which only `reload_file` looks for.
+    /// changed, and what it could not apply (listeners, timeouts, logging: they need a new
+    /// process, which `reload_file` starts when it can); no warnings, which only
+    /// `reload_file` looks for.
     pub async fn apply(&self, config: &Config) -> Reloaded {
         let mut running = self.running.lock().await;
         let mut not_applied = Vec::new();
@@ -185,7 +212,11 @@ impl Reloader {
         }
         let drivers = Drivers {
             embedded: running.drivers.embedded.clone(),
-            supervisord: supervisord_drivers(&applied, Some(&*running)),
+            supervisord: supervisord_drivers(
+                &applied,
+                Some(&*running),
+                &self.upgrader.handed_over(),
+            ),
         };
         let old = self.table.load_full();
         // `applied`: a `[proxy]` change (shutdown_timeout, which bounds drains) waits for a
@@ -215,6 +246,7 @@ impl Reloader {
         Reloaded {
             changes,
             not_applied,
+            upgraded: None,
             warnings: Vec::new(),
         }
     }

@@ -9,5 +9,5 @@ pub mod embedded;
 pub mod supervisord;
 
 pub use driver::{BoxFuture, ProcessInfo, ProcessState, Supervisor, SupervisorError};
-pub use embedded::{Embedded, EmbeddedOptions, ProgramSpec};
+pub use embedded::{Embedded, EmbeddedOptions, HandedChild, ProgramSpec};
 pub use supervisord::Supervisord;

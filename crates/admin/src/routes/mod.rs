@@ -4,6 +4,7 @@ pub mod manual;
 pub mod metrics;
 pub mod reload;
 pub mod status;
+pub mod upgrade;
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,7 @@ pub struct Answer {
     pub accepted: bool,
     /// Why it was refused, as a stable word: `unknown-upstream`, `unknown-server`, `static`,
     /// `nothing-to-do`, `not-running`, `unauthorized`, `forbidden`, `not-found`, `timeout`,
-    /// `no-file`, `invalid-config`, `misdirected` (a foreign `Host`), `bad-request`.
+    /// `no-file`, `invalid-config`, `no-upgrade`, `upgrade-failed`, `misdirected` (a foreign `Host`), `bad-request`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What was done, or why not, for people.
@@ -26,6 +27,9 @@ pub struct Answer {
     /// so `rouse start|stop --wait` can follow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<usize>,
+    /// `POST /upgrade`: the pid of the new rouse process that took over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// A refusal (or, with 202, an acceptance) as JSON.
@@ -36,6 +40,7 @@ pub fn answer(status: StatusCode, error: &str, message: impl Into<String>) -> Re
         error: (!accepted).then(|| error.to_owned()),
         message: message.into(),
         server: None,
+        pid: None,
     };
     (status, Json(body)).into_response()
 }
@@ -47,6 +52,7 @@ pub fn accepted_for(server: usize, message: impl Into<String>) -> Response {
         error: None,
         message: message.into(),
         server: Some(server),
+        pid: None,
     };
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
@@ -58,7 +64,7 @@ pub async fn not_found(uri: Uri) -> Response {
         format!(
             "no such admin endpoint: {}; see GET /status, GET /metrics, GET /, \
              POST /upstreams/NAME/start|stop, POST /upstreams/NAME/servers/INDEX/start|stop, \
-             POST /reload",
+             POST /reload, POST /upgrade",
             uri.path()
         ),
     )

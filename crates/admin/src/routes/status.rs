@@ -32,6 +32,9 @@ pub struct Status {
     /// rouse's version.
     #[serde(default)]
     pub version: String,
+    /// The pid of the rouse process answering: it changes with `rouse upgrade` (and SIGUSR2).
+    #[serde(default)]
+    pub pid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +187,7 @@ pub fn snapshot(table: &Table, now: Instant, events: usize, token_required: bool
             .collect(),
         token_required,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
     }
 }
 

@@ -11,7 +11,12 @@
 //! [`Embedded::new`] kills the groups it left behind (only those whose leader is still the
 //! process it started: [`stale`]). The file's directory must be writable by rouse's user
 //! alone ([`state_file`]).
+//!
+//! `rouse upgrade` hands the running children to the next rouse process instead:
+//! [`Embedded::hand_over`] lets go of them (still running, pipes and all), and the new
+//! process's [`Embedded::adopting`] takes them on ([`adopt`]).
 
+mod adopt;
 mod output;
 mod procfs;
 mod run;
@@ -54,6 +59,19 @@ pub struct Embedded {
     shared: Arc<Shared>,
 }
 
+/// A running child handed from one rouse process to the next (`rouse upgrade`): the leader
+/// of its own process group, and the read ends of its stdout and stderr pipes.
+#[derive(Debug)]
+pub struct HandedChild {
+    pub program: String,
+    pub pid: u32,
+    pub pgid: i32,
+    /// The leader's start time (/proc), which tells it from a process that got its pid later.
+    pub starttime: Option<u64>,
+    pub stdout: Option<std::os::fd::OwnedFd>,
+    pub stderr: Option<std::os::fd::OwnedFd>,
+}
+
 impl Embedded {
     /// A driver for `programs` (names are unique; a duplicate replaces the earlier one).
     ///
@@ -61,9 +79,30 @@ impl Embedded {
     /// there that are still alive first: SIGTERM, then SIGKILL after 2 s. That can block the
     /// calling thread for those 2 s. A `state_file` whose directory others could write is
     /// neither read nor written (a WARN says why): rouse then runs without one.
-    pub fn new(programs: Vec<ProgramSpec>, mut options: EmbeddedOptions) -> Arc<Embedded> {
+    pub fn new(programs: Vec<ProgramSpec>, options: EmbeddedOptions) -> Arc<Embedded> {
+        Embedded::build(programs, options, None)
+    }
+
+    /// A driver that takes on the children the previous rouse handed over (`rouse upgrade`),
+    /// instead of killing what the state file lists: those are the very children. A child
+    /// whose program the configuration no longer has is stopped.
+    pub fn adopting(
+        programs: Vec<ProgramSpec>,
+        options: EmbeddedOptions,
+        children: Vec<HandedChild>,
+    ) -> Arc<Embedded> {
+        Embedded::build(programs, options, Some(children))
+    }
+
+    fn build(
+        programs: Vec<ProgramSpec>,
+        mut options: EmbeddedOptions,
+        adopt: Option<Vec<HandedChild>>,
+    ) -> Arc<Embedded> {
         options.state_file = options.state_file.take().filter(|path| usable(path));
-        if let Some(path) = &options.state_file {
+        if let Some(path) = &options.state_file
+            && adopt.is_none()
+        {
             stale::kill_stale(path);
         }
         let groups = Groups::new(options.state_file.clone());
@@ -76,10 +115,102 @@ impl Embedded {
                 groups: Mutex::new(groups),
                 root: CancellationToken::new(),
                 closing: Default::default(),
+                handed: Default::default(),
             }),
         };
         embedded.set_programs(programs);
+        for child in adopt.unwrap_or_default() {
+            embedded.adopt(child);
+        }
         Arc::new(embedded)
+    }
+
+    /// Takes on one handed-over child as the program's current run.
+    fn adopt(&self, child: HandedChild) {
+        let mut slots = self.shared.slots();
+        let slot = match slots.get_mut(&child.program) {
+            Some(slot) => slot,
+            None => {
+                // Not configured any more: adopted as removed, so its run stops it at once.
+                tracing::info!(program = %child.program, pid = child.pid, "the configuration no longer has this program: stopping the child handed over");
+                let spec = ProgramSpec {
+                    program: child.program.clone(),
+                    command: rouse_config::CommandLine::Argv(Vec::new()),
+                    env: Default::default(),
+                    cwd: None,
+                    startsecs: Duration::ZERO,
+                    stop_signal: "TERM".to_owned(),
+                    stop_timeout: Duration::from_secs(10),
+                };
+                let mut slot = Slot::new(spec);
+                slot.removed = true;
+                slots.entry(child.program.clone()).or_insert(slot)
+            }
+        };
+        slot.generation += 1;
+        let cancel = self.shared.root.child_token();
+        if slot.removed {
+            cancel.cancel();
+        }
+        let (detach, done) = (CancellationToken::new(), CancellationToken::new());
+        slot.run = Some(Run {
+            cancel: cancel.clone(),
+            detach: detach.clone(),
+            done: done.clone(),
+            stop_bound: slot
+                .spec
+                .stop_timeout
+                .saturating_add(stop::KILL_GRACE)
+                .saturating_add(Duration::from_secs(1)),
+        });
+        slot.state = ProcessState::Running;
+        slot.pid = Some(child.pid);
+        slot.description = format!("pid {}, adopted", child.pid);
+        slot.since = Some(tokio::time::Instant::now());
+        tokio::spawn(adopt::run(adopt::AdoptArgs {
+            shared: self.shared.clone(),
+            generation: slot.generation,
+            spec: slot.spec.clone(),
+            cancel,
+            detach,
+            done,
+            child,
+        }));
+    }
+
+    /// After a [`Embedded::hand_over`] that came to nothing (the new rouse failed): takes
+    /// the children back, as adopted ones, and accepts starts again.
+    pub fn take_back(&self, children: Vec<HandedChild>) {
+        if let Some(path) = &self.shared.options.state_file {
+            self.shared.groups().reclaim_file(path.clone());
+        }
+        self.shared.closing.store(false, Ordering::SeqCst);
+        for child in children {
+            self.adopt(child);
+        }
+    }
+
+    /// Lets go of every running child, still running, for the next rouse process, and stops
+    /// taking starts (`rouse upgrade`); after it, nothing this driver does touches them, not
+    /// even its drop, and the state file is left to the next rouse.
+    pub async fn hand_over(&self) -> Vec<HandedChild> {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let runs: Vec<(CancellationToken, Duration)> = self
+            .shared
+            .slots()
+            .values()
+            .filter_map(Slot::active_run)
+            .map(|run| {
+                run.detach.cancel();
+                (run.done.clone(), run.stop_bound)
+            })
+            .collect();
+        for (done, bound) in runs {
+            // A run that was stopping finishes its stop first.
+            let _ = timeout(bound, done.cancelled()).await;
+        }
+        self.shared.groups().release_file();
+        std::mem::take(&mut *self.shared.handed())
     }
 
     /// Applies a reloaded configuration: new programs are added (Stopped), programs no longer
@@ -189,8 +320,10 @@ impl Embedded {
         slot.generation += 1;
         let cancel = self.shared.root.child_token();
         let done = CancellationToken::new();
+        let detach = CancellationToken::new();
         slot.run = Some(Run {
             cancel: cancel.clone(),
+            detach: detach.clone(),
             done: done.clone(),
             stop_bound: slot
                 .spec
@@ -211,6 +344,7 @@ impl Embedded {
             generation: slot.generation,
             spec: slot.spec.clone(),
             cancel,
+            detach,
             done,
             first,
         }));

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{ChildStderr, ChildStdout};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 /// A line longer than this is cut into pieces, so a child printing without newlines cannot
 /// make rouse buffer without bound.
@@ -15,13 +17,38 @@ enum Stream {
     Err,
 }
 
-/// Forwards both streams until the child (and whatever inherited its pipes) closes them.
+/// The two read ends, as [`forward`] gives them back when asked to let go.
+pub(super) struct Streams {
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+}
+
+/// A forwarding task that can be asked to stop and give its pipes back, so that another
+/// rouse process reads them on (`rouse upgrade`): the child never sees its pipe close.
+pub(super) struct Forwarding {
+    release: CancellationToken,
+    released: oneshot::Receiver<Streams>,
+}
+
+impl Forwarding {
+    /// The read ends not yet at their end of file; `None` when the task is gone.
+    pub async fn release(self) -> Option<Streams> {
+        self.release.cancel();
+        self.released.await.ok()
+    }
+}
+
+/// Forwards both streams until the child (and whatever inherited its pipes) closes them, or
+/// until released.
 pub(super) fn forward(
     program: String,
-    stdout: Option<ChildStdout>,
-    stderr: Option<ChildStderr>,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
     log_dir: Option<PathBuf>,
-) {
+) -> Forwarding {
+    let release = CancellationToken::new();
+    let (give_back, released) = oneshot::channel();
+    let stop = release.clone();
     tokio::spawn(async move {
         let mut sink = Sink::open(&program, log_dir.as_deref()).await;
         let (mut out, mut err) = (stdout, stderr);
@@ -29,6 +56,14 @@ pub(super) fn forward(
         let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
         while out.is_some() || err.is_some() {
             tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    // A partial line is said now: the next reader starts afresh.
+                    sink.emit(&program, Stream::Out, out_lines.finish()).await;
+                    sink.emit(&program, Stream::Err, err_lines.finish()).await;
+                    let _ = give_back.send(Streams { stdout: out, stderr: err });
+                    return;
+                }
                 n = read_some(&mut out, &mut out_buf) => {
                     let lines = match n {
                         0 => { out = None; out_lines.finish() }
@@ -45,7 +80,12 @@ pub(super) fn forward(
                 }
             }
         }
+        let _ = give_back.send(Streams {
+            stdout: None,
+            stderr: None,
+        });
     });
+    Forwarding { release, released }
 }
 
 /// Bytes read, 0 at end of stream (a read error ends the stream too); pending forever once

@@ -13,11 +13,15 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::HandedChild;
 use super::spawn::{self, Proc};
 use super::spec::ProgramSpec;
 use super::stale::GroupRecord;
 use super::stop;
 use super::table::{Report, Shared, running_description};
+
+/// How long the output task may take to give the pipes back at a handover.
+pub(super) const RELEASE_BOUND: Duration = Duration::from_secs(2);
 use crate::driver::ProcessState;
 
 pub(super) struct RunArgs {
@@ -26,17 +30,18 @@ pub(super) struct RunArgs {
     pub generation: u64,
     pub spec: ProgramSpec,
     pub cancel: CancellationToken,
+    pub detach: CancellationToken,
     pub done: CancellationToken,
     /// The outcome of the first spawn, for `start` to return.
     pub first: oneshot::Sender<Result<(), String>>,
 }
 
 /// Ends the run however the task ends, panic included, so nobody waits on it forever.
-struct EndGuard {
-    shared: Arc<Shared>,
-    program: String,
-    generation: u64,
-    done: CancellationToken,
+pub(super) struct EndGuard {
+    pub shared: Arc<Shared>,
+    pub program: String,
+    pub generation: u64,
+    pub done: CancellationToken,
 }
 
 impl Drop for EndGuard {
@@ -60,6 +65,7 @@ pub(super) async fn run(args: RunArgs) {
         generation,
         spec,
         cancel,
+        detach,
         done,
         first,
     } = args;
@@ -75,6 +81,7 @@ pub(super) async fn run(args: RunArgs) {
         generation,
         spec: &spec,
         cancel: &cancel,
+        detach: &detach,
     };
     let mut first = Some(first);
     let retries = shared.options.start_retries;
@@ -82,6 +89,9 @@ pub(super) async fn run(args: RunArgs) {
     loop {
         if cancel.is_cancelled() {
             run.report(ProcessState::Stopped, None, "stopped".to_owned(), None);
+            return;
+        }
+        if detach.is_cancelled() {
             return;
         }
         let failure = match spawn::spawn(&spec, shared.options.log_dir.as_deref()) {
@@ -124,6 +134,8 @@ pub(super) async fn run(args: RunArgs) {
                 run.report(ProcessState::Stopped, None, "stopped".to_owned(), None);
                 return;
             }
+            // Nothing runs to hand over; the next rouse starts it when it must.
+            _ = detach.cancelled() => return,
             _ = sleep(delay) => {}
         }
     }
@@ -141,6 +153,7 @@ struct Ctx<'a> {
     generation: u64,
     spec: &'a ProgramSpec,
     cancel: &'a CancellationToken,
+    detach: &'a CancellationToken,
 }
 
 impl Ctx<'_> {
@@ -190,6 +203,10 @@ impl Ctx<'_> {
                     self.stop(&mut proc).await;
                     return Attempt::Over;
                 }
+                _ = self.detach.cancelled() => {
+                    self.hand_over(proc).await;
+                    return Attempt::Over;
+                }
                 status = proc.child.wait() => {
                     return Attempt::Failed(self.exited(&mut proc, status));
                 }
@@ -205,6 +222,7 @@ impl Ctx<'_> {
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => self.stop(&mut proc).await,
+            _ = self.detach.cancelled() => self.hand_over(proc).await,
             status = proc.child.wait() => {
                 let why = self.exited(&mut proc, status);
                 // No restart here: whether it should run again is the reconciler's call.
@@ -219,6 +237,43 @@ impl Ctx<'_> {
         stop::kill_leftovers(proc);
         self.shared.groups().remove(proc.pgid);
         describe_exit(status)
+    }
+
+    /// Lets go of the process, still running, for the next rouse: its group leaves the state
+    /// file, its pipes leave the forwarding task, and the `Child` is forgotten rather than
+    /// dropped (dropping would kill it).
+    async fn hand_over(&self, mut proc: Proc) {
+        let record = self.shared.groups().forget(proc.pgid);
+        proc.disarm();
+        let streams = match proc.output.take() {
+            Some(output) => tokio::time::timeout(RELEASE_BOUND, output.release())
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let fd = |r: Option<tokio::net::unix::pipe::Receiver>| {
+            r.and_then(|r| r.into_nonblocking_fd().ok())
+        };
+        let (stdout, stderr) = match streams {
+            Some(s) => (fd(s.stdout), fd(s.stderr)),
+            None => (None, None),
+        };
+        self.shared.handed().push(HandedChild {
+            program: self.program.to_owned(),
+            pid: proc.pid,
+            pgid: proc.pgid,
+            starttime: record.and_then(|r| r.starttime),
+            stdout,
+            stderr,
+        });
+        tracing::info!(
+            program = self.program,
+            pid = proc.pid,
+            "handed over to the next rouse"
+        );
+        // Its zombie, should it exit before this process does, is reaped by init after.
+        std::mem::forget(proc);
     }
 
     async fn stop(&self, proc: &mut Proc) {

@@ -6,6 +6,7 @@ use std::process::Stdio;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
 use super::output;
@@ -16,6 +17,8 @@ pub(super) struct Proc {
     pub child: Child,
     pub pid: u32,
     pub pgid: i32,
+    /// The task reading its stdout and stderr.
+    pub output: Option<output::Forwarding>,
     /// Until the group is known to be dead, dropping a `Proc` kills the whole group: a task
     /// aborted by a runtime shutdown or a panic must not leave grandchildren behind
     /// (`kill_on_drop` alone would reach the leader only).
@@ -46,6 +49,15 @@ impl Drop for Proc {
     }
 }
 
+/// rouse's environment that its children do not get.
+const CHILD_ENV_REMOVED: [&str; 5] = [
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "ROUSE_UPGRADE_SOCKET",
+];
+
 /// Spawns `spec` (stdin null, output forwarded); `Err` is the human reason, starting with
 /// "spawn error:".
 pub(super) fn spawn(spec: &ProgramSpec, log_dir: Option<&Path>) -> Result<Proc, String> {
@@ -62,8 +74,15 @@ pub(super) fn spawn(spec: &ProgramSpec, log_dir: Option<&Path>) -> Result<Proc, 
         }
     }
     let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .envs(&spec.env)
+    cmd.args(args);
+    // rouse's own business with systemd and its predecessor: a child that speaks sd_notify
+    // (gunicorn does) would otherwise tell systemd it is the service, and one that takes
+    // sockets by LISTEN_FDS would look for descriptors it does not have. Its `env` may still
+    // set any of them.
+    for var in CHILD_ENV_REMOVED {
+        cmd.env_remove(var);
+    }
+    cmd.envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -78,16 +97,31 @@ pub(super) fn spawn(spec: &ProgramSpec, log_dir: Option<&Path>) -> Result<Proc, 
     // Both are impossible right after a successful spawn; they are checked, not unwrapped.
     let pid = child.id().ok_or("spawn error: the child has no pid")?;
     let pgid = i32::try_from(pid).map_err(|_| format!("spawn error: pid {pid} out of range"))?;
-    output::forward(
+    // As plain pipes, which another rouse can be given and read on (`rouse upgrade`).
+    let stdout = child.stdout.take().and_then(|s| as_pipe(s.into_owned_fd()));
+    let stderr = child.stderr.take().and_then(|s| as_pipe(s.into_owned_fd()));
+    let output = output::forward(
         spec.program.clone(),
-        child.stdout.take(),
-        child.stderr.take(),
+        stdout,
+        stderr,
         log_dir.map(Path::to_path_buf),
     );
     Ok(Proc {
         child,
         pid,
         pgid,
+        output: Some(output),
         armed: true,
     })
+}
+
+/// A pipe's read end for tokio; `None` (output lost, said once) if it cannot be one.
+pub(super) fn as_pipe(fd: std::io::Result<std::os::fd::OwnedFd>) -> Option<pipe::Receiver> {
+    match fd.and_then(pipe::Receiver::from_owned_fd) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(%e, "cannot read a child's output pipe; its output is lost");
+            None
+        }
+    }
 }

@@ -76,6 +76,26 @@ impl Groups {
         }
     }
 
+    /// Stops writing the state file: after a handover it is the next rouse's.
+    pub fn release_file(&mut self) {
+        self.path = None;
+    }
+
+    /// Writes the state file again (after a handover that came to nothing).
+    pub fn reclaim_file(&mut self, path: PathBuf) {
+        self.path = Some(path);
+        self.persist();
+    }
+
+    /// No longer ours to kill: handed over to the next rouse, which records it itself.
+    pub fn forget(&mut self, pgid: i32) -> Option<GroupRecord> {
+        let record = self.live.remove(&pgid);
+        if record.is_some() {
+            self.persist();
+        }
+        record
+    }
+
     /// Last resort when the driver is dropped without `shutdown`: no time to be graceful.
     pub fn kill_all(&mut self) {
         for (pgid, record) in std::mem::take(&mut self.live) {

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::HandedChild;
 use super::spec::{EmbeddedOptions, ProgramSpec};
 use super::stale::Groups;
 use crate::driver::{ProcessInfo, ProcessState};
@@ -19,6 +20,9 @@ use crate::driver::{ProcessInfo, ProcessState};
 pub(super) struct Run {
     /// Asks the task to stop the process (or to drop a pending retry).
     pub cancel: CancellationToken,
+    /// Asks the task to let go of the process without stopping it (`rouse upgrade`): it
+    /// records it in `Shared::handed` and ends.
+    pub detach: CancellationToken,
     /// Cancelled when the task is over, whatever way it ended.
     pub done: CancellationToken,
     /// How long a stop of this run can take at most, to bound the waits for `done`.
@@ -99,8 +103,10 @@ pub(super) struct Shared {
     pub groups: Mutex<Groups>,
     /// Parent of every run's `cancel`: the driver being dropped stops everything.
     pub root: CancellationToken,
-    /// Set by `shutdown`: no new starts from then on.
+    /// Set by `shutdown` and `hand_over`: no new starts from then on.
     pub closing: AtomicBool,
+    /// The processes runs let go of, for the next rouse.
+    pub handed: Mutex<Vec<HandedChild>>,
 }
 
 /// A panic elsewhere while holding a lock must not take the supervisor down with it: the
@@ -124,6 +130,10 @@ impl Shared {
 
     pub fn groups(&self) -> MutexGuard<'_, Groups> {
         lock(&self.groups)
+    }
+
+    pub fn handed(&self) -> MutexGuard<'_, Vec<HandedChild>> {
+        lock(&self.handed)
     }
 
     /// Records a transition of run `generation` of `program` and broadcasts it, unless a
