@@ -10,9 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use common::https::get;
 use common::{client, static_upstream, url};
 use rouse::Rouse;
 use rouse_e2e::{Pebble, spawn_in_process, unique_port, wait_until};
+use rouse_proxy::Kind;
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{ServerName, UnixTime};
@@ -30,7 +32,7 @@ fn acme_config(
     backend: std::net::SocketAddr,
 ) -> rouse_config::Config {
     let text = format!(
-        "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n\n[proxy.acme]\nemail = \"ops@rouse.test\"\n\
+        "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\nlisten_tls = [\"127.0.0.1:0\"]\n\n[proxy.acme]\nemail = \"ops@rouse.test\"\n\
          directory = \"{directory}\"\ndomains = [\"{DOMAIN}\", \"{WWW}\"]\ndir = \"{}\"\n\
          ca_file = \"{}\"\n\n{}",
         dir.display(),
@@ -106,6 +108,28 @@ async fn a_certificate_is_obtained_over_http01_stored_served_and_reused() {
                 UnixTime::now(),
             )
             .unwrap_or_else(|e| panic!("the certificate does not verify for {name}: {e}"));
+    }
+    // Served by the TLS listener to clients that trust pebble's root, for each name.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(pebble.issuing_root().await)
+        .expect("pebble's root");
+    let mut tls = rustls::ClientConfig::builder_with_provider(rouse_tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let https = rouse.addr_of(Kind::Tls).expect("a TLS listener");
+    for name in [DOMAIN, WWW] {
+        let got = get(&connector, https, name, "/").await;
+        assert_eq!(got.status, 200, "{name}: {}", got.body);
+        assert_eq!(
+            got.cert,
+            served.cert[0].to_vec(),
+            "{name}: the ACME certificate"
+        );
     }
     // The proxy still proxies, and no challenge is left pending.
     let answer = client()

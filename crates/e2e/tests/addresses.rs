@@ -267,3 +267,46 @@ async fn an_https_upstream_is_woken_and_verified_and_a_wrong_ca_gives_a_quick_50
     assert_eq!((a.status, a.body.as_str()), (200, "tls0"), "{a:?}");
     rouse.shutdown().await;
 }
+
+/// `protocol = "h2"`: HTTP/2 inside TLS, chosen by ALPN. The server is woken on demand,
+/// verified against its CA, and the requests reach it as HTTP/2, however the client spoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upstream_over_tls_is_woken_and_reached_over_http2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = pki(dir.path(), "good");
+    let [addr]: [SocketAddr; 1] = free_addrs();
+    let (cert, key) = (good.cert.to_str().unwrap(), good.key.to_str().unwrap());
+    let listen = addr.to_string();
+    let upstream = embedded_upstream(
+        "secure",
+        &[],
+        &format!(
+            "protocol = \"h2\"\ntls_ca_file = {:?}",
+            good.ca.display().to_string()
+        ),
+        &[server(
+            &format!("https://localhost:{}", addr.port()),
+            &[
+                "--listen",
+                &listen,
+                "--id",
+                "h2tls",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ],
+        )],
+    );
+    let rouse = start(&upstream).await;
+    let c = client();
+    let a = get(&c, &url(rouse.addr(), "/"), &[]).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "h2tls"), "{a:?}");
+    for _ in 0..3 {
+        let a = get(&c, &url(rouse.addr(), "/inspect"), &[]).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(a.body.contains("\"version\":\"HTTP/2.0\""), "{}", a.body);
+    }
+    assert_eq!(state(&rouse, 0, 0), "ready");
+    rouse.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! through the real config pipeline.
 #![allow(dead_code)]
 
+pub mod https;
 pub mod log;
 
 use std::net::SocketAddr;
