@@ -147,22 +147,10 @@ impl Embedded {
                 slots.entry(child.program.clone()).or_insert(slot)
             }
         };
-        slot.generation += 1;
-        let cancel = self.shared.root.child_token();
+        let (cancel, detach, done) = begin_run(slot, &self.shared.root);
         if slot.removed {
             cancel.cancel();
         }
-        let (detach, done) = (CancellationToken::new(), CancellationToken::new());
-        slot.run = Some(Run {
-            cancel: cancel.clone(),
-            detach: detach.clone(),
-            done: done.clone(),
-            stop_bound: slot
-                .spec
-                .stop_timeout
-                .saturating_add(stop::KILL_GRACE)
-                .saturating_add(Duration::from_secs(1)),
-        });
         slot.state = ProcessState::Running;
         slot.pid = Some(child.pid);
         slot.description = format!("pid {}, adopted", child.pid);
@@ -317,20 +305,7 @@ impl Embedded {
     /// Starts a new run in `slot` (locked by the caller); the receiver gets the first
     /// spawn's outcome.
     fn launch(&self, program: &str, slot: &mut Slot) -> oneshot::Receiver<Result<(), String>> {
-        slot.generation += 1;
-        let cancel = self.shared.root.child_token();
-        let done = CancellationToken::new();
-        let detach = CancellationToken::new();
-        slot.run = Some(Run {
-            cancel: cancel.clone(),
-            detach: detach.clone(),
-            done: done.clone(),
-            stop_bound: slot
-                .spec
-                .stop_timeout
-                .saturating_add(stop::KILL_GRACE)
-                .saturating_add(Duration::from_secs(1)),
-        });
+        let (cancel, detach, done) = begin_run(slot, &self.shared.root);
         // Not broadcast: the run reports Starting with the pid a moment later. Setting it
         // here makes a second start a no-op right away.
         slot.state = ProcessState::Starting;
@@ -456,4 +431,29 @@ impl Drop for Embedded {
         self.shared.root.cancel();
         self.shared.groups().kill_all();
     }
+}
+
+/// A new run of `slot`'s program (spawned or adopted): a new generation and the run's tokens
+/// (cancel, detach, done), with its stop bounded by `stop_timeout` and the SIGKILL grace.
+fn begin_run(
+    slot: &mut Slot,
+    root: &CancellationToken,
+) -> (CancellationToken, CancellationToken, CancellationToken) {
+    slot.generation += 1;
+    let (cancel, detach, done) = (
+        root.child_token(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    slot.run = Some(Run {
+        cancel: cancel.clone(),
+        detach: detach.clone(),
+        done: done.clone(),
+        stop_bound: slot
+            .spec
+            .stop_timeout
+            .saturating_add(stop::KILL_GRACE)
+            .saturating_add(Duration::from_secs(1)),
+    });
+    (cancel, detach, done)
 }
