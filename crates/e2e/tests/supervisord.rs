@@ -541,7 +541,23 @@ async fn a_program_stopped_by_hand_while_draining_ends_stopped_without_error() {
     }
     // Then one long request on each (idle servers first): two in flight is low load for two
     // servers, so after 2.5 s (scale_down_after) app1 is drained with its request in flight.
-    let long: Vec<_> = (0..2).map(|_| send("/delay/6000")).collect();
+    // One after the other: two admissions at the same instant may both see the same server
+    // idle (`fair` reads a snapshot; it spreads load, it does not serialize admissions).
+    let in_flight = || -> usize {
+        rouse.table().upstreams[0]
+            .servers
+            .iter()
+            .map(|s| s.in_flight() as usize)
+            .sum()
+    };
+    let mut long = Vec::new();
+    for n in 1..=2 {
+        long.push(send("/delay/6000"));
+        wait_until("the long request in flight", WAIT, || async {
+            in_flight() == n
+        })
+        .await;
+    }
     wait_until("a request in flight on each server", WAIT, || async {
         rouse.table().upstreams[0]
             .servers
