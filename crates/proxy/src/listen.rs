@@ -61,6 +61,29 @@ impl fmt::Display for Spec {
     }
 }
 
+impl Spec {
+    /// A spec from its text form, as [`fmt::Display`] writes it (a handover names sockets so).
+    pub fn parse(text: &str) -> Option<Spec> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            return Some(Spec {
+                kind: Kind::Plain,
+                addr: ListenAddr::Unix(path.into()),
+            });
+        }
+        let (kind, addr) = text.split_once(':')?;
+        let kind = match kind {
+            "tcp" => Kind::Plain,
+            "tls" => Kind::Tls,
+            "redirect" => Kind::Redirect,
+            _ => return None,
+        };
+        Some(Spec {
+            kind,
+            addr: ListenAddr::Tcp(addr.parse().ok()?),
+        })
+    }
+}
+
 /// A bound listening socket.
 #[derive(Debug)]
 pub enum Bound {
@@ -252,10 +275,11 @@ mod tests {
              [[upstream]]\nname = \"a\"\nsupervisor = \"none\"\n[[upstream.server]]\naddress = \"127.0.0.1:9\"\n",
         )
         .unwrap();
-        let names: Vec<String> = specs(&config.proxy)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let specs = specs(&config.proxy);
+        let names: Vec<String> = specs.iter().map(ToString::to_string).collect();
+        let parsed: Vec<Spec> = names.iter().filter_map(|n| Spec::parse(n)).collect();
+        assert_eq!(parsed, specs, "the text form reads back");
+        assert_eq!(Spec::parse("admin:127.0.0.1:1"), None);
         assert_eq!(
             names,
             [

@@ -80,12 +80,7 @@ pub struct Channel {
 impl Channel {
     /// Connects to the old process's socket at `path`.
     pub fn connect(path: &Path) -> io::Result<Channel> {
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
+        let fd = seqpacket()?;
         rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
         Ok(Channel { fd })
     }
@@ -159,12 +154,7 @@ pub struct Listener {
 
 impl Listener {
     pub fn bind(path: &Path) -> io::Result<Listener> {
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
+        let fd = seqpacket()?;
         rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
         rustix::net::listen(&fd, 1)?;
         Ok(Listener { fd })
@@ -210,11 +200,6 @@ impl Inherited {
     }
 }
 
-/// The spec of a `[proxy] listen` address.
-pub fn tcp_spec(addr: &std::net::SocketAddr) -> String {
-    format!("tcp:{addr}")
-}
-
 /// The spec of the admin API's listener.
 pub fn admin_spec(addr: &std::net::SocketAddr) -> String {
     format!("admin:{addr}")
@@ -237,30 +222,34 @@ pub fn tcp_listener(fd: OwnedFd) -> io::Result<tokio::net::TcpListener> {
 /// A proxy listener on an inherited socket, by the spec it was handed over as (`tcp:ADDR`,
 /// `tls:ADDR`, `redirect:ADDR`, `unix:PATH`; see `rouse_proxy::Spec`).
 pub fn listener(spec: &str, fd: OwnedFd) -> io::Result<rouse_proxy::Listener> {
-    use rouse_proxy::{Bound, Kind, Listener};
-    if let Some(path) = spec.strip_prefix("unix:") {
-        let std = std::os::unix::net::UnixListener::from(fd);
-        std.set_nonblocking(true)?;
-        return Ok(Listener {
-            spec: rouse_proxy::Spec {
-                kind: Kind::Plain,
-                addr: rouse_config::ListenAddr::Unix(path.into()),
-            },
-            socket: Bound::Unix(tokio::net::UnixListener::from_std(std)?),
-        });
-    }
-    let kind = match spec.split_once(':').map(|(k, _)| k) {
-        Some("tcp") => Kind::Plain,
-        Some("tls") => Kind::Tls,
-        Some("redirect") => Kind::Redirect,
-        _ => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("no listener is handed over as {spec:?}"),
-            ));
+    use rouse_config::ListenAddr;
+    use rouse_proxy::{Bound, Listener, Spec};
+    let Some(spec) = Spec::parse(spec) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no listener is handed over as {spec:?}"),
+        ));
+    };
+    let socket = match &spec.addr {
+        ListenAddr::Tcp(_) => Bound::Tcp(tcp_listener(fd)?),
+        ListenAddr::Unix(_) => {
+            let std = std::os::unix::net::UnixListener::from(fd);
+            std.set_nonblocking(true)?;
+            Bound::Unix(tokio::net::UnixListener::from_std(std)?)
         }
     };
-    Listener::tcp(kind, tcp_listener(fd)?)
+    Ok(Listener { spec, socket })
+}
+
+/// A unix SEQPACKET socket (message boundaries kept, so each message arrives with its
+/// descriptors), closed on exec.
+fn seqpacket() -> io::Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// Borrows every descriptor of `fds`.
