@@ -123,15 +123,12 @@ impl Rouse {
 
     pub async fn start_with(config: Config, options: Options) -> std::io::Result<Rouse> {
         // A bad certificate file is a bad config: refused before anything is bound.
-        if let Err(errors) = crate::certs::load(&config) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                errors.join("\n"),
-            ));
-        }
+        let certs = crate::certs::load(&config).map_err(|errors| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, errors.join("\n"))
+        })?;
         let listeners = bind_listeners(&config).await?;
         let admin = bind_admin(&config, &mut Inherited::default()).await?;
-        Ok(Rouse::with_listeners(config, listeners, admin, options).await)
+        Ok(Rouse::assemble(config, listeners, admin, options, None, Ok(certs)).await)
     }
 
     pub async fn with_listeners(
@@ -140,7 +137,8 @@ impl Rouse {
         admin: Option<TcpListener>,
         options: Options,
     ) -> Rouse {
-        Rouse::assemble(config, listeners, admin, options, None).await
+        let certs = crate::certs::load(&config);
+        Rouse::assemble(config, listeners, admin, options, None, certs).await
     }
 
     /// [`Rouse::with_listeners`] for the new process of `rouse upgrade`: the embedded
@@ -152,7 +150,8 @@ impl Rouse {
         options: Options,
         children: Vec<HandedChild>,
     ) -> Rouse {
-        Rouse::assemble(config, listeners, admin, options, Some(children)).await
+        let certs = crate::certs::load(&config);
+        Rouse::assemble(config, listeners, admin, options, Some(children), certs).await
     }
 
     async fn assemble(
@@ -161,6 +160,7 @@ impl Rouse {
         admin: Option<TcpListener>,
         options: Options,
         children: Option<Vec<HandedChild>>,
+        certs: Result<crate::certs::Certificates, Vec<String>>,
     ) -> Rouse {
         let bound: Vec<(Kind, Option<SocketAddr>)> = listeners
             .iter()
@@ -180,7 +180,7 @@ impl Rouse {
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
         let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
-        match crate::certs::load(&config) {
+        match certs {
             Ok(certs) => {
                 for w in &certs.warnings {
                     tracing::warn!("{w}");
