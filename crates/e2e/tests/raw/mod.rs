@@ -130,6 +130,25 @@ impl Raw {
         }
     }
 
+    /// The next answer, which must be interim (1xx), and its status; panics otherwise.
+    pub async fn expect_interim(&mut self) -> u16 {
+        loop {
+            match self.head() {
+                Ok(Some((status, _, head_len))) => {
+                    assert!((100..200).contains(&status), "{status} where a 1xx was due");
+                    self.buf.drain(..head_len);
+                    return status;
+                }
+                Ok(None) => match self.fill().await {
+                    Ok(0) => panic!("the connection closed without an interim answer"),
+                    Ok(_) => {}
+                    Err(e) => panic!("{e}"),
+                },
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     /// The next answer, which must come; panics otherwise.
     pub async fn expect_response(&mut self, method: &str) -> RawResponse {
         match self.response(method).await {

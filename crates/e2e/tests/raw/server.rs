@@ -19,6 +19,8 @@ pub struct RawServer {
 /// A request as rouse forwarded it.
 #[derive(Debug, Clone)]
 pub struct Forwarded {
+    /// The head's bytes as they came, request line to the empty line.
+    pub raw_head: Vec<u8>,
     pub method: String,
     pub target: String,
     /// Names lower-cased, in order, repeats kept.
@@ -93,26 +95,40 @@ impl Upstream {
     /// before sending one. Panics on bytes that are no HTTP/1.1 request, or past the deadline.
     pub async fn request(&mut self) -> Option<Forwarded> {
         let mut req = self.head().await?;
+        let (body, trailers) = self.body_of(&req).await.unwrap_or_else(|e| panic!("{e}"));
+        req.body = body;
+        req.trailers = trailers;
+        Some(req)
+    }
+
+    /// The body (and trailers) of the request whose head is `req`, as its head frames it:
+    /// `Err` when the connection ends before the body does.
+    pub async fn body_of(
+        &mut self,
+        req: &Forwarded,
+    ) -> Result<(Vec<u8>, Vec<(String, String)>), String> {
         let te = req
             .values("transfer-encoding")
             .join(",")
             .to_ascii_lowercase();
-        let raw = &mut self.0;
         if te.trim_end().ends_with("chunked") {
-            let (body, trailers) = raw.chunked().await.unwrap_or_else(|e| panic!("{e}"));
-            req.body = body;
-            req.trailers = trailers
+            let (body, trailers) = self.0.chunked().await?;
+            let trailers = trailers
                 .into_iter()
                 .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
                 .collect();
-        } else if let Some(len) = req.header("content-length") {
-            let len: usize = len
-                .trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("rouse forwarded Content-Length {len:?}"));
-            req.body = raw.exactly(len).await.unwrap_or_else(|e| panic!("{e}"));
+            return Ok((body, trailers));
         }
-        Some(req)
+        match req.header("content-length") {
+            Some(len) => {
+                let len: usize = len
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("rouse forwarded Content-Length {len:?}"));
+                Ok((self.0.exactly(len).await?, Vec::new()))
+            }
+            None => Ok((Vec::new(), Vec::new())),
+        }
     }
 
     /// The next request head, its body left unread; `None` when the connection ends first.
@@ -150,6 +166,7 @@ impl Upstream {
                     })
                     .collect();
                 let forwarded = Forwarded {
+                    raw_head: self.0.buf[..n].to_vec(),
                     method: req.method.unwrap_or_default().to_owned(),
                     target: req.path.unwrap_or_default().to_owned(),
                     headers,
@@ -164,11 +181,6 @@ impl Upstream {
                 String::from_utf8_lossy(&self.0.buf[..self.0.buf.len().min(300)])
             ),
         }
-    }
-
-    /// Reads `n` body bytes of a request whose head [`Upstream::head`] read.
-    pub async fn body(&mut self, n: usize) -> Result<Vec<u8>, String> {
-        self.0.exactly(n).await
     }
 
     /// Bytes read from rouse and not yet taken as a request.
