@@ -523,3 +523,137 @@ fn bare_lf_heads() -> [String; 3] {
         "GET /lf HTTP/1.1\r\nHost: raw.test\r\nX-A: 1\n\n".to_owned(),
     ]
 }
+
+/// RFC 9110 §6.5.1: trailer fields are not header fields: a trailer named Host,
+/// Content-Length or Transfer-Encoding changes neither the route nor the framing of what the
+/// server gets (it may be dropped, or the request refused).
+#[tokio::test]
+async fn trailer_fields_never_become_header_fields() {
+    for mode in BODY_MODES {
+        let site = Site::with(mode).await;
+        let r = site
+            .send(
+                post(
+                    "Transfer-Encoding: chunked",
+                    "5\r\nhello\r\n0\r\nHost: b.test\r\nContent-Length: 999\r\n\
+                     Transfer-Encoding: gzip\r\nX-Fine: 1\r\n\r\n",
+                )
+                .as_bytes(),
+                "POST",
+            )
+            .await;
+        if r.status == 400 {
+            assert!(!r.is_from_backend(), "{mode}");
+            continue;
+        }
+        assert_eq!(r.status, 200, "{mode}: {}", r.text());
+        let seen = r.json();
+        assert_eq!(seen["body"], "hello", "{mode}");
+        assert_eq!(seen["headers"]["host"], "a.test", "{mode}: {seen}");
+        assert_ne!(seen["headers"]["content-length"], "999", "{mode}: {seen}");
+        assert_ne!(
+            seen["headers"]["transfer-encoding"], "gzip",
+            "{mode}: {seen}"
+        );
+    }
+}
+
+/// Field values with bytes past ASCII (UTF-8 here; RFC 9110 §5.5 obs-text) pass unchanged,
+/// as nginx passes them; so do names and values of any case and spacing.
+#[tokio::test]
+async fn fields_pass_byte_for_byte() {
+    let site = Site::with("").await;
+    let r = site
+        .send(
+            "GET /inspect HTTP/1.1\r\nHost: a.test\r\nX-Name: café ☕\r\nx-lower:  spaced out  \r\n\
+             X-Empty:\r\nX-Quote: \"a, b\"; q=1\r\n\r\n"
+                .as_bytes(),
+            "GET",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["x-name"], "café ☕");
+    assert_eq!(
+        seen["x-lower"], "spaced out",
+        "OWS around a value is not part of it"
+    );
+    assert_eq!(seen["x-empty"], "");
+    assert_eq!(seen["x-quote"], "\"a, b\"; q=1");
+}
+
+/// The framing fields are read case-insensitively and without the whitespace around their
+/// values (RFC 9110 §5.5, §7.1.1 of RFC 9112 for chunk sizes in any case).
+#[tokio::test]
+async fn framing_fields_are_read_in_any_case() {
+    for mode in BODY_MODES {
+        let site = Site::with(mode).await;
+        for (fields, body) in [
+            ("content-length:   5  ", "hello"),
+            ("CONTENT-LENGTH: 5", "hello"),
+            ("Transfer-Encoding: Chunked", "5\r\nhello\r\n0\r\n\r\n"),
+            ("transfer-encoding:  CHUNKED ", "5\r\nhello\r\n0\r\n\r\n"),
+            ("Transfer-Encoding: chunked", "A\r\nhelloworld\r\n0\r\n\r\n"),
+            ("Transfer-Encoding: chunked", "a\r\nhelloworld\r\n0\r\n\r\n"),
+        ] {
+            let r = site.send(post(fields, body).as_bytes(), "POST").await;
+            assert_eq!(r.status, 200, "{mode} {fields}: {}", r.text());
+            let seen = r.json();
+            assert!(
+                seen["body"] == "hello" || seen["body"] == "helloworld",
+                "{mode} {fields}: {seen}"
+            );
+        }
+    }
+}
+
+/// A body in thousands of one-byte chunks, sent in one go, is the same body.
+#[tokio::test]
+async fn many_tiny_chunks_make_one_body() {
+    for mode in BODY_MODES {
+        let site = Site::with(mode).await;
+        let text: String = (0..5000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let chunks: String = text.chars().map(|c| format!("1\r\n{c}\r\n")).collect();
+        let r = site
+            .send(
+                post("Transfer-Encoding: chunked", &format!("{chunks}0\r\n\r\n")).as_bytes(),
+                "POST",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{mode}: {}", r.text());
+        assert_eq!(r.json()["body"], text, "{mode}");
+    }
+}
+
+/// Any method may carry a body (RFC 9110 §9.3: a GET's means nothing defined, but it is
+/// framed as any other): the body goes to the server with its request, never read as the next
+/// request.
+#[tokio::test]
+async fn bodies_of_get_delete_and_options_are_framed_like_any_other() {
+    for mode in BODY_MODES {
+        let site = Site::with(mode).await;
+        let mut c = site.connect().await;
+        c.send(
+            b"GET /inspect/1 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 28\r\n\r\n\
+              GET /inspect/evil HTTP/1.1\r\n\
+              DELETE /inspect/2 HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n\
+              OPTIONS /inspect/3 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .await;
+        for (i, method, body) in [
+            (1, "GET", "GET /inspect/evil HTTP/1.1\r\n"),
+            (2, "DELETE", "hello"),
+            (3, "OPTIONS", "ok"),
+        ] {
+            let r = c.expect_response(method).await;
+            assert_eq!(r.status, 200, "{mode} #{i}: {}", r.text());
+            let seen = r.json();
+            assert_eq!(seen["uri"], format!("/inspect/{i}"), "{mode}");
+            assert_eq!(seen["body"], body, "{mode} #{i}");
+        }
+        assert_eq!(site.served(), 3, "{mode}");
+    }
+}

@@ -193,11 +193,20 @@ async fn a_close_delimited_response_reaches_the_client_whole() {
     }
 }
 
-/// `Connection: close` from the server ends that server connection only: the client's stays
-/// open, and the client's next request goes to the server on a new connection, never on the
-/// one the server said it closes.
+/// `Connection: close` from the server (or an HTTP/1.0 answer without keep-alive, RFC 9112
+/// §9.3) ends that server connection only: the client's stays open, and the client's next
+/// request goes to the server on a new connection, never on the one the server closes.
 #[tokio::test]
 async fn connection_close_from_the_server_keeps_the_client_connection() {
+    for first_answer in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst"[..],
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+    ] {
+        closed_by_the_server(first_answer).await;
+    }
+}
+
+async fn closed_by_the_server(first_answer: &[u8]) {
     let server = RawServer::bind(WITHIN).await;
     let rouse = rouse_before(&server, "").await;
     let mut client = Raw::connect(rouse.addr(), WITHIN).await;
@@ -206,9 +215,7 @@ async fn connection_close_from_the_server_keeps_the_client_connection() {
         .await;
     let (mut first, _) = server.accept_request().await;
     // The server says it closes, but leaves its end open: rouse must not use it again.
-    first
-        .send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst")
-        .await;
+    first.send(first_answer).await;
     let r = client.expect_response("GET").await;
     assert_eq!((r.status, r.text().as_str()), (200, "first"));
 
@@ -289,11 +296,16 @@ async fn head_204_and_304_with_a_content_length_end_at_the_head() {
     let server = RawServer::bind(WITHIN).await;
     let rouse = rouse_before(&server, "").await;
     let mut client = Raw::connect(rouse.addr(), WITHIN).await;
-    let cases: [(&str, &[u8], u16); 3] = [
+    let cases: [(&str, &[u8], u16); 4] = [
         (
             "HEAD",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
             200,
+        ),
+        (
+            "HEAD",
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n",
+            201,
         ),
         (
             "GET",
@@ -328,7 +340,7 @@ async fn head_204_and_304_with_a_content_length_end_at_the_head() {
                 "RFC 9110 §8.6: not in a 204"
             );
         }
-        if method == "HEAD" {
+        if status == 200 {
             let length = r.header("content-length");
             assert!(
                 length.is_none() || length.as_deref() == Some("1000"),
@@ -442,5 +454,130 @@ async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
             .unwrap_or_else(|e| panic!("{extra}: {e}"))
             .unwrap_or_else(|| panic!("{extra}: no answer"));
         assert_eq!((r.status, r.text().as_str()), (413, "big"), "{extra}");
+    }
+}
+
+/// Bytes a server sends past the end of a response are no answer to anything: the next
+/// request, on whatever connection, gets the server's answer to it, never those bytes (a
+/// response queued ahead would answer the wrong client).
+#[tokio::test]
+async fn bytes_after_a_response_never_answer_the_next_request() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let mut up = None;
+    for round in 0..3 {
+        let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+        client
+            .send(format!("GET /round/{round} HTTP/1.1\r\nHost: raw.test\r\n\r\n").as_bytes())
+            .await;
+        let req = next_request(&server, &mut up).await;
+        assert_eq!(req.target, format!("/round/{round}"));
+        let conn = up.as_mut().expect("a server connection");
+        conn.send(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nround {round}\
+                 HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let r = client.expect_response("GET").await;
+        assert_eq!((r.status, r.text()), (200, format!("round {round}")));
+    }
+}
+
+/// Hop-by-hop fields of a response (RFC 9110 §7.6.1: those `Connection` names, and
+/// `Keep-Alive`) stay with the server; the others reach the client.
+#[tokio::test]
+async fn hop_by_hop_fields_of_a_response_stay_with_the_server() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let (_c, _up, r) = scripted(
+        &rouse,
+        &server,
+        "GET",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+          Keep-Alive: timeout=5\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let r = r.expect("an answer").expect("an answer");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(r.header("x-kept").as_deref(), Some("1"));
+    for gone in ["x-secret", "keep-alive"] {
+        assert_eq!(
+            r.header(gone),
+            None,
+            "{gone} reached the client: {:?}",
+            r.headers
+        );
+    }
+}
+
+/// Responses that are no HTTP/1.1 (garbage, a status past three digits, a broken field
+/// line) are 502, and the connection to that server is not used again.
+#[tokio::test]
+async fn a_response_that_is_no_http_is_502() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    for response in [
+        &b"hello, this is no HTTP\r\n\r\n"[..],
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX A: 1\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\0\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n: empty name\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let what = String::from_utf8_lossy(response);
+        let (_c, mut up, r) = scripted(&rouse, &server, "GET", response).await;
+        let r = r.expect("an answer").expect("an answer");
+        assert_eq!(r.status, 502, "{what}: {}", r.text());
+        assert!(
+            up.closes().await,
+            "{what}: the server's connection stays open"
+        );
+    }
+    still_serves(&rouse, &server).await;
+}
+
+/// RFC 9112 §5.2: an obs-fold line in a response is refused (502) or replaced by spaces: the
+/// client never gets a folded field. A status line without reason phrase, or with an unknown
+/// code, is fine.
+#[tokio::test]
+async fn response_heads_are_read_as_rfc_9112_says() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let (_c, _up, r) = scripted(
+        &rouse,
+        &server,
+        "GET",
+        b"HTTP/1.1 200 OK\r\nX-Folded: one\r\n two\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let r = r.expect("an answer").expect("an answer");
+    if r.status != 502 {
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        let folded = r.header("x-folded").unwrap_or_default();
+        assert!(
+            !folded.contains('\n') && !folded.contains('\r'),
+            "{folded:?}"
+        );
+        assert!(r.header("two").is_none(), "the fold became a field");
+    }
+
+    for (response, status, body) in [
+        (
+            &b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"[..],
+            200,
+            "ok",
+        ),
+        (
+            b"HTTP/1.1 299 Whatever It Is\r\nContent-Length: 3\r\n\r\nodd",
+            299,
+            "odd",
+        ),
+        (b"HTTP/1.1 599 \r\nContent-Length: 3\r\n\r\nodd", 599, "odd"),
+    ] {
+        let (_c, _up, r) = scripted(&rouse, &server, "GET", response).await;
+        let r = r.expect("an answer").expect("an answer");
+        assert_eq!((r.status, r.text().as_str()), (status, body));
     }
 }
