@@ -581,3 +581,92 @@ async fn response_heads_are_read_as_rfc_9112_says() {
         assert_eq!((r.status, r.text().as_str()), (status, body));
     }
 }
+
+/// A response arriving one byte per write (head, chunk sizes with extensions, upper-case hex
+/// and leading zeros, trailers) reaches the client whole.
+#[tokio::test]
+async fn a_response_arriving_one_byte_at_a_time_is_whole() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(b"GET /slow HTTP/1.1\r\nHost: raw.test\r\nTE: trailers\r\n\r\n")
+        .await;
+    let (mut up, _) = server.accept_request().await;
+    up.send_bytewise(
+        b"HTTP/1.1 200 OK\r\nX-Long-Name: a value\r\nTransfer-Encoding: chunked\r\n\
+          Trailer: X-T\r\n\r\n5;ext=\"q\"\r\nhello\r\n00A\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
+    )
+    .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello0123456789"));
+    assert_eq!(r.header("x-long-name").as_deref(), Some("a value"));
+    assert_eq!(r.trailers, [("x-t".to_owned(), b"1".to_vec())]);
+}
+
+/// Response heads within the limits pass whole: 90 fields, a 16 KiB one, repeated names in
+/// their order (a proxy with a small fixed field table would refuse or drop them).
+#[tokio::test]
+async fn large_response_heads_within_limits_pass_whole() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let many: String = (0..90).map(|i| format!("X-N{i}: {i}\r\n")).collect();
+    let big = "v".repeat(16 * 1024);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\n{many}X-Big: {big}\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
+         Content-Length: 2\r\n\r\nok"
+    );
+    let (_c, _up, r) = scripted(&rouse, &server, "GET", response.as_bytes()).await;
+    let r = r.expect("an answer").expect("an answer");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    for i in 0..90 {
+        assert_eq!(r.header(&format!("x-n{i}")), Some(i.to_string()), "x-n{i}");
+    }
+    assert_eq!(r.header("x-big").map(|v| v.len()), Some(big.len()));
+    let cookies: Vec<&[u8]> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    assert_eq!(
+        cookies,
+        [&b"a=1"[..], b"b=2"],
+        "Set-Cookie lines kept apart, in order"
+    );
+}
+
+/// `Expect: 100-continue` from a client that waits for it: the client gets `100 Continue`
+/// (from rouse when it reads the body first, from rouse or the server when it streams it), its
+/// body reaches the server whole, and the server's answer reaches the client.
+#[tokio::test]
+async fn expect_100_continue_reaches_the_server_and_back() {
+    for extra in ["", "request_buffering = false"] {
+        let server = RawServer::bind(WITHIN).await;
+        let rouse = rouse_before(&server, extra).await;
+        let addr = rouse.addr();
+        let client = tokio::spawn(async move {
+            let mut c = Raw::connect(addr, WITHIN).await;
+            c.send(
+                b"PUT /upload HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 5\r\n\
+                  Expect: 100-continue\r\n\r\n",
+            )
+            .await;
+            let interim = c.expect_interim().await;
+            c.send(b"hello").await;
+            (interim, c.expect_response("PUT").await)
+        });
+        let mut up = server.accept().await;
+        let req = up.head().await.expect("a request");
+        if req.header("expect").is_some() {
+            up.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        }
+        let (body, _) = up.body_of(&req).await.expect("the whole body");
+        assert_eq!(body, b"hello", "{extra}");
+        up.send(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+            .await;
+        let (interim, r) = client.await.expect("the client does not panic");
+        assert_eq!(interim, 100, "{extra}");
+        assert_eq!((r.status, r.text().as_str()), (201, "done"), "{extra}");
+    }
+}

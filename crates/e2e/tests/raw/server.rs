@@ -192,6 +192,11 @@ impl Upstream {
         self.0.send(bytes).await;
     }
 
+    /// Writes `bytes` one byte per write (see [`Raw::send_bytewise`]).
+    pub async fn send_bytewise(&mut self, bytes: &[u8]) {
+        self.0.send_bytewise(bytes).await;
+    }
+
     /// Whether rouse closes the connection, sending nothing more, by the deadline.
     pub async fn closes(&mut self) -> bool {
         self.0.closes().await
