@@ -98,6 +98,14 @@ async fn transfer_codings_not_ending_in_chunked_are_refused() {
             post("Transfer-Encoding: gzip\r\nContent-Length: 5", "hello"),
         ),
         ("an empty coding", post("Transfer-Encoding: ", "hello")),
+        (
+            "a coding that only contains chunked",
+            post("Transfer-Encoding: xchunked", "0\r\n\r\n"),
+        ),
+        (
+            "chunked with parameters",
+            post("Transfer-Encoding: chunked;q=1", "0\r\n\r\n"),
+        ),
     ];
     refused(&site, &cases, &[400, 501]).await;
 }
@@ -593,6 +601,8 @@ async fn framing_fields_are_read_in_any_case() {
             ("CONTENT-LENGTH: 5", "hello"),
             ("Transfer-Encoding: Chunked", "5\r\nhello\r\n0\r\n\r\n"),
             ("transfer-encoding:  CHUNKED ", "5\r\nhello\r\n0\r\n\r\n"),
+            ("Content-Length:\t5\t", "hello"),
+            ("Transfer-Encoding:\tchunked", "5\r\nhello\r\n0\r\n\r\n"),
             ("Transfer-Encoding: chunked", "A\r\nhelloworld\r\n0\r\n\r\n"),
             ("Transfer-Encoding: chunked", "a\r\nhelloworld\r\n0\r\n\r\n"),
         ] {
@@ -655,5 +665,32 @@ async fn bodies_of_get_delete_and_options_are_framed_like_any_other() {
             assert_eq!(seen["body"], body, "{mode} #{i}");
         }
         assert_eq!(site.served(), 3, "{mode}");
+    }
+}
+
+/// The request target and method go to the server as the client wrote them: no path
+/// normalisation, no decoding or re-encoding (as nginx's `proxy_pass` without a URI).
+#[tokio::test]
+async fn targets_and_methods_pass_byte_for_byte() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = start_rouse(&static_upstream("raw", &[], "", &[server.addr()])).await;
+    let mut up = None;
+    for (method, target) in [
+        ("GET", "/a/./../b%2Fc;p=1?x=%20&y=a+b&z=%E2%98%95"),
+        ("GET", "//double//slash/"),
+        ("GET", "/?"),
+        ("GET", "/q?a=b?c=/d"),
+        ("PURGE", "/cache/key"),
+        ("MKCOL", "/dav/new"),
+    ] {
+        let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+        c.send(format!("{method} {target} HTTP/1.1\r\nHost: raw.test\r\n\r\n").as_bytes())
+            .await;
+        let req = server.next_request(&mut up).await;
+        assert_eq!((req.method.as_str(), req.target.as_str()), (method, target));
+        let conn = up.as_mut().expect("a server connection");
+        conn.send(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        let r = c.expect_response(method).await;
+        assert_eq!(r.status, 204, "{method} {target}");
     }
 }

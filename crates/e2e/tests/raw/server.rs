@@ -85,6 +85,24 @@ impl RawServer {
             }
         }
     }
+
+    /// The next request rouse sends, on the kept-alive connection `up` or on a new one (then in
+    /// `up`): either is right, as long as nothing of an earlier exchange is left on the old one.
+    pub async fn next_request(&self, up: &mut Option<Upstream>) -> Forwarded {
+        let Some(old) = up.as_mut() else {
+            let (new, req) = self.accept_request().await;
+            *up = Some(new);
+            return req;
+        };
+        // A close of the old one (`None`) disables its branch: the request must then come on a
+        // new connection.
+        let (new, req) = tokio::select! {
+            accepted = self.accept_request() => accepted,
+            Some(req) = old.request() => return req,
+        };
+        *up = Some(new);
+        req
+    }
 }
 
 /// One connection from rouse, seen from the server's side.
