@@ -694,3 +694,72 @@ async fn targets_and_methods_pass_byte_for_byte() {
         assert_eq!(r.status, 204, "{method} {target}");
     }
 }
+
+/// A chunk size past 64 bits is refused (400, or 413 as past `max_request_body`), never
+/// wrapped around to a small one; leading zeros do not make a size large.
+#[tokio::test]
+async fn chunk_sizes_past_64_bits_are_refused() {
+    let site = Site::with("").await;
+    let cases: Vec<(&str, String)> = ["10000000000000000", "100000000000000005"]
+        .iter()
+        .map(|size| {
+            (
+                *size,
+                post(
+                    "Transfer-Encoding: chunked",
+                    &format!("5\r\nhello\r\n{size}\r\nworld\r\n0\r\n\r\n"),
+                ),
+            )
+        })
+        .collect();
+    refused(&site, &cases, &[400, 413]).await;
+    let r = site
+        .send(
+            post(
+                "Transfer-Encoding: chunked",
+                "000000000000000000000005\r\nhello\r\n0\r\n\r\n",
+            )
+            .as_bytes(),
+            "POST",
+        )
+        .await;
+    assert_eq!((r.status, r.json()["body"].as_str()), (200, Some("hello")));
+}
+
+/// Hundreds of requests in one write, a 1 MiB body among them (more than any read buffer):
+/// each is answered, in order, and reaches the server once.
+#[tokio::test]
+async fn a_long_pipeline_with_a_large_body_is_answered_in_order() {
+    for mode in BODY_MODES {
+        let site = Site::with(mode).await;
+        let large = "L".repeat(1 << 20);
+        let mut burst = Vec::new();
+        for i in 0..200 {
+            let request = if i == 100 {
+                post_to(&format!("/inspect/{i}"), &large)
+            } else {
+                format!("GET /inspect/{i} HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            };
+            burst.extend_from_slice(request.as_bytes());
+        }
+        let mut c = site.connect().await;
+        c.send(&burst).await;
+        for i in 0..200 {
+            let r = c
+                .expect_response(if i == 100 { "POST" } else { "GET" })
+                .await;
+            let seen = r.json();
+            assert_eq!(seen["uri"], format!("/inspect/{i}"), "{mode}");
+            let len = if i == 100 { large.len() } else { 0 };
+            assert_eq!(seen["body_len"], len, "{mode} #{i}");
+        }
+        assert_eq!(site.served(), 200, "{mode}");
+    }
+}
+
+fn post_to(target: &str, body: &str) -> String {
+    format!(
+        "POST {target} HTTP/1.1\r\nHost: a.test\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}

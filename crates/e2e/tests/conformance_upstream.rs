@@ -136,7 +136,14 @@ async fn a_response_with_an_invalid_content_length_is_502() {
 async fn a_bad_chunk_in_a_response_cuts_the_client_connection() {
     let server = RawServer::bind(WITHIN).await;
     let rouse = rouse_before(&server, "").await;
-    for size in ["zz", "-5", "123456789abcdef012", " 5"] {
+    for size in [
+        "zz",
+        "-5",
+        "123456789abcdef012",
+        "10000000000000000",
+        "ffffffffffffffff",
+        " 5",
+    ] {
         let response = format!(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
              5\r\nhello\r\n{size}\r\nworld\r\n0\r\n\r\n"
