@@ -601,6 +601,7 @@ async fn framing_fields_are_read_in_any_case() {
         for (fields, body) in [
             ("content-length:   5  ", "hello"),
             ("CONTENT-LENGTH: 5", "hello"),
+            ("Content-Length: 005", "hello"),
             ("Transfer-Encoding: Chunked", "5\r\nhello\r\n0\r\n\r\n"),
             ("transfer-encoding:  CHUNKED ", "5\r\nhello\r\n0\r\n\r\n"),
             ("Content-Length:\t5\t", "hello"),

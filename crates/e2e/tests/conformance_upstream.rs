@@ -136,14 +136,7 @@ async fn a_response_with_an_invalid_content_length_is_502() {
 async fn a_bad_chunk_in_a_response_cuts_the_client_connection() {
     let server = RawServer::bind(WITHIN).await;
     let rouse = rouse_before(&server, "").await;
-    for size in [
-        "zz",
-        "-5",
-        "123456789abcdef012",
-        "10000000000000000",
-        "ffffffffffffffff",
-        " 5",
-    ] {
+    for size in ["zz", "-5", "123456789abcdef012", "10000000000000000", " 5"] {
         let response = format!(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
              5\r\nhello\r\n{size}\r\nworld\r\n0\r\n\r\n"
@@ -393,6 +386,23 @@ async fn response_trailers_reach_a_client_that_accepts_them() {
         "{:?}",
         r.headers
     );
+    // A client that did not say it takes trailers gets the body whole all the same (the
+    // trailers may be dropped, RFC 9110 §6.5.1).
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(b"GET /trailers HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let mut up = Some(up);
+    let req = server.next_request(&mut up).await;
+    assert_eq!(req.target, "/trailers");
+    let conn = up.as_mut().expect("a server connection");
+    conn.send(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 42\r\n\r\n",
+    )
+    .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
 }
 
 /// A response head past any sane limit (1 MiB of fields, or 10,000 of them) is 502 or
@@ -531,7 +541,7 @@ async fn a_response_that_is_no_http_is_502() {
 
 /// RFC 9112 §5.2: an obs-fold line in a response is refused (502) or replaced by spaces: the
 /// client never gets a folded field. A status line without reason phrase, or with an unknown
-/// code, is fine.
+/// code, is fine; so are framing fields in any case, with OWS, or a length with leading zeros.
 #[tokio::test]
 async fn response_heads_are_read_as_rfc_9112_says() {
     let server = RawServer::bind(WITHIN).await;
@@ -566,6 +576,21 @@ async fn response_heads_are_read_as_rfc_9112_says() {
             "odd",
         ),
         (b"HTTP/1.1 599 \r\nContent-Length: 3\r\n\r\nodd", 599, "odd"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 002\r\n\r\nok",
+            200,
+            "ok",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length:\t 2 \r\n\r\nok",
+            200,
+            "ok",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTRANSFER-ENCODING: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            200,
+            "ok",
+        ),
     ] {
         let (_c, _up, r) = scripted(&rouse, &server, "GET", response).await;
         let r = r.expect("an answer").expect("an answer");
