@@ -766,3 +766,57 @@ fn post_to(target: &str, body: &str) -> String {
         body.len()
     )
 }
+
+/// Transfer-Encoding written so that one parser sees it and another does not (the classic
+/// smuggling disguises) never frames a body one way for rouse and another for the server:
+/// refused (400, 501), or the body framed by its Content-Length and the server told nothing
+/// else.
+#[tokio::test]
+async fn disguised_transfer_encodings_never_frame_a_body_two_ways() {
+    for mode in BODY_MODES {
+        let site = Site::with(mode).await;
+        for disguise in [
+            "Transfer-Encoding:\x0bchunked",
+            "Transfer-Encoding: \x0cchunked",
+            "Transfer_Encoding: chunked",
+            "Transfer-Encoding: chunked\x00",
+            "Transfer-Encoding: \"chunked\"",
+            "Transfer-Encoding: chu nked",
+        ] {
+            let request = format!(
+                "POST /inspect HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n{disguise}\r\n\r\n\
+                 hello"
+            );
+            whole_or_refused(&site, mode, disguise, &request).await;
+        }
+        // RFC 9112 §2.2: a line starting with whitespace right after the request line is
+        // refused, or skipped as a whole.
+        let request = "POST /inspect HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: a.test\r\n\
+                       Content-Length: 5\r\n\r\nhello";
+        whole_or_refused(&site, mode, "whitespace before the first field", request).await;
+    }
+}
+
+/// `request` (a POST of "hello" with Content-Length: 5 and a disguise) is refused by rouse,
+/// or reaches the server with that body, framed by its length.
+async fn whole_or_refused(site: &Site, mode: &str, what: &str, request: &str) {
+    let served = site.served();
+    let mut c = site.connect().await;
+    c.send(request.as_bytes()).await;
+    // Read as chunked, "hello" is no chunk size: neither framing waits for more.
+    let r = c.expect_response("POST").await;
+    match r.status {
+        400 | 501 => assert!(!r.is_from_backend(), "{mode} {what:?}"),
+        200 => {
+            let seen = r.json();
+            assert_eq!(seen["body"], "hello", "{mode} {what:?}: {seen}");
+            assert!(
+                seen["headers"]["transfer-encoding"].is_null(),
+                "{mode} {what:?}: {seen}"
+            );
+        }
+        s => panic!("{mode} {what:?}: {s} {}", r.text()),
+    }
+    let forwarded = u64::from(r.status == 200);
+    assert_eq!(site.served(), served + forwarded, "{mode} {what:?}");
+}
