@@ -686,3 +686,46 @@ async fn expect_100_continue_reaches_the_server_and_back() {
         assert_eq!((r.status, r.text().as_str()), (201, "done"), "{extra}");
     }
 }
+
+/// A client that leaves in the middle of a response: what the server still sends of that
+/// body is never read as the answer to the next request (the connection to the server is
+/// read to the end of that response, or closed), whether rouse buffers responses or not.
+#[tokio::test]
+async fn a_response_left_mid_body_never_leaks_into_the_next() {
+    for extra in ["", "response_buffering = false"] {
+        let server = RawServer::bind(WITHIN).await;
+        let rouse = rouse_before(&server, extra).await;
+        let half = vec![b'x'; 256 * 1024];
+        let mut gone = Raw::connect(rouse.addr(), WITHIN).await;
+        gone.send(b"GET /big HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+            .await;
+        let (up, _) = server.accept_request().await;
+        let mut up = Some(up);
+        let conn = up.as_mut().expect("a server connection");
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            2 * half.len()
+        );
+        conn.send(&[head.as_bytes(), &half].concat()).await;
+        drop(gone);
+        // The rest, into a connection rouse may have closed: written in the background, the
+        // socket's buffers may not take it all at once.
+        let mut rest = up.take().expect("a server connection");
+        let tail = half.clone();
+        let writer = tokio::spawn(async move {
+            rest.send(&tail).await;
+            rest
+        });
+        let mut next = Raw::connect(rouse.addr(), WITHIN).await;
+        next.send(b"GET /next HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+            .await;
+        up = Some(writer.await.expect("the writer does not panic"));
+        let req = server.next_request(&mut up).await;
+        assert_eq!(req.target, "/next", "{extra}");
+        let conn = up.as_mut().expect("a server connection");
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+            .await;
+        let r = next.expect_response("GET").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "next"), "{extra}");
+    }
+}
