@@ -820,3 +820,27 @@ async fn whole_or_refused(site: &Site, mode: &str, what: &str, request: &str) {
     let forwarded = u64::from(r.status == 200);
     assert_eq!(site.served(), served + forwarded, "{mode} {what:?}");
 }
+
+/// Valid Host forms (RFC 9110 §7.2: a port, an IPv6 literal, an IPv4 address, any case, an
+/// empty port) are served, and the server gets the Host the client sent.
+#[tokio::test]
+async fn valid_host_forms_are_served_as_sent() {
+    let site = Site::with("").await;
+    for host in [
+        "a.test:8080",
+        "[::1]:8080",
+        "[::1]",
+        "127.0.0.1",
+        "A.Test",
+        "a.test:",
+    ] {
+        let r = site
+            .send(
+                format!("GET /inspect HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+                "GET",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+        assert_eq!(r.json()["headers"]["host"], host, "{host}");
+    }
+}
