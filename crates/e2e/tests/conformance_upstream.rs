@@ -32,9 +32,31 @@ async fn scripted(
     method: &str,
     response: &[u8],
 ) -> (Raw, Upstream, Result<Option<RawResponse>, String>) {
+    scripted_with(rouse, server, method, Body::None, response).await
+}
+
+/// How a scripted request carries its body. Both forms must come to the same answers: a
+/// chunked body takes rouse's general path (hyper's), a bodiless request its HTTP/1.1 fast path.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    None,
+    Chunked,
+}
+
+async fn scripted_with(
+    rouse: &Rouse,
+    server: &RawServer,
+    method: &str,
+    body: Body,
+    response: &[u8],
+) -> (Raw, Upstream, Result<Option<RawResponse>, String>) {
     let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    let body = match body {
+        Body::None => "\r\n",
+        Body::Chunked => "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    };
     client
-        .send(format!("{method} /scripted HTTP/1.1\r\nHost: raw.test\r\n\r\n").as_bytes())
+        .send(format!("{method} /scripted HTTP/1.1\r\nHost: raw.test\r\n{body}").as_bytes())
         .await;
     let (mut up, req) = server.accept_request().await;
     assert_eq!(
@@ -728,4 +750,69 @@ async fn a_response_left_mid_body_never_leaks_into_the_next() {
         let r = next.expect_response("GET").await;
         assert_eq!((r.status, r.text().as_str()), (200, "next"), "{extra}");
     }
+}
+
+/// RFC 9112 §6.3: a response with both Transfer-Encoding and Content-Length is framed by
+/// Transfer-Encoding if it is forwarded at all, without its Content-Length; or refused, 502.
+/// Either way the client never gets both: with the server's `Content-Length: 3` beside 5 bytes
+/// of chunks, a client would take "hel" for the whole answer.
+#[tokio::test]
+async fn a_response_with_content_length_and_chunked_is_framed_by_te_or_502() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    for body in [Body::None, Body::Chunked] {
+        for fields in [
+            "Transfer-Encoding: chunked\r\nContent-Length: 3",
+            "Content-Length: 100\r\nTransfer-Encoding: chunked",
+        ] {
+            let what = format!("{body:?} request, {fields}");
+            let response = format!("HTTP/1.1 200 OK\r\n{fields}\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+            let (_c, _up, r) =
+                scripted_with(&rouse, &server, "POST", body, response.as_bytes()).await;
+            let r = r.expect("an answer").expect("an answer");
+            match r.status {
+                502 => {}
+                200 => {
+                    assert_eq!(r.text(), "hello", "{what}: framed by the chunks");
+                    let te = r.header("transfer-encoding");
+                    let cl = r.header("content-length");
+                    assert!(
+                        te.is_none() || cl.is_none(),
+                        "{what}: the client got both: {:?}",
+                        r.headers
+                    );
+                    assert!(cl.is_none() || cl.as_deref() == Some("5"), "{what}: {cl:?}");
+                }
+                s => panic!("{what}: {s} {}", r.text()),
+            }
+        }
+    }
+    still_serves(&rouse, &server).await;
+}
+
+/// RFC 9110 §15.2.2: a server sends 101 only to a request that asked to upgrade; a proxy that
+/// passes an unasked 101 on turns the client's connection into a raw tunnel to that server,
+/// past routing and every check (the "WebSocket smuggling" pattern). It must be 502, and that
+/// server connection is not used again.
+#[tokio::test]
+async fn an_unasked_101_is_502() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    for body in [Body::None, Body::Chunked] {
+        let (_c, mut up, r) = scripted_with(
+            &rouse,
+            &server,
+            "POST",
+            body,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n",
+        )
+        .await;
+        let r = r.expect("an answer").expect("an answer");
+        assert_eq!(r.status, 502, "{body:?} request: {}", r.text());
+        assert!(
+            up.closes().await,
+            "{body:?} request: the server's connection stays open"
+        );
+    }
+    still_serves(&rouse, &server).await;
 }

@@ -384,12 +384,28 @@ impl Proxy {
         client_upgrade: Option<OnUpgrade>,
         limits: Limits<'_>,
     ) -> Response<ProxyBody> {
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client) = client_upgrade
-        {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client) = client_upgrade else {
+                // RFC 9110 §15.2.2: passed on, a 101 the client never asked for would turn its
+                // connection into a raw tunnel to this server, past routing and every check.
+                let mut done = done;
+                done.reuse = None;
+                done.finish();
+                return answer::error(
+                    StatusCode::BAD_GATEWAY,
+                    "server-error",
+                    "the server switched protocols on a request that did not ask to upgrade"
+                        .to_owned(),
+                );
+            };
             return self.splice_upgrade(resp, done, client);
         }
         let (mut parts, body) = resp.into_parts();
+        // RFC 9112 §6.3: Transfer-Encoding frames the body and its Content-Length is void; kept,
+        // it would tell the client a length the decoded body does not have.
+        if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
         headers::strip_hop_by_hop(&mut parts.headers, false);
         let read_timeout = self.settings.read_timeout;
         let body = if buffer::response::wanted(&body, limits) {
