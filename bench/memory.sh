@@ -207,8 +207,8 @@ def med(rs, col):
     return statistics.median(float(r[col]) for r in rs)
 print("## RSS: median over rounds")
 print()
-print("| proxy | rounds | idle MiB | holding MiB | after close MiB | per connection KiB | vs nginx | connections held | still open at release | client errors |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| proxy | rounds | idle MiB | holding MiB | holding vs nginx | after close MiB | per connection KiB | per connection vs nginx | connections held | still open at release | client errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 per = {}
 for t in ["nginx", "haproxy", "rouse"]:
     rs = [r for r in rows if r[0] == t]
@@ -219,15 +219,17 @@ for t in ["nginx", "haproxy", "rouse"]:
     if not rs:
         continue
     ratio = f"{per[t] / per['nginx']:.2f}x" if per.get("nginx") else "n/a"
+    nginx_rs = [r for r in rows if r[0] == "nginx"]
+    hold_ratio = f"{med(rs, 4) / med(nginx_rs, 4):.2f}x" if nginx_rs else "n/a"
     idle = f"{mib(med(rs, 2))}" + (f" (worker {mib(med(rs, 3))})" if t == "nginx" else "")
     hold = f"{mib(med(rs, 4))}" + (f" (worker {mib(med(rs, 5))})" if t == "nginx" else "")
     after = f"{mib(med(rs, 6))}" + (f" (worker {mib(med(rs, 7))})" if t == "nginx" else "")
     errs = "; ".join(r[11] for r in rs if len(r) > 11 and r[11]) or "none"
     held = "/".join(r[8] for r in rs)
     opened = "/".join(r[10] for r in rs)
-    print(f"| {names[t]} | {len(rs)} | {idle} | {hold} | {after} | {per[t]:.2f} | {ratio} | {held} | {opened} | {errs} |")
+    print(f"| {names[t]} | {len(rs)} | {idle} | {hold} | {hold_ratio} | {after} | {per[t]:.2f} | {ratio} | {held} | {opened} | {errs} |")
 if not rows:
-    print("| (no results) | | | | | | | | | |")
+    print("| (no results) | | | | | | | | | | |")
 print()
 EOF
     echo "## Issues"

@@ -118,7 +118,8 @@ for t in nginx haproxy rouse; do
     check_http1 "$t" "${PORT[$t]}" || die "$t answers wrongly"
 done
 
-# client KIND PORT : one transfer; its JSON line on stdout
+# client KIND PORT : one transfer; sets CLIENT_OUT to its JSON line. In the background and
+# waited for, so that a signal stops the script (and the trap stops the client) at once.
 client() {
     local kind=$1 port=$2 args=()
     case $kind in
@@ -126,8 +127,11 @@ client() {
         upload) args=(upload) ;;
         upload-chunked) args=(upload --chunked) ;;
     esac
-    taskset -c "$BACKEND_CPU" timeout -k 5 "$TIMEOUT" python3 "$BENCH_DIR/throughput-client.py" \
-        "${args[@]}" --port "$port" --size "$SIZE" --timeout 60 2>&1 | tail -1
+    start client "$BACKEND_CPU" timeout -k 5 "$TIMEOUT" python3 "$BENCH_DIR/throughput-client.py" \
+        "${args[@]}" --port "$port" --size "$SIZE" --timeout 60
+    wait "${PIDS[client]}" || true
+    unset "PIDS[client]"
+    CLIENT_OUT=$(tail -1 "$TMP/client.log")
 }
 
 json_field() {  # JSON FIELD
@@ -139,7 +143,8 @@ print("" if v is None else v)' "$1" "$2"
 
 # The checksum the backend reports for SIZE bytes of the pattern: one upload straight to it.
 log "reference: $SIZE_MIB MiB uploaded straight to the backend"
-REF=$(client upload "$P_BACKEND")
+client upload "$P_BACKEND"
+REF=$CLIENT_OUT
 REF_SUM=$(json_field "$REF" checksum)
 [[ $(json_field "$REF" ok) == True && -n $REF_SUM ]] || die "the reference upload failed: $REF"
 
@@ -158,7 +163,8 @@ transfer() {  # TARGET KIND ROUND
         # shellcheck disable=SC2086
         read -r u0 s0 < <(cpu_ticks $pids)
     fi
-    out=$(client "$kind" "${PORT[$t]}")
+    client "$kind" "${PORT[$t]}"
+    out=$CLIENT_OUT
     if [[ $t != direct ]]; then
         # shellcheck disable=SC2086
         hwm=$(status_kb VmHWM $pids)
