@@ -7,170 +7,59 @@
 #   - load: wrk -t1 (HTTP/1.1 keep-alive) and h2load -t1 (h2c), pinned to CPU 0
 #   - HTTPS: wrk -t1 over TLS 1.3 (keep-alive) against the same three proxies, each serving one
 #     self-signed certificate made here by openssl (EC P-256)
-# Targets are interleaved within each round so drift hits them all equally.
+#   - WORKERS=2: two workers/threads for every proxy, the backend and the load generators, all
+#     on every CPU (on a 2-core machine everything shares both cores)
+# Targets are interleaved within each round so drift hits them all equally. Each wrk/h2load run
+# also records the proxy's own CPU time (user and system, from /proc/PID/stat) per request.
 #
-# Knobs (environment): DURATION (s, default 8), ROUNDS (3), CONNECTIONS (64), SKIP_H2=1, SKIP_TLS=1,
-#   H2_REQUESTS (200000), H2_CLIENTS (16), H2_STREAMS (10), CARGO_TARGET_DIR,
-#   ROUSE_BIN (use this binary instead of building), KEEP_TMP=1 (keep configs and logs).
-# See bench/README.md.
+# Knobs (environment): DURATION (s, default 8), ROUNDS (3), CONNECTIONS (64), WORKERS (1),
+#   SKIP_H2=1, SKIP_TLS=1, H2_REQUESTS (200000), H2_CLIENTS (16), H2_STREAMS (10),
+#   CARGO_TARGET_DIR, ROUSE_BIN (use this binary instead of building), KEEP_TMP=1 (keep configs
+#   and logs). See bench/README.md.
 set -euo pipefail
+
+SCRIPT_NAME=proxy.sh
+# shellcheck source=bench/lib-proxy.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-proxy.sh"
 
 DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
+WORKERS=${WORKERS:-1}
 SKIP_H2=${SKIP_H2:-0}
 SKIP_TLS=${SKIP_TLS:-0}
 H2_REQUESTS=${H2_REQUESTS:-200000}
 H2_CLIENTS=${H2_CLIENTS:-16}
 H2_STREAMS=${H2_STREAMS:-10}
-KEEP_TMP=${KEEP_TMP:-0}
 
-BACKEND_CPU=0   # backend nginx and the load generators
-PROXY_CPU=1     # the proxy under test
 EXPECTED_BODY=$'hello world\n'
-
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$BENCH_DIR/.." && pwd)
-OUT_DIR="$BENCH_DIR/out"
-STAMP=$(date +%Y%m%d-%H%M%S)
 OUT_FILE="$OUT_DIR/proxy-$STAMP.md"
-COMMAND_LINE="$(for v in DURATION ROUNDS CONNECTIONS SKIP_H2 SKIP_TLS H2_REQUESTS H2_CLIENTS H2_STREAMS CARGO_TARGET_DIR ROUSE_BIN; do
-    if [[ -n ${!v:-} ]]; then printf '%s=%q ' "$v" "${!v}"; fi; done)bench/proxy.sh"
+COMMAND_LINE=$(command_line bench/proxy.sh DURATION ROUNDS CONNECTIONS WORKERS SKIP_H2 SKIP_TLS \
+    H2_REQUESTS H2_CLIENTS H2_STREAMS CARGO_TARGET_DIR ROUSE_BIN)
 
-log() { printf '[proxy.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-for v in DURATION ROUNDS CONNECTIONS H2_REQUESTS H2_CLIENTS H2_STREAMS; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
-[[ $(id -u) -eq 0 ]] || die "run as root (installs packages, runs nginx/haproxy with its own configs)"
-
-# ---------------------------------------------------------------------------------------------
-# 1. Tools
-# ---------------------------------------------------------------------------------------------
-install_tools() {
-    local missing=()
-    command -v nginx   >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]   || missing+=(nginx)
-    command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
-    command -v wrk     >/dev/null 2>&1 || missing+=(wrk)
-    command -v h2load  >/dev/null 2>&1 || missing+=(nghttp2-client)
-    command -v curl    >/dev/null 2>&1 || missing+=(curl)
-    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-    command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
-    command -v python3 >/dev/null 2>&1 || missing+=(python3)
-    if ((${#missing[@]})); then
-        log "installing: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
-    # The packages may start their system services on the default ports: we run our own.
-    service nginx stop >/dev/null 2>&1 || true
-    service haproxy stop >/dev/null 2>&1 || true
-}
-install_tools
-export PATH="$PATH:/usr/sbin:/sbin"
-NGINX=$(command -v nginx)
-HAPROXY=$(command -v haproxy)
+require_positive DURATION ROUNDS CONNECTIONS WORKERS H2_REQUESTS H2_CLIENTS H2_STREAMS
+require_root
 
 ncpu=$(nproc)
-((ncpu >= 2)) || log "WARNING: only $ncpu CPU(s); pinning to CPU 1 will fail"
-
-# ---------------------------------------------------------------------------------------------
-# 2. rouse
-# ---------------------------------------------------------------------------------------------
-if [[ -n ${ROUSE_BIN:-} ]]; then
-    ROUSE=$ROUSE_BIN
-    log "using ROUSE_BIN=$ROUSE (not building)"
+if ((WORKERS == 1)); then
+    BACKEND_CPU=0   # backend nginx and the load generators
+    PROXY_CPU=1     # the proxy under test
+    ((ncpu >= 2)) || log "WARNING: only $ncpu CPU(s); pinning to CPU 1 will fail"
 else
-    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-    log "building rouse (cargo build --release -p rouse, target dir $TARGET)"
-    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -p rouse) \
-        || die "cargo build --release -p rouse failed"
-    ROUSE=$TARGET/release/rouse
+    # Several workers each: nobody is pinned apart, everything shares every CPU.
+    BACKEND_CPU="0-$((ncpu - 1))"
+    PROXY_CPU=$BACKEND_CPU
 fi
-[[ -x $ROUSE ]] || die "no rouse binary at $ROUSE"
+# Same count for the backend and the load generators, so neither caps a proxy's second worker.
+NGINX_WORKERS=$WORKERS
+HAPROXY_THREADS=$WORKERS
 
 # ---------------------------------------------------------------------------------------------
-# Process bookkeeping: everything we start is killed on exit, even on failure.
+# 1/2. Tools and rouse
 # ---------------------------------------------------------------------------------------------
-TMP=$(mktemp -d /tmp/rouse-bench.XXXXXX)
-declare -A PIDS=()   # name -> pid
-
-stop_one() {
-    local name=$1 pid=${PIDS[$1]:-}
-    [[ -n $pid ]] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "$name (pid $pid) ignored SIGTERM for 5 s; SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-    unset "PIDS[$name]"
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    for name in "${!PIDS[@]}"; do stop_one "$name"; done
-    # nginx workers are children of their master; make sure none is left behind.
-    for pidfile in "$TMP"/*.pid; do
-        [[ -f $pidfile ]] || continue
-        local p; p=$(cat "$pidfile" 2>/dev/null || true)
-        [[ -n $p ]] && kill -KILL "$p" 2>/dev/null || true
-    done
-    if [[ $KEEP_TMP == 1 || $rc -ne 0 ]]; then
-        log "configs and logs kept in $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME CPU CMD... : start CMD in the background pinned to CPU, logs in $TMP/NAME.log
-start() {
-    local name=$1 cpu=$2; shift 2
-    taskset -c "$cpu" "$@" >"$TMP/$name.log" 2>&1 &
-    PIDS[$name]=$!
-}
-
-# wait_listen NAME PORT : bounded wait (50 x 0.1 s) until 127.0.0.1:PORT accepts
-wait_listen() {
-    local name=$1 port=$2
-    for _ in $(seq 50); do
-        if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
-            log "$name exited during start-up; its log:"
-            sed 's/^/    /' "$TMP/$name.log" >&2 || true
-            return 1
-        fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "$name did not accept on 127.0.0.1:$port within 5 s; its log:"
-    sed 's/^/    /' "$TMP/$name.log" >&2 || true
-    return 1
-}
-
-# check_http1 LABEL PORT : one GET must answer 200 "hello world\n"
-check_http1() {
-    local label=$1 port=$2 out code body
-    out=$(curl -sS --max-time 5 -w '\n%{http_code}' "http://127.0.0.1:$port/" 2>&1) || {
-        log "$label: request failed: $out"; return 1; }
-    code=${out##*$'\n'}
-    body=${out%$'\n'*}
-    if [[ $code != 200 || $body != "$EXPECTED_BODY" ]]; then
-        log "$label: expected 200 'hello world', got $code: $(printf %q "$body")"
-        return 1
-    fi
-}
+install_tools nginx haproxy wrk h2load curl openssl taskset python3
+build_rouse
+init_tmp
 
 # check_h2c LABEL PORT : one prior-knowledge h2c GET must answer 200 "hello world\n"
 check_h2c() {
@@ -202,18 +91,8 @@ check_https() {
 # ---------------------------------------------------------------------------------------------
 # 3/4. Configs and processes
 # ---------------------------------------------------------------------------------------------
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
-
-read -r P_BACKEND P_NGINX P_HAPROXY P_ROUSE P_NGINX_H2 P_HAPROXY_H2 P_NGINX_TLS P_HAPROXY_TLS P_ROUSE_TLS < <(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(9):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
+read -r P_BACKEND P_NGINX P_HAPROXY P_ROUSE P_NGINX_H2 P_HAPROXY_H2 P_NGINX_TLS P_HAPROXY_TLS P_ROUSE_TLS \
+    < <(free_ports 9)
 [[ -n ${P_ROUSE_TLS:-} ]] || die "could not pick free ports"
 log "ports: backend=$P_BACKEND nginx=$P_NGINX haproxy=$P_HAPROXY rouse=$P_ROUSE nginx-h2=$P_NGINX_H2 haproxy-h2=$P_HAPROXY_H2 nginx-tls=$P_NGINX_TLS haproxy-tls=$P_HAPROXY_TLS rouse-tls=$P_ROUSE_TLS"
 
@@ -233,37 +112,7 @@ else
     NGINX_H2_LISTEN="listen 127.0.0.1:$P_NGINX_H2 http2;"
 fi
 
-# nginx_conf NAME SERVER_BLOCK [HTTP_EXTRA]
-nginx_conf() {
-    local name=$1 server=$2 extra=${3:-}
-    mkdir -p "$TMP/$name"
-    cat >"$TMP/$name.conf" <<EOF
-worker_processes 1;
-user root root;
-pid $TMP/$name.pid;
-error_log $TMP/$name.error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 100000;
-    keepalive_timeout 65s;
-    default_type text/plain;
-    client_body_temp_path $TMP/$name/body;
-    proxy_temp_path $TMP/$name/proxy;
-    fastcgi_temp_path $TMP/$name/fastcgi;
-    uwsgi_temp_path $TMP/$name/uwsgi;
-    scgi_temp_path $TMP/$name/scgi;
-$extra
-$server
-}
-EOF
-}
-
-NGINX_UPSTREAM="    upstream backend {
-        server 127.0.0.1:$P_BACKEND;
-        keepalive 128;
-        keepalive_requests 100000;
-    }"
+NGINX_UPSTREAM=$(nginx_upstream "$P_BACKEND")
 NGINX_PROXY_LOCATION="location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -290,35 +139,15 @@ nginx_conf nginx-h2 "    server {
         $NGINX_PROXY_LOCATION
     }" "$NGINX_UPSTREAM"
 
-haproxy_conf() {
-    local name=$1 bind=$2
-    cat >"$TMP/$name.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend fe
-    bind $bind
-    default_backend be
-backend be
-    server s1 127.0.0.1:$P_BACKEND
-EOF
-}
-haproxy_conf haproxy "127.0.0.1:$P_HAPROXY"
-haproxy_conf haproxy-h2 "127.0.0.1:$P_HAPROXY_H2 proto h2"
-haproxy_conf haproxy-tls "127.0.0.1:$P_HAPROXY_TLS ssl crt $TMP/bench.combined.pem ssl-min-ver TLSv1.3"
+haproxy_conf haproxy "127.0.0.1:$P_HAPROXY" "$P_BACKEND"
+haproxy_conf haproxy-h2 "127.0.0.1:$P_HAPROXY_H2 proto h2" "$P_BACKEND"
+haproxy_conf haproxy-tls "127.0.0.1:$P_HAPROXY_TLS ssl crt $TMP/bench.combined.pem ssl-min-ver TLSv1.3" "$P_BACKEND"
 
-cat >"$TMP/rouse.toml" <<EOF
+cat >"$TMP/rouse.toml" <<EOF2
 [proxy]
 listen = ["127.0.0.1:$P_ROUSE"]
 listen_tls = ["127.0.0.1:$P_ROUSE_TLS"]
-threads = 1
+threads = $WORKERS
 
 [[proxy.tls]]
 cert = "$CERT"
@@ -333,18 +162,7 @@ supervisor = "none"
 
 [[upstream.server]]
 address = "127.0.0.1:$P_BACKEND"
-EOF
-
-start_nginx() {  # NAME CPU
-    "$NGINX" -t -q -e "$TMP/$1.error.log" -c "$TMP/$1.conf" >"$TMP/$1.test.log" 2>&1 || {
-        log "nginx -t failed for $1:"; sed 's/^/    /' "$TMP/$1.test.log" >&2; return 1; }
-    start "$1" "$2" "$NGINX" -e "$TMP/$1.error.log" -c "$TMP/$1.conf" -g 'daemon off;'
-}
-start_haproxy() {  # NAME CPU
-    "$HAPROXY" -c -q -f "$TMP/$1.cfg" >"$TMP/$1.test.log" 2>&1 || {
-        log "haproxy -c failed for $1:"; sed 's/^/    /' "$TMP/$1.test.log" >&2; return 1; }
-    start "$1" "$2" "$HAPROXY" -db -f "$TMP/$1.cfg"
-}
+EOF2
 
 log "backend: nginx on 127.0.0.1:$P_BACKEND (CPU $BACKEND_CPU)"
 start_nginx backend "$BACKEND_CPU" || die "backend nginx does not start"
@@ -372,11 +190,9 @@ done
 # ---------------------------------------------------------------------------------------------
 # 5. HTTP/1.1 load (wrk)
 # ---------------------------------------------------------------------------------------------
-RESULTS="$TMP/results.tsv"   # load target round rps p50_ms p99_ms requests errors(text)
+# load target round rps p50_ms p99_ms requests errors(text) user_ticks sys_ticks
+RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
-ISSUES="$TMP/issues.txt"
-: >"$ISSUES"
-issue() { log "ISSUE: $*"; printf -- '- %s\n' "$*" >>"$ISSUES"; }
 
 # wrk latency string (e.g. 727.00us, 1.08ms, 1.20s, 2.00m) -> milliseconds
 to_ms() {
@@ -386,15 +202,36 @@ to_ms() {
         if (f < 0) { print "NaN"; exit } printf "%.3f", n * f }'
 }
 
-WRK_CMD=(wrk -t1 "-c$CONNECTIONS" "-d${DURATION}s" --latency)
-H2_CMD=(h2load -n "$H2_REQUESTS" -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1)
+WRK_CMD=(wrk "-t$WORKERS" "-c$CONNECTIONS" "-d${DURATION}s" --latency)
+H2_CMD=(h2load -n "$H2_REQUESTS" -c "$H2_CLIENTS" -m "$H2_STREAMS" -t "$WORKERS")
+
+# The CPU time a target's worker processes spent during one load run: cpu_begin before it,
+# cpu_end after it sets CPU_USER and CPU_SYS (clock ticks). nginx's master only reaps and
+# signals, so only its workers are counted; HAProxy and rouse are one process each.
+cpu_begin() {
+    CPU_PIDS=$(worker_pids "$1" | tr '\n' ' ')
+    # shellcheck disable=SC2086  # one pid per word
+    read -r CPU_U0 CPU_S0 < <(cpu_ticks $CPU_PIDS)
+}
+cpu_end() {
+    local u1 s1 now
+    now=$(worker_pids "$1" | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    read -r u1 s1 < <(cpu_ticks $CPU_PIDS)
+    CPU_USER=$((u1 - CPU_U0)); CPU_SYS=$((s1 - CPU_S0))
+    if [[ $now != "$CPU_PIDS" ]]; then
+        issue "$1: its worker processes changed during the run ($CPU_PIDS -> $now): its CPU time is incomplete"
+    fi
+}
 
 run_wrk() {  # TARGET ROUND [LOAD: h1 | tls]
     local t=$1 round=$2 load=${3:-h1} port=${PORT[$1]} out f rps p50 p99 reqs errs="" scheme=http
     [[ $load == tls ]] && scheme=https
     f="$TMP/wrk-$load-$t-$round.txt"
+    cpu_begin "${PROC[$t]}"
     taskset -c "$BACKEND_CPU" "${WRK_CMD[@]}" "$scheme://127.0.0.1:$port/" >"$f" 2>&1 || {
         issue "$load $t round $round: wrk failed: $(tr '\n' ' ' <"$f")"; return 0; }
+    cpu_end "${PROC[$t]}"
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
     p50=$(awk '$1 == "50%" {print $2}' "$f")
     p99=$(awk '$1 == "99%" {print $2}' "$f")
@@ -414,9 +251,9 @@ run_wrk() {  # TARGET ROUND [LOAD: h1 | tls]
     elif [[ $load == tls ]] && ! check_https "$t" "$port"; then
         issue "tls $t round $round: wrong answer right after the load"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$load" "$t" "$round" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" \
-        "$reqs" "${errs:-}" >>"$RESULTS"
-    log "$load $t round $round: $rps req/s, p50 $p50, p99 $p99${errs:+, ERRORS: $errs}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$load" "$t" "$round" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" \
+        "$reqs" "${errs:-}" "$CPU_USER" "$CPU_SYS" >>"$RESULTS"
+    log "$load $t round $round: $rps req/s, p50 $p50, p99 $p99, ${PROC[$t]} CPU $CPU_USER user + $CPU_SYS sys ticks for $reqs requests${errs:+, ERRORS: $errs}"
 }
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -461,8 +298,10 @@ if [[ $SKIP_H2 != 1 ]]; then
     run_h2load() {  # TARGET ROUND
         local t=$1 round=$2 port=${PORT[$1]} f rps mean succeeded failed errored timeout s2xx bad=""
         f="$TMP/h2load-$t-$round.txt"
+        cpu_begin "${PROC[$t]}"
         taskset -c "$BACKEND_CPU" "${H2_CMD[@]}" "http://127.0.0.1:$port/" >"$f" 2>&1 || {
             issue "h2c $t round $round: h2load failed: $(tail -5 "$f" | tr '\n' ' ')"; return 0; }
+        cpu_end "${PROC[$t]}"
         rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$f")
         read -r succeeded failed errored timeout < <(sed -n \
             's/^requests: .* \([0-9]*\) succeeded, \([0-9]*\) failed, \([0-9]*\) errored, \([0-9]*\) timeout.*/\1 \2 \3 \4/p' "$f")
@@ -479,9 +318,9 @@ if [[ $SKIP_H2 != 1 ]]; then
         if ! kill -0 "${PIDS[${PROC[$t]}]}" 2>/dev/null; then
             issue "h2c $t round $round: the ${PROC[$t]} process died under load; log: $(tail -20 "$TMP/${PROC[$t]}.log" | tr '\n' ' ')"
         fi
-        printf 'h2c\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$round" "$rps" "$(to_ms "${mean:-NaN}")" "NaN" \
-            "$succeeded" "$bad" >>"$RESULTS"
-        log "h2c $t round $round: $rps req/s, mean $mean, $succeeded/$H2_REQUESTS succeeded"
+        printf 'h2c\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$round" "$rps" "$(to_ms "${mean:-NaN}")" "NaN" \
+            "$succeeded" "$bad" "$CPU_USER" "$CPU_SYS" >>"$RESULTS"
+        log "h2c $t round $round: $rps req/s, mean $mean, $succeeded/$H2_REQUESTS succeeded, ${PROC[$t]} CPU $CPU_USER user + $CPU_SYS sys ticks"
     }
 
     log "h2c: ${H2_CMD[*]} (prior knowledge, pinned to CPU $BACKEND_CPU), $ROUNDS round(s) of ${H2_TARGETS[*]}"
@@ -542,22 +381,21 @@ fi
 # 7. Report
 # ---------------------------------------------------------------------------------------------
 mkdir -p "$OUT_DIR"
-first_line() { "$@" 2>&1 | head -1 || true; }
-CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-[[ -n $CPU_MODEL ]] || CPU_MODEL=$(lscpu 2>/dev/null | awk -F': *' '/^Model name/ {print $2; exit}')
 
 {
     echo "# rouse proxy benchmark, $STAMP"
     echo
     echo "Command: \`$COMMAND_LINE\`"
     echo
-    echo "- machine: $ncpu CPU(s), ${CPU_MODEL:-unknown CPU}, $(uname -sr); load average before the load: $LOADAVG_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    if awk -v l="${LOADAVG_START%% *}" -v n="$ncpu" 'BEGIN { exit !(l > n / 2) }'; then
-        echo "- **WARNING: the machine was busy** (1-min load average ${LOADAVG_START%% *} on $ncpu CPUs before the load): other processes competed for the pinned CPUs; treat these numbers as noisy lower bounds"
-    fi
+    machine_lines "$LOADAVG_START"
     echo "- versions: $(first_line "$NGINX" -v); $(first_line "$HAPROXY" -v); $(first_line wrk -v); $(first_line h2load --version); $(first_line "$ROUSE" --version); $(first_line rustc --version)"
-    echo "- backend: nginx, 1 worker, \`return 200 \"hello world\\n\"\` (12 bytes), CPU $BACKEND_CPU"
-    echo "- proxies: 1 worker/thread each, CPU $PROXY_CPU; load generator on CPU $BACKEND_CPU"
+    if ((WORKERS == 1)); then
+        echo "- backend: nginx, 1 worker, \`return 200 \"hello world\\n\"\` (12 bytes), CPU $BACKEND_CPU"
+        echo "- proxies: 1 worker/thread each, CPU $PROXY_CPU; load generator on CPU $BACKEND_CPU"
+    else
+        echo "- **$WORKERS workers each, nothing pinned apart**: the backend (nginx, \`worker_processes $WORKERS\`, \`return 200 \"hello world\\n\"\`), each proxy (nginx \`worker_processes $WORKERS\`, HAProxy \`nbthread $WORKERS\`, rouse \`threads = $WORKERS\`) and the load generators (\`-t $WORKERS\`) all run on CPUs $PROXY_CPU: on a $ncpu-core machine they share every core, so a proxy's req/s also depends on how much CPU the backend and the client leave it"
+    fi
+    echo "- CPU per request: the target's own user and system time (utime, stime of /proc/PID/stat, summed over nginx's workers; HAProxy's and rouse's one process) over each run, divided by the requests the run completed; for \"backend direct\" it is the backend nginx's; clock tick $((1000000 / CLK_TCK)) µs"
     echo "- h1 load: \`taskset -c $BACKEND_CPU ${WRK_CMD[*]} http://127.0.0.1:PORT/\`, $ROUNDS round(s), targets interleaved"
     if [[ $SKIP_H2 != 1 ]]; then
         echo "- h2c load: \`taskset -c $BACKEND_CPU ${H2_CMD[*]} http://127.0.0.1:PORT/\` (prior knowledge), $ROUNDS round(s); nginx h2c: \`$NGINX_H2_LISTEN\`"
@@ -566,7 +404,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
         echo "- https load: \`taskset -c $BACKEND_CPU ${WRK_CMD[*]} https://127.0.0.1:PORT/\`, $ROUNDS round(s); one self-signed EC P-256 certificate (openssl) for all; TLS 1.3 (nginx \`ssl_protocols TLSv1.3\`, HAProxy \`ssl-min-ver TLSv1.3\`, rouse: rustls/ring, which negotiates 1.3 with wrk's OpenSSL); $(first_line openssl version)"
     fi
     echo
-    python3 - "$RESULTS" "$SKIP_H2" "$SKIP_TLS" <<'EOF'
+    python3 - "$RESULTS" "$SKIP_H2" "$SKIP_TLS" "$CLK_TCK" <<'EOF'
 import math, statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 def f(x):
@@ -593,26 +431,49 @@ if sys.argv[2] != "1":
 if sys.argv[3] != "1":
     loads.append(("tls", "HTTPS, TLS 1.3 keep-alive (wrk)"))
 names = {"direct": "backend direct (nginx)", "nginx": "nginx proxy", "haproxy": "HAProxy", "rouse": "rouse"}
+tick_us = 1e6 / float(sys.argv[4])
+def per_req(r, col):  # µs of CPU per request of one run, from clock ticks
+    try:
+        reqs = float(r[6])
+        return float(r[col]) * tick_us / reqs if reqs > 0 else None
+    except (IndexError, ValueError):
+        return None
+def us(v):
+    return f"{v:.1f}"
+def median(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+def ratio(v, ref):
+    return f"{v / ref:.2f}x" if v is not None and ref else "n/a"
 for load, title in loads:
     sel = [r for r in rows if r[0] == load]
     print(f"## {title}: median (min–max) over rounds")
     print()
+    cpu_head = "user µs/req | sys µs/req | total µs/req | total vs nginx"
     if load != "h2c":
-        print("| target | rounds | req/s | p50 ms | p99 ms | errors |")
-        print("|---|---|---|---|---|---|")
+        print(f"| target | rounds | req/s | req/s vs nginx | p50 ms | p99 ms | {cpu_head} | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     else:
-        print("| target | rounds | req/s | mean ms/request | errors |")
-        print("|---|---|---|---|---|")
+        print(f"| target | rounds | req/s | req/s vs nginx | mean ms/request | {cpu_head} | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
     order = [t for t in ["direct", "nginx", "haproxy", "rouse"] if any(r[1] == t for r in sel)]
+    ref_rps = median([f(r[3]) for r in sel if r[1] == "nginx"])
+    ref_cpu = median([(per_req(r, 8) or 0) + (per_req(r, 9) or 0) if per_req(r, 8) is not None else None
+                      for r in sel if r[1] == "nginx"])
     for t in order:
         rs = [r for r in sel if r[1] == t]
         err = sum(1 for r in rs if len(r) > 7 and r[7].strip())
         errs = f"{err} round(s)" if err else "none"
         rps = cell([f(r[3]) for r in rs], k)
+        user = [per_req(r, 8) for r in rs]
+        system = [per_req(r, 9) for r in rs]
+        total = [u + s if u is not None and s is not None else None for u, s in zip(user, system)]
+        cpu = f"{cell(user, us)} | {cell(system, us)} | {cell(total, us)} | {ratio(median(total), ref_cpu)}"
+        vs = ratio(median([f(r[3]) for r in rs]), ref_rps)
         if load != "h2c":
-            print(f"| {names[t]} | {len(rs)} | {rps} | {cell([f(r[4]) for r in rs], ms)} | {cell([f(r[5]) for r in rs], ms)} | {errs} |")
+            print(f"| {names[t]} | {len(rs)} | {rps} | {vs} | {cell([f(r[4]) for r in rs], ms)} | {cell([f(r[5]) for r in rs], ms)} | {cpu} | {errs} |")
         else:
-            print(f"| {names[t]} | {len(rs)} | {rps} | {cell([f(r[4]) for r in rs], ms)} | {errs} |")
+            print(f"| {names[t]} | {len(rs)} | {rps} | {vs} | {cell([f(r[4]) for r in rs], ms)} | {cpu} | {errs} |")
     if not order:
         print("| (no results) | | | | | |")
     print()
@@ -621,7 +482,7 @@ EOF
     echo
     if [[ -s $ISSUES ]]; then cat "$ISSUES"; else echo "none"; fi
     echo
-    echo "<details><summary>raw results (load, target, round, req/s, p50 ms or mean ms, p99 ms, requests, errors)</summary>"
+    echo "<details><summary>raw results (load, target, round, req/s, p50 ms or mean ms, p99 ms, requests, errors, user ticks, system ticks)</summary>"
     echo
     echo '```'
     cat "$RESULTS"
