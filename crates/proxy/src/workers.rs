@@ -30,20 +30,22 @@ impl Workers {
     pub fn start(n: usize) -> std::io::Result<Arc<Workers>> {
         let stop = CancellationToken::new();
         let mut handles = Vec::with_capacity(n.max(1));
-        for i in 0..n.max(1) {
+        let started = (0..n.max(1)).try_for_each(|i| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            handles.push(runtime.handle().clone());
+            let handle = runtime.handle().clone();
             let until = stop.clone();
-            let spawned = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("rouse-worker-{i}"))
-                .spawn(move || runtime.block_on(until.cancelled()));
-            if let Err(e) = spawned {
-                // The runtimes already started end with `stop`.
-                stop.cancel();
-                return Err(e);
-            }
+                .spawn(move || runtime.block_on(until.cancelled()))?;
+            handles.push(handle);
+            Ok::<(), std::io::Error>(())
+        });
+        if let Err(e) = started {
+            // The runtimes already started end with `stop`.
+            stop.cancel();
+            return Err(e);
         }
         Ok(Arc::new(Workers {
             handles,
