@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 use common::{ROUSE, WAIT, free_addrs};
@@ -90,7 +90,7 @@ fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
 
 /// Starts `rouse run` with `threads` in front of `server`, once it accepts on the returned
 /// address.
-fn run(dir: &std::path::Path, threads: usize, server: SocketAddr) -> (Child, SocketAddr) {
+fn run(dir: &std::path::Path, threads: usize, server: SocketAddr) -> (Running, SocketAddr) {
     let [listen] = free_addrs();
     let config = dir.join("rouse.toml");
     std::fs::write(
@@ -103,20 +103,40 @@ fn run(dir: &std::path::Path, threads: usize, server: SocketAddr) -> (Child, Soc
         ),
     )
     .unwrap();
-    let mut child = Command::new(ROUSE)
+    let child = Command::new(ROUSE)
         .args(["run", "-c", config.to_str().unwrap()])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let until = Instant::now() + WAIT;
-    while TcpStream::connect(listen).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
+    let mut child = Running(child);
+    wait_for(&format!("rouse listening on {listen}"), || {
+        if let Some(status) = child.0.try_wait().unwrap() {
             panic!("rouse exited early: {status}");
         }
-        assert!(Instant::now() < until, "rouse did not listen on {listen}");
+        TcpStream::connect(listen).ok()
+    });
+    (child, listen)
+}
+
+/// A `rouse run` killed when dropped, so that a failed assertion leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` every 25 ms until it gives a value, for at most [`WAIT`].
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..WAIT.as_millis() / 25 {
+        if let Some(v) = f() {
+            return v;
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
-    (child, listen)
+    panic!("timed out waiting for {what}");
 }
 
 /// The names of the process's threads, sorted.
@@ -132,31 +152,22 @@ fn thread_names(pid: u32) -> Vec<String> {
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let until = Instant::now() + WAIT;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() >= until {
-            let _ = child.kill();
-            panic!("rouse did not exit in time");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_for("rouse to exit", || child.try_wait().unwrap())
 }
 
 #[test]
 fn threads_3_serves_connections_on_three_worker_threads_and_drains_them_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, listen) = run(dir.path(), 3, backend());
-    let workers: Vec<String> = thread_names(child.id())
-        .into_iter()
-        .filter(|n| n.starts_with("rouse-worker-"))
-        .collect();
-    assert_eq!(
-        workers,
-        ["rouse-worker-0", "rouse-worker-1", "rouse-worker-2"]
-    );
+    // A thread names itself once it runs, which may be after rouse listens.
+    let pid = child.0.id();
+    wait_for("three worker threads", || {
+        let workers: Vec<String> = thread_names(pid)
+            .into_iter()
+            .filter(|n| n.starts_with("rouse-worker-"))
+            .collect();
+        (workers == ["rouse-worker-0", "rouse-worker-1", "rouse-worker-2"]).then_some(())
+    });
 
     // Nine connections open at once, so every worker has some; each serves several requests.
     let mut conns: Vec<_> = (0..9).map(|_| connect(listen)).collect();
@@ -174,7 +185,7 @@ fn threads_3_serves_connections_on_three_worker_threads_and_drains_them_on_sigte
     let in_flight = std::thread::spawn(move || request(&mut slow, "/slow"));
     std::thread::sleep(Duration::from_millis(200));
     let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap()
         .success();
@@ -182,20 +193,21 @@ fn threads_3_serves_connections_on_three_worker_threads_and_drains_them_on_sigte
     let (status, body) = in_flight.join().unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(body, "ok /slow");
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(wait_exit(&mut child.0).code(), Some(0));
 }
 
 #[test]
 fn threads_1_runs_no_worker_threads() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, listen) = run(dir.path(), 1, backend());
-    let names = thread_names(child.id());
+    let (child, listen) = run(dir.path(), 1, backend());
+    let (status, body) = request(&mut connect(listen), "/one");
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "ok /one")
+    );
+    let names = thread_names(child.0.id());
     assert!(
         !names.iter().any(|n| n.starts_with("rouse-worker")),
         "{names:?}"
     );
-    let (status, body) = request(&mut connect(listen), "/one");
-    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok /one"));
-    let _ = child.kill();
-    let _ = child.wait();
 }
