@@ -154,12 +154,7 @@ pub(crate) fn spawn_acceptor(
 }
 
 /// Accepts on `listener` until `clients.stop`; past `max_connections`, closes at once.
-async fn accept_loop(
-    listener: Registered,
-    kind: Kind,
-    clients: Arc<Clients>,
-    serving: Serving,
-) {
+async fn accept_loop(listener: Registered, kind: Kind, clients: Arc<Clients>, serving: Serving) {
     let mut last_refusal_logged: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {

@@ -115,7 +115,12 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["rouse-worker-0", "rouse-worker-0", "rouse-worker-1", "rouse-worker-1"]
+            [
+                "rouse-worker-0",
+                "rouse-worker-0",
+                "rouse-worker-1",
+                "rouse-worker-1"
+            ]
         );
     }
 
