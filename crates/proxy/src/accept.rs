@@ -7,7 +7,8 @@
 //! 3668 of 5000 stalled, against nginx's 1420 to 2252). A thread that does nothing but accept
 //! is woken by the kernel as soon as a connection is queued and drains the queue at once; each
 //! connection then moves to the serving runtime (two epoll_ctl calls, paid once per
-//! connection, not per request).
+//! connection, not per request). With [`Workers`], each connection goes to the data-plane
+//! runtime with the fewest live tasks; without, to the runtime `serve` runs on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,10 +19,28 @@ use tokio::time::Instant;
 
 use crate::connection::{Accepted, Clients, UNIX_PEER};
 use crate::listen::{Bound, Kind, Listener};
+use crate::workers::Workers;
 
 /// How long a refused connection waits before the next one is logged: under a flood, one line
 /// per connection would bury everything else.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Where accepted connections are served.
+#[derive(Clone)]
+enum Serving {
+    /// The runtime `serve` was called on.
+    Caller(tokio::runtime::Handle),
+    Workers(Arc<Workers>),
+}
+
+impl Serving {
+    fn pick(&self) -> &tokio::runtime::Handle {
+        match self {
+            Serving::Caller(h) => h,
+            Serving::Workers(w) => w.pick(),
+        }
+    }
+}
 
 /// A listener taken off one runtime's reactor, to be registered with another's.
 enum Detached {
@@ -68,12 +87,17 @@ impl Registered {
 }
 
 /// Starts accepting on `listeners` on a thread of its own; the returned receiver completes
-/// when every loop has ended (after `clients.stop`).
+/// when every loop has ended (after `clients.stop`). Connections are served on `workers`, or
+/// on the current runtime without.
 pub(crate) fn spawn_acceptor(
     listeners: Vec<Listener>,
     clients: Arc<Clients>,
+    workers: Option<Arc<Workers>>,
 ) -> tokio::sync::oneshot::Receiver<()> {
-    let serving = tokio::runtime::Handle::current();
+    let serving = match workers {
+        Some(w) => Serving::Workers(w),
+        None => Serving::Caller(tokio::runtime::Handle::current()),
+    };
     let (done, finished) = tokio::sync::oneshot::channel();
     // Taken off this runtime's reactor here, registered with the acceptor's there.
     let listeners: Vec<(Kind, String, Detached)> = listeners
@@ -130,12 +154,7 @@ pub(crate) fn spawn_acceptor(
 }
 
 /// Accepts on `listener` until `clients.stop`; past `max_connections`, closes at once.
-async fn accept_loop(
-    listener: Registered,
-    kind: Kind,
-    clients: Arc<Clients>,
-    serving: tokio::runtime::Handle,
-) {
+async fn accept_loop(listener: Registered, kind: Kind, clients: Arc<Clients>, serving: Serving) {
     let mut last_refusal_logged: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
@@ -153,7 +172,7 @@ async fn accept_loop(
         };
         match clients.limit.admit() {
             Some(slot) => match stream {
-                Ok(stream) => clients.spawn(&serving, stream, kind, slot),
+                Ok(stream) => clients.spawn(serving.pick(), stream, kind, slot),
                 Err(e) => {
                     tracing::debug!(error = %e, client = %peer, "cannot hand over a connection")
                 }

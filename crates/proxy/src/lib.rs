@@ -34,7 +34,9 @@ mod send_timeout;
 mod server;
 mod tls;
 mod upgrade;
+mod workers;
 
 pub use listen::{Bound, Kind, Listener, Spec};
 pub use proxy::{Proxy, Settings};
-pub use server::serve;
+pub use server::{serve, serve_on};
+pub use workers::Workers;

@@ -15,6 +15,7 @@ use crate::conn_limit::ConnLimit;
 use crate::connection::Clients;
 use crate::listen::{Kind, Listener};
 use crate::proxy::Proxy;
+use crate::workers::Workers;
 use rouse_core::time::{cap, deadline};
 
 /// After the shutdown deadline closed what remained, how long their tasks may take to end.
@@ -29,6 +30,17 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
+) {
+    serve_on(proxy, listeners, shutdown, None).await
+}
+
+/// [`serve`], with each client connection served on one of `workers`' runtimes (the current
+/// runtime without); accepting, eviction and the shutdown's drain stay on the current one.
+pub async fn serve_on(
+    proxy: Arc<Proxy>,
+    listeners: Vec<Listener>,
+    shutdown: impl Future<Output = ()>,
+    workers: Option<Arc<Workers>>,
 ) {
     let settings = proxy.settings().clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -78,7 +90,7 @@ pub async fn serve(
         tracker: TaskTracker::new(),
     });
 
-    let accepting = crate::accept::spawn_acceptor(listeners, Arc::clone(&clients));
+    let accepting = crate::accept::spawn_acceptor(listeners, Arc::clone(&clients), workers);
     let evictor = tokio::spawn(evict_loop(Arc::clone(&proxy), clients.stop.clone()));
 
     shutdown.await;

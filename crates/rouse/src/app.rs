@@ -92,6 +92,9 @@ pub struct Options {
     pub child_log_dir: Option<PathBuf>,
     /// How to start the next rouse for `rouse upgrade`; without it, upgrades are refused.
     pub launch: Option<Launch>,
+    /// The data plane's runtimes (`[proxy] threads`); without, client connections are served
+    /// on the runtime rouse runs on.
+    pub workers: Option<Arc<rouse_proxy::Workers>>,
 }
 
 /// A rouse serving in the background of the current tokio runtime.
@@ -200,7 +203,7 @@ impl Rouse {
                 Arc::clone(&certs),
             ))
         });
-        let serving = Serving::new(Arc::clone(&proxy));
+        let serving = Serving::new(Arc::clone(&proxy), options.workers.clone());
         let upgrader = Arc::new(Upgrader::new(
             options.launch.clone(),
             sockets,

@@ -434,19 +434,26 @@ fn run(
     config: rouse_config::Config,
     incoming: Option<Incoming>,
 ) -> anyhow::Result<()> {
-    // One thread: a current-thread runtime, which spares the work-stealing scheduler's
-    // cross-thread bookkeeping on every wake-up (measured: about 6% more requests/s than a
-    // one-worker multi-thread runtime, docs/benchmarks.md).
-    let mut rt = if config.proxy.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    // Current-thread runtimes only: they spare the work-stealing scheduler's cross-thread
+    // bookkeeping on every wake-up (measured: about 6% more requests/s than a one-worker
+    // multi-thread runtime, more at two; docs/benchmarks.md). One thread runs everything on
+    // this one; more run client connections on runtimes of their own, one per thread, and
+    // the control plane, admin API and ACME here.
+    let threads = match config.proxy.threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
     };
-    if config.proxy.threads > 1 {
-        rt.worker_threads(config.proxy.threads);
-    }
-    let rt = match rt.enable_all().build() {
-        Ok(rt) => rt,
+    let started = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| {
+            let workers = (threads > 1)
+                .then(|| rouse_proxy::Workers::start(threads))
+                .transpose()?;
+            Ok((rt, workers))
+        });
+    let (rt, workers) = match started {
+        Ok(started) => started,
         Err(e) => {
             if let Some(i) = &incoming {
                 i.failed(&format!("cannot start the runtime: {e}"));
@@ -464,6 +471,7 @@ fn run(
             embedded_state_file: state_file(&path),
             child_log_dir: config.log.child_log_dir.clone(),
             launch,
+            workers,
         };
         // Signals first: a SIGHUP or SIGUSR2 that comes while starting is not fatal.
         let mut term = signal(SignalKind::terminate())?;

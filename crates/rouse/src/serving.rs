@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rouse_admin::AdminState;
-use rouse_proxy::Proxy;
+use rouse_proxy::{Proxy, Workers};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,7 @@ type Tasks = Mutex<Vec<(CancellationToken, JoinHandle<()>)>>;
 
 pub(crate) struct Serving {
     proxy: Arc<Proxy>,
+    workers: Option<Arc<Workers>>,
     admin: Mutex<Option<AdminState>>,
     proxy_tasks: Tasks,
     admin_tasks: Tasks,
@@ -24,9 +25,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Serving {
-    pub fn new(proxy: Arc<Proxy>) -> Arc<Serving> {
+    pub fn new(proxy: Arc<Proxy>, workers: Option<Arc<Workers>>) -> Arc<Serving> {
         Arc::new(Serving {
             proxy,
+            workers,
             admin: Mutex::new(None),
             proxy_tasks: Mutex::new(Vec::new()),
             admin_tasks: Mutex::new(Vec::new()),
@@ -42,10 +44,11 @@ impl Serving {
     pub fn serve(&self, listeners: Vec<rouse_proxy::Listener>, admin: Option<TcpListener>) {
         let stop = CancellationToken::new();
         let until = stop.clone();
-        let task = tokio::spawn(rouse_proxy::serve(
+        let task = tokio::spawn(rouse_proxy::serve_on(
             Arc::clone(&self.proxy),
             listeners,
             async move { until.cancelled().await },
+            self.workers.clone(),
         ));
         lock(&self.proxy_tasks).push((stop, task));
         let state = lock(&self.admin).clone();
