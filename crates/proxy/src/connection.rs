@@ -16,7 +16,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -26,6 +25,8 @@ use tokio_util::task::TaskTracker;
 use crate::activity::{Activity, Limits, Tracked, Verdict};
 use crate::client_io::ClientIo;
 use crate::conn_limit::{ConnLimit, Slot};
+use crate::h1::fallback::Rewind;
+use crate::h1::{ClientStream, Outcome};
 use crate::headers::Https;
 use crate::listen::Kind;
 use crate::proxy::Proxy;
@@ -105,7 +106,7 @@ impl Clients {
 
     async fn serve_kind<IO>(self: Arc<Self>, stream: IO, peer: SocketAddr, kind: Kind, slot: Slot)
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: ClientStream,
     {
         let accepted = Instant::now();
         match kind {
@@ -148,8 +149,19 @@ async fn serve<IO>(
     alpn_h2: Option<bool>,
     mode: Mode,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: ClientStream,
 {
+    // HTTP/1.1 requests to http1 upstreams are served by the fast path; whatever it declines
+    // (h2c, upgrades, streamed bodies, ...) is hyper's from that request on.
+    let (stream, accepted) = match (mode, alpn_h2) {
+        (Mode::Proxy { https }, None | Some(false)) => {
+            match crate::h1::serve(&clients, stream, peer, https, accepted).await {
+                Outcome::Done => return,
+                Outcome::Decline { io, read, since } => (Rewind::new(io, read), since),
+            }
+        }
+        _ => (Rewind::new(stream, Vec::new()), accepted),
+    };
     // From accept: a TLS handshake counts towards client_header_timeout.
     let activity = Activity::new(accepted);
     let settings = &clients.proxy.settings;
@@ -238,7 +250,7 @@ async fn serve<IO>(
 }
 
 /// At shutdown, how long an idle HTTP/1 connection is kept for its next request.
-const STOP_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
