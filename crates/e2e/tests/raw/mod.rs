@@ -3,6 +3,8 @@
 //! every read bounded.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,6 +19,10 @@ pub struct RawResponse {
     /// Lower-cased names, in order.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
+    /// A chunked body's trailer fields (lower-cased names).
+    pub trailers: Vec<(String, Vec<u8>)>,
+    /// The statuses of the interim (1xx) answers read before this one, in order.
+    pub interim: Vec<u16>,
 }
 
 impl RawResponse {
@@ -75,6 +81,15 @@ impl Raw {
         let _ = timeout_at(self.deadline, self.stream.write_all(bytes)).await;
     }
 
+    /// Writes `bytes` one byte per write, with Nagle off so that each may go in a segment
+    /// of its own: a reader must put a head together from many reads.
+    pub async fn send_bytewise(&mut self, bytes: &[u8]) {
+        let _ = self.stream.set_nodelay(true);
+        for b in bytes {
+            let _ = timeout_at(self.deadline, self.stream.write_all(&[*b])).await;
+        }
+    }
+
     /// Ends the writing side, as a client that sent all it had.
     pub async fn shutdown_write(&mut self) {
         let _ = self.stream.shutdown().await;
@@ -83,6 +98,7 @@ impl Raw {
     /// The next answer to a request whose method was `method`: `Ok(None)` when the connection
     /// ends first, `Err` when it is not HTTP or the deadline passes.
     pub async fn response(&mut self, method: &str) -> Result<Option<RawResponse>, String> {
+        let mut interim = Vec::new();
         loop {
             let Some((status, headers, head_len)) = self.head()? else {
                 if self.fill().await? == 0 {
@@ -100,14 +116,36 @@ impl Raw {
             self.buf.drain(..head_len);
             // An interim answer (100 Continue) comes before the real one.
             if (100..200).contains(&status) && status != 101 {
+                interim.push(status);
                 continue;
             }
-            let body = self.body(method, status, &headers).await?;
+            let (body, trailers) = self.body(method, status, &headers).await?;
             return Ok(Some(RawResponse {
                 status,
                 headers,
                 body,
+                trailers,
+                interim,
             }));
+        }
+    }
+
+    /// The next answer, which must be interim (1xx), and its status; panics otherwise.
+    pub async fn expect_interim(&mut self) -> u16 {
+        loop {
+            match self.head() {
+                Ok(Some((status, _, head_len))) => {
+                    assert!((100..200).contains(&status), "{status} where a 1xx was due");
+                    self.buf.drain(..head_len);
+                    return status;
+                }
+                Ok(None) => match self.fill().await {
+                    Ok(0) => panic!("the connection closed without an interim answer"),
+                    Ok(_) => {}
+                    Err(e) => panic!("{e}"),
+                },
+                Err(e) => panic!("{e}"),
+            }
         }
     }
 
@@ -151,7 +189,7 @@ impl Raw {
         method: &str,
         status: u16,
         headers: &[(String, Vec<u8>)],
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<(Vec<u8>, Vec<(String, Vec<u8>)>), String> {
         let value = |name: &str| {
             headers
                 .iter()
@@ -159,7 +197,7 @@ impl Raw {
                 .map(|(_, v)| String::from_utf8_lossy(v).trim().to_ascii_lowercase())
         };
         if method == "HEAD" || status == 204 || status == 304 || status == 101 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         if value("transfer-encoding").is_some_and(|te| te.ends_with("chunked")) {
             return self.chunked().await;
@@ -168,14 +206,15 @@ impl Raw {
             let len: usize = len
                 .parse()
                 .map_err(|_| format!("bad content-length {len:?}"))?;
-            return self.exactly(len).await;
+            return Ok((self.exactly(len).await?, Vec::new()));
         }
         // Delimited by the end of the connection.
         while self.fill().await? > 0 {}
-        Ok(std::mem::take(&mut self.buf))
+        Ok((std::mem::take(&mut self.buf), Vec::new()))
     }
 
-    async fn chunked(&mut self) -> Result<Vec<u8>, String> {
+    /// A chunked body and its trailer fields.
+    async fn chunked(&mut self) -> Result<(Vec<u8>, Vec<(String, Vec<u8>)>), String> {
         let mut body = Vec::new();
         loop {
             let line = self.line().await?;
@@ -183,9 +222,17 @@ impl Raw {
             let size = usize::from_str_radix(size, 16)
                 .map_err(|_| format!("bad chunk size line {line:?}"))?;
             if size == 0 {
-                // Trailers, up to the empty line.
-                while !self.line().await?.is_empty() {}
-                return Ok(body);
+                let mut trailers = Vec::new();
+                loop {
+                    let line = self.line().await?;
+                    if line.is_empty() {
+                        return Ok((body, trailers));
+                    }
+                    let (name, value) = line
+                        .split_once(':')
+                        .ok_or_else(|| format!("bad trailer line {line:?}"))?;
+                    trailers.push((name.to_ascii_lowercase(), value.trim().as_bytes().to_vec()));
+                }
             }
             body.extend(self.exactly(size).await?);
             if !self.line().await?.is_empty() {

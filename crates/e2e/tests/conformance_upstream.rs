@@ -1,0 +1,663 @@
+//! Responses per RFC 9112, from a scripted server (raw bytes on a TCP socket, see
+//! `raw::server`) through a real rouse to a raw client: interim answers, ambiguous or broken
+//! framing, closes on either side, bodies a response must not have, trailers, oversized heads.
+//!
+//! The rule throughout: a client gets a response framed without ambiguity, or a 502, or (once
+//! a response has begun) a connection cut before the response ends; never a response that
+//! looks complete but is not, and never bytes of one response read as part of another.
+
+mod common;
+mod raw;
+
+use std::time::Duration;
+
+use common::{start_rouse, static_upstream};
+use raw::server::{RawServer, Upstream};
+use raw::{Raw, RawResponse};
+use rouse::Rouse;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// rouse in front of the scripted server `server`.
+async fn rouse_before(server: &RawServer, extra: &str) -> Rouse {
+    start_rouse(&static_upstream("raw", &[], extra, &[server.addr()])).await
+}
+
+/// Sends `request` (a GET of `path` unless given whole) from a new client, has the server
+/// answer `response` to it, and returns the client connection, the server's, and the answer
+/// as the client read it (`Err` when the client saw a cut connection or no HTTP).
+async fn scripted(
+    rouse: &Rouse,
+    server: &RawServer,
+    method: &str,
+    response: &[u8],
+) -> (Raw, Upstream, Result<Option<RawResponse>, String>) {
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(format!("{method} /scripted HTTP/1.1\r\nHost: raw.test\r\n\r\n").as_bytes())
+        .await;
+    let (mut up, req) = server.accept_request().await;
+    assert_eq!(
+        (req.method.as_str(), req.target.as_str()),
+        (method, "/scripted")
+    );
+    up.send(response).await;
+    let answer = client.response(method).await;
+    (client, up, answer)
+}
+
+/// A 502, or a client connection that ends before the response does (or before any): what a
+/// broken response must come to. Bytes the client cannot parse mean the broken framing was
+/// passed on, and a deadline passed means the client was left hanging: both fail.
+fn cut_or_502(what: &str, answer: Result<Option<RawResponse>, String>) {
+    match answer {
+        Ok(None) => {}
+        Ok(Some(r)) => assert_eq!(r.status, 502, "{what}: {} {}", r.status, r.text()),
+        Err(e) => assert!(e.starts_with("connection ended"), "{what}: {e}"),
+    }
+}
+
+/// After whatever happened, the same rouse serves the next client normally (on a connection to
+/// the server it may have to open).
+async fn still_serves(rouse: &Rouse, server: &RawServer) {
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(b"GET /next HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let (mut up, req) = server.accept_request().await;
+    assert_eq!(req.target, "/next");
+    up.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+        .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "next"));
+}
+
+/// A 1xx the server sends unasked, before the real answer, never takes the place of the final
+/// answer nor shifts the framing: the client reads the 200 and its body (with or without the
+/// interim answer before it, which a 1.1 client must be able to skip).
+#[tokio::test]
+async fn interim_answers_never_take_the_place_of_the_final_one() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    for interim in [
+        &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n",
+    ] {
+        let response = [
+            interim,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+        ]
+        .concat();
+        let (_c, _up, r) = scripted(&rouse, &server, "GET", &response).await;
+        let r = r.expect("an answer").expect("an answer");
+        let what = String::from_utf8_lossy(interim);
+        assert_eq!((r.status, r.text().as_str()), (200, "final"), "{what}");
+        assert!(
+            r.interim.iter().all(|s| (100..200).contains(s)),
+            "{what}: {:?}",
+            r.interim
+        );
+    }
+    still_serves(&rouse, &server).await;
+}
+
+/// RFC 9112 §6.3: a response whose Content-Length is invalid (two different values, a list of
+/// them, no number) cannot be framed: a proxy closes the connection to the server and answers
+/// 502.
+#[tokio::test]
+async fn a_response_with_an_invalid_content_length_is_502() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    for fields in [
+        "Content-Length: 2\r\nContent-Length: 3",
+        "Content-Length: 2, 3",
+        "Content-Length: 2x",
+        "Content-Length: -2",
+        "Content-Length: +2",
+        "Content-Length: 0x2",
+    ] {
+        let response = format!("HTTP/1.1 200 OK\r\n{fields}\r\n\r\nok!");
+        let (_c, mut up, r) = scripted(&rouse, &server, "GET", response.as_bytes()).await;
+        let r = r.expect("an answer").expect("an answer");
+        assert_eq!(r.status, 502, "{fields}: {}", r.text());
+        assert!(
+            up.closes().await,
+            "{fields}: the server's connection stays open"
+        );
+    }
+    still_serves(&rouse, &server).await;
+}
+
+/// A chunk size that is no hex number, or too large, is a broken response: once its head has
+/// gone on, the client's connection is cut before the response ends, never ended cleanly as
+/// if the body were whole.
+#[tokio::test]
+async fn a_bad_chunk_in_a_response_cuts_the_client_connection() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    for size in [
+        "zz",
+        "-5",
+        "123456789abcdef012",
+        "10000000000000000",
+        "ffffffffffffffff",
+        " 5",
+    ] {
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n{size}\r\nworld\r\n0\r\n\r\n"
+        );
+        let (_c, _up, r) = scripted(&rouse, &server, "GET", response.as_bytes()).await;
+        cut_or_502(&format!("chunk size {size:?}"), r);
+    }
+    still_serves(&rouse, &server).await;
+}
+
+/// Chunk data not followed by CRLF is a broken response too.
+#[tokio::test]
+async fn chunk_data_without_its_crlf_cuts_the_client_connection() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let (_c, _up, r) = scripted(
+        &rouse,
+        &server,
+        "GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhelloXX5\r\nworld\r\n0\r\n\r\n",
+    )
+    .await;
+    cut_or_502("no CRLF after the data", r);
+    still_serves(&rouse, &server).await;
+}
+
+/// RFC 9112 §6.3 (8): a response with neither Content-Length nor Transfer-Encoding ends when
+/// the server closes. An HTTP/1.1 client gets all of it, framed so that it knows where it
+/// ends: chunked or with a length (the connection may then stay open), or itself closed.
+#[tokio::test]
+async fn a_close_delimited_response_reaches_the_client_whole() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let body = "all of it, up to the close ".repeat(1000);
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(b"GET /close-delimited HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let (up, _) = server.accept_request().await;
+    let mut up = up;
+    up.send(format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}").as_bytes())
+        .await;
+    drop(up);
+    let r = client.expect_response("GET").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), body);
+    let framed = r.header("content-length").is_some() || r.header("transfer-encoding").is_some();
+    if framed {
+        client
+            .send(b"GET /again HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+            .await;
+        let (mut up, req) = server.accept_request().await;
+        assert_eq!(req.target, "/again");
+        up.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain")
+            .await;
+        let r = client.expect_response("GET").await;
+        assert_eq!(r.text(), "again");
+    }
+}
+
+/// `Connection: close` from the server (or an HTTP/1.0 answer without keep-alive, RFC 9112
+/// §9.3) ends that server connection only: the client's stays open, and the client's next
+/// request goes to the server on a new connection, never on the one the server closes.
+#[tokio::test]
+async fn connection_close_from_the_server_keeps_the_client_connection() {
+    for first_answer in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst"[..],
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+    ] {
+        closed_by_the_server(first_answer).await;
+    }
+}
+
+async fn closed_by_the_server(first_answer: &[u8]) {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(b"GET /first HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let (mut first, _) = server.accept_request().await;
+    // The server says it closes, but leaves its end open: rouse must not use it again.
+    first.send(first_answer).await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "first"));
+
+    client
+        .send(b"GET /second HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let mut second = tokio::select! {
+        accepted = server.accept_request() => {
+            let (up, req) = accepted;
+            assert_eq!(req.target, "/second");
+            up
+        }
+        Some(reused) = first.head() => panic!("rouse sent {reused:?} on the connection the server closes"),
+    };
+    second
+        .send(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+        .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "second"));
+}
+
+/// A server that closes an idle kept-alive connection: the next request still succeeds, on a
+/// new connection (RFC 9112 §9.3.1: a client retries an idempotent request whose connection
+/// closed before any answer).
+#[tokio::test]
+async fn a_server_closing_an_idle_connection_loses_no_request() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    for round in 0..5 {
+        let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+        client
+            .send(format!("GET /round/{round} HTTP/1.1\r\nHost: raw.test\r\n\r\n").as_bytes())
+            .await;
+        let (mut up, req) = server.accept_request().await;
+        assert_eq!(req.target, format!("/round/{round}"));
+        up.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        let r = client.expect_response("GET").await;
+        assert_eq!(r.status, 200, "round {round}");
+        // Closed while idle in rouse's pool, just as the next request comes.
+        drop(up);
+    }
+    still_serves(&rouse, &server).await;
+}
+
+/// A server that closes in the middle of a body: the client's connection is cut before the
+/// response ends, never ended as if the body were whole.
+#[tokio::test]
+async fn a_server_closing_mid_body_cuts_the_client_connection() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    for response in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it"[..],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    ] {
+        let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+        client
+            .send(b"GET /cut HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+            .await;
+        let (mut up, _) = server.accept_request().await;
+        up.send(response).await;
+        drop(up);
+        let what = String::from_utf8_lossy(response);
+        cut_or_502(&what, client.response("GET").await);
+    }
+    still_serves(&rouse, &server).await;
+}
+
+/// RFC 9112 §6.3: the answer to HEAD, and 204 and 304 answers, end with their head whatever
+/// Content-Length they carry: rouse neither waits for a body nor takes the next response's
+/// bytes for one, and the server's connection serves the next request.
+#[tokio::test]
+async fn head_204_and_304_with_a_content_length_end_at_the_head() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    let cases: [(&str, &[u8], u16); 4] = [
+        (
+            "HEAD",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+            200,
+        ),
+        (
+            "HEAD",
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n",
+            201,
+        ),
+        (
+            "GET",
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+            204,
+        ),
+        (
+            "GET",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\nETag: \"x\"\r\n\r\n",
+            304,
+        ),
+    ];
+    let mut up: Option<Upstream> = None;
+    for (method, response, status) in cases {
+        client
+            .send(
+                format!("{method} /bodiless/{status} HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+        let req = server.next_request(&mut up).await;
+        assert_eq!(req.target, format!("/bodiless/{status}"));
+        let conn = up.as_mut().expect("a server connection");
+        conn.send(response).await;
+        let r = client.expect_response(method).await;
+        assert_eq!(r.status, status, "{method}: {}", r.text());
+        assert!(r.body.is_empty(), "{method} {status}");
+        if status == 204 {
+            assert_eq!(
+                r.header("content-length"),
+                None,
+                "RFC 9110 §8.6: not in a 204"
+            );
+        }
+        if status == 200 {
+            let length = r.header("content-length");
+            assert!(
+                length.is_none() || length.as_deref() == Some("1000"),
+                "{length:?}"
+            );
+        }
+    }
+    client
+        .send(b"GET /after HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let req = server.next_request(&mut up).await;
+    assert_eq!(req.target, "/after");
+    let conn = up.as_mut().expect("a server connection");
+    conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter")
+        .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "after"));
+}
+
+/// A chunked response's trailer fields reach a client that said it takes them (`TE:
+/// trailers`), after the whole body.
+#[tokio::test]
+async fn response_trailers_reach_a_client_that_accepts_them() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(b"GET /trailers HTTP/1.1\r\nHost: raw.test\r\nTE: trailers\r\n\r\n")
+        .await;
+    let (mut up, _) = server.accept_request().await;
+    up.send(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 42\r\n\r\n",
+    )
+    .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
+    assert_eq!(
+        r.trailers,
+        [("x-checksum".to_owned(), b"42".to_vec())],
+        "{:?}",
+        r.headers
+    );
+}
+
+/// A response head past any sane limit (1 MiB of fields, or 10,000 of them) is 502 or
+/// passed on whole; never cut, never a hang, and rouse serves on.
+#[tokio::test]
+async fn an_oversized_response_head_is_502_or_whole() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let long = format!("X-Big: {}\r\n", "v".repeat(1 << 20));
+    let many: String = (0..10_000).map(|i| format!("X-N{i}: {i}\r\n")).collect();
+    for (what, fields) in [("a 1 MiB field", long), ("10,000 fields", many)] {
+        let response = format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok");
+        let (_c, _up, r) = scripted(&rouse, &server, "GET", response.as_bytes()).await;
+        let r = r.expect("an answer").expect("an answer");
+        assert_eq!(r.status, 502, "{what}");
+    }
+    still_serves(&rouse, &server).await;
+}
+
+/// A server may answer before it has read the request body (a 413, a redirect): the client
+/// gets that answer, whether rouse read the body first (the default) or streams it.
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
+    for extra in ["", "request_buffering = false"] {
+        let server = RawServer::bind(WITHIN).await;
+        let rouse = rouse_before(&server, extra).await;
+        let body = vec![b'b'; 4 << 20];
+        let addr = rouse.addr();
+        let client = tokio::spawn(async move {
+            let mut client = Raw::connect(addr, WITHIN).await;
+            let head = format!(
+                "POST /upload HTTP/1.1\r\nHost: raw.test\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            client.send(&[head.as_bytes(), &body].concat()).await;
+            client.response("POST").await
+        });
+        let mut up = server.accept().await;
+        let req = up.head().await.expect("a request");
+        assert_eq!(req.target, "/upload", "{extra}");
+        up.send(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig",
+        )
+        .await;
+        // Then reads what comes, as servers do before closing, so no reset races the answer.
+        let _ = up.read_to_end().await;
+        let r = client
+            .await
+            .expect("the client does not panic")
+            .unwrap_or_else(|e| panic!("{extra}: {e}"))
+            .unwrap_or_else(|| panic!("{extra}: no answer"));
+        assert_eq!((r.status, r.text().as_str()), (413, "big"), "{extra}");
+    }
+}
+
+/// Bytes a server sends past the end of a response are no answer to anything: the next
+/// request, on whatever connection, gets the server's answer to it, never those bytes (a
+/// response queued ahead would answer the wrong client).
+#[tokio::test]
+async fn bytes_after_a_response_never_answer_the_next_request() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let mut up = None;
+    for round in 0..3 {
+        let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+        client
+            .send(format!("GET /round/{round} HTTP/1.1\r\nHost: raw.test\r\n\r\n").as_bytes())
+            .await;
+        let req = server.next_request(&mut up).await;
+        assert_eq!(req.target, format!("/round/{round}"));
+        let conn = up.as_mut().expect("a server connection");
+        conn.send(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nround {round}\
+                 HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let r = client.expect_response("GET").await;
+        assert_eq!((r.status, r.text()), (200, format!("round {round}")));
+    }
+}
+
+/// Hop-by-hop fields of a response (RFC 9110 §7.6.1: those `Connection` names, and
+/// `Keep-Alive`) stay with the server; the others reach the client.
+#[tokio::test]
+async fn hop_by_hop_fields_of_a_response_stay_with_the_server() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let (_c, _up, r) = scripted(
+        &rouse,
+        &server,
+        "GET",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+          Keep-Alive: timeout=5\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let r = r.expect("an answer").expect("an answer");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(r.header("x-kept").as_deref(), Some("1"));
+    for gone in ["x-secret", "keep-alive"] {
+        assert_eq!(
+            r.header(gone),
+            None,
+            "{gone} reached the client: {:?}",
+            r.headers
+        );
+    }
+}
+
+/// Responses that are no HTTP/1.1 (garbage, a status past three digits, a broken field
+/// line) are 502, and the connection to that server is not used again.
+#[tokio::test]
+async fn a_response_that_is_no_http_is_502() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    for response in [
+        &b"hello, this is no HTTP\r\n\r\n"[..],
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX A: 1\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\0\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n: empty name\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let what = String::from_utf8_lossy(response);
+        let (_c, mut up, r) = scripted(&rouse, &server, "GET", response).await;
+        let r = r.expect("an answer").expect("an answer");
+        assert_eq!(r.status, 502, "{what}: {}", r.text());
+        assert!(
+            up.closes().await,
+            "{what}: the server's connection stays open"
+        );
+    }
+    still_serves(&rouse, &server).await;
+}
+
+/// RFC 9112 §5.2: an obs-fold line in a response is refused (502) or replaced by spaces: the
+/// client never gets a folded field. A status line without reason phrase, or with an unknown
+/// code, is fine.
+#[tokio::test]
+async fn response_heads_are_read_as_rfc_9112_says() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let (_c, _up, r) = scripted(
+        &rouse,
+        &server,
+        "GET",
+        b"HTTP/1.1 200 OK\r\nX-Folded: one\r\n two\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let r = r.expect("an answer").expect("an answer");
+    if r.status != 502 {
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        let folded = r.header("x-folded").unwrap_or_default();
+        assert!(
+            !folded.contains('\n') && !folded.contains('\r'),
+            "{folded:?}"
+        );
+        assert!(r.header("two").is_none(), "the fold became a field");
+    }
+
+    for (response, status, body) in [
+        (
+            &b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"[..],
+            200,
+            "ok",
+        ),
+        (
+            b"HTTP/1.1 299 Whatever It Is\r\nContent-Length: 3\r\n\r\nodd",
+            299,
+            "odd",
+        ),
+        (b"HTTP/1.1 599 \r\nContent-Length: 3\r\n\r\nodd", 599, "odd"),
+    ] {
+        let (_c, _up, r) = scripted(&rouse, &server, "GET", response).await;
+        let r = r.expect("an answer").expect("an answer");
+        assert_eq!((r.status, r.text().as_str()), (status, body));
+    }
+}
+
+/// A response arriving one byte per write (head, chunk sizes with extensions, upper-case hex
+/// and leading zeros, trailers) reaches the client whole.
+#[tokio::test]
+async fn a_response_arriving_one_byte_at_a_time_is_whole() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(b"GET /slow HTTP/1.1\r\nHost: raw.test\r\nTE: trailers\r\n\r\n")
+        .await;
+    let (mut up, _) = server.accept_request().await;
+    up.send_bytewise(
+        b"HTTP/1.1 200 OK\r\nX-Long-Name: a value\r\nTransfer-Encoding: chunked\r\n\
+          Trailer: X-T\r\n\r\n5;ext=\"q\"\r\nhello\r\n00A\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
+    )
+    .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello0123456789"));
+    assert_eq!(r.header("x-long-name").as_deref(), Some("a value"));
+    assert_eq!(r.trailers, [("x-t".to_owned(), b"1".to_vec())]);
+}
+
+/// Response heads within the limits pass whole: 90 fields, a 16 KiB one, repeated names in
+/// their order (a proxy with a small fixed field table would refuse or drop them).
+#[tokio::test]
+async fn large_response_heads_within_limits_pass_whole() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let many: String = (0..90).map(|i| format!("X-N{i}: {i}\r\n")).collect();
+    let big = "v".repeat(16 * 1024);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\n{many}X-Big: {big}\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
+         Content-Length: 2\r\n\r\nok"
+    );
+    let (_c, _up, r) = scripted(&rouse, &server, "GET", response.as_bytes()).await;
+    let r = r.expect("an answer").expect("an answer");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    for i in 0..90 {
+        assert_eq!(r.header(&format!("x-n{i}")), Some(i.to_string()), "x-n{i}");
+    }
+    assert_eq!(r.header("x-big").map(|v| v.len()), Some(big.len()));
+    let cookies: Vec<&[u8]> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    assert_eq!(
+        cookies,
+        [&b"a=1"[..], b"b=2"],
+        "Set-Cookie lines kept apart, in order"
+    );
+}
+
+/// `Expect: 100-continue` from a client that waits for it: the client gets `100 Continue`
+/// (from rouse when it reads the body first, from rouse or the server when it streams it), its
+/// body reaches the server whole, and the server's answer reaches the client.
+#[tokio::test]
+async fn expect_100_continue_reaches_the_server_and_back() {
+    for extra in ["", "request_buffering = false"] {
+        let server = RawServer::bind(WITHIN).await;
+        let rouse = rouse_before(&server, extra).await;
+        let addr = rouse.addr();
+        let client = tokio::spawn(async move {
+            let mut c = Raw::connect(addr, WITHIN).await;
+            c.send(
+                b"PUT /upload HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 5\r\n\
+                  Expect: 100-continue\r\n\r\n",
+            )
+            .await;
+            let interim = c.expect_interim().await;
+            c.send(b"hello").await;
+            (interim, c.expect_response("PUT").await)
+        });
+        let mut up = server.accept().await;
+        let req = up.head().await.expect("a request");
+        if req.header("expect").is_some() {
+            up.send(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        }
+        let (body, _) = up.body_of(&req).await.expect("the whole body");
+        assert_eq!(body, b"hello", "{extra}");
+        up.send(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+            .await;
+        let (interim, r) = client.await.expect("the client does not panic");
+        assert_eq!(interim, 100, "{extra}");
+        assert_eq!((r.status, r.text().as_str()), (201, "done"), "{extra}");
+    }
+}
