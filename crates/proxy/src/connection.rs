@@ -153,15 +153,36 @@ async fn serve<IO>(
 {
     // HTTP/1.1 requests to http1 upstreams are served by the fast path; whatever it declines
     // (h2c, upgrades, streamed bodies, ...) is hyper's from that request on.
-    let (stream, accepted) = match (mode, alpn_h2) {
+    // hyper's connection state is large: boxed, so that a connection the fast path keeps
+    // idle costs only its own small state.
+    match (mode, alpn_h2) {
         (Mode::Proxy { https }, None | Some(false)) => {
             match crate::h1::serve(&clients, stream, peer, https, accepted).await {
-                Outcome::Done => return,
-                Outcome::Decline { io, read, since } => (Rewind::new(io, read), since),
+                Outcome::Done => {}
+                Outcome::Decline { io, read, since } => {
+                    let io = Rewind::new(io, read);
+                    Box::pin(hyper(clients, io, peer, slot, since, alpn_h2, mode)).await
+                }
             }
         }
-        _ => (Rewind::new(stream, Vec::new()), accepted),
-    };
+        _ => {
+            let io = Rewind::new(stream, Vec::new());
+            Box::pin(hyper(clients, io, peer, slot, accepted, alpn_h2, mode)).await
+        }
+    }
+}
+
+async fn hyper<IO>(
+    clients: Arc<Clients>,
+    stream: IO,
+    peer: SocketAddr,
+    slot: Slot,
+    accepted: Instant,
+    alpn_h2: Option<bool>,
+    mode: Mode,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // From accept: a TLS handshake counts towards client_header_timeout.
     let activity = Activity::new(accepted);
     let settings = &clients.proxy.settings;

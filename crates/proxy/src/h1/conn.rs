@@ -158,7 +158,9 @@ pub(crate) async fn serve<IO: ClientStream>(
         let step = tokio::select! {
             biased;
             () = clients.kill.cancelled() => return Outcome::Done,
-            step = request(clients, &mut io, &mut b, peer, https, stopping) => step,
+            // Boxed: an exchange's state (holding, retries, the body copy) is needed only
+            // while one is in progress, not by every idle connection.
+            step = Box::pin(request(clients, &mut io, &mut b, peer, https, stopping)) => step,
         };
         match step {
             Step::Decline => return decline(io, b, since, "the request's route"),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
 use rouse_state::InFlightGuard;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -200,16 +201,29 @@ async fn read_some(up: Option<&mut Upstream>, rbuf: &mut Vec<u8>) -> io::Result<
     }
 }
 
-/// Writes all of `data` to the client within `send` of each write's progress.
+/// Writes all of `data` to the client, each write within `send` of the last one's progress.
+/// The timer is armed only when the socket is full, as `SendTimeout` does: a write that goes
+/// straight into the kernel's buffer costs none.
 pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
     client: &mut W,
-    data: &[u8],
+    mut data: &[u8],
     send: Duration,
 ) -> Result<(), Cut> {
-    match tokio::time::timeout(send, client.write_all(data)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(Cut),
+    while !data.is_empty() {
+        let now = client.write(data).now_or_never();
+        let wrote = match now {
+            Some(r) => r,
+            None => match tokio::time::timeout(send, client.write(data)).await {
+                Ok(r) => r,
+                Err(_) => return Err(Cut),
+            },
+        };
+        match wrote {
+            Ok(n) if n > 0 => data = &data[n..],
+            _ => return Err(Cut),
+        }
     }
+    Ok(())
 }
 
 fn after(d: Duration) -> Instant {
