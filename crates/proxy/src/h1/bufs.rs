@@ -12,8 +12,9 @@ use super::request::Head;
 const READ: usize = 16 * 1024;
 /// Buffers that grew past this are not kept: one large exchange must not pin memory.
 const KEEP_MAX: usize = 128 * 1024;
-/// Free buffers kept per thread.
-const FREE_MAX: usize = 256;
+/// Free buffer sets kept per thread: enough for a burst of exchanges at once, small next to
+/// what those connections cost anyway.
+const FREE_MAX: usize = 32;
 
 #[derive(Debug, Default)]
 pub(crate) struct Bufs {
@@ -36,8 +37,9 @@ pub(crate) fn take() -> Box<Bufs> {
         Box::new(Bufs {
             read: Vec::with_capacity(READ),
             head: Head::default(),
-            out: Vec::with_capacity(READ),
-            up: Vec::with_capacity(READ),
+            // Grown as an exchange needs them, and kept with the rest.
+            out: Vec::new(),
+            up: Vec::new(),
         })
     })
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::Response;
 use rouse_config::Protocol;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -40,11 +41,9 @@ const BODY_MAX: u64 = 64 * 1024;
 
 /// A client socket the fast path can wait on without a buffer.
 pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Ready when a read would not block. A stream that cannot tell says ready at once, and
-    /// then waits in its read, with a buffer (TLS keeps rustls's buffers anyway).
-    fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
+    /// Ready when a read would not block (or may not: a spurious wake-up costs a buffer
+    /// taken and given back).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl ClientStream for TcpStream {
@@ -59,9 +58,16 @@ impl ClientStream for UnixStream {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream
-    for tokio_rustls::server::TlsStream<T>
-{
+/// TLS: ready when rustls holds plaintext already (it does not want to read), else when the
+/// socket under it is.
+impl<T: ClientStream> ClientStream for tokio_rustls::server::TlsStream<T> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (io, conn) = self.get_ref();
+        if !conn.wants_read() {
+            return Poll::Ready(Ok(()));
+        }
+        io.poll_read_ready(cx)
+    }
 }
 
 /// How a connection left the fast path.
@@ -105,27 +111,33 @@ pub(crate) async fn serve<IO: ClientStream>(
             settings.client_header_timeout
         };
         let due = rouse_core::time::deadline(since, limit);
-        // An idle connection holds no buffer: it waits for readiness first.
+        // An idle connection holds no buffer: it waits for readiness first, then reads
+        // without waiting; a wake-up with nothing to read gives the buffer back.
         let mut b = match held.take() {
             Some(b) => b,
-            None => {
-                loop {
-                    let due = grace.map_or(due, |g| g.min(due));
-                    tokio::select! {
-                        biased;
-                        () = clients.kill.cancelled() => return Outcome::Done,
-                        r = poll_fn(|cx| io.poll_read_ready(cx)) => match r {
-                            Ok(()) => break,
-                            Err(_) => return Outcome::Done,
-                        },
-                        () = tokio::time::sleep_until(due) => return Outcome::Done,
-                        () = clients.stop.cancelled(), if grace.is_none() => {
-                            grace = Some(Instant::now() + STOP_GRACE);
+            None => loop {
+                let due = grace.map_or(due, |g| g.min(due));
+                tokio::select! {
+                    biased;
+                    () = clients.kill.cancelled() => return Outcome::Done,
+                    r = poll_fn(|cx| io.poll_read_ready(cx)) => {
+                        if r.is_err() {
+                            return Outcome::Done;
                         }
                     }
+                    () = tokio::time::sleep_until(due) => return Outcome::Done,
+                    () = clients.stop.cancelled(), if grace.is_none() => {
+                        grace = Some(Instant::now() + STOP_GRACE);
+                        continue;
+                    }
                 }
-                bufs::take()
-            }
+                let mut b = bufs::take();
+                match io.read_buf(&mut b.read).now_or_never() {
+                    None => bufs::give(b),
+                    Some(Ok(0) | Err(_)) => return Outcome::Done,
+                    Some(Ok(_)) => break b,
+                }
+            },
         };
         // The head, whole.
         loop {

@@ -128,7 +128,9 @@ pub(crate) fn client_head(buf: &[u8], info: &Info, close_client: bool, out: &mut
         if is_hop_by_hop(name, connection.clone()) {
             continue;
         }
-        if rechunk && name.eq_ignore_ascii_case(b"content-length") {
+        // RFC 9110 §8.6: never in a 1xx or 204 (hyper drops it there too).
+        let no_length = rechunk || status == 204 || (100..200).contains(&status);
+        if no_length && name.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
         has_date |= name.eq_ignore_ascii_case(b"date");
@@ -238,6 +240,14 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with(" GMT\r\n\r\n"), "{out}");
+        let text = "HTTP/1.1 204 Nope\r\nDate: x\r\nContent-Length: 5\r\n\r\n";
+        let i = info(text, false);
+        let mut out = Vec::new();
+        client_head(text.as_bytes(), &i, false, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n"
+        );
         let text = "HTTP/1.1 404 Nope\r\nDate: x\r\nContent-Length: 0\r\n\r\n";
         let i = info(text, false);
         let mut out = Vec::new();
