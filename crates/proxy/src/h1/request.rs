@@ -377,4 +377,73 @@ mod tests {
             assert_eq!(parse_length(bad), None, "{bad:?}");
         }
     }
+
+    /// Whatever the fast path takes, hyper's path takes too, and reads the same: the method,
+    /// target and fields make a valid `http::Request` that passes `check_head` and
+    /// `request_authority` with the same host, and the body length is the one declared.
+    mod agrees_with_hyper {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("Host: a.test".to_owned()),
+                Just("Host: A.Test:8080".to_owned()),
+                Just("Host: a b".to_owned()),
+                Just("host: [::1]".to_owned()),
+                Just("Content-Length: 3".to_owned()),
+                Just("content-length: 03".to_owned()),
+                Just("Content-Length: 3, 3".to_owned()),
+                Just("Transfer-Encoding: chunked".to_owned()),
+                Just("Connection: close".to_owned()),
+                Just("Connection: x-a".to_owned()),
+                Just("Expect: 100-continue".to_owned()),
+                Just("X-A: v\u{e9}".to_owned()),
+                Just(" X-Fold: y".to_owned()),
+                Just("X-Bad Name: y".to_owned()),
+                "[a-zA-Z-]{1,8}: [ -~]{0,12}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn a_head_taken_here_is_taken_there(
+                method in prop_oneof![Just("GET"), Just("POST"), Just("HEAD"), Just("PURGE"), Just("G T")],
+                target in "(/|http://a/|\\*|a:1)[ -~]{0,16}",
+                version in prop_oneof![Just("HTTP/1.1"), Just("HTTP/1.0"), Just("HTTP/2.0")],
+                fields in prop::collection::vec(piece(), 0..6),
+                lf in any::<bool>(),
+            ) {
+                let eol = if lf { "\n" } else { "\r\n" };
+                let mut text = format!("{method} {target} {version}\r\n");
+                for f in &fields {
+                    text.push_str(f);
+                    text.push_str(eol);
+                }
+                text.push_str("\r\n");
+                let buf = text.as_bytes();
+                let mut head = Head::default();
+                if head.parse(buf, &HeadLimits::default()) != Parsed::Ready {
+                    return Ok(());
+                }
+                let mut b = http::Request::builder()
+                    .method(head.method(buf))
+                    .uri(head.target(buf));
+                for f in &head.fields {
+                    b = b.header(&buf[f.name.clone()], &buf[f.value.clone()]);
+                }
+                let req = b.body(()).expect("hyper's types take it");
+                let uri = req.uri().to_string();
+                prop_assert_eq!(uri.as_bytes(), head.target(buf));
+                prop_assert!(crate::limits::check_head(&req, &HeadLimits::default()).is_ok());
+                let authority = crate::headers::request_authority(&req).expect("an authority");
+                prop_assert_eq!(authority, head.host(buf));
+                let lengths: Vec<_> = req.headers().get_all("content-length").iter().collect();
+                prop_assert!(lengths.len() <= 1);
+                let declared = lengths.first().map_or(0, |v| v.to_str().unwrap().parse::<u64>().unwrap());
+                prop_assert_eq!(declared, head.content_length);
+                prop_assert!(!req.headers().contains_key("transfer-encoding"));
+            }
+        }
+    }
 }
