@@ -28,6 +28,8 @@ pub(crate) struct Bufs {
 }
 
 thread_local! {
+    // Boxed: a connection holds its set as one pointer, and hands it back the same way.
+    #[allow(clippy::vec_box)]
     static FREE: RefCell<Vec<Box<Bufs>>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -167,12 +167,11 @@ impl Head {
                 6 if name.eq_ignore_ascii_case(b"accept") => {
                     self.browser |= method == "GET" && contains(h.value, b"text/html");
                 }
-                12 if name.eq_ignore_ascii_case(b"content-type") => {
-                    if h.value.len() >= 16
-                        && h.value[..16].eq_ignore_ascii_case(b"application/grpc")
-                    {
-                        return Parsed::Decline("gRPC");
-                    }
+                12 if name.eq_ignore_ascii_case(b"content-type")
+                    && h.value.len() >= 16
+                    && h.value[..16].eq_ignore_ascii_case(b"application/grpc") =>
+                {
+                    return Parsed::Decline("gRPC");
                 }
                 _ => {}
             }
