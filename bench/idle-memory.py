@@ -3,12 +3,15 @@
 clients each make one request, keep the connection open and idle; the growth of rouse's RSS
 divided by N is the cost of an idle keep-alive client.
 
-Usage: ROUSE_BIN=target/release/rouse python3 bench/idle-memory.py [N]   (default 10000)
+Usage: ROUSE_BIN=target/release/rouse [BATCH=100] python3 bench/idle-memory.py [N]   (N: 10000)
 Loopback only; bounded waits; everything is stopped at the end.
 """
 import asyncio, os, resource, signal, socket, subprocess, sys, tempfile, time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+# Clients connecting at once: each has an exchange in progress, with its buffers, until its
+# answer is in.
+BATCH = int(os.environ.get("BATCH", "100"))
 ROUSE = os.environ.get("ROUSE_BIN", "target/release/rouse")
 
 
@@ -87,8 +90,8 @@ address = "127.0.0.1:{bport}"
         await asyncio.gather(*(client(rport, keep) for _ in range(100)))
         await asyncio.sleep(1)
         before = rss_kb(proc.pid)
-        for i in range(0, N, 500):
-            await asyncio.gather(*(client(rport, keep) for _ in range(min(500, N - i))))
+        for i in range(0, N, BATCH):
+            await asyncio.gather(*(client(rport, keep) for _ in range(min(BATCH, N - i))))
         await asyncio.sleep(2)
         after = rss_kb(proc.pid)
         print(f"{N} idle keep-alive clients: RSS {before} KB -> {after} KB, "

@@ -120,20 +120,18 @@ impl Clients {
                 };
                 serve(self, stream, peer, slot, accepted, None, mode).await
             }
+            // Boxed: rustls's state is large, and every connection's task would otherwise
+            // be sized for it, plain ones too.
             Kind::Tls => {
-                let Some((stream, h2)) = crate::tls::handshake(&self, stream, peer, accepted).await
-                else {
-                    return;
-                };
-                serve(
-                    self,
-                    stream,
-                    peer,
-                    slot,
-                    accepted,
-                    h2,
-                    Mode::Proxy { https: true },
-                )
+                Box::pin(async move {
+                    let Some((stream, h2)) =
+                        crate::tls::handshake(&self, stream, peer, accepted).await
+                    else {
+                        return;
+                    };
+                    let mode = Mode::Proxy { https: true };
+                    serve(self, stream, peer, slot, accepted, h2, mode).await
+                })
                 .await
             }
         }
@@ -277,5 +275,24 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<'a, A: 'a, B, C, D, E, Fut>(_: impl FnOnce(A, B, C, D, E) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every client connection's task is sized for its largest state: TLS and hyper's are
+    /// boxed, so that an idle keep-alive connection costs little more than its socket. (The
+    /// bound is loose: debug builds lay futures out larger than release ones.)
+    #[test]
+    fn a_connection_task_stays_small() {
+        let task = future_size(Clients::serve_kind::<TcpStream>);
+        assert!(task <= 2048, "a plain connection's task is {task} bytes");
     }
 }
