@@ -61,7 +61,11 @@ pub(crate) fn upstream_head(
     for f in &head.fields {
         let (name, value) = field(f);
         if SET_HERE.iter().any(|s| name.eq_ignore_ascii_case(s)) {
-            if prior_for.is_none() && name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            // A list the client's `Connection` names is dropped before it is extended.
+            if prior_for.is_none()
+                && name.eq_ignore_ascii_case(b"x-forwarded-for")
+                && !is_hop_by_hop(name, connection.clone())
+            {
                 prior_for = Some(value);
             }
             continue;
@@ -153,5 +157,86 @@ mod tests {
             false,
         );
         assert!(out.ends_with("x-forwarded-for: 10.1.2.3\r\n\r\n"), "{out}");
+    }
+
+    mod agrees_with_to_upstream {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field() -> impl Strategy<Value = (String, String)> {
+            let name = prop_oneof![
+                Just("Connection"),
+                Just("Keep-Alive"),
+                Just("TE"),
+                Just("Proxy-Authorization"),
+                Just("X-Forwarded-For"),
+                Just("x-forwarded-proto"),
+                Just("X-Forwarded-Host"),
+                Just("X-A"),
+                Just("x-b"),
+                Just("Trailer"),
+                Just("Accept"),
+            ];
+            let value = prop_oneof![
+                Just("close"),
+                Just("keep-alive, X-A"),
+                Just("x-b"),
+                Just("192.0.2.1"),
+                Just(" "),
+                Just("trailers"),
+                Just("v"),
+            ];
+            (name, value).prop_map(|(n, v)| (n.to_owned(), v.to_owned()))
+        }
+
+        fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+            v.sort();
+            v
+        }
+
+        proptest! {
+            /// The fast path's upstream head has the fields `headers::to_upstream` leaves, as
+            /// a multiset (hyper groups repeated names; the order of names is not meaning).
+            #[test]
+            fn the_same_fields_reach_the_server(
+                fields in prop::collection::vec(field(), 0..8),
+                https in any::<bool>(),
+            ) {
+                let mut text = "GET /p?q HTTP/1.1\r\nHost: a.test:81\r\n".to_owned();
+                for (n, v) in &fields {
+                    text.push_str(&format!("{n}: {v}\r\n"));
+                }
+                text.push_str("\r\n");
+                let mut head = Head::default();
+                prop_assume!(head.parse(text.as_bytes(), &HeadLimits::default()) == Parsed::Ready);
+                let mut out = Vec::new();
+                upstream_head(&head, text.as_bytes(), CLIENT, https, &mut out);
+                let mut raw = [httparse::EMPTY_HEADER; 64];
+                let mut parsed = httparse::Request::new(&mut raw);
+                prop_assert!(parsed.parse(&out).unwrap().is_complete());
+                prop_assert_eq!(parsed.path, Some("/p?q"));
+                let ours: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+
+                let mut req = http::Request::builder().uri("/p?q").header("host", "a.test:81");
+                for (n, v) in &fields {
+                    req = req.header(n.as_str(), v.trim());
+                }
+                let mut req = req.body(()).unwrap();
+                if https {
+                    req.extensions_mut().insert(crate::headers::Https);
+                }
+                crate::headers::to_upstream(&mut req, "a.test:81", CLIENT, false);
+                let theirs: Vec<(String, String)> = req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
+                prop_assert_eq!(sorted(ours), sorted(theirs));
+            }
+        }
     }
 }
