@@ -136,14 +136,7 @@ async fn a_response_with_an_invalid_content_length_is_502() {
 async fn a_bad_chunk_in_a_response_cuts_the_client_connection() {
     let server = RawServer::bind(WITHIN).await;
     let rouse = rouse_before(&server, "").await;
-    for size in [
-        "zz",
-        "-5",
-        "123456789abcdef012",
-        "10000000000000000",
-        "ffffffffffffffff",
-        " 5",
-    ] {
+    for size in ["zz", "-5", "123456789abcdef012", "10000000000000000", " 5"] {
         let response = format!(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
              5\r\nhello\r\n{size}\r\nworld\r\n0\r\n\r\n"
@@ -393,12 +386,29 @@ async fn response_trailers_reach_a_client_that_accepts_them() {
         "{:?}",
         r.headers
     );
+    // A client that did not say it takes trailers gets the body whole all the same (the
+    // trailers may be dropped, RFC 9110 §6.5.1).
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(b"GET /trailers HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let mut up = Some(up);
+    let req = server.next_request(&mut up).await;
+    assert_eq!(req.target, "/trailers");
+    let conn = up.as_mut().expect("a server connection");
+    conn.send(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: 42\r\n\r\n",
+    )
+    .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
 }
 
-/// A response head past any sane limit (1 MiB of fields, or 10,000 of them) is 502 or
-/// passed on whole; never cut, never a hang, and rouse serves on.
+/// A response head past any sane limit (a 1 MiB field, or 10,000 fields) is 502 (nginx:
+/// "upstream sent too big header"); never cut, never a hang, and rouse serves on.
 #[tokio::test]
-async fn an_oversized_response_head_is_502_or_whole() {
+async fn an_oversized_response_head_is_502() {
     let server = RawServer::bind(WITHIN).await;
     let rouse = rouse_before(&server, "").await;
     let long = format!("X-Big: {}\r\n", "v".repeat(1 << 20));
@@ -531,7 +541,7 @@ async fn a_response_that_is_no_http_is_502() {
 
 /// RFC 9112 §5.2: an obs-fold line in a response is refused (502) or replaced by spaces: the
 /// client never gets a folded field. A status line without reason phrase, or with an unknown
-/// code, is fine.
+/// code, is fine; so are framing fields in any case, with OWS, or a length with leading zeros.
 #[tokio::test]
 async fn response_heads_are_read_as_rfc_9112_says() {
     let server = RawServer::bind(WITHIN).await;
@@ -566,6 +576,21 @@ async fn response_heads_are_read_as_rfc_9112_says() {
             "odd",
         ),
         (b"HTTP/1.1 599 \r\nContent-Length: 3\r\n\r\nodd", 599, "odd"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 002\r\n\r\nok",
+            200,
+            "ok",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length:\t 2 \r\n\r\nok",
+            200,
+            "ok",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTRANSFER-ENCODING: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            200,
+            "ok",
+        ),
     ] {
         let (_c, _up, r) = scripted(&rouse, &server, "GET", response).await;
         let r = r.expect("an answer").expect("an answer");
@@ -659,5 +684,48 @@ async fn expect_100_continue_reaches_the_server_and_back() {
         let (interim, r) = client.await.expect("the client does not panic");
         assert_eq!(interim, 100, "{extra}");
         assert_eq!((r.status, r.text().as_str()), (201, "done"), "{extra}");
+    }
+}
+
+/// A client that leaves in the middle of a response: what the server still sends of that
+/// body is never read as the answer to the next request (the connection to the server is
+/// read to the end of that response, or closed), whether rouse buffers responses or not.
+#[tokio::test]
+async fn a_response_left_mid_body_never_leaks_into_the_next() {
+    for extra in ["", "response_buffering = false"] {
+        let server = RawServer::bind(WITHIN).await;
+        let rouse = rouse_before(&server, extra).await;
+        let half = vec![b'x'; 256 * 1024];
+        let mut gone = Raw::connect(rouse.addr(), WITHIN).await;
+        gone.send(b"GET /big HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+            .await;
+        let (up, _) = server.accept_request().await;
+        let mut up = Some(up);
+        let conn = up.as_mut().expect("a server connection");
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            2 * half.len()
+        );
+        conn.send(&[head.as_bytes(), &half].concat()).await;
+        drop(gone);
+        // The rest, into a connection rouse may have closed: written in the background, the
+        // socket's buffers may not take it all at once.
+        let mut rest = up.take().expect("a server connection");
+        let tail = half.clone();
+        let writer = tokio::spawn(async move {
+            rest.send(&tail).await;
+            rest
+        });
+        let mut next = Raw::connect(rouse.addr(), WITHIN).await;
+        next.send(b"GET /next HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+            .await;
+        up = Some(writer.await.expect("the writer does not panic"));
+        let req = server.next_request(&mut up).await;
+        assert_eq!(req.target, "/next", "{extra}");
+        let conn = up.as_mut().expect("a server connection");
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+            .await;
+        let r = next.expect_response("GET").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "next"), "{extra}");
     }
 }
