@@ -113,6 +113,7 @@ pub(crate) async fn serve<IO: ClientStream>(
         let due = rouse_core::time::deadline(since, limit);
         // An idle connection holds no buffer: it waits for readiness first, then reads
         // without waiting; a wake-up with nothing to read gives the buffer back.
+        let mut woke_empty = false;
         let mut b = match held.take() {
             Some(b) => b,
             None => loop {
@@ -133,7 +134,14 @@ pub(crate) async fn serve<IO: ClientStream>(
                 }
                 let mut b = bufs::take();
                 match io.read_buf(&mut b.read).now_or_never() {
-                    None => bufs::give(b),
+                    // A stream that keeps saying ready with nothing to read (a TLS state
+                    // rustls does not count as wanting to read) must not spin: it waits in
+                    // its read, with the buffer, as hyper's connections do.
+                    None if woke_empty => break b,
+                    None => {
+                        woke_empty = true;
+                        bufs::give(b);
+                    }
                     Some(Ok(0) | Err(_)) => return Outcome::Done,
                     Some(Ok(_)) => break b,
                 }
