@@ -16,7 +16,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -26,6 +25,8 @@ use tokio_util::task::TaskTracker;
 use crate::activity::{Activity, Limits, Tracked, Verdict};
 use crate::client_io::ClientIo;
 use crate::conn_limit::{ConnLimit, Slot};
+use crate::h1::fallback::Rewind;
+use crate::h1::{ClientStream, Outcome};
 use crate::headers::Https;
 use crate::listen::Kind;
 use crate::proxy::Proxy;
@@ -105,7 +106,7 @@ impl Clients {
 
     async fn serve_kind<IO>(self: Arc<Self>, stream: IO, peer: SocketAddr, kind: Kind, slot: Slot)
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: ClientStream,
     {
         let accepted = Instant::now();
         match kind {
@@ -119,20 +120,18 @@ impl Clients {
                 };
                 serve(self, stream, peer, slot, accepted, None, mode).await
             }
+            // Boxed: rustls's state is large, and every connection's task would otherwise
+            // be sized for it, plain ones too.
             Kind::Tls => {
-                let Some((stream, h2)) = crate::tls::handshake(&self, stream, peer, accepted).await
-                else {
-                    return;
-                };
-                serve(
-                    self,
-                    stream,
-                    peer,
-                    slot,
-                    accepted,
-                    h2,
-                    Mode::Proxy { https: true },
-                )
+                Box::pin(async move {
+                    let Some((stream, h2)) =
+                        crate::tls::handshake(&self, stream, peer, accepted).await
+                    else {
+                        return;
+                    };
+                    let mode = Mode::Proxy { https: true };
+                    serve(self, stream, peer, slot, accepted, h2, mode).await
+                })
                 .await
             }
         }
@@ -148,7 +147,39 @@ async fn serve<IO>(
     alpn_h2: Option<bool>,
     mode: Mode,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: ClientStream,
+{
+    // HTTP/1.1 requests to http1 upstreams are served by the fast path; whatever it declines
+    // (h2c, upgrades, streamed bodies, ...) is hyper's from that request on.
+    // hyper's connection state is large: boxed, so that a connection the fast path keeps
+    // idle costs only its own small state.
+    match (mode, alpn_h2) {
+        (Mode::Proxy { https }, None | Some(false)) => {
+            match crate::h1::serve(&clients, stream, peer, https, accepted).await {
+                Outcome::Done => {}
+                Outcome::Decline { io, read, since } => {
+                    let io = Rewind::new(io, read);
+                    Box::pin(hyper(clients, io, peer, slot, since, alpn_h2, mode)).await
+                }
+            }
+        }
+        _ => {
+            let io = Rewind::new(stream, Vec::new());
+            Box::pin(hyper(clients, io, peer, slot, accepted, alpn_h2, mode)).await
+        }
+    }
+}
+
+async fn hyper<IO>(
+    clients: Arc<Clients>,
+    stream: IO,
+    peer: SocketAddr,
+    slot: Slot,
+    accepted: Instant,
+    alpn_h2: Option<bool>,
+    mode: Mode,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // From accept: a TLS handshake counts towards client_header_timeout.
     let activity = Activity::new(accepted);
@@ -238,11 +269,30 @@ async fn serve<IO>(
 }
 
 /// At shutdown, how long an idle HTTP/1 connection is kept for its next request.
-const STOP_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<'a, A: 'a, B, C, D, E, Fut>(_: impl FnOnce(A, B, C, D, E) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every client connection's task is sized for its largest state: TLS and hyper's are
+    /// boxed, so that an idle keep-alive connection costs little more than its socket. (The
+    /// bound is loose: debug builds lay futures out larger than release ones.)
+    #[test]
+    fn a_connection_task_stays_small() {
+        let task = future_size(Clients::serve_kind::<TcpStream>);
+        assert!(task <= 2048, "a plain connection's task is {task} bytes");
     }
 }

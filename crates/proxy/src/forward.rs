@@ -21,6 +21,16 @@ use crate::limits;
 use crate::proxy::{Proxy, RouteUpstream, Routes};
 use crate::request_body::{RequestBody, Sent};
 
+/// A request as the access log and the metrics see it once answered.
+pub(crate) struct Done<'a> {
+    pub started: Instant,
+    pub status: u16,
+    pub client: std::net::IpAddr,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub held_us: u64,
+}
+
 impl Proxy {
     /// Answers one client request. Never fails: every problem becomes a response saying why.
     pub async fn handle(
@@ -103,11 +113,34 @@ impl Proxy {
             }
             Err(resp) => (resp, None),
         };
-        let elapsed = started.elapsed();
-        let metrics = &routes.table.metrics;
-        up.state.observe_duration(elapsed, metrics);
+        let held_us = waiter.held_us.load(Ordering::Relaxed);
         let status = resp.status().as_u16();
-        match &server {
+        let method = method.as_str();
+        let done = Done {
+            started,
+            status,
+            client: client.ip(),
+            method,
+            path: &path,
+            held_us,
+        };
+        self.account(&routes.table, up, server.as_ref(), done);
+        resp
+    }
+
+    /// Counts a finished request (metrics) and logs it (access log).
+    pub(crate) fn account(
+        &self,
+        table: &Table,
+        up: &RouteUpstream,
+        server: Option<&Arc<Server>>,
+        done: Done<'_>,
+    ) {
+        let elapsed = done.started.elapsed();
+        let metrics = &table.metrics;
+        up.state.observe_duration(elapsed, metrics);
+        let status = done.status;
+        match server {
             Some(s) => s.count_response(status, up.state.name(), metrics),
             None => {
                 metrics
@@ -121,12 +154,12 @@ impl Proxy {
             }
         }
         if self.settings.access_log {
-            let held_ms = waiter.held_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            let held_ms = done.held_us as f64 / 1000.0;
             tracing::info!(
                 target: "rouse::access",
-                client = %client.ip(),
-                %method,
-                path,
+                client = %done.client,
+                method = %done.method,
+                path = done.path,
                 upstream = up.state.name(),
                 server = server.map(|s| s.address().to_string()).unwrap_or_default(),
                 status,
@@ -134,7 +167,6 @@ impl Proxy {
                 held_ms,
             );
         }
-        resp
     }
 
     async fn forward(
@@ -334,7 +366,7 @@ impl Proxy {
     }
 
     /// The current route to the upstream that replaced `old` in a reload, if there is one.
-    fn successor(&self, old: &Upstream) -> Option<(Arc<Routes>, usize)> {
+    pub(crate) fn successor(&self, old: &Upstream) -> Option<(Arc<Routes>, usize)> {
         let routes = self.routes.load_full();
         let at = routes
             .upstreams
@@ -343,7 +375,7 @@ impl Proxy {
         Some((routes, at))
     }
 
-    fn note_failure(&self, up: &RouteUpstream, server: &Server, why: &str) {
+    pub(crate) fn note_failure(&self, up: &RouteUpstream, server: &Server, why: &str) {
         let until = server.record_failure(Instant::now(), &up.state.backoff);
         tracing::warn!(
             upstream = up.state.name(),
@@ -353,7 +385,7 @@ impl Proxy {
         );
     }
 
-    fn no_server(&self, up: &RouteUpstream, tried: &[usize]) -> Response<ProxyBody> {
+    pub(crate) fn no_server(&self, up: &RouteUpstream, tried: &[usize]) -> Response<ProxyBody> {
         if tried.is_empty() {
             // Nothing ready and nothing to try: servers are stopped or starting. Waking them is
             // the lifecycle's job; until it exists for this upstream, say so.

@@ -20,6 +20,7 @@ mod conn_limit;
 pub mod connect;
 mod connection;
 mod forward;
+mod h1;
 pub mod headers;
 mod hold;
 mod idle;

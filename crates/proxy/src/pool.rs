@@ -97,6 +97,8 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     h2: h2::Shared,
+    /// The fast path's connections (`crate::h1`): raw sockets, not hyper's.
+    raw: crate::h1::upstream::Idle,
 }
 
 impl Pool {
@@ -113,7 +115,26 @@ impl Pool {
             max_idle,
             idle_timeout,
             h2: h2::Shared::default(),
+            raw: Default::default(),
         }
+    }
+
+    /// A raw idle connection for the fast path (HTTP/1.1 only), checked still open.
+    pub(crate) fn raw_checkout(&self, now: Instant) -> Option<crate::connect::Stream> {
+        self.raw.checkout(now, self.idle_timeout)
+    }
+
+    /// Gives a raw connection back after a response that ended cleanly.
+    pub(crate) fn raw_put(&self, stream: crate::connect::Stream, now: Instant) {
+        self.raw.put(stream, now, self.max_idle);
+    }
+
+    /// A new raw connection (TCP, unix or TLS) for the fast path.
+    pub(crate) async fn connect_raw(
+        &self,
+        timeout: Duration,
+    ) -> Result<crate::connect::Stream, crate::connect::ConnectError> {
+        self.target.connect(timeout).await
     }
 
     /// What this pool speaks (a reload that changes an upstream's protocol gets new pools).
@@ -161,11 +182,12 @@ impl Pool {
             !s.is_closed() && now.saturating_duration_since(*since) < self.idle_timeout
         });
         self.h2.evict_idle(now, self.idle_timeout);
+        self.raw.evict_expired(now, self.idle_timeout);
     }
 
     /// Idle HTTP/1.1 connections, or open HTTP/2 ones.
     pub fn idle_count(&self) -> usize {
-        self.lock().len() + self.h2.len()
+        self.lock().len() + self.h2.len() + self.raw.len()
     }
 
     /// A new connection (HTTP/1.1), or a stream on a new shared one (HTTP/2; when several

@@ -12,7 +12,7 @@
 
 pub(crate) mod request;
 pub(crate) mod response;
-mod spool;
+pub(crate) mod spool;
 
 use std::path::Path;
 use std::sync::Arc;

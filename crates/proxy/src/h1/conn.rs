@@ -1,0 +1,486 @@
+//! One client connection on the fast path: read a head, route it, send it to a server,
+//! pass the answer back, and again, until the client leaves, a timeout or shutdown closes the
+//! connection, or a request the fast path declines hands the connection to hyper.
+
+use std::borrow::Cow;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use http::Response;
+use rouse_config::Protocol;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
+
+use super::bufs::{self, Bufs};
+use super::copy::{self, Cut, Timeouts, Upstream};
+use super::decode::Decoder;
+use super::exchange::{self, HeadError};
+use super::request::Parsed;
+use super::{response, rewrite};
+use crate::body::ProxyBody;
+use crate::buffer::{Limits, spool::Spool};
+use crate::connection::{Clients, STOP_GRACE};
+use crate::forward::Done;
+use crate::hold::Waiter;
+use crate::proxy::Proxy;
+
+/// A head not whole in this many bytes is left to hyper (which answers 431 or 414 past the
+/// limits, or takes a long one within them).
+const HEAD_MAX: usize = 16 * 1024;
+
+/// The largest request body the fast path reads (whole, before a server is chosen, which is
+/// what `request_buffering` means); larger ones go to hyper's path and its temp files.
+const BODY_MAX: u64 = 64 * 1024;
+
+/// A client socket the fast path can wait on without a buffer.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready when a read would not block (or may not: a spurious wake-up costs a buffer
+    /// taken and given back).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ClientStream for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ClientStream for UnixStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        UnixStream::poll_read_ready(self, cx)
+    }
+}
+
+/// TLS: ready when rustls holds plaintext already (it does not want to read), else when the
+/// socket under it is.
+impl<T: ClientStream> ClientStream for tokio_rustls::server::TlsStream<T> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (io, conn) = self.get_ref();
+        if !conn.wants_read() {
+            return Poll::Ready(Ok(()));
+        }
+        io.poll_read_ready(cx)
+    }
+}
+
+/// How a connection left the fast path.
+pub(crate) enum Outcome<IO> {
+    /// Closed (or to be closed): nothing more to do.
+    Done,
+    /// Hyper serves it from here, reading `read` first. `since`: accept, or when the last
+    /// answer went out (the next head's timer counts from it).
+    Decline {
+        io: IO,
+        read: Vec<u8>,
+        since: Instant,
+    },
+}
+
+/// What one request left the connection as.
+enum Step {
+    KeepAlive,
+    Close,
+    Decline,
+}
+
+pub(crate) async fn serve<IO: ClientStream>(
+    clients: &Clients,
+    mut io: IO,
+    peer: SocketAddr,
+    https: bool,
+    accepted: Instant,
+) -> Outcome<IO> {
+    let settings = &clients.proxy.settings;
+    let mut since = accepted;
+    let mut served = false;
+    let mut grace: Option<Instant> = None;
+    let mut held: Option<Box<Bufs>> = None;
+    loop {
+        let limit = if served {
+            settings
+                .client_header_timeout
+                .min(settings.client_idle_timeout)
+        } else {
+            settings.client_header_timeout
+        };
+        let due = rouse_core::time::deadline(since, limit);
+        // An idle connection holds no buffer: it waits for readiness first, then reads
+        // without waiting; a wake-up with nothing to read gives the buffer back.
+        let mut woke_empty = false;
+        let mut b = match held.take() {
+            Some(b) => b,
+            None => loop {
+                let due = grace.map_or(due, |g| g.min(due));
+                tokio::select! {
+                    biased;
+                    () = clients.kill.cancelled() => return Outcome::Done,
+                    r = poll_fn(|cx| io.poll_read_ready(cx)) => {
+                        if r.is_err() {
+                            return Outcome::Done;
+                        }
+                    }
+                    () = tokio::time::sleep_until(due) => return Outcome::Done,
+                    () = clients.stop.cancelled(), if grace.is_none() => {
+                        grace = Some(Instant::now() + STOP_GRACE);
+                        continue;
+                    }
+                }
+                let mut b = bufs::take();
+                match io.read_buf(&mut b.read).now_or_never() {
+                    // A stream that keeps saying ready with nothing to read (a TLS state
+                    // rustls does not count as wanting to read) must not spin: it waits in
+                    // its read, with the buffer, as hyper's connections do.
+                    None if woke_empty => break b,
+                    None => {
+                        woke_empty = true;
+                        bufs::give(b);
+                    }
+                    Some(Ok(0) | Err(_)) => return Outcome::Done,
+                    Some(Ok(_)) => break b,
+                }
+            },
+        };
+        // The head, whole.
+        loop {
+            if !b.read.is_empty() {
+                let Bufs { read, head, .. } = &mut *b;
+                match head.parse(read, &settings.head) {
+                    Parsed::Ready => break,
+                    Parsed::Partial if read.len() < HEAD_MAX => {}
+                    Parsed::Partial => return decline(io, b, since, "a long head"),
+                    Parsed::Decline(why) => return decline(io, b, since, why),
+                }
+            }
+            b.read.reserve(4096);
+            let due = grace.map_or(due, |g| g.min(due));
+            let got = tokio::select! {
+                biased;
+                () = clients.kill.cancelled() => return Outcome::Done,
+                r = io.read_buf(&mut b.read) => r,
+                () = tokio::time::sleep_until(due) => {
+                    tracing::debug!(client = %peer, "no request in time; closing the connection");
+                    return Outcome::Done;
+                }
+            };
+            match got {
+                Ok(0) | Err(_) => return Outcome::Done,
+                Ok(_) => {}
+            }
+        }
+        let stopping = grace.is_some() || clients.stop.is_cancelled();
+        let step = tokio::select! {
+            biased;
+            () = clients.kill.cancelled() => return Outcome::Done,
+            // Boxed: an exchange's state (holding, retries, the body copy) is needed only
+            // while one is in progress, not by every idle connection.
+            step = Box::pin(request(clients, &mut io, &mut b, peer, https, stopping)) => step,
+        };
+        match step {
+            Step::Decline => return decline(io, b, since, "the request's route"),
+            Step::Close => {
+                let _ = io.shutdown().await;
+                return Outcome::Done;
+            }
+            Step::KeepAlive => {}
+        }
+        since = Instant::now();
+        served = true;
+        if b.read.is_empty() {
+            bufs::give(b);
+        } else {
+            // Pipelined: the next request is already here.
+            held = Some(b);
+        }
+    }
+}
+
+fn decline<IO>(io: IO, mut b: Box<Bufs>, since: Instant, why: &str) -> Outcome<IO> {
+    tracing::trace!(why, "the fast path hands a connection to hyper");
+    let read = std::mem::take(&mut b.read);
+    bufs::give(b);
+    Outcome::Decline { io, read, since }
+}
+
+/// The request whose head is parsed in `b`: route, body, server, answer.
+async fn request<IO: ClientStream>(
+    clients: &Clients,
+    io: &mut IO,
+    b: &mut Bufs,
+    peer: SocketAddr,
+    https: bool,
+    stopping: bool,
+) -> Step {
+    let proxy: &Arc<Proxy> = &clients.proxy;
+    let settings = &proxy.settings;
+    let started = Instant::now();
+    let Bufs {
+        read,
+        head,
+        out,
+        up: rbuf,
+    } = b;
+    let routes = proxy.routes.load_full();
+    let up_at = {
+        let path = head.path(read);
+        if head.method(read) == b"GET" && proxy.challenges.answer(path).is_some() {
+            return Step::Decline;
+        }
+        match routes.router.route(&host_of(head.host(read)), path) {
+            Some(at) => at,
+            None => return Step::Decline,
+        }
+    };
+    let up = &routes.upstreams[up_at];
+    let limits = Limits::of(&up.state.config, &settings.temp_dir);
+    let length = head.content_length;
+    if up.state.config.protocol != Protocol::Http1
+        || (length > 0
+            && (!limits.request_buffering
+                || length > BODY_MAX.min(limits.request_buffer_size as u64)
+                || length > limits.max_request_body))
+    {
+        return Step::Decline;
+    }
+    let close = head.close || stopping;
+    let is_head = head.is_head;
+    let end = head.len + length as usize;
+    while read.len() < end {
+        read.reserve(end - read.len());
+        let got = tokio::time::timeout(settings.client_body_timeout, io.read_buf(read)).await;
+        match got {
+            Ok(Ok(0)) | Ok(Err(_)) => return Step::Close,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                let timeout = settings.client_body_timeout;
+                let resp = crate::answer::error(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "client-body-timeout",
+                    format!(
+                        "the request body stopped arriving for {timeout:?} (client_body_timeout)"
+                    ),
+                );
+                let method = String::from_utf8_lossy(head.method(read)).into_owned();
+                let done = Done {
+                    started,
+                    status: 408,
+                    client: peer.ip(),
+                    method: &method,
+                    path: head.path(read),
+                    held_us: 0,
+                };
+                proxy.account(&routes.table, up, None, done);
+                let _ = answer(io, resp, is_head, true, out, settings.send_timeout).await;
+                return Step::Close;
+            }
+        }
+    }
+    let path = head.path(read);
+    let method = std::str::from_utf8(head.method(read)).unwrap_or("");
+    out.clear();
+    rewrite::upstream_head(head, read, peer.ip(), https, out);
+    out.extend_from_slice(&read[head.len..end]);
+    let waiter = Waiter {
+        path,
+        browser: head.browser,
+        arrived: Instant::now(),
+        held_us: AtomicU64::new(0),
+    };
+    let mut moved = None;
+    let sent = exchange::send(
+        proxy, &routes, up_at, out, is_head, &waiter, rbuf, &mut moved,
+    )
+    .await;
+    let up = match &moved {
+        Some((r, at)) => &r.upstreams[*at],
+        None => up,
+    };
+    let mut done = Done {
+        started,
+        status: 0,
+        client: peer.ip(),
+        method,
+        path,
+        held_us: waiter.held_us.load(Ordering::Relaxed),
+    };
+    let t = Timeouts {
+        read: settings.read_timeout,
+        send: settings.send_timeout,
+    };
+    let mut answering = match sent {
+        Ok(a) => a,
+        Err((resp, server)) => {
+            done.status = resp.status().as_u16();
+            proxy.account(&routes.table, up, server.as_ref(), done);
+            let after = answer(io, resp, is_head, close, out, t.send).await;
+            return after_answer(after, close, read, end);
+        }
+    };
+    // Interim answers (103 Early Hints, 100) go on; the final one follows on the same
+    // connection. A 101 was never asked for (Upgrade is declined).
+    while (100..200).contains(&answering.info.status) {
+        let server = Arc::clone(answering.guard.server());
+        let next = if answering.info.status == 101 {
+            Err(HeadError::Malformed(
+                "101 Switching Protocols without Upgrade".into(),
+            ))
+        } else {
+            out.clear();
+            response::client_head(rbuf, &answering.info, false, out);
+            if copy::write_all(io, out, t.send).await.is_err() {
+                return Step::Close;
+            }
+            rbuf.drain(..answering.info.len);
+            exchange::read_head(&mut answering.stream, rbuf, is_head, t.read).await
+        };
+        match next {
+            Ok(info) => answering.info = info,
+            Err(e) => {
+                let why = match e {
+                    HeadError::Nothing(w) | HeadError::Malformed(w) => w,
+                    HeadError::TimedOut => "no final answer in time".into(),
+                };
+                let msg = format!(
+                    "server {} of upstream {:?} failed mid-request: {why}",
+                    server.address(),
+                    up.state.name()
+                );
+                tracing::warn!("{msg}");
+                let resp = crate::answer::error(http::StatusCode::BAD_GATEWAY, "server-error", msg);
+                done.status = 502;
+                proxy.account(&routes.table, up, Some(&server), done);
+                drop(answering);
+                let after = answer(io, resp, is_head, close, out, t.send).await;
+                return after_answer(after, close, read, end);
+            }
+        }
+    }
+    let info = answering.info.clone();
+    let server = Arc::clone(answering.guard.server());
+    done.status = info.status;
+    proxy.account(&routes.table, up, Some(&server), done);
+    out.clear();
+    response::client_head(rbuf, &info, close, out);
+    let mut dec = Decoder::new(info.framing, head.trailers);
+    let upstream = Upstream {
+        stream: answering.stream,
+        pool: answering.pool,
+        guard: answering.guard,
+    };
+    let used = match dec.decode(&rbuf[info.len..], out) {
+        Ok(used) => used,
+        Err(e) => {
+            // Nothing went to the client yet: say what happened.
+            upstream.release(false);
+            let msg = format!(
+                "server {} of upstream {:?} sent a malformed body: {e}",
+                server.address(),
+                up.state.name()
+            );
+            tracing::warn!("{msg}");
+            let resp = crate::answer::error(http::StatusCode::BAD_GATEWAY, "server-error", msg);
+            let after = answer(io, resp, is_head, close, out, t.send).await;
+            return after_answer(after, close, read, end);
+        }
+    };
+    let reuse = !info.close;
+    let written = if dec.is_done() {
+        upstream.release(reuse && info.len + used == rbuf.len());
+        copy::write_all(io, out, t.send).await
+    } else {
+        rbuf.clear();
+        let limits = Limits::of(&up.state.config, &settings.temp_dir);
+        let spool = limits.response_buffering.then(|| {
+            let file = limits
+                .max_response_buffer
+                .saturating_sub(limits.response_buffer_size as u64);
+            Spool::new(limits.response_buffer_size, file, limits.temp_dir)
+        });
+        copy::body(
+            io,
+            upstream,
+            reuse,
+            &mut dec,
+            rbuf,
+            out,
+            spool,
+            t,
+            &clients.kill,
+        )
+        .await
+    };
+    after_answer(written, close, read, end)
+}
+
+/// The connection after an answer: the request's bytes dropped from the read buffer, closed
+/// if the answer could not go out or the client is to leave.
+fn after_answer(written: Result<(), Cut>, close: bool, read: &mut Vec<u8>, end: usize) -> Step {
+    read.drain(..end);
+    match written {
+        Ok(()) if !close => Step::KeepAlive,
+        _ => Step::Close,
+    }
+}
+
+/// Writes rouse's own answer (a small, whole body) to the client.
+async fn answer<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    resp: Response<ProxyBody>,
+    is_head: bool,
+    close: bool,
+    out: &mut Vec<u8>,
+    send: Duration,
+) -> Result<(), Cut> {
+    out.clear();
+    serialize(&resp, is_head, close, out);
+    copy::write_all(client, out, send).await
+}
+
+/// An answer of rouse's own, as HTTP/1.1 bytes.
+pub(crate) fn serialize(resp: &Response<ProxyBody>, is_head: bool, close: bool, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let status = resp.status();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in resp.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let body: &[u8] = match resp.body() {
+        ProxyBody::Local { data: Some(d) } => d,
+        _ => &[],
+    };
+    let _ = write!(out, "content-length: {}\r\ndate: ", body.len());
+    super::date::append(out);
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !is_head {
+        out.extend_from_slice(body);
+    }
+}
+
+/// The host a Host value routes by: lower-cased, without its port (`headers::host_of`), with
+/// no copy when it already is.
+fn host_of(authority: &str) -> Cow<'_, str> {
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}

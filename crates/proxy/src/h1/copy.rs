@@ -1,0 +1,231 @@
+//! A response body from the server to the client, in one task with no channel: the server is
+//! read as fast as it sends when `response_buffering` is on (what the client cannot take yet
+//! waits in a [`Spool`], memory then a temp file, as `buffer::response`'s pump does), else in
+//! step with the client. The server's connection goes back to its pool, and its in-flight
+//! slot is freed, the moment the body's last byte is read, however far behind the client is.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
+use rouse_state::InFlightGuard;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::decode::Decoder;
+use crate::buffer::spool::Spool;
+use crate::connect::Stream;
+use crate::pool::Pool;
+
+/// Bytes asked of the server per read.
+const READ: usize = 16 * 1024;
+
+/// The server's side of an exchange.
+pub(crate) struct Upstream {
+    pub stream: Stream,
+    pub pool: Arc<Pool>,
+    pub guard: InFlightGuard,
+}
+
+impl Upstream {
+    /// Ends the exchange with the server: its connection back to the pool if `reuse`.
+    pub fn release(self, reuse: bool) {
+        if reuse {
+            self.pool.raw_put(self.stream, Instant::now());
+        }
+        drop(self.guard);
+    }
+}
+
+pub(crate) struct Timeouts {
+    pub read: Duration,
+    pub send: Duration,
+}
+
+/// Why a body could not be passed on whole: the client's connection is cut.
+#[derive(Debug)]
+pub(crate) struct Cut;
+
+/// Sends `first` (the head and what of the body came with it), then the rest of the body as
+/// `dec` reads it from the server. `reuse`: the server's connection may carry another request
+/// once the body is read (the exchange's leftovers aside).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn body<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    up: Upstream,
+    reuse: bool,
+    dec: &mut Decoder,
+    rbuf: &mut Vec<u8>,
+    first: &[u8],
+    mut spool: Option<Spool>,
+    t: Timeouts,
+    kill: &CancellationToken,
+) -> Result<(), Cut> {
+    let mut up = Some(up);
+    let mut writing: Option<Bytes> = (!first.is_empty()).then(|| Bytes::copy_from_slice(first));
+    let mut read_deadline = after(t.read);
+    let mut send_deadline = after(t.send);
+    let cut = |up: Option<Upstream>| {
+        if let Some(up) = up {
+            up.release(false);
+        }
+        Err(Cut)
+    };
+    loop {
+        if writing.is_none()
+            && let Some(s) = spool.as_mut()
+            && !s.is_empty()
+        {
+            match s.pop().await {
+                Ok(data) => writing = data,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read back a buffered response; cutting it");
+                    return cut(up);
+                }
+            }
+            send_deadline = after(t.send);
+        }
+        if up.is_none() && writing.is_none() {
+            return Ok(());
+        }
+        let idle = writing.is_none() && spool.as_ref().is_none_or(Spool::is_empty);
+        let reading = up.is_some()
+            && match &spool {
+                Some(s) => idle || s.has_room(READ),
+                None => idle,
+            };
+        let event = tokio::select! {
+            biased;
+            () = kill.cancelled() => Event::Killed,
+            r = client.write(writing.as_deref().unwrap_or(&[])), if writing.is_some() => {
+                Event::Wrote(r)
+            }
+            r = read_some(up.as_mut(), rbuf), if reading => Event::Read(r),
+            () = tokio::time::sleep_until(send_deadline), if writing.is_some() => Event::SendLate,
+            () = tokio::time::sleep_until(read_deadline), if reading => Event::ReadLate,
+        };
+        match event {
+            Event::Killed => return cut(up),
+            Event::Wrote(Ok(n)) if n > 0 => {
+                if let Some(w) = writing.as_mut() {
+                    w.advance(n);
+                    if w.is_empty() {
+                        writing = None;
+                    }
+                }
+                send_deadline = after(t.send);
+            }
+            Event::Wrote(_) => return cut(up),
+            Event::SendLate => {
+                tracing::debug!("the client read nothing for {:?} (send_timeout)", t.send);
+                return cut(up);
+            }
+            Event::ReadLate => {
+                if let Some(u) = &up {
+                    tracing::warn!(
+                        server = %u.guard.server().address(),
+                        "the server stopped sending its response for {:?} (read_timeout)",
+                        t.read
+                    );
+                }
+                return cut(up);
+            }
+            Event::Read(r) => {
+                read_deadline = after(t.read);
+                let mut data = Vec::new();
+                match r {
+                    Ok(0) => {
+                        if let Err(e) = dec.eof(&mut data) {
+                            tracing::debug!(error = %e, "a response body was cut short");
+                            return cut(up);
+                        }
+                        if let Some(u) = up.take() {
+                            u.release(false);
+                        }
+                    }
+                    Ok(_) => match dec.decode(rbuf, &mut data) {
+                        Ok(used) => {
+                            if dec.is_done()
+                                && let Some(u) = up.take()
+                            {
+                                u.release(reuse && used == rbuf.len());
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "malformed response body");
+                            return cut(up);
+                        }
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reading a response body");
+                        return cut(up);
+                    }
+                }
+                rbuf.clear();
+                if data.is_empty() {
+                    continue;
+                }
+                let data = Bytes::from(data);
+                match spool.as_mut() {
+                    Some(s) if writing.is_some() || !s.is_empty() => {
+                        if let Err(e) = s.push(data).await {
+                            tracing::warn!(error = %e, "cannot spill a response to a temp file (temp_dir)");
+                        }
+                    }
+                    _ => writing = Some(data),
+                }
+            }
+        }
+    }
+}
+
+enum Event {
+    Killed,
+    Wrote(io::Result<usize>),
+    Read(io::Result<usize>),
+    SendLate,
+    ReadLate,
+}
+
+async fn read_some(up: Option<&mut Upstream>, rbuf: &mut Vec<u8>) -> io::Result<usize> {
+    match up {
+        Some(u) => {
+            rbuf.clear();
+            rbuf.reserve(READ);
+            u.stream.read_buf(rbuf).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes all of `data` to the client, each write within `send` of the last one's progress.
+/// The timer is armed only when the socket is full, as `SendTimeout` does: a write that goes
+/// straight into the kernel's buffer costs none.
+pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    mut data: &[u8],
+    send: Duration,
+) -> Result<(), Cut> {
+    while !data.is_empty() {
+        let now = client.write(data).now_or_never();
+        let wrote = match now {
+            Some(r) => r,
+            None => match tokio::time::timeout(send, client.write(data)).await {
+                Ok(r) => r,
+                Err(_) => return Err(Cut),
+            },
+        };
+        match wrote {
+            Ok(n) if n > 0 => data = &data[n..],
+            _ => return Err(Cut),
+        }
+    }
+    Ok(())
+}
+
+fn after(d: Duration) -> Instant {
+    rouse_core::time::deadline(Instant::now(), d)
+}

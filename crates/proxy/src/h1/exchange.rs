@@ -1,0 +1,212 @@
+//! One request to a server: admission, holding and retries exactly as `Proxy::forward` does,
+//! then the request written on a raw pooled connection (or a new one) and the response head
+//! read back.
+
+use std::sync::Arc;
+
+use http::{Response, StatusCode};
+use rouse_state::{Admission, InFlightGuard, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{Instant, timeout};
+
+use super::response::{self, Info};
+use crate::answer;
+use crate::body::ProxyBody;
+use crate::connect::Stream;
+use crate::hold::{Held, RELOADED, Waiter, admit, hold};
+use crate::pool::Pool;
+use crate::proxy::{Proxy, RouteUpstream, Routes};
+
+/// The longest response head rouse reads from a server.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// A server answering: its connection, the response head at the start of the read buffer.
+pub(crate) struct Answering {
+    pub stream: Stream,
+    pub pool: Arc<Pool>,
+    pub guard: InFlightGuard,
+    pub info: Info,
+}
+
+/// rouse's own answer, and the server it concerns if any.
+pub(crate) type Refused = (Response<ProxyBody>, Option<Arc<Server>>);
+
+/// Why reading a response head failed.
+pub(crate) enum HeadError {
+    /// The connection failed or closed before any byte of a response.
+    Nothing(String),
+    /// Bytes came, but not a response head rouse can forward.
+    Malformed(String),
+    TimedOut,
+}
+
+/// Sends `wire` (the whole request) to a server of `up` and reads its response head into
+/// `rbuf`. `moved` is set when a reload replaced the upstream while the request was held.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn send(
+    proxy: &Arc<Proxy>,
+    routes: &Arc<Routes>,
+    up_at: usize,
+    wire: &[u8],
+    is_head: bool,
+    waiter: &Waiter<'_>,
+    rbuf: &mut Vec<u8>,
+    moved: &mut Option<(Arc<Routes>, usize)>,
+) -> Result<Answering, Refused> {
+    let settings = &proxy.settings;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut waited = false;
+    'servers: loop {
+        let up: &RouteUpstream = match moved {
+            Some((routes, at)) => &routes.upstreams[*at],
+            None => &routes.upstreams[up_at],
+        };
+        let supervised = !up.state.is_static();
+        let behind = !waited && tried.is_empty() && up.state.held() > 0;
+        let admission = if behind {
+            Admission::Full
+        } else {
+            admit(&up.state, Instant::now(), &tried)
+        };
+        let (at, guard) = match admission {
+            Admission::Admitted(at, guard) => (at, guard),
+            Admission::NoServer if !supervised => return Err((proxy.no_server(up, &tried), None)),
+            Admission::Full | Admission::NoServer => {
+                waited = true;
+                match hold(&routes.table, &up.state, waiter).await {
+                    Ok(Held::Admitted(at, guard)) => {
+                        tried.clear();
+                        (at, guard)
+                    }
+                    Ok(Held::Replaced) => match proxy.successor(&up.state) {
+                        Some(next) => {
+                            *moved = Some(next);
+                            tried.clear();
+                            continue 'servers;
+                        }
+                        None => {
+                            let msg = format!(
+                                "upstream {:?} was removed by a reload while this request waited",
+                                up.state.name()
+                            );
+                            return Err((answer::unavailable("reloaded", msg, RELOADED), None));
+                        }
+                    },
+                    Err(resp) => return Err((resp, None)),
+                }
+            }
+        };
+        let server = Arc::clone(guard.server());
+        let pool = Arc::clone(&up.pools[at]);
+        let mut pooled_allowed = true;
+        loop {
+            let pooled = if pooled_allowed {
+                pool.raw_checkout(Instant::now())
+            } else {
+                None
+            };
+            let is_pooled = pooled.is_some();
+            let mut stream = match pooled {
+                Some(s) => s,
+                None => match pool.connect_raw(settings.connect_timeout).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        proxy.note_failure(up, &server, &e.to_string());
+                        tried.push(at);
+                        continue 'servers;
+                    }
+                },
+            };
+            rbuf.clear();
+            let sent = stream.write_all(wire).await;
+            let got = match sent {
+                Ok(()) => read_head(&mut stream, rbuf, is_head, settings.read_timeout).await,
+                Err(e) => Err(HeadError::Nothing(e.to_string())),
+            };
+            match got {
+                Ok(info) => {
+                    server.record_success();
+                    return Ok(Answering {
+                        stream,
+                        pool,
+                        guard,
+                        info,
+                    });
+                }
+                // A pooled connection the server closed while idle (or just then): a fresh
+                // one before blaming the server.
+                Err(HeadError::Nothing(_)) if is_pooled => {
+                    pooled_allowed = false;
+                    continue;
+                }
+                Err(HeadError::Nothing(why)) | Err(HeadError::Malformed(why)) => {
+                    let msg = format!(
+                        "server {} of upstream {:?} failed mid-request: {why}",
+                        server.address(),
+                        up.state.name(),
+                    );
+                    tracing::warn!("{msg}");
+                    let resp = answer::error(StatusCode::BAD_GATEWAY, "server-error", msg);
+                    return Err((resp, Some(server)));
+                }
+                Err(HeadError::TimedOut) => {
+                    let msg = format!(
+                        "server {} of upstream {:?} did not answer within {:?}",
+                        server.address(),
+                        up.state.name(),
+                        settings.read_timeout
+                    );
+                    tracing::warn!("{msg}");
+                    let resp = answer::error(StatusCode::GATEWAY_TIMEOUT, "read-timeout", msg);
+                    return Err((resp, Some(server)));
+                }
+            }
+        }
+    }
+}
+
+/// Reads one response head into `rbuf` (which may already hold its start), within `limit`.
+pub(crate) async fn read_head(
+    stream: &mut Stream,
+    rbuf: &mut Vec<u8>,
+    is_head: bool,
+    limit: std::time::Duration,
+) -> Result<Info, HeadError> {
+    let reading = async {
+        loop {
+            if !rbuf.is_empty() {
+                match response::parse(rbuf, is_head) {
+                    Ok(Some(info)) => return Ok(info),
+                    Ok(None) if rbuf.len() >= MAX_HEAD => {
+                        return Err(HeadError::Malformed(format!(
+                            "a response head over {MAX_HEAD} bytes"
+                        )));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(HeadError::Malformed(e.to_string())),
+                }
+            }
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(16 * 1024);
+            }
+            match stream.read_buf(rbuf).await {
+                Ok(0) if rbuf.is_empty() => {
+                    return Err(HeadError::Nothing(
+                        "the server closed the connection".into(),
+                    ));
+                }
+                Ok(0) => {
+                    return Err(HeadError::Malformed(
+                        "the server closed the connection within a response head".into(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if rbuf.is_empty() => return Err(HeadError::Nothing(e.to_string())),
+                Err(e) => return Err(HeadError::Malformed(e.to_string())),
+            }
+        }
+    };
+    timeout(limit, reading)
+        .await
+        .unwrap_or(Err(HeadError::TimedOut))
+}

@@ -1,0 +1,23 @@
+//! rouse's HTTP/1.1 fast path: a forwarding loop made for a proxy, in front of hyper.
+//!
+//! A client connection is served here first: its request head is parsed once (httparse) into
+//! offsets over the read buffer, written again for the server straight from those bytes, and
+//! sent on a raw pooled connection; the response head is parsed and written back the same
+//! way and the body copied, all in the connection's own task, with buffers lent only for the
+//! length of an exchange. What the fast path does not take (see `request` and `conn`) is
+//! handed to hyper at a request boundary with the bytes already read (`fallback`), and hyper
+//! serves the connection from then on.
+
+mod bufs;
+pub(crate) mod conn;
+mod copy;
+mod date;
+mod decode;
+mod exchange;
+pub(crate) mod fallback;
+mod request;
+mod response;
+mod rewrite;
+pub(crate) mod upstream;
+
+pub(crate) use conn::{ClientStream, Outcome, serve};

@@ -1,0 +1,448 @@
+//! A client's request head, parsed once with httparse into offsets over the read buffer.
+//!
+//! The fast path takes only heads it is sure of: whatever hyper's path answers with a 4xx of
+//! its own (a malformed line, bare LF, obs-fold, two Hosts or Content-Lengths, any
+//! Transfer-Encoding, a head past the limits, absolute- or authority-form, a target `http::Uri`
+//! would refuse) is declined, and hyper then reads the same bytes and answers as it always
+//! did. So no validation rule exists twice, and the server never sees two requests where
+//! hyper would have seen one.
+
+use std::ops::Range;
+
+use crate::limits::{HeadLimits, MAX_REQUEST_LINE};
+
+/// Field lines parsed on the stack; a head with more is declined (hyper counts and answers).
+pub(crate) const MAX_FIELDS: usize = 100;
+
+/// One field line: name and value as ranges of the read buffer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Field {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+}
+
+/// A request head the fast path can forward.
+#[derive(Debug, Default)]
+pub(crate) struct Head {
+    pub method: Range<usize>,
+    pub target: Range<usize>,
+    /// The bytes of the head, the final CRLF included.
+    pub len: usize,
+    pub fields: Vec<Field>,
+    /// The Host field's value (exactly one, checked).
+    pub host: Range<usize>,
+    pub content_length: u64,
+    /// The client asked to close after this exchange (`Connection: close`).
+    pub close: bool,
+    /// `TE: trailers`: the client takes trailers on a chunked response.
+    pub trailers: bool,
+    pub is_head: bool,
+    /// `Accept` names text/html on a GET: a browser, which gets the waiting page when held.
+    pub browser: bool,
+}
+
+/// What reading the buffer gave.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// A whole head the fast path takes.
+    Ready,
+    /// More bytes are needed.
+    Partial,
+    /// Hyper must read this (see the module's doc); `why` is for the trace log.
+    Decline(&'static str),
+}
+
+impl Head {
+    pub fn method<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        &buf[self.method.clone()]
+    }
+
+    pub fn target<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        &buf[self.target.clone()]
+    }
+
+    /// The target's path, without the query.
+    pub fn path<'b>(&self, buf: &'b [u8]) -> &'b str {
+        let t = self.target(buf);
+        let end = t.iter().position(|&b| b == b'?').unwrap_or(t.len());
+        // Checked ASCII in `valid_target`.
+        std::str::from_utf8(&t[..end]).unwrap_or("/")
+    }
+
+    pub fn host<'b>(&self, buf: &'b [u8]) -> &'b str {
+        std::str::from_utf8(&buf[self.host.clone()]).unwrap_or("")
+    }
+
+    /// Parses `buf` (which starts at a request boundary) into `self`.
+    pub fn parse(&mut self, buf: &[u8], limits: &HeadLimits) -> Parsed {
+        if buf.starts_with(b"PRI ") {
+            return Parsed::Decline("h2c preface");
+        }
+        let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut req = httparse::Request::new(&mut raw);
+        let len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Decline("malformed head"),
+        };
+        let base = buf.as_ptr() as usize;
+        let at = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        if req.version != Some(1) {
+            return Parsed::Decline("HTTP/1.0");
+        }
+        let (Some(method), Some(target)) = (req.method, req.path) else {
+            return Parsed::Decline("malformed head");
+        };
+        if method == "CONNECT" || !valid_target(target.as_bytes()) {
+            return Parsed::Decline("target not in origin-form");
+        }
+        if has_bare_lf(&buf[..len]) {
+            return Parsed::Decline("bare LF");
+        }
+        let line = method.len() + 1 + target.len() + 1 + 8 + 2;
+        if line > MAX_REQUEST_LINE || req.headers.len() > limits.max_headers {
+            return Parsed::Decline("over the head limits");
+        }
+        self.method = at(method.as_bytes());
+        self.target = at(target.as_bytes());
+        self.len = len;
+        self.fields.clear();
+        self.host = 0..0;
+        self.content_length = 0;
+        self.close = false;
+        self.trailers = false;
+        self.is_head = method == "HEAD";
+        self.browser = false;
+        let mut size = line + 2;
+        let mut hosts = 0;
+        let mut lengths = 0;
+        for h in req.headers.iter() {
+            let name = h.name.as_bytes();
+            size += name.len() + 2 + h.value.len() + 2;
+            let field = Field {
+                name: at(name),
+                value: at(h.value),
+            };
+            match name.len() {
+                4 if name.eq_ignore_ascii_case(b"host") => {
+                    hosts += 1;
+                    if !valid_host(h.value) {
+                        return Parsed::Decline("unusual Host");
+                    }
+                    self.host = field.value.clone();
+                }
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    lengths += 1;
+                    match parse_length(h.value) {
+                        Some(n) => self.content_length = n,
+                        None => return Parsed::Decline("bad Content-Length"),
+                    }
+                }
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    return Parsed::Decline("Transfer-Encoding");
+                }
+                6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Decline("Expect"),
+                7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Decline("Upgrade"),
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    for token in tokens(h.value) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            self.close = true;
+                        } else if [&b"host"[..], b"content-length", b"upgrade"]
+                            .iter()
+                            .any(|t| token.eq_ignore_ascii_case(t))
+                        {
+                            return Parsed::Decline("Connection names a framing field");
+                        }
+                    }
+                }
+                2 if name.eq_ignore_ascii_case(b"te") => {
+                    self.trailers |= tokens(h.value).any(|t| {
+                        let t = t.split(|&b| b == b';').next().unwrap_or(b"");
+                        trim(t).eq_ignore_ascii_case(b"trailers")
+                    });
+                }
+                6 if name.eq_ignore_ascii_case(b"accept") => {
+                    self.browser |= method == "GET" && contains(h.value, b"text/html");
+                }
+                12 if name.eq_ignore_ascii_case(b"content-type")
+                    && h.value.len() >= 16
+                    && h.value[..16].eq_ignore_ascii_case(b"application/grpc") =>
+                {
+                    return Parsed::Decline("gRPC");
+                }
+                _ => {}
+            }
+            self.fields.push(field);
+        }
+        if hosts != 1 || lengths > 1 {
+            return Parsed::Decline("Host or Content-Length count");
+        }
+        if size > limits.max_header_size {
+            return Parsed::Decline("over max_header_size");
+        }
+        Parsed::Ready
+    }
+}
+
+/// Origin-form made of the characters RFC 3986 allows, which `http::Uri` takes as they are (no
+/// fragment: hyper would drop it).
+fn valid_target(t: &[u8]) -> bool {
+    t.first() == Some(&b'/')
+        && t.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b':'
+                        | b'/'
+                        | b'?'
+                        | b'@'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b'%'
+                )
+        })
+}
+
+/// A plain `name[:port]`: letters, digits, dots and dashes, and a port of 1 to 5 digits under
+/// 65536. Anything else (IPv6 literals, empty, odd characters) is left to hyper's path.
+fn valid_host(v: &[u8]) -> bool {
+    let (name, port) = match v.iter().position(|&b| b == b':') {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
+        None => (v, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(p)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some()
+    });
+    name_ok && port_ok
+}
+
+/// Digits only, as RFC 9110 §8.6 says (no sign, no list, no spaces).
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// A LF not preceded by CR.
+pub(crate) fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// The comma-separated tokens of a field value, trimmed, empty ones skipped.
+pub(crate) fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+}
+
+pub(crate) fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t'));
+    let Some(start) = start else { return &[] };
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(start);
+    &v[start..=end]
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Head, Parsed) {
+        let mut h = Head::default();
+        let p = h.parse(text.as_bytes(), &HeadLimits::default());
+        (h, p)
+    }
+
+    #[test]
+    fn a_plain_request_is_taken_with_its_offsets() {
+        let text = "GET /a/b?c=1 HTTP/1.1\r\nHost: app.test:8080\r\nAccept: text/html\r\n\
+                    Content-Length: 3\r\nConnection: keep-alive, close\r\nTE: trailers\r\n\r\nabc";
+        let (h, p) = parse(text);
+        assert_eq!(p, Parsed::Ready);
+        let buf = text.as_bytes();
+        assert_eq!(h.method(buf), b"GET");
+        assert_eq!(h.target(buf), b"/a/b?c=1");
+        assert_eq!(h.path(buf), "/a/b");
+        assert_eq!(h.host(buf), "app.test:8080");
+        assert_eq!(h.content_length, 3);
+        assert!(h.close && h.trailers && h.browser && !h.is_head);
+        assert_eq!(h.len, text.len() - 3);
+        assert_eq!(h.fields.len(), 5);
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more() {
+        assert_eq!(parse("GET / HTTP/1.1\r\nHost: a\r\n").1, Parsed::Partial);
+        assert_eq!(parse("GE").1, Parsed::Partial);
+    }
+
+    #[test]
+    fn what_hyper_answers_itself_is_declined() {
+        for text in [
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET a.test:80 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a\"b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/grpc\r\n\r\n",
+        ] {
+            assert!(matches!(parse(text).1, Parsed::Decline(_)), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn limits_are_left_to_hyper() {
+        let long = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE)
+        );
+        assert!(matches!(parse(&long).1, Parsed::Decline(_)));
+        let mut h = Head::default();
+        let text = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let tight = HeadLimits {
+            max_header_size: 26,
+            max_headers: 10,
+        };
+        assert!(matches!(
+            h.parse(text.as_bytes(), &tight),
+            Parsed::Decline(_)
+        ));
+        let exact = HeadLimits {
+            max_header_size: 27,
+            max_headers: 1,
+        };
+        assert_eq!(h.parse(text.as_bytes(), &exact), Parsed::Ready);
+    }
+
+    #[test]
+    fn lengths_are_digits_only() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"123"), Some(123));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"1 ",
+            b"1,1",
+            b"0x1",
+            b"9999999999999999999",
+        ] {
+            assert_eq!(parse_length(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Whatever the fast path takes, hyper's path takes too, and reads the same: the method,
+    /// target and fields make a valid `http::Request` that passes `check_head` and
+    /// `request_authority` with the same host, and the body length is the one declared.
+    mod agrees_with_hyper {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("Host: a.test".to_owned()),
+                Just("Host: A.Test:8080".to_owned()),
+                Just("Host: a b".to_owned()),
+                Just("host: [::1]".to_owned()),
+                Just("Content-Length: 3".to_owned()),
+                Just("content-length: 03".to_owned()),
+                Just("Content-Length: 3, 3".to_owned()),
+                Just("Transfer-Encoding: chunked".to_owned()),
+                Just("Connection: close".to_owned()),
+                Just("Connection: x-a".to_owned()),
+                Just("Expect: 100-continue".to_owned()),
+                Just("X-A: v\u{e9}".to_owned()),
+                Just(" X-Fold: y".to_owned()),
+                Just("X-Bad Name: y".to_owned()),
+                "[a-zA-Z-]{1,8}: [ -~]{0,12}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn a_head_taken_here_is_taken_there(
+                method in prop_oneof![Just("GET"), Just("POST"), Just("HEAD"), Just("PURGE"), Just("G T")],
+                target in "(/|http://a/|\\*|a:1)[ -~]{0,16}",
+                version in prop_oneof![Just("HTTP/1.1"), Just("HTTP/1.0"), Just("HTTP/2.0")],
+                fields in prop::collection::vec(piece(), 0..6),
+                lf in any::<bool>(),
+            ) {
+                let eol = if lf { "\n" } else { "\r\n" };
+                let mut text = format!("{method} {target} {version}\r\n");
+                for f in &fields {
+                    text.push_str(f);
+                    text.push_str(eol);
+                }
+                text.push_str("\r\n");
+                let buf = text.as_bytes();
+                let mut head = Head::default();
+                if head.parse(buf, &HeadLimits::default()) != Parsed::Ready {
+                    return Ok(());
+                }
+                let mut b = http::Request::builder()
+                    .method(head.method(buf))
+                    .uri(head.target(buf));
+                for f in &head.fields {
+                    b = b.header(&buf[f.name.clone()], &buf[f.value.clone()]);
+                }
+                let req = b.body(()).expect("hyper's types take it");
+                let uri = req.uri().to_string();
+                prop_assert_eq!(uri.as_bytes(), head.target(buf));
+                prop_assert!(crate::limits::check_head(&req, &HeadLimits::default()).is_ok());
+                let authority = crate::headers::request_authority(&req).expect("an authority");
+                prop_assert_eq!(authority, head.host(buf));
+                let lengths: Vec<_> = req.headers().get_all("content-length").iter().collect();
+                prop_assert!(lengths.len() <= 1);
+                let declared = lengths.first().map_or(0, |v| v.to_str().unwrap().parse::<u64>().unwrap());
+                prop_assert_eq!(declared, head.content_length);
+                prop_assert!(!req.headers().contains_key("transfer-encoding"));
+            }
+        }
+    }
+}

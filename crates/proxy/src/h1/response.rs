@@ -1,0 +1,260 @@
+//! A server's response head: parsed with httparse, its framing told (RFC 9112 §6.3), and
+//! written again for the client with the hop-by-hop fields out, as
+//! `headers::strip_hop_by_hop` does on hyper's path.
+
+use std::io::Write;
+
+use super::request::{parse_length, tokens};
+use super::rewrite::is_hop_by_hop;
+
+/// Field lines a server's head may have (hyper's client default).
+const MAX_FIELDS: usize = 100;
+
+/// How the body that follows a response head is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (HEAD, 204, 304, 1xx).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the server closes: re-framed as chunked for the client.
+    Close,
+}
+
+/// What the server's head said, besides its fields (which stay in the read buffer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Info {
+    pub status: u16,
+    /// The head's length in the buffer.
+    pub len: usize,
+    pub framing: Framing,
+    /// The server's connection cannot carry another request (`Connection: close`, or a body
+    /// that ends with the connection).
+    pub close: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadResponse {
+    #[error("malformed response head: {0}")]
+    Malformed(&'static str),
+}
+
+/// Parses the response head at the start of `buf`: `None` while it is incomplete.
+/// `is_head` is whether the request was HEAD.
+pub(crate) fn parse(buf: &[u8], is_head: bool) -> Result<Option<Info>, BadResponse> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut raw);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadResponse::Malformed("unparsable")),
+    };
+    let status = resp.code.ok_or(BadResponse::Malformed("no status"))?;
+    if !(100..=999).contains(&status) {
+        return Err(BadResponse::Malformed("status out of range"));
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te = false;
+    let mut close = resp.version == Some(0);
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(h.value).ok_or(BadResponse::Malformed("Content-Length"))?;
+            if length.is_some_and(|m| m != n) {
+                return Err(BadResponse::Malformed("two Content-Lengths"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te = true;
+            // Only the final coding counts: chunked last means chunked framing.
+            chunked = tokens(h.value)
+                .last()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        }
+    }
+    let framing = if (100..200).contains(&status) || status == 204 || status == 304 || is_head {
+        Framing::Empty
+    } else if te && chunked {
+        Framing::Chunked
+    } else if te {
+        Framing::Close
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    // A server that sends both framings may disagree with rouse about where the body ends.
+    if te && length.is_some() {
+        close = true;
+    }
+    if framing == Framing::Close {
+        close = true;
+    }
+    Ok(Some(Info {
+        status,
+        len,
+        framing,
+        close,
+    }))
+}
+
+/// Writes the client's copy of the response head `buf[..info.len]` into `out`: the status
+/// line, the end-to-end fields, the framing the client gets, `Date` if the server sent none,
+/// and `Connection: close` when the client's connection ends after it.
+pub(crate) fn client_head(buf: &[u8], info: &Info, close_client: bool, out: &mut Vec<u8>) {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut raw);
+    // Parsed once already by `parse`: the same bytes parse the same.
+    let _ = resp.parse(&buf[..info.len]);
+    let status = info.status;
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .or(resp.reason)
+        .unwrap_or("");
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    let connection = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .map(|h| h.value);
+    let mut has_date = false;
+    let rechunk = matches!(info.framing, Framing::Chunked | Framing::Close);
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        if is_hop_by_hop(name, connection.clone()) {
+            continue;
+        }
+        // RFC 9110 §8.6: never in a 1xx or 204 (hyper drops it there too).
+        let no_length = rechunk || status == 204 || (100..200).contains(&status);
+        if no_length && name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        has_date |= name.eq_ignore_ascii_case(b"date");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if rechunk {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if !has_date && !(100..200).contains(&status) {
+        out.extend_from_slice(b"date: ");
+        super::date::append(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close_client && !(100..200).contains(&status) {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(text: &str, is_head: bool) -> Info {
+        parse(text.as_bytes(), is_head).unwrap().unwrap()
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f = |t: &str| info(t, false).framing;
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Framing::Chunked
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            Framing::Close
+        );
+        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n"), Framing::Close);
+        assert_eq!(
+            f("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Empty
+        );
+        assert_eq!(f("HTTP/1.1 304 Not Modified\r\n\r\n"), Framing::Empty);
+        assert_eq!(
+            f("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"),
+            Framing::Empty
+        );
+        assert_eq!(
+            info("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).framing,
+            Framing::Empty
+        );
+    }
+
+    #[test]
+    fn what_ends_the_server_s_connection() {
+        assert!(!info("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false).close);
+        assert!(
+            info(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false
+            )
+            .close
+        );
+        assert!(info("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).close);
+        assert!(info("HTTP/1.1 200 OK\r\n\r\n", false).close);
+        assert!(
+            info(
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            )
+            .close
+        );
+    }
+
+    #[test]
+    fn malformed_heads_are_errors() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTX/1.1 200 OK\r\n\r\n",
+        ] {
+            assert!(parse(bad.as_bytes(), false).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse(b"HTTP/1.1 200 OK\r\nX: y", false), Ok(None));
+    }
+
+    #[test]
+    fn the_client_s_head_drops_hop_by_hop_fields_and_reframes() {
+        let text = "HTTP/1.1 200 OK\r\nConnection: close, X-Internal\r\nX-Internal: 1\r\n\
+                    Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\
+                    Server: s\r\n\r\n";
+        let i = info(text, false);
+        let mut out = Vec::new();
+        client_head(text.as_bytes(), &i, false, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\nServer: s\r\ntransfer-encoding: chunked\r\ndate: "),
+            "{out}"
+        );
+        assert!(out.ends_with(" GMT\r\n\r\n"), "{out}");
+        let text = "HTTP/1.1 204 Nope\r\nDate: x\r\nContent-Length: 5\r\n\r\n";
+        let i = info(text, false);
+        let mut out = Vec::new();
+        client_head(text.as_bytes(), &i, false, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n"
+        );
+        let text = "HTTP/1.1 404 Nope\r\nDate: x\r\nContent-Length: 0\r\n\r\n";
+        let i = info(text, false);
+        let mut out = Vec::new();
+        client_head(text.as_bytes(), &i, true, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nDate: x\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! The head sent to a server, written straight from the client's bytes: the request line in
+//! origin-form, every field but the hop-by-hop ones, then the forwarding fields, as
+//! `headers::to_upstream` makes them on hyper's path.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use super::request::{Head, tokens, trim};
+
+/// Hop-by-hop fields (`headers::HOP_BY_HOP`, plus Upgrade, which the fast path never keeps).
+const HOP_BY_HOP: [&[u8]; 8] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+/// Fields rouse sets itself (replacing the client's).
+const SET_HERE: [&[u8]; 3] = [
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+];
+
+/// Whether `name` is hop-by-hop, or named by one of `connection`'s values.
+pub(crate) fn is_hop_by_hop<'a>(
+    name: &[u8],
+    connection: impl Iterator<Item = &'a [u8]> + Clone,
+) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || connection
+            .flat_map(tokens)
+            .any(|t| name.eq_ignore_ascii_case(t))
+}
+
+/// Appends the upstream head of the request `head` (over `buf`) to `out`.
+pub(crate) fn upstream_head(
+    head: &Head,
+    buf: &[u8],
+    client_ip: IpAddr,
+    https: bool,
+    out: &mut Vec<u8>,
+) {
+    let field = |f: &super::request::Field| (&buf[f.name.clone()], &buf[f.value.clone()]);
+    let connection = head
+        .fields
+        .iter()
+        .map(field)
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .map(|(_, v)| v);
+    out.extend_from_slice(head.method(buf));
+    out.push(b' ');
+    out.extend_from_slice(head.target(buf));
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // `headers::append_forwarded_for` reads the first X-Forwarded-For only, as `get` does.
+    let mut prior_for: Option<&[u8]> = None;
+    for f in &head.fields {
+        let (name, value) = field(f);
+        if SET_HERE.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+            // A list the client's `Connection` names is dropped before it is extended.
+            if prior_for.is_none()
+                && name.eq_ignore_ascii_case(b"x-forwarded-for")
+                && !is_hop_by_hop(name, connection.clone())
+            {
+                prior_for = Some(value);
+            }
+            continue;
+        }
+        if is_hop_by_hop(name, connection.clone()) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    let host = &buf[head.host.clone()];
+    out.extend_from_slice(b"x-forwarded-host: ");
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(if https { b"https" } else { b"http" });
+    out.extend_from_slice(b"\r\nx-forwarded-for: ");
+    // `HeaderValue::to_str` refuses anything but visible ASCII and tabs: such a prior list
+    // is dropped there, and here.
+    if let Some(prior) = prior_for
+        && !trim(prior).is_empty()
+        && prior
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{client_ip}");
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::request::Parsed;
+    use crate::limits::HeadLimits;
+    use std::net::Ipv4Addr;
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+
+    fn rewrite(text: &str, https: bool) -> String {
+        let mut h = Head::default();
+        assert_eq!(
+            h.parse(text.as_bytes(), &HeadLimits::default()),
+            Parsed::Ready
+        );
+        let mut out = Vec::new();
+        upstream_head(&h, text.as_bytes(), CLIENT, https, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_are_dropped() {
+        let out = rewrite(
+            "GET /x?y HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\n\
+             Keep-Alive: timeout=5\r\nX-Secret: 1\r\nTE: trailers\r\n\
+             Proxy-Authorization: Basic x\r\nX-Kept: yes\r\nTrailer: x-sum\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            out,
+            "GET /x?y HTTP/1.1\r\nHost: a\r\nX-Kept: yes\r\nTrailer: x-sum\r\n\
+             x-forwarded-host: a\r\nx-forwarded-proto: http\r\nx-forwarded-for: 10.1.2.3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarding_fields_replace_the_client_s_and_extend_its_list() {
+        let out = rewrite(
+            "POST / HTTP/1.1\r\nX-Forwarded-For: 192.0.2.1\r\nHost: a.b:81\r\n\
+             X-Forwarded-Proto: ftp\r\nX-Forwarded-Host: evil\r\nX-Forwarded-For: 192.0.2.9\r\n\
+             Content-Length: 0\r\n\r\n",
+            true,
+        );
+        assert_eq!(
+            out,
+            "POST / HTTP/1.1\r\nHost: a.b:81\r\nContent-Length: 0\r\n\
+             x-forwarded-host: a.b:81\r\nx-forwarded-proto: https\r\n\
+             x-forwarded-for: 192.0.2.1, 10.1.2.3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_blank_prior_list_is_replaced() {
+        let out = rewrite(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For:  \r\n\r\n",
+            false,
+        );
+        assert!(out.ends_with("x-forwarded-for: 10.1.2.3\r\n\r\n"), "{out}");
+    }
+
+    mod agrees_with_to_upstream {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field() -> impl Strategy<Value = (String, String)> {
+            let name = prop_oneof![
+                Just("Connection"),
+                Just("Keep-Alive"),
+                Just("TE"),
+                Just("Proxy-Authorization"),
+                Just("X-Forwarded-For"),
+                Just("x-forwarded-proto"),
+                Just("X-Forwarded-Host"),
+                Just("X-A"),
+                Just("x-b"),
+                Just("Trailer"),
+                Just("Accept"),
+            ];
+            let value = prop_oneof![
+                Just("close"),
+                Just("keep-alive, X-A"),
+                Just("x-b"),
+                Just("192.0.2.1"),
+                Just(" "),
+                Just("trailers"),
+                Just("v"),
+            ];
+            (name, value).prop_map(|(n, v)| (n.to_owned(), v.to_owned()))
+        }
+
+        fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+            v.sort();
+            v
+        }
+
+        proptest! {
+            /// The fast path's upstream head has the fields `headers::to_upstream` leaves, as
+            /// a multiset (hyper groups repeated names; the order of names is not meaning).
+            #[test]
+            fn the_same_fields_reach_the_server(
+                fields in prop::collection::vec(field(), 0..8),
+                https in any::<bool>(),
+            ) {
+                let mut text = "GET /p?q HTTP/1.1\r\nHost: a.test:81\r\n".to_owned();
+                for (n, v) in &fields {
+                    text.push_str(&format!("{n}: {v}\r\n"));
+                }
+                text.push_str("\r\n");
+                let mut head = Head::default();
+                prop_assume!(head.parse(text.as_bytes(), &HeadLimits::default()) == Parsed::Ready);
+                let mut out = Vec::new();
+                upstream_head(&head, text.as_bytes(), CLIENT, https, &mut out);
+                let mut raw = [httparse::EMPTY_HEADER; 64];
+                let mut parsed = httparse::Request::new(&mut raw);
+                prop_assert!(parsed.parse(&out).unwrap().is_complete());
+                prop_assert_eq!(parsed.path, Some("/p?q"));
+                let ours: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+
+                let mut req = http::Request::builder().uri("/p?q").header("host", "a.test:81");
+                for (n, v) in &fields {
+                    req = req.header(n.as_str(), v.trim());
+                }
+                let mut req = req.body(()).unwrap();
+                if https {
+                    req.extensions_mut().insert(crate::headers::Https);
+                }
+                crate::headers::to_upstream(&mut req, "a.test:81", CLIENT, false);
+                let theirs: Vec<(String, String)> = req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
+                prop_assert_eq!(sorted(ours), sorted(theirs));
+            }
+        }
+    }
+}
