@@ -336,6 +336,13 @@ impl Lifecycle {
         self.retired
     }
 
+    /// Whether a [`Input::Tick`] may change anything: deadlines and cool-downs run in these
+    /// phases only. Stopped and ready lifecycles ignore ticks, so a shell with many servers
+    /// need not step them.
+    pub fn waits_on_time(&self) -> bool {
+        !matches!(self.phase, Phase::Stopped | Phase::Ready { .. })
+    }
+
     /// Nothing runs and nothing is on its way to stop it.
     pub fn is_down(&self) -> bool {
         matches!(self.phase, Phase::Stopped | Phase::Failed { .. })

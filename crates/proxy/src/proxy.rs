@@ -105,15 +105,17 @@ impl Proxy {
     pub fn update(&self, table: &Arc<Table>, changes: &Changes) {
         let old = self.routes.load();
         let kept = changes.kept_ids();
+        // By name, not a scan per server: 10,000 servers in 1,000 upstreams.
+        let protocols: HashMap<&str, rouse_config::Protocol> = table
+            .upstreams
+            .iter()
+            .map(|u| (u.name(), u.config.protocol))
+            .collect();
         let mut keep = HashMap::new();
         for up in &old.upstreams {
             for (server, pool) in up.state.servers.iter().zip(&up.pools) {
                 // A kept server of an upstream whose protocol changed needs new connections.
-                let protocol = table
-                    .upstreams
-                    .iter()
-                    .find(|u| u.name() == up.state.name())
-                    .map(|u| u.config.protocol);
+                let protocol = protocols.get(up.state.name()).copied();
                 if kept.contains(&server.id()) && protocol == Some(pool.protocol()) {
                     keep.insert(server.id(), Arc::clone(pool));
                 }

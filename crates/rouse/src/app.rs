@@ -224,7 +224,7 @@ impl Rouse {
             control.handle(),
             Arc::clone(&table),
             resolver,
-            Running { config, drivers },
+            Running::new(config, drivers),
             Arc::clone(&upgrader),
         ));
         if let Some(acme) = &acme {

@@ -38,8 +38,17 @@ pub struct Reloaded {
 
 /// The config and the drivers that run now.
 pub(crate) struct Running {
+    /// Without its upstreams: the table holds them, and a reload compares sections and
+    /// supervisors only (10,000 servers' configs are megabytes).
     pub config: Config,
     pub drivers: Drivers,
+}
+
+impl Running {
+    pub fn new(mut config: Config, drivers: Drivers) -> Running {
+        config.upstreams = Vec::new();
+        Running { config, drivers }
+    }
 }
 
 pub(crate) struct Reloader {
@@ -236,10 +245,7 @@ impl Reloader {
         for up in changes.retiring_upstreams() {
             up.retire();
         }
-        *running = Running {
-            config: applied,
-            drivers,
-        };
+        *running = Running::new(applied, drivers);
         if let Some(after) = self.after_apply.get() {
             after();
         }

@@ -8,6 +8,7 @@
 mod changes;
 pub mod journal;
 pub mod metrics;
+mod responses;
 mod server;
 mod table;
 mod tls;

@@ -2,9 +2,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
-use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -16,10 +15,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::{Metrics, RequestLabels};
+use crate::responses::Responses;
 use crate::waiters::Waiters;
-
-/// Status codes are three digits: every one has its slot.
-const STATUS_CODES: usize = 1000;
 
 /// Which server this is, for the life of the process: a reload that keeps a server keeps its
 /// id (it is the same object), and a new server never gets an id used before. The control plane
@@ -58,18 +55,20 @@ pub struct Server {
     /// Mirrors `passive.consecutive()` so the hot path can skip the lock when nothing failed.
     recent_failures: AtomicU32,
     passive: Mutex<FailureTracker>,
-    /// Signalled at each passive failure, so the control plane can act on it at once.
-    failure_seen: Notify,
+    /// Rung at each passive failure, so the control plane acts on it at once: the table's
+    /// `demand` bell, one for every server (a bell and a relay task per server cost 500 bytes
+    /// each, 5 MB for 10,000 servers).
+    wake: Arc<Notify>,
     /// The table's time origin: instants below are kept as milliseconds since it, in atomics.
     epoch: Instant,
     /// When the server entered its current state.
     since_ms: AtomicU64,
     /// When a request last started or ended on it.
     active_ms: AtomicU64,
-    /// This server's `rouse_requests_total` counter per status code, looked up in the
-    /// family once: the hot path then only increments an atomic, with no label strings built
-    /// or hashed per request.
-    responses: Box<[OnceLock<Counter>]>,
+    /// This server's `rouse_requests_total` counters for the codes it answers most, looked
+    /// up in the family once: the hot path then only increments an atomic, with no label
+    /// strings built or hashed per request.
+    responses: Responses,
 }
 
 impl Server {
@@ -78,6 +77,7 @@ impl Server {
         initial: ServerState,
         epoch: Instant,
         waiters: Arc<Waiters>,
+        wake: Arc<Notify>,
     ) -> Server {
         let now = ms_since(epoch, Instant::now());
         Server {
@@ -89,7 +89,7 @@ impl Server {
             epoch,
             since_ms: AtomicU64::new(now),
             active_ms: AtomicU64::new(now),
-            responses: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
+            responses: Responses::default(),
             resolved: ArcSwap::from_pointee(match &config.address {
                 ServerAddress::Ip(address) => vec![*address],
                 ServerAddress::Name { .. } | ServerAddress::Unix(_) => Vec::new(),
@@ -101,7 +101,7 @@ impl Server {
             requests: AtomicU64::new(0),
             recent_failures: AtomicU32::new(0),
             passive: Mutex::new(FailureTracker::default()),
-            failure_seen: Notify::new(),
+            wake,
         }
     }
 
@@ -265,16 +265,8 @@ impl Server {
         self.recent_failures
             .store(t.consecutive(), Ordering::Relaxed);
         drop(t);
-        self.failure_seen.notify_one();
+        self.wake.notify_one();
         until
-    }
-
-    /// Resolves at the next passive failure (or at once if one happened since the last call).
-    /// For the control plane: a server that should be up refuses connections, which it must
-    /// hear about now rather than at its next tick, or every request meanwhile pays a refused
-    /// connect and, with no other server to try, fails.
-    pub async fn failure_noticed(&self) {
-        self.failure_seen.notified().await;
     }
 
     /// A request reached this server: forget earlier passive failures.
@@ -305,12 +297,7 @@ impl Server {
             server: self.address().to_string(),
             code,
         };
-        match self.responses.get(usize::from(code)) {
-            Some(slot) => slot
-                .get_or_init(|| metrics.requests.get_or_create(&labels()).clone())
-                .inc(),
-            None => metrics.requests.get_or_create(&labels()).inc(),
-        };
+        self.responses.count(code, metrics, labels);
     }
 
     /// Counts a request from now until the guard is dropped, whatever the cap.

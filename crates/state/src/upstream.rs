@@ -11,7 +11,7 @@ use rouse_core::backoff::Backoff;
 use rouse_core::balance::{Balancer, Candidate, CandidateSet, Capacity, Kind, hard_cap, has_room};
 use rouse_core::slow_start;
 use rouse_core::state::ServerState;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
@@ -61,11 +61,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig, epoch: Instant) -> Upstream {
-        Upstream::with_waiters(config, epoch, Arc::default())
+    /// `wake` is rung when the data plane sees one of its servers fail (the table's `demand`).
+    pub fn new(config: UpstreamConfig, epoch: Instant, wake: &Arc<Notify>) -> Upstream {
+        Upstream::with_waiters(config, epoch, Arc::default(), wake)
     }
 
-    fn with_waiters(config: UpstreamConfig, epoch: Instant, waiters: Arc<Waiters>) -> Upstream {
+    fn with_waiters(
+        config: UpstreamConfig,
+        epoch: Instant,
+        waiters: Arc<Waiters>,
+        wake: &Arc<Notify>,
+    ) -> Upstream {
         // Static servers are assumed up until a connect proves otherwise; supervised ones start
         // stopped until their supervisor says they run.
         let initial = match config.supervisor {
@@ -75,7 +81,16 @@ impl Upstream {
         let servers = config
             .servers
             .iter()
-            .map(|s| Arc::new(Server::new(s.clone(), initial, epoch, Arc::clone(&waiters))))
+            .map(|s| {
+                let waiters = Arc::clone(&waiters);
+                Arc::new(Server::new(
+                    s.clone(),
+                    initial,
+                    epoch,
+                    waiters,
+                    Arc::clone(wake),
+                ))
+            })
             .collect();
         let balancer = Balancer::new(match config.balance {
             Balance::Fair => Kind::Fair,
@@ -112,8 +127,9 @@ impl Upstream {
         servers: Vec<Arc<Server>>,
         previous: &Upstream,
         epoch: Instant,
+        wake: &Arc<Notify>,
     ) -> Upstream {
-        let mut up = Upstream::with_waiters(config, epoch, Arc::clone(&previous.waiters));
+        let mut up = Upstream::with_waiters(config, epoch, Arc::clone(&previous.waiters), wake);
         up.servers = servers;
         up.start_ewma_ms = AtomicU64::new(previous.start_ewma_ms.load(Ordering::Relaxed));
         up

@@ -111,9 +111,11 @@ impl Reconciler {
                 .servers
                 .iter()
                 .map(|s| {
-                    carried
-                        .remove(&s.id())
-                        .unwrap_or_else(|| self.new_life(s, now))
+                    carried.remove(&s.id()).unwrap_or_else(|| Life {
+                        // A passive failure rings the table's `demand`, which the loop
+                        // waits on: no relay per server.
+                        lifecycle: Lifecycle::new(now),
+                    })
                 })
                 .collect();
             let revive = upstream.backoff;
@@ -163,19 +165,6 @@ impl Reconciler {
         }
     }
 
-    fn new_life(&mut self, server: &Arc<Server>, now: Instant) -> Life {
-        let relay = self.stop.child_token();
-        tokio::spawn(forward_failures(
-            Arc::clone(server),
-            self.tx.clone(),
-            relay.clone(),
-        ));
-        Life {
-            lifecycle: Lifecycle::new(now),
-            _failures: relay.drop_guard(),
-        }
-    }
-
     /// After the entries changed: the lookup maps, what each supervisor manages, and the event
     /// relays.
     fn rebuild(&mut self) {
@@ -190,24 +179,27 @@ impl Reconciler {
                 self.programs.insert((d.name().to_owned(), program), (u, i));
             }
         }
-        let mut drivers: Vec<(Arc<dyn Supervisor>, Vec<&rouse_config::ServerConfig>)> = Vec::new();
+        // Per driver: its servers' specs, and their programs (a set: one driver may run
+        // 10,000 programs, and a scan per server was quadratic).
+        type Managed<'a> = (Vec<&'a rouse_config::ServerConfig>, HashSet<&'a str>);
+        let mut drivers: Vec<(Arc<dyn Supervisor>, Managed<'_>)> = Vec::new();
         for up in self.ups.iter().rev() {
             for (s, d) in up.servers.iter().zip(&up.drivers) {
                 let at = match drivers.iter().position(|(x, _)| same_driver(x, d)) {
                     Some(at) => at,
                     None => {
-                        drivers.push((Arc::clone(d), Vec::new()));
+                        drivers.push((Arc::clone(d), Managed::default()));
                         drivers.len() - 1
                     }
                 };
-                let servers = &mut drivers[at].1;
+                let (servers, programs) = &mut drivers[at].1;
                 // Retiring first (the loop runs backwards): its spec stays until it is down.
-                if !servers.iter().any(|c| c.program == s.config.program) {
+                if programs.insert(s.config.program.as_str()) {
                     servers.push(&s.config);
                 }
             }
         }
-        for (d, servers) in &drivers {
+        for (d, (servers, _)) in &drivers {
             d.manage(servers);
         }
         // Subscribe to new drivers; a driver that nothing uses any more is let go.

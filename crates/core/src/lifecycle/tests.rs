@@ -834,3 +834,46 @@ fn every_state_change_is_an_edge_of_the_diagram() {
         }
     }
 }
+
+/// `waits_on_time` lets a shell skip ticks: where it says no, a tick, however late, must
+/// change nothing and ask for nothing.
+#[test]
+fn lifecycles_that_do_not_wait_on_time_ignore_ticks() {
+    let names = [
+        "stopped",
+        "stopped-retired",
+        "calling",
+        "calling-seen",
+        "calling-again",
+        "probing",
+        "retrying",
+        "ready",
+        "ready-unseen",
+        "checking",
+        "draining",
+        "draining-by",
+        "retired",
+        "stopping",
+        "stopping-failure",
+        "failed",
+        "failed-unreachable",
+    ];
+    let t0 = Instant::now();
+    let mut skipped = 0;
+    for name in names {
+        let before = from(name, t0);
+        if before.waits_on_time() {
+            continue;
+        }
+        skipped += 1;
+        for after in [0, 5, 1_000, 60_000, 3_600_000] {
+            for in_flight in [0, 3] {
+                let (next, effects) =
+                    before.step(&settings(), Input::Tick { in_flight }, t0 + ms(after));
+                assert_eq!(next, before, "{name} @{after}ms");
+                assert!(effects.is_empty(), "{name} @{after}ms: {effects:?}");
+            }
+        }
+    }
+    assert_eq!(skipped, 5, "stopped and ready ones");
+}
