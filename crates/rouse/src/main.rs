@@ -487,6 +487,8 @@ fn run(
             Some(incoming) => take_over(config, options, incoming).await?,
         };
         tracing::info!(listen = ?rouse.addrs(), pid = std::process::id(), "rouse is serving");
+        // Reading the config was the start's burst of allocations; what it freed goes back.
+        rouse_alloc::release_free_memory();
         let handed_over = rouse.handed_over();
         loop {
             tokio::select! {
