@@ -816,3 +816,24 @@ async fn an_unasked_101_is_502() {
     }
     still_serves(&rouse, &server).await;
 }
+
+/// RFC 9110 §15.2: a proxy forwards 1xx answers (here 103 Early Hints, which lets a browser
+/// preload while the server still works) ahead of the final one, on the same connection. The
+/// HTTP/1.1 fast path does; hyper's path, which serves chunked request bodies, drops them
+/// (hyper's client reads past 1xx answers and its server cannot send them).
+#[tokio::test]
+async fn early_hints_reach_the_client_before_the_final_answer() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let (_c, _up, r) = scripted(
+        &rouse,
+        &server,
+        "GET",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let r = r.expect("an answer").expect("an answer");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(r.interim, [103], "the 103 went missing");
+}
