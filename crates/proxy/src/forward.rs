@@ -9,7 +9,7 @@ use hyper::upgrade::OnUpgrade;
 use std::sync::atomic::Ordering;
 
 use rouse_state::metrics::RequestLabels;
-use rouse_state::{Admission, Server, Table, Upstream};
+use rouse_state::{Admission, InFlightGuard, Server, Table, Upstream};
 use tokio::time::{Instant, timeout};
 
 use crate::answer;
@@ -29,6 +29,14 @@ pub(crate) struct Done<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub held_us: u64,
+}
+
+/// Where [`Proxy::pick`] sends a request.
+pub(crate) enum Pick {
+    /// This server of the upstream, with its in-flight slot.
+    Server(usize, InFlightGuard),
+    /// A reload replaced the upstream while the request was held: its successor's route.
+    Moved(Arc<Routes>, usize),
 }
 
 impl Proxy {
@@ -192,48 +200,13 @@ impl Proxy {
                 Some((routes, at)) => &routes.upstreams[*at],
                 None => up,
             };
-            let supervised = !up.state.is_static();
-            // Requests already held go first: a newcomer queues behind them instead of taking
-            // the room they are being woken for.
-            let behind = !waited && tried.is_empty() && up.state.held() > 0;
-            let admission = if behind {
-                Admission::Full
-            } else {
-                admit(&up.state, Instant::now(), &tried)
-            };
-            let (at, guard) = match admission {
-                Admission::Admitted(at, guard) => (at, guard),
-                Admission::NoServer if !supervised => {
-                    return (self.no_server(up, &tried), None);
+            let (at, guard) = match self.pick(table, up, &mut tried, &mut waited, waiter).await {
+                Ok(Pick::Server(at, guard)) => (at, guard),
+                Ok(Pick::Moved(routes, at)) => {
+                    moved = Some((routes, at));
+                    continue 'servers;
                 }
-                // Full servers (or, supervised, cold ones, or every one refused before anything
-                // was sent: a crash the control plane has not seen yet): wait, within
-                // start_timeout, for room or for the control plane to bring one up, then try
-                // them all again.
-                Admission::Full | Admission::NoServer => {
-                    waited = true;
-                    match hold(table, &up.state, waiter).await {
-                        Ok(Held::Admitted(at, guard)) => {
-                            tried.clear();
-                            (at, guard)
-                        }
-                        Ok(Held::Replaced) => match self.successor(&up.state) {
-                            Some(next) => {
-                                moved = Some(next);
-                                tried.clear();
-                                continue 'servers;
-                            }
-                            None => {
-                                let msg = format!(
-                                    "upstream {:?} was removed by a reload while this request waited",
-                                    up.state.name()
-                                );
-                                return (answer::unavailable("reloaded", msg, RELOADED), None);
-                            }
-                        },
-                        Err(resp) => return (resp, None),
-                    }
-                }
+                Err(resp) => return (resp, None),
             };
             let now = Instant::now();
             let server = Arc::clone(guard.server());
@@ -358,6 +331,56 @@ impl Proxy {
                                 answer::error(StatusCode::BAD_GATEWAY, "server-error", msg),
                                 Some(Arc::clone(&server)),
                             );
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// The server a request goes to next, on both paths (hyper's and the fast path): one
+    /// admitted at once, or, when all are full (or, supervised, cold, or every one refused
+    /// before anything was sent: a crash the control plane has not seen yet), one the request
+    /// is held for within start_timeout; or the upstream that replaced `up` in a reload while
+    /// it was held. `tried` (servers that refused a connection) is cleared once it was held;
+    /// `waited` says it has had its turn in the queue.
+    pub(crate) async fn pick(
+        &self,
+        table: &Table,
+        up: &RouteUpstream,
+        tried: &mut Vec<usize>,
+        waited: &mut bool,
+        waiter: &Waiter<'_>,
+    ) -> Result<Pick, Response<ProxyBody>> {
+        // Requests already held go first: a newcomer queues behind them instead of taking
+        // the room they are being woken for.
+        let behind = !*waited && tried.is_empty() && up.state.held() > 0;
+        let admission = if behind {
+            Admission::Full
+        } else {
+            admit(&up.state, Instant::now(), tried)
+        };
+        match admission {
+            Admission::Admitted(at, guard) => Ok(Pick::Server(at, guard)),
+            Admission::NoServer if up.state.is_static() => Err(self.no_server(up, tried)),
+            Admission::Full | Admission::NoServer => {
+                *waited = true;
+                match hold(table, &up.state, waiter).await? {
+                    Held::Admitted(at, guard) => {
+                        tried.clear();
+                        Ok(Pick::Server(at, guard))
+                    }
+                    Held::Replaced => match self.successor(&up.state) {
+                        Some((routes, at)) => {
+                            tried.clear();
+                            Ok(Pick::Moved(routes, at))
+                        }
+                        None => {
+                            let msg = format!(
+                                "upstream {:?} was removed by a reload while this request waited",
+                                up.state.name()
+                            );
+                            Err(answer::unavailable("reloaded", msg, RELOADED))
                         }
                     },
                 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
-use rouse_state::{Admission, InFlightGuard, Server};
+use rouse_state::{InFlightGuard, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 
@@ -13,7 +13,8 @@ use super::response::{self, Info};
 use crate::answer;
 use crate::body::ProxyBody;
 use crate::connect::Stream;
-use crate::hold::{Held, RELOADED, Waiter, admit, hold};
+use crate::forward::Pick;
+use crate::hold::Waiter;
 use crate::pool::Pool;
 use crate::proxy::{Proxy, RouteUpstream, Routes};
 
@@ -61,40 +62,16 @@ pub(crate) async fn send(
             Some((routes, at)) => &routes.upstreams[*at],
             None => &routes.upstreams[up_at],
         };
-        let supervised = !up.state.is_static();
-        let behind = !waited && tried.is_empty() && up.state.held() > 0;
-        let admission = if behind {
-            Admission::Full
-        } else {
-            admit(&up.state, Instant::now(), &tried)
-        };
-        let (at, guard) = match admission {
-            Admission::Admitted(at, guard) => (at, guard),
-            Admission::NoServer if !supervised => return Err((proxy.no_server(up, &tried), None)),
-            Admission::Full | Admission::NoServer => {
-                waited = true;
-                match hold(&routes.table, &up.state, waiter).await {
-                    Ok(Held::Admitted(at, guard)) => {
-                        tried.clear();
-                        (at, guard)
-                    }
-                    Ok(Held::Replaced) => match proxy.successor(&up.state) {
-                        Some(next) => {
-                            *moved = Some(next);
-                            tried.clear();
-                            continue 'servers;
-                        }
-                        None => {
-                            let msg = format!(
-                                "upstream {:?} was removed by a reload while this request waited",
-                                up.state.name()
-                            );
-                            return Err((answer::unavailable("reloaded", msg, RELOADED), None));
-                        }
-                    },
-                    Err(resp) => return Err((resp, None)),
-                }
+        let (at, guard) = match proxy
+            .pick(&routes.table, up, &mut tried, &mut waited, waiter)
+            .await
+        {
+            Ok(Pick::Server(at, guard)) => (at, guard),
+            Ok(Pick::Moved(routes, at)) => {
+                *moved = Some((routes, at));
+                continue 'servers;
             }
+            Err(resp) => return Err((resp, None)),
         };
         let server = Arc::clone(guard.server());
         let pool = Arc::clone(&up.pools[at]);
