@@ -23,6 +23,35 @@ issue() {
     printf -- '- %s\n' "$*" >>"$ISSUES"
 }
 
+# rouse's own warnings and errors during the run (its stderr, RUST_LOG=warn) are an issue.
+rouse_log_issue() {
+    if [[ -s $TMP/rouse.log ]]; then
+        issue "rouse wrote to stderr during the run (RUST_LOG=warn); last lines: $(tail -5 "$TMP/rouse.log" | tr '\n' ' ')"
+    fi
+}
+
+# The report's raw results ($RESULTS), folded: raw_results "COLUMNS".
+raw_results() {
+    echo
+    echo "<details><summary>raw results ($1)</summary>"
+    echo
+    echo '```'
+    cat "$RESULTS"
+    echo '```'
+    echo
+    echo "</details>"
+}
+
+# Prints the report written to $OUT_FILE; exits 3 when the run found issues.
+end_report() {
+    cat "$OUT_FILE"
+    log "report written to $OUT_FILE"
+    if [[ -s $ISSUES ]]; then
+        log "finished with $(wc -l <"$ISSUES") issue(s), listed in the report; exit 3"
+        exit 3
+    fi
+}
+
 require_root() {
     [[ $(id -u) -eq 0 ]] || die "run as root (installs packages, runs nginx/haproxy with its own configs)"
 }

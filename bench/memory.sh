@@ -235,19 +235,7 @@ EOF
     echo "## Issues"
     echo
     if [[ -s $ISSUES ]]; then cat "$ISSUES"; else echo "none"; fi
-    echo
-    echo "<details><summary>raw results (target, round, idle KiB total/worker, holding KiB total/worker, after KiB total/worker, held, established on the proxy's port, open at release, client errors)</summary>"
-    echo
-    echo '```'
-    cat "$RESULTS"
-    echo '```'
-    echo
-    echo "</details>"
+    raw_results "target, round, idle KiB total/worker, holding KiB total/worker, after KiB total/worker, held, established on the proxy's port, open at release, client errors"
 } >"$OUT_FILE"
 
-cat "$OUT_FILE"
-log "report written to $OUT_FILE"
-if [[ -s $ISSUES ]]; then
-    log "finished with $(wc -l <"$ISSUES") issue(s), listed in the report; exit 3"
-    exit 3
-fi
+end_report

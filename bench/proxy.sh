@@ -373,9 +373,7 @@ if [[ $SKIP_TLS != 1 ]]; then
 fi
 
 # rouse's own warnings/errors during the run, if any
-if [[ -s $TMP/rouse.log ]]; then
-    issue "rouse wrote to stderr during the run (RUST_LOG=warn); last lines: $(tail -5 "$TMP/rouse.log" | tr '\n' ' ')"
-fi
+rouse_log_issue
 
 # ---------------------------------------------------------------------------------------------
 # 7. Report
@@ -481,19 +479,7 @@ EOF
     echo "## Issues"
     echo
     if [[ -s $ISSUES ]]; then cat "$ISSUES"; else echo "none"; fi
-    echo
-    echo "<details><summary>raw results (load, target, round, req/s, p50 ms or mean ms, p99 ms, requests, errors, user ticks, system ticks)</summary>"
-    echo
-    echo '```'
-    cat "$RESULTS"
-    echo '```'
-    echo
-    echo "</details>"
+    raw_results "load, target, round, req/s, p50 ms or mean ms, p99 ms, requests, errors, user ticks, system ticks"
 } >"$OUT_FILE"
 
-cat "$OUT_FILE"
-log "report written to $OUT_FILE"
-if [[ -s $ISSUES ]]; then
-    log "finished with $(wc -l <"$ISSUES") issue(s), listed in the report; exit 3"
-    exit 3
-fi
+end_report

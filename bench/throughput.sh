@@ -201,9 +201,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-if [[ -s $TMP/rouse.log ]]; then
-    issue "rouse wrote to stderr during the run (RUST_LOG=warn); last lines: $(tail -5 "$TMP/rouse.log" | tr '\n' ' ')"
-fi
+rouse_log_issue
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -273,19 +271,7 @@ EOF
     echo "## Issues"
     echo
     if [[ -s $ISSUES ]]; then cat "$ISSUES"; else echo "none"; fi
-    echo
-    echo "<details><summary>raw results (target, kind, round, seconds, MiB/s, RSS before KiB, peak RSS after KiB, user ticks, system ticks, intact, error)</summary>"
-    echo
-    echo '```'
-    cat "$RESULTS"
-    echo '```'
-    echo
-    echo "</details>"
+    raw_results "target, kind, round, seconds, MiB/s, RSS before KiB, peak RSS after KiB, user ticks, system ticks, intact, error"
 } >"$OUT_FILE"
 
-cat "$OUT_FILE"
-log "report written to $OUT_FILE"
-if [[ -s $ISSUES ]]; then
-    log "finished with $(wc -l <"$ISSUES") issue(s), listed in the report; exit 3"
-    exit 3
-fi
+end_report
