@@ -79,6 +79,21 @@ fn cut_or_502(what: &str, answer: Result<Option<RawResponse>, String>) {
     }
 }
 
+/// What a response rouse must not forward comes to: a 502 for the client, and that server
+/// connection closed (never reused for the next request).
+async fn refused_with_502(
+    what: &str,
+    answer: Result<Option<RawResponse>, String>,
+    up: &mut Upstream,
+) {
+    let r = answer.expect("an answer").expect("an answer");
+    assert_eq!(r.status, 502, "{what}: {}", r.text());
+    assert!(
+        up.closes().await,
+        "{what}: the server's connection stays open"
+    );
+}
+
 /// After whatever happened, the same rouse serves the next client normally (on a connection to
 /// the server it may have to open).
 async fn still_serves(rouse: &Rouse, server: &RawServer) {
@@ -141,12 +156,7 @@ async fn a_response_with_an_invalid_content_length_is_502() {
     ] {
         let response = format!("HTTP/1.1 200 OK\r\n{fields}\r\n\r\nok!");
         let (_c, mut up, r) = scripted(&rouse, &server, "GET", response.as_bytes()).await;
-        let r = r.expect("an answer").expect("an answer");
-        assert_eq!(r.status, 502, "{fields}: {}", r.text());
-        assert!(
-            up.closes().await,
-            "{fields}: the server's connection stays open"
-        );
+        refused_with_502(fields, r, &mut up).await;
     }
     still_serves(&rouse, &server).await;
 }
@@ -551,12 +561,7 @@ async fn a_response_that_is_no_http_is_502() {
     ] {
         let what = String::from_utf8_lossy(response);
         let (_c, mut up, r) = scripted(&rouse, &server, "GET", response).await;
-        let r = r.expect("an answer").expect("an answer");
-        assert_eq!(r.status, 502, "{what}: {}", r.text());
-        assert!(
-            up.closes().await,
-            "{what}: the server's connection stays open"
-        );
+        refused_with_502(&what, r, &mut up).await;
     }
     still_serves(&rouse, &server).await;
 }
@@ -807,12 +812,7 @@ async fn an_unasked_101_is_502() {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n",
         )
         .await;
-        let r = r.expect("an answer").expect("an answer");
-        assert_eq!(r.status, 502, "{body:?} request: {}", r.text());
-        assert!(
-            up.closes().await,
-            "{body:?} request: the server's connection stays open"
-        );
+        refused_with_502(&format!("{body:?} request"), r, &mut up).await;
     }
     still_serves(&rouse, &server).await;
 }
