@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::address::{ServerAddress, TlsClientConfig};
@@ -291,14 +292,16 @@ pub struct UpstreamConfig {
     pub protocol: Protocol,
     /// Host names in server addresses are resolved again this often (default 30s).
     pub resolve_interval: Duration,
-    pub servers: Vec<ServerConfig>,
+    /// Shared: the state table, the embedded driver and the routes each keep a server's
+    /// config, and 10,000 servers' worth of copies was most of rouse's memory.
+    pub servers: Vec<Arc<ServerConfig>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandLine {
     /// Run by `/bin/sh -c`.
-    Shell(String),
-    Argv(Vec<String>),
+    Shell(Arc<str>),
+    Argv(Arc<[String]>),
 }
 
 #[derive(Debug, Clone, PartialEq)]

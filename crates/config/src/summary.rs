@@ -258,7 +258,7 @@ fn bodies(upstream: &crate::model::UpstreamConfig) -> String {
 /// A command as one might type it: argv elements are quoted when the shell would split them.
 fn command_text(command: &CommandLine) -> String {
     match command {
-        CommandLine::Shell(line) => line.clone(),
+        CommandLine::Shell(line) => line.to_string(),
         CommandLine::Argv(argv) => argv
             .iter()
             .map(|arg| {
@@ -332,7 +332,8 @@ mod tests {
 
     #[test]
     fn argv_is_quoted_only_when_needed() {
-        let argv = CommandLine::Argv(vec!["python3".into(), "-c".into(), "print('hi')".into()]);
+        let argv =
+            CommandLine::Argv(vec!["python3".into(), "-c".into(), "print('hi')".into()].into());
         assert_eq!(command_text(&argv), r"python3 -c 'print('\''hi'\'')'");
         let shell = CommandLine::Shell("a | b".into());
         assert_eq!(command_text(&shell), "a | b");

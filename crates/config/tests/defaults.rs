@@ -222,7 +222,9 @@ stop_timeout = "1m30s"
     assert_eq!(server.address, "localhost:9101".parse().unwrap());
     assert_eq!(
         server.command,
-        Some(CommandLine::Argv(vec!["python3".into(), "app.py".into()]))
+        Some(CommandLine::Argv(
+            vec!["python3".into(), "app.py".into()].into()
+        ))
     );
     assert_eq!(
         server.env,

@@ -415,7 +415,7 @@ async fn embedded_driver(
         .upstreams
         .iter()
         .filter(|u| u.supervisor == SupervisorRef::Embedded)
-        .flat_map(|u| u.servers.iter().filter_map(ProgramSpec::from_server))
+        .flat_map(|u| u.servers.iter().filter_map(|s| ProgramSpec::from_server(s)))
         .collect();
     let opts = EmbeddedOptions {
         state_file: options.embedded_state_file.clone(),

@@ -38,7 +38,7 @@ pub struct Server {
     /// As configured when the server was created. A reload keeps a server whose config is
     /// unchanged but for its position, weight and `max_conns`, so read those through
     /// [`Server::index`], [`Server::weight`] and [`Server::max_conns`].
-    pub config: ServerConfig,
+    pub config: Arc<ServerConfig>,
     /// Where connections go: the address's IP, or what its host name last resolved to (set by
     /// the control plane's resolver, read on each new connection; empty until resolved and
     /// for unix sockets).
@@ -73,7 +73,7 @@ pub struct Server {
 
 impl Server {
     pub fn new(
-        config: ServerConfig,
+        config: Arc<ServerConfig>,
         initial: ServerState,
         epoch: Instant,
         waiters: Arc<Waiters>,

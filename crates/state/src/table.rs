@@ -181,7 +181,7 @@ impl Table {
                 None => {
                     let mut sc = sc.clone();
                     if sc.supervisor == SupervisorRef::Embedded && names.contains(&sc.program) {
-                        sc.program = (0..)
+                        Arc::make_mut(&mut sc).program = (0..)
                             .map(|k| format!("{}{k}", c.supervisord_name))
                             .find(|n| !names.contains(n))
                             .unwrap_or_default();

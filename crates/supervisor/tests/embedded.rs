@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep, timeout};
 
 fn sh(script: &str) -> CommandLine {
-    CommandLine::Shell(script.to_owned())
+    CommandLine::Shell(script.into())
 }
 
 fn argv(args: &[&str]) -> CommandLine {

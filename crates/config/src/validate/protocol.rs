@@ -1,5 +1,7 @@
 //! `protocol`: how rouse speaks to an upstream's servers.
 
+use std::sync::Arc;
+
 use super::Context;
 use crate::file::{FileProtocol, FileUpstream, Section};
 use crate::model::{Protocol, ServerConfig};
@@ -9,7 +11,7 @@ use crate::model::{Protocol, ServerConfig};
 /// here, pointing at the key, rather than failing on the first request.
 pub(super) fn protocol(
     section: &Section<FileUpstream>,
-    servers: &[ServerConfig],
+    servers: &[Arc<ServerConfig>],
     cx: &mut Context<'_>,
 ) -> Protocol {
     let Some(value) = &section.value.protocol else {

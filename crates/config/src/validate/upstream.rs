@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use toml::Spanned;
 
@@ -177,6 +178,7 @@ pub(crate) fn upstream(
     for server in servers.iter_mut().filter(|s| s.tls.is_some()) {
         server.tls = Some(tls.clone());
     }
+    let servers: Vec<Arc<ServerConfig>> = servers.into_iter().map(Arc::new).collect();
 
     let target_in_flight = file.target_in_flight.as_ref().map_or(10, |target| {
         if *target.get_ref() == 0 {
@@ -569,7 +571,7 @@ fn command_line(command: &Spanned<FileCommand>, cx: &mut Context<'_>) -> Option<
             if line.trim().is_empty() {
                 cx.error(command.span(), "command: must not be empty");
             }
-            Some(CommandLine::Shell(line.clone()))
+            Some(CommandLine::Shell(line.as_str().into()))
         }
         FileCommand::Argv(argv) => {
             match argv.first() {
@@ -580,7 +582,7 @@ fn command_line(command: &Spanned<FileCommand>, cx: &mut Context<'_>) -> Option<
                 ),
                 Some(_) => {}
             }
-            Some(CommandLine::Argv(argv.clone()))
+            Some(CommandLine::Argv(argv.as_slice().into()))
         }
     }
 }

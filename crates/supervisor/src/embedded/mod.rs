@@ -135,7 +135,7 @@ impl Embedded {
                 tracing::info!(program = %child.program, pid = child.pid, "the configuration no longer has this program: stopping the child handed over");
                 let spec = ProgramSpec {
                     program: child.program.clone(),
-                    command: rouse_config::CommandLine::Argv(Vec::new()),
+                    command: rouse_config::CommandLine::Argv(Arc::from([])),
                     env: Default::default(),
                     cwd: None,
                     startsecs: Duration::ZERO,

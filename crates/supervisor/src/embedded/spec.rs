@@ -40,8 +40,8 @@ impl ProgramSpec {
     /// signals go to the whole process group, so the server gets them even behind `sh`.
     pub(crate) fn argv(&self) -> Vec<String> {
         match &self.command {
-            CommandLine::Shell(s) => vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()],
-            CommandLine::Argv(v) => v.clone(),
+            CommandLine::Shell(s) => vec!["/bin/sh".to_owned(), "-c".to_owned(), s.to_string()],
+            CommandLine::Argv(v) => v.to_vec(),
         }
     }
 }
