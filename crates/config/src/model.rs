@@ -330,6 +330,33 @@ pub struct ServerConfig {
     pub stop_timeout: Duration,
 }
 
+impl Config {
+    /// A copy that shares no allocation with `self` (`clone` shares the servers' configs and
+    /// command lines). rouse reads each file on a thread of its own and keeps this copy, made
+    /// on its own thread, so that what it keeps is not scattered among the parse's freed
+    /// temporaries (see `rouse::load`).
+    pub fn unshared(&self) -> Config {
+        let mut copy = self.clone();
+        for up in &mut copy.upstreams {
+            for server in &mut up.servers {
+                let mut own = ServerConfig::clone(server);
+                own.command = own.command.as_ref().map(CommandLine::unshared);
+                *server = Arc::new(own);
+            }
+        }
+        copy
+    }
+}
+
+impl CommandLine {
+    fn unshared(&self) -> CommandLine {
+        match self {
+            CommandLine::Shell(line) => CommandLine::Shell(Arc::from(&**line)),
+            CommandLine::Argv(argv) => CommandLine::Argv(argv.iter().cloned().collect()),
+        }
+    }
+}
+
 impl SupervisordConfig {
     /// The url as written (scheme included, credentials never), for messages.
     pub fn shown_url(&self) -> String {
@@ -368,5 +395,44 @@ impl std::fmt::Debug for SupervisordConfig {
             .field("poll_interval", &self.poll_interval)
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unshared_copy_is_equal_and_shares_nothing() {
+        let text = r#"
+[[upstream]]
+name = "app"
+hosts = ["app.test"]
+[[upstream.server]]
+address = "127.0.0.1:9001"
+command = ["python3", "-m", "http.server", "9001"]
+[[upstream.server]]
+address = "127.0.0.1:9002"
+command = "python3 -m http.server 9002"
+"#;
+        let config = crate::parse("rouse.toml", text).expect("valid");
+        let copy = config.unshared();
+        assert_eq!(copy.upstreams, config.upstreams);
+        let pairs = copy.upstreams[0]
+            .servers
+            .iter()
+            .zip(&config.upstreams[0].servers);
+        for (mine, theirs) in pairs {
+            assert!(!Arc::ptr_eq(mine, theirs), "a server's config is shared");
+            match (&mine.command, &theirs.command) {
+                (Some(CommandLine::Argv(a)), Some(CommandLine::Argv(b))) => {
+                    assert!(!Arc::ptr_eq(a, b), "an argv is shared")
+                }
+                (Some(CommandLine::Shell(a)), Some(CommandLine::Shell(b))) => {
+                    assert!(!Arc::ptr_eq(a, b), "a shell line is shared")
+                }
+                other => panic!("commands differ: {other:?}"),
+            }
+        }
     }
 }

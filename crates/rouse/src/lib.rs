@@ -16,6 +16,7 @@ pub mod certs;
 pub mod client;
 mod handed;
 pub mod handover;
+pub mod load;
 pub mod logging;
 pub mod notify;
 pub mod online;

@@ -188,7 +188,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_RUNTIME);
                 }
             };
-            let config = match rouse_config::load(&path) {
+            let config = match rouse::load::load(&path) {
                 Ok(c) => c,
                 Err(errors) => {
                     eprint!("{errors}");
