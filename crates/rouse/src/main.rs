@@ -133,6 +133,7 @@ const EXIT_UNKNOWN_PROGRAM: u8 = 1;
 const EXIT_SUPERVISOR_UNREACHABLE: u8 = 2;
 
 fn main() -> ExitCode {
+    rouse_alloc::bound_retention();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, online } => match rouse_config::load(&config) {
