@@ -749,6 +749,15 @@ async fn the_charts_draw_and_follow_the_load() {
         "ISO 8601 with an offset: {title}"
     );
 
+    if std::env::var_os("ROUSE_SCREENSHOT_DIR").is_some() {
+        // For the docs' picture: a minute more, with a burst that makes app start its second
+        // server, so the charts and timelines have something to show.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let burst = Load::start(rouse.addr(), "/", None, 4);
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        burst.finish().await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
     let shot = screenshot_path("dashboard.png");
     browser.screenshot(&shot).await;
     eprintln!("dashboard screenshot: {}", shot.display());
