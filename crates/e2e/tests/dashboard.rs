@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    Load, WAIT, backend_pids, backend_server, client, embedded_upstream, free_addrs,
-    log_if_asked, start_rouse, static_upstream,
+    Load, WAIT, backend_pids, backend_server, client, embedded_upstream, free_addrs, log_if_asked,
+    start_rouse, static_upstream,
 };
 use rouse::Rouse;
 use rouse_e2e::wait_until;
@@ -591,7 +591,9 @@ fn screenshot_path(name: &str) -> PathBuf {
             let dir = if dir.is_absolute() {
                 dir
             } else {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir)
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(dir)
             };
             dir.join(name)
         }
@@ -623,7 +625,8 @@ async fn the_charts_draw_and_follow_the_load() {
 
     // Within a few sample periods (5 s each) the req/s chart's latest point is above 0, and
     // its line has points.
-    let chart = |u: &str, c: &str| format!("article[data-upstream=\"{u}\"] figure[data-chart=\"{c}\"]");
+    let chart =
+        |u: &str, c: &str| format!("article[data-upstream=\"{u}\"] figure[data-chart=\"{c}\"]");
     let rps = browser
         .wait_for(
             "app's req/s chart to show the load",
@@ -657,7 +660,10 @@ async fn the_charts_draw_and_follow_the_load() {
             |v| number(&v[0][0]) >= 40.0 && number(&v[1][1]) >= 1.0,
         )
         .await;
-    assert!(number(&api_latency[1][0]) >= number(&api_latency[0][0]), "{api_latency}");
+    assert!(
+        number(&api_latency[1][0]) >= number(&api_latency[0][0]),
+        "{api_latency}"
+    );
     for c in ["in-flight", "held"] {
         let points = browser
             .eval(
@@ -698,7 +704,10 @@ async fn the_charts_draw_and_follow_the_load() {
         )
         .await;
     let metrics = c
-        .get(format!("http://{}/metrics", rouse.admin_addr().expect("admin")))
+        .get(format!(
+            "http://{}/metrics",
+            rouse.admin_addr().expect("admin")
+        ))
         .send()
         .await
         .unwrap()
@@ -777,7 +786,10 @@ async fn the_charts_draw_and_follow_the_load() {
     browser.screenshot(&shot).await;
 
     let answers = app.finish().await;
-    assert!(answers.iter().all(|a| a.status == 200), "app answered every request");
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "app answered every request"
+    );
     api.finish().await;
     browser.quit().await;
     rouse.shutdown().await;
@@ -822,7 +834,10 @@ async fn a_401_asks_for_the_token_once_per_tab() {
         .await;
     assert_eq!(kept[0], "s3cret");
     assert_eq!(kept[1], Value::Null, "never in localStorage");
-    assert!(!kept[2].as_str().unwrap_or_default().contains("s3cret"), "nor in the URL");
+    assert!(
+        !kept[2].as_str().unwrap_or_default().contains("s3cret"),
+        "nor in the URL"
+    );
 
     // The page reloaded in the same tab still has it: a stop needs no typing.
     browser.goto(&admin_url(&rouse)).await;
