@@ -4,6 +4,7 @@
 //!
 //! `?upstream=NAME` limits the answer to one upstream.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use axum::Json;
@@ -78,6 +79,14 @@ pub fn snapshot(
     let mut journal = table.journal.recent(usize::MAX);
     journal.reverse();
     let journal_full = table.journal.is_full();
+    // Grouped once: 10,000 servers each scanning the whole journal would be 2 million looks.
+    let mut by_server: HashMap<(&str, usize), Vec<&Entry>> = HashMap::new();
+    for e in &journal {
+        by_server
+            .entry((e.upstream.as_str(), e.server))
+            .or_default()
+            .push(e);
+    }
     let upstreams = table
         .upstreams
         .iter()
@@ -107,10 +116,9 @@ pub fn snapshot(
                     .servers
                     .iter()
                     .map(|s| {
-                        let events: Vec<&Entry> = journal
-                            .iter()
-                            .filter(|e| e.upstream == u.name() && e.server == s.index())
-                            .collect();
+                        let events = by_server
+                            .get(&(u.name(), s.index()))
+                            .map_or(&[][..], Vec::as_slice);
                         let since = wall
                             .checked_sub(now.saturating_duration_since(s.since()))
                             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -120,7 +128,7 @@ pub fn snapshot(
                         ServerTimeline {
                             index: s.index(),
                             address: s.address().to_string(),
-                            states: timeline(&events, before, s.state().as_str(), since, from),
+                            states: timeline(events, before, s.state().as_str(), since, from),
                         }
                     })
                     .collect(),
