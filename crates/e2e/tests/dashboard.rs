@@ -17,12 +17,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    Load, WAIT, backend_pids, backend_server, client, embedded_upstream, free_addrs, log_if_asked,
-    start_rouse, static_upstream,
+    Load, WAIT, backend_pids, backend_server, client, embedded_upstream, log_if_asked, start_rouse,
+    static_upstream,
 };
 use rouse::Rouse;
 use rouse_e2e::wait_until;
 use serde_json::{Value, json};
+
+/// `N` addresses for servers and chromedriver, out of the kernel's ephemeral range: a port
+/// picked there and let go could become another test's (other test binaries run alongside)
+/// before our process binds it (see `rouse_e2e::unique_port`).
+fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    std::array::from_fn(|_| rouse_e2e::unique_addr())
+}
 
 // === a minimal WebDriver client ===
 
