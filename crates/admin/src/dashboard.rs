@@ -1,5 +1,7 @@
 //! `GET /`: the dashboard, one self-contained HTML page (no external assets) whose script polls
-//! `GET /status` every second and sends commands with `fetch`.
+//! `GET /status` every second, `GET /history` (charts, state timelines, errors) at half its
+//! sample interval and `GET /supervisors` every 5 s, and sends commands with `fetch`. Charts are
+//! SVG drawn by the page itself.
 //!
 //! Everything it shows from the server (names, programs, event details) is set as text
 //! (`textContent`, text nodes), never parsed as HTML, so nothing in a config or an error
@@ -50,5 +52,13 @@ mod tests {
         }
         assert!(PAGE.contains("fetch(\"/status"), "polls /status");
         assert!(PAGE.contains("sessionStorage"), "keeps the token per tab");
+        assert!(
+            !PAGE.contains("localStorage"),
+            "the token never outlives the tab"
+        );
+        assert!(
+            PAGE.contains("fetch(\"/history"),
+            "polls /history for the charts"
+        );
     }
 }

@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `GET /` | the HTML dashboard ([`dashboard`]) |
 //! | `GET /status` | JSON snapshot of the live table and recent lifecycle events ([`routes::status`]) |
+//! | `GET /history` | the last 15 minutes per upstream, for the dashboard's charts ([`routes::history`]) |
+//! | `GET /supervisors` | each supervisor: reachable or not, its programs' pids and uptimes ([`routes::supervisors`]) |
 //! | `GET /metrics` | Prometheus text, or OpenMetrics when asked for ([`routes::metrics`]) |
 //! | `POST /upstreams/{name}/start` · `/stop` | manual start of the next / stop of the last server |
 //! | `POST /upstreams/{name}/servers/{index}/start` · `/stop` | manual start / stop of one server |
@@ -19,6 +21,7 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod history;
 pub mod host;
 pub mod routes;
 
@@ -61,6 +64,8 @@ pub struct AdminState {
     pub reload: Option<routes::reload::ReloadHook>,
     /// `POST /upgrade`; without it the endpoint answers 503.
     pub upgrade: Option<routes::upgrade::UpgradeHook>,
+    /// The samples `GET /history` serves; [`serve`] keeps taking them.
+    pub history: Arc<history::History>,
 }
 
 /// Longest any one request may take (a manual command waits up to 10 s for the control plane).
@@ -100,6 +105,8 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
         .route("/status", get(routes::status::handler))
+        .route("/history", get(routes::history::handler))
+        .route("/supervisors", get(routes::supervisors::handler))
         .route("/metrics", get(routes::metrics::handler))
         .merge(commands)
         .fallback(routes::not_found)
@@ -122,12 +129,25 @@ async fn bounded(req: Request, next: Next) -> Response {
     }
 }
 
+/// Ends a task when its owner goes, however that happens.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves the admin API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    // Samples only while the admin API serves: nothing else reads them.
+    let _sampler = AbortOnDrop(tokio::spawn(
+        Arc::clone(&state.history).run(Arc::clone(&state.table)),
+    ));
     let service = TowerToHyperService::new(router(state));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

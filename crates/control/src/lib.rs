@@ -13,5 +13,6 @@ mod rate;
 mod reconciler;
 pub mod resolver;
 
+pub use reconciler::supervisors::SupervisorReport;
 pub use reconciler::{Control, ControlHandle, Drivers, Manual, ManualError, ManualOp};
 pub use resolver::Resolver;

@@ -22,6 +22,7 @@ mod effects;
 mod manual;
 mod record;
 mod reload;
+pub(crate) mod supervisors;
 
 use manual::Names;
 pub use manual::{ControlHandle, Manual, ManualError, ManualOp};
@@ -85,6 +86,7 @@ impl Control {
         let handle = ControlHandle {
             tx: tx.clone(),
             names: Arc::new(RwLock::new(Names::of(&table))),
+            drivers: Arc::new(RwLock::new(drivers.clone())),
         };
         let mut r = Reconciler {
             table: Arc::clone(&table),

@@ -1136,3 +1136,73 @@ async fn a_manual_stop_waits_for_a_websocket_at_most_shutdown_timeout() {
     );
     rouse.shutdown().await;
 }
+
+/// Answers rouse writes itself are counted by upstream and `x-rouse-error` kind, whether the
+/// HTTP/1.1 fast path or hyper's (here HTTP/2) answered; proxied answers, errors included,
+/// are not. `GET /history` lists the same counts for the dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rouses_own_error_answers_are_counted_by_kind_on_both_paths() {
+    log_if_asked();
+    let [down] = free_addrs();
+    let backend = rouse_e2e::BackendProcess::spawn("w0", None).await;
+    let r = start_rouse(&format!(
+        "{ADMIN}{}{}",
+        static_upstream("web", &[], "", &[backend.addr()]),
+        // By path: an HTTP/2 request's authority is its target's, not a Host header.
+        static_upstream("down", &[], "path_prefix = \"/down\"", &[down]),
+    ))
+    .await;
+    let h1 = client();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(WAIT)
+        .no_proxy()
+        .build()
+        .expect("client");
+    for c in [&h1, &h2] {
+        let a = c
+            .get(format!("http://{}/down/x", r.addr()))
+            .send()
+            .await
+            .expect("rouse answers");
+        assert_eq!(a.status(), 502);
+        assert_eq!(a.headers()["x-rouse-error"], "unreachable");
+        // The server's own 404 is its answer, not rouse's.
+        let a = c
+            .get(format!("http://{}/status/404", r.addr()))
+            .send()
+            .await
+            .expect("rouse answers");
+        assert_eq!(a.status(), 404);
+        assert!(a.headers().get("x-rouse-error").is_none());
+    }
+    let metrics = h1
+        .get(admin(&r, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("rouse_errors_total{"))
+        .collect();
+    assert_eq!(
+        lines,
+        [r#"rouse_errors_total{upstream="down",kind="unreachable"} 2"#]
+    );
+    let history: Value = h1
+        .get(admin(&r, "/history?upstream=down"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        history["upstreams"][0]["errors"],
+        serde_json::json!([{"kind": "unreachable", "count": 2}])
+    );
+    r.shutdown().await;
+}

@@ -17,12 +17,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    WAIT, backend_server, client, embedded_upstream, free_addrs, log_if_asked, start_rouse,
+    Load, WAIT, backend_pids, backend_server, client, embedded_upstream, log_if_asked, start_rouse,
     static_upstream,
 };
 use rouse::Rouse;
 use rouse_e2e::wait_until;
 use serde_json::{Value, json};
+
+/// `N` addresses for servers and chromedriver, out of the kernel's ephemeral range: a port
+/// picked there and let go could become another test's (other test binaries run alongside)
+/// before our process binds it (see `rouse_e2e::unique_port`).
+fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    std::array::from_fn(|_| rouse_e2e::unique_addr())
+}
 
 // === a minimal WebDriver client ===
 
@@ -281,6 +288,43 @@ impl Browser {
         std::fs::write(path, bytes).expect("screenshot written");
     }
 
+    /// Resizes the window (headless: the viewport) to `width` × `height` CSS pixels.
+    async fn resize(&self, width: u32, height: u32) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
+    /// Polls `script` (a function body returning a value) until `done` holds of what it
+    /// returns, for at most `within`; the last value.
+    async fn wait_for(
+        &self,
+        what: &str,
+        within: Duration,
+        script: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        let found = tokio::time::timeout(within, async {
+            loop {
+                last = self.eval(script, json!([])).await;
+                if done(&last) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        if found.is_err() {
+            let page = self.dump().await;
+            panic!("{what}: not within {within:?} (last: {last}); the page now:\n{page}");
+        }
+        last
+    }
+
     async fn quit(self) {
         let _ = self.http.delete(&self.session).send().await;
     }
@@ -503,6 +547,318 @@ async fn the_dashboard_sends_the_token_and_shows_names_as_text() {
         )
         .await;
     assert_eq!(kept, json!("s3cret"), "the token is kept for this tab");
+
+    browser.quit().await;
+    rouse.shutdown().await;
+}
+
+/// The `[admin]` section's rouse with three upstreams under way: `app` (two embedded
+/// servers, 10 ms each), `api` (one embedded server, 40 ms, on `api.example`), `legacy`
+/// (static, on `legacy.example`, its server down).
+async fn busy() -> (Rouse, [SocketAddr; 3]) {
+    log_if_asked();
+    let [a0, a1, p0, down] = free_addrs();
+    let rouse = start_rouse(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}{}{}",
+        embedded_upstream(
+            "app",
+            &[],
+            "idle_timeout = \"5m\"\ntarget_in_flight = 2",
+            &[
+                backend_server(a0, "s0", &["--latency-ms", "10"], ""),
+                backend_server(a1, "s1", &["--latency-ms", "10"], ""),
+            ],
+        ),
+        embedded_upstream(
+            "api",
+            &["api.example"],
+            "idle_timeout = \"5m\"",
+            &[backend_server(p0, "p0", &["--latency-ms", "40"], "")],
+        ),
+        static_upstream("legacy", &["legacy.example"], "", &[down]),
+    ))
+    .await;
+    (rouse, [a0, p0, down])
+}
+
+/// A value the page put in a `data-` attribute, as a number (0 when empty).
+fn number(v: &Value) -> f64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_f64())
+        .unwrap_or(0.0)
+}
+
+/// Where to copy screenshots for the docs: `ROUSE_SCREENSHOT_DIR=docs` regenerates
+/// docs/dashboard.png and docs/dashboard-phone.png; otherwise they stay in the target dir.
+fn screenshot_path(name: &str) -> PathBuf {
+    match std::env::var_os("ROUSE_SCREENSHOT_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            let dir = if dir.is_absolute() {
+                dir
+            } else {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(dir)
+            };
+            dir.join(name)
+        }
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join(name),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_draw_and_follow_the_load() {
+    let (rouse, [a0, _, _]) = busy().await;
+    let browser = Browser::launch().await;
+    browser.resize(1280, 1200).await;
+    browser.goto(&admin_url(&rouse)).await;
+    browser.wait_text("#conn", "live").await;
+
+    // Real clients: two on app, one on api; a few requests to legacy, whose server is down.
+    let app = Load::start(rouse.addr(), "/", None, 2);
+    let api = Load::start(rouse.addr(), "/", Some("api.example"), 1);
+    let c = client();
+    for _ in 0..5 {
+        let r = c
+            .get(format!("http://{}/", rouse.addr()))
+            .header("host", "legacy.example")
+            .send()
+            .await
+            .expect("rouse answers");
+        assert_eq!(r.status(), 502);
+    }
+
+    // Within a few sample periods (5 s each) the req/s chart's latest point is above 0, and
+    // its line has points.
+    let chart =
+        |u: &str, c: &str| format!("article[data-upstream=\"{u}\"] figure[data-chart=\"{c}\"]");
+    let rps = browser
+        .wait_for(
+            "app's req/s chart to show the load",
+            Duration::from_secs(45),
+            &format!(
+                "const f = document.querySelector('{}'); const p = f && f.querySelector('path.line');
+                 return f ? [f.dataset.latest, p.dataset.points, p.getAttribute('d')] : null;",
+                chart("app", "rps")
+            ),
+            |v| number(&v[0]) > 0.0 && number(&v[1]) >= 2.0,
+        )
+        .await;
+    let d = rps[2].as_str().unwrap_or_default();
+    assert!(d.starts_with('M') && d.contains('L'), "a drawn line: {d:?}");
+
+    // Latency: both percentiles drawn, p99 at or above p50, api slower than its 40 ms.
+    let latency = |u: &str| {
+        format!(
+            "const f = document.querySelector('{}');
+             return ['p50_ms', 'p99_ms'].map((s) => {{
+               const p = f.querySelector('path[data-series=' + s + ']');
+               return [p.dataset.latest, p.dataset.points]; }});",
+            chart(u, "latency")
+        )
+    };
+    let api_latency = browser
+        .wait_for(
+            "api's latency chart",
+            Duration::from_secs(30),
+            &latency("api"),
+            |v| number(&v[0][0]) >= 40.0 && number(&v[1][1]) >= 1.0,
+        )
+        .await;
+    assert!(
+        number(&api_latency[1][0]) >= number(&api_latency[0][0]),
+        "{api_latency}"
+    );
+    for c in ["in-flight", "held"] {
+        let points = browser
+            .eval(
+                &format!(
+                    "return document.querySelector('{} path.line').dataset.points;",
+                    chart("app", c)
+                ),
+                json!([]),
+            )
+            .await;
+        assert!(number(&points) >= 2.0, "{c} chart has points: {points}");
+    }
+
+    // Server 0 of app: its timeline has been stopped, then starting, then ready.
+    let states = browser
+        .eval(
+            "return [...document.querySelectorAll(
+               'article[data-upstream=\"app\"] svg.states[data-server=\"0\"] rect')]
+               .map((r) => r.getAttribute('class'));",
+            json!([]),
+        )
+        .await;
+    let states: Vec<&str> = states
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(states.last(), Some(&"ready"), "{states:?}");
+    assert!(states.contains(&"starting"), "{states:?}");
+
+    // legacy's errors, by x-rouse-error kind, as rouse counted them.
+    let errors = browser
+        .wait_for(
+            "legacy's error counts",
+            WAIT,
+            "return [...document.querySelectorAll(
+               'article[data-upstream=\"legacy\"] .errors .kind')].map((k) => k.textContent);",
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+    let metrics = c
+        .get(format!(
+            "http://{}/metrics",
+            rouse.admin_addr().expect("admin")
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shown = errors[0].as_str().unwrap_or_default().to_owned();
+    let (kind, count) = shown.rsplit_once(' ').expect("KIND COUNT");
+    assert_eq!(count, "5", "{shown}");
+    assert!(
+        metrics.contains(&format!(
+            "rouse_errors_total{{upstream=\"legacy\",kind=\"{kind}\"}} 5"
+        )),
+        "{metrics}"
+    );
+
+    // The embedded supervisor answers, with s0's real pid.
+    let pid = browser
+        .wait_for(
+            "app0's pid",
+            WAIT,
+            "const r = document.querySelector(
+               '[data-supervisor=\"embedded\"] tr[data-program=\"app0\"] .pid');
+             return r ? r.textContent : null;",
+            |v| v.as_str().is_some_and(|t| t.parse::<u32>().is_ok()),
+        )
+        .await;
+    let pid: u32 = pid.as_str().unwrap_or_default().parse().unwrap_or(0);
+    assert_eq!(backend_pids(a0), [pid]);
+    let reach = browser
+        .text("[data-supervisor=\"embedded\"] .reach")
+        .await
+        .unwrap_or_default();
+    assert_eq!(reach, "reachable");
+
+    // Event times name their zone.
+    let head = browser.text("#time-head").await.unwrap_or_default();
+    assert!(head.contains("UTC"), "{head}");
+    let title = browser
+        .eval(
+            "return document.querySelector('#events tbody td').title;",
+            json!([]),
+        )
+        .await;
+    let title = title.as_str().unwrap_or_default();
+    assert!(
+        title.len() > 25 && (title[23..].starts_with('+') || title[23..].starts_with('-')),
+        "ISO 8601 with an offset: {title}"
+    );
+
+    if std::env::var_os("ROUSE_SCREENSHOT_DIR").is_some() {
+        // For the docs' picture: a minute more, with a burst that makes app start its second
+        // server, so the charts and timelines have something to show.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let burst = Load::start(rouse.addr(), "/", None, 4);
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        burst.finish().await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
+    let shot = screenshot_path("dashboard.png");
+    browser.screenshot(&shot).await;
+    eprintln!("dashboard screenshot: {}", shot.display());
+
+    // A phone's width: nothing wider than the screen.
+    browser.resize(390, 844).await;
+    let widths = browser
+        .wait_for(
+            "the page to fit 390 px",
+            Duration::from_secs(5),
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            |v| v[1].as_u64().is_some_and(|w| w <= 400) && v[0].as_u64() <= v[1].as_u64(),
+        )
+        .await;
+    eprintln!("phone: scrollWidth, innerWidth = {widths}");
+    let shot = screenshot_path("dashboard-phone.png");
+    browser.screenshot(&shot).await;
+
+    let answers = app.finish().await;
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "app answered every request"
+    );
+    api.finish().await;
+    browser.quit().await;
+    rouse.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_asks_for_the_token_once_per_tab() {
+    let (rouse, _) = app("token = \"s3cret\"").await;
+    let browser = Browser::launch().await;
+    browser.goto(&admin_url(&rouse)).await;
+    browser
+        .wait_text(&format!("{} .state", row("app", 0)), "stopped")
+        .await;
+
+    // A click without the token: 401, and the page asks for it in a password field.
+    browser
+        .click(&format!("{} button[data-action=\"start\"]", row("app", 0)))
+        .await;
+    let asked = browser
+        .wait_for(
+            "the token to be asked for",
+            WAIT,
+            "const a = document.getElementById('auth');
+             return [a.classList.contains('ask'), document.activeElement.id,
+                     document.getElementById('token').type];",
+            |v| v[0] == true,
+        )
+        .await;
+    assert_eq!(asked, json!([true, "token", "password"]));
+
+    // Typed once, with Enter: kept for the tab, and the refused command is sent again.
+    browser.type_into("#token", "s3cret\u{E007}").await;
+    browser
+        .wait_text(&format!("{} .state", row("app", 0)), "ready")
+        .await;
+    let kept = browser
+        .eval(
+            "return [sessionStorage.getItem('rouse-admin-token'),
+                     localStorage.getItem('rouse-admin-token'), location.href];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(kept[0], "s3cret");
+    assert_eq!(kept[1], Value::Null, "never in localStorage");
+    assert!(
+        !kept[2].as_str().unwrap_or_default().contains("s3cret"),
+        "nor in the URL"
+    );
+
+    // The page reloaded in the same tab still has it: a stop needs no typing.
+    browser.goto(&admin_url(&rouse)).await;
+    browser
+        .wait_text(&format!("{} .state", row("app", 0)), "ready")
+        .await;
+    browser
+        .click(&format!("{} button[data-action=\"stop\"]", row("app", 0)))
+        .await;
+    browser
+        .wait_text(&format!("{} .state", row("app", 0)), "stopped")
+        .await;
+    let notice = browser.text("#notice").await.unwrap_or_default();
+    assert!(!notice.starts_with("401"), "{notice}");
 
     browser.quit().await;
     rouse.shutdown().await;

@@ -1248,3 +1248,65 @@ async fn reload_adopts_added_programs_and_stops_removed_ones_through_supervisord
         logged(&["app0"])
     );
 }
+
+// === the admin API's view of the supervisors (the dashboard's) ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_supervisors_says_which_supervisord_answers_and_each_programs_pid() {
+    let [a0, b0, gone] = free_addrs();
+    let sd = SupervisordProcess::builder()
+        .program(backend("app0", a0, &[]))
+        .spawn()
+        .await;
+    let r = start_rouse(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}[supervisors.gone]\nurl = \"http://{gone}/RPC2\"\n{POLL}\n{}{}",
+        sd.rouse_section("sd", POLL),
+        upstream("app", "sd", &[], "", &[a0]),
+        upstream("old", "gone", &["old.example"], "", &[b0]),
+    ))
+    .await;
+    let c = client();
+    let a = get(&c, &url(r.addr(), "/"), None).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "app0"), "{a:?}");
+    // RUNNING once up for supervisord's startsecs (1 s), while rouse serves on the open port.
+    wait_sd_state(&sd, "app0", "RUNNING", Duration::from_secs(5)).await;
+    let pid = sd.pid_of("app0").await.expect("running");
+
+    let admin = r.admin_addr().expect("an admin listener");
+    let v: serde_json::Value = c
+        .get(format!("http://{admin}/supervisors"))
+        .send()
+        .await
+        .expect("the admin API answers")
+        .json()
+        .await
+        .expect("JSON");
+    let by_name = |n: &str| {
+        v["supervisors"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == n))
+            .cloned()
+            .unwrap_or_else(|| panic!("no supervisor {n} in {v}"))
+    };
+    let sd_json = by_name("sd");
+    assert_eq!(sd_json["reachable"], true, "{sd_json}");
+    assert_eq!(sd_json["kind"], "supervisord");
+    let app0 = sd_json["programs"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["program"] == "app0"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no app0 in {sd_json}"));
+    assert_eq!(app0["state"], "RUNNING");
+    assert_eq!(app0["pid"], pid);
+    let description = app0["description"].as_str().unwrap_or_default();
+    assert!(description.contains("uptime"), "{description}");
+
+    let gone_json = by_name("gone");
+    assert_eq!(gone_json["reachable"], false, "{gone_json}");
+    assert!(
+        gone_json["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{gone_json}"
+    );
+    assert_eq!(gone_json["programs"], serde_json::json!([]));
+    r.shutdown().await;
+}

@@ -23,6 +23,18 @@ pub fn error(status: StatusCode, kind: &'static str, message: String) -> Respons
     resp
 }
 
+/// Counts `resp` in `rouse_errors_total` if rouse wrote it itself (it names its kind in
+/// `x-rouse-error`). Callers check `status >= 400` first, so a proxied success costs nothing.
+pub(crate) fn count_error<B>(metrics: &rouse_state::Metrics, upstream: &str, resp: &Response<B>) {
+    if let Some(kind) = resp
+        .headers()
+        .get(X_ROUSE_ERROR)
+        .and_then(|v| v.to_str().ok())
+    {
+        metrics.count_error(upstream, kind);
+    }
+}
+
 /// 503 with `Retry-After` in whole seconds (at least 1).
 pub fn unavailable(
     kind: &'static str,

@@ -123,6 +123,9 @@ impl Proxy {
         };
         let held_us = waiter.held_us.load(Ordering::Relaxed);
         let status = resp.status().as_u16();
+        if status >= 400 {
+            answer::count_error(&routes.table.metrics, up.state.name(), &resp);
+        }
         let method = method.as_str();
         let done = Done {
             started,

@@ -242,6 +242,7 @@ impl Rouse {
             hosts,
             reload: Some(reloader.hook()),
             upgrade: Some(upgrade_hook(&upgrader)),
+            history: Default::default(),
         });
         serving.serve(listeners, admin);
         Rouse {

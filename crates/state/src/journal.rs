@@ -35,6 +35,11 @@ impl Journal {
         e.push_back(entry);
     }
 
+    /// Whether older events may have been let go: the journal holds as many as it keeps.
+    pub fn is_full(&self) -> bool {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len() == KEEP
+    }
+
     /// Newest first.
     pub fn recent(&self, limit: usize) -> Vec<Entry> {
         let e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -65,5 +70,7 @@ mod tests {
             [KEEP + 4, KEEP + 3, KEEP + 2]
         );
         assert_eq!(j.recent(usize::MAX).len(), KEEP);
+        assert!(j.is_full());
+        assert!(!Journal::default().is_full());
     }
 }

@@ -3,6 +3,9 @@
 //! one exception is the count of open client connections, which no table holds: the accept
 //! loop keeps it, and it doubles as the count `max_connections` is checked against.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +43,13 @@ pub struct StopLabels {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub upstream: String,
+    /// The answer's `x-rouse-error`: `start-timeout`, `server-error`, `read-timeout`, ...
+    pub kind: String,
+}
+
 /// A metric whose `# HELP` and `# TYPE` are written even while it has no series.
 ///
 /// prometheus-client (since 0.24.1, client_rust PR #279) leaves out a `Family` with no
@@ -72,6 +82,11 @@ pub struct Metrics {
     pub start_duration: Family<UpstreamLabels, Histogram>,
     pub stops: Family<StopLabels, Counter>,
     pub held_timeouts: Family<UpstreamLabels, Counter>,
+    /// Answers rouse wrote itself (with `x-rouse-error`), by upstream and kind.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// The same counters by upstream, for the dashboard: a `Family` cannot be listed. Touched
+    /// on rouse's own error answers only, never on a proxied one.
+    errors_by_upstream: Mutex<HashMap<String, Vec<(String, Counter)>>>,
     /// Client connections closed at accept because `max_connections` were open.
     pub connections_refused: Counter,
     /// Client connections open now (upgraded ones included).
@@ -87,6 +102,8 @@ impl Default for Metrics {
             start_duration: Family::new_with_constructor(histogram_ms_to_minutes),
             stops: Family::default(),
             held_timeouts: Family::default(),
+            errors: Family::default(),
+            errors_by_upstream: Mutex::default(),
             connections_refused: Counter::default(),
             client_connections: Gauge::default(),
         }
@@ -128,6 +145,11 @@ impl Metrics {
             Declared(self.held_timeouts.clone()),
         );
         r.register(
+            "errors",
+            "Answers rouse wrote itself (x-rouse-error), by upstream and kind",
+            Declared(self.errors.clone()),
+        );
+        r.register(
             "connections_refused",
             "Client connections accepted and closed at once because max_connections were open",
             self.connections_refused.clone(),
@@ -139,9 +161,72 @@ impl Metrics {
         );
     }
 
+    /// Counts one answer of `upstream` that rouse wrote itself, of `kind` (its `x-rouse-error`).
+    pub fn count_error(&self, upstream: &str, kind: &str) {
+        let mut by = self
+            .errors_by_upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let kinds = match by.get_mut(upstream) {
+            Some(k) => k,
+            None => by.entry(upstream.to_owned()).or_default(),
+        };
+        if let Some((_, c)) = kinds.iter().find(|(k, _)| k == kind) {
+            c.inc();
+            return;
+        }
+        let c = self
+            .errors
+            .get_or_create(&ErrorLabels {
+                upstream: upstream.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .clone();
+        c.inc();
+        kinds.push((kind.to_owned(), c));
+    }
+
+    /// `upstream`'s error answers so far, by kind, in the order first seen.
+    pub fn errors_of(&self, upstream: &str) -> Vec<(String, u64)> {
+        let by = self
+            .errors_by_upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        by.get(upstream)
+            .map(|k| k.iter().map(|(kind, c)| (kind.clone(), c.get())).collect())
+            .unwrap_or_default()
+    }
+
     pub fn upstream(name: &str) -> UpstreamLabels {
         UpstreamLabels {
             upstream: name.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_answers_are_counted_by_upstream_and_kind() {
+        let m = Metrics::default();
+        m.count_error("app", "start-timeout");
+        m.count_error("app", "server-error");
+        m.count_error("app", "start-timeout");
+        m.count_error("web", "read-timeout");
+        assert_eq!(
+            m.errors_of("app"),
+            [
+                ("start-timeout".to_owned(), 2),
+                ("server-error".to_owned(), 1)
+            ]
+        );
+        assert_eq!(m.errors_of("none"), []);
+        let series = m.errors.get_or_create(&ErrorLabels {
+            upstream: "web".into(),
+            kind: "read-timeout".into(),
+        });
+        assert_eq!(series.get(), 1, "the Prometheus series is the same counter");
     }
 }

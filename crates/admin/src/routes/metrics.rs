@@ -254,6 +254,7 @@ mod tests {
                 ("rouse_upgraded_connections", "gauge"),
                 ("rouse_client_connections", "gauge"),
                 ("rouse_connections_refused", "counter"),
+                ("rouse_errors", "counter"),
             ] {
                 let name = if kind == "counter" {
                     format!("{family}{suffix}")

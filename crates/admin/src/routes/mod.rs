@@ -1,9 +1,11 @@
 //! The JSON and text endpoints, and the answer every command and error shares.
 
+pub mod history;
 pub mod manual;
 pub mod metrics;
 pub mod reload;
 pub mod status;
+pub mod supervisors;
 pub mod upgrade;
 
 use axum::Json;
@@ -62,8 +64,8 @@ pub async fn not_found(uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         "not-found",
         format!(
-            "no such admin endpoint: {}; see GET /status, GET /metrics, GET /, \
-             POST /upstreams/NAME/start|stop, POST /upstreams/NAME/servers/INDEX/start|stop, \
+            "no such admin endpoint: {}; see GET /status, GET /history, GET /supervisors, \
+             GET /metrics, GET /, POST /upstreams/NAME/start|stop, POST /upstreams/NAME/servers/INDEX/start|stop, \
              POST /reload, POST /upgrade",
             uri.path()
         ),

@@ -56,6 +56,8 @@ pub struct ControlHandle {
     /// The current table's upstream names (replaced on reload), so unknown and static names are
     /// answered without asking the loop.
     pub(super) names: Arc<RwLock<Names>>,
+    /// The current supervisors (replaced on reload), for [`ControlHandle::supervisors`].
+    pub(super) drivers: Arc<RwLock<super::Drivers>>,
 }
 
 #[derive(Default)]
@@ -86,6 +88,7 @@ impl ControlHandle {
     /// See [`super::Control::reload`].
     pub async fn reload(&self, table: Arc<Table>, changes: Arc<Changes>, drivers: super::Drivers) {
         *self.names.write().unwrap_or_else(|e| e.into_inner()) = Names::of(&table);
+        *self.drivers.write().unwrap_or_else(|e| e.into_inner()) = drivers.clone();
         let (reply, done) = oneshot::channel();
         if self
             .tx

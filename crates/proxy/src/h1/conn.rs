@@ -275,6 +275,7 @@ async fn request<IO: ClientStream>(
                     path: head.path(read),
                     held_us: 0,
                 };
+                crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
                 proxy.account(&routes.table, up, None, done);
                 let _ = answer(io, resp, is_head, true, out, settings.send_timeout).await;
                 return Step::Close;
@@ -317,6 +318,7 @@ async fn request<IO: ClientStream>(
         Ok(a) => a,
         Err((resp, server)) => {
             done.status = resp.status().as_u16();
+            crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
             proxy.account(&routes.table, up, server.as_ref(), done);
             let after = answer(io, resp, is_head, close, out, t.send).await;
             return after_answer(after, close, read, end);
@@ -354,6 +356,7 @@ async fn request<IO: ClientStream>(
                 tracing::warn!("{msg}");
                 let resp = crate::answer::error(http::StatusCode::BAD_GATEWAY, "server-error", msg);
                 done.status = 502;
+                crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
                 proxy.account(&routes.table, up, Some(&server), done);
                 drop(answering);
                 let after = answer(io, resp, is_head, close, out, t.send).await;
@@ -385,6 +388,7 @@ async fn request<IO: ClientStream>(
             );
             tracing::warn!("{msg}");
             let resp = crate::answer::error(http::StatusCode::BAD_GATEWAY, "server-error", msg);
+            crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
             let after = answer(io, resp, is_head, close, out, t.send).await;
             return after_answer(after, close, read, end);
         }
