@@ -526,6 +526,37 @@ async fn a_bare_lf_never_reaches_the_server() {
     }
 }
 
+/// Issue 11 asks more than the RFC: a head with a bare LF line end is refused, 400, and
+/// nothing reaches the server. (Hyper accepts one and sends the head on with CRLF: on a
+/// connection hyper serves, `a_bare_lf_never_reaches_the_server` still holds.)
+#[tokio::test]
+async fn bare_lf_line_ends_in_a_request_head_are_400() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = start_rouse(&static_upstream("raw", &[], "", &[server.addr()])).await;
+    for request in bare_lf_heads() {
+        let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+        c.send(request.as_bytes()).await;
+        tokio::select! {
+            r = c.response("GET") => {
+                let r = r.ok().flatten().unwrap_or_else(|| panic!("{request:?}: no answer"));
+                assert_eq!(r.status, 400, "{request:?}");
+            }
+            (_up, req) = server.accept_request() => {
+                panic!("{request:?} reached the server as {:?}", String::from_utf8_lossy(&req.raw_head));
+            }
+        }
+    }
+    // The refusal closed those connections only: a good head is served as ever.
+    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+    c.send(b"GET /crlf HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let (mut up, req) = server.accept_request().await;
+    assert_eq!(req.target, "/crlf");
+    up.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .await;
+    assert_eq!(c.expect_response("GET").await.status, 200);
+}
+
 fn bare_lf_heads() -> [String; 3] {
     [
         "GET /lf HTTP/1.1\nHost: raw.test\r\nX-A: 1\r\n\r\n".to_owned(),

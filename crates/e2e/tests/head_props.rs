@@ -287,6 +287,8 @@ struct Parsed {
     fields: Vec<(String, Vec<u8>)>,
     /// The head's length in bytes.
     len: usize,
+    /// Some line of the head ends in a LF without a CR.
+    bare_lf: bool,
 }
 
 enum Reading {
@@ -310,6 +312,7 @@ fn read(bytes: &[u8]) -> Reading {
                 .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
                 .collect(),
             len,
+            bare_lf: (0..len).any(|i| bytes[i] == b'\n' && (i == 0 || bytes[i - 1] != b'\r')),
         }),
         Ok(httparse::Status::Partial) => Reading::Partial,
         Err(_) => Reading::Invalid,
@@ -381,8 +384,8 @@ fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
-/// Where rouse refuses what hyper accepts, on purpose. Each is what nginx does too, or an RFC
-/// MUST that hyper leaves to the application.
+/// Where rouse refuses what hyper accepts, on purpose. Each is what nginx does too, an RFC
+/// MUST that hyper leaves to the application, or (bare LF) what issue 11 asks.
 #[derive(Debug, PartialEq)]
 enum Stricter {
     /// RFC 9112 §3.2: more than one Host, a Host that is not `host[:port]`, or none in HTTP/1.1
@@ -395,6 +398,8 @@ enum Stricter {
     HeadSize,
     /// The request line is past 8 KiB (hyper's limit is 64 KiB): 414.
     RequestLine,
+    /// A line of the head ends in a bare LF (RFC 9112 §2.2 lets hyper accept it): 400.
+    BareLf,
 }
 
 /// Why rouse may refuse a head hyper accepts, judged from the bytes alone.
@@ -436,6 +441,9 @@ fn stricter(p: &Parsed) -> Vec<Stricter> {
     }
     if p.method.len() + p.target.len() + 12 > MAX_REQUEST_LINE {
         why.push(Stricter::RequestLine);
+    }
+    if p.bare_lf {
+        why.push(Stricter::BareLf);
     }
     why
 }
@@ -859,7 +867,9 @@ fn rouse_accepts_and_refuses_as_plain_hyper_does_but_where_stricter() {
             (Outcome::Served(_), Outcome::Refused(r)) => match r.status {
                 400 => {
                     r.header("x-rouse-error").as_deref() == Some("bad-request")
-                        && (why.contains(&Stricter::Host) || why.contains(&Stricter::AuthorityForm))
+                        && [Stricter::Host, Stricter::AuthorityForm, Stricter::BareLf]
+                            .iter()
+                            .any(|s| why.contains(s))
                 }
                 431 => why.contains(&Stricter::HeadSize),
                 414 => why.contains(&Stricter::RequestLine),
@@ -914,6 +924,11 @@ fn rouse_is_stricter_than_hyper_only_in_the_listed_cases() {
                 "Host: a.test\r\nX-Big: {}\r\n",
                 "b".repeat(40_000)
             )),
+        ),
+        (
+            Stricter::BareLf,
+            400,
+            "GET /inspect HTTP/1.1\r\nHost: a.test\nX-A: 1\r\n\r\n".into(),
         ),
         (
             Stricter::RequestLine,

@@ -1,11 +1,17 @@
 //! A client's request head, parsed once with httparse into offsets over the read buffer.
 //!
 //! The fast path takes only heads it is sure of: whatever hyper's path answers with a 4xx of
-//! its own (a malformed line, bare LF, obs-fold, two Hosts or Content-Lengths, any
-//! Transfer-Encoding, a head past the limits, absolute- or authority-form, a target `http::Uri`
-//! would refuse) is declined, and hyper then reads the same bytes and answers as it always
-//! did. So no validation rule exists twice, and the server never sees two requests where
-//! hyper would have seen one.
+//! its own (a malformed line, obs-fold, two Hosts or Content-Lengths, any Transfer-Encoding, a
+//! head past the limits, absolute- or authority-form, a target `http::Uri` would refuse) is
+//! declined, and hyper then reads the same bytes and answers as it always did. So no
+//! validation rule exists twice, and the server never sees two requests where hyper would have
+//! seen one.
+//!
+//! One rule is the fast path's own: a bare LF line end is refused (400). RFC 9112 §2.2 lets a
+//! recipient accept one, and hyper does (and sends the head on with CRLF); but a head that two
+//! parsers may cut into lines differently is the stuff of request smuggling, and a client that
+//! sends one is broken or probing. Requests hyper reads after the fast path handed it a
+//! connection (see `conn.rs`) keep hyper's leniency.
 
 use std::ops::Range;
 
@@ -50,6 +56,8 @@ pub(crate) enum Parsed {
     Partial,
     /// Hyper must read this (see the module's doc); `why` is for the trace log.
     Decline(&'static str),
+    /// A whole head hyper would take but rouse refuses: 400, and the connection closed.
+    Refuse(&'static str),
 }
 
 impl Head {
@@ -85,6 +93,9 @@ impl Head {
             Ok(httparse::Status::Partial) => return Parsed::Partial,
             Err(_) => return Parsed::Decline("malformed head"),
         };
+        if has_bare_lf(&buf[..len]) {
+            return Parsed::Refuse("bare LF");
+        }
         let base = buf.as_ptr() as usize;
         let at = |s: &[u8]| {
             let start = s.as_ptr() as usize - base;
@@ -98,9 +109,6 @@ impl Head {
         };
         if method == "CONNECT" || !valid_target(target.as_bytes()) {
             return Parsed::Decline("target not in origin-form");
-        }
-        if has_bare_lf(&buf[..len]) {
-            return Parsed::Decline("bare LF");
         }
         let line = method.len() + 1 + target.len() + 1 + 8 + 2;
         if line > MAX_REQUEST_LINE || req.headers.len() > limits.max_headers {
@@ -317,7 +325,6 @@ mod tests {
             "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET a.test:80 HTTP/1.1\r\nHost: a\r\n\r\n",
             "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
@@ -334,6 +341,20 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/grpc\r\n\r\n",
         ] {
             assert!(matches!(parse(text).1, Parsed::Decline(_)), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_bare_lf_is_refused_here_whatever_else_the_head_holds() {
+        for text in [
+            "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+            "GET / HTTP/1.1\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\n",
+            // What would be declined otherwise (HTTP/1.0, a chunked body) is refused first.
+            "GET / HTTP/1.0\r\nHost: a\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\n\r\n",
+        ] {
+            assert_eq!(parse(text).1, Parsed::Refuse("bare LF"), "{text:?}");
         }
     }
 
