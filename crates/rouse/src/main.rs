@@ -519,7 +519,7 @@ fn run(
             Some(incoming) => take_over(config, options, incoming).await?,
         };
         // systemd first (after an upgrade, it must follow this pid before the old one exits).
-        rouse::notify::ready(&serving_status(&rouse));
+        rouse::notify::ready();
         if let Some(every) = rouse::notify::watchdog_interval() {
             // On this runtime, the control plane's: a stuck control plane misses its pings.
             tokio::spawn(rouse::notify::watchdog(every));
@@ -578,7 +578,7 @@ async fn take_over(
     let children = children.map_err(|e| anyhow::anyhow!(e))?;
     let rouse = Rouse::adopting(config, listeners, admin, options, children).await;
     // systemd first: it must follow this pid before the old one exits.
-    rouse::notify::ready(&serving_status(&rouse));
+    rouse::notify::ready();
     incoming.ready();
     Ok(rouse)
 }
@@ -598,21 +598,6 @@ async fn activated(
     let listeners = rouse::bind_listeners_from(&config, &mut inherited).await?;
     let admin = rouse::bind_admin(&config, &mut inherited).await?;
     Ok(Rouse::with_listeners(config, listeners, admin, options).await)
-}
-
-/// What `systemctl status` shows while rouse serves.
-fn serving_status(rouse: &Rouse) -> String {
-    let table = rouse.table();
-    let addrs: Vec<String> = rouse.addrs().iter().map(ToString::to_string).collect();
-    format!(
-        "serving {} upstream(s) on {}",
-        table.upstreams.len(),
-        if addrs.is_empty() {
-            "unix sockets".to_owned()
-        } else {
-            addrs.join(", ")
-        }
-    )
 }
 
 /// Where the embedded supervisor keeps its process groups: one file per config file, so two

@@ -14,13 +14,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
-/// Tells systemd, if it is listening, that this process serves and is the main one.
-pub fn ready(status: &str) {
-    notify(&format!(
-        "READY=1\nMAINPID={}\nSTATUS={}\n",
-        std::process::id(),
-        one_line(status)
-    ));
+/// Tells systemd, if it is listening, that this process serves and is the main one. No
+/// `STATUS=` here: `systemctl status` says "active (running)" already.
+pub fn ready() {
+    notify(&format!("READY=1\nMAINPID={}\n", std::process::id()));
 }
 
 /// A reload begins: systemd shows the unit as reloading until [`reloaded`].
@@ -42,11 +39,6 @@ pub fn reloaded(status: &str) {
 /// would take it for the whole service stopping.
 pub fn stopping(status: &str) {
     notify(&format!("STOPPING=1\nSTATUS={}\n", one_line(status)));
-}
-
-/// A `STATUS=` line alone.
-pub fn status(status: &str) {
-    notify(&format!("STATUS={}\n", one_line(status)));
 }
 
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3)
@@ -93,6 +85,8 @@ fn one_line(status: &str) -> String {
 /// namespace.
 pub fn send(socket: &OsStr, message: &str) -> io::Result<()> {
     let sender = UnixDatagram::unbound()?;
+    // Called on the runtime's thread: a listener that stopped reading must not block it.
+    sender.set_nonblocking(true)?;
     let bytes = socket.as_bytes();
     if let Some(name) = bytes.strip_prefix(b"@") {
         sender.send_to_addr(message.as_bytes(), &SocketAddr::from_abstract_name(name)?)?;
