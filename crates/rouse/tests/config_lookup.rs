@@ -6,7 +6,9 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::{ROUSE, WAIT, free_addrs, stderr, stdout};
 

@@ -9,7 +9,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::{ROUSE, WAIT, free_addrs};
 
@@ -272,7 +274,10 @@ fn backends_do_not_inherit_a_passed_socket() {
     kill(&child, "TERM");
     assert!(wait_exit(&mut child).success());
     let fd3 = std::fs::read_to_string(&seen).unwrap();
-    assert!(!fd3.contains("socket:"), "the backend has the socket as fd 3: {fd3}");
+    assert!(
+        !fd3.contains("socket:"),
+        "the backend has the socket as fd 3: {fd3}"
+    );
 }
 
 #[test]
