@@ -119,7 +119,7 @@ wait_for "^listening$" "$messages"
 rouse_pid=$!
 pids+=("$rouse_pid")
 wait_for "READY=1" "$messages"
-grep -q "READY=1 MAINPID=$rouse_pid " "$messages" || fail "READY=1 without MAINPID=$rouse_pid: $(cat "$messages")"
+grep -qx "READY=1 MAINPID=$rouse_pid" "$messages" || fail "READY=1 without MAINPID=$rouse_pid: $(cat "$messages")"
 [[ "$(ps -o user= -p "$rouse_pid")" == rouse ]] || fail "rouse runs as $(ps -o user= -p "$rouse_pid")"
 grep "READY=1" "$messages"
 
@@ -132,6 +132,8 @@ backend=$(pgrep -f "http.server --bind 127.0.0.1 --directory /usr/share/doc/rous
 [[ -n "$backend" ]] || fail "no backend process"
 [[ "$(ps -o user= -p "$backend")" == rouse ]] || fail "the backend runs as $(ps -o user= -p "$backend")"
 wait_for "GET /README.md" /var/log/rouse/docs0.log
+# The embedded supervisor's state file, in $RUNTIME_DIRECTORY as under systemd.
+ls /run/rouse/embedded-*.pgids >/dev/null 2>&1 || fail "no state file in /run/rouse: $(ls -la /run/rouse)"
 echo "backend pid $backend (user rouse), /var/log/rouse/docs0.log: $(tail -n1 /var/log/rouse/docs0.log)"
 status=$(cd "$work" && timeout "$WAIT" /usr/bin/rouse status)
 echo "$status"
