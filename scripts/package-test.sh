@@ -162,6 +162,33 @@ grep "STOPPING=1" "$messages"
 echo "rouse's log:"
 sed 's/^/  /' "$work/rouse.log"
 
+if command -v systemd-socket-activate >/dev/null; then
+    step "socket activation by systemd's own systemd-socket-activate (as rouse.socket would)"
+    # It binds the installed config's two addresses as root, then, at the first connect,
+    # execs the unit's command with LISTEN_FDS=2, LISTEN_PID and LISTEN_FDNAMES.
+    # shellcheck disable=SC2086
+    (cd / && exec systemd-socket-activate -l 127.0.0.1:8080 -l 127.0.0.1:9900 \
+        --fdname=rouse-http:rouse-admin \
+        setpriv --reuid=rouse --regid=rouse --init-groups --no-new-privs $exec_start) \
+        >"$work/activated.log" 2>&1 &
+    activated_pid=$!
+    pids+=("$activated_pid")
+    wait_for "Listening on 127.0.0.1:9900" "$work/activated.log"
+    body=$(timeout "$WAIT" python3 -c '
+import urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:8080/README.md", timeout=20).read().decode())')
+    grep -q "^# rouse" <<<"$body" || fail "unexpected answer through the passed socket: ${body:0:200}"
+    wait_for "listening on the sockets systemd passed" "$work/activated.log"
+    grep "sockets systemd passed" "$work/activated.log"
+    kill -TERM "$activated_pid"
+    deadline=$((SECONDS + 60))
+    while kill -0 "$activated_pid" 2>/dev/null; do
+        ((SECONDS < deadline)) || fail "the activated rouse still runs 60 s after SIGTERM"
+        sleep 0.1
+    done
+    wait "$activated_pid" || fail "the activated rouse exited $?: $(cat "$work/activated.log")"
+fi
+
 step "dpkg -r, then --purge"
 timeout 120 dpkg -r rouse
 [[ ! -e /usr/bin/rouse && ! -e $UNIT ]] || fail "files left after dpkg -r"
