@@ -18,6 +18,7 @@ fail() {
 }
 step() { echo "-- $*"; }
 
+[[ $EUID -eq 0 ]] || fail "run it as root: it installs and removes a package and switches users"
 deb="${1:-$(scripts/package.sh)}"
 [[ -f "$deb" ]] || fail "no package at $deb"
 
