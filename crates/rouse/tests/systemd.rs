@@ -51,6 +51,44 @@ impl Notifications {
         }
         panic!("no {what} in time; seen: {:?}", self.seen);
     }
+
+    /// Reads whatever has been sent and not read yet.
+    fn drain(&mut self) {
+        self.socket.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            self.seen
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        self.socket.set_nonblocking(false).unwrap();
+    }
+}
+
+/// Kills the rouse processes a test started if it fails half-way (they would hold the test
+/// runner's output open).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid as i32) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie nobody reaped yet does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z'))
 }
 
 fn has(msg: &str, line: &str) -> bool {
@@ -145,6 +183,7 @@ fn ready_watchdog_reloading_and_stopping_are_told_to_systemd() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _guard = KillOnDrop(vec![child.id()]);
     let pid = child.id();
 
     let ready = notified.wait_for("READY=1", |m| has(m, "READY=1"));
@@ -174,6 +213,57 @@ fn ready_watchdog_reloading_and_stopping_are_told_to_systemd() {
 }
 
 #[test]
+fn an_upgrade_hands_the_main_pid_over_without_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut notified, socket) = Notifications::bind(dir.path());
+    let [listen] = free_addrs();
+    let file = config(dir.path(), listen, backend("hello"));
+    let mut old = Command::new(ROUSE)
+        .args(["run", "-c", &file])
+        .env("NOTIFY_SOCKET", &socket)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut started = KillOnDrop(vec![old.id()]);
+    let first = notified.wait_for("READY=1", |m| has(m, "READY=1"));
+    assert_eq!(first, format!("READY=1\nMAINPID={}\n", old.id()));
+
+    kill(&old, "USR2");
+    let old_pid = format!("MAINPID={}", old.id());
+    let taken = notified.wait_for("the new MAINPID", |m| {
+        m.lines().any(|l| l.starts_with("MAINPID=") && l != old_pid)
+    });
+    assert!(has(&taken, "READY=1"), "{taken}");
+    let new: i32 = taken
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    started.0.push(new.unsigned_abs());
+    // The old process drains and exits: systemd must not hear it stop the service.
+    assert!(wait_exit(&mut old).success());
+    notified.drain();
+    assert!(
+        !notified.seen.iter().any(|m| has(m, "STOPPING=1")),
+        "{:?}",
+        notified.seen
+    );
+    // Only the new main process says it stops.
+    let ok = Command::new("kill")
+        .args(["-TERM", &new.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    notified.wait_for("STOPPING=1", |m| has(m, "STOPPING=1"));
+    let deadline = Instant::now() + WAIT;
+    while alive(new) {
+        assert!(Instant::now() < deadline, "the new rouse did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn a_watchdog_pid_of_another_process_gets_no_pings() {
     let dir = tempfile::tempdir().unwrap();
     let (mut notified, socket) = Notifications::bind(dir.path());
@@ -187,6 +277,7 @@ fn a_watchdog_pid_of_another_process_gets_no_pings() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _guard = KillOnDrop(vec![child.id()]);
     notified.wait_for("READY=1", |m| has(m, "READY=1"));
     // Five intervals with no ping, then the stop (whatever came meanwhile is in `seen`).
     std::thread::sleep(Duration::from_millis(500));
@@ -227,6 +318,7 @@ fn a_passed_socket_serves_the_listener_of_its_address() {
     let file = config(dir.path(), addr, backend("through the passed socket"));
     let log = dir.path().join("rouse.log");
     let mut child = activated(&file, socket, "rouse-http", &log);
+    let _guard = KillOnDrop(vec![child.id()]);
     // The socket listens from the start: the first connect queues until rouse accepts.
     let answer = get(addr).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -268,6 +360,7 @@ fn backends_do_not_inherit_a_passed_socket() {
     .unwrap();
     let log = dir.path().join("rouse.log");
     let mut child = activated(file.to_str().unwrap(), socket, "rouse-http", &log);
+    let _guard = KillOnDrop(vec![child.id()]);
     // Wakes the backend through the passed socket.
     let answer = get(addr).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -289,6 +382,7 @@ fn a_passed_socket_that_matches_no_listener_is_an_error() {
     let file = config(dir.path(), other, backend("never"));
     let log = dir.path().join("rouse.log");
     let mut child = activated(&file, socket, "stray", &log);
+    let _guard = KillOnDrop(vec![child.id()]);
     assert_eq!(wait_exit(&mut child).code(), Some(2));
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
