@@ -169,3 +169,23 @@ fn run_logs_the_file_it_read() {
         "{serving}"
     );
 }
+
+#[test]
+fn client_commands_find_the_admin_api_through_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, admin] = free_addrs();
+    let env = dir.path().join("env.toml");
+    std::fs::write(
+        &env,
+        format!(
+            "[proxy]\nlisten = [\"{a}\"]\n[admin]\nlisten = \"{admin}\"\n\
+             [[upstream]]\nname = \"app\"\nsupervisor = \"none\"\n\
+             [[upstream.server]]\naddress = \"127.0.0.1:9\"\n"
+        ),
+    )
+    .unwrap();
+    // Nothing listens there: the error names the address the file gave.
+    let out = rouse_in(dir.path(), env.to_str(), &["status"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains(&admin.to_string()), "{out:?}");
+}
