@@ -30,3 +30,7 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --locked
+echo "== package"
+# The Debian package (release build, cargo-deb installed once), installed and run as the
+# systemd unit would, then purged: scripts/package-test.sh. Bounded: every wait inside it is.
+timeout 3000 ./scripts/package-test.sh

@@ -52,12 +52,17 @@ impl Target {
         token: Option<String>,
     ) -> (Target, Vec<String>) {
         let mut warnings = Vec::new();
-        let (file, explicit) = match config {
-            Some(p) => (Some(p.to_path_buf()), true),
-            None => {
-                let default = Path::new("rouse.toml");
-                (default.is_file().then(|| default.to_path_buf()), false)
-            }
+        // A file found by looking (./rouse.toml, /etc/rouse/rouse.toml) that does not load is
+        // passed over in silence; one the operator named (-c, $ROUSE_CONFIG) is warned about.
+        let (file, explicit) = match crate::locate::locate(config) {
+            Ok(l) => (
+                Some(l.path),
+                matches!(
+                    l.source,
+                    crate::locate::Source::Flag | crate::locate::Source::Env
+                ),
+            ),
+            Err(_) => (None, false),
         };
         let loaded = file.as_ref().and_then(|f| match rouse_config::load(f) {
             Ok(c) => Some((f.clone(), c.admin)),

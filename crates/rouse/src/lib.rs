@@ -11,12 +11,14 @@
 //!   programs ([`online`]).
 #![forbid(unsafe_code)]
 
+pub mod activation;
 mod app;
 pub mod certs;
 pub mod client;
 mod handed;
 pub mod handover;
 pub mod load;
+pub mod locate;
 pub mod logging;
 pub mod notify;
 pub mod online;

@@ -27,13 +27,17 @@ enum Command {
     /// Serve until SIGTERM/SIGINT (graceful); SIGHUP reloads the config file; SIGUSR2 hands
     /// over to a new rouse process (as `rouse upgrade`).
     Run {
-        #[arg(short, long, default_value = "rouse.toml")]
-        config: PathBuf,
+        /// The config file [default: $ROUSE_CONFIG, else ./rouse.toml, else
+        /// /etc/rouse/rouse.toml].
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Validate the config file and print a summary of upstreams and servers.
     Check {
-        #[arg(short, long, default_value = "rouse.toml")]
-        config: PathBuf,
+        /// The config file [default: $ROUSE_CONFIG, else ./rouse.toml, else
+        /// /etc/rouse/rouse.toml].
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Also ask each `[supervisors.NAME]` supervisord whether it knows every program the
         /// file names (exit 1 if one does not, 2 if a supervisord cannot be asked).
         #[arg(long)]
@@ -83,7 +87,7 @@ struct AdminArgs {
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
     /// The config file whose `[admin]` section tells where the admin API is (and its token)
-    /// [default: ./rouse.toml when it exists].
+    /// [default: $ROUSE_CONFIG, else ./rouse.toml or /etc/rouse/rouse.toml when it exists].
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -136,34 +140,13 @@ fn main() -> ExitCode {
     rouse_alloc::bound_retention();
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, online } => match rouse_config::load(&config) {
-            Ok(c) => {
-                let Some(certs) = certificates(&c) else {
-                    return ExitCode::from(EXIT_BAD_CONFIG);
-                };
-                for w in &certs.warnings {
-                    eprintln!("warning: {w}");
-                }
-                println!("{}: ok", config.display());
-                print!("{}", rouse_config::summary(&c));
-                for (files, named) in c.proxy.tls.iter().zip(&certs.named) {
-                    println!(
-                        "certificate  {}: {}",
-                        files.cert.display(),
-                        named.names.join(", ")
-                    );
-                }
-                if online {
-                    admin_client(|rt| rt.block_on(check_online(&config, &c)))
-                } else {
-                    ExitCode::SUCCESS
-                }
-            }
-            Err(errors) => {
-                eprint!("{errors}");
-                ExitCode::from(EXIT_BAD_CONFIG)
-            }
-        },
+        Command::Check { config, online } => {
+            let Some(located) = locate(config.as_deref()) else {
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            };
+            println!("config: {located}");
+            check(&located.path, online)
+        }
         Command::Status {
             admin,
             json,
@@ -180,6 +163,8 @@ fn main() -> ExitCode {
             rt.block_on(upgrade(&target))
         }),
         Command::Run { config: path } => {
+            // First, while this process has one thread: taking them unsets LISTEN_FDS.
+            let activation = rouse::activation::Activation::from_env();
             // Started by `rouse upgrade`: the old rouse's sockets come first, so that whatever
             // goes wrong next can be told to it.
             let incoming = match Incoming::from_env().transpose() {
@@ -189,6 +174,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_RUNTIME);
                 }
             };
+            let Some(located) = locate(path.as_deref()) else {
+                if let Some(i) = &incoming {
+                    i.failed(&rouse::locate::NotFound.to_string());
+                }
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            };
+            let path = located.path.clone();
             let config = match rouse::load::load(&path) {
                 Ok(c) => c,
                 Err(errors) => {
@@ -203,7 +195,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
             rouse::logging::init(config.log.format);
-            match run(path, config, incoming) {
+            tracing::info!(file = %located, "configuration read");
+            match run(path, config, incoming, activation) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -213,6 +206,13 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The config file to read (see `rouse::locate`), or `None` once the places tried are printed.
+fn locate(flag: Option<&std::path::Path>) -> Option<rouse::locate::Located> {
+    rouse::locate::locate(flag)
+        .map_err(|e| eprintln!("rouse: {e}"))
+        .ok()
 }
 
 /// The `[[proxy.tls]]` certificates, or `None` once every bad file has been printed (a bad
@@ -225,6 +225,39 @@ fn certificates(config: &rouse_config::Config) -> Option<rouse::certs::Certifica
                 eprintln!("{e}");
             }
             None
+        }
+    }
+}
+
+/// `rouse check`: validates the file, prints its summary, and asks the supervisords with
+/// `--online`.
+fn check(path: &std::path::Path, online: bool) -> ExitCode {
+    match rouse_config::load(path) {
+        Ok(c) => {
+            let Some(certs) = certificates(&c) else {
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            };
+            for w in &certs.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}: ok", path.display());
+            print!("{}", rouse_config::summary(&c));
+            for (files, named) in c.proxy.tls.iter().zip(&certs.named) {
+                println!(
+                    "certificate  {}: {}",
+                    files.cert.display(),
+                    named.names.join(", ")
+                );
+            }
+            if online {
+                admin_client(|rt| rt.block_on(check_online(path, &c)))
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            ExitCode::from(EXIT_BAD_CONFIG)
         }
     }
 }
@@ -434,6 +467,7 @@ fn run(
     path: PathBuf,
     config: rouse_config::Config,
     incoming: Option<Incoming>,
+    activation: rouse::activation::Activation,
 ) -> anyhow::Result<()> {
     // Current-thread runtimes only: they spare the work-stealing scheduler's cross-thread
     // bookkeeping on every wake-up (measured: about 6% more requests/s than a one-worker
@@ -464,6 +498,7 @@ fn run(
     };
     rt.block_on(async move {
         let launch = rouse::upgrade::Launch::current()
+            .map(|l| l.reading(&path))
             .map_err(|e| {
                 tracing::warn!("cannot tell which binary runs: `rouse upgrade` is off: {e}")
             })
@@ -480,13 +515,16 @@ fn run(
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr2 = signal(SignalKind::user_defined2())?;
         let rouse = match incoming {
-            None => {
-                let rouse = Rouse::start_with(config, options).await?;
-                rouse::notify::ready();
-                rouse
-            }
+            None if !activation.is_empty() => activated(config, options, activation).await?,
+            None => Rouse::start_with(config, options).await?,
             Some(incoming) => take_over(config, options, incoming).await?,
         };
+        // systemd first (after an upgrade, it must follow this pid before the old one exits).
+        rouse::notify::ready();
+        if let Some(every) = rouse::notify::watchdog_interval() {
+            // On this runtime, the control plane's: a stuck control plane misses its pings.
+            tokio::spawn(rouse::notify::watchdog(every));
+        }
         tracing::info!(listen = ?rouse.addrs(), pid = std::process::id(), "rouse is serving");
         // Reading the config was the start's burst of allocations; what it freed goes back.
         rouse_alloc::release_free_memory();
@@ -501,6 +539,11 @@ fn run(
                 // Logged by the upgrade itself, success or not.
                 _ = usr2.recv() => { let _ = rouse.upgrade().await; }
             }
+        }
+        if !handed_over.is_cancelled() {
+            // Not once handed over: systemd would take it for the service (now the new
+            // process) stopping.
+            rouse::notify::stopping("stopping: finishing in-flight requests");
         }
         rouse.shutdown().await;
         tracing::info!("stopped");
@@ -539,6 +582,23 @@ async fn take_over(
     rouse::notify::ready();
     incoming.ready();
     Ok(rouse)
+}
+
+/// Started by systemd with the sockets of a `.socket` unit: each one serves the listener of
+/// its address, and the others are bound (see `rouse::activation`).
+async fn activated(
+    config: rouse_config::Config,
+    options: Options,
+    activation: rouse::activation::Activation,
+) -> anyhow::Result<Rouse> {
+    let passed = activation.describe();
+    let mut inherited = activation
+        .match_config(&config)
+        .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+    tracing::info!(sockets = ?passed, "listening on the sockets systemd passed");
+    let listeners = rouse::bind_listeners_from(&config, &mut inherited).await?;
+    let admin = rouse::bind_admin(&config, &mut inherited).await?;
+    Ok(Rouse::with_listeners(config, listeners, admin, options).await)
 }
 
 /// Where the embedded supervisor keeps its process groups: one file per config file, so two

@@ -124,6 +124,24 @@ impl Reloader {
     /// then asks the supervisords whether they know its programs (bounded, see
     /// [`PROGRAM_CHECK_BOUND`]).
     pub async fn reload_file(&self) -> Result<Reloaded, ReloadRefused> {
+        // systemd (Type=notify-reload waits for these) and `systemctl status` are told.
+        crate::notify::reloading("reloading the configuration");
+        let result = self.read_and_apply().await;
+        crate::notify::reloaded(&match &result {
+            Ok(done) => match done.upgraded {
+                Some(pid) => format!("configuration reloaded; rouse pid {pid} took over"),
+                None => "serving; configuration reloaded".to_owned(),
+            },
+            Err(ReloadRefused::Invalid(lines)) => format!(
+                "serving the previous configuration: reload refused: {}",
+                lines.first().map_or("", String::as_str)
+            ),
+            Err(ReloadRefused::NoFile) => "serving; nothing to reload".to_owned(),
+        });
+        result
+    }
+
+    async fn read_and_apply(&self) -> Result<Reloaded, ReloadRefused> {
         let Some(path) = self.running.lock().await.config.source.clone() else {
             return Err(ReloadRefused::NoFile);
         };

@@ -50,6 +50,10 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct Launch {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
+    /// The config file this rouse read, made absolute: given to the new process as
+    /// `ROUSE_CONFIG`, so that one started without `-c` reads the same file even if a
+    /// `./rouse.toml` appeared since (with `-c`, its arguments already name it).
+    pub config: Option<PathBuf>,
 }
 
 impl Launch {
@@ -69,7 +73,16 @@ impl Launch {
         Ok(Launch {
             exe,
             args: args.collect(),
+            config: None,
         })
+    }
+
+    /// This launch, for the config file at `path`.
+    pub fn reading(self, path: &std::path::Path) -> Launch {
+        Launch {
+            config: std::path::absolute(path).ok(),
+            ..self
+        }
     }
 }
 
@@ -239,9 +252,17 @@ fn prepare(launch: &Launch, sockets: Vec<(String, OwnedFd)>) -> Result<Prepared,
     let path = dir.path().join("handover.sock");
     let listener = handover::Listener::bind(&path)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    let mut child = Command::new(&launch.exe)
-        .args(&launch.args)
-        .env(ENV_SOCKET, &path)
+    let mut command = Command::new(&launch.exe);
+    command.args(&launch.args).env(ENV_SOCKET, &path);
+    if let Some(config) = &launch.config {
+        command.env(crate::locate::ENV_CONFIG, config);
+    }
+    // systemd's word to this process: the new one gets its sockets from this one, and owns
+    // the watchdog (WATCHDOG_PID would name this pid); NOTIFY_SOCKET and WATCHDOG_USEC stay.
+    for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_PID"] {
+        command.env_remove(var);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", launch.exe.display()))?;

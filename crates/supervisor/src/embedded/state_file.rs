@@ -3,7 +3,8 @@
 //!
 //! The file tells the next rouse which process groups to kill, so a file planted by another
 //! user would have rouse (as root: any process) kill for them. It lives in a directory only
-//! rouse's user can write: `$XDG_RUNTIME_DIR/rouse`, else `/run/rouse` for root, else
+//! rouse's user can write: systemd's `$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR/rouse`,
+//! else `/run/rouse` for root, else
 //! `$TMPDIR/rouse-<uid>` (as tmux does: the sticky `/tmp` keeps others from renaming it, and
 //! the checks below catch one they created first). The directory is created mode 0700 and
 //! refused when it is a symlink, not owned by rouse's user, or writable by group or others;
@@ -36,6 +37,14 @@ pub enum StateDirError {
 /// The directory for state files of the current user; `None` only when no temporary
 /// directory is known either.
 pub fn default_state_dir() -> Option<PathBuf> {
+    // systemd's `RuntimeDirectory=rouse` (the packaged unit): /run/rouse, made for rouse's
+    // user, which the fallbacks below would miss for a user other than root.
+    let systemd = std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .filter(|d| d.is_absolute());
+    if systemd.is_some() {
+        return systemd;
+    }
     let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_absolute());
