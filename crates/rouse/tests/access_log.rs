@@ -404,3 +404,42 @@ async fn a_reopen_under_load_loses_and_duplicates_no_line() {
     assert!(wrong.is_empty(), "lines not there exactly once: {wrong:?}");
     assert_eq!(old.len() + new.len(), N);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_are_logged_as_http_2_0() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let backend = rouse_e2e::spawn_in_process("a").await;
+    let rouse = Rouse::start(backend.addr(), "access_log_format = \"json\"", 1).await;
+    let stream = TcpStream::connect(rouse.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post("http://app.test:81/echo?h=2")
+        .header("user-agent", "h2-client")
+        .header("referer", "http://ref.test/")
+        .body(Full::new(Bytes::from_static(b"0123456789")))
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"0123456789");
+
+    let lines = wait_lines(&rouse.file(), 1).await;
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(v["protocol"], "HTTP/2.0");
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["target"], "/echo?h=2");
+    assert_eq!(v["host"], "app.test:81");
+    assert_eq!(v["bytes_received"], 10);
+    assert_eq!(v["user_agent"], "h2-client");
+    assert_eq!(v["referer"], "http://ref.test/");
+    assert!(is_request_id(v["request_id"].as_str().unwrap()), "{v}");
+}
