@@ -111,39 +111,40 @@ impl Sink {
 
     /// Appends one line, written by `fill`, to this thread's buffer.
     pub(crate) fn line(&self, fill: impl FnOnce(&mut Vec<u8>)) {
-        let buffer = self.local();
-        let mut b = buffer.lock().unwrap_or_else(|e| e.into_inner());
-        if b.lines.len() >= CAP {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        fill(&mut b.lines);
-        if b.lines.len() >= EAGER && !b.asked {
-            b.asked = true;
-            let _ = self.commands.try_send(Command::Wake);
-        }
-    }
-
-    fn local(&self) -> Arc<Mutex<Buffer>> {
         LOCAL.with_borrow_mut(|local| {
             let mine = Arc::as_ptr(&self.shared);
-            if let Some((_, b)) = local.iter().find(|(s, _)| s.as_ptr() == mine) {
-                return Arc::clone(b);
+            let at = match local.iter().position(|(s, _)| s.as_ptr() == mine) {
+                Some(at) => at,
+                None => self.register(local),
+            };
+            let mut b = local[at].1.lock().unwrap_or_else(|e| e.into_inner());
+            if b.lines.len() >= CAP {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-            // Sinks that are gone (tests that start several) leave their entries behind.
-            local.retain(|(s, _)| s.strong_count() > 0);
-            let b = Arc::new(Mutex::new(Buffer {
-                lines: Vec::with_capacity(EAGER),
-                asked: false,
-            }));
-            self.shared
-                .buffers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Arc::clone(&b));
-            local.push((Arc::downgrade(&self.shared), Arc::clone(&b)));
-            b
-        })
+            fill(&mut b.lines);
+            if b.lines.len() >= EAGER && !b.asked {
+                b.asked = true;
+                let _ = self.commands.try_send(Command::Wake);
+            }
+        });
+    }
+
+    /// This thread's first line to this sink: a buffer of its own, which the writer knows.
+    fn register(&self, local: &mut Vec<(Weak<Shared>, Arc<Mutex<Buffer>>)>) -> usize {
+        // Sinks that are gone (tests that start several) leave their entries behind.
+        local.retain(|(s, _)| s.strong_count() > 0);
+        let b = Arc::new(Mutex::new(Buffer {
+            lines: Vec::with_capacity(EAGER),
+            asked: false,
+        }));
+        self.shared
+            .buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&b));
+        local.push((Arc::downgrade(&self.shared), b));
+        local.len() - 1
     }
 
     /// Writes what was logged so far to the file (SIGUSR1): lines logged before go to the
