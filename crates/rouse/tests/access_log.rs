@@ -163,11 +163,8 @@ async fn a_combined_line_has_every_field() {
     )
     .await;
     assert_eq!((status, &body[..]), (200, &b"hello"[..]));
-    let (status, _, body) = exchange(
-        &mut s,
-        b"GET /headers HTTP/1.1\r\nHost: app.test\r\n\r\n",
-    )
-    .await;
+    let (status, _, body) =
+        exchange(&mut s, b"GET /headers HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
     assert_eq!(status, 200);
     let forwarded = seen(&body)["x-request-id"].as_str().unwrap().to_owned();
     assert!(is_request_id(&forwarded), "{forwarded}");
@@ -211,7 +208,10 @@ async fn a_combined_line_has_every_field() {
         lines[1]
     );
     let stderr = rouse.stderr();
-    assert!(!stderr.contains("127.0.0.1 - - ["), "lines on stderr too: {stderr}");
+    assert!(
+        !stderr.contains("127.0.0.1 - - ["),
+        "lines on stderr too: {stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +280,11 @@ async fn json_lines_and_request_ids_on_both_paths() {
     let time = first["time"].as_str().unwrap();
     // 2026-11-28T10:00:00-05:00
     assert!(time.len() == 25 && time.ends_with("-05:00"), "{time}");
-    assert!(lines[0].contains("\"ms\":") && !lines[0].contains("e-"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("\"ms\":") && !lines[0].contains("e-"),
+        "{}",
+        lines[0]
+    );
     let second = &v[1];
     assert_eq!(second["protocol"], "HTTP/1.0");
     assert_eq!(second["target"], "/headers?c=3");
@@ -291,12 +295,7 @@ async fn json_lines_and_request_ids_on_both_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_statuses_named_are_logged() {
     let backend = rouse_e2e::spawn_in_process("a").await;
-    let rouse = Rouse::start(
-        backend.addr(),
-        "access_log_status = [\"404\", \"5xx\"]",
-        1,
-    )
-    .await;
+    let rouse = Rouse::start(backend.addr(), "access_log_status = [\"404\", \"5xx\"]", 1).await;
     let mut s = TcpStream::connect(rouse.addr).await.unwrap();
     for path in ["/", "/status/404", "/status/403", "/status/503", "/"] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n");
@@ -306,8 +305,16 @@ async fn only_the_statuses_named_are_logged() {
     let dir = rouse.stop().await;
     let lines = lines(&dir.path().join("access.log"));
     assert_eq!(lines.len(), 2, "{lines:#?}");
-    assert!(lines[0].contains("\"GET /status/404 HTTP/1.1\" 404 "), "{}", lines[0]);
-    assert!(lines[1].contains("\"GET /status/503 HTTP/1.1\" 503 "), "{}", lines[1]);
+    assert!(
+        lines[0].contains("\"GET /status/404 HTTP/1.1\" 404 "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("\"GET /status/503 HTTP/1.1\" 503 "),
+        "{}",
+        lines[1]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -153,15 +153,13 @@ impl Sink {
         let _ = self.commands.send(Command::Reopen);
     }
 
-    /// Writes every line logged so far; waits for it at most `limit`.
-    pub fn flush(&self, limit: Duration) {
+    /// Writes every line logged so far; waits for it at most `limit`. Whether it was done.
+    pub fn flush(&self, limit: Duration) -> bool {
         if self.shared.gone.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         let (tx, rx) = mpsc::channel();
-        if self.commands.send(Command::Flush(tx)).is_ok() {
-            let _ = rx.recv_timeout(limit);
-        }
+        self.commands.send(Command::Flush(tx)).is_ok() && rx.recv_timeout(limit).is_ok()
     }
 }
 
@@ -321,6 +319,15 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 20_000);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_loses_lines_not_the_writer() {
+        let sink = Sink::file(Path::new("/dev/full")).unwrap();
+        for _ in 0..3 {
+            sink.line(|out| out.extend_from_slice(b"lost\n"));
+            assert!(sink.flush(Duration::from_secs(10)), "the writer is gone");
+        }
     }
 
     #[test]
