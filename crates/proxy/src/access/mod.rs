@@ -48,7 +48,7 @@ impl AccessLog {
             sink,
             format: log.access_log_format,
             status: log.access_log_status.clone(),
-            sample_below: (sample < 1.0).then(|| (sample * u64::MAX as f64) as u64),
+            sample_below: (sample < 1.0).then_some((sample * u64::MAX as f64) as u64),
         }
     }
 

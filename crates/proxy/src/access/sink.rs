@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Lines wait at most this long in a thread's buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -65,9 +67,11 @@ enum Target {
     File { path: PathBuf, file: Option<File> },
 }
 
+/// A thread's buffer for each sink it has written to (one, outside tests).
+type Local = Vec<(Weak<Shared>, Arc<Mutex<Buffer>>)>;
+
 thread_local! {
-    /// This thread's buffer for each sink it has written to (one, outside tests).
-    static LOCAL: RefCell<Vec<(Weak<Shared>, Arc<Mutex<Buffer>>)>> = const { RefCell::new(Vec::new()) };
+    static LOCAL: RefCell<Local> = const { RefCell::new(Vec::new()) };
 }
 
 impl Sink {
@@ -131,7 +135,7 @@ impl Sink {
     }
 
     /// This thread's first line to this sink: a buffer of its own, which the writer knows.
-    fn register(&self, local: &mut Vec<(Weak<Shared>, Arc<Mutex<Buffer>>)>) -> usize {
+    fn register(&self, local: &mut Local) -> usize {
         // Sinks that are gone (tests that start several) leave their entries behind.
         local.retain(|(s, _)| s.strong_count() > 0);
         let b = Arc::new(Mutex::new(Buffer {
