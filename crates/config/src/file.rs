@@ -138,8 +138,44 @@ pub enum FileLogFormat {
 #[serde(default, deny_unknown_fields)]
 pub struct FileLog {
     pub format: Option<FileLogFormat>,
-    pub access_log: Option<bool>,
+    pub access_log: Option<Spanned<FileAccessLog>>,
+    pub access_log_format: Option<FileAccessLogFormat>,
+    pub access_log_status: Option<Spanned<Vec<Spanned<String>>>>,
+    pub access_log_sample: Option<Spanned<f64>>,
     pub child_log_dir: Option<String>,
+}
+
+/// `access_log`: on (stderr) or off, or the file it goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileAccessLog {
+    On(bool),
+    Path(String),
+}
+
+impl<'de> Deserialize<'de> for FileAccessLog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FileAccessLog;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a boolean, or the path of a file")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<FileAccessLog, E> {
+                Ok(FileAccessLog::On(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileAccessLog, E> {
+                Ok(FileAccessLog::Path(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileAccessLogFormat {
+    Combined,
+    Json,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

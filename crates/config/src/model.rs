@@ -151,11 +151,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// `access_log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// nginx's `combined`, then rouse's own fields as `key=value`.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
     /// One line per proxied request (default true).
     pub access_log: bool,
+    /// Where those lines go: this file (reopened on SIGUSR1), or stderr when `None`.
+    pub access_log_file: Option<PathBuf>,
+    pub access_log_format: AccessLogFormat,
+    /// Only answers with these statuses are logged (inclusive ranges); empty: all of them.
+    pub access_log_status: Vec<(u16, u16)>,
+    /// The fraction of answers under 400 that are logged (1.0: all); errors always are.
+    pub access_log_sample: f64,
     /// Embedded children's output goes to `<dir>/<program>.log` instead of rouse's own log.
     pub child_log_dir: Option<PathBuf>,
 }

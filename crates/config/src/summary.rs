@@ -64,7 +64,11 @@ pub fn summary(config: &Config) -> String {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
         },
-        if config.log.access_log { "on" } else { "off" }
+        match (&config.log.access_log_file, config.log.access_log) {
+            (_, false) => "off".to_owned(),
+            (None, true) => "on".to_owned(),
+            (Some(file), true) => format!("to {}", file.display()),
+        }
     );
     let supervisors: Vec<Vec<String>> = config
         .supervisors

@@ -521,7 +521,37 @@ fn expected_headers(p: &Parsed) -> BTreeMap<String, String> {
         None => "127.0.0.1".into(),
     };
     out.insert("x-forwarded-for".into(), vec![xff]);
+    // The client's first X-Request-Id if sane, in place of every one it sent; else one rouse
+    // made (`MADE`, see `made_request_id`).
+    let id = p
+        .fields
+        .iter()
+        .find(|(n, _)| n == "x-request-id")
+        .map(|(_, v)| text(v))
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~:+/=@".contains(&b))
+        })
+        .unwrap_or_else(|| MADE.to_owned());
+    out.insert("x-request-id".into(), vec![id]);
     out.into_iter().map(|(k, v)| (k, v.join(", "))).collect()
+}
+
+/// Stands for a request id rouse made: 32 hex digits the client did not send.
+const MADE: &str = "MADE";
+
+fn made_request_id(got: &mut BTreeMap<String, String>, p: &Parsed) {
+    if let Some(id) = got.get_mut("x-request-id") {
+        let sent = p
+            .fields
+            .iter()
+            .any(|(n, v)| n == "x-request-id" && text(v) == *id);
+        if !sent && id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            *id = MADE.to_owned();
+        }
+    }
 }
 
 /// The target as the server must see it: origin-form, and without a fragment. A fragment is
@@ -796,6 +826,7 @@ fn check_forwarded(p: &Parsed, r: &RawResponse) -> Result<(), String> {
     // and sent with its length): the body must be the same, framed one way only.
     let chunked = got.remove("transfer-encoding");
     let length = got.remove("content-length");
+    made_request_id(&mut got, p);
     let want = expected_headers(p);
     if got != want {
         return Err(format!(

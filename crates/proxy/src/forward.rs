@@ -12,6 +12,7 @@ use rouse_state::metrics::RequestLabels;
 use rouse_state::{Admission, InFlightGuard, Server, Table, Upstream};
 use tokio::time::{Instant, timeout};
 
+use crate::access::{Captured, Entry, Seen};
 use crate::answer;
 use crate::body::{Completion, ProxyBody};
 use crate::buffer::{self, Limits};
@@ -26,9 +27,15 @@ pub(crate) struct Done<'a> {
     pub started: Instant,
     pub status: u16,
     pub client: std::net::IpAddr,
-    pub method: &'a str,
-    pub path: &'a str,
     pub held_us: u64,
+    /// When the request was ready for a server (its body in): the upstream time counts from
+    /// it, less the time held.
+    pub arrived: Instant,
+    /// The response body's length, when known from its head.
+    pub sent: Option<u64>,
+    pub request_id: &'a [u8],
+    /// The request, for the access log.
+    pub seen: Seen<'a>,
 }
 
 /// Where [`Proxy::pick`] sends a request.
@@ -91,6 +98,12 @@ impl Proxy {
             );
         }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let request_id = headers::request_id(req.headers());
+        let captured = self
+            .settings
+            .access_log
+            .as_ref()
+            .map(|_| Captured::of(&req, &authority));
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let mut waiter = Waiter::new(&method, &path, req.headers(), started);
@@ -100,6 +113,7 @@ impl Proxy {
             Ok((mut req, sent)) => {
                 let te_trailers = headers::accepts_trailers(req.headers());
                 headers::to_upstream(&mut req, &authority, client.ip(), upgrade);
+                headers::set_request_id(req.headers_mut(), request_id.clone());
                 if protocol.is_http2() {
                     // HTTP/1.0 without Host: the server's own address is the best authority.
                     let authority = match (authority.as_str(), up.state.servers.first()) {
@@ -126,14 +140,15 @@ impl Proxy {
         if status >= 400 {
             answer::count_error(&routes.table.metrics, up.state.name(), &resp);
         }
-        let method = method.as_str();
         let done = Done {
             started,
             status,
             client: client.ip(),
-            method,
-            path: &path,
             held_us,
+            arrived: waiter.arrived,
+            sent: http_body::Body::size_hint(resp.body()).exact(),
+            request_id: request_id.as_bytes(),
+            seen: Seen::Hyper(captured.as_ref()),
         };
         self.account(&routes.table, up, server.as_ref(), done);
         resp
@@ -164,19 +179,30 @@ impl Proxy {
                     .inc();
             }
         }
-        if self.settings.access_log {
-            let held_ms = done.held_us as f64 / 1000.0;
-            tracing::info!(
-                target: "rouse::access",
-                client = %done.client,
-                method = %done.method,
-                path = done.path,
-                upstream = up.state.name(),
-                server = server.map(|s| s.address().to_string()).unwrap_or_default(),
+        if let Some(log) = &self.settings.access_log
+            && log.wants(status)
+        {
+            let parts = done.seen.parts();
+            let upstream_us = server
+                .map(|_| (done.arrived.elapsed().as_micros() as u64).saturating_sub(done.held_us));
+            log.log(&Entry {
+                client: done.client,
+                method: parts.method,
+                target: parts.target,
+                version: parts.version,
+                host: parts.host,
                 status,
-                ms = elapsed.as_secs_f64() * 1000.0,
-                held_ms,
-            );
+                sent: done.sent,
+                received: parts.received,
+                referer: parts.referer,
+                user_agent: parts.user_agent,
+                upstream: up.state.name(),
+                server: server.map(|s| s.address()),
+                held_us: done.held_us,
+                upstream_us,
+                total_us: elapsed.as_micros() as u64,
+                request_id: done.request_id,
+            });
         }
     }
 

@@ -182,6 +182,24 @@ pub fn to_upstream<B>(req: &mut Request<B>, authority: &str, client_ip: IpAddr, 
     append_forwarded_for(headers, client_ip);
 }
 
+const X_REQUEST_ID: HeaderName = HeaderName::from_static(crate::access::request_id::HEADER);
+
+/// The request's id: the client's first `X-Request-Id` if sane (`request_id::is_sane`), else
+/// a new one. Read before `to_upstream`, which may strip the client's.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    use crate::access::request_id;
+    match headers.get(&X_REQUEST_ID) {
+        Some(id) if request_id::is_sane(id.as_bytes()) => id.clone(),
+        _ => HeaderValue::from_bytes(request_id::generate().as_bytes())
+            .unwrap_or(HeaderValue::from_static("-")),
+    }
+}
+
+/// The id the server sees, in place of any the client sent (after `to_upstream`).
+pub fn set_request_id(headers: &mut HeaderMap, id: HeaderValue) {
+    headers.insert(X_REQUEST_ID, id);
+}
+
 /// Whether the client said it accepts trailers (`TE: trailers`, RFC 9110 §10.1.4): gRPC
 /// servers look for it, and it is the only `TE` HTTP/2 allows.
 pub fn accepts_trailers(headers: &HeaderMap) -> bool {

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+pub mod access;
 mod activity;
 pub mod answer;
 pub mod body;

@@ -12,6 +12,7 @@ use rouse_tls::challenge::Challenges;
 use rouse_tls::store::CertStore;
 use tokio_util::task::TaskTracker;
 
+use crate::access::AccessLog;
 use crate::limits::HeadLimits;
 use crate::pool::Pool;
 use crate::router::Router;
@@ -35,13 +36,35 @@ pub struct Settings {
     pub upgrade_idle_timeout: Option<Duration>,
     /// Client connections open at once; more are accepted and closed at once.
     pub max_connections: usize,
-    pub access_log: bool,
+    /// `None`: off, and nothing of it is computed per request.
+    pub access_log: Option<Arc<AccessLog>>,
     /// `max_header_size`, `max_headers`.
     pub head: HeadLimits,
 }
 
 impl Settings {
+    /// `access_log`: the default one (every request to stderr, `combined`); see
+    /// [`Settings::with_access_log`] for `[log]`'s.
     pub fn new(proxy: &ProxyConfig, access_log: bool) -> Settings {
+        let access_log = access_log
+            .then(|| {
+                crate::access::Sink::stderr()
+                    .map_err(|e| tracing::warn!("no access log: {e}"))
+                    .ok()
+            })
+            .flatten()
+            .map(|sink| {
+                let defaults = rouse_config::LogConfig {
+                    format: rouse_config::LogFormat::Text,
+                    access_log: true,
+                    access_log_file: None,
+                    access_log_format: rouse_config::AccessLogFormat::Combined,
+                    access_log_status: Vec::new(),
+                    access_log_sample: 1.0,
+                    child_log_dir: None,
+                };
+                Arc::new(AccessLog::new(Arc::new(sink), &defaults))
+            });
         Settings {
             connect_timeout: proxy.connect_timeout,
             read_timeout: proxy.read_timeout,
@@ -61,6 +84,12 @@ impl Settings {
                 max_headers: proxy.max_headers,
             },
         }
+    }
+
+    /// These settings with `[log]`'s access log (`None`: off).
+    pub fn with_access_log(mut self, access_log: Option<Arc<AccessLog>>) -> Settings {
+        self.access_log = access_log;
+        self
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use rouse_config::{Config, SupervisorRef};
 use rouse_control::{Control, Drivers, Resolver};
+use rouse_proxy::access::AccessLog;
 use rouse_proxy::{Bound, Kind, Listener, Proxy, Settings};
 use rouse_state::Table;
 use rouse_tls::acme::Acme;
@@ -116,6 +117,7 @@ pub struct Rouse {
     acme: Option<Arc<Acme>>,
     /// Re-resolves host names in server addresses; aborted when rouse stops.
     resolving: JoinHandle<()>,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 impl Rouse {
@@ -129,6 +131,18 @@ impl Rouse {
         let certs = crate::certs::load(&config).map_err(|errors| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, errors.join("\n"))
         })?;
+        // An access log file rouse cannot write is a start refused, as nginx's is.
+        if config.log.access_log
+            && let Some(path) = &config.log.access_log_file
+        {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display()))
+                })?;
+        }
         let listeners = bind_listeners(&config).await?;
         let admin = bind_admin(&config, &mut Inherited::default()).await?;
         Ok(Rouse::assemble(config, listeners, admin, options, None, Ok(certs)).await)
@@ -182,7 +196,9 @@ impl Rouse {
             supervisord: supervisord_drivers(&config, None, &handed_over),
         };
         let control = Control::spawn(Arc::clone(&table), drivers.clone());
-        let proxy = Proxy::new(Settings::new(&config.proxy, config.log.access_log), &table);
+        let access_log = start_access_log(&config.log);
+        let settings = Settings::new(&config.proxy, false).with_access_log(access_log.clone());
+        let proxy = Proxy::new(settings, &table);
         match certs {
             Ok(certs) => {
                 for w in &certs.warnings {
@@ -258,6 +274,14 @@ impl Rouse {
             certs,
             acme,
             resolving,
+            access_log,
+        }
+    }
+
+    /// Reopens the access log's file (SIGUSR1, after logrotate renamed it).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.access_log {
+            log.sink().reopen();
         }
     }
 
@@ -329,6 +353,13 @@ impl Rouse {
     /// then return.
     pub async fn shutdown(mut self) {
         self.serving.shutdown().await;
+        if let Some(log) = self.access_log.clone() {
+            // The last requests' lines, before the process ends.
+            let _ = tokio::task::spawn_blocking(move || {
+                log.sink().flush(std::time::Duration::from_secs(5));
+            })
+            .await;
+        }
         self.resolving.abort();
         if let Some(acme) = self.acme.take() {
             acme.stop().await;
@@ -349,6 +380,22 @@ impl Drop for Rouse {
     fn drop(&mut self) {
         self.resolving.abort();
         self.serving.stop_accepting();
+    }
+}
+
+/// `[log]`'s access log; a file that cannot be opened (`start_with` refuses it earlier) falls
+/// back to stderr rather than losing the lines.
+fn start_access_log(log: &rouse_config::LogConfig) -> Option<Arc<AccessLog>> {
+    match AccessLog::start(log) {
+        Ok(l) => l.map(Arc::new),
+        Err(e) => {
+            tracing::error!("access log: {e}; logging to stderr instead");
+            let stderr = rouse_config::LogConfig {
+                access_log_file: None,
+                ..log.clone()
+            };
+            AccessLog::start(&stderr).ok().flatten().map(Arc::new)
+        }
     }
 }
 

@@ -514,6 +514,7 @@ fn run(
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr2 = signal(SignalKind::user_defined2())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         let rouse = match incoming {
             None if !activation.is_empty() => activated(config, options, activation).await?,
             None => Rouse::start_with(config, options).await?,
@@ -538,6 +539,8 @@ fn run(
                 _ = hup.recv() => { let _ = rouse.reload_file().await; }
                 // Logged by the upgrade itself, success or not.
                 _ = usr2.recv() => { let _ = rouse.upgrade().await; }
+                // logrotate's postrotate: the access log's file, opened again.
+                _ = usr1.recv() => rouse.reopen_logs(),
             }
         }
         if !handed_over.is_cancelled() {

@@ -4,6 +4,7 @@
 //! the remaining checks still run, and the caller throws the result away if anything was
 //! reported. Placeholders are never seen outside this crate.
 
+mod access_log;
 mod acme;
 mod connect;
 mod cross;
@@ -68,7 +69,7 @@ pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
     );
     proxy.acme = file.acme.as_ref().map(|section| acme::acme(section, cx));
     let admin = file.admin.as_ref().map(|section| admin(section, cx));
-    let log = log(file.log.as_ref());
+    let log = log(file.log.as_ref(), cx);
     let supervisors = supervisors(&file.supervisors, cx);
 
     // "none" is reported as reserved above; listing it as defined would only confuse.
@@ -260,14 +261,19 @@ fn admin(section: &Section<FileAdmin>, cx: &mut Context<'_>) -> (AdminConfig, Ra
     )
 }
 
-fn log(section: Option<&Section<FileLog>>) -> LogConfig {
+fn log(section: Option<&Section<FileLog>>, cx: &mut Context<'_>) -> LogConfig {
     let file = section.map(|s| &s.value);
+    let access = access_log::access_log(file, cx);
     LogConfig {
         format: match file.and_then(|f| f.format) {
             Some(FileLogFormat::Json) => LogFormat::Json,
             Some(FileLogFormat::Text) | None => LogFormat::Text,
         },
-        access_log: file.and_then(|f| f.access_log).unwrap_or(true),
+        access_log: access.on,
+        access_log_file: access.file,
+        access_log_format: access.format,
+        access_log_status: access.status,
+        access_log_sample: access.sample,
         child_log_dir: file
             .and_then(|f| f.child_log_dir.as_deref())
             .filter(|d| !d.trim().is_empty())

@@ -52,7 +52,10 @@ pub(crate) async fn serve(
         tracker: TaskTracker::new(),
     });
     let limit_reached = backend.shared.limit_reached.clone();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Past hyper's default of 100: a request at rouse's own `max_headers` (100) arrives with
+    // the four fields rouse adds (X-Forwarded-For, -Proto, -Host, X-Request-Id).
+    builder.http1().max_headers(128);
 
     let outcome = loop {
         tokio::select! {

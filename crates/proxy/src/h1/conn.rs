@@ -23,7 +23,10 @@ use super::copy::{self, Cut, Timeouts, Upstream};
 use super::decode::Decoder;
 use super::exchange::{self, HeadError};
 use super::request::Parsed;
+use super::response::Framing;
 use super::{response, rewrite};
+use crate::access::Seen;
+use crate::access::request_id;
 use crate::body::ProxyBody;
 use crate::buffer::{Limits, spool::Spool};
 use crate::connection::{Clients, STOP_GRACE};
@@ -293,14 +296,16 @@ async fn request<IO: ClientStream>(
                         "the request body stopped arriving for {timeout:?} (client_body_timeout)"
                     ),
                 );
-                let method = String::from_utf8_lossy(head.method(read)).into_owned();
+                let made = request_id::generate();
                 let done = Done {
                     started,
                     status: 408,
                     client: peer.ip(),
-                    method: &method,
-                    path: head.path(read),
                     held_us: 0,
+                    arrived: started,
+                    sent: http_body::Body::size_hint(resp.body()).exact(),
+                    request_id: rewrite::client_request_id(head, read).unwrap_or(made.as_bytes()),
+                    seen: Seen::H1 { head, buf: read },
                 };
                 crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
                 proxy.account(&routes.table, up, None, done);
@@ -310,9 +315,8 @@ async fn request<IO: ClientStream>(
         }
     }
     let path = head.path(read);
-    let method = std::str::from_utf8(head.method(read)).unwrap_or("");
     out.clear();
-    rewrite::upstream_head(head, read, peer.ip(), https, out);
+    let id = rewrite::upstream_head_with_id(head, read, peer.ip(), https, out);
     out.extend_from_slice(&read[head.len..end]);
     let waiter = Waiter {
         path,
@@ -333,9 +337,11 @@ async fn request<IO: ClientStream>(
         started,
         status: 0,
         client: peer.ip(),
-        method,
-        path,
         held_us: waiter.held_us.load(Ordering::Relaxed),
+        arrived: waiter.arrived,
+        sent: None,
+        request_id: id.as_bytes(),
+        seen: Seen::H1 { head, buf: read },
     };
     let t = Timeouts {
         read: settings.read_timeout,
@@ -346,6 +352,7 @@ async fn request<IO: ClientStream>(
         Err((resp, server)) => {
             done.status = resp.status().as_u16();
             crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
+            done.sent = http_body::Body::size_hint(resp.body()).exact();
             proxy.account(&routes.table, up, server.as_ref(), done);
             let after = answer(io, resp, is_head, close, out, t.send).await;
             return after_answer(after, close, read, end);
@@ -384,6 +391,7 @@ async fn request<IO: ClientStream>(
                 let resp = crate::answer::error(http::StatusCode::BAD_GATEWAY, "server-error", msg);
                 done.status = 502;
                 crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
+                done.sent = http_body::Body::size_hint(resp.body()).exact();
                 proxy.account(&routes.table, up, Some(&server), done);
                 drop(answering);
                 let after = answer(io, resp, is_head, close, out, t.send).await;
@@ -394,6 +402,11 @@ async fn request<IO: ClientStream>(
     let info = answering.info.clone();
     let server = Arc::clone(answering.guard.server());
     done.status = info.status;
+    done.sent = match info.framing {
+        Framing::Empty => Some(0),
+        Framing::Length(n) => Some(n),
+        Framing::Chunked | Framing::Close => None,
+    };
     proxy.account(&routes.table, up, Some(&server), done);
     out.clear();
     response::client_head(rbuf, &info, close, out);

@@ -15,7 +15,7 @@ mod date;
 mod decode;
 mod exchange;
 pub(crate) mod fallback;
-mod request;
+pub(crate) mod request;
 mod response;
 mod rewrite;
 pub(crate) mod upstream;

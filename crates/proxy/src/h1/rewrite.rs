@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use super::request::{Head, tokens, trim};
+use crate::access::request_id::{self, Generated};
 
 /// Hop-by-hop fields (`headers::HOP_BY_HOP`, plus Upgrade, which the fast path never keeps).
 const HOP_BY_HOP: [&[u8]; 8] = [
@@ -37,7 +38,33 @@ pub(crate) fn is_hop_by_hop<'a>(
             .any(|t| name.eq_ignore_ascii_case(t))
 }
 
-/// Appends the upstream head of the request `head` (over `buf`) to `out`.
+/// The request id a request goes to its server with: the client's, or one made here.
+pub(crate) enum RequestId<'b> {
+    Client(&'b [u8]),
+    Made(Generated),
+}
+
+impl RequestId<'_> {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Client(id) => id,
+            RequestId::Made(id) => id.as_bytes(),
+        }
+    }
+}
+
+/// The client's first `X-Request-Id`, when it is one to keep (`request_id::is_sane`).
+pub(crate) fn client_request_id<'b>(head: &Head, buf: &'b [u8]) -> Option<&'b [u8]> {
+    head.fields
+        .iter()
+        .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(request_id::HEADER.as_bytes()))
+        .map(|f| &buf[f.value.clone()])
+        .filter(|id| request_id::is_sane(id))
+}
+
+/// Appends the upstream head of the request `head` (over `buf`) to `out`, without a request
+/// id of rouse's (as `headers::to_upstream` alone).
+#[cfg(test)]
 pub(crate) fn upstream_head(
     head: &Head,
     buf: &[u8],
@@ -45,6 +72,30 @@ pub(crate) fn upstream_head(
     https: bool,
     out: &mut Vec<u8>,
 ) {
+    write_head(head, buf, client_ip, https, false, out);
+}
+
+/// Appends the upstream head of the request `head` (over `buf`) to `out`, with its
+/// `X-Request-Id` (as `headers::to_upstream` then `headers::set_request_id`): the client's
+/// first one if sane, else a new one; any other the client sent is dropped.
+pub(crate) fn upstream_head_with_id<'b>(
+    head: &Head,
+    buf: &'b [u8],
+    client_ip: IpAddr,
+    https: bool,
+    out: &mut Vec<u8>,
+) -> RequestId<'b> {
+    write_head(head, buf, client_ip, https, true, out).unwrap_or(RequestId::Client(b""))
+}
+
+fn write_head<'b>(
+    head: &Head,
+    buf: &'b [u8],
+    client_ip: IpAddr,
+    https: bool,
+    with_id: bool,
+    out: &mut Vec<u8>,
+) -> Option<RequestId<'b>> {
     let field = |f: &super::request::Field| (&buf[f.name.clone()], &buf[f.value.clone()]);
     let connection = head
         .fields
@@ -58,8 +109,15 @@ pub(crate) fn upstream_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // `headers::append_forwarded_for` reads the first X-Forwarded-For only, as `get` does.
     let mut prior_for: Option<&[u8]> = None;
+    let mut client_id: Option<&[u8]> = None;
     for f in &head.fields {
         let (name, value) = field(f);
+        if with_id && name.eq_ignore_ascii_case(request_id::HEADER.as_bytes()) {
+            if client_id.is_none() {
+                client_id = Some(value);
+            }
+            continue;
+        }
         if SET_HERE.iter().any(|s| name.eq_ignore_ascii_case(s)) {
             // A list the client's `Connection` names is dropped before it is extended.
             if prior_for.is_none()
@@ -96,7 +154,19 @@ pub(crate) fn upstream_head(
         out.extend_from_slice(b", ");
     }
     let _ = write!(out, "{client_ip}");
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    let id = with_id.then(|| {
+        let id = match client_id.filter(|id| request_id::is_sane(id)) {
+            Some(id) => RequestId::Client(id),
+            None => RequestId::Made(request_id::generate()),
+        };
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        id
+    });
+    out.extend_from_slice(b"\r\n");
+    id
 }
 
 #[cfg(test)]
@@ -236,6 +306,124 @@ mod tests {
                     .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                     .collect();
                 prop_assert_eq!(sorted(ours), sorted(theirs));
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_id_is_made_unless_the_client_sent_a_sane_one() {
+        let with_id = |text: &str| {
+            let mut h = Head::default();
+            assert_eq!(
+                h.parse(text.as_bytes(), &HeadLimits::default()),
+                Parsed::Ready
+            );
+            let mut out = Vec::new();
+            let id = upstream_head_with_id(&h, text.as_bytes(), CLIENT, false, &mut out);
+            (id.as_bytes().to_vec(), String::from_utf8(out).unwrap())
+        };
+        let (id, out) = with_id("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-1\r\n\r\n");
+        assert_eq!(id, b"abc-1");
+        assert_eq!(out.matches("x-request-id: abc-1\r\n").count(), 1, "{out}");
+        assert!(!out.contains("X-Request-Id"), "{out}");
+        for text in [
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: a b\r\nX-Request-Id: ok\r\n\r\n",
+        ] {
+            let (id, out) = with_id(text);
+            assert_eq!(id.len(), 32);
+            assert!(id.iter().all(u8::is_ascii_hexdigit));
+            let line = format!(
+                "\r\nx-request-id: {}\r\n\r\n",
+                String::from_utf8(id).unwrap()
+            );
+            assert!(out.ends_with(&line), "{out}");
+            assert_eq!(
+                out.to_ascii_lowercase().matches("x-request-id").count(),
+                1,
+                "{out}"
+            );
+        }
+    }
+
+    mod ids_agree_with_set_request_id {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field() -> impl Strategy<Value = (String, String)> {
+            let name = prop_oneof![
+                Just("X-Request-Id"),
+                Just("x-request-id"),
+                Just("Connection"),
+                Just("X-A"),
+            ];
+            let value = prop_oneof![
+                Just("abc-123"),
+                Just("0f8fad5b-d9cb-469f-a165-70867728950e"),
+                Just("a b"),
+                Just("x\"y"),
+                Just("x-request-id"),
+                Just("v"),
+            ];
+            (name, value).prop_map(|(n, v)| (n.to_owned(), v.to_owned()))
+        }
+
+        /// Fields as a sorted multiset, a made id (32 hex digits the client did not send)
+        /// written as `MADE`.
+        fn normal(v: Vec<(String, String)>, sent: &[(String, String)]) -> Vec<(String, String)> {
+            let mut v: Vec<(String, String)> = v
+                .into_iter()
+                .map(|(n, val)| {
+                    let made = n == "x-request-id"
+                        && val.len() == 32
+                        && val.bytes().all(|b| b.is_ascii_hexdigit())
+                        && !sent.iter().any(|(_, s)| *s == val);
+                    (n, if made { "MADE".to_owned() } else { val })
+                })
+                .collect();
+            v.sort();
+            v
+        }
+
+        proptest! {
+            /// The fast path and hyper's path send the same `X-Request-Id`: the client's
+            /// first if sane, else one made (exactly one either way).
+            #[test]
+            fn the_same_id_reaches_the_server(fields in prop::collection::vec(field(), 0..6)) {
+                let mut text = "GET /p?q HTTP/1.1\r\nHost: a.test\r\n".to_owned();
+                for (n, v) in &fields {
+                    text.push_str(&format!("{n}: {v}\r\n"));
+                }
+                text.push_str("\r\n");
+                let mut head = Head::default();
+                prop_assume!(head.parse(text.as_bytes(), &HeadLimits::default()) == Parsed::Ready);
+                let mut out = Vec::new();
+                let id = upstream_head_with_id(&head, text.as_bytes(), CLIENT, false, &mut out);
+                let id = String::from_utf8(id.as_bytes().to_vec()).unwrap();
+                let mut raw = [httparse::EMPTY_HEADER; 64];
+                let mut parsed = httparse::Request::new(&mut raw);
+                prop_assert!(parsed.parse(&out).unwrap().is_complete());
+                let ours: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                prop_assert!(ours.contains(&("x-request-id".to_owned(), id)));
+
+                let mut req = http::Request::builder().uri("/p?q").header("host", "a.test");
+                for (n, v) in &fields {
+                    req = req.header(n.as_str(), v.trim());
+                }
+                let mut req = req.body(()).unwrap();
+                let id = crate::headers::request_id(req.headers());
+                crate::headers::to_upstream(&mut req, "a.test", CLIENT, false);
+                crate::headers::set_request_id(req.headers_mut(), id);
+                let theirs: Vec<(String, String)> = req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
+                prop_assert_eq!(normal(ours, &fields), normal(theirs, &fields));
             }
         }
     }
