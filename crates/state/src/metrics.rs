@@ -17,7 +17,8 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
     pub upstream: String,
-    /// The server's address; empty when rouse answered without one (no route, held timeout).
+    /// The server's address; empty when rouse answered for the upstream without one (a held
+    /// request timed out, the queue was full). Requests no upstream matches are not counted.
     pub server: String,
     pub code: u16,
 }
