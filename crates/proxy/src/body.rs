@@ -52,6 +52,11 @@ pin_project_lite::pin_project! {
             hint: SizeHint,
             ended: bool,
         },
+        /// Any of the above, with the access-log line written when it ends.
+        Logged {
+            inner: Pin<Box<ProxyBody>>,
+            ending: Box<Ending>,
+        },
     }
 
     impl PinnedDrop for ProxyBody {
@@ -99,6 +104,65 @@ impl ProxyBody {
 
     pub fn empty() -> ProxyBody {
         ProxyBody::Local { data: None }
+    }
+
+    /// `body`, whose access-log line `ending` writes once hyper is done with it.
+    pub(crate) fn logged(body: ProxyBody, ending: Ending) -> ProxyBody {
+        ProxyBody::Logged {
+            inner: Box::pin(body),
+            ending: Box::new(ending),
+        }
+    }
+}
+
+/// A streamed answer's access-log line, written when hyper drops its body: after the last
+/// byte, or when the answer is cut (then with the bytes that went out), as nginx logs a
+/// request when it is over. Made only when the line is to be written.
+pub struct Ending {
+    pub(crate) proxy: Arc<crate::proxy::Proxy>,
+    pub(crate) captured: Option<crate::access::Captured>,
+    pub(crate) request_id: http::HeaderValue,
+    pub(crate) upstream: String,
+    pub(crate) server: Option<Arc<rouse_state::Server>>,
+    pub(crate) client: std::net::IpAddr,
+    pub(crate) status: u16,
+    pub(crate) held_us: u64,
+    pub(crate) upstream_us: Option<u64>,
+    pub(crate) started: Instant,
+    pub(crate) arrived: Instant,
+    /// Body bytes handed to hyper so far.
+    pub(crate) sent: u64,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        let done = crate::forward::Done {
+            started: self.started,
+            status: self.status,
+            client: self.client,
+            held_us: self.held_us,
+            arrived: self.arrived,
+            sent: Some(self.sent),
+            request_id: self.request_id.as_bytes(),
+            seen: crate::access::Seen::Hyper(self.captured.as_ref()),
+        };
+        let server = self.server.as_ref().map(|s| s.address());
+        self.proxy.log_line(
+            &self.upstream,
+            server,
+            &done,
+            Some(self.sent),
+            self.upstream_us,
+        );
+    }
+}
+
+impl std::fmt::Debug for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ending")
+            .field("status", &self.status)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,6 +219,15 @@ impl Body for ProxyBody {
                 }
                 polled
             }
+            ProxyBodyProj::Logged { inner, ending } => {
+                let polled = inner.as_mut().poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled
+                    && let Some(data) = frame.data_ref()
+                {
+                    ending.sent += data.len() as u64;
+                }
+                polled
+            }
         }
     }
 
@@ -163,6 +236,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
             ProxyBody::Local { data } => data.is_none(),
             ProxyBody::Buffered { ended, .. } => *ended,
+            ProxyBody::Logged { inner, .. } => inner.is_end_stream(),
         }
     }
 
@@ -173,6 +247,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             ProxyBody::Buffered { hint, .. } => *hint,
+            ProxyBody::Logged { inner, .. } => inner.size_hint(),
         }
     }
 }

@@ -8,13 +8,14 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::sync::atomic::Ordering;
 
+use rouse_config::ServerAddress;
 use rouse_state::metrics::RequestLabels;
 use rouse_state::{Admission, InFlightGuard, Server, Table, Upstream};
 use tokio::time::{Instant, timeout};
 
 use crate::access::{Captured, Entry, Seen};
 use crate::answer;
-use crate::body::{Completion, ProxyBody};
+use crate::body::{Completion, Ending, ProxyBody};
 use crate::buffer::{self, Limits};
 use crate::headers;
 use crate::hold::{Held, RELOADED, Waiter, admit, hold};
@@ -36,6 +37,12 @@ pub(crate) struct Done<'a> {
     pub request_id: &'a [u8],
     /// The request, for the access log.
     pub seen: Seen<'a>,
+}
+
+/// From when the request was ready for a server (its time held excluded) to now: the
+/// access log's `upstream_ms`, taken when the answer's head is in.
+pub(crate) fn upstream_us(done: &Done<'_>) -> u64 {
+    (done.arrived.elapsed().as_micros() as u64).saturating_sub(done.held_us)
 }
 
 /// Where [`Proxy::pick`] sends a request.
@@ -150,17 +157,61 @@ impl Proxy {
             request_id: request_id.as_bytes(),
             seen: Seen::Hyper(captured.as_ref()),
         };
-        self.account(&routes.table, up, server.as_ref(), done);
-        resp
+        self.count(&routes.table, up, server.as_ref(), &done);
+        if !self.logs(status) {
+            return resp;
+        }
+        let upstream_us = server.as_ref().map(|_| upstream_us(&done));
+        let arrived = done.arrived;
+        if let ProxyBody::Local { .. } = resp.body() {
+            // Rouse's own answer: whole already.
+            let address = server.as_ref().map(|s| s.address());
+            self.log_line(up.state.name(), address, &done, done.sent, upstream_us);
+            return resp;
+        }
+        // A streamed body: its line is written when hyper is done with it (see `Ending`).
+        let ending = Ending {
+            proxy: Arc::clone(self),
+            captured,
+            request_id,
+            upstream: up.state.name().to_owned(),
+            server,
+            client: client.ip(),
+            status,
+            held_us,
+            upstream_us,
+            started,
+            arrived,
+            sent: 0,
+        };
+        resp.map(|body| ProxyBody::logged(body, ending))
     }
 
-    /// Counts a finished request (metrics) and logs it (access log).
+    /// Counts a finished request (metrics) and logs it (access log): for answers whose body
+    /// is whole when their head goes out.
     pub(crate) fn account(
         &self,
         table: &Table,
         up: &RouteUpstream,
         server: Option<&Arc<Server>>,
         done: Done<'_>,
+    ) {
+        self.count(table, up, server, &done);
+        if self.logs(done.status) {
+            let upstream_us = server.map(|_| upstream_us(&done));
+            let address = server.map(|s| s.address());
+            self.log_line(up.state.name(), address, &done, done.sent, upstream_us);
+        }
+    }
+
+    /// The metrics of an answer whose head is on its way: its duration is to the head, as
+    /// nginx's `$upstream_header_time` (the access log's `ms` is to the body's end).
+    pub(crate) fn count(
+        &self,
+        table: &Table,
+        up: &RouteUpstream,
+        server: Option<&Arc<Server>>,
+        done: &Done<'_>,
     ) {
         let elapsed = done.started.elapsed();
         let metrics = &table.metrics;
@@ -179,31 +230,49 @@ impl Proxy {
                     .inc();
             }
         }
-        if let Some(log) = &self.settings.access_log
-            && log.wants(status)
-        {
-            let parts = done.seen.parts();
-            let upstream_us = server
-                .map(|_| (done.arrived.elapsed().as_micros() as u64).saturating_sub(done.held_us));
-            log.log(&Entry {
-                client: done.client,
-                method: parts.method,
-                target: parts.target,
-                version: parts.version,
-                host: parts.host,
-                status,
-                sent: done.sent,
-                received: parts.received,
-                referer: parts.referer,
-                user_agent: parts.user_agent,
-                upstream: up.state.name(),
-                server: server.map(|s| s.address()),
-                held_us: done.held_us,
-                upstream_us,
-                total_us: elapsed.as_micros() as u64,
-                request_id: done.request_id,
-            });
-        }
+    }
+
+    /// Whether the access log writes a line for an answer with this status (a sample draws
+    /// here, so ask once per answer).
+    pub(crate) fn logs(&self, status: u16) -> bool {
+        self.settings
+            .access_log
+            .as_ref()
+            .is_some_and(|log| log.wants(status))
+    }
+
+    /// Writes `done`'s access-log line now that `sent` bytes of its body went out: the total
+    /// time is from the request's head to now.
+    pub(crate) fn log_line(
+        &self,
+        upstream: &str,
+        server: Option<&ServerAddress>,
+        done: &Done<'_>,
+        sent: Option<u64>,
+        upstream_us: Option<u64>,
+    ) {
+        let Some(log) = &self.settings.access_log else {
+            return;
+        };
+        let parts = done.seen.parts();
+        log.log(&Entry {
+            client: done.client,
+            method: parts.method,
+            target: parts.target,
+            version: parts.version,
+            host: parts.host,
+            status: done.status,
+            sent,
+            received: parts.received,
+            referer: parts.referer,
+            user_agent: parts.user_agent,
+            upstream,
+            server,
+            held_us: done.held_us,
+            upstream_us,
+            total_us: done.started.elapsed().as_micros() as u64,
+            request_id: done.request_id,
+        });
     }
 
     async fn forward(

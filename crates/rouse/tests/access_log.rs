@@ -450,3 +450,73 @@ async fn http2_requests_are_logged_as_http_2_0() {
     assert_eq!(v["referer"], "http://ref.test/");
     assert!(is_request_id(v["request_id"].as_str().unwrap()), "{v}");
 }
+
+/// A streamed answer's line is written at its end, as nginx's: `bytes_sent` counts the body
+/// that went out (a chunked one too, its framing not counted) and `ms` runs to the last byte,
+/// while `upstream_ms` stops at the response head. On both paths: the HTTP/1.1 fast path and
+/// hyper's (h2c).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_is_logged_at_its_end_with_its_bytes() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    // Three lines, the 2nd and 3rd 200 ms apart, chunked: 21 bytes over at least 400 ms.
+    const LINES: &[u8] = b"line 1\nline 2\nline 3\n";
+    let backend = rouse_e2e::spawn_in_process("a").await;
+    let rouse = Rouse::start(backend.addr(), "access_log_format = \"json\"", 1).await;
+
+    let mut s = TcpStream::connect(rouse.addr).await.unwrap();
+    s.write_all(b"GET /drip/3?ms=200 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    let body_at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let chunked = &raw[body_at..];
+    assert!(
+        chunked.len() > LINES.len(),
+        "the chunk framing went out too"
+    );
+
+    let stream = TcpStream::connect(rouse.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://app.test/drip/3?ms=200")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], LINES);
+
+    let lines = wait_lines(&rouse.file(), 2).await;
+    for (line, protocol) in lines.iter().zip(["HTTP/1.1", "HTTP/2.0"]) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["protocol"], protocol, "{v}");
+        assert_eq!(v["bytes_sent"], LINES.len(), "{v}");
+        let (ms, upstream_ms) = (
+            v["ms"].as_f64().unwrap(),
+            v["upstream_ms"].as_f64().unwrap(),
+        );
+        assert!(ms >= 400.0, "ms stops before the last byte: {v}");
+        assert!(
+            ms - upstream_ms >= 300.0,
+            "upstream_ms is not to the head: {v}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use rouse_config::ServerAddress;
 
 use super::clock::Stamp;
 
-/// A request as the access log sees it once its answer's head is on its way to the client.
+/// A request as the access log sees it once its answer is over.
 pub(crate) struct Entry<'a> {
     pub client: IpAddr,
     pub method: &'a [u8],
@@ -18,8 +18,8 @@ pub(crate) struct Entry<'a> {
     /// The Host (or :authority) the client sent, port included.
     pub host: &'a [u8],
     pub status: u16,
-    /// The response body's length: what the server declared (or rouse's own answer's);
-    /// `None` when streamed with no length.
+    /// Body bytes sent to the client (chunk framing not counted; of a cut answer, what rouse
+    /// had passed on); `None` when unknown.
     pub sent: Option<u64>,
     /// The request body's length, `None` when sent chunked.
     pub received: Option<u64>,
@@ -30,7 +30,7 @@ pub(crate) struct Entry<'a> {
     pub held_us: u64,
     /// From when the request was ready for a server (held time excluded) to the response head.
     pub upstream_us: Option<u64>,
-    /// From the request head read to the response head.
+    /// From the request head read to the answer's last byte (or its cut).
     pub total_us: u64,
     pub request_id: &'a [u8],
 }

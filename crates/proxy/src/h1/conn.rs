@@ -23,7 +23,6 @@ use super::copy::{self, Cut, Timeouts, Upstream};
 use super::decode::Decoder;
 use super::exchange::{self, HeadError};
 use super::request::Parsed;
-use super::response::Framing;
 use super::{response, rewrite};
 use crate::access::Seen;
 use crate::access::request_id;
@@ -402,12 +401,12 @@ async fn request<IO: ClientStream>(
     let info = answering.info.clone();
     let server = Arc::clone(answering.guard.server());
     done.status = info.status;
-    done.sent = match info.framing {
-        Framing::Empty => Some(0),
-        Framing::Length(n) => Some(n),
-        Framing::Chunked | Framing::Close => None,
-    };
-    proxy.account(&routes.table, up, Some(&server), done);
+    proxy.count(&routes.table, up, Some(&server), &done);
+    // The log's line waits for the body's end (its bytes and total time); the upstream time
+    // is to this head.
+    let logged = proxy
+        .logs(done.status)
+        .then(|| crate::forward::upstream_us(&done));
     out.clear();
     response::client_head(rbuf, &info, close, out);
     let mut dec = Decoder::new(info.framing, head.trailers);
@@ -429,6 +428,12 @@ async fn request<IO: ClientStream>(
             tracing::warn!("{msg}");
             let resp = crate::answer::error(http::StatusCode::BAD_GATEWAY, "server-error", msg);
             crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
+            if let Some(upstream_us) = logged {
+                done.status = 502;
+                let sent = http_body::Body::size_hint(resp.body()).exact();
+                let address = Some(server.address());
+                proxy.log_line(up.state.name(), address, &done, sent, Some(upstream_us));
+            }
             let after = answer(io, resp, is_head, close, out, t.send).await;
             return after_answer(after, close, read, end);
         }
@@ -459,6 +464,18 @@ async fn request<IO: ClientStream>(
         )
         .await
     };
+    if let Some(upstream_us) = logged {
+        // Of a cut answer, what was read from the server: what went out, give or take what
+        // was still on its way.
+        let address = Some(server.address());
+        proxy.log_line(
+            up.state.name(),
+            address,
+            &done,
+            Some(dec.data()),
+            Some(upstream_us),
+        );
+    }
     after_answer(written, close, read, end)
 }
 

@@ -71,6 +71,8 @@ pub(crate) struct Decoder {
     trailers: bool,
     /// Trailer bytes seen, written out once the section is whole.
     trailer_buf: Vec<u8>,
+    /// Body bytes (chunk data, not its framing) passed on so far: the access log's bytes sent.
+    data: u64,
 }
 
 impl Decoder {
@@ -86,7 +88,13 @@ impl Decoder {
             state,
             trailers,
             trailer_buf: Vec::new(),
+            data: 0,
         }
+    }
+
+    /// Body bytes passed on so far, chunk framing not counted.
+    pub fn data(&self) -> u64 {
+        self.data
     }
 
     pub fn is_done(&self) -> bool {
@@ -102,6 +110,7 @@ impl Decoder {
                 State::Done => break,
                 State::Close => {
                     chunk(&input[i..], out);
+                    self.data += (input.len() - i) as u64;
                     i = input.len();
                 }
                 State::Data(left) => {
@@ -113,6 +122,7 @@ impl Decoder {
                         out.extend_from_slice(data);
                     }
                     i += take;
+                    self.data += take as u64;
                     let left = left - take as u64;
                     self.state = match (left, self.chunked) {
                         (0, true) => State::DataCr,
