@@ -22,13 +22,6 @@ step() { echo "-- $*"; }
 deb="${1:-$(scripts/package.sh)}"
 [[ -f "$deb" ]] || fail "no package at $deb"
 
-for port in 8080 9900 9101; do
-    # SO_REUSEADDR as rouse binds: TIME_WAIT leftovers of an earlier run do not count.
-    if ! python3 -c "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $port))" 2>/dev/null; then
-        fail "127.0.0.1:$port is taken: the installed config listens there"
-    fi
-done
-
 work=$(mktemp -d /tmp/rouse-package-test.XXXXXX)
 chmod 755 "$work"
 pids=()
@@ -75,6 +68,19 @@ echo "conffiles:$(dpkg-query -W -f='${Conffiles}' rouse)"
 if command -v systemd-analyze >/dev/null; then
     timeout "$WAIT" systemd-analyze verify "$UNIT" || fail "systemd-analyze verify $UNIT"
 fi
+
+# The installed config listens on 8080 and 9900 and runs its backend on 9101; the test edits
+# those ports, as an operator would, to free ones: tests never take fixed ports.
+free_port() {
+    python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
+}
+p_http=$(free_port)
+p_admin=$(free_port)
+p_app=$(free_port)
+sed -i -e "s/127\.0\.0\.1:8080/127.0.0.1:$p_http/; s/127\.0\.0\.1:9900/127.0.0.1:$p_admin/" \
+    -e "s/9101/$p_app/g" /etc/rouse/rouse.toml
+grep -q "127.0.0.1:$p_http" /etc/rouse/rouse.toml && grep -q "\"$p_app\"" /etc/rouse/rouse.toml ||
+    fail "the installed config's ports are not where the test expects them"
 
 step "rouse check (no -c: the lookup finds /etc/rouse/rouse.toml)"
 check=$(cd "$work" && env -u ROUSE_CONFIG timeout "$WAIT" runuser -u rouse -- /usr/bin/rouse check)
@@ -126,8 +132,8 @@ grep "READY=1" "$messages"
 
 step "a request wakes the embedded backend"
 body=$(timeout "$WAIT" python3 -c '
-import urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:8080/README.md", timeout=20).read().decode())')
+import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/README.md", timeout=20).read().decode())' "$p_http")
 grep -q "^# rouse" <<<"$body" || fail "unexpected answer: ${body:0:200}"
 backend=$(pgrep -f "http.server --bind 127.0.0.1 --directory /usr/share/doc/rouse" || true)
 [[ -n "$backend" ]] || fail "no backend process"
@@ -168,16 +174,16 @@ if command -v systemd-socket-activate >/dev/null; then
     # It binds the installed config's two addresses as root, then, at the first connect,
     # execs the unit's command with LISTEN_FDS=2, LISTEN_PID and LISTEN_FDNAMES.
     # shellcheck disable=SC2086
-    (cd / && exec systemd-socket-activate -l 127.0.0.1:8080 -l 127.0.0.1:9900 \
+    (cd / && exec systemd-socket-activate -l "127.0.0.1:$p_http" -l "127.0.0.1:$p_admin" \
         --fdname=rouse-http:rouse-admin \
         setpriv --reuid=rouse --regid=rouse --init-groups --no-new-privs $exec_start) \
         >"$work/activated.log" 2>&1 &
     activated_pid=$!
     pids+=("$activated_pid")
-    wait_for "Listening on 127.0.0.1:9900" "$work/activated.log"
+    wait_for "Listening on 127.0.0.1:$p_admin" "$work/activated.log"
     body=$(timeout "$WAIT" python3 -c '
-import urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:8080/README.md", timeout=20).read().decode())')
+import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/README.md", timeout=20).read().decode())' "$p_http")
     grep -q "^# rouse" <<<"$body" || fail "unexpected answer through the passed socket: ${body:0:200}"
     wait_for "listening on the sockets systemd passed" "$work/activated.log"
     grep "sockets systemd passed" "$work/activated.log"
