@@ -141,6 +141,21 @@ async fn exchange(s: &mut TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {
     (status, head, buf[head_end..head_end + length].to_vec())
 }
 
+/// Sends `request` on a new connection and reads until the server closes it: the answer's
+/// head (lower-cased) and the bytes after it (a chunked body with its framing).
+async fn one_shot(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&answer[..at]).to_ascii_lowercase();
+    (head, answer[at..].to_vec())
+}
+
 /// `/headers`' JSON answer: what the backend received.
 fn seen(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap()
@@ -229,33 +244,20 @@ async fn json_lines_and_request_ids_on_both_paths() {
     assert_eq!(status, 200);
     assert_eq!(seen(&body)["x-request-id"], "client-id-1");
     // Hyper's path (HTTP/1.0 is not the fast path's), with an id not kept.
-    let mut s = TcpStream::connect(rouse.addr).await.unwrap();
-    s.write_all(b"GET /headers?c=3 HTTP/1.0\r\nHost: app.test\r\nX-Request-Id: bad id\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let made = seen(&answer[at..])["x-request-id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, body) = one_shot(
+        rouse.addr,
+        b"GET /headers?c=3 HTTP/1.0\r\nHost: app.test\r\nX-Request-Id: bad id\r\n\r\n",
+    )
+    .await;
+    let made = seen(&body)["x-request-id"].as_str().unwrap().to_owned();
     assert!(is_request_id(&made), "{made}");
     // Hyper's path keeps a sane one too.
-    let mut s = TcpStream::connect(rouse.addr).await.unwrap();
-    s.write_all(b"GET /headers HTTP/1.0\r\nHost: app.test\r\nX-Request-Id: client-id-2\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(seen(&answer[at..])["x-request-id"], "client-id-2");
+    let (_, body) = one_shot(
+        rouse.addr,
+        b"GET /headers HTTP/1.0\r\nHost: app.test\r\nX-Request-Id: client-id-2\r\n\r\n",
+    )
+    .await;
+    assert_eq!(seen(&body)["x-request-id"], "client-id-2");
 
     let lines = wait_lines(&rouse.file(), 3).await;
     let v: Vec<serde_json::Value> = lines
@@ -466,19 +468,12 @@ async fn a_streamed_answer_is_logged_at_its_end_with_its_bytes() {
     let backend = rouse_e2e::spawn_in_process("a").await;
     let rouse = Rouse::start(backend.addr(), "access_log_format = \"json\"", 1).await;
 
-    let mut s = TcpStream::connect(rouse.addr).await.unwrap();
-    s.write_all(b"GET /drip/3?ms=200 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
-    assert!(text.contains("transfer-encoding: chunked"), "{text}");
-    let body_at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let chunked = &raw[body_at..];
+    let (head, chunked) = one_shot(
+        rouse.addr,
+        b"GET /drip/3?ms=200 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
     assert!(
         chunked.len() > LINES.len(),
         "the chunk framing went out too"
