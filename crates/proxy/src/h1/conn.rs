@@ -36,12 +36,6 @@ use crate::proxy::Proxy;
 /// A head not whole in this many bytes is left to hyper (which answers 431 or 414 past the
 /// limits, or takes a long one within them).
 const HEAD_MAX: usize = 16 * 1024;
-/// What a refused head gets (see `request.rs`): no body, and the connection closes, since
-/// where the next request would begin is unknowable.
-const BAD_REQUEST: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\nx-rouse-error: bad-request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-/// How long the 400 for a refused head may take to write.
-const REFUSAL_WRITE: Duration = Duration::from_secs(5);
 
 /// The largest request body the fast path reads (whole, before a server is chosen, which is
 /// what `request_buffering` means); larger ones go to hyper's path and its temp files.
@@ -164,7 +158,9 @@ pub(crate) async fn serve<IO: ClientStream>(
                     Parsed::Partial if read.len() < HEAD_MAX => {}
                     Parsed::Partial => return decline(io, b, since, "a long head"),
                     Parsed::Decline(why) => return decline(io, b, since, why),
-                    Parsed::Refuse(why) => return refuse(io, b, peer, why).await,
+                    Parsed::Refuse(why) => {
+                        return refuse(io, b, peer, why, settings.send_timeout).await;
+                    }
                 }
             }
             b.read.reserve(4096);
@@ -217,23 +213,28 @@ fn decline<IO>(io: IO, mut b: Box<Bufs>, since: Instant, why: &str) -> Outcome<I
     Outcome::Decline { io, read, since }
 }
 
-/// Answers a head the fast path refuses (see `request.rs`) with 400 and closes, as hyper
-/// answers a malformed one.
+/// Answers a head the fast path refuses (see `request.rs`) with 400, as rouse's own answers
+/// are made and written, and closes: where the next request would begin is unknowable.
 async fn refuse<IO: ClientStream>(
     mut io: IO,
-    b: Box<Bufs>,
+    mut b: Box<Bufs>,
     peer: SocketAddr,
     why: &str,
+    send: Duration,
 ) -> Outcome<IO> {
     tracing::debug!(client = %peer, why, "request head refused: 400");
+    let resp = crate::answer::error(
+        http::StatusCode::BAD_REQUEST,
+        "bad-request",
+        format!("the request head is refused: {why}"),
+    );
+    if answer(&mut io, resp, false, true, &mut b.out, send)
+        .await
+        .is_ok()
+    {
+        let _ = io.shutdown().await;
+    }
     bufs::give(b);
-    // A few dozen bytes into a fresh socket buffer; the bound is for a peer that reads
-    // nothing and a buffer already full of pipelined answers.
-    let _ = tokio::time::timeout(REFUSAL_WRITE, async {
-        io.write_all(BAD_REQUEST).await?;
-        io.shutdown().await
-    })
-    .await;
     Outcome::Done
 }
 
