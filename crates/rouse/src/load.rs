@@ -12,48 +12,52 @@
 //! The reload's parse off the runtime's threads also keeps a 1.4 MB file from stalling the
 //! requests of `threads = 1` for the parse's ~150 ms.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rouse_config::{Config, ConfigErrors};
 
-/// Reads and validates `path` (as `rouse_config::load`), blocking this thread meanwhile.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let owned = path.to_owned();
-    match std::thread::Builder::new()
+type Parsed = Result<Config, ConfigErrors>;
+
+/// Starts the parse of `path` on a thread of its own; `None` when no thread could be had.
+fn parse_apart(path: &Path) -> Option<tokio::sync::oneshot::Receiver<Parsed>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let path = path.to_owned();
+    std::thread::Builder::new()
         .name("rouse-config".into())
-        .spawn(move || rouse_config::load(&owned))
-    {
-        Ok(thread) => match thread.join() {
-            Ok(parsed) => parsed.map(|config| config.unshared()),
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
+        .spawn(move || {
+            let _ = tx.send(rouse_config::load(&path));
+        })
+        .ok()
+        .map(|_| rx)
+}
+
+/// What the parse thread sent, or (it dropped its sender unsent: it panicked, which the
+/// parse does not) an error of the file rather than rouse taken down.
+fn received(path: &Path, got: Result<Parsed, tokio::sync::oneshot::error::RecvError>) -> Parsed {
+    got.unwrap_or_else(|_| {
+        Err(ConfigErrors::whole_file(
+            path.display().to_string(),
+            "reading the file failed unexpectedly",
+        ))
+    })
+}
+
+/// Reads and validates `path` (as `rouse_config::load`), blocking this thread meanwhile.
+/// Not for async callers: see [`load_async`].
+pub fn load(path: &Path) -> Parsed {
+    let parsed = match parse_apart(path) {
+        Some(rx) => received(path, rx.blocking_recv()),
         // No thread to be had: parse here, scattered but correct.
-        Err(_) => rouse_config::load(path),
-    }
+        None => rouse_config::load(path),
+    };
+    parsed.map(|config| config.unshared())
 }
 
 /// [`load`] for async callers: the runtime's thread is free while the file is parsed.
-pub async fn load_async(path: PathBuf) -> Result<Config, ConfigErrors> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("rouse-config".into())
-        .spawn({
-            let path = path.clone();
-            move || {
-                let _ = tx.send(rouse_config::load(&path));
-            }
-        });
-    let parsed = match spawned {
-        Ok(_) => match rx.await {
-            Ok(parsed) => parsed,
-            // The thread dropped its sender without sending: it panicked, which the parse
-            // does not; say so as an error of the file rather than take rouse down.
-            Err(_) => Err(ConfigErrors::whole_file(
-                path.display().to_string(),
-                "reading the file failed unexpectedly",
-            )),
-        },
-        Err(_) => rouse_config::load(&path),
+pub async fn load_async(path: &Path) -> Parsed {
+    let parsed = match parse_apart(path) {
+        Some(rx) => received(path, rx.await),
+        None => rouse_config::load(path),
     };
     parsed.map(|config| config.unshared())
 }

@@ -145,15 +145,13 @@ impl Reloader {
         let Some(path) = self.running.lock().await.config.source.clone() else {
             return Err(ReloadRefused::NoFile);
         };
-        let config = crate::load::load_async(path.clone())
-            .await
-            .map_err(|errors| {
-                let lines: Vec<String> = errors.errors.iter().map(|e| e.to_string()).collect();
-                for line in &lines {
-                    tracing::error!("reload refused, keeping the running configuration: {line}");
-                }
-                ReloadRefused::Invalid(lines)
-            })?;
+        let config = crate::load::load_async(&path).await.map_err(|errors| {
+            let lines: Vec<String> = errors.errors.iter().map(|e| e.to_string()).collect();
+            for line in &lines {
+                tracing::error!("reload refused, keeping the running configuration: {line}");
+            }
+            ReloadRefused::Invalid(lines)
+        })?;
         // Every certificate file is read before anything changes: one bad file refuses the
         // whole reload, and the running certificates stay.
         let certs = crate::certs::load(&config).map_err(|lines| {
