@@ -115,13 +115,10 @@ async fn exchange(s: &mut TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
         }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed within a head: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
+        assert!(
+            read_more(s, &mut buf).await,
+            "closed within a head: {buf:?}"
+        );
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
     let status = head[9..12].parse().unwrap();
@@ -130,15 +127,20 @@ async fn exchange(s: &mut TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {
         .find_map(|l| l.strip_prefix("content-length: "))
         .map_or(0, |v| v.trim().parse().unwrap());
     while buf.len() < head_end + length {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed within a body");
-        buf.extend_from_slice(&chunk[..n]);
+        assert!(read_more(s, &mut buf).await, "closed within a body");
     }
     (status, head, buf[head_end..head_end + length].to_vec())
+}
+
+/// Appends what one read brings (within `WAIT`) to `buf`; false when the peer closed.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+        .await
+        .unwrap()
+        .unwrap();
+    buf.extend_from_slice(&chunk[..n]);
+    n > 0
 }
 
 /// Sends `request` on a new connection and reads until the server closes it: the answer's
