@@ -95,13 +95,26 @@ fn has(msg: &str, line: &str) -> bool {
     msg.lines().any(|l| l == line)
 }
 
-fn kill(child: &Child, sig: &str) {
+fn kill(pid: u32, sig: &str) {
     let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
+        .args([&format!("-{sig}"), &pid.to_string()])
         .status()
         .unwrap()
         .success();
-    assert!(ok, "kill -{sig}");
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// `rouse run -c file` told to notify `socket`, with `env` on top (and no inherited
+/// `WATCHDOG_PID`).
+fn notified_rouse(file: &str, socket: &str, env: &[(&str, &str)]) -> Child {
+    Command::new(ROUSE)
+        .args(["run", "-c", file])
+        .env("NOTIFY_SOCKET", socket)
+        .env_remove("WATCHDOG_PID")
+        .envs(env.iter().copied())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -174,15 +187,8 @@ fn ready_watchdog_reloading_and_stopping_are_told_to_systemd() {
     let (mut notified, socket) = Notifications::bind(dir.path());
     let [listen] = free_addrs();
     let file = config(dir.path(), listen, backend("hello"));
-    let mut child = Command::new(ROUSE)
-        .args(["run", "-c", &file])
-        .env("NOTIFY_SOCKET", &socket)
-        // 200 ms: a ping every 100 ms.
-        .env("WATCHDOG_USEC", "200000")
-        .env_remove("WATCHDOG_PID")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // 200 ms: a ping every 100 ms.
+    let mut child = notified_rouse(&file, &socket, &[("WATCHDOG_USEC", "200000")]);
     let _guard = KillOnDrop(vec![child.id()]);
     let pid = child.id();
 
@@ -192,7 +198,7 @@ fn ready_watchdog_reloading_and_stopping_are_told_to_systemd() {
         notified.wait_for("WATCHDOG=1", |m| has(m, "WATCHDOG=1"));
     }
 
-    kill(&child, "HUP");
+    kill(child.id(), "HUP");
     let reloading = notified.wait_for("RELOADING=1", |m| has(m, "RELOADING=1"));
     let usec = reloading
         .lines()
@@ -207,7 +213,7 @@ fn ready_watchdog_reloading_and_stopping_are_told_to_systemd() {
     // Still pinging after the reload.
     notified.wait_for("WATCHDOG=1", |m| has(m, "WATCHDOG=1"));
 
-    kill(&child, "TERM");
+    kill(child.id(), "TERM");
     notified.wait_for("STOPPING=1", |m| has(m, "STOPPING=1"));
     assert!(wait_exit(&mut child).success());
 }
@@ -218,17 +224,12 @@ fn an_upgrade_hands_the_main_pid_over_without_stopping() {
     let (mut notified, socket) = Notifications::bind(dir.path());
     let [listen] = free_addrs();
     let file = config(dir.path(), listen, backend("hello"));
-    let mut old = Command::new(ROUSE)
-        .args(["run", "-c", &file])
-        .env("NOTIFY_SOCKET", &socket)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut old = notified_rouse(&file, &socket, &[]);
     let mut started = KillOnDrop(vec![old.id()]);
     let first = notified.wait_for("READY=1", |m| has(m, "READY=1"));
     assert_eq!(first, format!("READY=1\nMAINPID={}\n", old.id()));
 
-    kill(&old, "USR2");
+    kill(old.id(), "USR2");
     let old_pid = format!("MAINPID={}", old.id());
     let taken = notified.wait_for("the new MAINPID", |m| {
         m.lines().any(|l| l.starts_with("MAINPID=") && l != old_pid)
@@ -249,12 +250,7 @@ fn an_upgrade_hands_the_main_pid_over_without_stopping() {
         notified.seen
     );
     // Only the new main process says it stops.
-    let ok = Command::new("kill")
-        .args(["-TERM", &new.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    kill(new.unsigned_abs(), "TERM");
     notified.wait_for("STOPPING=1", |m| has(m, "STOPPING=1"));
     let deadline = Instant::now() + WAIT;
     while alive(new) {
@@ -269,19 +265,13 @@ fn a_watchdog_pid_of_another_process_gets_no_pings() {
     let (mut notified, socket) = Notifications::bind(dir.path());
     let [listen] = free_addrs();
     let file = config(dir.path(), listen, backend("hello"));
-    let mut child = Command::new(ROUSE)
-        .args(["run", "-c", &file])
-        .env("NOTIFY_SOCKET", &socket)
-        .env("WATCHDOG_USEC", "100000")
-        .env("WATCHDOG_PID", "1")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let env = [("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")];
+    let mut child = notified_rouse(&file, &socket, &env);
     let _guard = KillOnDrop(vec![child.id()]);
     notified.wait_for("READY=1", |m| has(m, "READY=1"));
     // Five intervals with no ping, then the stop (whatever came meanwhile is in `seen`).
     std::thread::sleep(Duration::from_millis(500));
-    kill(&child, "TERM");
+    kill(child.id(), "TERM");
     notified.wait_for("STOPPING=1", |m| has(m, "STOPPING=1"));
     assert!(wait_exit(&mut child).success());
     assert!(
@@ -323,7 +313,7 @@ fn a_passed_socket_serves_the_listener_of_its_address() {
     let answer = get(addr).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("through the passed socket"), "{answer}");
-    kill(&child, "TERM");
+    kill(child.id(), "TERM");
     assert!(wait_exit(&mut child).success());
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -364,7 +354,7 @@ fn backends_do_not_inherit_a_passed_socket() {
     // Wakes the backend through the passed socket.
     let answer = get(addr).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    kill(&child, "TERM");
+    kill(child.id(), "TERM");
     assert!(wait_exit(&mut child).success());
     let fd3 = std::fs::read_to_string(&seen).unwrap();
     assert!(
