@@ -22,6 +22,36 @@ pub struct Config {
     /// `[supervisors.NAME]`, by name.
     pub supervisors: BTreeMap<String, SupervisordConfig>,
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[cluster]`: replicas coordinated through etcd; None: this rouse decides alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: several rouse replicas in front of the same supervisors, coordinated through
+/// etcd (who leads, everyone's load, which servers are draining).
+#[derive(Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// etcd's client URLs (`http://` or `https://`), tried in turn.
+    pub etcd: Vec<String>,
+    /// The key prefix shared by the replicas of one service: `/rouse/NAME/`.
+    pub name: String,
+    /// This replica; None: the host name and the first listen address (`rouse-cluster`
+    /// makes it, since reading the host name is not the config's job).
+    pub id: Option<String>,
+    /// The replica's etcd lease: a replica that stops refreshing it is gone after this long,
+    /// and a leader that cannot refresh it stops deciding stops before it runs out
+    /// (default 5s).
+    pub lease_ttl: Duration,
+    /// Each etcd call, connecting included (default 2s).
+    pub timeout: Duration,
+    /// etcd's user name and password (both or neither).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// The CA that signed the etcd servers' certificates (for `https://` endpoints; default:
+    /// the web PKI roots).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -390,6 +420,23 @@ impl SupervisordConfig {
 
 /// Shown in place of a secret by `Debug`: a config printed into a log must not carry it.
 const HIDDEN: &str = "***";
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("etcd", &self.etcd)
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("timeout", &self.timeout)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| HIDDEN))
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -105,6 +105,8 @@ pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
         log,
         supervisors,
         upstreams: upstreams.into_iter().map(|u| u.config).collect(),
+        // `[cluster]` is read by the next change (issue 13).
+        cluster: None,
     }
 }
 
