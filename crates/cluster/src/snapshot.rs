@@ -163,6 +163,26 @@ impl Snapshot {
             }
         })
     }
+
+    /// Every other live replica's report, made after it saw the drain, leaves server `index`
+    /// of `upstream` out (stopped or failed in its view): the leader may delete the drain key.
+    /// Deleting it sooner would make a replica that has not yet seen the stop route to the
+    /// server again.
+    pub fn stopped_everywhere(&self, upstream: &str, index: usize) -> bool {
+        let Some(drain) = self.drains.get(&(upstream.to_owned(), index)) else {
+            return false;
+        };
+        self.members.iter().filter(|m| **m != self.id).all(|m| {
+            self.reports.get(m).is_some_and(|r| {
+                r.report.seen >= drain.revision
+                    && r
+                        .report
+                        .upstreams
+                        .get(upstream)
+                        .is_none_or(|u| !u.servers.contains_key(&index))
+            })
+        })
+    }
 }
 
 #[cfg(test)]
