@@ -44,6 +44,8 @@ struct Entry {
     /// The revision of the key applied; None: asked for, not seen yet.
     revision: Option<i64>,
     asked_at: Option<Instant>,
+    /// The leader asked for the key's delete: not again.
+    forgetting: bool,
 }
 
 impl DrainBook {
@@ -61,6 +63,7 @@ impl DrainBook {
             Entry {
                 revision: None,
                 asked_at: Some(now),
+                forgetting: false,
             },
         );
     }
@@ -101,6 +104,7 @@ impl DrainBook {
                     Entry {
                         revision: Some(drain.revision),
                         asked_at: None,
+                        forgetting: false,
                     },
                 );
                 if here == Some(ServerState::Ready) {
@@ -108,9 +112,15 @@ impl DrainBook {
                     continue;
                 }
             }
-            let down = matches!(here, None | Some(ServerState::Stopped | ServerState::Failed));
+            let down = matches!(
+                here,
+                None | Some(ServerState::Stopped | ServerState::Failed)
+            );
             if leading && down && snapshot.stopped_everywhere(&key.0, key.1) {
-                out.push((key.clone(), Follow::Forget));
+                if let Some(e) = self.entries.get_mut(key).filter(|e| !e.forgetting) {
+                    e.forgetting = true;
+                    out.push((key.clone(), Follow::Forget));
+                }
             }
         }
         let timeout = self.ask_timeout;

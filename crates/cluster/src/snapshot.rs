@@ -175,8 +175,7 @@ impl Snapshot {
         self.members.iter().filter(|m| **m != self.id).all(|m| {
             self.reports.get(m).is_some_and(|r| {
                 r.report.seen >= drain.revision
-                    && r
-                        .report
+                    && r.report
                         .upstreams
                         .get(upstream)
                         .is_none_or(|u| !u.servers.contains_key(&index))

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use rouse_cluster::ClusterHandle;
 use rouse_config::{Readiness, SupervisorRef, UpstreamConfig};
 use rouse_core::balance::hard_cap;
 use rouse_core::lifecycle::{self, Input, Lifecycle};
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+mod cluster;
 mod effects;
 mod manual;
 mod record;
@@ -81,6 +83,18 @@ impl Control {
 
     /// [`Control::spawn`] with the readiness and connect checks done by `probe`.
     pub fn spawn_with_probe(table: Arc<Table>, drivers: Drivers, probe: Arc<dyn Probe>) -> Control {
+        Control::spawn_with(table, drivers, probe, None)
+    }
+
+    /// [`Control::spawn_with_probe`] as one replica of a cluster when `cluster` is given: the
+    /// policy over every replica's load, the leader alone removing capacity (see
+    /// `rouse_cluster::permitted`).
+    pub fn spawn_with(
+        table: Arc<Table>,
+        drivers: Drivers,
+        probe: Arc<dyn Probe>,
+        cluster: Option<ClusterHandle>,
+    ) -> Control {
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = ControlHandle {
@@ -101,6 +115,7 @@ impl Control {
             probe,
             tx,
             stop: stop.clone(),
+            cluster: cluster.map(cluster::Coordination::new),
         };
         r.set_table(table, &Changes::default(), &drivers);
         let task = tokio::spawn(r.run(rx, stop.clone()));
@@ -279,6 +294,8 @@ struct Reconciler {
     probe: Arc<dyn Probe>,
     tx: mpsc::UnboundedSender<Msg>,
     stop: CancellationToken,
+    /// Set: this rouse is one replica of a cluster.
+    cluster: Option<cluster::Coordination>,
 }
 
 impl Reconciler {
@@ -308,6 +325,7 @@ impl Reconciler {
                 _ = tick.tick() => sample = true,
             }
             let now = Instant::now();
+            self.cluster_begin(now);
             let busy = self.busy();
             for u in 0..self.ups.len() {
                 self.tick(u, now);
@@ -316,6 +334,9 @@ impl Reconciler {
                 }
             }
             self.forget_retired();
+            if sample {
+                self.cluster_publish(now);
+            }
         }
     }
 
@@ -392,11 +413,17 @@ impl Reconciler {
                 .meter
                 .sample(now, ctl.servers.iter().map(|s| s.requests()).sum());
         }
+        let name = ctl.upstream.name();
+        let (remote_held, remote_rps) =
+            self.cluster.as_ref().map_or((0, 0.0), |c| c.upstream(name));
+        let held = ctl.upstream.held().saturating_add(remote_held);
+        let rps = ctl.rps + remote_rps;
         // Nothing runs, nothing waits and nothing must: every rule of the policy would pass
         // (most of 1,000 configured upstreams are so at any time; deciding for each one four
-        // times a second took the thread the data plane may share).
-        let quiet = ctl.rps == 0.0
-            && ctl.upstream.held() == 0
+        // times a second took the thread the data plane may share). In a cluster, a server
+        // stopped here is stopped for every replica (they share the supervisors).
+        let quiet = rps == 0.0
+            && held == 0
             && ctl.policy.settings().min_servers == 0
             && ctl
                 .lives
@@ -409,18 +436,24 @@ impl Reconciler {
         // until that one is down: it could not start beside it.
         let views: Vec<ServerView> = (0..ctl.servers.len())
             .filter(|&i| !busy.blocks(&ctl.servers[i], &ctl.lives[i], ctl.drivers[i].name()))
-            .map(|i| ServerView {
-                index: ctl.servers[i].id().0,
-                state: ctl.lives[i].lifecycle.state(),
-                in_flight: ctl.servers[i].in_flight(),
-                since: ctl.lives[i].lifecycle.since(),
-                last_active: ctl.servers[i].last_active(),
+            .map(|i| {
+                let own = ServerView {
+                    index: ctl.servers[i].id().0,
+                    state: ctl.lives[i].lifecycle.state(),
+                    in_flight: ctl.servers[i].in_flight(),
+                    since: ctl.lives[i].lifecycle.since(),
+                    last_active: ctl.servers[i].last_active(),
+                };
+                match &self.cluster {
+                    Some(c) => c.view(name, i, own),
+                    None => own,
+                }
             })
             .collect();
         let view = UpstreamView {
             servers: &views,
-            held: ctl.upstream.held(),
-            rps: ctl.rps,
+            held,
+            rps,
             now,
         };
         let actions = ctl.policy.decide(&view);
@@ -431,10 +464,23 @@ impl Reconciler {
                 _ => None,
             })
             .collect();
+        let name = name.to_owned();
         for (a, reason) in actions.into_iter().zip(reasons) {
             let Some(i) = self.ups[u].position(ServerId(a.index())) else {
                 continue;
             };
+            if let Some(c) = self.cluster.as_mut() {
+                if !c.permitted(&name, i, a) {
+                    // The policy forgets a drain's reason once it has asked for the stop; the
+                    // stop not made, the next one must carry the same reason (not `manual`,
+                    // which would pass).
+                    if let Action::Stop(index, why) = a {
+                        self.ups[u].policy.note_drained(index, why);
+                    }
+                    continue;
+                }
+                c.carried_out(&name, i, a, now);
+            }
             let input = match a {
                 Action::Start(_) => Input::Start(reason.unwrap_or(StartReason::Manual)),
                 Action::Drain(_, why) => Input::Drain { why, by: None },

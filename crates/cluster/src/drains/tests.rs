@@ -137,11 +137,19 @@ fn the_leader_forgets_a_key_once_the_server_is_down_everywhere() {
         Received { report: r, at: now }
     };
     s.reports.insert("b".into(), report(5, true));
-    assert_eq!(book.follow(&s, true, &stopped, now), vec![], "b still has it");
+    assert_eq!(
+        book.follow(&s, true, &stopped, now),
+        vec![],
+        "b still has it"
+    );
     s.reports.insert("b".into(), report(5, false));
     assert_eq!(book.follow(&s, false, &stopped, now), vec![], "not leading");
     assert_eq!(
         book.follow(&s, true, &stopped, now),
         vec![(key(0), Follow::Forget)]
     );
+    assert_eq!(book.follow(&s, true, &stopped, now), vec![], "asked once");
+    s.drains.clear();
+    assert_eq!(book.follow(&s, true, &stopped, now), vec![]);
+    assert!(book.is_empty());
 }

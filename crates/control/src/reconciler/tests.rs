@@ -599,3 +599,5 @@ async fn a_passing_connect_failure_is_checked_before_the_server_is_failed() {
     wait_until("the stop", || driver.calls().contains(&"stop")).await;
     assert_ne!(server.state(), ServerState::Ready);
 }
+
+mod cluster;
