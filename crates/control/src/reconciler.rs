@@ -81,6 +81,16 @@ impl Control {
         Control::spawn_with_probe(table, drivers, Arc::new(probe::Tcp))
     }
 
+    /// [`Control::spawn`], as one replica of a cluster when `cluster` is given (see
+    /// [`Control::spawn_with`]).
+    pub fn spawn_clustered(
+        table: Arc<Table>,
+        drivers: Drivers,
+        cluster: Option<ClusterHandle>,
+    ) -> Control {
+        Control::spawn_with(table, drivers, Arc::new(probe::Tcp), cluster)
+    }
+
     /// [`Control::spawn`] with the readiness and connect checks done by `probe`.
     pub fn spawn_with_probe(table: Arc<Table>, drivers: Drivers, probe: Arc<dyn Probe>) -> Control {
         Control::spawn_with(table, drivers, probe, None)

@@ -101,6 +101,8 @@ pub struct Options {
 /// A rouse serving in the background of the current tokio runtime.
 pub struct Rouse {
     control: Option<Control>,
+    /// Set: one replica of a `[cluster]`.
+    replica: Option<crate::cluster::Replica>,
     /// The current table generation; the admin API reads it on every request.
     table: Arc<ArcSwap<Table>>,
     reloader: Arc<Reloader>,
@@ -127,6 +129,9 @@ impl Rouse {
     }
 
     pub async fn start_with(config: Config, options: Options) -> std::io::Result<Rouse> {
+        if let Some(why) = crate::cluster::unsupported(&config) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+        }
         // A bad certificate file is a bad config: refused before anything is bound.
         let certs = crate::certs::load(&config).map_err(|errors| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, errors.join("\n"))
@@ -195,7 +200,12 @@ impl Rouse {
             embedded: embedded_driver(&config, &options, children).await,
             supervisord: supervisord_drivers(&config, None, &handed_over),
         };
-        let control = Control::spawn(Arc::clone(&table), drivers.clone());
+        let replica = crate::cluster::Replica::start(&config);
+        let control = Control::spawn_clustered(
+            Arc::clone(&table),
+            drivers.clone(),
+            replica.as_ref().map(|r| r.handle()),
+        );
         let access_log = start_access_log(&config.log);
         let settings = Settings::new(&config.proxy, false).with_access_log(access_log.clone());
         let proxy = Proxy::new(settings, &table);
@@ -263,6 +273,7 @@ impl Rouse {
         serving.serve(listeners, admin);
         Rouse {
             control: Some(control),
+            replica,
             table,
             reloader,
             admin_addr,
@@ -372,6 +383,9 @@ impl Rouse {
             } else {
                 control.shutdown().await;
             }
+        }
+        if let Some(replica) = self.replica.take() {
+            replica.leave().await;
         }
     }
 }

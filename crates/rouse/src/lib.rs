@@ -15,6 +15,7 @@ pub mod activation;
 mod app;
 pub mod certs;
 pub mod client;
+pub mod cluster;
 mod handed;
 pub mod handover;
 pub mod load;

@@ -234,6 +234,10 @@ fn certificates(config: &rouse_config::Config) -> Option<rouse::certs::Certifica
 fn check(path: &std::path::Path, online: bool) -> ExitCode {
     match rouse_config::load(path) {
         Ok(c) => {
+            if let Some(why) = rouse::cluster::unsupported(&c) {
+                eprintln!("{}: {why}", path.display());
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
             let Some(certs) = certificates(&c) else {
                 return ExitCode::from(EXIT_BAD_CONFIG);
             };
