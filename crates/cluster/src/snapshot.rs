@@ -164,6 +164,25 @@ impl Snapshot {
         })
     }
 
+    /// Some other live replica took server `index` of `upstream` back after it saw the drain
+    /// (for requests it held): it routes there, so the leader's stop would never come; the
+    /// leader takes it back too, and drains again later if the load says so.
+    pub fn reclaimed(&self, upstream: &str, index: usize) -> bool {
+        let Some(drain) = self.drains.get(&(upstream.to_owned(), index)) else {
+            return false;
+        };
+        self.members.iter().filter(|m| **m != self.id).any(|m| {
+            self.reports.get(m).is_some_and(|r| {
+                r.report.seen >= drain.revision
+                    && r.report
+                        .upstreams
+                        .get(upstream)
+                        .and_then(|u| u.servers.get(&index))
+                        .is_some_and(|s| !s.draining)
+            })
+        })
+    }
+
     /// Every other live replica's report, made after it saw the drain, leaves server `index`
     /// of `upstream` out (stopped or failed in its view): the leader may delete the drain key.
     /// Deleting it sooner would make a replica that has not yet seen the stop route to the

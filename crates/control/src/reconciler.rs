@@ -485,7 +485,16 @@ impl Reconciler {
                     // stop not made, the next one must carry the same reason (not `manual`,
                     // which would pass).
                     if let Action::Stop(index, why) = a {
-                        self.ups[u].policy.note_drained(index, why);
+                        if c.reclaimed(&name, i) {
+                            tracing::info!(
+                                upstream = name,
+                                server = %self.ups[u].servers[i].address(),
+                                "another replica took this server back for its requests: undrained"
+                            );
+                            self.feed(u, i, Input::Undrain, now);
+                        } else {
+                            self.ups[u].policy.note_drained(index, why);
+                        }
                     }
                     continue;
                 }

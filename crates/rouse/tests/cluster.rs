@@ -228,7 +228,11 @@ async fn stays_running(rig: &Rig, program: &str, span: Duration) {
 async fn traffic_through_one_replica_keeps_the_server_up_for_all() {
     let rig = Rig::new().await;
     let a = rig.replica("a").await;
-    assert_eq!(wait_leader(&[&a], WAIT).await, "a", "the first replica leads");
+    assert_eq!(
+        wait_leader(&[&a], WAIT).await,
+        "a",
+        "the first replica leads"
+    );
     let b = rig.replica("b").await;
     assert_eq!(b.leader().await.as_deref(), Some("a"));
 
@@ -269,7 +273,11 @@ async fn summed_load_scales_up_where_each_replica_alone_would_not() {
     };
     let a_reqs = [slow(&a), slow(&a)];
     sleep(Duration::from_secs(3)).await;
-    assert_eq!(rig.state("app1").await, "STOPPED", "a's load alone needs one server");
+    assert_eq!(
+        rig.state("app1").await,
+        "STOPPED",
+        "a's load alone needs one server"
+    );
 
     // Two more through b: four in flight over the cluster, two servers' worth.
     let b_reqs = [slow(&b), slow(&b)];
@@ -311,11 +319,15 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_nothing_in_use_stops()
         took <= LEASE_TTL + Duration::from_millis(1500),
         "took {took:?}"
     );
-    wait_until("a gone from the members", Duration::from_secs(2), || async {
-        b.cluster()
-            .await
-            .is_some_and(|c| c["members"] == serde_json::json!(["b", "c"]))
-    })
+    wait_until(
+        "a gone from the members",
+        Duration::from_secs(2),
+        || async {
+            b.cluster()
+                .await
+                .is_some_and(|c| c["members"] == serde_json::json!(["b", "c"]))
+        },
+    )
     .await;
 
     // b's traffic goes on through all this: app0 is never stopped.
@@ -340,7 +352,9 @@ async fn etcd_down_stops_nothing_wakes_still_work_and_decisions_resume_when_it_r
     rig.etcd.stop().await;
     for r in [&a, &b] {
         wait_until(&format!("{} to see etcd down", r.id), WAIT, || async {
-            r.cluster().await.is_some_and(|c| c["etcd"] == "unreachable")
+            r.cluster()
+                .await
+                .is_some_and(|c| c["etcd"] == "unreachable")
         })
         .await;
     }

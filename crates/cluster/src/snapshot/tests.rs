@@ -101,8 +101,10 @@ fn a_stop_waits_for_every_member_to_report_the_drain() {
         !s.drained_everywhere("app", 0),
         "c still has a request on it"
     );
+    assert!(!s.reclaimed("app", 0), "draining everywhere it is seen");
     put(&mut s, "c", report(11, busy(0, 0, false), 0, 0.0));
     assert!(!s.drained_everywhere("app", 0), "c still routes to it");
+    assert!(s.reclaimed("app", 0), "c took it back after the drain");
     put(&mut s, "c", report(11, None, 0, 0.0));
     assert!(s.drained_everywhere("app", 0), "stopped in c's view");
     s.members.remove("b");

@@ -63,6 +63,17 @@ impl Coordination {
         rouse_cluster::permitted(action, self.leading, everywhere)
     }
 
+    /// A stop of server `i` of `upstream` that may not be made yet: whether it never will,
+    /// because another replica took the server back (see `Snapshot::reclaimed`); the leader
+    /// then takes it back too, and its key goes.
+    pub(super) fn reclaimed(&self, upstream: &str, i: usize) -> bool {
+        let reclaimed = self.leading && self.snapshot.reclaimed(upstream, i);
+        if reclaimed {
+            self.handle.undrain(upstream, i);
+        }
+        reclaimed
+    }
+
     /// The leader carried out `action` on server `i` of `upstream`: the cluster hears of it.
     pub(super) fn carried_out(&mut self, upstream: &str, i: usize, action: Action, now: Instant) {
         if !self.leading {

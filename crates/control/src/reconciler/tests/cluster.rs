@@ -266,3 +266,37 @@ async fn etcd_lost_while_draining_stops_nothing_and_routes_again() {
     let _ = r.commands();
     drop(r.control);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_another_replica_took_back_is_taken_back_by_the_leader_too() {
+    let mut r = Replica::ready().await;
+    r.set(|s| lead(s, &["a", "b"]));
+    wait_for(r.server(), ServerState::Draining).await;
+    let _ = r.commands();
+    // b saw the drain, then took the server back for requests it held.
+    r.set(|s| {
+        s.drains.insert(("app".into(), 0), key(7));
+        s.revision = 7;
+        s.reports.insert(
+            "b".into(),
+            report(
+                7,
+                Some(ServerLoad {
+                    in_flight: 0,
+                    idle_ms: 0,
+                    draining: false,
+                }),
+            ),
+        );
+    });
+    wait_for(r.server(), ServerState::Ready).await;
+    assert_eq!(
+        r.commands(),
+        [Command::Undrain {
+            upstream: "app".into(),
+            index: 0
+        }]
+    );
+    assert_eq!(r.driver.calls(), ["start"], "never stopped");
+    drop(r.control);
+}
