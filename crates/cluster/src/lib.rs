@@ -14,10 +14,14 @@
 //! - `drain/UPSTREAM/INDEX`: the leader drains that server everywhere (the leader's lease, so
 //!   a dead leader's drains vanish and the servers are routed to again).
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod handle;
 mod report;
 mod snapshot;
 
+#[cfg(feature = "etcd")]
+pub use etcd::Cluster;
 pub use handle::{ClusterHandle, Command, Shell, channels};
 pub use report::{Report, ServerLoad, UpstreamLoad};
 pub use snapshot::{Drain, EtcdState, Received, Remote, Snapshot};
