@@ -14,7 +14,8 @@ out="${CARGO_TARGET_DIR:-target}/debian"
 mkdir -p "$out"
 # A release build of the rouse binary (the workspace's release profile keeps line tables for
 # backtraces; the package's binary is stripped: 85 MB -> about 10 MB).
+# The package has every feature users may configure: `cluster` ([cluster], through etcd).
 # cargo-deb prints the package's path last on stdout; its progress goes to stderr.
-deb=$(cargo deb -p rouse --locked --strip --output "$out" "$@" | tail -n1)
+deb=$(cargo deb -p rouse --locked --strip --features cluster --output "$out" "$@" | tail -n1)
 [[ -f "$deb" ]] || { echo "package.sh: cargo deb made no package ($deb)" >&2; exit 1; }
 echo "$deb"

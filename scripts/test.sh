@@ -13,6 +13,11 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 # The ACME tests get certificates from pebble, a real ACME CA, with pebble-challtestsrv as its DNS.
 command -v pebble >/dev/null || need_apt+=(pebble)
+# The cluster tests run a real etcd; etcd-client's build (rouse's `cluster` feature) needs protoc.
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+# ... and the well-known types (google/protobuf/descriptor.proto, ...) its protos import.
+[[ -f /usr/include/google/protobuf/descriptor.proto ]] || need_apt+=(libprotobuf-dev)
 # examples/full.toml names Debian's CA bundle as a tls_ca_file, which must exist to validate.
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
 if ((${#need_apt[@]})); then
@@ -27,9 +32,9 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== tests"
-cargo test --workspace --locked
+cargo test --workspace --all-features --locked
 echo "== package"
 # The Debian package (release build, cargo-deb installed once), installed and run as the
 # systemd unit would, then purged: scripts/package-test.sh. Bounded: every wait inside it is.

@@ -16,12 +16,16 @@
 
 mod drains;
 mod gate;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod handle;
 mod report;
 mod snapshot;
 
 pub use drains::{DrainBook, Follow, Key};
 pub use gate::{for_the_cluster, permitted};
+#[cfg(feature = "etcd")]
+pub use etcd::Cluster;
 pub use handle::{ClusterHandle, Command, Shell, channels};
 pub use report::{Report, ServerLoad, UpstreamLoad};
 pub use snapshot::{Drain, EtcdState, Received, Remote, Snapshot};

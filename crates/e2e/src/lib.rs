@@ -24,7 +24,7 @@ pub mod pattern;
 
 pub use backend::{Backend, BackendConfig, ServeOutcome, Stats};
 pub use harness::{
-    BackendProcess, BackendProcessBuilder, InProcessBackend, Pebble, Program, SimpleResponse,
+    BackendProcess, BackendProcessBuilder, Etcd, InProcessBackend, Pebble, Program, SimpleResponse,
     SupervisordBuilder, SupervisordProcess, backend_bin, free_addr, free_port, http_get,
     spawn_in_process, spawn_in_process_at, spawn_in_process_with, stats, try_stats, unique_addr,
     unique_port, url, wait_until,

@@ -35,7 +35,7 @@ pub fn id(config: &Config, cluster: &ClusterConfig) -> String {
 /// The running replica: its etcd task.
 pub struct Replica {
     #[cfg(feature = "cluster")]
-    cluster: rouse_cluster::etcd::Cluster,
+    cluster: rouse_cluster::Cluster,
     handle: ClusterHandle,
 }
 
@@ -51,7 +51,7 @@ impl Replica {
 
     #[cfg(feature = "cluster")]
     fn join(config: &ClusterConfig, id: String) -> Option<Replica> {
-        let cluster = rouse_cluster::etcd::Cluster::start(config, id);
+        let cluster = rouse_cluster::Cluster::start(config, id);
         let handle = cluster.handle();
         Some(Replica { cluster, handle })
     }

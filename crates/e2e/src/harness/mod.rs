@@ -5,6 +5,7 @@
 //! - [`free_port`] / [`free_addr`]: an address to give something that must be told one;
 //!   [`unique_port`] / [`unique_addr`] for one that is bound again after a kill or restart.
 //! - [`SupervisordProcess`]: a real supervisord of the test's own, with [`Program`] sections.
+//! - [`Etcd`]: a real etcd of the test's own, stopped and started again at will.
 //! - [`Pebble`]: a real ACME CA (Debian's pebble) of the test's own, validating HTTP-01.
 //! - [`wait_until`]: poll for a condition instead of sleeping and hoping.
 //! - [`stats`] / [`http_get`]: a minimal HTTP/1.1 client, so the lib needs no reqwest.
@@ -12,6 +13,7 @@
 //! The helpers panic with a message on failure: they are for tests.
 
 mod client;
+mod etcd;
 mod in_process;
 mod net;
 mod pebble;
@@ -20,6 +22,7 @@ mod supervisord;
 mod wait;
 
 pub use client::{SimpleResponse, http_get, stats, try_stats, url};
+pub use etcd::Etcd;
 pub use in_process::{
     InProcessBackend, spawn_in_process, spawn_in_process_at, spawn_in_process_with,
 };
