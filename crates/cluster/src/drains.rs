@@ -116,11 +116,13 @@ impl DrainBook {
                 here,
                 None | Some(ServerState::Stopped | ServerState::Failed)
             );
-            if leading && down && snapshot.stopped_everywhere(&key.0, key.1) {
-                if let Some(e) = self.entries.get_mut(key).filter(|e| !e.forgetting) {
-                    e.forgetting = true;
-                    out.push((key.clone(), Follow::Forget));
-                }
+            if leading
+                && down
+                && snapshot.stopped_everywhere(&key.0, key.1)
+                && let Some(e) = self.entries.get_mut(key).filter(|e| !e.forgetting)
+            {
+                e.forgetting = true;
+                out.push((key.clone(), Follow::Forget));
             }
         }
         let timeout = self.ask_timeout;

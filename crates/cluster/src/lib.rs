@@ -15,17 +15,17 @@
 //!   a dead leader's drains vanish and the servers are routed to again).
 
 mod drains;
-mod gate;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod gate;
 mod handle;
 mod report;
 mod snapshot;
 
 pub use drains::{DrainBook, Follow, Key};
-pub use gate::{for_the_cluster, permitted};
 #[cfg(feature = "etcd")]
 pub use etcd::Cluster;
+pub use gate::{for_the_cluster, permitted};
 pub use handle::{ClusterHandle, Command, Shell, channels};
 pub use report::{Report, ServerLoad, UpstreamLoad};
 pub use snapshot::{Drain, EtcdState, Received, Remote, Snapshot};

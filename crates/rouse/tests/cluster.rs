@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rouse_e2e::harness::etcd::Etcd;
-use rouse_e2e::{Program, SupervisordProcess, http_get, wait_until};
+use rouse_e2e::{Etcd, Program, SupervisordProcess, http_get, wait_until};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep};
