@@ -469,3 +469,31 @@ fn every_error_of_the_section_is_reported_at_once() {
     let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, [2, 3, 4, 5], "{errors:?}");
 }
+
+/// full.toml documents the whole format; `[cluster]` is there commented out, since a rouse run
+/// on it would then look for etcd (examples/cluster.toml is the one to run).
+#[test]
+fn full_example_documents_every_cluster_key() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let text = std::fs::read_to_string(dir.join("full.toml")).unwrap();
+    assert!(text.contains("# [cluster]"), "no [cluster] in full.toml");
+    for key in [
+        "etcd",
+        "name",
+        "id",
+        "lease_ttl",
+        "timeout",
+        "user",
+        "password",
+        "ca_file",
+        "cert_file",
+        "key_file",
+    ] {
+        let documented = text
+            .lines()
+            .any(|line| line.trim_start().starts_with(&format!("# {key} =")));
+        assert!(documented, "full.toml does not document [cluster] {key}");
+    }
+    let example = rouse_config::load(&dir.join("cluster.toml")).expect("examples/cluster.toml");
+    assert!(example.cluster.is_some());
+}
