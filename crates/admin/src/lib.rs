@@ -3,7 +3,7 @@
 //! | method, path | answer |
 //! |---|---|
 //! | `GET /` | the HTML dashboard ([`dashboard`]) |
-//! | `GET /status` | JSON snapshot of the live table and recent lifecycle events ([`routes::status`]) |
+//! | `GET /status` | JSON snapshot of the live table, recent lifecycle events and the cluster ([`routes::status`]) |
 //! | `GET /history` | the last 15 minutes per upstream, for the dashboard's charts ([`routes::history`]) |
 //! | `GET /supervisors` | each supervisor: reachable or not, its programs' pids and uptimes ([`routes::supervisors`]) |
 //! | `GET /metrics` | Prometheus text, or OpenMetrics when asked for ([`routes::metrics`]) |
@@ -46,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use routes::Answer;
+pub use routes::cluster::ClusterStatus;
 pub use routes::reload::{ReloadHook, ReloadRefused};
 pub use routes::status::{Event, ServerStatus, Status, UpstreamStatus};
 pub use routes::upgrade::{UpgradeHook, UpgradeRefused};
@@ -66,6 +67,9 @@ pub struct AdminState {
     pub upgrade: Option<routes::upgrade::UpgradeHook>,
     /// The samples `GET /history` serves; [`serve`] keeps taking them.
     pub history: Arc<history::History>,
+    /// `[cluster]`: the etcd shell's snapshot, for `/status`, `/metrics` and the dashboard;
+    /// None without it.
+    pub cluster: Option<rouse_cluster::ClusterHandle>,
 }
 
 /// Longest any one request may take (a manual command waits up to 10 s for the control plane).

@@ -60,6 +60,7 @@ pub struct FileConfig {
     pub upstream_key: Option<Range<usize>>,
     /// `upstream` was there but not an array of tables (already reported).
     pub upstream_rejected: bool,
+    pub cluster: Option<Section<FileCluster>>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +188,22 @@ pub struct FileSupervisor {
     pub ca_file: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<FileDuration>>,
     pub timeout: Option<Spanned<FileDuration>>,
+}
+
+/// `[cluster]`: replicas coordinated through etcd.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileCluster {
+    pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    pub name: Option<Spanned<String>>,
+    pub id: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<FileDuration>>,
+    pub timeout: Option<Spanned<FileDuration>>,
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

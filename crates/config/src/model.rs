@@ -41,7 +41,8 @@ pub struct ClusterConfig {
     /// and a leader that cannot refresh it stops deciding stops before it runs out
     /// (default 5s).
     pub lease_ttl: Duration,
-    /// Each etcd call, connecting included (default 2s).
+    /// Each etcd call, connecting included (default 1s; always under a third of `lease_ttl`,
+    /// so a slow keep-alive is still answered before the lease it renews is counted lost).
     pub timeout: Duration,
     /// etcd's user name and password (both or neither).
     pub user: Option<String>,

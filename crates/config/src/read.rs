@@ -15,11 +15,18 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::error::Diagnostics;
 use crate::fields::{field_names, suggest};
 use crate::file::{
-    FileAcme, FileAdmin, FileConfig, FileLog, FileProxy, FileServer, FileSupervisor,
+    FileAcme, FileAdmin, FileCluster, FileConfig, FileLog, FileProxy, FileServer, FileSupervisor,
     FileSupervisorEntry, FileTls, FileUpstream, FileUpstreamEntry, Section,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["proxy", "admin", "log", "supervisors", "upstream"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "proxy",
+    "admin",
+    "log",
+    "supervisors",
+    "upstream",
+    "cluster",
+];
 
 /// `None` only for a TOML syntax error: past one, the parser's recovery guesses too much for
 /// further errors to be worth showing.
@@ -42,6 +49,9 @@ pub(crate) fn read(text: &str, diagnostics: &mut Diagnostics) -> Option<FileConf
             }
             "admin" => file.admin = table::<FileAdmin>(value, "[admin]", &[], diagnostics),
             "log" => file.log = table::<FileLog>(value, "[log]", &[], diagnostics),
+            "cluster" => {
+                file.cluster = table::<FileCluster>(value, "[cluster]", &[], diagnostics);
+            }
             "supervisors" => file.supervisors = supervisors(value, diagnostics),
             "upstream" => {
                 file.upstream_key = Some(key.span());

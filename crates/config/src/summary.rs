@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 
 use crate::duration::format_duration;
-use crate::model::{AcmeConfig, Balance, CommandLine, Config, LogFormat, Readiness, SupervisorRef};
+use crate::model::{
+    AcmeConfig, Balance, ClusterConfig, CommandLine, Config, LogFormat, Readiness, SupervisorRef,
+};
 use crate::size::format_size;
 
 /// Width of the labels of the first block, "supervisors" and two spaces.
@@ -114,6 +116,9 @@ pub fn summary(config: &Config) -> String {
     }
     if let Some(acme) = &config.proxy.acme {
         let _ = writeln!(out, "{:<LABEL$}{}", "acme", acme_summary(acme));
+    }
+    if let Some(cluster) = &config.cluster {
+        let _ = writeln!(out, "{:<LABEL$}{}", "cluster", cluster_summary(cluster));
     }
     // The supervisors' own table is aligned on its own, shifted right of the labels.
     for (i, line) in supervisors.lines().enumerate() {
@@ -318,6 +323,34 @@ fn acme_summary(acme: &AcmeConfig) -> String {
         acme.directory,
         format_duration(acme.renew_before),
         acme.dir.display()
+    )
+}
+
+/// `"edge" through etcd http://…, http://…; id edge-1 (lease 5s, timeout 1s, user ops)`: the
+/// password never, whoever reads the output.
+fn cluster_summary(cluster: &ClusterConfig) -> String {
+    let id = match &cluster.id {
+        Some(id) => format!("id {id}"),
+        None => "id: host name/first listen address".to_owned(),
+    };
+    let mut details = vec![
+        format!("lease {}", format_duration(cluster.lease_ttl)),
+        format!("timeout {}", format_duration(cluster.timeout)),
+    ];
+    if let Some(user) = &cluster.user {
+        details.push(format!("user {user}"));
+    }
+    if let Some(ca) = &cluster.ca_file {
+        details.push(format!("CA {}", ca.display()));
+    }
+    if let Some(cert) = &cluster.cert_file {
+        details.push(format!("client certificate {}", cert.display()));
+    }
+    format!(
+        "\"{}\" through etcd {}; {id} ({})",
+        cluster.name,
+        cluster.etcd.join(", "),
+        details.join(", ")
     )
 }
 

@@ -387,3 +387,35 @@ async fn a_removed_server_kept_busy_by_a_websocket_is_stopped_after_shutdown_tim
     assert_eq!(get(&c, &url(rouse.addr(), "/"), &[]).await.body, "b");
     rouse.shutdown().await;
 }
+
+/// `[cluster]` is the process's etcd session (its lease, membership and leadership): a change
+/// is left to a new process, as one of `[admin]` or `[log]` is, and the running one keeps its
+/// value until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_change_is_left_to_a_new_process() {
+    let a = spawn_in_process("a").await;
+    let body = static_upstream("s", &[], "", &[a.addr()]);
+    let rouse = rouse::Rouse::start(config(&body))
+        .await
+        .expect("rouse starts");
+    let cluster = |name: &str| {
+        format!("{body}\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nname = \"{name}\"\n")
+    };
+    assert_eq!(rouse.reload(&config(&cluster("edge"))).await, ["[cluster]"]);
+    // Not applied: the same file again is still a change from what runs.
+    assert_eq!(rouse.reload(&config(&cluster("edge"))).await, ["[cluster]"]);
+    assert_eq!(rouse.reload(&config(&body)).await, Vec::<String>::new());
+    // The rest of a reload still applies alongside.
+    let b = spawn_in_process("b").await;
+    let moved = static_upstream("s", &[], "", &[b.addr()]);
+    let with_cluster =
+        format!("{moved}\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nname = \"edge\"\n");
+    assert_eq!(rouse.reload(&config(&with_cluster)).await, ["[cluster]"]);
+    let r = client()
+        .get(url(rouse.addr(), "/"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().await.unwrap(), "b");
+}

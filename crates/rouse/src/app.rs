@@ -269,6 +269,7 @@ impl Rouse {
             reload: Some(reloader.hook()),
             upgrade: Some(upgrade_hook(&upgrader)),
             history: Default::default(),
+            cluster: None,
         });
         serving.serve(listeners, admin);
         Rouse {

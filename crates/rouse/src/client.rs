@@ -501,6 +501,21 @@ pub fn format_status(status: &Status, events: usize) -> String {
     if status.upstreams.is_empty() {
         out.push_str("(no upstreams)\n");
     }
+    if let Some(c) = &status.cluster {
+        let leader = match &c.leader {
+            Some(leader) if *leader == c.id => format!("{leader} (this one)"),
+            Some(leader) => leader.clone(),
+            None => "none".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "\ncluster {:?}: this replica {}, leader {leader}, members {}; etcd {}",
+            c.name,
+            c.id,
+            c.members.join(", "),
+            c.etcd
+        );
+    }
     let timeouts: Vec<String> = status
         .upstreams
         .iter()
@@ -576,6 +591,7 @@ mod tests {
             token_required: false,
             version: String::new(),
             pid: 0,
+            cluster: None,
         };
         let text = format_status(&status, 5);
         let lines: Vec<&str> = text.lines().collect();
@@ -592,6 +608,34 @@ mod tests {
             text.contains("2024-01-01T00:00:00.000Z  app server 1 (127.0.0.1:9101)  start: demand"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_cluster_line_is_there_with_a_cluster_only() {
+        let mut status = app("ready", Vec::new());
+        assert!(!format_status(&status, 5).contains("cluster"));
+        status.cluster = Some(rouse_admin::ClusterStatus {
+            name: "edge".into(),
+            id: "edge-1".into(),
+            leader: Some("edge-2".into()),
+            members: vec!["edge-1".into(), "edge-2".into()],
+            etcd: "ok".into(),
+        });
+        let text = format_status(&status, 5);
+        assert!(
+            text.lines().any(|l| l
+                == "cluster \"edge\": this replica edge-1, leader edge-2, members edge-1, \
+                    edge-2; etcd ok"),
+            "{text}"
+        );
+        let c = status.cluster.as_mut().unwrap();
+        c.leader = None;
+        c.etcd = "unreachable".into();
+        let text = format_status(&status, 5);
+        assert!(text.contains("leader none, "), "{text}");
+        assert!(text.contains("; etcd unreachable"), "{text}");
+        status.cluster.as_mut().unwrap().leader = Some("edge-1".into());
+        assert!(format_status(&status, 5).contains("leader edge-1 (this one), "));
     }
 
     fn event(what: &str, server: usize, detail: &str, at: u64) -> Event {
@@ -627,6 +671,7 @@ mod tests {
             token_required: false,
             version: String::new(),
             pid: 0,
+            cluster: None,
         }
     }
 

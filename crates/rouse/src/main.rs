@@ -191,6 +191,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
+            // Here rather than in `Rouse::start_with` alone: the new process of an upgrade (and
+            // of a reload that adds [cluster]) takes over its listeners without it.
+            if let Some(why) = rouse::cluster::unsupported(&config) {
+                eprintln!("rouse: {}: {why}", path.display());
+                if let Some(i) = &incoming {
+                    i.failed(&why);
+                }
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
             if certificates(&config).is_none() {
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }

@@ -29,8 +29,8 @@ pub struct Reloaded {
     pub changes: Arc<Changes>,
     /// Sections that changed but keep their running values until a restart.
     pub not_applied: Vec<String>,
-    /// The pid of the new rouse process that took over to apply `[proxy]`, `[log]` or
-    /// `[admin]` changes (see [`crate::upgrade`]).
+    /// The pid of the new rouse process that took over to apply `[proxy]`, `[log]`,
+    /// `[admin]` or `[cluster]` changes (see [`crate::upgrade`]).
     pub upgraded: Option<u32>,
     /// Programs the supervisords do not know, and supervisords that could not be asked.
     pub warnings: Vec<String>,
@@ -239,6 +239,12 @@ impl Reloader {
         if config.log != running.config.log {
             not_applied.push("[log]".to_owned());
             applied.log = running.config.log.clone();
+        }
+        // The etcd session (lease, membership, leadership) is the process's: a new process
+        // joins with the new settings as the old one leaves, as for [admin]'s listener.
+        if config.cluster != running.config.cluster {
+            not_applied.push("[cluster]".to_owned());
+            applied.cluster = running.config.cluster.clone();
         }
         let drivers = Drivers {
             embedded: running.drivers.embedded.clone(),

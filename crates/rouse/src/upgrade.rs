@@ -1,4 +1,5 @@
-//! `rouse upgrade` (and SIGUSR2, and a reload that changes `[proxy]`, `[log]` or `[admin]`):
+//! `rouse upgrade` (and SIGUSR2, and a reload that changes `[proxy]`, `[log]`, `[admin]` or
+//! `[cluster]`):
 //! a new rouse process takes over, and this one drains and exits, with no connection
 //! refused.
 //!

@@ -591,6 +591,38 @@ async fn a_listen_change_is_applied_by_reload_through_a_new_process() {
     assert!(matches!(refused, Err((true, _))), "{refused:?}");
 }
 
+/// A changed `[cluster]` goes the way of a changed `[proxy]`: a new process joins with it; a
+/// build without the `cluster` feature refuses it there, and the running one serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_change_is_applied_by_reload_through_a_new_process() {
+    let (mut rig, backend) = static_rig().await;
+    let old = rig.current();
+    // Nothing answers there: a rouse never waits for etcd to start serving.
+    let [etcd] = free_addrs();
+    let changed = format!(
+        "{}\n[cluster]\netcd = [\"http://{etcd}\"]\nname = \"edge\"\n",
+        STATIC.replace("BACKEND", &backend.addr().to_string())
+    );
+    rig.rewrite(&changed);
+    let (code, out, err) = rig.cli(&["reload"]).await;
+    if cfg!(feature = "cluster") {
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("took over to apply [cluster]"), "{out}");
+        let new = pid_in(&out).unwrap();
+        rig.took_over(new).await;
+        wait_gone(old, WAIT).await;
+    } else {
+        let said = format!("{out}{err}");
+        assert!(said.contains("[cluster]"), "{said}");
+        assert!(
+            said.contains("needs a rouse built with the `cluster` feature"),
+            "{said}"
+        );
+        assert_eq!(rig.status_pid().await, Some(old), "{said}");
+    }
+    get_once(rig.proxy).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_is_told_the_new_main_pid() {
     let (mut rig, _backend) = static_rig().await;

@@ -3,6 +3,8 @@
 //! `rouse_in_flight{upstream,server}`, `rouse_upgraded_connections{upstream,server}`,
 //! `rouse_held_requests{upstream}` and `rouse_server_state{upstream,server,state}` (1 for the
 //! current state, 0 for the five others). `server` is the server's address, as in every family.
+//! With `[cluster]`, also `rouse_cluster_leader`, `rouse_cluster_members` and
+//! `rouse_cluster_etcd_up` ([`super::cluster`]).
 //!
 //! Prometheus text (0.0.4) by default; OpenMetrics when the scraper's `Accept` asks for it.
 
@@ -68,6 +70,16 @@ struct StateLabels {
 
 /// Every metric of `table`, encoded in `format`.
 pub fn render(table: &Table, format: Format) -> Result<String, std::fmt::Error> {
+    render_with(table, None, format)
+}
+
+/// [`render`], and the `rouse_cluster_*` gauges of `cluster`'s snapshot at the instant given,
+/// when rouse runs with `[cluster]`.
+pub fn render_with(
+    table: &Table,
+    cluster: Option<(&rouse_cluster::Snapshot, tokio::time::Instant)>,
+    format: Format,
+) -> Result<String, std::fmt::Error> {
     let in_flight = Family::<ServerLabels, Gauge>::default();
     let upgraded = Family::<ServerLabels, Gauge>::default();
     let held = Family::<rouse_state::metrics::UpstreamLabels, Gauge>::default();
@@ -126,6 +138,9 @@ pub fn render(table: &Table, format: Format) -> Result<String, std::fmt::Error> 
         "1 for each server's current state (stopped, starting, ready, draining, stopping, failed), else 0",
         Declared(states),
     );
+    if let Some((snapshot, now)) = cluster {
+        super::cluster::register(&mut registry, snapshot, now);
+    }
 
     let mut out = String::new();
     match format {
@@ -140,7 +155,9 @@ pub fn render(table: &Table, format: Format) -> Result<String, std::fmt::Error> 
 pub async fn handler(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(&headers);
     let table = state.table.load_full();
-    match render(&table, format) {
+    let cluster = state.cluster.as_ref().map(|c| c.snapshot());
+    let now = tokio::time::Instant::now();
+    match render_with(&table, cluster.as_deref().map(|s| (s, now)), format) {
         Ok(text) => (
             [
                 (header::CONTENT_TYPE, format.content_type()),

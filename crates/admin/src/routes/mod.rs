@@ -1,5 +1,6 @@
 //! The JSON and text endpoints, and the answer every command and error shares.
 
+pub mod cluster;
 pub mod history;
 pub mod manual;
 pub mod metrics;

@@ -35,6 +35,10 @@ pub struct Status {
     /// The pid of the rouse process answering: it changes with `rouse upgrade` (and SIGUSR2).
     #[serde(default)]
     pub pid: u32,
+    /// `[cluster]`: the replicas coordinated through etcd, as this one sees them; absent
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::cluster::ClusterStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +192,7 @@ pub fn snapshot(table: &Table, now: Instant, events: usize, token_required: bool
         token_required,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),
+        cluster: None,
     }
 }
 
@@ -199,12 +204,16 @@ pub struct StatusQuery {
 
 pub async fn handler(State(state): State<AdminState>, query: Query<StatusQuery>) -> Response {
     let table = state.table.load_full();
-    let status = snapshot(
+    let mut status = snapshot(
         &table,
         Instant::now(),
         query.events.unwrap_or(DEFAULT_EVENTS),
         state.token.is_some(),
     );
+    status.cluster = state
+        .cluster
+        .as_ref()
+        .map(|c| super::cluster::ClusterStatus::of(&c.snapshot()));
     ([(http::header::CACHE_CONTROL, "no-store")], Json(status)).into_response()
 }
 

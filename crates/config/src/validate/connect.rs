@@ -150,7 +150,16 @@ pub(crate) fn resolve_interval(file: &FileUpstream, cx: &mut Context<'_>) -> Dur
 
 /// A CA file must be there, readable and hold PEM certificates: found at load (and reload)
 /// rather than at the first connection, when the operator has moved on.
-fn ca_file(path: &str) -> Result<(), String> {
+pub(crate) fn ca_file(path: &str) -> Result<(), String> {
+    pem_file(path, "-----BEGIN CERTIFICATE-----", "certificate")
+}
+
+/// A private key file, checked as [`ca_file`] is: a PEM key of any kind (PKCS#8, RSA, EC).
+pub(crate) fn key_file(path: &str) -> Result<(), String> {
+    pem_file(path, "PRIVATE KEY-----", "private key")
+}
+
+fn pem_file(path: &str, marker: &str, what: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("empty path".into());
     }
@@ -159,16 +168,16 @@ fn ca_file(path: &str) -> Result<(), String> {
         return Err(format!("{path} is not a file"));
     }
     if meta.len() > MAX_CA_FILE {
-        return Err(format!("{path} is over 16 MiB: not a CA file"));
+        return Err(format!("{path} is over 16 MiB: not a PEM {what} file"));
     }
     let text = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-    if !text
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(format!(
-            "{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        ));
+    if !text.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+        let shown = if marker.starts_with("-----") {
+            marker.to_owned()
+        } else {
+            format!("-----BEGIN ... {marker}")
+        };
+        return Err(format!("{path} holds no PEM {what} ({shown})"));
     }
     Ok(())
 }

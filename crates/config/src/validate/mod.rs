@@ -6,6 +6,7 @@
 
 mod access_log;
 mod acme;
+mod cluster;
 mod connect;
 mod cross;
 mod limits;
@@ -105,8 +106,10 @@ pub(crate) fn validate(file: &FileConfig, cx: &mut Context<'_>) -> Config {
         log,
         supervisors,
         upstreams: upstreams.into_iter().map(|u| u.config).collect(),
-        // `[cluster]` is read by the next change (issue 13).
-        cluster: None,
+        cluster: file
+            .cluster
+            .as_ref()
+            .map(|section| cluster::cluster(section, cx)),
     }
 }
 
