@@ -269,7 +269,7 @@ impl Rouse {
             reload: Some(reloader.hook()),
             upgrade: Some(upgrade_hook(&upgrader)),
             history: Default::default(),
-            cluster: None,
+            cluster: replica.as_ref().map(|r| r.handle()),
         });
         serving.serve(listeners, admin);
         Rouse {

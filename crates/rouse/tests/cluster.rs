@@ -237,7 +237,8 @@ async fn traffic_through_one_replica_keeps_the_server_up_for_all() {
 
     // Woken through b; a, the leader, never sees a request.
     assert_eq!(b.get("/").await, 200);
-    assert_eq!(rig.state("app0").await, "RUNNING");
+    // Ready to rouse when it accepts connections; RUNNING to supervisord after startsecs.
+    rig.wait_state("app0", "RUNNING", WAIT).await;
     let stop = Arc::new(AtomicBool::new(false));
     let busy = keep_busy(&b, Arc::clone(&stop));
     stays_running(&rig, "app0", 3 * IDLE).await;
@@ -311,6 +312,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_nothing_in_use_stops()
     })
     .await;
     let took = killed.elapsed();
+    eprintln!("{new} leads {took:?} after a was killed");
     assert!(new == "b" || new == "c", "{new}");
     // The lease runs out at most lease_ttl after a's last keep-alive; the key goes with it and
     // the others campaign at once (plus this test's polling of /status).
@@ -346,7 +348,8 @@ async fn etcd_down_stops_nothing_wakes_still_work_and_decisions_resume_when_it_r
     wait_leader(&[&a], WAIT).await;
     let b = rig.replica("b").await;
     assert_eq!(a.get("/").await, 200);
-    assert_eq!(rig.state("app0").await, "RUNNING");
+    // Ready to rouse when it accepts connections; RUNNING to supervisord after startsecs.
+    rig.wait_state("app0", "RUNNING", WAIT).await;
 
     rig.etcd.stop().await;
     for r in [&a, &b] {
@@ -367,7 +370,7 @@ async fn etcd_down_stops_nothing_wakes_still_work_and_decisions_resume_when_it_r
     // A wake does not need etcd.
     assert_eq!(rig.state("app2").await, "STOPPED");
     assert_eq!(b.get_host("other.test", "/").await, 200);
-    assert_eq!(rig.state("app2").await, "RUNNING");
+    rig.wait_state("app2", "RUNNING", WAIT).await;
 
     rig.etcd.start_again().await;
     for r in [&a, &b] {
