@@ -269,7 +269,7 @@ async fn summed_load_scales_up_where_each_replica_alone_would_not() {
     // Two slow requests through a alone: two in flight is one server's target.
     let slow = |r: &Replica| {
         let listen = r.listen;
-        tokio::spawn(async move { http_get(listen, "/delay/6000").await.map(|r| r.status) })
+        tokio::spawn(async move { http_get(listen, "/delay/8000").await.map(|r| r.status) })
     };
     let a_reqs = [slow(&a), slow(&a)];
     sleep(Duration::from_secs(3)).await;
@@ -281,7 +281,9 @@ async fn summed_load_scales_up_where_each_replica_alone_would_not() {
 
     // Two more through b: four in flight over the cluster, two servers' worth.
     let b_reqs = [slow(&b), slow(&b)];
-    rig.wait_state("app1", "RUNNING", Duration::from_secs(5))
+    // Within b's next report (a second), a start, and supervisord's startsecs (1 s); a's
+    // requests are still in flight until 8 s.
+    rig.wait_state("app1", "RUNNING", Duration::from_secs(4))
         .await;
     for r in a_reqs.into_iter().chain(b_reqs) {
         assert_eq!(r.await.unwrap().unwrap(), 200);
