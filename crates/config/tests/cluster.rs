@@ -386,6 +386,18 @@ fn user_and_password_go_together() {
 }
 
 #[test]
+fn etcd_urls_are_all_http_or_all_https() {
+    single(
+        &with_upstream(
+            "\n[cluster]\nname = \"edge\"\netcd = [\"https://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n",
+        ),
+        3,
+        8,
+        &["etcd", "all https://", "not both"],
+    );
+}
+
+#[test]
 fn tls_files_need_https_endpoints() {
     let pems = pems();
     let cert = shown(&pems.cert);

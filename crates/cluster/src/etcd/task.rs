@@ -56,6 +56,9 @@ impl Task {
     /// Sessions until `leave` fires (or its sender is dropped).
     pub(crate) async fn run(mut self, mut leave: oneshot::Receiver<()>) {
         let mut backoff = FIRST_BACKOFF;
+        // A replica that never gets through (a wrong password, no client certificate) must
+        // say why at the default level once, not only at debug.
+        let mut warned = false;
         loop {
             let mut opened = false;
             let Err(e) = self.session(&mut leave, &mut opened).await else {
@@ -63,9 +66,12 @@ impl Task {
             };
             if self.snap.etcd == EtcdState::Ok {
                 tracing::warn!("cluster: etcd lost ({e}); nothing is stopped until it is back");
+            } else if !warned {
+                tracing::warn!("cluster: cannot reach etcd ({e}); trying again with backoff");
             } else {
                 tracing::debug!("cluster: etcd still unreachable: {e}");
             }
+            warned = true;
             self.lost();
             if opened {
                 backoff = FIRST_BACKOFF;

@@ -142,7 +142,7 @@ pub(crate) fn cluster(section: &Section<FileCluster>, cx: &mut Context<'_>) -> C
     }
 }
 
-/// `etcd`: at least one `http://` or `https://` URL, each once.
+/// `etcd`: at least one `http://` or `https://` URL, each once, all of one scheme.
 fn endpoints(section: &Section<FileCluster>, cx: &mut Context<'_>) -> Vec<String> {
     let Some(list) = &section.value.etcd else {
         if !section.is_rejected("etcd") {
@@ -169,6 +169,16 @@ fn endpoints(section: &Section<FileCluster>, cx: &mut Context<'_>) -> Vec<String
             Ok(url) => out.push(url),
             Err(message) => cx.error(written.span(), format!("etcd: {message}")),
         }
+    }
+    // One client reaches them all with one TLS setting: etcd-client refuses an http:// URL
+    // once TLS is on, so a mixed list would never connect.
+    let https = out.iter().filter(|url| values::is_https(url)).count();
+    if https != 0 && https != out.len() {
+        cx.error(
+            list.span(),
+            "etcd: all URLs http:// or all https://, not both: one client with one TLS \
+             setting reaches them all",
+        );
     }
     out
 }

@@ -4,6 +4,10 @@
 //! [`Etcd::stop`] and [`Etcd::start_again`] take it down and bring it back on the same ports
 //! with the same data, as an etcd restarted by its supervisor would be: what a client must
 //! survive without being restarted itself. Dropping an [`Etcd`] kills it.
+//!
+//! [`Etcd::start_tls`]: its client URL is https, with a server certificate signed by a test
+//! CA of its own, and optionally client certificates required. Its health is read from a
+//! third, plain-HTTP port (`--listen-metrics-urls`), so the harness needs no TLS client.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +22,7 @@ use tokio::time::{Instant, sleep, timeout};
 
 use super::client::http_get;
 use super::net::unique_port;
+use super::pki::TestCa;
 
 /// How long etcd may take to answer `/health` with a leader elected (about a second alone).
 const READY_WITHIN: Duration = Duration::from_secs(20);
@@ -29,12 +34,33 @@ pub struct Etcd {
     dir: TempDir,
     client: SocketAddr,
     peer: SocketAddr,
+    /// `/health` without TLS, whatever the client URL needs.
+    metrics: SocketAddr,
+    tls: Option<Tls>,
     child: Option<Child>,
 }
 
+/// How its client URL is secured.
+#[derive(Clone, Copy)]
+struct Tls {
+    /// `--client-cert-auth`: a client without a certificate signed by the test CA is refused.
+    client_cert_auth: bool,
+}
+
 impl Etcd {
-    /// Starts etcd on two new loopback ports and returns once it is healthy.
+    /// Starts etcd on new loopback ports and returns once it is healthy.
     pub async fn start() -> Etcd {
+        Etcd::start_with(None).await
+    }
+
+    /// [`Etcd::start`] with an https client URL: its certificate (for 127.0.0.1 and
+    /// localhost) is signed by the CA in [`Etcd::ca_file`]. With `client_cert_auth`, a client
+    /// must show a certificate signed by that CA too: [`Etcd::client_cert_file`].
+    pub async fn start_tls(client_cert_auth: bool) -> Etcd {
+        Etcd::start_with(Some(Tls { client_cert_auth })).await
+    }
+
+    async fn start_with(tls: Option<Tls>) -> Etcd {
         let dir = tempfile::Builder::new()
             .prefix("etcd")
             .tempdir()
@@ -43,15 +69,49 @@ impl Etcd {
             dir,
             client: ([127, 0, 0, 1], unique_port()).into(),
             peer: ([127, 0, 0, 1], unique_port()).into(),
+            metrics: ([127, 0, 0, 1], unique_port()).into(),
+            tls,
             child: None,
         };
+        if tls.is_some() {
+            let d = etcd.dir.path();
+            let ca = TestCa::new("rouse test CA for etcd");
+            ca.write(&d.join("ca.pem"));
+            ca.server(d, "server");
+            ca.client(d, "client", "rouse");
+        }
         etcd.launch().await;
         etcd
     }
 
-    /// Its client URL (`http://127.0.0.1:PORT`).
+    /// Its client URL (`http://127.0.0.1:PORT`, or `https://` after [`Etcd::start_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client)
+    }
+
+    /// The CA that signed its certificate and [`Etcd::client_cert_file`] (PEM; TLS only).
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls_file("ca.pem")
+    }
+
+    /// A client certificate signed by [`Etcd::ca_file`]'s CA (PEM; TLS only), common name
+    /// `rouse` (which etcd takes as the user name once auth is on and no password is given);
+    /// its key is [`Etcd::client_key_file`].
+    pub fn client_cert_file(&self) -> PathBuf {
+        self.tls_file("client.pem")
+    }
+
+    pub fn client_key_file(&self) -> PathBuf {
+        self.tls_file("client-key.pem")
+    }
+
+    fn tls_file(&self, name: &str) -> PathBuf {
+        assert!(
+            self.tls.is_some(),
+            "{name}: this etcd was started without TLS"
+        );
+        self.dir.path().join(name)
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within 5 s; waits until it is gone. Its
@@ -91,9 +151,24 @@ impl Etcd {
             .open(self.log_path())
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.log_path().display()));
         let err = log.try_clone().expect("a second handle on the log");
-        let client = format!("http://{}", self.client);
+        let client = self.url();
         let peer = format!("http://{}", self.peer);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = self.tls {
+            let d = self.dir.path();
+            command
+                .arg("--cert-file")
+                .arg(d.join("server.pem"))
+                .arg("--key-file")
+                .arg(d.join("server-key.pem"));
+            if tls.client_cert_auth {
+                command
+                    .arg("--client-cert-auth")
+                    .arg("--trusted-ca-file")
+                    .arg(d.join("ca.pem"));
+            }
+        }
+        let child = command
             .args(["--name", "test"])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -103,6 +178,7 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("test={peer}")])
             .args(["--initial-cluster-state", "new"])
+            .args(["--listen-metrics-urls", &format!("http://{}", self.metrics)])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -118,7 +194,7 @@ impl Etcd {
     async fn wait_healthy(&mut self) {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            let healthy = http_get(self.client, "/health").await.is_ok_and(|answer| {
+            let healthy = http_get(self.metrics, "/health").await.is_ok_and(|answer| {
                 answer.status.is_success()
                     && answer
                         .text()

@@ -5,7 +5,8 @@
 //! - [`free_port`] / [`free_addr`]: an address to give something that must be told one;
 //!   [`unique_port`] / [`unique_addr`] for one that is bound again after a kill or restart.
 //! - [`SupervisordProcess`]: a real supervisord of the test's own, with [`Program`] sections.
-//! - [`Etcd`]: a real etcd of the test's own, stopped and started again at will.
+//! - [`Etcd`]: a real etcd of the test's own, stopped and started again at will; over TLS
+//!   (and client certificates) with [`Etcd::start_tls`].
 //! - [`Pebble`]: a real ACME CA (Debian's pebble) of the test's own, validating HTTP-01.
 //! - [`wait_until`]: poll for a condition instead of sleeping and hoping.
 //! - [`stats`] / [`http_get`]: a minimal HTTP/1.1 client, so the lib needs no reqwest.
@@ -17,6 +18,7 @@ mod etcd;
 mod in_process;
 mod net;
 mod pebble;
+mod pki;
 mod process;
 mod supervisord;
 mod wait;
