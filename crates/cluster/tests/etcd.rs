@@ -6,58 +6,15 @@
 //! lease and failure cases fast.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rouse_cluster::{
-    Cluster, ClusterHandle, EtcdState, Report, ServerLoad, Snapshot, UpstreamLoad,
-};
-use rouse_config::ClusterConfig;
+mod common;
+
+use common::{A, B, LEASE_TTL, SOON, TIMEOUT, config, until};
+
+use rouse_cluster::{Cluster, ClusterHandle, EtcdState, Report, ServerLoad, UpstreamLoad};
 use rouse_e2e::Etcd;
-use tokio::time::{Instant, sleep};
-
-const LEASE_TTL: Duration = Duration::from_secs(2);
-const TIMEOUT: Duration = Duration::from_millis(500);
-/// For what should happen within a few calls.
-const SOON: Duration = Duration::from_secs(10);
-
-const A: &str = "edge-a/127.0.0.1:8080";
-const B: &str = "edge-b/127.0.0.1:8080";
-
-fn config(etcd: &Etcd) -> ClusterConfig {
-    ClusterConfig {
-        etcd: vec![etcd.url()],
-        name: "test".into(),
-        id: None,
-        lease_ttl: LEASE_TTL,
-        timeout: TIMEOUT,
-        user: None,
-        password: None,
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-    }
-}
-
-/// Polls `handle`'s snapshot until `ready` holds; returns that snapshot.
-async fn until(
-    handle: &ClusterHandle,
-    what: &str,
-    bound: Duration,
-    ready: impl Fn(&Snapshot) -> bool,
-) -> Arc<Snapshot> {
-    let deadline = Instant::now() + bound;
-    loop {
-        let snap = handle.snapshot();
-        if ready(&snap) {
-            return snap;
-        }
-        if Instant::now() >= deadline {
-            panic!("{}: not {what} within {bound:?}: {snap:#?}", snap.id);
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-}
+use tokio::time::Instant;
 
 fn members(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|id| (*id).to_owned()).collect()

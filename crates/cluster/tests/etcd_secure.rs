@@ -9,19 +9,15 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::{A, B, SOON, until};
+
 use etcd_client::{Client, ConnectOptions, Permission, TlsOptions};
-use rouse_cluster::{Cluster, ClusterHandle, EtcdState, Snapshot};
+use rouse_cluster::{Cluster, ClusterHandle, EtcdState};
 use rouse_config::ClusterConfig;
 use rouse_e2e::Etcd;
 use tokio::time::{Instant, sleep};
-
-const LEASE_TTL: Duration = Duration::from_secs(2);
-const TIMEOUT: Duration = Duration::from_millis(500);
-/// For what should happen within a few calls.
-const SOON: Duration = Duration::from_secs(10);
-
-const A: &str = "edge-a/127.0.0.1:8080";
-const B: &str = "edge-b/127.0.0.1:8080";
 
 /// The least time three tries take: the shell waits 0.5 s, then 1 s, between them. One that
 /// spun would have been refused hundreds of times by then.
@@ -30,16 +26,8 @@ const THREE_TRIES: Duration = Duration::from_millis(1400);
 /// `etcd`'s https URL and its CA; no client certificate, no user.
 fn config(etcd: &Etcd) -> ClusterConfig {
     ClusterConfig {
-        etcd: vec![etcd.url()],
-        name: "test".into(),
-        id: None,
-        lease_ttl: LEASE_TTL,
-        timeout: TIMEOUT,
-        user: None,
-        password: None,
         ca_file: Some(etcd.ca_file()),
-        cert_file: None,
-        key_file: None,
+        ..common::config(etcd)
     }
 }
 
@@ -56,26 +44,6 @@ fn with_user(etcd: &Etcd, user: &str, password: &str) -> ClusterConfig {
         user: Some(user.into()),
         password: Some(password.into()),
         ..config(etcd)
-    }
-}
-
-/// Polls `handle`'s snapshot until `ready` holds; returns that snapshot.
-async fn until(
-    handle: &ClusterHandle,
-    what: &str,
-    bound: Duration,
-    ready: impl Fn(&Snapshot) -> bool,
-) -> Arc<Snapshot> {
-    let deadline = Instant::now() + bound;
-    loop {
-        let snap = handle.snapshot();
-        if ready(&snap) {
-            return snap;
-        }
-        if Instant::now() >= deadline {
-            panic!("{}: not {what} within {bound:?}: {snap:#?}", snap.id);
-        }
-        sleep(Duration::from_millis(50)).await;
     }
 }
 

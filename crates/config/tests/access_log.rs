@@ -4,16 +4,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ok, single};
+use common::{UPSTREAM, ok, single};
 use rouse_config::AccessLogFormat;
-
-const UPSTREAM: &str = r#"
-[[upstream]]
-name = "a"
-supervisor = "none"
-[[upstream.server]]
-address = "127.0.0.1:9101"
-"#;
 
 fn with_log(log: &str) -> String {
     format!("[log]\n{log}{UPSTREAM}")

@@ -6,16 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{check, errors, ok, single};
+use common::{UPSTREAM, check, errors, ok, single};
 use rouse_config::summary;
-
-const UPSTREAM: &str = r#"
-[[upstream]]
-name = "a"
-supervisor = "none"
-[[upstream.server]]
-address = "127.0.0.1:9101"
-"#;
 
 /// `[cluster]` written first (so its lines are the file's first ones), then one upstream.
 fn with_upstream(cluster: &str) -> String {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{check, errors, ok, single, text};
+use common::{UPSTREAM, check, errors, ok, single, text};
 use rouse_config::{ConfigErrors, SupervisorRef, load, parse};
 
 // ---------------------------------------------------------------------------------------------
@@ -120,14 +120,6 @@ address = "127.0.0.1:9101"
 
 // ---------------------------------------------------------------------------------------------
 // [proxy]
-
-const UPSTREAM: &str = r#"
-[[upstream]]
-name = "a"
-supervisor = "none"
-[[upstream.server]]
-address = "127.0.0.1:9101"
-"#;
 
 /// A section under test followed by a valid upstream, so only the section's errors show.
 fn with_upstream(section: &str) -> String {

@@ -54,3 +54,13 @@ pub fn check(error: &ConfigError, line: usize, column: usize, needles: &[&str]) 
         );
     }
 }
+
+/// One valid upstream (a static server), written after a section under test so that only the
+/// section's errors show.
+pub const UPSTREAM: &str = r#"
+[[upstream]]
+name = "a"
+supervisor = "none"
+[[upstream.server]]
+address = "127.0.0.1:9101"
+"#;

@@ -83,6 +83,15 @@ fn report(seen: i64, server: Option<ServerLoad>) -> Received {
     }
 }
 
+/// Another replica's load on the server.
+fn load(in_flight: u32, idle_ms: u64, draining: bool) -> Option<ServerLoad> {
+    Some(ServerLoad {
+        in_flight,
+        idle_ms,
+        draining,
+    })
+}
+
 fn key(revision: i64) -> Drain {
     Drain {
         reason: "idle".into(),
@@ -126,34 +135,16 @@ async fn the_leader_drains_everywhere_and_stops_once_every_replica_has() {
     r.set(|s| {
         s.drains.insert(("app".into(), 0), key(7));
         s.revision = 7;
-        s.reports.insert(
-            "b".into(),
-            report(
-                6,
-                Some(ServerLoad {
-                    in_flight: 0,
-                    idle_ms: 60_000,
-                    draining: false,
-                }),
-            ),
-        );
+        s.reports
+            .insert("b".into(), report(6, load(0, 60_000, false)));
     });
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(r.server().state(), ServerState::Draining);
     assert_eq!(r.driver.calls(), ["start"]);
     // b drained it too, with nothing in flight: the stop goes out.
     r.set(|s| {
-        s.reports.insert(
-            "b".into(),
-            report(
-                7,
-                Some(ServerLoad {
-                    in_flight: 0,
-                    idle_ms: 60_000,
-                    draining: true,
-                }),
-            ),
-        );
+        s.reports
+            .insert("b".into(), report(7, load(0, 60_000, true)));
     });
     wait_for(r.server(), ServerState::Stopping).await;
     assert_eq!(r.driver.calls(), ["start", "stop"]);
@@ -182,34 +173,14 @@ async fn load_on_another_replica_keeps_the_server_up() {
     let mut r = Replica::ready().await;
     r.set(|s| {
         lead(s, &["a", "b"]);
-        s.reports.insert(
-            "b".into(),
-            report(
-                0,
-                Some(ServerLoad {
-                    in_flight: 1,
-                    idle_ms: 0,
-                    draining: false,
-                }),
-            ),
-        );
+        s.reports.insert("b".into(), report(0, load(1, 0, false)));
     });
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_eq!(r.server().state(), ServerState::Ready);
     assert_eq!(r.commands(), []);
     // b's request ends and b reports it idle from then on: idle_timeout later, drained.
     r.set(|s| {
-        s.reports.insert(
-            "b".into(),
-            report(
-                0,
-                Some(ServerLoad {
-                    in_flight: 0,
-                    idle_ms: 0,
-                    draining: false,
-                }),
-            ),
-        );
+        s.reports.insert("b".into(), report(0, load(0, 0, false)));
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
@@ -277,17 +248,7 @@ async fn a_server_another_replica_took_back_is_taken_back_by_the_leader_too() {
     r.set(|s| {
         s.drains.insert(("app".into(), 0), key(7));
         s.revision = 7;
-        s.reports.insert(
-            "b".into(),
-            report(
-                7,
-                Some(ServerLoad {
-                    in_flight: 0,
-                    idle_ms: 0,
-                    draining: false,
-                }),
-            ),
-        );
+        s.reports.insert("b".into(), report(7, load(0, 0, false)));
     });
     wait_for(r.server(), ServerState::Ready).await;
     assert_eq!(
