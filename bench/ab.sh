@@ -8,12 +8,25 @@
 #   bench/ab.sh ROUNDS DURATION THREADS NAME=BINARY[:ENV=VALUE,...] ...
 #   e.g. bench/ab.sh 10 3 2 new=target/release/rouse old=/tmp/rouse-before
 #
-# CONNECTIONS (64) wrk connections. Needs nginx, wrk, curl, bc, taskset (bench/proxy.sh
-# installs them). Ports: free ones, picked by binding port 0.
+# CONNECTIONS (64) wrk connections. H2C=1: h2load over h2c (prior knowledge) instead of wrk,
+# 16 clients x 10 streams for DURATION, as bench/proxy.sh's h2c runs. Needs nginx, wrk,
+# h2load, curl, bc, taskset (bench/proxy.sh installs them). Ports: free ones, picked by
+# binding port 0.
 set -euo pipefail
 (($# >= 4)) || { sed -n '2,13p' "$0"; exit 2; }
 ROUNDS=$1 DUR=$2 THREADS=$3; shift 3
 CONN=${CONNECTIONS:-64}
+H2C=${H2C:-0}
+# One run against PORT for DUR seconds; prints "REQ_PER_S REQUESTS".
+load() {
+    if [[ $H2C == 1 ]]; then
+        taskset -c 0,1 h2load -D "$2" -c16 -m10 -t1 "http://127.0.0.1:$1/" |
+            awk '/^finished in/{rps=$4} /^requests:/{done=$8} END{print rps, done}'
+    else
+        taskset -c 0,1 wrk -t2 -c"$CONN" -d"${2}s" "http://127.0.0.1:$1/" |
+            awk '/Requests\/sec/{rps=$2} /requests in/{n=$1} END{print rps, n}'
+    fi
+}
 export PATH="$PATH:/usr/sbin:/sbin"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 T=$(mktemp -d /tmp/rouse-ab.XXXXXX)
@@ -65,7 +78,7 @@ CONFIG
 done
 for n in "${names[@]}"; do
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:${PORT[$n]}/" >/dev/null && break; sleep 0.1; done
-    taskset -c 0,1 wrk -t2 -c"$CONN" -d1s "http://127.0.0.1:${PORT[$n]}/" >/dev/null   # warm-up
+    load "${PORT[$n]}" 1 >/dev/null   # warm-up
 done
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -73,10 +86,8 @@ for r in $(seq "$ROUNDS"); do
     line="round $r:"
     for n in "${names[@]}"; do
         c0=$(cpu "${RPID[$n]}")
-        out=$(taskset -c 0,1 wrk -t2 -c"$CONN" -d"${DUR}s" "http://127.0.0.1:${PORT[$n]}/")
+        read -r rps reqs < <(load "${PORT[$n]}" "$DUR")
         c1=$(cpu "${RPID[$n]}")
-        rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
-        reqs=$(awk '/requests in/{print $1}' <<<"$out")
         us=$(echo "scale=2; ($c1 - $c0) * 1000000 / $ticks / $reqs" | bc)
         line+=" $n=${rps}/s,${us}us"
         SUM[$n]=$(echo "${SUM[$n]:-0} + $rps" | bc)

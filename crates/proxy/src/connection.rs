@@ -201,7 +201,10 @@ async fn hyper<IO>(
                     if https {
                         req.extensions_mut().insert(Https);
                     }
-                    proxy.handle(req, peer).await
+                    // Boxed: hyper's HTTP/2 server spawns a task per stream holding this
+                    // future, and moving all of `handle`'s state into each at spawn cost more
+                    // than one allocation (bench/ab.sh, H2C=1: docs/benchmarks.md).
+                    Box::pin(proxy.handle(req, peer)).await
                 }
             };
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
