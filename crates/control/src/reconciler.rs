@@ -474,18 +474,19 @@ impl Reconciler {
                 _ => None,
             })
             .collect();
-        let name = name.to_owned();
+        // Owned only in a cluster, where it names the server to the others.
+        let name = self.cluster.is_some().then(|| name.to_owned());
         for (a, reason) in actions.into_iter().zip(reasons) {
             let Some(i) = self.ups[u].position(ServerId(a.index())) else {
                 continue;
             };
-            if let Some(c) = self.cluster.as_mut() {
-                if !c.permitted(&name, i, a) {
+            if let (Some(c), Some(name)) = (self.cluster.as_mut(), name.as_deref()) {
+                if !c.permitted(name, i, a) {
                     // The policy forgets a drain's reason once it has asked for the stop; the
                     // stop not made, the next one must carry the same reason (not `manual`,
                     // which would pass).
                     if let Action::Stop(index, why) = a {
-                        if c.reclaimed(&name, i) {
+                        if c.reclaimed(name, i) {
                             tracing::info!(
                                 upstream = name,
                                 server = %self.ups[u].servers[i].address(),
@@ -498,7 +499,7 @@ impl Reconciler {
                     }
                     continue;
                 }
-                c.carried_out(&name, i, a, now);
+                c.carried_out(name, i, a, now);
             }
             let input = match a {
                 Action::Start(_) => Input::Start(reason.unwrap_or(StartReason::Manual)),
