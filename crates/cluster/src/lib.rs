@@ -27,5 +27,5 @@ pub use drains::{DrainBook, Follow, Key};
 pub use etcd::Cluster;
 pub use gate::{for_the_cluster, permitted};
 pub use handle::{ClusterHandle, Command, Shell, channels};
-pub use report::{Report, ServerLoad, UpstreamLoad};
+pub use report::{Report, ServerLoad, UpstreamLoad, fingerprint};
 pub use snapshot::{Drain, EtcdState, Received, Remote, Snapshot};

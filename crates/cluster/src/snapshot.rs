@@ -104,6 +104,24 @@ impl Snapshot {
             .filter_map(|m| self.reports.get(m))
     }
 
+    /// Live members whose last report says they have other upstreams or servers than
+    /// `fingerprint` (this replica's): server indexes do not mean the same servers there.
+    pub fn disagreeing(&self, fingerprint: u64) -> Vec<&str> {
+        if fingerprint == 0 {
+            return Vec::new();
+        }
+        self.members
+            .iter()
+            .filter(|m| **m != self.id)
+            .filter(|m| {
+                self.reports
+                    .get(*m)
+                    .is_some_and(|r| r.report.servers != 0 && r.report.servers != fingerprint)
+            })
+            .map(String::as_str)
+            .collect()
+    }
+
     /// The other replicas' requests held for `upstream`, and their requests/s to it.
     pub fn remote_upstream(&self, upstream: &str) -> (u64, f64) {
         self.others()

@@ -75,6 +75,24 @@ fn remote_load_sums_the_other_live_members_only() {
 }
 
 #[test]
+fn members_with_other_servers_are_named() {
+    let now = Instant::now();
+    let mut s = snapshot(now);
+    let with = |servers: u64| Received {
+        report: Report {
+            servers,
+            ..Report::default()
+        },
+        at: now,
+    };
+    s.reports.insert("b".into(), with(7));
+    s.reports.insert("c".into(), with(0));
+    assert!(s.disagreeing(7).is_empty(), "c says nothing");
+    assert_eq!(s.disagreeing(8), ["b"]);
+    assert!(s.disagreeing(0).is_empty(), "nothing to compare with yet");
+}
+
+#[test]
 fn a_stop_waits_for_every_member_to_report_the_drain() {
     let now = Instant::now();
     let mut s = snapshot(now);

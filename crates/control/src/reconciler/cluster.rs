@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use rouse_cluster::{ClusterHandle, DrainBook, Follow, Report, ServerLoad, Snapshot, UpstreamLoad};
+use rouse_cluster::{
+    ClusterHandle, DrainBook, Follow, Report, ServerLoad, Snapshot, UpstreamLoad, fingerprint,
+};
 
 use super::*;
 
@@ -19,6 +21,10 @@ pub(super) struct Coordination {
     /// The snapshot this pass decides on, and whether it leads in it.
     snapshot: Arc<Snapshot>,
     leading: bool,
+    /// `rouse_cluster::fingerprint` of this replica's upstreams, as last published.
+    fingerprint: u64,
+    /// Members whose servers differ from this replica's, when last looked at (logged once).
+    disagreeing: Vec<String>,
     /// The revision of the drains applied in the last pass: what the next report says it has
     /// seen.
     applied: i64,
@@ -33,6 +39,8 @@ impl Coordination {
             book: DrainBook::new(ASK_TIMEOUT),
             snapshot,
             leading: false,
+            fingerprint: 0,
+            disagreeing: Vec::new(),
             applied: 0,
             last_report: None,
         }
@@ -97,7 +105,31 @@ impl Reconciler {
             return;
         };
         c.snapshot = c.handle.snapshot();
-        c.leading = c.snapshot.leading(now);
+        if c.fingerprint == 0 {
+            c.fingerprint = servers_fingerprint(&self.ups);
+        }
+        // A leader that names servers by an index meaning other servers elsewhere would drain
+        // and stop the wrong ones: while the replicas' configs differ, nothing is removed.
+        let disagreeing: Vec<String> = c
+            .snapshot
+            .disagreeing(c.fingerprint)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if disagreeing != c.disagreeing {
+            if disagreeing.is_empty() {
+                tracing::info!("cluster: every replica has the same upstreams and servers again");
+            } else {
+                tracing::warn!(
+                    replicas = ?disagreeing,
+                    "cluster: these replicas have other upstreams or servers (or another order): \
+                     nothing is drained or stopped for idleness or load until every replica has \
+                     the same ones"
+                );
+            }
+            c.disagreeing = disagreeing;
+        }
+        c.leading = c.snapshot.leading(now) && c.disagreeing.is_empty();
         let snapshot = Arc::clone(&c.snapshot);
         let leading = c.leading;
         let ups = &self.ups;
@@ -148,8 +180,10 @@ impl Reconciler {
             return;
         }
         c.last_report = Some(now);
+        c.fingerprint = servers_fingerprint(&self.ups);
         let mut report = Report {
             seen: c.applied,
+            servers: c.fingerprint,
             ..Report::default()
         };
         for ctl in self.ups.iter().filter(|c| !c.retiring) {
@@ -182,6 +216,18 @@ impl Reconciler {
         }
         c.handle.publish(report);
     }
+}
+
+/// `rouse_cluster::fingerprint` of the live upstreams.
+fn servers_fingerprint(ups: &[UpCtl]) -> u64 {
+    fingerprint(ups.iter().filter(|u| !u.retiring).map(|u| {
+        let servers = u
+            .servers
+            .iter()
+            .map(|s| (s.address().to_string(), s.config.program.as_str()))
+            .collect();
+        (u.upstream.name(), servers)
+    }))
 }
 
 /// Where the live upstream `name` is in `ups`.

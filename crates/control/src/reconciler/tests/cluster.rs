@@ -261,3 +261,29 @@ async fn a_server_another_replica_took_back_is_taken_back_by_the_leader_too() {
     assert_eq!(r.driver.calls(), ["start"], "never stopped");
     drop(r.control);
 }
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_drained_while_a_replica_has_other_servers() {
+    let mut r = Replica::ready().await;
+    // What this replica publishes names its servers.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mine = r.shell.report.borrow().servers;
+    assert_ne!(mine, 0);
+    r.set(|s| {
+        lead(s, &["a", "b"]);
+        let mut other = report(0, None);
+        other.report.servers = mine ^ 1;
+        s.reports.insert("b".into(), other);
+    });
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(r.server().state(), ServerState::Ready);
+    assert_eq!(r.commands(), []);
+    // b reloads to the same servers: the leader decides again.
+    r.set(|s| {
+        let mut same = report(0, None);
+        same.report.servers = mine;
+        s.reports.insert("b".into(), same);
+    });
+    wait_for(r.server(), ServerState::Draining).await;
+    drop(r.control);
+}
