@@ -59,7 +59,7 @@ impl Replica {
     #[cfg(not(feature = "cluster"))]
     fn join(_config: &ClusterConfig, _id: String) -> Option<Replica> {
         // `unsupported` refused this config before anything started.
-        tracing::error!("{}", "[cluster] ignored: this rouse has no etcd client");
+        tracing::error!("[cluster] ignored: this rouse has no etcd client");
         None
     }
 

@@ -21,7 +21,7 @@ pub(super) struct Coordination {
     /// The snapshot this pass decides on, and whether it leads in it.
     snapshot: Arc<Snapshot>,
     leading: bool,
-    /// `rouse_cluster::fingerprint` of this replica's upstreams, as last published.
+    /// `rouse_cluster::fingerprint` of this replica's upstreams, set with each table.
     fingerprint: u64,
     /// Members whose servers differ from this replica's, when last looked at (logged once).
     disagreeing: Vec<String>,
@@ -99,15 +99,20 @@ impl Coordination {
 }
 
 impl Reconciler {
+    /// A new table: the fingerprint of its servers, which every report carries, is taken
+    /// once here rather than with each report (10,000 addresses formatted every second).
+    pub(super) fn cluster_servers_changed(&mut self) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.fingerprint = servers_fingerprint(&self.ups);
+        }
+    }
+
     /// A new pass: the latest snapshot, and the leader's drains applied here.
     pub(super) fn cluster_begin(&mut self, now: Instant) {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
         c.snapshot = c.handle.snapshot();
-        if c.fingerprint == 0 {
-            c.fingerprint = servers_fingerprint(&self.ups);
-        }
         // A leader that names servers by an index meaning other servers elsewhere would drain
         // and stop the wrong ones: while the replicas' configs differ, nothing is removed.
         let disagreeing: Vec<String> = c
@@ -180,7 +185,6 @@ impl Reconciler {
             return;
         }
         c.last_report = Some(now);
-        c.fingerprint = servers_fingerprint(&self.ups);
         let mut report = Report {
             seen: c.applied,
             servers: c.fingerprint,

@@ -156,6 +156,7 @@ impl Reconciler {
         self.ups.extend(retiring);
         self.table = table;
         self.rebuild();
+        self.cluster_servers_changed();
         // An earlier deadline (a manual stop under way) stands: `Retire` keeps the sooner one.
         let by = rouse_core::time::deadline(now, self.table.retire_within);
         for u in first_retiring..self.ups.len() {
