@@ -76,6 +76,11 @@ pub fn fingerprint<'a>(
 }
 
 impl Report {
+    /// Its load on server `index` of `upstream`; None when the report leaves it out.
+    pub fn server(&self, upstream: &str, index: usize) -> Option<&ServerLoad> {
+        self.upstreams.get(upstream)?.servers.get(&index)
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         // Plain data with string keys: serialising cannot fail.
         serde_json::to_vec(self).unwrap_or_default()

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::time::Instant;
 
-use crate::report::Report;
+use crate::report::{Report, ServerLoad};
 
 /// Whether etcd answers this replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,12 +137,7 @@ impl Snapshot {
     pub fn remote(&self, upstream: &str, index: usize) -> Remote {
         let mut sum = Remote::default();
         for r in self.others() {
-            let Some(s) = r
-                .report
-                .upstreams
-                .get(upstream)
-                .and_then(|u| u.servers.get(&index))
-            else {
+            let Some(s) = r.report.server(upstream, index) else {
                 continue;
             };
             sum.in_flight = sum.in_flight.saturating_add(s.in_flight);
@@ -154,31 +149,37 @@ impl Snapshot {
         sum
     }
 
+    /// What each other live member's report says of server `index` of `upstream` since the
+    /// drain of it: None when there is no drain; per member, None when it has not reported
+    /// since the drain (or at all), `Some(None)` when its report leaves the server out
+    /// (stopped or failed in its view, which routes nothing to it), else its load there.
+    fn since_drain<'a>(
+        &'a self,
+        upstream: &'a str,
+        index: usize,
+    ) -> Option<impl Iterator<Item = Option<Option<&'a ServerLoad>>>> {
+        let drain = self.drains.get(&(upstream.to_owned(), index))?;
+        Some(
+            self.members
+                .iter()
+                .filter(|m| **m != self.id)
+                .map(move |m| {
+                    let r = self.reports.get(m)?;
+                    (r.report.seen >= drain.revision).then(|| r.report.server(upstream, index))
+                }),
+        )
+    }
+
     /// Every other live replica has drained server `index` of `upstream` and has nothing in
     /// flight on it, by a report made after it saw the drain: the leader may stop it. False
     /// when there is no such drain, or a member has not reported yet.
     pub fn drained_everywhere(&self, upstream: &str, index: usize) -> bool {
-        let Some(drain) = self.drains.get(&(upstream.to_owned(), index)) else {
-            return false;
-        };
-        self.members.iter().filter(|m| **m != self.id).all(|m| {
-            let Some(r) = self.reports.get(m) else {
-                return false;
-            };
-            if r.report.seen < drain.revision {
-                return false;
-            }
-            // Left out of the report: stopped (or failed) in that replica's view, which routes
-            // nothing to it.
-            match r
-                .report
-                .upstreams
-                .get(upstream)
-                .and_then(|u| u.servers.get(&index))
-            {
-                None => true,
-                Some(s) => s.draining && s.in_flight == 0,
-            }
+        self.since_drain(upstream, index).is_some_and(|mut acks| {
+            acks.all(|ack| match ack {
+                None => false,
+                Some(None) => true,
+                Some(Some(s)) => s.draining && s.in_flight == 0,
+            })
         })
     }
 
@@ -186,19 +187,8 @@ impl Snapshot {
     /// (for requests it held): it routes there, so the leader's stop would never come; the
     /// leader takes it back too, and drains again later if the load says so.
     pub fn reclaimed(&self, upstream: &str, index: usize) -> bool {
-        let Some(drain) = self.drains.get(&(upstream.to_owned(), index)) else {
-            return false;
-        };
-        self.members.iter().filter(|m| **m != self.id).any(|m| {
-            self.reports.get(m).is_some_and(|r| {
-                r.report.seen >= drain.revision
-                    && r.report
-                        .upstreams
-                        .get(upstream)
-                        .and_then(|u| u.servers.get(&index))
-                        .is_some_and(|s| !s.draining)
-            })
-        })
+        self.since_drain(upstream, index)
+            .is_some_and(|mut acks| acks.any(|ack| matches!(ack, Some(Some(s)) if !s.draining)))
     }
 
     /// Every other live replica's report, made after it saw the drain, leaves server `index`
@@ -206,18 +196,8 @@ impl Snapshot {
     /// Deleting it sooner would make a replica that has not yet seen the stop route to the
     /// server again.
     pub fn stopped_everywhere(&self, upstream: &str, index: usize) -> bool {
-        let Some(drain) = self.drains.get(&(upstream.to_owned(), index)) else {
-            return false;
-        };
-        self.members.iter().filter(|m| **m != self.id).all(|m| {
-            self.reports.get(m).is_some_and(|r| {
-                r.report.seen >= drain.revision
-                    && r.report
-                        .upstreams
-                        .get(upstream)
-                        .is_none_or(|u| !u.servers.contains_key(&index))
-            })
-        })
+        self.since_drain(upstream, index)
+            .is_some_and(|mut acks| acks.all(|ack| matches!(ack, Some(None))))
     }
 }
 
