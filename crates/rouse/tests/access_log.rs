@@ -159,6 +159,23 @@ async fn one_shot(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
 }
 
 /// `/headers`' JSON answer: what the backend received.
+/// An h2c (prior knowledge) connection to `addr`, driven on a task of its own.
+async fn h2c<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 fn seen(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap()
 }
@@ -420,16 +437,10 @@ async fn a_reopen_under_load_loses_and_duplicates_no_line() {
 async fn http2_requests_are_logged_as_http_2_0() {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let backend = rouse_e2e::spawn_in_process("a").await;
     let rouse = Rouse::start(backend.addr(), "access_log_format = \"json\"", 1).await;
-    let stream = TcpStream::connect(rouse.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2c(rouse.addr).await;
     let req = hyper::Request::post("http://app.test:81/echo?h=2")
         .header("user-agent", "h2-client")
         .header("referer", "http://ref.test/")
@@ -463,7 +474,6 @@ async fn http2_requests_are_logged_as_http_2_0() {
 async fn a_streamed_answer_is_logged_at_its_end_with_its_bytes() {
     use http_body_util::{BodyExt, Empty};
     use hyper::body::Bytes;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     // Three lines, the 2nd and 3rd 200 ms apart, chunked: 21 bytes over at least 400 ms.
     const LINES: &[u8] = b"line 1\nline 2\nline 3\n";
@@ -481,12 +491,7 @@ async fn a_streamed_answer_is_logged_at_its_end_with_its_bytes() {
         "the chunk framing went out too"
     );
 
-    let stream = TcpStream::connect(rouse.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2c(rouse.addr).await;
     let req = hyper::Request::get("http://app.test/drip/3?ms=200")
         .body(Empty::<Bytes>::new())
         .unwrap();

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rouse_e2e::{Etcd, Program, SupervisordProcess, http_get, wait_until};
@@ -188,16 +188,15 @@ async fn get_as(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
 fn keep_busy(replica: &Replica, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64)> {
     let listen = replica.listen;
     tokio::spawn(async move {
-        let ok = AtomicU64::new(0);
-        let bad = AtomicU64::new(0);
+        let (mut ok, mut bad) = (0, 0);
         while !stop.load(Ordering::SeqCst) {
             match http_get(listen, "/").await {
-                Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::SeqCst),
-                _ => bad.fetch_add(1, Ordering::SeqCst),
-            };
+                Ok(r) if r.status == 200 => ok += 1,
+                _ => bad += 1,
+            }
             sleep(Duration::from_millis(200)).await;
         }
-        (ok.into_inner(), bad.into_inner())
+        (ok, bad)
     })
 }
 
