@@ -37,7 +37,8 @@ struct Rig {
 impl Rig {
     async fn new() -> Rig {
         let etcd = Etcd::start().await;
-        let servers = free_addrs::<3>();
+        // Unbound until woken: ports the kernel never gives a `bind(0)` (see unique_addr).
+        let servers: [SocketAddr; 3] = std::array::from_fn(|_| rouse_e2e::unique_addr());
         let mut sd = SupervisordProcess::builder();
         for (i, addr) in servers.iter().enumerate() {
             sd = sd.program(Program::backend(&format!("app{i}"), *addr, &[]));

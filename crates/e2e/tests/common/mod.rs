@@ -96,20 +96,13 @@ pub fn embedded_upstream(name: &str, hosts: &[&str], extra: &str, servers: &[Str
 }
 
 /// `N` distinct addresses on 127.0.0.1 that were free a moment ago, for servers rouse starts
-/// itself. All are held at once while picking, so they differ (`free_addr` twice in a row can
-/// give the same port back); the race with other processes that `free_addr` documents remains.
+/// itself: [`rouse_e2e::unique_addr`]'s, which no other call in this process returns and the
+/// kernel never hands out to a `bind(0)`. An ephemeral port would not do: a server told its
+/// port may leave it unbound for seconds (`--delay-listen`, a restart), long enough for
+/// another test's backend binding port 0 to be given it, and rouse's probe then finds a
+/// stranger listening there (a waiting-page test was answered by another test's backend).
 pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0: {e}"))
-        })
-        .collect();
-    std::array::from_fn(|i| {
-        listeners[i]
-            .local_addr()
-            .unwrap_or_else(|e| panic!("cannot read a bound listener's address: {e}"))
-    })
+    std::array::from_fn(|_| rouse_e2e::unique_addr())
 }
 
 /// Whether a TCP connect to `addr` is refused (or fails otherwise) within a second.
