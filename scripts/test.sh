@@ -29,6 +29,9 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+# One full build: incremental caches would add gigabytes (5.6 GB measured) and speed up nothing.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
