@@ -463,7 +463,9 @@ impl Proxy {
             Admission::NoServer if up.state.is_static() => Err(self.no_server(up, tried)),
             Admission::Full | Admission::NoServer => {
                 *waited = true;
-                match hold(table, &up.state, waiter).await? {
+                // Boxed: holding is the rare path, and its state inline would make every
+                // request's future (boxed per request on the fast path) that much larger.
+                match Box::pin(hold(table, &up.state, waiter)).await? {
                     Held::Admitted(at, guard) => {
                         tried.clear();
                         Ok(Pick::Server(at, guard))

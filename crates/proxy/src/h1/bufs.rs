@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use super::request::Head;
+use super::request::{Field, Head};
 
 /// Room for a typical head and a small body in one read.
 const READ: usize = 16 * 1024;
@@ -25,6 +25,8 @@ pub(crate) struct Bufs {
     pub out: Vec<u8>,
     /// The server's bytes.
     pub up: Vec<u8>,
+    /// Where the fields of the server's head are in `up`.
+    pub up_fields: Vec<Field>,
 }
 
 thread_local! {
@@ -42,6 +44,7 @@ pub(crate) fn take() -> Box<Bufs> {
             // Grown as an exchange needs them, and kept with the rest.
             out: Vec::new(),
             up: Vec::new(),
+            up_fields: Vec::new(),
         })
     })
 }

@@ -255,6 +255,7 @@ async fn request<IO: ClientStream>(
         head,
         out,
         up: rbuf,
+        up_fields: fields,
     } = b;
     let routes = proxy.routes.load_full();
     let up_at = {
@@ -326,7 +327,7 @@ async fn request<IO: ClientStream>(
     };
     let mut moved = None;
     let sent = exchange::send(
-        proxy, &routes, up_at, out, is_head, &waiter, rbuf, &mut moved,
+        proxy, &routes, up_at, out, is_head, &waiter, rbuf, fields, &mut moved,
     )
     .await;
     let up = match &moved {
@@ -368,12 +369,12 @@ async fn request<IO: ClientStream>(
             ))
         } else {
             out.clear();
-            response::client_head(rbuf, &answering.info, false, out);
+            response::client_head(rbuf, &answering.info, fields, false, out);
             if copy::write_all(io, out, t.send).await.is_err() {
                 return Step::Close;
             }
             rbuf.drain(..answering.info.len);
-            exchange::read_head(&mut answering.stream, rbuf, is_head, t.read).await
+            exchange::read_head(&mut answering.stream, rbuf, fields, is_head, t.read).await
         };
         match next {
             Ok(info) => answering.info = info,
@@ -409,7 +410,7 @@ async fn request<IO: ClientStream>(
         .logs(done.status)
         .then(|| crate::forward::upstream_us(&done));
     out.clear();
-    response::client_head(rbuf, &info, close, out);
+    response::client_head(rbuf, &info, fields, close, out);
     let mut dec = Decoder::new(info.framing, head.trailers);
     let upstream = Upstream {
         stream: answering.stream,
@@ -452,7 +453,8 @@ async fn request<IO: ClientStream>(
                 .saturating_sub(limits.response_buffer_size as u64);
             Spool::new(limits.response_buffer_size, file, limits.temp_dir)
         });
-        copy::body(
+        // Boxed: only a body that did not come whole with the head needs this state.
+        Box::pin(copy::body(
             io,
             upstream,
             reuse,
@@ -462,7 +464,7 @@ async fn request<IO: ClientStream>(
             spool,
             t,
             &clients.kill,
-        )
+        ))
         .await
     };
     if let Some(upstream_us) = logged {
@@ -490,18 +492,19 @@ fn after_answer(written: Result<(), Cut>, close: bool, read: &mut Vec<u8>, end: 
     }
 }
 
-/// Writes rouse's own answer (a small, whole body) to the client.
-async fn answer<W: AsyncWrite + Unpin>(
-    client: &mut W,
+/// Writes rouse's own answer (a small, whole body) to the client. Not an `async fn`: the
+/// response is turned into bytes before the first await, so no request's future holds one.
+fn answer<'a, W: AsyncWrite + Unpin>(
+    client: &'a mut W,
     resp: Response<ProxyBody>,
     is_head: bool,
     close: bool,
-    out: &mut Vec<u8>,
+    out: &'a mut Vec<u8>,
     send: Duration,
-) -> Result<(), Cut> {
+) -> impl Future<Output = Result<(), Cut>> + 'a {
     out.clear();
     serialize(&resp, is_head, close, out);
-    copy::write_all(client, out, send).await
+    copy::write_all(client, out, send)
 }
 
 /// An answer of rouse's own, as HTTP/1.1 bytes.

@@ -9,6 +9,7 @@ use rouse_state::{InFlightGuard, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 
+use super::request::Field;
 use super::response::{self, Info};
 use crate::answer;
 use crate::body::ProxyBody;
@@ -42,7 +43,8 @@ pub(crate) enum HeadError {
 }
 
 /// Sends `wire` (the whole request) to a server of `up` and reads its response head into
-/// `rbuf`. `moved` is set when a reload replaced the upstream while the request was held.
+/// `rbuf`, the offsets of its fields into `fields`. `moved` is set when a reload replaced the
+/// upstream while the request was held.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send(
     proxy: &Arc<Proxy>,
@@ -52,6 +54,7 @@ pub(crate) async fn send(
     is_head: bool,
     waiter: &Waiter<'_>,
     rbuf: &mut Vec<u8>,
+    fields: &mut Vec<Field>,
     moved: &mut Option<(Arc<Routes>, usize)>,
 ) -> Result<Answering, Refused> {
     let settings = &proxy.settings;
@@ -85,7 +88,8 @@ pub(crate) async fn send(
             let is_pooled = pooled.is_some();
             let mut stream = match pooled {
                 Some(s) => s,
-                None => match pool.connect_raw(settings.connect_timeout).await {
+                // Boxed: a new connection is the rare path (see `forward::pick`'s hold).
+                None => match Box::pin(pool.connect_raw(settings.connect_timeout)).await {
                     Ok(s) => s,
                     Err(e) => {
                         proxy.note_failure(up, &server, &e.to_string());
@@ -97,7 +101,9 @@ pub(crate) async fn send(
             rbuf.clear();
             let sent = stream.write_all(wire).await;
             let got = match sent {
-                Ok(()) => read_head(&mut stream, rbuf, is_head, settings.read_timeout).await,
+                Ok(()) => {
+                    read_head(&mut stream, rbuf, fields, is_head, settings.read_timeout).await
+                }
                 Err(e) => Err(HeadError::Nothing(e.to_string())),
             };
             match got {
@@ -142,17 +148,19 @@ pub(crate) async fn send(
     }
 }
 
-/// Reads one response head into `rbuf` (which may already hold its start), within `limit`.
+/// Reads one response head into `rbuf` (which may already hold its start), within `limit`;
+/// its fields' offsets into `fields`.
 pub(crate) async fn read_head(
     stream: &mut Stream,
     rbuf: &mut Vec<u8>,
+    fields: &mut Vec<Field>,
     is_head: bool,
     limit: std::time::Duration,
 ) -> Result<Info, HeadError> {
     let reading = async {
         loop {
             if !rbuf.is_empty() {
-                match response::parse(rbuf, is_head) {
+                match response::parse(rbuf, is_head, fields) {
                     Ok(Some(info)) => return Ok(info),
                     Ok(None) if rbuf.len() >= MAX_HEAD => {
                         return Err(HeadError::Malformed(format!(

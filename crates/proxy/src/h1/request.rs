@@ -13,6 +13,7 @@
 //! sends one is broken or probing. Requests hyper reads after the fast path handed it a
 //! connection (see `conn.rs`) keep hyper's leniency.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use crate::limits::{HeadLimits, MAX_REQUEST_LINE};
@@ -86,9 +87,10 @@ impl Head {
         if buf.starts_with(b"PRI ") {
             return Parsed::Decline("h2c preface");
         }
-        let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut req = httparse::Request::new(&mut raw);
-        let len = match req.parse(buf) {
+        // Uninitialised: httparse writes the slots it fills (see `response::parse`).
+        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match req.parse_with_uninit_headers(buf, &mut raw) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Parsed::Partial,
             Err(_) => return Parsed::Decline("malformed head"),

@@ -2,9 +2,10 @@
 //! written again for the client with the hop-by-hop fields out, as
 //! `headers::strip_hop_by_hop` does on hyper's path.
 
-use std::io::Write;
+use std::mem::MaybeUninit;
+use std::ops::Range;
 
-use super::request::{parse_length, tokens};
+use super::request::{Field, parse_length, tokens};
 use super::rewrite::is_hop_by_hop;
 
 /// Field lines a server's head may have (hyper's client default).
@@ -21,10 +22,13 @@ pub(crate) enum Framing {
     Close,
 }
 
-/// What the server's head said, besides its fields (which stay in the read buffer).
+/// What the server's head said, besides its fields (which stay in the read buffer, found by
+/// the offsets `parse` leaves in its `fields`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Info {
     pub status: u16,
+    /// The server's reason phrase, used when the status has no canonical one.
+    pub reason: Range<usize>,
     /// The head's length in the buffer.
     pub len: usize,
     pub framing: Framing,
@@ -40,11 +44,20 @@ pub(crate) enum BadResponse {
 }
 
 /// Parses the response head at the start of `buf`: `None` while it is incomplete.
-/// `is_head` is whether the request was HEAD.
-pub(crate) fn parse(buf: &[u8], is_head: bool) -> Result<Option<Info>, BadResponse> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
+/// `is_head` is whether the request was HEAD. The head's fields are left in `fields`, as
+/// offsets into `buf`, for [`client_head`]: the head is parsed once.
+pub(crate) fn parse(
+    buf: &[u8],
+    is_head: bool,
+    fields: &mut Vec<Field>,
+) -> Result<Option<Info>, BadResponse> {
+    // Uninitialised: httparse writes the slots it fills, and 100 zeroed ones are 3 KB of
+    // stores per attempt.
+    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(BadResponse::Malformed("unparsable")),
@@ -57,8 +70,20 @@ pub(crate) fn parse(buf: &[u8], is_head: bool) -> Result<Option<Info>, BadRespon
     let mut chunked = false;
     let mut te = false;
     let mut close = resp.version == Some(0);
+    // httparse's slices lie in `buf`, but an empty one (a blank reason or value) may be a
+    // static `""` anywhere: it is `0..0`.
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| match (s.as_ptr() as usize).checked_sub(base) {
+        Some(start) if start + s.len() <= buf.len() => start..start + s.len(),
+        _ => 0..0,
+    };
+    fields.clear();
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
+        fields.push(Field {
+            name: at(name),
+            value: at(h.value),
+        });
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_length(h.value).ok_or(BadResponse::Malformed("Content-Length"))?;
             if length.is_some_and(|m| m != n) {
@@ -95,6 +120,7 @@ pub(crate) fn parse(buf: &[u8], is_head: bool) -> Result<Option<Info>, BadRespon
     }
     Ok(Some(Info {
         status,
+        reason: resp.reason.map_or(0..0, |r| at(r.as_bytes())),
         len,
         framing,
         close,
@@ -104,27 +130,38 @@ pub(crate) fn parse(buf: &[u8], is_head: bool) -> Result<Option<Info>, BadRespon
 /// Writes the client's copy of the response head `buf[..info.len]` into `out`: the status
 /// line, the end-to-end fields, the framing the client gets, `Date` if the server sent none,
 /// and `Connection: close` when the client's connection ends after it.
-pub(crate) fn client_head(buf: &[u8], info: &Info, close_client: bool, out: &mut Vec<u8>) {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut raw);
-    // Parsed once already by `parse`: the same bytes parse the same.
-    let _ = resp.parse(&buf[..info.len]);
+pub(crate) fn client_head(
+    buf: &[u8],
+    info: &Info,
+    fields: &[Field],
+    close_client: bool,
+    out: &mut Vec<u8>,
+) {
     let status = info.status;
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
-        .or(resp.reason)
-        .unwrap_or("");
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
-    let connection = resp
-        .headers
+        .map_or(&buf[info.reason.clone()], str::as_bytes);
+    // `status` is 100..=999 (`parse`): three digits, written without the formatter.
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+    let field = |f: &Field| (&buf[f.name.clone()], &buf[f.value.clone()]);
+    let connection = fields
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .map(|h| h.value);
+        .map(field)
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .map(|(_, v)| v);
     let mut has_date = false;
     let rechunk = matches!(info.framing, Framing::Chunked | Framing::Close);
-    for h in resp.headers.iter() {
-        let name = h.name.as_bytes();
+    for f in fields {
+        let (name, value) = field(f);
         if is_hop_by_hop(name, connection.clone()) {
             continue;
         }
@@ -136,7 +173,7 @@ pub(crate) fn client_head(buf: &[u8], info: &Info, close_client: bool, out: &mut
         has_date |= name.eq_ignore_ascii_case(b"date");
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     if rechunk {
@@ -158,7 +195,22 @@ mod tests {
     use super::*;
 
     fn info(text: &str, is_head: bool) -> Info {
-        parse(text.as_bytes(), is_head).unwrap().unwrap()
+        head(text, is_head).0
+    }
+
+    fn head(text: &str, is_head: bool) -> (Info, Vec<Field>) {
+        let mut fields = Vec::new();
+        let info = parse(text.as_bytes(), is_head, &mut fields)
+            .unwrap()
+            .unwrap();
+        (info, fields)
+    }
+
+    fn client(text: &str, close_client: bool) -> String {
+        let (i, fields) = head(text, false);
+        let mut out = Vec::new();
+        client_head(text.as_bytes(), &i, &fields, close_client, &mut out);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
@@ -221,9 +273,15 @@ mod tests {
             "HTTP/1.1 2000 OK\r\n\r\n",
             "HTTX/1.1 200 OK\r\n\r\n",
         ] {
-            assert!(parse(bad.as_bytes(), false).is_err(), "{bad:?}");
+            assert!(
+                parse(bad.as_bytes(), false, &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
         }
-        assert_eq!(parse(b"HTTP/1.1 200 OK\r\nX: y", false), Ok(None));
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nX: y", false, &mut Vec::new()),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -231,30 +289,26 @@ mod tests {
         let text = "HTTP/1.1 200 OK\r\nConnection: close, X-Internal\r\nX-Internal: 1\r\n\
                     Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\
                     Server: s\r\n\r\n";
-        let i = info(text, false);
-        let mut out = Vec::new();
-        client_head(text.as_bytes(), &i, false, &mut out);
-        let out = String::from_utf8(out).unwrap();
+        let out = client(text, false);
         assert!(
             out.starts_with("HTTP/1.1 200 OK\r\nServer: s\r\ntransfer-encoding: chunked\r\ndate: "),
             "{out}"
         );
         assert!(out.ends_with(" GMT\r\n\r\n"), "{out}");
         let text = "HTTP/1.1 204 Nope\r\nDate: x\r\nContent-Length: 5\r\n\r\n";
-        let i = info(text, false);
-        let mut out = Vec::new();
-        client_head(text.as_bytes(), &i, false, &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            client(text, false),
             "HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n"
         );
         let text = "HTTP/1.1 404 Nope\r\nDate: x\r\nContent-Length: 0\r\n\r\n";
-        let i = info(text, false);
-        let mut out = Vec::new();
-        client_head(text.as_bytes(), &i, true, &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            client(text, true),
             "HTTP/1.1 404 Not Found\r\nDate: x\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
         );
+        // No canonical reason: the server's own, as it sent it.
+        let text = "HTTP/1.1 599 Net Gone\r\nDate: x\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(client(text, false), text);
+        let text = "HTTP/1.1 999 \r\nDate: x\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(client(text, false), text);
     }
 }

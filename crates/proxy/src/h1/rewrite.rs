@@ -153,7 +153,7 @@ fn write_head<'b>(
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{client_ip}");
+    push_ip(out, client_ip);
     out.extend_from_slice(b"\r\n");
     let id = with_id.then(|| {
         let id = match client_id.filter(|id| request_id::is_sane(id)) {
@@ -167,6 +167,30 @@ fn write_head<'b>(
     });
     out.extend_from_slice(b"\r\n");
     id
+}
+
+/// Appends `ip` as `Display` writes it; IPv4 (every request's case behind most load balancers
+/// and on loopback) without the formatter, which was 1% of a small request's CPU.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +251,20 @@ mod tests {
             false,
         );
         assert!(out.ends_with("x-forwarded-for: 10.1.2.3\r\n\r\n"), "{out}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn client_addresses_are_written_as_display_writes_them(
+            v4 in proptest::prelude::any::<[u8; 4]>(),
+            v6 in proptest::prelude::any::<[u16; 8]>(),
+        ) {
+            for ip in [IpAddr::from(v4), IpAddr::from(v6), IpAddr::from([0, 0, 0, 0])] {
+                let mut out = Vec::new();
+                push_ip(&mut out, ip);
+                proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+            }
+        }
     }
 
     mod agrees_with_to_upstream {
