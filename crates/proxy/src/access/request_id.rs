@@ -31,10 +31,13 @@ pub(crate) fn is_sane(id: &[u8]) -> bool {
 }
 
 thread_local! {
-    /// This thread's random half, and a counter scrambled into the other half.
-    static STATE: (u64, Cell<u64>) = {
+    /// This thread's random half (in hex, written once), and a counter scrambled into the
+    /// other half.
+    static STATE: ([u8; 16], Cell<u64>) = {
         let random = RandomState::new();
-        (random.hash_one(0x5eed_u64), Cell::new(random.hash_one(1_u64)))
+        let mut high = [0u8; 16];
+        hex(random.hash_one(0x5eed_u64), &mut high);
+        (high, Cell::new(random.hash_one(1_u64)))
     };
 }
 
@@ -47,7 +50,7 @@ pub(crate) fn generate() -> Generated {
         (*random, mix(n))
     });
     let mut out = [0u8; 32];
-    hex(high, &mut out[..16]);
+    out[..16].copy_from_slice(&high);
     hex(low, &mut out[16..]);
     Generated(out)
 }

@@ -3,9 +3,10 @@
 //! connection, or a request the fast path declines hands the connection to hyper.
 
 use std::borrow::Cow;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -17,6 +18,7 @@ use rouse_config::Protocol;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::bufs::{self, Bufs};
 use super::copy::{self, Cut, Timeouts, Upstream};
@@ -104,6 +106,14 @@ pub(crate) async fn serve<IO: ClientStream>(
     let mut served = false;
     let mut grace: Option<Instant> = None;
     let mut held: Option<Box<Bufs>> = None;
+    // Made once per connection, not per wait: each new one registers with its token (a lock)
+    // and each dropped one leaves it, for every request; a timer pushed later is one store.
+    let kill = clients.kill.cancelled();
+    let stop = clients.stop.cancelled();
+    let timer = tokio::time::sleep_until(since);
+    tokio::pin!(kill, stop, timer);
+    let mut kill = Registered::new(&clients.kill, kill);
+    let mut stop = Registered::new(&clients.stop, stop);
     loop {
         let limit = if served {
             settings
@@ -119,17 +129,17 @@ pub(crate) async fn serve<IO: ClientStream>(
         let mut b = match held.take() {
             Some(b) => b,
             None => loop {
-                let due = grace.map_or(due, |g| g.min(due));
+                timer.as_mut().reset(grace.map_or(due, |g| g.min(due)));
                 tokio::select! {
                     biased;
-                    () = clients.kill.cancelled() => return Outcome::Done,
+                    () = kill.wait() => return Outcome::Done,
                     r = poll_fn(|cx| io.poll_read_ready(cx)) => {
                         if r.is_err() {
                             return Outcome::Done;
                         }
                     }
-                    () = tokio::time::sleep_until(due) => return Outcome::Done,
-                    () = clients.stop.cancelled(), if grace.is_none() => {
+                    () = &mut timer => return Outcome::Done,
+                    () = stop.wait(), if grace.is_none() => {
                         grace = Some(Instant::now() + STOP_GRACE);
                         continue;
                     }
@@ -164,12 +174,12 @@ pub(crate) async fn serve<IO: ClientStream>(
                 }
             }
             b.read.reserve(4096);
-            let due = grace.map_or(due, |g| g.min(due));
+            timer.as_mut().reset(grace.map_or(due, |g| g.min(due)));
             let got = tokio::select! {
                 biased;
-                () = clients.kill.cancelled() => return Outcome::Done,
+                () = kill.wait() => return Outcome::Done,
                 r = io.read_buf(&mut b.read) => r,
-                () = tokio::time::sleep_until(due) => {
+                () = &mut timer => {
                     tracing::debug!(client = %peer, "no request in time; closing the connection");
                     return Outcome::Done;
                 }
@@ -182,7 +192,7 @@ pub(crate) async fn serve<IO: ClientStream>(
         let stopping = grace.is_some() || clients.stop.is_cancelled();
         let step = tokio::select! {
             biased;
-            () = clients.kill.cancelled() => return Outcome::Done,
+            () = kill.wait() => return Outcome::Done,
             // Boxed: an exchange's state (holding, retries, the body copy) is needed only
             // while one is in progress, not by every idle connection.
             step = Box::pin(request(clients, &mut io, &mut b, peer, https, stopping)) => step,
@@ -203,6 +213,40 @@ pub(crate) async fn serve<IO: ClientStream>(
             // Pipelined: the next request is already here.
             held = Some(b);
         }
+    }
+}
+
+/// A token's `cancelled()` polled once, which puts the connection's task on the token's list,
+/// then read as a flag: every poll of the future itself takes the token's lock (to compare
+/// wakers), and the connection's selects poll it at each of the task's wake-ups, several per
+/// request. The task's waker never changes, so the first registration keeps waking it.
+struct Registered<'a, F> {
+    token: &'a CancellationToken,
+    wait: Pin<&'a mut F>,
+    polled: bool,
+}
+
+impl<'a, F: Future<Output = ()>> Registered<'a, F> {
+    fn new(token: &'a CancellationToken, wait: Pin<&'a mut F>) -> Self {
+        Registered {
+            token,
+            wait,
+            polled: false,
+        }
+    }
+
+    fn wait(&mut self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| {
+            if !self.polled {
+                self.polled = true;
+                return self.wait.as_mut().poll(cx);
+            }
+            if self.token.is_cancelled() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
 
@@ -282,12 +326,14 @@ async fn request<IO: ClientStream>(
     let close = head.close || stopping;
     let is_head = head.is_head;
     let end = head.len + length as usize;
+    // Ready for a server when its body is in: at once, unless more had to be read.
+    let mut arrived = started;
     while read.len() < end {
         read.reserve(end - read.len());
         let got = tokio::time::timeout(settings.client_body_timeout, io.read_buf(read)).await;
         match got {
             Ok(Ok(0)) | Ok(Err(_)) => return Step::Close,
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => arrived = Instant::now(),
             Err(_) => {
                 let timeout = settings.client_body_timeout;
                 let resp = crate::answer::error(
@@ -322,7 +368,7 @@ async fn request<IO: ClientStream>(
     let waiter = Waiter {
         path,
         browser: head.browser,
-        arrived: Instant::now(),
+        arrived,
         held_us: AtomicU64::new(0),
     };
     let mut moved = None;

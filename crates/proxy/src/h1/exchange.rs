@@ -81,7 +81,13 @@ pub(crate) async fn send(
         let mut pooled_allowed = true;
         loop {
             let pooled = if pooled_allowed {
-                pool.raw_checkout(Instant::now())
+                // The instant the request was ready serves unless it was held since.
+                let now = if waited {
+                    Instant::now()
+                } else {
+                    waiter.arrived
+                };
+                pool.raw_checkout(now)
             } else {
                 None
             };

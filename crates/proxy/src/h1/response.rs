@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::request::{Field, parse_length, tokens};
-use super::rewrite::is_hop_by_hop;
+use super::rewrite::HopByHop;
 
 /// Field lines a server's head may have (hyper's client default).
 const MAX_FIELDS: usize = 100;
@@ -153,16 +153,12 @@ pub(crate) fn client_head(
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
     let field = |f: &Field| (&buf[f.name.clone()], &buf[f.value.clone()]);
-    let connection = fields
-        .iter()
-        .map(field)
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-        .map(|(_, v)| v);
+    let hop = HopByHop::new(fields, buf);
     let mut has_date = false;
     let rechunk = matches!(info.framing, Framing::Chunked | Framing::Close);
     for f in fields {
         let (name, value) = field(f);
-        if is_hop_by_hop(name, connection.clone()) {
+        if hop.contains(name) {
             continue;
         }
         // RFC 9110 §8.6: never in a 1xx or 204 (hyper drops it there too).

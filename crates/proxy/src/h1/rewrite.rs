@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use super::request::{Head, tokens, trim};
+use super::request::{Field, Head, tokens, trim};
 use crate::access::request_id::{self, Generated};
 
 /// Hop-by-hop fields (`headers::HOP_BY_HOP`, plus Upgrade, which the fast path never keeps).
@@ -28,6 +28,7 @@ const SET_HERE: [&[u8]; 3] = [
 ];
 
 /// Whether `name` is hop-by-hop, or named by one of `connection`'s values.
+#[cfg(test)]
 pub(crate) fn is_hop_by_hop<'a>(
     name: &[u8],
     connection: impl Iterator<Item = &'a [u8]> + Clone,
@@ -36,6 +37,64 @@ pub(crate) fn is_hop_by_hop<'a>(
         || connection
             .flat_map(tokens)
             .any(|t| name.eq_ignore_ascii_case(t))
+}
+
+/// The hop-by-hop fields of one head: the standard ones and those its `Connection` values
+/// name, the values split once per head (not again for every field, which was most of a
+/// small response's rewriting).
+pub(crate) struct HopByHop<'a> {
+    /// The first names `Connection` lists (a head rarely has more than one or two).
+    named: [&'a [u8]; 8],
+    len: usize,
+    /// `Connection` listed more than `named` holds: the rest are read from here.
+    more: Option<&'a [Field]>,
+    buf: &'a [u8],
+}
+
+impl<'a> HopByHop<'a> {
+    /// `fields`: a head's fields, offsets into `buf`.
+    pub(crate) fn new(fields: &'a [Field], buf: &'a [u8]) -> HopByHop<'a> {
+        let mut named: [&[u8]; 8] = [&[]; 8];
+        let mut len = 0;
+        let mut more = None;
+        for t in connection_values(fields, buf).flat_map(tokens) {
+            if len == named.len() {
+                more = Some(fields);
+                break;
+            }
+            named[len] = t;
+            len += 1;
+        }
+        HopByHop {
+            named,
+            len,
+            more,
+            buf,
+        }
+    }
+
+    pub(crate) fn contains(&self, name: &[u8]) -> bool {
+        let standard = match name.len() {
+            2 | 7 | 10 | 16..=19 => HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)),
+            _ => false,
+        };
+        standard
+            || self.named[..self.len]
+                .iter()
+                .any(|t| name.eq_ignore_ascii_case(t))
+            || self.more.is_some_and(|fields| {
+                connection_values(fields, self.buf)
+                    .flat_map(tokens)
+                    .any(|t| name.eq_ignore_ascii_case(t))
+            })
+    }
+}
+
+fn connection_values<'a>(fields: &'a [Field], buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    fields
+        .iter()
+        .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
+        .map(|f| &buf[f.value.clone()])
 }
 
 /// The request id a request goes to its server with: the client's, or one made here.
@@ -96,13 +155,8 @@ fn write_head<'b>(
     with_id: bool,
     out: &mut Vec<u8>,
 ) -> Option<RequestId<'b>> {
-    let field = |f: &super::request::Field| (&buf[f.name.clone()], &buf[f.value.clone()]);
-    let connection = head
-        .fields
-        .iter()
-        .map(field)
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-        .map(|(_, v)| v);
+    let field = |f: &Field| (&buf[f.name.clone()], &buf[f.value.clone()]);
+    let hop = HopByHop::new(&head.fields, buf);
     out.extend_from_slice(head.method(buf));
     out.push(b' ');
     out.extend_from_slice(head.target(buf));
@@ -122,13 +176,13 @@ fn write_head<'b>(
             // A list the client's `Connection` names is dropped before it is extended.
             if prior_for.is_none()
                 && name.eq_ignore_ascii_case(b"x-forwarded-for")
-                && !is_hop_by_hop(name, connection.clone())
+                && !hop.contains(name)
             {
                 prior_for = Some(value);
             }
             continue;
         }
-        if is_hop_by_hop(name, connection.clone()) {
+        if hop.contains(name) {
             continue;
         }
         out.extend_from_slice(name);
@@ -254,6 +308,39 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Gathered once per head, the hop-by-hop names are those `is_hop_by_hop` finds by
+        /// reading every `Connection` value again for each field, however many it lists.
+        #[test]
+        fn hop_by_hop_names_gathered_once_agree_with_reading_them_each_time(
+            fields in proptest::collection::vec((0..8usize, proptest::collection::vec(0..8usize, 0..12)), 0..8),
+        ) {
+            const NAMES: [&str; 8] =
+                ["Connection", "x-a", "X-B", "te", "Keep-Alive", "close", "Upgrade", "x-c"];
+            let mut buf = Vec::new();
+            let mut parsed = Vec::new();
+            for (name, tokens) in &fields {
+                let start = buf.len();
+                buf.extend_from_slice(NAMES[*name].as_bytes());
+                let name = start..buf.len();
+                let list: Vec<&str> = tokens.iter().map(|t| NAMES[*t]).collect();
+                let start = buf.len();
+                buf.extend_from_slice(list.join(" , ").as_bytes());
+                parsed.push(Field { name, value: start..buf.len() });
+            }
+            let hop = HopByHop::new(&parsed, &buf);
+            let connection = parsed
+                .iter()
+                .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
+                .map(|f| &buf[f.value.clone()]);
+            for name in NAMES.iter().chain(&["proxy-authorization", "Transfer-Encoding", "x-d"]) {
+                proptest::prop_assert_eq!(
+                    hop.contains(name.as_bytes()),
+                    is_hop_by_hop(name.as_bytes(), connection.clone()),
+                    "{}", name
+                );
+            }
+        }
+
         #[test]
         fn client_addresses_are_written_as_display_writes_them(
             v4 in proptest::prelude::any::<[u8; 4]>(),
