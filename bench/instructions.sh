@@ -25,9 +25,9 @@ install_tools nginx wrk valgrind curl python3
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 T=$(mktemp -d /tmp/rouse-instr.XXXXXX)
-PIDS=()
+KIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${KIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$T"
 }
@@ -45,7 +45,7 @@ http {
 }
 NGINX
 "$NGINX" -c "$T/backend.conf" &
-PIDS+=($!)
+KIDS+=($!)
 
 # measure NAME PORT PID : warm up, then count instructions over one wrk run
 measure() {
@@ -81,7 +81,7 @@ address = "127.0.0.1:$BACKEND"
 CONFIG
     RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$T/$name.cg" \
         "$bin" run -c "$T/$name.toml" >"$T/$name.log" 2>&1 &
-    PIDS+=($!)
+    KIDS+=($!)
     measure "$name" "$port" $!
 done
 
@@ -102,6 +102,6 @@ http {
 NGINX
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$T/nginx.cg" \
         "$NGINX" -c "$T/proxy.conf" >"$T/nginx.log" 2>&1 &
-    PIDS+=($!)
+    KIDS+=($!)
     measure nginx "$port" $!
 fi
