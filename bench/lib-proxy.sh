@@ -218,6 +218,26 @@ check_http1() {
     fi
 }
 
+# rouse_conf FILE PORT BACKEND_PORT [PROXY_LINES] : a rouse config listening on 127.0.0.1:PORT
+# in front of one static server, access log off; PROXY_LINES go in [proxy] ("threads = 1")
+rouse_conf() {
+    cat >"$1" <<EOF
+[proxy]
+listen = ["127.0.0.1:$2"]
+${4:-threads = 1}
+
+[log]
+access_log = false
+
+[[upstream]]
+name = "bench"
+supervisor = "none"
+
+[[upstream.server]]
+address = "127.0.0.1:$3"
+EOF
+}
+
 # ---------------------------------------------------------------------------------------------
 # nginx and HAProxy
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +267,18 @@ $extra
 $server
 }
 EOF
+}
+
+# nginx_proxy_server PORT : a server block on 127.0.0.1:PORT passing everything to `backend`
+nginx_proxy_server() {
+    printf '%s\n' "    server {
+        listen 127.0.0.1:$1 backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
 }
 
 # nginx_upstream PORT : the upstream block every nginx proxy uses (keep-alive to the backend)

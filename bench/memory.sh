@@ -54,14 +54,7 @@ nginx_conf backend "    server {
         listen 127.0.0.1:$P_BACKEND backlog=4096;
         location / { return 200 \"hello world\\n\"; }
     }"
-nginx_conf nginx "    server {
-        listen 127.0.0.1:$P_NGINX backlog=4096;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }
-    }" "$(nginx_upstream "$P_BACKEND")"
+nginx_conf nginx "$(nginx_proxy_server "$P_NGINX")" "$(nginx_upstream "$P_BACKEND")"
 
 HAPROXY_MAXCONN=$ROOM
 HAPROXY_TIMEOUT=$IDLE
@@ -70,23 +63,9 @@ HAPROXY_TIMEOUT=$IDLE
 # `no strict-limits` lets it start with the limit there is (it says so in its log).
 haproxy_conf haproxy "127.0.0.1:$P_HAPROXY" "$P_BACKEND" "    no strict-limits" "    timeout http-keep-alive $IDLE"
 
-cat >"$TMP/rouse.toml" <<EOF
-[proxy]
-listen = ["127.0.0.1:$P_ROUSE"]
-threads = 1
+rouse_conf "$TMP/rouse.toml" "$P_ROUSE" "$P_BACKEND" "threads = 1
 max_connections = $ROOM
-client_idle_timeout = "$IDLE"
-
-[log]
-access_log = false
-
-[[upstream]]
-name = "bench"
-supervisor = "none"
-
-[[upstream.server]]
-address = "127.0.0.1:$P_BACKEND"
-EOF
+client_idle_timeout = \"$IDLE\""
 "$ROUSE" check -c "$TMP/rouse.toml" >&2 || die "rouse check rejected the bench config (shown above)"
 
 start_proxy() {  # TARGET
