@@ -81,8 +81,9 @@ pub(crate) async fn send(
         let mut pooled_allowed = true;
         loop {
             let pooled = if pooled_allowed {
-                // The instant the request was ready serves unless it was held since.
-                let now = if waited {
+                // The instant the request was ready serves, unless it was held or another
+                // server's connect timed out since.
+                let now = if waited || !tried.is_empty() {
                     Instant::now()
                 } else {
                     waiter.arrived
