@@ -74,11 +74,7 @@ impl<'a> HopByHop<'a> {
     }
 
     pub(crate) fn contains(&self, name: &[u8]) -> bool {
-        let standard = match name.len() {
-            2 | 7 | 10 | 16..=19 => HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)),
-            _ => false,
-        };
-        standard
+        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
             || self.named[..self.len]
                 .iter()
                 .any(|t| name.eq_ignore_ascii_case(t))
