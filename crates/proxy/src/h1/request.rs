@@ -28,6 +28,23 @@ pub(crate) struct Field {
     pub value: Range<usize>,
 }
 
+impl Field {
+    /// Its name and value in `buf`, the buffer it was parsed from.
+    pub(crate) fn of<'b>(&self, buf: &'b [u8]) -> (&'b [u8], &'b [u8]) {
+        (&buf[self.name.clone()], &buf[self.value.clone()])
+    }
+}
+
+/// Where `part`, a slice httparse handed back, lies in `buf`, the buffer it parsed. httparse's
+/// slices lie in `buf`, but an empty one (a blank reason phrase) may be a static `""`
+/// anywhere: any empty slice is `0..0`.
+pub(crate) fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+    match (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize) {
+        Some(start) if start + part.len() <= buf.len() => start..start + part.len(),
+        _ => 0..0,
+    }
+}
+
 /// A request head the fast path can forward.
 #[derive(Debug, Default)]
 pub(crate) struct Head {
@@ -98,11 +115,7 @@ impl Head {
         if has_bare_lf(&buf[..len]) {
             return Parsed::Refuse("bare LF");
         }
-        let base = buf.as_ptr() as usize;
-        let at = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
-        };
+        let at = |s: &[u8]| span(buf, s);
         if req.version != Some(1) {
             return Parsed::Decline("HTTP/1.0");
         }

@@ -5,7 +5,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::request::{Field, parse_length, tokens};
+use super::request::{Field, parse_length, span, tokens};
 use super::rewrite::HopByHop;
 
 /// Field lines a server's head may have (hyper's client default).
@@ -70,13 +70,7 @@ pub(crate) fn parse(
     let mut chunked = false;
     let mut te = false;
     let mut close = resp.version == Some(0);
-    // httparse's slices lie in `buf`, but an empty one (a blank reason or value) may be a
-    // static `""` anywhere: it is `0..0`.
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| match (s.as_ptr() as usize).checked_sub(base) {
-        Some(start) if start + s.len() <= buf.len() => start..start + s.len(),
-        _ => 0..0,
-    };
+    let at = |s: &[u8]| span(buf, s);
     fields.clear();
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
@@ -152,12 +146,11 @@ pub(crate) fn client_head(
     ]);
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
-    let field = |f: &Field| (&buf[f.name.clone()], &buf[f.value.clone()]);
     let hop = HopByHop::new(fields, buf);
     let mut has_date = false;
     let rechunk = matches!(info.framing, Framing::Chunked | Framing::Close);
     for f in fields {
-        let (name, value) = field(f);
+        let (name, value) = f.of(buf);
         if hop.contains(name) {
             continue;
         }

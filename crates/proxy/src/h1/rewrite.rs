@@ -151,7 +151,6 @@ fn write_head<'b>(
     with_id: bool,
     out: &mut Vec<u8>,
 ) -> Option<RequestId<'b>> {
-    let field = |f: &Field| (&buf[f.name.clone()], &buf[f.value.clone()]);
     let hop = HopByHop::new(&head.fields, buf);
     out.extend_from_slice(head.method(buf));
     out.push(b' ');
@@ -161,7 +160,7 @@ fn write_head<'b>(
     let mut prior_for: Option<&[u8]> = None;
     let mut client_id: Option<&[u8]> = None;
     for f in &head.fields {
-        let (name, value) = field(f);
+        let (name, value) = f.of(buf);
         if with_id && name.eq_ignore_ascii_case(request_id::HEADER.as_bytes()) {
             if client_id.is_none() {
                 client_id = Some(value);
