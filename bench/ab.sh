@@ -16,6 +16,8 @@ set -euo pipefail
 (($# >= 4)) || { sed -n '2,13p' "$0"; exit 2; }
 ROUNDS=$1 DUR=$2 THREADS=$3; shift 3
 CONN=${CONNECTIONS:-64}
+# shellcheck source=bench/lib-rouse.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-rouse.sh"
 H2C=${H2C:-0}
 # One run against PORT for DUR seconds; prints "REQ_PER_S REQUESTS".
 load() {
@@ -59,18 +61,7 @@ for v in "$@"; do
     [[ $rest == *:* ]] && envs=${rest#*:}
     PORT[$name]=$(free_port)
     names+=("$name")
-    cat >"$T/$name.toml" <<CONFIG
-[proxy]
-listen = ["127.0.0.1:${PORT[$name]}"]
-threads = $THREADS
-[log]
-access_log = false
-[[upstream]]
-name = "bench"
-supervisor = "none"
-[[upstream.server]]
-address = "127.0.0.1:$BACKEND"
-CONFIG
+    rouse_conf "$T/$name.toml" "${PORT[$name]}" "$BACKEND" "threads = $THREADS"
     # shellcheck disable=SC2086
     env ${envs//,/ } RUST_LOG=warn taskset -c 0,1 "$bin" run -c "$T/$name.toml" >"$T/$name.log" 2>&1 &
     PIDS+=($!)

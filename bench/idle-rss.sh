@@ -9,6 +9,8 @@ N=$1; shift
 ulimit -n "$(ulimit -Hn)"
 export PATH="$PATH:/usr/sbin:/sbin"
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/lib-rouse.sh
+source "$HERE/lib-rouse.sh"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 T=$(mktemp -d /tmp/rouse-rss.XXXXXX)
 mkdir -p "$T/b"
@@ -26,20 +28,9 @@ NGINX
 nginx -c "$T/backend.conf" &
 NGINX_PID=$!
 trap 'kill $NGINX_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$T"' EXIT
-cat >"$T/rouse.toml" <<CONFIG
-[proxy]
-listen = ["127.0.0.1:$LISTEN"]
-threads = 2
+rouse_conf "$T/rouse.toml" "$LISTEN" "$BACKEND" "threads = 2
 max_connections = $((N + 1000))
-listen_backlog = 4096
-[log]
-access_log = false
-[[upstream]]
-name = "bench"
-supervisor = "none"
-[[upstream.server]]
-address = "127.0.0.1:$BACKEND"
-CONFIG
+listen_backlog = 4096"
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 for v in "$@"; do
     bin=${v%%:*} envs=""

@@ -1,4 +1,5 @@
-# Shared by bench/proxy.sh, bench/memory.sh and bench/throughput.sh: source it, do not run it.
+# Shared by bench/proxy.sh, bench/memory.sh, bench/throughput.sh and bench/instructions.sh:
+# source it, do not run it.
 #
 # Before sourcing, set SCRIPT_NAME (the log prefix). Sourcing defines BENCH_DIR, ROOT, OUT_DIR,
 # STAMP and the functions below; nothing is started until the script calls them. The order a
@@ -13,6 +14,8 @@ OUT_DIR="$BENCH_DIR/out"
 STAMP=$(date +%Y%m%d-%H%M%S)
 KEEP_TMP=${KEEP_TMP:-0}
 CLK_TCK=$(getconf CLK_TCK)
+# shellcheck source=bench/lib-rouse.sh
+source "$BENCH_DIR/lib-rouse.sh"
 
 log() { printf '[%s %s] %s\n' "$SCRIPT_NAME" "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -216,26 +219,6 @@ check_http1() {
         log "$label: expected 200 $(printf %q "$EXPECTED_BODY"), got $code: $(printf %q "$body")"
         return 1
     fi
-}
-
-# rouse_conf FILE PORT BACKEND_PORT [PROXY_LINES] : a rouse config listening on 127.0.0.1:PORT
-# in front of one static server, access log off; PROXY_LINES go in [proxy] ("threads = 1")
-rouse_conf() {
-    cat >"$1" <<EOF
-[proxy]
-listen = ["127.0.0.1:$2"]
-${4:-threads = 1}
-
-[log]
-access_log = false
-
-[[upstream]]
-name = "bench"
-supervisor = "none"
-
-[[upstream.server]]
-address = "127.0.0.1:$3"
-EOF
 }
 
 # ---------------------------------------------------------------------------------------------

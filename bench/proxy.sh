@@ -143,26 +143,12 @@ haproxy_conf haproxy "127.0.0.1:$P_HAPROXY" "$P_BACKEND"
 haproxy_conf haproxy-h2 "127.0.0.1:$P_HAPROXY_H2 proto h2" "$P_BACKEND"
 haproxy_conf haproxy-tls "127.0.0.1:$P_HAPROXY_TLS ssl crt $TMP/bench.combined.pem ssl-min-ver TLSv1.3" "$P_BACKEND"
 
-cat >"$TMP/rouse.toml" <<EOF2
-[proxy]
-listen = ["127.0.0.1:$P_ROUSE"]
-listen_tls = ["127.0.0.1:$P_ROUSE_TLS"]
+rouse_conf "$TMP/rouse.toml" "$P_ROUSE" "$P_BACKEND" "listen_tls = [\"127.0.0.1:$P_ROUSE_TLS\"]
 threads = $WORKERS
 
 [[proxy.tls]]
-cert = "$CERT"
-key = "$KEY"
-
-[log]
-access_log = false
-
-[[upstream]]
-name = "bench"
-supervisor = "none"
-
-[[upstream.server]]
-address = "127.0.0.1:$P_BACKEND"
-EOF2
+cert = \"$CERT\"
+key = \"$KEY\""
 
 log "backend: nginx on 127.0.0.1:$P_BACKEND (CPU $BACKEND_CPU)"
 start_nginx backend "$BACKEND_CPU" || die "backend nginx does not start"

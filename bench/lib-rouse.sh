@@ -1,0 +1,25 @@
+# The rouse config every bench script runs (one static upstream "bench"): source it, do not
+# run it. lib-proxy.sh sources it for the scripts built on that; ab.sh and idle-rss.sh, which
+# keep their own processes, source it alone.
+# shellcheck shell=bash
+
+# rouse_conf FILE PORT BACKEND_PORT [PROXY_LINES] : a rouse config listening on 127.0.0.1:PORT
+# in front of one static server, access log off. PROXY_LINES follow the listen line: more
+# [proxy] keys, then any of its tables such as [[proxy.tls]] ("threads = 1" if none).
+rouse_conf() {
+    cat >"$1" <<EOF
+[proxy]
+listen = ["127.0.0.1:$2"]
+${4:-threads = 1}
+
+[log]
+access_log = false
+
+[[upstream]]
+name = "bench"
+supervisor = "none"
+
+[[upstream.server]]
+address = "127.0.0.1:$3"
+EOF
+}
