@@ -37,7 +37,14 @@ wait_listen backend "$P_BACKEND" || die "backend nginx does not listen"
 # one wrk run, and stop it
 measure() {
     local name=$1 port=$2 pid=${PIDS[$1]} out reqs ir f
-    for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.2; done
+    # Under valgrind a start takes seconds: up to 60 s (or until it exits), then its log.
+    local up=0
+    for _ in $(seq 300); do
+        curl -sf "http://127.0.0.1:$port/" >/dev/null && { up=1; break; }
+        alive "$name" || break
+        sleep 0.2
+    done
+    ((up)) || { sed 's/^/    /' "$TMP/$name.log" >&2; die "$name does not answer on 127.0.0.1:$port within 60 s (or it exited)"; }
     wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
     callgrind_control -i on "$pid" >/dev/null 2>&1
     out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$port/")
