@@ -1,5 +1,7 @@
 //! The body of a response sent to a client: streamed from a server, read from a server by a
 //! pump and buffered for a slow client (`crate::buffer::response`), or made by rouse.
+//! A server's body comes through hyper's client (HTTP/2 servers, and requests with a body)
+//! or straight from a raw pooled connection (`crate::h1::raw_body`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::buffer::response::Item;
+use crate::h1::raw_body::RawBody;
 use crate::idle::{IdleTimer, Quiet};
 use crate::pool::{Pool, Sender};
 use crate::request_body::BoxError;
@@ -35,12 +38,50 @@ impl Completion {
     }
 }
 
+/// A server's response body, as hyper's client or the raw path reads it.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    Raw(RawBody),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            UpstreamBody::Raw(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Raw(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::Raw(b) => b.size_hint(),
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
     pub enum ProxyBody {
         Upstream {
             #[pin]
-            inner: Incoming,
+            inner: UpstreamBody,
             done: Option<Completion>,
             idle: IdleTimer,
         },
@@ -78,7 +119,7 @@ pin_project_lite::pin_project! {
 
 impl ProxyBody {
     /// A server's response body, which may pause for at most `read_timeout` between reads.
-    pub fn upstream(inner: Incoming, done: Completion, read_timeout: Duration) -> ProxyBody {
+    pub fn upstream(inner: UpstreamBody, done: Completion, read_timeout: Duration) -> ProxyBody {
         ProxyBody::Upstream {
             inner,
             done: Some(done),
@@ -209,7 +250,7 @@ impl Body for ProxyBody {
                     }
                     _ => {}
                 }
-                polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
+                polled
             }
             ProxyBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Buffered { rx, ended, .. } => {

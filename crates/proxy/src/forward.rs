@@ -15,7 +15,7 @@ use tokio::time::{Instant, timeout};
 
 use crate::access::{Captured, Entry, Seen};
 use crate::answer;
-use crate::body::{Completion, Ending, ProxyBody};
+use crate::body::{Completion, Ending, ProxyBody, UpstreamBody};
 use crate::buffer::{self, Limits};
 use crate::headers;
 use crate::hold::{Held, RELOADED, Waiter, admit, hold};
@@ -77,7 +77,7 @@ impl Proxy {
         };
         let host = headers::host_of(&authority);
         let routes = self.routes.load_full();
-        let Some(up) = routes.router.route(&host, req.uri().path()) else {
+        let Some(up_at) = routes.router.route(&host, req.uri().path()) else {
             return answer::error(
                 StatusCode::NOT_FOUND,
                 "no-route",
@@ -87,7 +87,7 @@ impl Proxy {
                 ),
             );
         };
-        let up = &routes.upstreams[up];
+        let up = &routes.upstreams[up_at];
 
         // HTTP/2 has no Upgrade; a stray header there is simply dropped with the others.
         let upgrade = req.version() < Version::HTTP_2 && headers::wants_upgrade(req.headers());
@@ -137,8 +137,15 @@ impl Proxy {
                 // The request is for a server once its body is in (request_buffering):
                 // holding it for a start counts from then.
                 waiter.arrived = Instant::now();
-                self.forward(&routes.table, up, req, sent, client_upgrade, &waiter)
-                    .await
+                if protocol == rouse_config::Protocol::Http1
+                    && !upgrade
+                    && http_body::Body::is_end_stream(req.body())
+                {
+                    self.relay(&routes, up_at, req, &waiter).await
+                } else {
+                    self.forward(&routes.table, up, req, sent, client_upgrade, &waiter)
+                        .await
+                }
             }
             Err(resp) => (resp, None),
         };
@@ -555,7 +562,20 @@ impl Proxy {
             };
             return self.splice_upgrade(resp, done, client);
         }
-        let (mut parts, body) = resp.into_parts();
+        let (parts, body) = resp.into_parts();
+        self.pass_on(parts, UpstreamBody::Hyper(body), done, limits)
+    }
+
+    /// A server's answer as the client gets it, whichever way it was read: its framing and
+    /// hop-by-hop fields out (hyper frames the body again), the body streamed or, when
+    /// `limits` want it, read ahead by a pump.
+    pub(crate) fn pass_on(
+        &self,
+        mut parts: http::response::Parts,
+        body: UpstreamBody,
+        done: Completion,
+        limits: Limits<'_>,
+    ) -> Response<ProxyBody> {
         // RFC 9112 §6.3: Transfer-Encoding frames the body and its Content-Length is void; kept,
         // it would tell the client a length the decoded body does not have.
         if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {

@@ -19,13 +19,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Limits;
 use super::spool::Spool;
-use crate::body::{Completion, ProxyBody};
+use crate::body::{Completion, ProxyBody, UpstreamBody};
 use crate::idle::Quiet;
 use crate::request_body::BoxError;
 
@@ -40,7 +39,7 @@ const PASS_STRAIGHT: u64 = 32 * 1024;
 
 /// Whether the server's `body` is worth a pump: buffering is on and the body is neither known
 /// empty (HEAD, 204, 304) nor known small.
-pub(crate) fn wanted(body: &Incoming, limits: Limits<'_>) -> bool {
+pub(crate) fn wanted(body: &UpstreamBody, limits: Limits<'_>) -> bool {
     limits.response_buffering
         && !body.is_end_stream()
         && body.size_hint().exact().is_none_or(|n| n > PASS_STRAIGHT)
@@ -50,7 +49,7 @@ pub(crate) type Item = Result<Frame<Bytes>, BoxError>;
 
 /// The body the client gets; the server's is read by a pump task from now on.
 pub(crate) fn buffered(
-    inner: Incoming,
+    inner: UpstreamBody,
     done: Completion,
     read_timeout: Duration,
     limits: Limits<'_>,
@@ -73,7 +72,7 @@ enum Server {
 }
 
 async fn pump(
-    mut inner: Incoming,
+    mut inner: UpstreamBody,
     done: Completion,
     tx: mpsc::Sender<Item>,
     mut spool: Spool,
@@ -167,7 +166,7 @@ async fn pump(
                             c.reuse = None;
                             c.finish();
                         }
-                        state = Server::Done(Some(Err(e.into())));
+                        state = Server::Done(Some(Err(e)));
                     }
                 }
             }

@@ -1,7 +1,8 @@
 //! A response body as it comes from the server, turned into what the client gets: a
 //! Content-Length body copied as it is, a chunked one decoded (sizes checked) and chunked
 //! again without extensions, trailers passed on when the client takes them; a body that ends
-//! with the connection chunked for the client.
+//! with the connection chunked for the client. Or, for hyper's side ([`Decoder::plain`]),
+//! the body's data alone, with its trailer section kept apart.
 
 use std::io::Write;
 
@@ -73,6 +74,9 @@ pub(crate) struct Decoder {
     trailer_buf: Vec<u8>,
     /// Body bytes (chunk data, not its framing) passed on so far: the access log's bytes sent.
     data: u64,
+    /// The data alone, not framed again for an HTTP/1.1 client; trailers kept for
+    /// [`Decoder::take_trailers`].
+    plain: bool,
 }
 
 impl Decoder {
@@ -89,7 +93,60 @@ impl Decoder {
             trailers,
             trailer_buf: Vec::new(),
             data: 0,
+            plain: false,
         }
+    }
+
+    /// A decoder that hands on the body's data alone (for a body hyper sends on, which frames
+    /// it itself); a chunked body's trailer section waits in [`Decoder::take_trailers`].
+    pub fn plain(framing: Framing) -> Decoder {
+        Decoder {
+            plain: true,
+            ..Decoder::new(framing, true)
+        }
+    }
+
+    /// For a body that is not chunked: how many of the `available` bytes at hand are its data
+    /// (counted as passed on), so they can be handed on without a copy. `None` for a chunked
+    /// one, which [`Decoder::decode`] must read.
+    pub fn take_plain(&mut self, available: usize) -> Option<usize> {
+        if self.chunked {
+            return None;
+        }
+        let take = match self.state {
+            State::Close => available,
+            State::Data(left) => {
+                let take = available.min(usize::try_from(left).unwrap_or(usize::MAX));
+                let left = left - take as u64;
+                self.state = if left == 0 {
+                    State::Done
+                } else {
+                    State::Data(left)
+                };
+                take
+            }
+            _ => 0,
+        };
+        self.data += take as u64;
+        Some(take)
+    }
+
+    /// The body's data still to come, when its length says so.
+    pub fn remaining(&self) -> Option<u64> {
+        match (self.chunked, self.state) {
+            (_, State::Done) => Some(0),
+            (false, State::Data(left)) => Some(left),
+            _ => None,
+        }
+    }
+
+    /// The trailer section of a chunked body decoded by a [`Decoder::plain`] (its lines and
+    /// the empty line that ends it), once the body is done, if it had any field.
+    pub fn take_trailers(&mut self) -> Option<Vec<u8>> {
+        if self.state != State::Done || self.trailer_buf.len() <= 2 {
+            return None;
+        }
+        Some(std::mem::take(&mut self.trailer_buf))
     }
 
     /// Body bytes passed on so far, chunk framing not counted.
@@ -109,14 +166,18 @@ impl Decoder {
             match self.state {
                 State::Done => break,
                 State::Close => {
-                    chunk(&input[i..], out);
+                    if self.plain {
+                        out.extend_from_slice(&input[i..]);
+                    } else {
+                        chunk(&input[i..], out);
+                    }
                     self.data += (input.len() - i) as u64;
                     i = input.len();
                 }
                 State::Data(left) => {
                     let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
                     let data = &input[i..i + take];
-                    if self.chunked {
+                    if self.chunked && !self.plain {
                         chunk(data, out);
                     } else {
                         out.extend_from_slice(data);
@@ -210,6 +271,7 @@ impl Decoder {
                     }
                     self.trailer_buf.push(b);
                     self.state = match (b, cr) {
+                        (b'\n', true) if line == 0 && self.plain => State::Done,
                         (b'\n', true) if line == 0 => {
                             out.extend_from_slice(b"0\r\n");
                             if self.trailers {
@@ -248,7 +310,9 @@ impl Decoder {
     pub fn eof(&mut self, out: &mut Vec<u8>) -> Result<(), BadBody> {
         match self.state {
             State::Close => {
-                out.extend_from_slice(b"0\r\n\r\n");
+                if !self.plain {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
                 self.state = State::Done;
                 Ok(())
             }
@@ -328,6 +392,53 @@ mod tests {
         assert_eq!(out, b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n");
     }
 
+    #[test]
+    fn a_plain_decoder_hands_on_the_data_and_keeps_the_trailers_apart() {
+        let body = b"5;ext=1\r\nhello\r\n1 \r\n!\r\n0\r\nX-Sum: 1\r\n\r\nnext";
+        let mut d = Decoder::plain(Framing::Chunked);
+        let mut out = Vec::new();
+        let used = d.decode(body, &mut out).unwrap();
+        assert_eq!(out, b"hello!");
+        assert_eq!(used, body.len() - 4);
+        assert!(d.is_done());
+        assert_eq!(d.data(), 6);
+        assert_eq!(d.take_trailers().as_deref(), Some(&b"X-Sum: 1\r\n\r\n"[..]));
+        assert_eq!(d.take_trailers(), None);
+
+        let mut d = Decoder::plain(Framing::Chunked);
+        d.decode(b"2\r\nab\r\n0\r\n\r\n", &mut out).unwrap();
+        assert!(d.is_done());
+        assert_eq!(d.take_trailers(), None, "no trailer field: nothing to send");
+    }
+
+    #[test]
+    fn a_plain_decoder_takes_a_length_or_close_body_without_copying() {
+        let mut d = Decoder::plain(Framing::Length(5));
+        assert_eq!(d.remaining(), Some(5));
+        assert_eq!(d.take_plain(3), Some(3));
+        assert_eq!(d.remaining(), Some(2));
+        assert_eq!(
+            d.take_plain(10),
+            Some(2),
+            "what follows the body is not its"
+        );
+        assert!(d.is_done());
+        assert_eq!(d.data(), 5);
+
+        let mut d = Decoder::plain(Framing::Close);
+        assert_eq!(d.take_plain(7), Some(7));
+        assert_eq!(d.remaining(), None);
+        let mut out = Vec::new();
+        d.eof(&mut out).unwrap();
+        assert!(out.is_empty() && d.is_done());
+
+        let mut d = Decoder::plain(Framing::Length(5));
+        d.take_plain(4);
+        assert_eq!(d.eof(&mut out), Err(BadBody::Truncated));
+        assert_eq!(Decoder::plain(Framing::Chunked).take_plain(3), None);
+        assert!(Decoder::plain(Framing::Empty).is_done());
+    }
+
     fn chunked(pieces: &[Vec<u8>]) -> Vec<u8> {
         let mut wire = Vec::new();
         for p in pieces.iter().filter(|p| !p.is_empty()) {
@@ -377,6 +488,13 @@ mod tests {
             let (out, used) = run(Framing::Chunked, false, &parts).unwrap();
             prop_assert_eq!(used, wire.len());
             prop_assert_eq!(data_of(&out), pieces.concat());
+            let mut plain = Decoder::plain(Framing::Chunked);
+            let mut data = Vec::new();
+            for p in &parts {
+                plain.decode(p, &mut data).unwrap();
+            }
+            prop_assert!(plain.is_done());
+            prop_assert_eq!(data, pieces.concat());
         }
     }
 }

@@ -6,7 +6,8 @@
 //! way and the body copied, all in the connection's own task, with buffers lent only for the
 //! length of an exchange. What the fast path does not take (see `request` and `conn`) is
 //! handed to hyper at a request boundary with the bytes already read (`fallback`), and hyper
-//! serves the connection from then on.
+//! serves the connection from then on. hyper's side sends its requests without a body to
+//! `http1` servers the same way (`relay`, `raw_body`).
 
 mod bufs;
 pub(crate) mod conn;
@@ -15,6 +16,8 @@ mod date;
 mod decode;
 mod exchange;
 pub(crate) mod fallback;
+pub(crate) mod raw_body;
+mod relay;
 pub(crate) mod request;
 mod response;
 mod rewrite;

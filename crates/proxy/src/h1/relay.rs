@@ -1,0 +1,257 @@
+//! hyper's side of the proxy (HTTP/2 clients, and the HTTP/1.1 requests the fast path
+//! declines) sending a request without a body to an `http1` upstream the fast path's way:
+//! its head written from hyper's request in one buffer, sent on a raw pooled connection (the
+//! same admission, holding and retries: `exchange::send`), the response head parsed once and
+//! the body read by the request's own task ([`RawBody`]). hyper's HTTP/1.1 client costs such
+//! a request a task hand-off each way, a channel and its own head encoder and parser: over
+//! h2c that was a third of rouse's user time (docs/benchmarks.md, session 10). Requests with a
+//! body keep hyper's client, which streams it.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use rouse_state::Server;
+
+use super::exchange::{self, HeadError};
+use super::raw_body::RawBody;
+use super::request::Field;
+use super::response::Info;
+use crate::answer;
+use crate::body::{Completion, ProxyBody, UpstreamBody};
+use crate::buffer::Limits;
+use crate::hold::Waiter;
+use crate::proxy::{Proxy, Routes};
+use crate::request_body::RequestBody;
+
+/// A response head's fields are read into a buffer this large at first.
+const HEAD_BUF: usize = 4096;
+
+impl Proxy {
+    /// Sends `req` (rewritten for the server by `headers::to_upstream`, its body empty) to a
+    /// server of upstream `up_at` and answers with the server's response, or rouse's own
+    /// saying why there is none; with the server it concerns.
+    pub(crate) async fn relay(
+        self: &Arc<Self>,
+        routes: &Arc<Routes>,
+        up_at: usize,
+        req: Request<RequestBody>,
+        waiter: &Waiter<'_>,
+    ) -> (Response<ProxyBody>, Option<Arc<Server>>) {
+        let wire = request_head(&req);
+        let is_head = req.method() == http::Method::HEAD;
+        let grpc = crate::buffer::is_grpc(req.headers());
+        drop(req);
+        let mut rbuf = Vec::with_capacity(HEAD_BUF);
+        let mut fields = Vec::new();
+        let mut moved = None;
+        let sent = exchange::send(
+            self,
+            routes,
+            up_at,
+            &wire,
+            is_head,
+            waiter,
+            &mut rbuf,
+            &mut fields,
+            &mut moved,
+        )
+        .await;
+        let mut answering = match sent {
+            Ok(a) => a,
+            Err(refused) => return refused,
+        };
+        let up = match &moved {
+            Some((routes, at)) => &routes.upstreams[*at],
+            None => &routes.upstreams[up_at],
+        };
+        let server = Arc::clone(answering.guard.server());
+        let failed = |why: String| {
+            let msg = format!(
+                "server {} of upstream {:?} failed mid-request: {why}",
+                server.address(),
+                up.state.name()
+            );
+            tracing::warn!("{msg}");
+            answer::error(StatusCode::BAD_GATEWAY, "server-error", msg)
+        };
+        // Interim answers (100, 103) are passed over, as hyper's client does; the final one
+        // follows on the same connection.
+        while (100..200).contains(&answering.info.status) {
+            if answering.info.status == 101 {
+                // RFC 9110 §15.2.2: this request did not ask to upgrade (see `respond`).
+                let resp = answer::error(
+                    StatusCode::BAD_GATEWAY,
+                    "server-error",
+                    "the server switched protocols on a request that did not ask to upgrade"
+                        .to_owned(),
+                );
+                return (resp, Some(server));
+            }
+            rbuf.drain(..answering.info.len);
+            let limit = self.settings.read_timeout;
+            match exchange::read_head(
+                &mut answering.stream,
+                &mut rbuf,
+                &mut fields,
+                is_head,
+                limit,
+            )
+            .await
+            {
+                Ok(info) => answering.info = info,
+                Err(e) => {
+                    let why = match e {
+                        HeadError::Nothing(w) | HeadError::Malformed(w) => w,
+                        HeadError::TimedOut => "no final answer in time".into(),
+                    };
+                    return (failed(why), Some(server));
+                }
+            }
+        }
+        let info = answering.info.clone();
+        let parts = match response_parts(&rbuf, &info, &fields) {
+            Ok(parts) => parts,
+            Err(why) => return (failed(why.to_owned()), Some(server)),
+        };
+        // Without a copy: the buffer is the Vec's, its head skipped.
+        let mut rest = BytesMut::from(Bytes::from(rbuf));
+        rest.advance(info.len);
+        let body = RawBody::new(
+            answering.stream,
+            answering.pool,
+            info.framing,
+            rest,
+            !info.close,
+        );
+        let done = Completion {
+            guard: answering.guard,
+            reuse: None,
+        };
+        let mut limits = Limits::of(&up.state.config, &self.settings.temp_dir);
+        if grpc {
+            limits = limits.streaming();
+        }
+        let resp = self.pass_on(parts, UpstreamBody::Raw(body), done, limits);
+        (resp, Some(server))
+    }
+}
+
+/// `req`'s head as the server gets it: the request line in origin form, its fields as they
+/// are (hop-by-hop ones already out), no framing field but a Content-Length the client sent.
+fn request_head(req: &Request<RequestBody>) -> Vec<u8> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut size = req.method().as_str().len() + target.len() + 16;
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    let mut out = Vec::with_capacity(size);
+    out.put_slice(req.method().as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        // The body is empty: a Transfer-Encoding would promise chunks that never come (hyper's
+        // client drops it the same way).
+        if name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out
+}
+
+/// The response head at the start of `buf` as hyper's parts: the status, every field (the
+/// hop-by-hop ones go in `pass_on`, as for hyper's client's answers), and the server's reason
+/// phrase when it is not the status's own (hyper writes it to an HTTP/1.1 client).
+fn response_parts(
+    buf: &[u8],
+    info: &Info,
+    fields: &[Field],
+) -> Result<http::response::Parts, &'static str> {
+    let status = StatusCode::from_u16(info.status).map_err(|_| "a status out of range")?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let (name, value) = f.of(buf);
+        let name = HeaderName::from_bytes(name).map_err(|_| "a malformed field name")?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| "a malformed field value")?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers = headers;
+    let reason = &buf[info.reason.clone()];
+    if !reason.is_empty()
+        && status.canonical_reason().map(str::as_bytes) != Some(reason)
+        && let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.to_vec())
+    {
+        parts.extensions.insert(phrase);
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::response;
+
+    fn parts_of(wire: &[u8]) -> http::response::Parts {
+        let mut fields = Vec::new();
+        let info = response::parse(wire, false, &mut fields).unwrap().unwrap();
+        response_parts(wire, &info, &fields).unwrap()
+    }
+
+    #[test]
+    fn the_request_head_is_the_request_line_and_its_fields_without_framing() {
+        let (body, _) = RequestBody::buffered(Box::pin(futures_util::stream::empty()), 0, true);
+        let req = Request::get("/a/b?c=d")
+            .header("host", "a.test")
+            .header("x-two", "1")
+            .header("x-two", "2")
+            .header("transfer-encoding", "chunked")
+            .header("content-length", "0")
+            .body(body)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(request_head(&req)).unwrap(),
+            "GET /a/b?c=d HTTP/1.1\r\nhost: a.test\r\nx-two: 1\r\nx-two: 2\r\n\
+             content-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_parts_keep_every_field_and_an_unusual_reason() {
+        let parts = parts_of(b"HTTP/1.1 200 Fine\r\nA: 1\r\nA: 2\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(parts.status, 200);
+        let a: Vec<_> = parts.headers.get_all("a").iter().collect();
+        assert_eq!(a, ["1", "2"]);
+        assert_eq!(parts.headers["content-length"], "0");
+        let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().unwrap();
+        assert_eq!(reason.as_bytes(), b"Fine");
+
+        let parts = parts_of(b"HTTP/1.1 404 Not Found\r\n\r\n");
+        assert_eq!(parts.status, 404);
+        assert!(parts.extensions.get::<hyper::ext::ReasonPhrase>().is_none());
+    }
+
+    #[test]
+    fn a_field_hyper_cannot_hold_is_refused_by_one_parser_or_the_other() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nA: \x01\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nA: x\x7fy\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA\x01: x\r\n\r\n",
+        ] {
+            let mut fields = Vec::new();
+            let refused = match response::parse(wire, false, &mut fields) {
+                Ok(Some(info)) => response_parts(wire, &info, &fields).is_err(),
+                Ok(None) => false,
+                Err(_) => true,
+            };
+            assert!(refused, "{wire:?}");
+        }
+    }
+}
