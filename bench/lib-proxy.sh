@@ -268,7 +268,7 @@ nginx_proxy_server() {
 nginx_upstream() {
     printf '%s\n' "    upstream backend {
         server 127.0.0.1:$1;
-        keepalive 128;
+        keepalive $BENCH_KEEPALIVE;
         keepalive_requests 100000;
     }"
 }

@@ -3,6 +3,11 @@
 # keep their own processes, source it alone.
 # shellcheck shell=bash
 
+# Idle connections kept per server, by rouse and nginx alike (HAProxy keeps every one): at
+# least the load's concurrency (h2load's 16 x 10 streams, wrk's 64), so that no proxy closes
+# and reopens connections between two bursts of responses.
+BENCH_KEEPALIVE=256
+
 # rouse_conf FILE PORT BACKEND_PORT [PROXY_LINES] : a rouse config listening on 127.0.0.1:PORT
 # in front of one static server, access log off. PROXY_LINES follow the listen line: more
 # [proxy] keys, then any of its tables such as [[proxy.tls]] ("threads = 1" if none).
@@ -10,6 +15,7 @@ rouse_conf() {
     cat >"$1" <<EOF
 [proxy]
 listen = ["127.0.0.1:$2"]
+pool_max_idle_per_server = $BENCH_KEEPALIVE
 ${4:-threads = 1}
 
 [log]

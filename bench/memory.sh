@@ -173,7 +173,7 @@ mkdir -p "$OUT_DIR"
     machine_lines "$LOADAVG_START"
     echo "- versions: $(first_line "$NGINX" -v); $(first_line "$HAPROXY" -v); $(first_line "$ROUSE" --version); $(first_line python3 --version)"
     echo "- backend: nginx, 1 worker, \`return 200 \"hello world\\n\"\`, CPU $BACKEND_CPU; each proxy alone, 1 worker/thread, CPU $PROXY_CPU, started fresh for its measurement and stopped after"
-    echo "- proxies: nginx \`worker_processes 1\`, \`keepalive_timeout $IDLE\`, \`worker_connections $ROOM\`, upstream \`keepalive 128\`; HAProxy \`nbthread 1\`, \`maxconn $ROOM\`, \`no strict-limits\` (descriptor limit $FDS), \`timeout client $IDLE\`, \`timeout http-keep-alive $IDLE\`; rouse \`threads = 1\`, \`max_connections = $ROOM\`, \`client_idle_timeout = \"$IDLE\"\`; no access logs"
+    echo "- proxies: nginx \`worker_processes 1\`, \`keepalive_timeout $IDLE\`, \`worker_connections $ROOM\`, upstream \`keepalive $BENCH_KEEPALIVE\`; HAProxy \`nbthread 1\`, \`maxconn $ROOM\`, \`no strict-limits\` (descriptor limit $FDS), \`timeout client $IDLE\`, \`timeout http-keep-alive $IDLE\`; rouse \`threads = 1\`, \`max_connections = $ROOM\`, \`client_idle_timeout = \"$IDLE\"\`; no access logs"
     echo "- clients: \`bench/memory-client.py\` on CPU $BACKEND_CPU opens $CONNS connections ($CONCURRENCY being set up at once), sends one \`GET /\` on each and reads the answer, then holds them all silent; RSS is read (VmRSS of /proc/PID/status) idle (after one request), while they are held, and after they are closed and the proxy has none left established"
     echo
     python3 - "$RESULTS" <<'EOF'

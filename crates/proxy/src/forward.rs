@@ -143,7 +143,10 @@ impl Proxy {
                 {
                     self.relay(&routes, up_at, req, &waiter).await
                 } else {
-                    self.forward(&routes.table, up, req, sent, client_upgrade, &waiter)
+                    // Boxed: hyper's client is now for requests with a body, upgrades and
+                    // HTTP/2 servers; inline, its state would make every request's future
+                    // (boxed per HTTP/2 stream) 800 bytes larger to allocate and copy.
+                    Box::pin(self.forward(&routes.table, up, req, sent, client_upgrade, &waiter))
                         .await
                 }
             }
@@ -562,26 +565,26 @@ impl Proxy {
             };
             return self.splice_upgrade(resp, done, client);
         }
-        let (parts, body) = resp.into_parts();
-        self.pass_on(parts, UpstreamBody::Hyper(body), done, limits)
-    }
-
-    /// A server's answer as the client gets it, whichever way it was read: its framing and
-    /// hop-by-hop fields out (hyper frames the body again), the body streamed or, when
-    /// `limits` want it, read ahead by a pump.
-    pub(crate) fn pass_on(
-        &self,
-        mut parts: http::response::Parts,
-        body: UpstreamBody,
-        done: Completion,
-        limits: Limits<'_>,
-    ) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
         // RFC 9112 §6.3: Transfer-Encoding frames the body and its Content-Length is void; kept,
         // it would tell the client a length the decoded body does not have.
         if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
             parts.headers.remove(http::header::CONTENT_LENGTH);
         }
         headers::strip_hop_by_hop(&mut parts.headers, false);
+        self.stream(parts, UpstreamBody::Hyper(body), done, limits)
+    }
+
+    /// A server's answer, its head's framing and hop-by-hop fields out (hyper frames the body
+    /// again), as the client gets it: the body streamed or, when `limits` want it, read ahead
+    /// by a pump.
+    pub(crate) fn stream(
+        &self,
+        parts: http::response::Parts,
+        body: UpstreamBody,
+        done: Completion,
+        limits: Limits<'_>,
+    ) -> Response<ProxyBody> {
         let read_timeout = self.settings.read_timeout;
         let body = if buffer::response::wanted(&body, limits) {
             buffer::response::buffered(body, done, read_timeout, limits)

@@ -242,12 +242,16 @@ pub fn to_http2<B>(req: &mut Request<B>, scheme: &str, authority: &str, te_trail
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
-    let ip = client_ip.to_string();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    // One buffer, the address written without the formatter (the fast path's writer).
+    let mut value = Vec::with_capacity(64);
+    if let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+        && !prior.trim().is_empty()
+    {
+        value.extend_from_slice(prior.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    crate::h1::push_ip(&mut value, client_ip);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
 }

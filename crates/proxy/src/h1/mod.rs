@@ -24,3 +24,4 @@ mod rewrite;
 pub(crate) mod upstream;
 
 pub(crate) use conn::{ClientStream, Outcome, serve};
+pub(crate) use rewrite::push_ip;

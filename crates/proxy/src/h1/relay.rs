@@ -9,14 +9,15 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use rouse_state::Server;
 
 use super::exchange::{self, HeadError};
 use super::raw_body::RawBody;
 use super::request::Field;
-use super::response::Info;
+use super::response::{Framing, Info};
+use super::rewrite::HopByHop;
 use crate::answer;
 use crate::body::{Completion, ProxyBody, UpstreamBody};
 use crate::buffer::Limits;
@@ -31,17 +32,30 @@ impl Proxy {
     /// Sends `req` (rewritten for the server by `headers::to_upstream`, its body empty) to a
     /// server of upstream `up_at` and answers with the server's response, or rouse's own
     /// saying why there is none; with the server it concerns.
-    pub(crate) async fn relay(
-        self: &Arc<Self>,
-        routes: &Arc<Routes>,
+    pub(crate) fn relay<'a>(
+        self: &'a Arc<Self>,
+        routes: &'a Arc<Routes>,
         up_at: usize,
         req: Request<RequestBody>,
-        waiter: &Waiter<'_>,
-    ) -> (Response<ProxyBody>, Option<Arc<Server>>) {
+        waiter: &'a Waiter<'_>,
+    ) -> impl Future<Output = (Response<ProxyBody>, Option<Arc<Server>>)> + Send + 'a {
+        // What the exchange needs of the request, taken now: the request itself would be
+        // part of the future's state (300 bytes per HTTP/2 stream) for nothing.
         let wire = request_head(&req);
         let is_head = req.method() == http::Method::HEAD;
         let grpc = crate::buffer::is_grpc(req.headers());
-        drop(req);
+        self.relay_wire(routes, up_at, wire, is_head, grpc, waiter)
+    }
+
+    async fn relay_wire(
+        self: &Arc<Self>,
+        routes: &Arc<Routes>,
+        up_at: usize,
+        wire: Vec<u8>,
+        is_head: bool,
+        grpc: bool,
+        waiter: &Waiter<'_>,
+    ) -> (Response<ProxyBody>, Option<Arc<Server>>) {
         let mut rbuf = Vec::with_capacity(HEAD_BUF);
         let mut fields = Vec::new();
         let mut moved = None;
@@ -110,13 +124,14 @@ impl Proxy {
             }
         }
         let info = answering.info.clone();
-        let parts = match response_parts(&rbuf, &info, &fields) {
+        // Without a copy: the head's field values are slices of the buffer they were read
+        // into, and the body starts from the rest of it.
+        let mut rest = BytesMut::from(Bytes::from(rbuf));
+        let head = rest.split_to(info.len).freeze();
+        let parts = match response_parts(&head, &info, &fields) {
             Ok(parts) => parts,
             Err(why) => return (failed(why.to_owned()), Some(server)),
         };
-        // Without a copy: the buffer is the Vec's, its head skipped.
-        let mut rest = BytesMut::from(Bytes::from(rbuf));
-        rest.advance(info.len);
         let body = RawBody::new(
             answering.stream,
             answering.pool,
@@ -132,7 +147,7 @@ impl Proxy {
         if grpc {
             limits = limits.streaming();
         }
-        let resp = self.pass_on(parts, UpstreamBody::Raw(body), done, limits);
+        let resp = self.stream(parts, UpstreamBody::Raw(body), done, limits);
         (resp, Some(server))
     }
 }
@@ -165,26 +180,34 @@ fn request_head(req: &Request<RequestBody>) -> Vec<u8> {
     out
 }
 
-/// The response head at the start of `buf` as hyper's parts: the status, every field (the
-/// hop-by-hop ones go in `pass_on`, as for hyper's client's answers), and the server's reason
-/// phrase when it is not the status's own (hyper writes it to an HTTP/1.1 client).
+/// The response head `head` as hyper's parts: the status, the end-to-end fields (as
+/// `client_head` leaves them for the fast path's clients: hop-by-hop ones and a
+/// Content-Length that chunks or the connection's end make void are out; hyper frames the body
+/// again), and the server's reason phrase when it is not the status's own (hyper writes it to
+/// an HTTP/1.1 client).
 fn response_parts(
-    buf: &[u8],
+    head: &Bytes,
     info: &Info,
     fields: &[Field],
 ) -> Result<http::response::Parts, &'static str> {
     let status = StatusCode::from_u16(info.status).map_err(|_| "a status out of range")?;
+    let hop = HopByHop::new(fields, head);
+    let unframed = matches!(info.framing, Framing::Chunked | Framing::Close);
     let mut headers = HeaderMap::with_capacity(fields.len());
     for f in fields {
-        let (name, value) = f.of(buf);
+        let (name, _) = f.of(head);
+        if hop.contains(name) || (unframed && name.eq_ignore_ascii_case(b"content-length")) {
+            continue;
+        }
         let name = HeaderName::from_bytes(name).map_err(|_| "a malformed field name")?;
-        let value = HeaderValue::from_bytes(value).map_err(|_| "a malformed field value")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(f.value.clone()))
+            .map_err(|_| "a malformed field value")?;
         headers.append(name, value);
     }
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
     parts.headers = headers;
-    let reason = &buf[info.reason.clone()];
+    let reason = &head[info.reason.clone()];
     if !reason.is_empty()
         && status.canonical_reason().map(str::as_bytes) != Some(reason)
         && let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.to_vec())
@@ -199,10 +222,10 @@ mod tests {
     use super::*;
     use crate::h1::response;
 
-    fn parts_of(wire: &[u8]) -> http::response::Parts {
+    fn parts_of(wire: &'static [u8]) -> http::response::Parts {
         let mut fields = Vec::new();
         let info = response::parse(wire, false, &mut fields).unwrap().unwrap();
-        response_parts(wire, &info, &fields).unwrap()
+        response_parts(&Bytes::from_static(wire), &info, &fields).unwrap()
     }
 
     #[test]
@@ -239,6 +262,21 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_fields_and_a_void_length_stay_with_the_server() {
+        let parts = parts_of(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\n\
+              Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\
+              Trailer: X-Sum\r\nX-App: kept\r\n\r\n",
+        );
+        let names: Vec<_> = parts.headers.keys().map(|n| n.as_str()).collect();
+        // `Trailer` is end-to-end: it announces the trailers that follow.
+        assert_eq!(names, ["trailer", "x-app"], "{:?}", parts.headers);
+        // A length the framing agrees with stays.
+        let parts = parts_of(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
+        assert_eq!(parts.headers["content-length"], "9");
+    }
+
+    #[test]
     fn a_field_hyper_cannot_hold_is_refused_by_one_parser_or_the_other() {
         for wire in [
             &b"HTTP/1.1 200 OK\r\nA: \x01\r\n\r\n"[..],
@@ -247,7 +285,9 @@ mod tests {
         ] {
             let mut fields = Vec::new();
             let refused = match response::parse(wire, false, &mut fields) {
-                Ok(Some(info)) => response_parts(wire, &info, &fields).is_err(),
+                Ok(Some(info)) => {
+                    response_parts(&Bytes::from_static(wire), &info, &fields).is_err()
+                }
                 Ok(None) => false,
                 Err(_) => true,
             };

@@ -220,7 +220,7 @@ fn write_head<'b>(
 
 /// Appends `ip` as `Display` writes it; IPv4 (every request's case behind most load balancers
 /// and on loopback) without the formatter, which was 1% of a small request's CPU.
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
