@@ -74,7 +74,7 @@ async fn a_certificate_is_obtained_over_http01_stored_served_and_reused() {
         backend.addr(),
     );
 
-    let rouse = Rouse::start(config.clone()).await.expect("rouse starts");
+    let rouse = Rouse::start(config).await.expect("rouse starts");
     assert!(
         rouse.cert_store().is_empty(),
         "nothing to serve before the order"
@@ -171,8 +171,21 @@ async fn a_certificate_is_obtained_over_http01_stored_served_and_reused() {
     rouse.shutdown().await;
 
     // A second rouse on the same dir serves the stored certificate from the start, and its loop
-    // looks at it and orders nothing.
-    let rouse = Rouse::start(config).await.expect("rouse starts again");
+    // looks at it and orders nothing. It listens on another port: the first one's may still be
+    // held for a moment by a process another test is spawning (a forked child keeps a copy of
+    // every descriptor until its exec closes them), which made the rebind fail once in CI-like
+    // runs. An order it should not make would fail there (pebble validates on `port`), and is
+    // caught below all the same.
+    let again_config = acme_config(
+        unique_port(),
+        &pebble.directory(),
+        &pebble.ca_file(),
+        &acme_dir,
+        backend.addr(),
+    );
+    let rouse = Rouse::start(again_config)
+        .await
+        .expect("rouse starts again");
     let again = rouse
         .cert_store()
         .find(Some(DOMAIN))
@@ -301,7 +314,10 @@ async fn an_account_the_ca_forgot_is_replaced() {
 
     // A new pebble at the same address knows no account; the certificate is gone too, so the
     // next start orders with the stored account, is refused, and makes a new one.
+    // rouse and pebble's validations move to another port (the directory stays where it was):
+    // the first rouse's may still be held for a moment by a child another test is spawning.
     pebble.stop().await;
+    let port = unique_port();
     let pebble = Pebble::start_at(port, listen).await;
     std::fs::remove_file(acme_dir.join(format!("{DOMAIN}.crt"))).unwrap();
     let config = acme_config(
