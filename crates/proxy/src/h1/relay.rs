@@ -28,6 +28,9 @@ use crate::request_body::RequestBody;
 /// A response head's fields are read into a buffer this large at first.
 const HEAD_BUF: usize = 4096;
 
+/// Room for this many fields' offsets at first (grown for more).
+const FIELDS: usize = 16;
+
 impl Proxy {
     /// Sends `req` (rewritten for the server by `headers::to_upstream`, its body empty) to a
     /// server of upstream `up_at` and answers with the server's response, or rouse's own
@@ -57,7 +60,7 @@ impl Proxy {
         waiter: &Waiter<'_>,
     ) -> (Response<ProxyBody>, Option<Arc<Server>>) {
         let mut rbuf = Vec::with_capacity(HEAD_BUF);
-        let mut fields = Vec::new();
+        let mut fields = Vec::with_capacity(FIELDS);
         let mut moved = None;
         let sent = exchange::send(
             self,
