@@ -9,11 +9,23 @@
 //! ones away from a runtime still busy with long-lived ones. What a connection spawns (h2
 //! streams, upstream connections, upgraded splices) stays on its runtime.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
+
+thread_local! {
+    /// This thread's index among the workers; 0 on any other thread.
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the data-plane thread this runs on (0 off the workers' threads): what is kept
+/// per thread, such as idle raw connections (`h1::upstream`), is found by it.
+pub(crate) fn current() -> usize {
+    INDEX.with(Cell::get)
+}
 
 /// N current-thread runtimes, each on a thread of its own, running until dropped.
 #[derive(Debug)]
@@ -38,7 +50,10 @@ impl Workers {
             let until = stop.clone();
             std::thread::Builder::new()
                 .name(format!("rouse-worker-{i}"))
-                .spawn(move || runtime.block_on(until.cancelled()))?;
+                .spawn(move || {
+                    INDEX.with(|index| index.set(i));
+                    runtime.block_on(until.cancelled())
+                })?;
             handles.push(handle);
             Ok::<(), std::io::Error>(())
         });
@@ -105,7 +120,10 @@ mod tests {
             let mut hold = hold.clone();
             let (tx, rx) = tokio::sync::oneshot::channel();
             workers.pick().spawn(async move {
-                let _ = tx.send(std::thread::current().name().map(str::to_owned));
+                let name = std::thread::current().name().map(str::to_owned);
+                // The thread knows its index (what per-thread pools are found by).
+                assert_eq!(name, Some(format!("rouse-worker-{}", current())));
+                let _ = tx.send(name);
                 // Alive until released, so the next pick sees this one's load.
                 let _ = hold.wait_for(|r| *r).await;
             });
@@ -122,6 +140,13 @@ mod tests {
                 "rouse-worker-1"
             ]
         );
+    }
+
+    #[test]
+    fn off_the_workers_the_index_is_0() {
+        assert_eq!(current(), 0);
+        let index = std::thread::spawn(current).join().unwrap();
+        assert_eq!(index, 0);
     }
 
     #[test]

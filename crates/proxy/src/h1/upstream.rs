@@ -2,6 +2,11 @@
 //! timeout as the pool's hyper connections, holding the socket itself (`connect::Stream`:
 //! TCP, unix or TLS), so a request is written and its response read with no task or channel
 //! in between.
+//!
+//! One list per data-plane thread (`workers::current`): a socket's readiness comes through the
+//! reactor of the runtime it was registered with, so a connection taken up on another thread
+//! would have every read and write woken across threads (the other runtime's reactor first,
+//! then a cross-thread wake-up). As nginx's `keepalive`, the bound holds per thread.
 
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
@@ -12,45 +17,60 @@ use tokio::time::Instant;
 
 use crate::connect::Stream;
 
+type List = Vec<(Stream, Instant)>;
+
 #[derive(Debug, Default)]
 pub struct Idle {
-    list: Mutex<Vec<(Stream, Instant)>>,
+    /// By data-plane thread.
+    lists: Mutex<Vec<List>>,
 }
 
 impl Idle {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Stream, Instant)>> {
-        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<List>> {
+        self.lists.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used connection that is younger than `idle_timeout` and still open.
+    /// The connection this thread used last that is younger than `idle_timeout` and still
+    /// open.
     pub fn checkout(&self, now: Instant, idle_timeout: Duration) -> Option<Stream> {
+        let thread = crate::workers::current();
         loop {
-            let (mut stream, since) = self.lock().pop()?;
+            let (mut stream, since) = self.lock().get_mut(thread)?.pop()?;
             if now.saturating_duration_since(since) < idle_timeout && still_open(&mut stream) {
                 return Some(stream);
             }
         }
     }
 
+    /// Keeps `stream` for this thread's next request; past `max_idle` this thread's oldest
+    /// goes (closed once the lock is let go).
     pub fn put(&self, stream: Stream, now: Instant, max_idle: usize) {
         if max_idle == 0 {
             return;
         }
-        let mut list = self.lock();
-        if list.len() >= max_idle {
+        let thread = crate::workers::current();
+        let oldest = {
+            let mut lists = self.lock();
+            if lists.len() <= thread {
+                lists.resize_with(thread + 1, Vec::new);
+            }
+            let list = &mut lists[thread];
             // The oldest is the least likely to be needed again.
-            list.remove(0);
-        }
-        list.push((stream, now));
+            let oldest = (list.len() >= max_idle).then(|| list.remove(0));
+            list.push((stream, now));
+            oldest
+        };
+        drop(oldest);
     }
 
     pub fn evict_expired(&self, now: Instant, idle_timeout: Duration) {
-        self.lock()
-            .retain(|(_, since)| now.saturating_duration_since(*since) < idle_timeout);
+        for list in self.lock().iter_mut() {
+            list.retain(|(_, since)| now.saturating_duration_since(*since) < idle_timeout);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().iter().map(Vec::len).sum()
     }
 }
 
@@ -64,4 +84,63 @@ fn still_open(stream: &mut Stream) -> bool {
         std::pin::Pin::new(stream).poll_read(&mut cx, &mut buf),
         Poll::Pending
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workers::Workers;
+
+    /// A connection to a listener on 127.0.0.1:0 (the listener kept, so it stays open).
+    async fn connection() -> (Stream, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (Stream::Tcp(stream), listener)
+    }
+
+    /// Runs `f` on the next worker `pick` gives; its thread's index and `f`'s answer.
+    async fn on<T: Send + 'static>(
+        workers: &Workers,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> (usize, T) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        workers.pick().spawn(async move {
+            let _ = tx.send((crate::workers::current(), f()));
+        });
+        rx.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_taken_up_again_only_on_the_thread_that_kept_it() {
+        let workers = Workers::start(2).unwrap();
+        let idle = std::sync::Arc::new(Idle::default());
+        let limit = Duration::from_secs(60);
+        let (stream, _listener) = connection().await;
+        let (keeper, ()) = {
+            let idle = std::sync::Arc::clone(&idle);
+            on(&workers, move || idle.put(stream, Instant::now(), 8)).await
+        };
+        // Ask from each thread (picks go round; bounded): the other thread finds none and
+        // leaves it kept; the keeper's thread gets it.
+        let mut asked = [false; 2];
+        for _ in 0..8 {
+            let checkout = {
+                let idle = std::sync::Arc::clone(&idle);
+                move || idle.checkout(Instant::now(), limit).is_some()
+            };
+            let (thread, found) = on(&workers, checkout).await;
+            if thread == keeper {
+                assert!(found, "the thread that kept it finds it");
+                assert_eq!(idle.len(), 0);
+                asked[thread] = true;
+                break;
+            }
+            assert!(!found, "thread {thread} found thread {keeper}'s connection");
+            assert_eq!(idle.len(), 1);
+            asked[thread] = true;
+        }
+        assert_eq!(asked, [true, true], "both threads asked");
+    }
 }
