@@ -33,8 +33,12 @@ struct Answer {
     trailers: Option<HeaderMap>,
 }
 
-async fn rouse_before(server: &RawServer) -> Rouse {
-    start_rouse(&static_upstream("raw", &[], "", &[server.addr()])).await
+/// A scripted server, rouse in front of it, and an HTTP/2 client connection to rouse.
+async fn start() -> (RawServer, Rouse, SendRequest<Empty<Bytes>>) {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = start_rouse(&static_upstream("raw", &[], "", &[server.addr()])).await;
+    let send = h2(rouse.addr()).await;
+    (server, rouse, send)
 }
 
 /// An HTTP/2 connection (prior knowledge) to rouse.
@@ -107,11 +111,22 @@ async fn scripted(
     answer
 }
 
+/// The body of the answer to a GET the server answers `response` to (which must come whole).
+async fn body_for(
+    send: &mut SendRequest<Empty<Bytes>>,
+    server: &RawServer,
+    up: &mut Option<Upstream>,
+    response: &'static [u8],
+) -> Vec<u8> {
+    scripted(send, server, up, "GET", response)
+        .await
+        .unwrap_or_else(|e| panic!("no whole answer: {e}"))
+        .body
+}
+
 #[tokio::test]
 async fn a_request_reaches_the_server_as_http11_and_its_connection_is_kept_for_the_next() {
-    let server = RawServer::bind(WITHIN).await;
-    let rouse = rouse_before(&server).await;
-    let mut send = h2(rouse.addr()).await;
+    let (server, rouse, mut send) = start().await;
     let asking = ask(
         &mut send,
         "GET",
@@ -178,9 +193,7 @@ async fn a_request_reaches_the_server_as_http11_and_its_connection_is_kept_for_t
 
 #[tokio::test]
 async fn every_framing_of_a_response_reaches_the_client_whole() {
-    let server = RawServer::bind(WITHIN).await;
-    let rouse = rouse_before(&server).await;
-    let mut send = h2(rouse.addr()).await;
+    let (server, _rouse, mut send) = start().await;
     let mut up = None;
     let cases: [(&str, &[u8], &[u8]); 5] = [
         ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world", b"hello world"),
@@ -231,9 +244,7 @@ async fn every_framing_of_a_response_reaches_the_client_whole() {
 
 #[tokio::test]
 async fn interim_answers_are_passed_over_and_trailers_reach_the_client() {
-    let server = RawServer::bind(WITHIN).await;
-    let rouse = rouse_before(&server).await;
-    let mut send = h2(rouse.addr()).await;
+    let (server, _rouse, mut send) = start().await;
     let mut up = None;
     let answer = scripted(
         &mut send,
@@ -253,23 +264,19 @@ async fn interim_answers_are_passed_over_and_trailers_reach_the_client() {
     let trailers = answer.trailers.expect("trailers");
     assert_eq!(trailers["x-checksum"], "42");
     // And the connection serves the next request.
-    let answer = scripted(
+    let body = body_for(
         &mut send,
         &server,
         &mut up,
-        "GET",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     )
-    .await
-    .expect("the next answer");
-    assert_eq!(answer.body, b"ok");
+    .await;
+    assert_eq!(body, b"ok");
 }
 
 #[tokio::test]
 async fn broken_responses_are_502_or_a_reset_stream_and_never_reused() {
-    let server = RawServer::bind(WITHIN).await;
-    let rouse = rouse_before(&server).await;
-    let mut send = h2(rouse.addr()).await;
+    let (server, _rouse, mut send) = start().await;
     // Before the body: rouse answers 502 itself and closes the server's connection.
     for (what, response) in [
         (
@@ -327,54 +334,38 @@ async fn broken_responses_are_502_or_a_reset_stream_and_never_reused() {
     // Bytes after a response never answer the next request, which the server answers itself
     // (on a new connection: the one with stray bytes is not kept).
     let mut up = None;
-    let answer = scripted(
+    let body = body_for(&mut send, &server, &mut up, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale").await;
+    assert_eq!(body, b"ok");
+    let body = body_for(
         &mut send,
         &server,
         &mut up,
-        "GET",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale",
-    )
-    .await
-    .expect("the first answer");
-    assert_eq!(answer.body, b"ok");
-    let answer = scripted(
-        &mut send,
-        &server,
-        &mut up,
-        "GET",
         b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext",
     )
-    .await
-    .expect("the next answer");
-    assert_eq!(answer.body, b"next");
+    .await;
+    assert_eq!(body, b"next");
 }
 
 #[tokio::test]
 async fn a_pooled_connection_the_server_closed_loses_no_request() {
-    let server = RawServer::bind(WITHIN).await;
-    let rouse = rouse_before(&server).await;
-    let mut send = h2(rouse.addr()).await;
+    let (server, _rouse, mut send) = start().await;
     let mut up = None;
-    let answer = scripted(
+    let body = body_for(
         &mut send,
         &server,
         &mut up,
-        "GET",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
     )
-    .await
-    .expect("the first answer");
-    assert_eq!(answer.body, b"a");
+    .await;
+    assert_eq!(body, b"a");
     // The server closes the idle connection; the next request goes on a new one, answered.
     drop(up.take());
-    let answer = scripted(
+    let body = body_for(
         &mut send,
         &server,
         &mut up,
-        "GET",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
     )
-    .await
-    .expect("an answer on a new connection");
-    assert_eq!(answer.body, b"b");
+    .await;
+    assert_eq!(body, b"b");
 }
