@@ -4,7 +4,7 @@
 //! same admission, holding and retries: `exchange::send`), the response head parsed once and
 //! the body read by the request's own task ([`RawBody`]). hyper's HTTP/1.1 client costs such
 //! a request a task hand-off each way, a channel and its own head encoder and parser: over
-//! h2c that was a third of rouse's user time (docs/benchmarks.md, session 10). Requests with a
+//! h2c that was a quarter of rouse's user time (docs/benchmarks.md, session 10). Requests with a
 //! body keep hyper's client, which streams it.
 
 use std::sync::Arc;
