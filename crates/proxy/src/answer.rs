@@ -23,6 +23,29 @@ pub fn error(status: StatusCode, kind: &'static str, message: String) -> Respons
     resp
 }
 
+/// 502 for a server that failed once its request was on the way (its connection broke, or
+/// what it answered cannot be forwarded), logged as a warning.
+pub(crate) fn server_failed(
+    server: &rouse_config::ServerAddress,
+    upstream: &str,
+    why: impl std::fmt::Display,
+) -> Response<ProxyBody> {
+    let msg = format!("server {server} of upstream {upstream:?} failed mid-request: {why}");
+    tracing::warn!("{msg}");
+    error(StatusCode::BAD_GATEWAY, "server-error", msg)
+}
+
+/// 502 for a `101 Switching Protocols` to a request that did not ask to upgrade (RFC 9110
+/// §15.2.2): passed on, it would turn the client's connection into a raw tunnel to the server,
+/// past routing and every check.
+pub(crate) fn unasked_switch() -> Response<ProxyBody> {
+    error(
+        StatusCode::BAD_GATEWAY,
+        "server-error",
+        "the server switched protocols on a request that did not ask to upgrade".to_owned(),
+    )
+}
+
 /// Counts `resp` in `rouse_errors_total` if rouse wrote it itself (it names its kind in
 /// `x-rouse-error`). Callers check `status >= 400` first, so a proxied success costs nothing.
 pub(crate) fn count_error<B>(metrics: &rouse_state::Metrics, upstream: &str, resp: &Response<B>) {

@@ -428,17 +428,9 @@ impl Proxy {
                             return (resp, Some(Arc::clone(&server)));
                         }
                         None => {
-                            let msg = format!(
-                                "server {} of upstream {:?} failed mid-request: {}",
-                                server.address(),
-                                up.state.name(),
-                                e.error()
-                            );
-                            tracing::warn!("{msg}");
-                            return (
-                                answer::error(StatusCode::BAD_GATEWAY, "server-error", msg),
-                                Some(Arc::clone(&server)),
-                            );
+                            let resp =
+                                answer::server_failed(server.address(), up.state.name(), e.error());
+                            return (resp, Some(Arc::clone(&server)));
                         }
                     },
                 }
@@ -551,17 +543,10 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client) = client_upgrade else {
-                // RFC 9110 §15.2.2: passed on, a 101 the client never asked for would turn its
-                // connection into a raw tunnel to this server, past routing and every check.
                 let mut done = done;
                 done.reuse = None;
                 done.finish();
-                return answer::error(
-                    StatusCode::BAD_GATEWAY,
-                    "server-error",
-                    "the server switched protocols on a request that did not ask to upgrade"
-                        .to_owned(),
-                );
+                return answer::unasked_switch();
             };
             return self.splice_upgrade(resp, done, client);
         }

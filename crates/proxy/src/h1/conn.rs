@@ -425,17 +425,11 @@ async fn request<IO: ClientStream>(
         match next {
             Ok(info) => answering.info = info,
             Err(e) => {
-                let why = match e {
-                    HeadError::Nothing(w) | HeadError::Malformed(w) => w,
-                    HeadError::TimedOut => "no final answer in time".into(),
-                };
-                let msg = format!(
-                    "server {} of upstream {:?} failed mid-request: {why}",
+                let resp = crate::answer::server_failed(
                     server.address(),
-                    up.state.name()
+                    up.state.name(),
+                    e.after_interim(),
                 );
-                tracing::warn!("{msg}");
-                let resp = crate::answer::error(http::StatusCode::BAD_GATEWAY, "server-error", msg);
                 done.status = 502;
                 crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
                 done.sent = http_body::Body::size_hint(resp.body()).exact();

@@ -42,6 +42,16 @@ pub(crate) enum HeadError {
     TimedOut,
 }
 
+impl HeadError {
+    /// Why no final answer followed an interim one (100, 103), for the 502 that says so.
+    pub(crate) fn after_interim(self) -> String {
+        match self {
+            HeadError::Nothing(why) | HeadError::Malformed(why) => why,
+            HeadError::TimedOut => "no final answer in time".into(),
+        }
+    }
+}
+
 /// Sends `wire` (the whole request) to a server of `up` and reads its response head into
 /// `rbuf`, the offsets of its fields into `fields`. `moved` is set when a reload replaced the
 /// upstream while the request was held.
@@ -130,13 +140,7 @@ pub(crate) async fn send(
                     continue;
                 }
                 Err(HeadError::Nothing(why)) | Err(HeadError::Malformed(why)) => {
-                    let msg = format!(
-                        "server {} of upstream {:?} failed mid-request: {why}",
-                        server.address(),
-                        up.state.name(),
-                    );
-                    tracing::warn!("{msg}");
-                    let resp = answer::error(StatusCode::BAD_GATEWAY, "server-error", msg);
+                    let resp = answer::server_failed(server.address(), up.state.name(), why);
                     return Err((resp, Some(server)));
                 }
                 Err(HeadError::TimedOut) => {

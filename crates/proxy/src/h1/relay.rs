@@ -13,11 +13,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use rouse_state::Server;
 
-use super::exchange::{self, HeadError};
+use super::exchange;
 use super::raw_body::RawBody;
 use super::request::Field;
-use super::response::{Framing, Info};
-use super::rewrite::HopByHop;
+use super::response::{self, Info};
 use crate::answer;
 use crate::body::{Completion, ProxyBody, UpstreamBody};
 use crate::buffer::Limits;
@@ -83,27 +82,12 @@ impl Proxy {
             None => &routes.upstreams[up_at],
         };
         let server = Arc::clone(answering.guard.server());
-        let failed = |why: String| {
-            let msg = format!(
-                "server {} of upstream {:?} failed mid-request: {why}",
-                server.address(),
-                up.state.name()
-            );
-            tracing::warn!("{msg}");
-            answer::error(StatusCode::BAD_GATEWAY, "server-error", msg)
-        };
+        let failed = |why: String| answer::server_failed(server.address(), up.state.name(), why);
         // Interim answers (100, 103) are passed over, as hyper's client does; the final one
         // follows on the same connection.
         while (100..200).contains(&answering.info.status) {
             if answering.info.status == 101 {
-                // RFC 9110 §15.2.2: this request did not ask to upgrade (see `respond`).
-                let resp = answer::error(
-                    StatusCode::BAD_GATEWAY,
-                    "server-error",
-                    "the server switched protocols on a request that did not ask to upgrade"
-                        .to_owned(),
-                );
-                return (resp, Some(server));
+                return (answer::unasked_switch(), Some(server));
             }
             rbuf.drain(..answering.info.len);
             let limit = self.settings.read_timeout;
@@ -117,13 +101,7 @@ impl Proxy {
             .await
             {
                 Ok(info) => answering.info = info,
-                Err(e) => {
-                    let why = match e {
-                        HeadError::Nothing(w) | HeadError::Malformed(w) => w,
-                        HeadError::TimedOut => "no final answer in time".into(),
-                    };
-                    return (failed(why), Some(server));
-                }
+                Err(e) => return (failed(e.after_interim()), Some(server)),
             }
         }
         let info = answering.info.clone();
@@ -183,10 +161,9 @@ fn request_head(req: &Request<RequestBody>) -> Vec<u8> {
     out
 }
 
-/// The response head `head` as hyper's parts: the status, the end-to-end fields (as
-/// `client_head` leaves them for the fast path's clients: hop-by-hop ones and a
-/// Content-Length that chunks or the connection's end make void are out; hyper frames the body
-/// again), and the server's reason phrase when it is not the status's own (hyper writes it to
+/// The response head `head` as hyper's parts: the status, the end-to-end fields (by the rule
+/// `client_head` uses for the fast path's clients, `response::end_to_end`: hop-by-hop ones
+/// and a Content-Length that re-framing makes void are out; hyper frames the body again), and the server's reason phrase when it is not the status's own (hyper writes it to
 /// an HTTP/1.1 client).
 fn response_parts(
     head: &Bytes,
@@ -194,14 +171,9 @@ fn response_parts(
     fields: &[Field],
 ) -> Result<http::response::Parts, &'static str> {
     let status = StatusCode::from_u16(info.status).map_err(|_| "a status out of range")?;
-    let hop = HopByHop::new(fields, head);
-    let unframed = matches!(info.framing, Framing::Chunked | Framing::Close);
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for f in fields {
+    for f in response::end_to_end(head, fields, info.framing.is_reframed()) {
         let (name, _) = f.of(head);
-        if hop.contains(name) || (unframed && name.eq_ignore_ascii_case(b"content-length")) {
-            continue;
-        }
         let name = HeaderName::from_bytes(name).map_err(|_| "a malformed field name")?;
         let value = HeaderValue::from_maybe_shared(head.slice(f.value.clone()))
             .map_err(|_| "a malformed field value")?;
@@ -223,7 +195,6 @@ fn response_parts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::h1::response;
 
     fn parts_of(wire: &'static [u8]) -> http::response::Parts {
         let mut fields = Vec::new();

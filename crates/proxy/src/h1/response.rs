@@ -22,6 +22,29 @@ pub(crate) enum Framing {
     Close,
 }
 
+impl Framing {
+    /// Whether the body goes on framed anew (chunked for an HTTP/1.1 client, frames for
+    /// hyper), so that a Content-Length the server sent is void.
+    pub(crate) fn is_reframed(self) -> bool {
+        matches!(self, Framing::Chunked | Framing::Close)
+    }
+}
+
+/// The fields of a response head in `buf` that go on to the client: none of the hop-by-hop
+/// ones (`HopByHop`), and no Content-Length when `void_length`.
+pub(crate) fn end_to_end<'a>(
+    buf: &'a [u8],
+    fields: &'a [Field],
+    void_length: bool,
+) -> impl Iterator<Item = &'a Field> + 'a {
+    let hop = HopByHop::new(fields, buf);
+    fields.iter().filter(move |f| {
+        let name = &buf[f.name.clone()];
+        let void = void_length && name.eq_ignore_ascii_case(b"content-length");
+        !(void || hop.contains(name))
+    })
+}
+
 /// What the server's head said, besides its fields (which stay in the read buffer, found by
 /// the offsets `parse` leaves in its `fields`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,19 +169,12 @@ pub(crate) fn client_head(
     ]);
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
-    let hop = HopByHop::new(fields, buf);
     let mut has_date = false;
-    let rechunk = matches!(info.framing, Framing::Chunked | Framing::Close);
-    for f in fields {
+    let rechunk = info.framing.is_reframed();
+    // RFC 9110 §8.6: never in a 1xx or 204 (hyper drops it there too).
+    let no_length = rechunk || status == 204 || (100..200).contains(&status);
+    for f in end_to_end(buf, fields, no_length) {
         let (name, value) = f.of(buf);
-        if hop.contains(name) {
-            continue;
-        }
-        // RFC 9110 §8.6: never in a 1xx or 204 (hyper drops it there too).
-        let no_length = rechunk || status == 204 || (100..200).contains(&status);
-        if no_length && name.eq_ignore_ascii_case(b"content-length") {
-            continue;
-        }
         has_date |= name.eq_ignore_ascii_case(b"date");
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
