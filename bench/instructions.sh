@@ -8,20 +8,22 @@
 #
 #   bench/instructions.sh NAME=BINARY ...     e.g. bench/instructions.sh old=/tmp/rouse new=target/release/rouse
 #
-# DURATION (s under load, default 5), CONNECTIONS (16), NGINX=0 to leave nginx out. Under
-# valgrind a proxy runs some 50x slower: a few thousand requests are counted, enough for
-# figures repeatable to about 1%. Needs nginx, wrk, valgrind, curl, python3 (installed if
-# missing; root).
+# DURATION (s under load, default 5), CONNECTIONS (16), NGINX=0 to leave nginx out, H2C=1 for
+# h2load over h2c (prior knowledge, 16 clients x 10 streams, rouse binaries alone) instead of
+# wrk. Under valgrind a proxy runs some 50x slower: a few thousand requests are counted, enough
+# for figures repeatable to about 1%. Needs nginx, wrk, h2load, valgrind, curl, python3
+# (installed if missing; root).
 set -euo pipefail
-(($# >= 1)) || { sed -n '2,14p' "$0"; exit 2; }
+(($# >= 1)) || { sed -n '2,15p' "$0"; exit 2; }
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-16}
 WITH_NGINX=${NGINX:-1}
+H2C=${H2C:-0}
 SCRIPT_NAME=instructions.sh
 # shellcheck source=bench/lib-proxy.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-proxy.sh"
 require_root
-install_tools nginx wrk valgrind curl python3 taskset
+install_tools nginx wrk h2load valgrind curl python3 taskset
 init_tmp
 CPUS="0-$(($(nproc) - 1))"
 
@@ -33,8 +35,17 @@ nginx_conf backend "    server {
 start_nginx backend "$CPUS" || die "backend nginx does not start"
 wait_listen backend "$P_BACKEND" || die "backend nginx does not listen"
 
+# load SECONDS PORT : the load for SECONDS against PORT, its report on stdout
+load() {
+    if [[ $H2C == 1 ]]; then
+        h2load -c 16 -m 10 -t 1 -D "$1" "http://127.0.0.1:$2/"
+    else
+        wrk -t1 -c"$CONNECTIONS" -d"$1s" "http://127.0.0.1:$2/"
+    fi
+}
+
 # measure NAME PORT : warm NAME (started under callgrind) up, then count its instructions over
-# one wrk run, and stop it
+# one run of the load, and stop it
 measure() {
     local name=$1 port=$2 pid=${PIDS[$1]} out reqs ir f
     # Under valgrind a start takes seconds: up to 60 s (or until it exits), then its log.
@@ -45,13 +56,17 @@ measure() {
         sleep 0.2
     done
     ((up)) || { sed 's/^/    /' "$TMP/$name.log" >&2; die "$name does not answer on 127.0.0.1:$port within 60 s (or it exited)"; }
-    wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
+    load 2 "$port" >/dev/null
     callgrind_control -i on "$pid" >/dev/null 2>&1
-    out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$port/")
+    out=$(load "$DURATION" "$port")
     callgrind_control -i off "$pid" >/dev/null 2>&1
     callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 1
-    reqs=$(awk '/requests in/{print $1}' <<<"$out")
+    if [[ $H2C == 1 ]]; then
+        reqs=$(awk '/^requests:/{print $8}' <<<"$out")
+    else
+        reqs=$(awk '/requests in/{print $1}' <<<"$out")
+    fi
     f=$(ls -S "$TMP/$name".cg* | head -1)
     ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
     printf '%-12s %8d requests  %12d instructions  %7d per request\n' "$name" "$reqs" "$ir" $((ir / reqs))
@@ -67,7 +82,8 @@ for v in "$@"; do
     measure "$name" "$port"
 done
 
-if [[ $WITH_NGINX == 1 ]]; then
+# nginx's proxy config here is HTTP/1.1 only: over h2c, rouse binaries alone are counted.
+if [[ $WITH_NGINX == 1 && $H2C != 1 ]]; then
     NGINX_MAIN_EXTRA="master_process off;" \
         nginx_conf nginx "$(nginx_proxy_server "$P_NGINX")" "$(nginx_upstream "$P_BACKEND")"
     start nginx "$CPUS" valgrind --tool=callgrind --instr-atstart=no \
