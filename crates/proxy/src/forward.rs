@@ -17,7 +17,8 @@ use crate::access::{Captured, Entry, Seen};
 use crate::answer;
 use crate::body::{Completion, Ending, ProxyBody, UpstreamBody};
 use crate::buffer::{self, Limits};
-use crate::headers;
+use crate::h1::relay::Forwarding;
+use crate::headers::{self, Https};
 use crate::hold::{Held, RELOADED, Waiter, admit, hold};
 use crate::limits;
 use crate::proxy::{Proxy, RouteUpstream, Routes};
@@ -118,22 +119,6 @@ impl Proxy {
 
         let (resp, server) = match self.read_body(req, limits, upgrade).await {
             Ok((mut req, sent)) => {
-                let te_trailers = headers::accepts_trailers(req.headers());
-                headers::to_upstream(&mut req, &authority, client.ip(), upgrade);
-                headers::set_request_id(req.headers_mut(), request_id.clone());
-                if protocol.is_http2() {
-                    // HTTP/1.0 without Host: the server's own address is the best authority.
-                    let authority = match (authority.as_str(), up.state.servers.first()) {
-                        ("", Some(s)) => s.address().to_string(),
-                        (a, _) => a.to_owned(),
-                    };
-                    let scheme = if protocol == rouse_config::Protocol::H2 {
-                        "https"
-                    } else {
-                        "http"
-                    };
-                    headers::to_http2(&mut req, scheme, &authority, te_trailers);
-                }
                 // The request is for a server once its body is in (request_buffering):
                 // holding it for a start counts from then.
                 waiter.arrived = Instant::now();
@@ -141,8 +126,30 @@ impl Proxy {
                     && !upgrade
                     && http_body::Body::is_end_stream(req.body())
                 {
-                    self.relay(&routes, up_at, req, &waiter).await
+                    let to = Forwarding {
+                        authority: &authority,
+                        client_ip: client.ip(),
+                        https: req.extensions().get::<Https>().is_some(),
+                        request_id: request_id.as_bytes(),
+                    };
+                    self.relay(&routes, up_at, req, to, &waiter).await
                 } else {
+                    let te_trailers = headers::accepts_trailers(req.headers());
+                    headers::to_upstream(&mut req, &authority, client.ip(), upgrade);
+                    headers::set_request_id(req.headers_mut(), request_id.clone());
+                    if protocol.is_http2() {
+                        // HTTP/1.0 without Host: the server's own address is the best authority.
+                        let authority = match (authority.as_str(), up.state.servers.first()) {
+                            ("", Some(s)) => s.address().to_string(),
+                            (a, _) => a.to_owned(),
+                        };
+                        let scheme = if protocol == rouse_config::Protocol::H2 {
+                            "https"
+                        } else {
+                            "http"
+                        };
+                        headers::to_http2(&mut req, scheme, &authority, te_trailers);
+                    }
                     // Boxed: hyper's client is now for requests with a body, upgrades and
                     // HTTP/2 servers; inline, its state would make every request's future
                     // (boxed per HTTP/2 stream) 800 bytes larger to allocate and copy.

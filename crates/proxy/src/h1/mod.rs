@@ -17,7 +17,7 @@ mod decode;
 mod exchange;
 pub(crate) mod fallback;
 pub(crate) mod raw_body;
-mod relay;
+pub(crate) mod relay;
 pub(crate) mod request;
 mod response;
 mod rewrite;

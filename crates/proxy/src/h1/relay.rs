@@ -1,15 +1,18 @@
 //! hyper's side of the proxy (HTTP/2 clients, and the HTTP/1.1 requests the fast path
 //! declines) sending a request without a body to an `http1` upstream the fast path's way:
-//! its head written from hyper's request in one buffer, sent on a raw pooled connection (the
-//! same admission, holding and retries: `exchange::send`), the response head parsed once and
-//! the body read by the request's own task ([`RawBody`]). hyper's HTTP/1.1 client costs such
-//! a request a task hand-off each way, a channel and its own head encoder and parser: over
-//! h2c that was a quarter of rouse's user time (docs/benchmarks.md, session 10). Requests with a
-//! body keep hyper's client, which streams it.
+//! its head written from hyper's request in one buffer by the fast path's writer (no
+//! `HeaderMap` rewritten first: that was 6.6% of an h2c request's instructions), sent on a
+//! raw pooled connection (the same admission, holding and retries: `exchange::send`), the
+//! response head parsed once and the body read by the request's own task ([`RawBody`]).
+//! hyper's HTTP/1.1 client costs such a request a task hand-off each way, a channel and its
+//! own head encoder and parser: over h2c that was a quarter of rouse's user time
+//! (docs/benchmarks.md, sessions 10 and 11). Requests with a body keep hyper's client, which
+//! streams it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use rouse_state::Server;
 
@@ -17,6 +20,7 @@ use super::exchange;
 use super::raw_body::RawBody;
 use super::request::Field;
 use super::response::{self, Info};
+use super::rewrite::{self, Id, Source};
 use crate::answer;
 use crate::body::{Completion, ProxyBody, UpstreamBody};
 use crate::buffer::Limits;
@@ -31,19 +35,20 @@ const HEAD_BUF: usize = 4096;
 const FIELDS: usize = 16;
 
 impl Proxy {
-    /// Sends `req` (rewritten for the server by `headers::to_upstream`, its body empty) to a
-    /// server of upstream `up_at` and answers with the server's response, or rouse's own
-    /// saying why there is none; with the server it concerns.
+    /// Sends `req` (its body empty), with the forwarding fields `to` says, to a server of
+    /// upstream `up_at` and answers with the server's response, or rouse's own saying why
+    /// there is none; with the server it concerns.
     pub(crate) fn relay<'a>(
         self: &'a Arc<Self>,
         routes: &'a Arc<Routes>,
         up_at: usize,
         req: Request<RequestBody>,
+        to: Forwarding<'_>,
         waiter: &'a Waiter<'_>,
     ) -> impl Future<Output = (Response<ProxyBody>, Option<Arc<Server>>)> + Send + 'a {
         // What the exchange needs of the request, taken now: the request itself would be
         // part of the future's state (300 bytes per HTTP/2 stream) for nothing.
-        let wire = request_head(&req);
+        let wire = request_head(&req, to);
         let is_head = req.method() == http::Method::HEAD;
         let grpc = crate::buffer::is_grpc(req.headers());
         self.relay_wire(routes, up_at, wire, is_head, grpc, waiter)
@@ -133,31 +138,44 @@ impl Proxy {
     }
 }
 
-/// `req`'s head as the server gets it: the request line in origin form, its fields as they
-/// are (hop-by-hop ones already out), no framing field but a Content-Length the client sent.
-fn request_head(req: &Request<RequestBody>) -> Vec<u8> {
+/// What the server's head says besides the client's: as `headers::to_upstream` and
+/// `headers::set_request_id` put them on hyper's client path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Forwarding<'a> {
+    /// `headers::request_authority`'s answer.
+    pub authority: &'a str,
+    pub client_ip: IpAddr,
+    pub https: bool,
+    pub request_id: &'a [u8],
+}
+
+/// `req`'s head as the server gets it, written straight from hyper's request by the fast
+/// path's writer (`rewrite::write_head`), so the rules are those of both paths: the request
+/// line in origin form, the client's fields but the hop-by-hop ones (a Transfer-Encoding
+/// among them: the body is empty, and hyper's client drops it the same way), Host from the
+/// target when it named one, the forwarding fields and the request id.
+fn request_head(req: &Request<RequestBody>, to: Forwarding<'_>) -> Vec<u8> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut size = req.method().as_str().len() + target.len() + 16;
-    for (name, value) in req.headers() {
+    let headers = req.headers();
+    let mut size = req.method().as_str().len() + target.len() + to.authority.len() * 2 + 160;
+    for (name, value) in headers {
         size += name.as_str().len() + value.len() + 4;
     }
     let mut out = Vec::with_capacity(size);
-    out.put_slice(req.method().as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(target.as_bytes());
-    out.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        // The body is empty: a Transfer-Encoding would promise chunks that never come (hyper's
-        // client drops it the same way).
-        if name == http::header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
-    out.put_slice(b"\r\n");
+    let src = Source {
+        method: req.method().as_str().as_bytes(),
+        target: target.as_bytes(),
+        fields: headers,
+        host: to.authority.as_bytes(),
+        set_host: req.uri().authority().is_some() || !headers.contains_key(http::header::HOST),
+    };
+    rewrite::write_head(
+        src,
+        to.client_ip,
+        to.https,
+        Id::Given(to.request_id),
+        &mut out,
+    );
     out
 }
 
@@ -202,22 +220,163 @@ mod tests {
         response_parts(&Bytes::from_static(wire), &info, &fields).unwrap()
     }
 
-    #[test]
-    fn the_request_head_is_the_request_line_and_its_fields_without_framing() {
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3));
+    const ID: &str = "0123456789abcdef";
+
+    fn request(uri: &str, fields: &[(&str, &str)]) -> Request<RequestBody> {
         let (body, _) = RequestBody::buffered(Box::pin(futures_util::stream::empty()), 0, true);
-        let req = Request::get("/a/b?c=d")
-            .header("host", "a.test")
-            .header("x-two", "1")
-            .header("x-two", "2")
-            .header("transfer-encoding", "chunked")
-            .header("content-length", "0")
-            .body(body)
-            .unwrap();
-        assert_eq!(
-            String::from_utf8(request_head(&req)).unwrap(),
-            "GET /a/b?c=d HTTP/1.1\r\nhost: a.test\r\nx-two: 1\r\nx-two: 2\r\n\
-             content-length: 0\r\n\r\n"
+        let mut req = Request::get(uri);
+        for (name, value) in fields {
+            req = req.header(*name, *value);
+        }
+        req.body(body).unwrap()
+    }
+
+    fn to(authority: &str) -> Forwarding<'_> {
+        Forwarding {
+            authority,
+            client_ip: CLIENT,
+            https: false,
+            request_id: ID.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn the_request_head_is_the_request_line_the_end_to_end_fields_and_the_forwarding_ones() {
+        let req = request(
+            "/a/b?c=d",
+            &[
+                ("host", "a.test"),
+                ("x-two", "1"),
+                ("x-two", "2"),
+                ("transfer-encoding", "chunked"),
+                ("content-length", "0"),
+                ("x-request-id", "the-client-s"),
+                ("x-forwarded-for", "192.0.2.1"),
+            ],
         );
+        assert_eq!(
+            String::from_utf8(request_head(&req, to("a.test"))).unwrap(),
+            "GET /a/b?c=d HTTP/1.1\r\nhost: a.test\r\nx-two: 1\r\nx-two: 2\r\n\
+             content-length: 0\r\nx-forwarded-host: a.test\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-for: 192.0.2.1, 10.1.2.3\r\nx-request-id: 0123456789abcdef\r\n\r\n"
+        );
+    }
+
+    /// An HTTP/2 request (its authority in the target) gets Host from the target, in place of
+    /// any it sent; `te` and `expect` stay behind.
+    #[test]
+    fn a_target_s_authority_is_the_server_s_host() {
+        let req = request(
+            "http://a.test:81/p",
+            &[
+                ("host", "other.test"),
+                ("te", "trailers"),
+                ("expect", "100-continue"),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(request_head(&req, to("a.test:81"))).unwrap(),
+            "GET /p HTTP/1.1\r\nhost: a.test:81\r\nx-forwarded-host: a.test:81\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-for: 10.1.2.3\r\n\
+             x-request-id: 0123456789abcdef\r\n\r\n"
+        );
+    }
+
+    mod same_as_hyper_s_client_path {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field() -> impl Strategy<Value = (String, String)> {
+            let name = prop::sample::select(vec![
+                "connection",
+                "keep-alive",
+                "te",
+                "transfer-encoding",
+                "upgrade",
+                "expect",
+                "proxy-authorization",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-request-id",
+                "content-length",
+                "accept",
+                "x-a",
+                "x-b",
+            ]);
+            let value = prop::sample::select(vec![
+                "x-a",
+                "close, x-b",
+                "keep-alive",
+                "trailers",
+                "192.0.2.7",
+                "",
+                "0",
+                "text/plain",
+                "x-a, x-b, upgrade",
+            ]);
+            (name, value).prop_map(|(n, v)| (n.to_owned(), v.to_owned()))
+        }
+
+        fn sorted(mut fields: Vec<(String, String)>) -> Vec<(String, String)> {
+            fields.sort();
+            fields
+        }
+
+        proptest! {
+            /// The relay's head carries what `headers::to_upstream` and
+            /// `headers::set_request_id` leave in hyper's request (as a multiset: hyper
+            /// groups repeated names), whatever the target's form and the client's Host.
+            #[test]
+            fn the_same_head_reaches_the_server(
+                fields in prop::collection::vec(field(), 0..8),
+                absolute in any::<bool>(),
+                host in prop::sample::select(vec![None, Some("a.test:81"), Some("other.test")]),
+                https in any::<bool>(),
+            ) {
+                let uri = if absolute { "http://a.test:81/p?q" } else { "/p?q" };
+                // An origin-form target was routed by its Host, or by none (HTTP/1.0).
+                let host = if absolute { host } else { host.map(|_| "a.test:81") };
+                let authority = if absolute || host.is_some() { "a.test:81" } else { "" };
+                let mut all: Vec<(&str, &str)> = host.map(|h| ("host", h)).into_iter().collect();
+                all.extend(fields.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                let mut req = request(uri, &all);
+                if host.is_none() && !absolute {
+                    *req.version_mut() = http::Version::HTTP_10;
+                }
+                if https {
+                    req.extensions_mut().insert(crate::headers::Https);
+                }
+                let mut forwarding = to(authority);
+                forwarding.https = https;
+                let wire = request_head(&req, forwarding);
+                let mut raw = [httparse::EMPTY_HEADER; 64];
+                let mut parsed = httparse::Request::new(&mut raw);
+                prop_assert!(parsed.parse(&wire).unwrap().is_complete());
+                prop_assert_eq!(parsed.path, Some("/p?q"));
+                prop_assert_eq!(parsed.version, Some(1));
+                let ours: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+
+                let mut theirs = req;
+                crate::headers::to_upstream(&mut theirs, authority, CLIENT, false);
+                crate::headers::set_request_id(
+                    theirs.headers_mut(),
+                    HeaderValue::from_static(ID),
+                );
+                prop_assert_eq!(theirs.uri().to_string(), "/p?q");
+                let theirs: Vec<(String, String)> = theirs
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
+                prop_assert_eq!(sorted(ours), sorted(theirs));
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::request::{Field, parse_length, span, tokens};
-use super::rewrite::HopByHop;
+use super::rewrite::{HopByHop, InBuf};
 
 /// Field lines a server's head may have (hyper's client default).
 const MAX_FIELDS: usize = 100;
@@ -37,7 +37,7 @@ pub(crate) fn end_to_end<'a>(
     fields: &'a [Field],
     void_length: bool,
 ) -> impl Iterator<Item = &'a Field> + 'a {
-    let hop = HopByHop::new(fields, buf);
+    let hop = HopByHop::new(InBuf(fields, buf));
     fields.iter().filter(move |f| {
         let name = &buf[f.name.clone()];
         let void = void_length && name.eq_ignore_ascii_case(b"content-length");

@@ -1,9 +1,12 @@
-//! The head sent to a server, written straight from the client's bytes: the request line in
-//! origin-form, every field but the hop-by-hop ones, then the forwarding fields, as
-//! `headers::to_upstream` makes them on hyper's path.
+//! The head sent to a server, written straight from the client's head (the fast path's
+//! bytes, or the `HeaderMap` of a request the relay sends): the request line in origin-form,
+//! every field but the hop-by-hop ones, then the forwarding fields, as `headers::to_upstream`
+//! makes them for hyper's client.
 
 use std::io::Write;
 use std::net::IpAddr;
+
+use http::HeaderMap;
 
 use super::request::{Field, Head, tokens, trim};
 use crate::access::request_id::{self, Generated};
@@ -42,22 +45,20 @@ pub(crate) fn is_hop_by_hop<'a>(
 /// The hop-by-hop fields of one head: the standard ones and those its `Connection` values
 /// name, the values split once per head (not again for every field, which was most of a
 /// small response's rewriting).
-pub(crate) struct HopByHop<'a> {
+pub(crate) struct HopByHop<'a, F> {
     /// The first names `Connection` lists (a head rarely has more than one or two).
     named: [&'a [u8]; 8],
     len: usize,
     /// `Connection` listed more than `named` holds: the rest are read from here.
-    more: Option<&'a [Field]>,
-    buf: &'a [u8],
+    more: Option<F>,
 }
 
-impl<'a> HopByHop<'a> {
-    /// `fields`: a head's fields, offsets into `buf`.
-    pub(crate) fn new(fields: &'a [Field], buf: &'a [u8]) -> HopByHop<'a> {
+impl<'a, F: Fields<'a>> HopByHop<'a, F> {
+    pub(crate) fn new(fields: F) -> HopByHop<'a, F> {
         let mut named: [&[u8]; 8] = [&[]; 8];
         let mut len = 0;
         let mut more = None;
-        for t in connection_values(fields, buf).flat_map(tokens) {
+        for t in connection_values(fields).flat_map(tokens) {
             if len == named.len() {
                 more = Some(fields);
                 break;
@@ -65,12 +66,7 @@ impl<'a> HopByHop<'a> {
             named[len] = t;
             len += 1;
         }
-        HopByHop {
-            named,
-            len,
-            more,
-            buf,
-        }
+        HopByHop { named, len, more }
     }
 
     pub(crate) fn contains(&self, name: &[u8]) -> bool {
@@ -79,18 +75,41 @@ impl<'a> HopByHop<'a> {
                 .iter()
                 .any(|t| name.eq_ignore_ascii_case(t))
             || self.more.is_some_and(|fields| {
-                connection_values(fields, self.buf)
+                connection_values(fields)
                     .flat_map(tokens)
                     .any(|t| name.eq_ignore_ascii_case(t))
             })
     }
 }
 
-fn connection_values<'a>(fields: &'a [Field], buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+/// A head's fields, name and value each, read as often as needed: the fast path's, parsed
+/// into a buffer ([`InBuf`]), or hyper's `HeaderMap` (the relay's requests).
+pub(crate) trait Fields<'a>: Copy {
+    fn each(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])>;
+}
+
+/// The fields of a head parsed from a buffer: their offsets, and the buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InBuf<'f, 'b>(pub &'f [Field], pub &'b [u8]);
+
+impl<'b> Fields<'b> for InBuf<'_, 'b> {
+    fn each(self) -> impl Iterator<Item = (&'b [u8], &'b [u8])> {
+        self.0.iter().map(move |f| f.of(self.1))
+    }
+}
+
+impl<'a> Fields<'a> for &'a HeaderMap {
+    fn each(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        self.iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+    }
+}
+
+fn connection_values<'a>(fields: impl Fields<'a>) -> impl Iterator<Item = &'a [u8]> {
     fields
-        .iter()
-        .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
-        .map(|f| &buf[f.value.clone()])
+        .each()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+        .map(|(_, value)| value)
 }
 
 /// The request id a request goes to its server with: the client's, or one made here.
@@ -117,6 +136,34 @@ pub(crate) fn client_request_id<'b>(head: &Head, buf: &'b [u8]) -> Option<&'b [u
         .filter(|id| request_id::is_sane(id))
 }
 
+/// A request head as the server's is written from: the fast path's, parsed from the client's
+/// bytes, or hyper's request (`relay`).
+pub(crate) struct Source<'b, F> {
+    pub method: &'b [u8],
+    /// The target in origin form.
+    pub target: &'b [u8],
+    /// The client's fields.
+    pub fields: F,
+    /// The host the client asked for (`headers::request_authority`, a valid field value):
+    /// `X-Forwarded-Host`, and
+    pub host: &'b [u8],
+    /// the `Host` field too, in place of any the client sent: where the target named the
+    /// authority (absolute-form, HTTP/2) or no Host came (`headers::to_upstream`'s rule).
+    pub set_host: bool,
+}
+
+/// Which `X-Request-Id` the server gets.
+pub(crate) enum Id<'i> {
+    /// The client's fields, left as they are (tests of the rest of the rewriting).
+    #[cfg(test)]
+    Untouched,
+    /// The client's first one if sane (`request_id::is_sane`), else a new one; any other the
+    /// client sent is dropped.
+    Choose,
+    /// This one, in place of the client's (hyper's side chose it already, for its log).
+    Given(&'i [u8]),
+}
+
 /// Appends the upstream head of the request `head` (over `buf`) to `out`, without a request
 /// id of rouse's (as `headers::to_upstream` alone).
 #[cfg(test)]
@@ -127,7 +174,7 @@ pub(crate) fn upstream_head(
     https: bool,
     out: &mut Vec<u8>,
 ) {
-    write_head(head, buf, client_ip, https, false, out);
+    write_head(parsed(head, buf), client_ip, https, Id::Untouched, out);
 }
 
 /// Appends the upstream head of the request `head` (over `buf`) to `out`, with its
@@ -140,27 +187,50 @@ pub(crate) fn upstream_head_with_id<'b>(
     https: bool,
     out: &mut Vec<u8>,
 ) -> RequestId<'b> {
-    write_head(head, buf, client_ip, https, true, out).unwrap_or(RequestId::Client(b""))
+    write_head(parsed(head, buf), client_ip, https, Id::Choose, out)
+        .unwrap_or(RequestId::Client(b""))
 }
 
-fn write_head<'b>(
-    head: &Head,
-    buf: &'b [u8],
+/// The fast path's head as a [`Source`]: its Host goes through as the client wrote it.
+fn parsed<'h, 'b>(head: &'h Head, buf: &'b [u8]) -> Source<'b, InBuf<'h, 'b>> {
+    Source {
+        method: head.method(buf),
+        target: head.target(buf),
+        fields: InBuf(&head.fields, buf),
+        host: &buf[head.host.clone()],
+        set_host: false,
+    }
+}
+
+/// Appends the server's head of the request `src` to `out`: the request line, every field
+/// but the hop-by-hop ones and those rouse sets, then the forwarding fields and the request
+/// id as `id` says. The id it chose, for [`Id::Choose`].
+pub(crate) fn write_head<'b, F: Fields<'b>>(
+    src: Source<'b, F>,
     client_ip: IpAddr,
     https: bool,
-    with_id: bool,
+    id: Id<'_>,
     out: &mut Vec<u8>,
 ) -> Option<RequestId<'b>> {
-    let hop = HopByHop::new(&head.fields, buf);
-    out.extend_from_slice(head.method(buf));
+    let with_id = match id {
+        #[cfg(test)]
+        Id::Untouched => false,
+        Id::Choose | Id::Given(_) => true,
+    };
+    let hop = HopByHop::new(src.fields);
+    out.extend_from_slice(src.method);
     out.push(b' ');
-    out.extend_from_slice(head.target(buf));
+    out.extend_from_slice(src.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if src.set_host {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(src.host);
+        out.extend_from_slice(b"\r\n");
+    }
     // `headers::append_forwarded_for` reads the first X-Forwarded-For only, as `get` does.
     let mut prior_for: Option<&[u8]> = None;
     let mut client_id: Option<&[u8]> = None;
-    for f in &head.fields {
-        let (name, value) = f.of(buf);
+    for (name, value) in src.fields.each() {
         if with_id && name.eq_ignore_ascii_case(request_id::HEADER.as_bytes()) {
             if client_id.is_none() {
                 client_id = Some(value);
@@ -177,7 +247,11 @@ fn write_head<'b>(
             }
             continue;
         }
-        if hop.contains(name) {
+        // hyper answered an `Expect: 100-continue` itself (the fast path declines one).
+        if hop.contains(name)
+            || name.eq_ignore_ascii_case(b"expect")
+            || (src.set_host && name.eq_ignore_ascii_case(b"host"))
+        {
             continue;
         }
         out.extend_from_slice(name);
@@ -185,9 +259,8 @@ fn write_head<'b>(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    let host = &buf[head.host.clone()];
     out.extend_from_slice(b"x-forwarded-host: ");
-    out.extend_from_slice(host);
+    out.extend_from_slice(src.host);
     out.extend_from_slice(b"\r\nx-forwarded-proto: ");
     out.extend_from_slice(if https { b"https" } else { b"http" });
     out.extend_from_slice(b"\r\nx-forwarded-for: ");
@@ -204,18 +277,29 @@ fn write_head<'b>(
     }
     push_ip(out, client_ip);
     out.extend_from_slice(b"\r\n");
-    let id = with_id.then(|| {
-        let id = match client_id.filter(|id| request_id::is_sane(id)) {
+    let chosen = match id {
+        #[cfg(test)]
+        Id::Untouched => None,
+        Id::Choose => Some(match client_id.filter(|id| request_id::is_sane(id)) {
             Some(id) => RequestId::Client(id),
             None => RequestId::Made(request_id::generate()),
-        };
-        out.extend_from_slice(b"x-request-id: ");
-        out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        id
-    });
+        }),
+        Id::Given(given) => {
+            write_id(out, given);
+            None
+        }
+    };
+    if let Some(chosen) = &chosen {
+        write_id(out, chosen.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
-    id
+    chosen
+}
+
+fn write_id(out: &mut Vec<u8>, id: &[u8]) {
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(id);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `ip` as `Display` writes it; IPv4 (every request's case behind most load balancers
@@ -322,7 +406,7 @@ mod tests {
                 buf.extend_from_slice(list.join(" , ").as_bytes());
                 parsed.push(Field { name, value: start..buf.len() });
             }
-            let hop = HopByHop::new(&parsed, &buf);
+            let hop = HopByHop::new(InBuf(&parsed, &buf));
             let connection = parsed
                 .iter()
                 .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
