@@ -326,6 +326,35 @@ pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
+/// A head's fields as lowercase names and values, to compare heads in tests: those of a
+/// request as it goes out (parsed back), or of hyper's `HeaderMap`.
+#[cfg(test)]
+pub(crate) fn wire_fields(fields: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// See [`wire_fields`].
+#[cfg(test)]
+pub(crate) fn map_fields(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,11 +518,7 @@ mod tests {
                 let mut parsed = httparse::Request::new(&mut raw);
                 prop_assert!(parsed.parse(&out).unwrap().is_complete());
                 prop_assert_eq!(parsed.path, Some("/p?q"));
-                let ours: Vec<(String, String)> = parsed
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                    .collect();
+                let ours = super::super::wire_fields(parsed.headers);
 
                 let mut req = http::Request::builder().uri("/p?q").header("host", "a.test:81");
                 for (n, v) in &fields {
@@ -504,11 +529,7 @@ mod tests {
                     req.extensions_mut().insert(crate::headers::Https);
                 }
                 crate::headers::to_upstream(&mut req, "a.test:81", CLIENT, false);
-                let theirs: Vec<(String, String)> = req
-                    .headers()
-                    .iter()
-                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                    .collect();
+                let theirs = super::super::map_fields(req.headers());
                 prop_assert_eq!(sorted(ours), sorted(theirs));
             }
         }
@@ -607,11 +628,7 @@ mod tests {
                 let mut raw = [httparse::EMPTY_HEADER; 64];
                 let mut parsed = httparse::Request::new(&mut raw);
                 prop_assert!(parsed.parse(&out).unwrap().is_complete());
-                let ours: Vec<(String, String)> = parsed
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                    .collect();
+                let ours = super::super::wire_fields(parsed.headers);
                 prop_assert!(ours.contains(&("x-request-id".to_owned(), id)));
 
                 let mut req = http::Request::builder().uri("/p?q").header("host", "a.test");
@@ -622,11 +639,7 @@ mod tests {
                 let id = crate::headers::request_id(req.headers());
                 crate::headers::to_upstream(&mut req, "a.test", CLIENT, false);
                 crate::headers::set_request_id(req.headers_mut(), id);
-                let theirs: Vec<(String, String)> = req
-                    .headers()
-                    .iter()
-                    .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                    .collect();
+                let theirs = super::super::map_fields(req.headers());
                 prop_assert_eq!(normal(ours, &fields), normal(theirs, &fields));
             }
         }
