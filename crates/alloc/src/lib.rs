@@ -1,95 +1,141 @@
-//! Keeps the C allocator from holding on to memory rouse has freed.
+//! rouse's allocator, and the one burst of allocations it keeps apart.
 //!
-//! Reading a configuration is rouse's one large, short-lived burst of allocations: the TOML
-//! parser lexes a 1.4 MB file of 10,000 servers into a 20 MB token vector. glibc then raises
-//! its mmap threshold to that size (its dynamic threshold follows the largest chunk freed) and
-//! its trim threshold to twice that, so later allocations come from arenas that keep up to
-//! 40 MB of free space at their top, and every reload left RSS higher (66 → 108 MB over 10
-//! reloads of that file, with 42 MB in use throughout). Two calls fix it:
-//! - [`bound_retention`], at start: fixed thresholds of 1 MiB, so a burst's large blocks are
-//!   mapped and unmapped on their own, and an arena's free top past 1 MiB goes back at once.
-//!   Nothing on the data plane's path allocates blocks that large (buffers are 16–128 KiB).
-//! - [`release_free_memory`], after a configuration is loaded: `malloc_trim(0)` returns the
-//!   free pages inside every arena, which no threshold reaches.
+//! mimalloc serves every allocation: HTTP/2 requests come in bursts (160 streams in flight
+//! allocate each size by the hundred) deeper than glibc's per-thread cache of 7 blocks a size,
+//! and with glibc a tenth of an h2c request's instructions went to its arena code; mimalloc's
+//! free lists are per page and unbounded.
 //!
-//! These are rouse's only unsafe calls. No well-kept crate wraps them; `libc` declares them,
-//! and they take no pointers, so each unsafe surface is one line.
+//! Reading a configuration is the other kind of load: a 1.4 MB file of 10,000 servers is
+//! lexed into 20 MB of tokens and values, among which the config that is kept gets allocated.
+//! Left to any allocator, the kept config lies scattered over pages the temporaries leave
+//! mostly empty, and the freed pages are handed back lazily or not at all (RSS grew with every
+//! reload). [`apart`] runs such a burst in a heap of its own, copies out what is kept, frees
+//! the rest and returns the memory: pages are never shared between the burst and the rest.
+//!
+//! These are rouse's only unsafe calls. No well-kept crate wraps mimalloc's heaps;
+//! `libmimalloc-sys` declares them, and none is handed a pointer rouse made up.
 
-/// Largest block served from an arena, and most free space kept at an arena's top.
-pub const RETAINED_MAX: usize = 1024 * 1024;
+/// The allocator of every program that links this crate (the `rouse` binary, its tests).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Sets glibc's mmap and trim thresholds to [`RETAINED_MAX`] (which also turns off their
-/// dynamic growth), unless the operator set either through glibc's own environment variables
-/// (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), which then win. Call first thing in
-/// `main`, before the allocations it is meant to shape. Whether the thresholds were set.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub fn bound_retention() -> bool {
-    let operator_chose = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
-    if operator_chose {
-        return false;
+use libmimalloc_sys as mi;
+
+/// Runs `burst` with every allocation this thread makes taken from a heap of its own, then
+/// `keep` on its result with the thread's heap back (so what `keep` copies out lies in
+/// pages of its own), then frees the burst's heap and returns its pages to the system.
+pub fn apart<T, U>(burst: impl FnOnce() -> T, keep: impl FnOnce(T) -> U) -> U {
+    let heap = Burst::new();
+    let result = heap.run(burst);
+    keep(result)
+    // `heap` is dropped last: what `keep` dropped of the burst is freed by then.
+}
+
+/// An allocator heap of its own for a burst of allocations on one thread (it is not `Send`:
+/// mimalloc's heaps allocate only on the thread that made them; their blocks may be freed on
+/// any). Dropped, it is deleted and its free pages go back to the system. Blocks still alive
+/// then (what the burst returned and was not dropped yet, a thread-local it made) are kept,
+/// moved to the thread's heap: nothing in use is freed, only scattered.
+pub struct Burst {
+    heap: *mut mi::mi_heap_t,
+}
+
+impl Burst {
+    /// A new heap on this thread; when mimalloc has no memory for one, bursts share the
+    /// thread's heap (correct, only scattered).
+    #[allow(unsafe_code)]
+    pub fn new() -> Burst {
+        // SAFETY: takes nothing; returns a new heap owned by this thread, or null.
+        Burst {
+            heap: unsafe { mi::mi_heap_new() },
+        }
     }
-    let max = RETAINED_MAX as libc::c_int;
-    // SAFETY: `mallopt` takes two integers and no pointers; glibc checks the values and takes
-    // the main arena's lock itself, so it is sound on any thread at any time.
-    let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, max) } == 1;
-    // SAFETY: as above.
-    let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, max) } == 1;
-    mmap && trim
+
+    /// Runs `burst` with this thread's allocations taken from this heap; the thread's
+    /// previous default heap is back when it returns or unwinds.
+    #[allow(unsafe_code)]
+    pub fn run<T>(&self, burst: impl FnOnce() -> T) -> T {
+        if self.heap.is_null() {
+            return burst();
+        }
+        // SAFETY: `self.heap` was made on this thread (`Burst` is not `Send`) and is deleted
+        // only when `self` drops, after `Restore` has put the previous default back.
+        let _restore = Restore(unsafe { mi::mi_heap_set_default(self.heap) });
+        burst()
+    }
 }
 
-/// Other C libraries (musl) have no such thresholds to set.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn bound_retention() -> bool {
-    false
+impl Default for Burst {
+    fn default() -> Self {
+        Burst::new()
+    }
 }
 
-/// Returns the allocator's free pages to the system; whether any came back. Call after a burst
-/// is over (it locks each arena in turn while it walks it): after a configuration is loaded.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+impl Drop for Burst {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        if self.heap.is_null() {
+            return;
+        }
+        // SAFETY: this thread's heap (`Burst` is not `Send`), not the default any more (each
+        // `run` restored the previous one), deleted once. `mi_heap_delete`, unlike
+        // `mi_heap_destroy`, moves the blocks still alive to the thread's heap.
+        unsafe { mi::mi_heap_delete(self.heap) };
+        release_free_memory();
+    }
+}
+
+/// Puts a thread's default heap back when dropped.
+struct Restore(*mut mi::mi_heap_t);
+
+impl Drop for Restore {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: the heap `mi_heap_set_default` replaced on this thread (its own or an
+        // enclosing `Burst`'s, which outlives this guard), still alive.
+        unsafe { mi::mi_heap_set_default(self.0) };
+    }
+}
+
+/// Returns memory freed anywhere in the process to the system now instead of after
+/// mimalloc's purge delay (which only runs when the allocator is next busy on the thread
+/// that freed it, so an idle thread's freed pages would wait).
 #[allow(unsafe_code)]
-pub fn release_free_memory() -> bool {
-    // SAFETY: `malloc_trim` has no arguments to get wrong (a padding size) and no caller-side
-    // invariants: glibc takes each arena's lock itself, so any thread may call it at any time.
-    unsafe { libc::malloc_trim(0) != 0 }
-}
-
-/// Other C libraries (musl) and systems return freed memory without being asked, or have no
-/// such call.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn release_free_memory() -> bool {
-    false
+pub fn release_free_memory() {
+    // SAFETY: takes no pointer; mimalloc synchronises the arenas it walks.
+    unsafe { mi::mi_collect(true) };
 }
 
 #[cfg(test)]
 mod tests {
-    /// The thresholds are accepted (glibc answers 1 to a value it takes).
+    use super::*;
+
+    // That a burst's memory goes back to the system is tests/burst_rss.rs, alone in its
+    // process: RSS is the whole process's, and other tests allocate beside it.
+
+    /// A panicking burst leaves the thread's own heap as the default: later allocations work
+    /// and survive.
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn the_thresholds_are_set() {
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
-            && std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none()
-        {
-            assert!(super::bound_retention());
-        }
+    fn a_panicking_burst_puts_the_heap_back() {
+        std::thread::spawn(|| {
+            let caught =
+                std::panic::catch_unwind(|| apart(|| -> Vec<u8> { panic!("burst") }, |v| v.len()));
+            assert!(caught.is_err());
+            let after: Vec<u64> = (0..10_000).collect();
+            release_free_memory();
+            assert_eq!(after.iter().sum::<u64>(), 49_995_000);
+        })
+        .join()
+        .unwrap();
     }
 
-    /// Freed memory in the middle of the heap (a large block below a live one) comes back.
+    /// Nested bursts each get back the heap they started on.
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn a_freed_burst_is_given_back() {
-        // Many small blocks (from arenas, below the mmap threshold), the later ones kept, so
-        // the freed ones are not at the top of the heap and only a trim returns them.
-        let mut freed: Vec<Vec<u8>> = (0..4096).map(|i| vec![i as u8; 16 * 1024]).collect();
-        let kept: Vec<u8> = vec![1; 1024];
-        freed.clear();
-        freed.shrink_to_fit();
-        assert!(
-            super::release_free_memory(),
-            "64 MiB freed, nothing given back"
+    fn nested_bursts_restore_in_order() {
+        let outer = apart(
+            || apart(|| vec![1u8; 4096], |v| v.len()) + vec![2u8; 10].len(),
+            |n| vec![n; 3],
         );
-        assert_eq!(kept.len(), 1024);
+        assert_eq!(outer, vec![4106, 4106, 4106]);
     }
 }

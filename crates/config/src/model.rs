@@ -380,8 +380,8 @@ pub struct ServerConfig {
 
 impl Config {
     /// A copy that shares no allocation with `self` (`clone` shares the servers' configs and
-    /// command lines). rouse reads each file on a thread of its own and keeps this copy, made
-    /// on its own thread, so that what it keeps is not scattered among the parse's freed
+    /// command lines). rouse parses each file in an allocator heap of its own and keeps this
+    /// copy, made outside it, so that what it keeps is not scattered among the parse's freed
     /// temporaries (see `rouse::load`).
     pub fn unshared(&self) -> Config {
         let mut copy = self.clone();

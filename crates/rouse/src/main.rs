@@ -137,7 +137,6 @@ const EXIT_UNKNOWN_PROGRAM: u8 = 1;
 const EXIT_SUPERVISOR_UNREACHABLE: u8 = 2;
 
 fn main() -> ExitCode {
-    rouse_alloc::bound_retention();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config, online } => {
