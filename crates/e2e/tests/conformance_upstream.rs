@@ -322,6 +322,43 @@ async fn a_server_closing_mid_body_cuts_the_client_connection() {
     still_serves(&rouse, &server).await;
 }
 
+/// RFC 9112 §6.3: a response ends after its Content-Length bytes. Bytes the server sends past
+/// them, in the same read as the body's last ones, are neither passed on nor taken for the
+/// next response: the client gets exactly the body, and that server connection is closed,
+/// never reused. The body's end comes in a later read than its head, as a large body's does.
+#[tokio::test]
+async fn bytes_past_a_content_length_are_not_passed_on() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    client
+        .send(b"GET /past HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let (mut up, _) = server.accept_request().await;
+    up.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        .await;
+    // The head and the body's start reached the client: the rest is a read of its own.
+    assert!(client.has_read(b"hello").await, "the body's start");
+    up.send(b"worldHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfalse")
+        .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "helloworld"));
+    assert!(
+        up.closes().await,
+        "a server connection that sent more than its response stays open"
+    );
+    // The same client connection is served on, by a new server connection.
+    client
+        .send(b"GET /next HTTP/1.1\r\nHost: raw.test\r\n\r\n")
+        .await;
+    let (mut up, req) = server.accept_request().await;
+    assert_eq!(req.target, "/next");
+    up.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+        .await;
+    let r = client.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "next"));
+}
+
 /// RFC 9112 §6.3: the answer to HEAD, and 204 and 304 answers, end with their head whatever
 /// Content-Length they carry: rouse neither waits for a body nor takes the next response's
 /// bytes for one, and the server's connection serves the next request.

@@ -266,6 +266,19 @@ impl Raw {
         Ok(self.buf.drain(..n).collect())
     }
 
+    /// Reads until the bytes come so far hold `needle` (kept for [`Raw::response`]); false
+    /// when the connection ends or the deadline passes first.
+    pub async fn has_read(&mut self, needle: &[u8]) -> bool {
+        loop {
+            if self.buf.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            if !matches!(self.fill().await, Ok(n) if n > 0) {
+                return false;
+            }
+        }
+    }
+
     /// Reads what comes; 0 at the end of the connection (a reset counts as an end).
     async fn fill(&mut self) -> Result<usize, String> {
         let mut chunk = [0u8; 16 * 1024];

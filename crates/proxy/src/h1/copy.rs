@@ -21,7 +21,7 @@ use crate::connect::Stream;
 use crate::pool::Pool;
 
 /// Bytes asked of the server per read.
-const READ: usize = 16 * 1024;
+const READ: usize = 64 * 1024;
 
 /// The server's side of an exchange.
 pub(crate) struct Upstream {
@@ -146,19 +146,30 @@ pub(crate) async fn body<W: AsyncWrite + Unpin>(
                             u.release(false);
                         }
                     }
-                    Ok(_) => match dec.decode(rbuf, &mut data) {
-                        Ok(used) => {
-                            if dec.is_done()
-                                && let Some(u) = up.take()
-                            {
-                                u.release(reuse && used == rbuf.len());
+                    Ok(_) => {
+                        let got = rbuf.len();
+                        let used = match as_it_came(dec, got) {
+                            // What was read goes out as it is: the read buffer itself is
+                            // handed on (the next read takes a new one), not copied.
+                            Some(take) => {
+                                data = std::mem::take(rbuf);
+                                data.truncate(take);
+                                take
                             }
+                            None => match dec.decode(rbuf, &mut data) {
+                                Ok(used) => used,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "malformed response body");
+                                    return cut(up);
+                                }
+                            },
+                        };
+                        if dec.is_done()
+                            && let Some(u) = up.take()
+                        {
+                            u.release(reuse && used == got);
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "malformed response body");
-                            return cut(up);
-                        }
-                    },
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "reading a response body");
                         return cut(up);
@@ -180,6 +191,13 @@ pub(crate) async fn body<W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// For a Content-Length body, which the client gets byte for byte: how many of the `got`
+/// bytes just read are its (counted as passed on). `None` when the decoder must rewrite them
+/// (chunked, or ended by the close and chunked for the client).
+fn as_it_came(dec: &mut Decoder, got: usize) -> Option<usize> {
+    dec.remaining().and_then(|_| dec.take_plain(got))
 }
 
 enum Event {
