@@ -189,7 +189,7 @@ impl Drop for Ending {
         };
         let server = self.server.as_ref().map(|s| s.address());
         self.proxy.log_line(
-            &self.upstream,
+            Some(&self.upstream),
             server,
             &done,
             Some(self.sent),

@@ -63,23 +63,24 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         if let Err(e) = limits::check_head(&req, &self.settings.head) {
-            return e.answer();
+            return self.unrouted(&req, client, started, e.answer());
         }
         if req.method() == http::Method::GET
             && let Some(answer) = self.challenges.answer(req.uri().path())
         {
-            return answer::acme_challenge(answer);
+            return self.unrouted(&req, client, started, answer::acme_challenge(answer));
         }
         let authority = match headers::request_authority(&req) {
             Ok(a) => a.to_owned(),
             Err(e) => {
-                return answer::error(StatusCode::BAD_REQUEST, "bad-request", format!("{e}"));
+                let resp = answer::error(StatusCode::BAD_REQUEST, "bad-request", format!("{e}"));
+                return self.unrouted(&req, client, started, resp);
             }
         };
         let host = headers::host_of(&authority);
         let routes = self.routes.load_full();
         let Some(up_at) = routes.router.route(&host, req.uri().path()) else {
-            return answer::error(
+            let resp = answer::error(
                 StatusCode::NOT_FOUND,
                 "no-route",
                 format!(
@@ -87,6 +88,7 @@ impl Proxy {
                     req.uri().path()
                 ),
             );
+            return self.unrouted(&req, client, started, resp);
         };
         let up = &routes.upstreams[up_at];
 
@@ -183,7 +185,13 @@ impl Proxy {
         if let ProxyBody::Local { .. } = resp.body() {
             // Rouse's own answer: whole already.
             let address = server.as_ref().map(|s| s.address());
-            self.log_line(up.state.name(), address, &done, done.sent, upstream_us);
+            self.log_line(
+                Some(up.state.name()),
+                address,
+                &done,
+                done.sent,
+                upstream_us,
+            );
             return resp;
         }
         // A streamed body: its line is written when hyper is done with it (see `Ending`).
@@ -204,6 +212,37 @@ impl Proxy {
         resp.map(|body| ProxyBody::logged(body, ending))
     }
 
+    /// Rouse's own answer to a request no upstream serves (a head past the limits, no usable
+    /// Host, no route, an ACME challenge), logged as nginx logs every request: with no
+    /// upstream and no server. Not counted: the request metrics are per upstream.
+    fn unrouted<B: http_body::Body>(
+        &self,
+        req: &Request<B>,
+        client: SocketAddr,
+        started: Instant,
+        resp: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let status = resp.status().as_u16();
+        if !self.logs(status) {
+            return resp;
+        }
+        let host = headers::request_authority(req).unwrap_or("");
+        let captured = Captured::of(req, host);
+        let request_id = headers::request_id(req.headers());
+        let done = Done {
+            started,
+            status,
+            client: client.ip(),
+            held_us: 0,
+            arrived: started,
+            sent: http_body::Body::size_hint(resp.body()).exact(),
+            request_id: request_id.as_bytes(),
+            seen: Seen::Hyper(Some(&captured)),
+        };
+        self.log_line(None, None, &done, done.sent, None);
+        resp
+    }
+
     /// Counts a finished request (metrics) and logs it (access log): for answers whose body
     /// is whole when their head goes out.
     pub(crate) fn account(
@@ -217,7 +256,13 @@ impl Proxy {
         if self.logs(done.status) {
             let upstream_us = server.map(|_| upstream_us(&done));
             let address = server.map(|s| s.address());
-            self.log_line(up.state.name(), address, &done, done.sent, upstream_us);
+            self.log_line(
+                Some(up.state.name()),
+                address,
+                &done,
+                done.sent,
+                upstream_us,
+            );
         }
     }
 
@@ -262,7 +307,7 @@ impl Proxy {
     /// time is from the request's head to now.
     pub(crate) fn log_line(
         &self,
-        upstream: &str,
+        upstream: Option<&str>,
         server: Option<&ServerAddress>,
         done: &Done<'_>,
         sent: Option<u64>,

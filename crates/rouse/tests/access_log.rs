@@ -27,12 +27,17 @@ struct Rouse {
 
 impl Rouse {
     async fn start(backend: SocketAddr, log: &str, threads: usize) -> Rouse {
+        Rouse::start_with(backend, log, threads, "").await
+    }
+
+    /// [`Rouse::start`], with `upstream` added to the upstream's keys.
+    async fn start_with(backend: SocketAddr, log: &str, threads: usize, upstream: &str) -> Rouse {
         let dir = tempfile::tempdir().unwrap();
         let [addr] = free_addrs::<1>();
         let config = format!(
             "[proxy]\nlisten = [\"{addr}\"]\nthreads = {threads}\n\
              [log]\naccess_log = \"{}\"\n{log}\n\
-             [[upstream]]\nname = \"app\"\nsupervisor = \"none\"\n\
+             [[upstream]]\nname = \"app\"\nsupervisor = \"none\"\n{upstream}\n\
              [[upstream.server]]\naddress = \"{backend}\"\n",
             dir.path().join("access.log").display()
         );
@@ -311,6 +316,66 @@ async fn json_lines_and_request_ids_on_both_paths() {
     assert_eq!(second["target"], "/headers?c=3");
     assert_eq!(second["request_id"], made.as_str());
     assert_eq!(v[2]["request_id"], "client-id-2");
+}
+
+/// Requests no upstream serves are logged too, as nginx logs every request: a 404 for a Host
+/// no upstream takes and a 400 for a request with two Hosts, each with its request line and
+/// with no upstream and no server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_before_any_upstream_are_logged_without_one() {
+    let backend = rouse_e2e::spawn_in_process("a").await;
+    let rouse = Rouse::start_with(
+        backend.addr(),
+        "access_log_format = \"json\"",
+        1,
+        "hosts = [\"app.test\"]",
+    )
+    .await;
+    let mut s = TcpStream::connect(rouse.addr).await.unwrap();
+    let (status, _, _) = exchange(
+        &mut s,
+        b"GET /where?x=1 HTTP/1.1\r\nHost: other.test\r\nUser-Agent: scanner\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 404);
+    // HTTP/1.0 is hyper's path, which reads the Hosts before any route.
+    let (head, _) = one_shot(
+        rouse.addr,
+        b"GET /two HTTP/1.0\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+    )
+    .await;
+    assert!(
+        head.starts_with("http/1.0 400") || head.starts_with("http/1.1 400"),
+        "{head}"
+    );
+    let (status, _, _) = exchange(&mut s, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert_eq!(status, 200);
+
+    let lines = wait_lines(&rouse.file(), 3).await;
+    let v: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let with = |status: u64| {
+        v.iter()
+            .find(|e| e["status"] == status)
+            .unwrap_or_else(|| panic!("no {status} line in {lines:#?}"))
+    };
+    let no_route = with(404);
+    assert_eq!(no_route["target"], "/where?x=1");
+    assert_eq!(no_route["host"], "other.test");
+    assert_eq!(no_route["user_agent"], "scanner");
+    assert_eq!(no_route["upstream"], serde_json::Value::Null);
+    assert_eq!(no_route["server"], serde_json::Value::Null);
+    assert_eq!(no_route["upstream_ms"], serde_json::Value::Null);
+    assert!(is_request_id(no_route["request_id"].as_str().unwrap()));
+    let two_hosts = with(400);
+    assert_eq!(two_hosts["target"], "/two");
+    assert_eq!(two_hosts["protocol"], "HTTP/1.0");
+    assert_eq!(two_hosts["upstream"], serde_json::Value::Null);
+    let served = with(200);
+    assert_eq!(served["upstream"], "app");
+    assert_eq!(served["server"], backend.addr().to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,8 @@ pub(crate) struct Entry<'a> {
     pub received: Option<u64>,
     pub referer: &'a [u8],
     pub user_agent: &'a [u8],
-    pub upstream: &'a str,
+    /// `None` for rouse's own answer to a request no upstream serves (no route).
+    pub upstream: Option<&'a str>,
     pub server: Option<&'a ServerAddress>,
     pub held_us: u64,
     /// From when the request was ready for a server (held time excluded) to the response head.
@@ -101,7 +102,10 @@ pub(crate) fn combined(out: &mut Vec<u8>, e: &Entry<'_>, time: &Stamp) {
     out.extend_from_slice(b" host=");
     quoted(out, e.host);
     out.extend_from_slice(b" upstream=");
-    quoted(out, e.upstream.as_bytes());
+    match e.upstream {
+        Some(u) => quoted(out, u.as_bytes()),
+        None => out.push(b'-'),
+    }
     out.extend_from_slice(b" server=");
     match e.server {
         Some(s) => {
@@ -149,7 +153,10 @@ pub(crate) fn json(out: &mut Vec<u8>, e: &Entry<'_>, time: &Stamp) {
     out.extend_from_slice(b",\"user_agent\":");
     string(out, e.user_agent);
     out.extend_from_slice(b",\"upstream\":");
-    string(out, e.upstream.as_bytes());
+    match e.upstream {
+        Some(u) => string(out, u.as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"server\":");
     match e.server {
         Some(s) => {
@@ -196,7 +203,7 @@ mod tests {
             received: Some(0),
             referer: b"",
             user_agent: b"curl/8.5\x01\\",
-            upstream: "app",
+            upstream: Some("app"),
             server,
             held_us: 0,
             upstream_us: Some(1_234),
@@ -253,6 +260,16 @@ mod tests {
         assert!(line.contains(" HTTP/2.0\" 200 - "), "{line}");
         assert!(line.contains(" server=- "), "{line}");
         assert!(line.contains(" upstream_ms=- "), "{line}");
+        // Rouse's own answer to a request no upstream serves.
+        let mut out = Vec::new();
+        e.upstream = None;
+        combined(&mut out, &e, &stamp());
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains(" upstream=- server=- "), "{line}");
+        let mut out = Vec::new();
+        json(&mut out, &e, &stamp());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["upstream"], serde_json::Value::Null);
     }
 
     #[test]

@@ -474,7 +474,13 @@ async fn request<IO: ClientStream>(
                 done.status = 502;
                 let sent = http_body::Body::size_hint(resp.body()).exact();
                 let address = Some(server.address());
-                proxy.log_line(up.state.name(), address, &done, sent, Some(upstream_us));
+                proxy.log_line(
+                    Some(up.state.name()),
+                    address,
+                    &done,
+                    sent,
+                    Some(upstream_us),
+                );
             }
             let after = answer(io, resp, is_head, close, out, t.send).await;
             return after_answer(after, close, read, end);
@@ -512,7 +518,7 @@ async fn request<IO: ClientStream>(
         // was still on its way.
         let address = Some(server.address());
         proxy.log_line(
-            up.state.name(),
+            Some(up.state.name()),
             address,
             &done,
             Some(dec.data()),
