@@ -184,14 +184,7 @@ impl Proxy {
         let arrived = done.arrived;
         if let ProxyBody::Local { .. } = resp.body() {
             // Rouse's own answer: whole already.
-            let address = server.as_ref().map(|s| s.address());
-            self.log_line(
-                Some(up.state.name()),
-                address,
-                &done,
-                done.sent,
-                upstream_us,
-            );
+            self.log_whole(up, server.as_ref(), &done);
             return resp;
         }
         // A streamed body: its line is written when hyper is done with it (see `Ending`).
@@ -254,16 +247,15 @@ impl Proxy {
     ) {
         self.count(table, up, server, &done);
         if self.logs(done.status) {
-            let upstream_us = server.map(|_| upstream_us(&done));
-            let address = server.map(|s| s.address());
-            self.log_line(
-                Some(up.state.name()),
-                address,
-                &done,
-                done.sent,
-                upstream_us,
-            );
+            self.log_whole(up, server, &done);
         }
+    }
+
+    /// The access-log line of an answer whose body was whole with its head.
+    fn log_whole(&self, up: &RouteUpstream, server: Option<&Arc<Server>>, done: &Done<'_>) {
+        let upstream_us = server.map(|_| upstream_us(done));
+        let address = server.map(|s| s.address());
+        self.log_line(Some(up.state.name()), address, done, done.sent, upstream_us);
     }
 
     /// The metrics of an answer whose head is on its way: its duration is to the head, as
