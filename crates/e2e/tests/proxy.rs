@@ -513,13 +513,21 @@ async fn a_response_that_stalls_is_cut_after_read_timeout() {
 
 /// A client that stops reading a large response is disconnected after `send_timeout`, and
 /// the request stops counting as in flight (it would otherwise pin its server for ever).
+/// The response is larger than `max_response_buffer`, so that the server's connection is
+/// held by the client's pace, not freed early by a spool that took the whole body (a temp
+/// file takes 256 MiB faster than `send_timeout` passes).
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_after_send_timeout() {
     use tokio::io::AsyncWriteExt;
     let backend = spawn_in_process("a").await;
     let rouse = start_rouse_with_proxy(
         "send_timeout = \"500ms\"",
-        &static_upstream("app", &[], "", &[backend.addr()]),
+        &static_upstream(
+            "app",
+            &[],
+            "max_response_buffer = \"4MiB\"",
+            &[backend.addr()],
+        ),
     )
     .await;
     let mut s = tokio::net::TcpStream::connect(rouse.addr()).await.unwrap();
