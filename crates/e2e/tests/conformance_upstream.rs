@@ -325,24 +325,38 @@ async fn a_server_closing_mid_body_cuts_the_client_connection() {
 /// RFC 9112 §6.3: a response ends after its Content-Length bytes. Bytes the server sends past
 /// them, in the same read as the body's last ones, are neither passed on nor taken for the
 /// next response: the client gets exactly the body, and that server connection is closed,
-/// never reused. The body's end comes in a later read than its head, as a large body's does.
+/// never reused. The body's end comes in a later read than its head, as a large body's does:
+/// a short one (copied out of the read buffer) and a long one (the buffer handed on).
 #[tokio::test]
 async fn bytes_past_a_content_length_are_not_passed_on() {
     let server = RawServer::bind(WITHIN).await;
     let rouse = rouse_before(&server, "").await;
+    for rest in [5, 40_000] {
+        past_a_content_length(&rouse, &server, rest).await;
+    }
+}
+
+/// A response of "hello" and `rest` more bytes, its end sent with a next response's bytes.
+async fn past_a_content_length(rouse: &Rouse, server: &RawServer, rest: usize) {
     let mut client = Raw::connect(rouse.addr(), WITHIN).await;
     client
         .send(b"GET /past HTTP/1.1\r\nHost: raw.test\r\n\r\n")
         .await;
     let (mut up, _) = server.accept_request().await;
-    up.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
-        .await;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\nhello",
+        5 + rest
+    );
+    up.send(head.as_bytes()).await;
     // The head and the body's start reached the client: the rest is a read of its own.
     assert!(client.has_read(b"hello").await, "the body's start");
-    up.send(b"worldHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfalse")
-        .await;
+    let mut end = vec![b'w'; rest];
+    end.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfalse");
+    up.send(&end).await;
     let r = client.expect_response("GET").await;
-    assert_eq!((r.status, r.text().as_str()), (200, "helloworld"));
+    let body = format!("hello{}", "w".repeat(rest));
+    assert_eq!(r.status, 200);
+    assert!(r.text() == body, "{rest}: {} bytes", r.body.len());
     assert!(
         up.closes().await,
         "a server connection that sent more than its response stays open"

@@ -194,10 +194,17 @@ pub(crate) async fn body<W: AsyncWrite + Unpin>(
 }
 
 /// For a Content-Length body, which the client gets byte for byte: how many of the `got`
-/// bytes just read are its (counted as passed on). `None` when the decoder must rewrite them
-/// (chunked, or ended by the close and chunked for the client).
+/// bytes just read are its (counted as passed on), to hand the read buffer on as it is.
+/// `None` when the decoder must rewrite them (chunked, or ended by the close and chunked for
+/// the client), or when they fill too little of the buffer to hand it on: a server sending a
+/// few bytes at a time would have each spooled chunk hold a whole read buffer, where the
+/// spool counts only the bytes (its 1 MiB of memory could then hold 64 MiB).
 fn as_it_came(dec: &mut Decoder, got: usize) -> Option<usize> {
-    dec.remaining().and_then(|_| dec.take_plain(got))
+    let body = dec.remaining()?.min(got as u64);
+    if body < (READ / 4) as u64 {
+        return None;
+    }
+    dec.take_plain(got)
 }
 
 enum Event {
@@ -246,4 +253,37 @@ pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
 
 fn after(d: Duration) -> Instant {
     rouse_core::time::deadline(Instant::now(), d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::response::Framing;
+
+    #[test]
+    fn a_full_read_of_a_length_body_is_handed_on_and_counted() {
+        let mut dec = Decoder::new(Framing::Length(100_000), false);
+        assert_eq!(as_it_came(&mut dec, READ), Some(READ));
+        assert_eq!(dec.data(), READ as u64);
+        // The body's end, with bytes past it: only the body's are taken.
+        let left = 100_000 - READ;
+        assert_eq!(as_it_came(&mut dec, left + 7), Some(left));
+        assert!(dec.is_done());
+    }
+
+    #[test]
+    fn a_trickle_a_chunked_body_and_a_close_delimited_one_are_decoded() {
+        // A few bytes would hold a whole read buffer: copied instead, the decoder untouched.
+        let mut dec = Decoder::new(Framing::Length(100_000), false);
+        assert_eq!(as_it_came(&mut dec, 10), None);
+        assert_eq!(dec.data(), 0);
+        // The body's last 10 bytes, in a full read: still too few of the buffer's.
+        let mut dec = Decoder::new(Framing::Length(10), false);
+        assert_eq!(as_it_came(&mut dec, READ), None);
+        assert_eq!(dec.data(), 0);
+        for framing in [Framing::Chunked, Framing::Close] {
+            let mut dec = Decoder::new(framing, false);
+            assert_eq!(as_it_came(&mut dec, READ), None);
+        }
+    }
 }
