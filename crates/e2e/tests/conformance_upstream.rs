@@ -98,6 +98,12 @@ async fn refused_with_502(
 /// the server it may have to open).
 async fn still_serves(rouse: &Rouse, server: &RawServer) {
     let mut client = Raw::connect(rouse.addr(), WITHIN).await;
+    next_is_served(&mut client, server).await;
+}
+
+/// `client` asks for `/next` and gets the server's answer to it (on a connection to the server
+/// rouse may have to open).
+async fn next_is_served(client: &mut Raw, server: &RawServer) {
     client
         .send(b"GET /next HTTP/1.1\r\nHost: raw.test\r\n\r\n")
         .await;
@@ -362,15 +368,7 @@ async fn past_a_content_length(rouse: &Rouse, server: &RawServer, rest: usize) {
         "a server connection that sent more than its response stays open"
     );
     // The same client connection is served on, by a new server connection.
-    client
-        .send(b"GET /next HTTP/1.1\r\nHost: raw.test\r\n\r\n")
-        .await;
-    let (mut up, req) = server.accept_request().await;
-    assert_eq!(req.target, "/next");
-    up.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
-        .await;
-    let r = client.expect_response("GET").await;
-    assert_eq!((r.status, r.text().as_str()), (200, "next"));
+    next_is_served(&mut client, server).await;
 }
 
 /// RFC 9112 §6.3: the answer to HEAD, and 204 and 304 answers, end with their head whatever
