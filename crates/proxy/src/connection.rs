@@ -9,7 +9,9 @@
 //! while a plain close is what every client already retries on a reused connection.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::activity::{Activity, Limits, Tracked, Verdict};
+use crate::client_body::ClientBody;
 use crate::client_io::ClientIo;
 use crate::conn_limit::{ConnLimit, Slot};
 use crate::h1::fallback::Rewind;
@@ -39,7 +42,8 @@ pub(crate) struct Clients {
     pub builder: auto::Builder<TokioExecutor>,
     /// The same, told the protocol by ALPN.
     pub h1: auto::Builder<TokioExecutor>,
-    pub h2: auto::Builder<TokioExecutor>,
+    /// HTTP/2 clients (ALPN h2, or the h2c preface) are rouse's own (`crate::http2`).
+    pub h2: h2::server::Builder,
     /// The TLS listeners' handshakes (certificates from `Proxy::certs`).
     pub tls: TlsAcceptor,
     /// Where `redirect_https` sends clients: the first TLS listener's port, else 443.
@@ -150,16 +154,24 @@ async fn serve<IO>(
     IO: ClientStream,
 {
     // HTTP/1.1 requests to http1 upstreams are served by the fast path; whatever it declines
-    // (h2c, upgrades, streamed bodies, ...) is hyper's from that request on.
-    // hyper's connection state is large: boxed, so that a connection the fast path keeps
-    // idle costs only its own small state.
+    // (upgrades, streamed bodies, ...) is hyper's from that request on, and the h2c preface
+    // rouse's HTTP/2 server's. Their connection state is large: boxed, so that a connection
+    // the fast path keeps idle costs only its own small state.
     match (mode, alpn_h2) {
+        (Mode::Proxy { https }, Some(true)) => {
+            Box::pin(http2(clients, stream, peer, slot, accepted, https)).await
+        }
         (Mode::Proxy { https }, None | Some(false)) => {
             match crate::h1::serve(&clients, stream, peer, https, accepted).await {
                 Outcome::Done => {}
                 Outcome::Decline { io, read, since } => {
+                    let h2c = alpn_h2.is_none() && read.starts_with(H2_PREFACE);
                     let io = Rewind::new(io, read);
-                    Box::pin(hyper(clients, io, peer, slot, since, alpn_h2, mode)).await
+                    if h2c {
+                        Box::pin(http2(clients, io, peer, slot, since, https)).await
+                    } else {
+                        Box::pin(hyper(clients, io, peer, slot, since, alpn_h2, mode)).await
+                    }
                 }
             }
         }
@@ -204,19 +216,67 @@ async fn hyper<IO>(
                     // Boxed: hyper's HTTP/2 server spawns a task per stream holding this
                     // future, and moving all of `handle`'s state into each at spawn cost more
                     // than one allocation (bench/ab.sh, H2C=1: docs/benchmarks.md).
-                    Box::pin(proxy.handle(req, peer)).await
+                    Box::pin(proxy.handle(req.map(ClientBody::Hyper), peer)).await
                 }
             };
             Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
         }
     });
     let builder = match alpn_h2 {
-        Some(true) => &clients.h2,
         Some(false) => &clients.h1,
-        None => &clients.builder,
+        // Only redirect listeners get here with h2 (a client's h2c preface).
+        Some(true) | None => &clients.builder,
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    watch(&clients, &activity, peer, pin!(conn), |c| {
+        c.graceful_shutdown()
+    })
+    .await
+}
+
+/// An HTTP/2 client, served by rouse's own server.
+async fn http2<IO>(
+    clients: Arc<Clients>,
+    stream: IO,
+    peer: SocketAddr,
+    slot: Slot,
+    accepted: Instant,
+    https: bool,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new(accepted);
+    let settings = &clients.proxy.settings;
+    let io = ClientIo::new(
+        SendTimeout::new(stream, settings.send_timeout),
+        slot,
+        Arc::clone(&activity),
+    );
+    let streams = crate::http2::Streams {
+        proxy: Arc::clone(&clients.proxy),
+        peer,
+        https,
+        activity: Arc::clone(&activity),
+    };
+    let conn = crate::http2::Connection::new(io, &clients.h2, streams);
+    watch(&clients, &activity, peer, pin!(conn), |c| {
+        c.graceful_shutdown()
+    })
+    .await
+}
+
+/// Drives `conn` (hyper's or rouse's HTTP/2 server) until it ends, and asks it to finish
+/// (`finish`) or drops it when the connection's [`Activity`], shutdown or its deadline say so.
+async fn watch<C, E>(
+    clients: &Clients,
+    activity: &Activity,
+    peer: SocketAddr,
+    mut conn: Pin<&mut C>,
+    finish: impl Fn(Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut asked_to_finish = false;
     // Set at shutdown: until then, an idle HTTP/1 connection is kept for its next request.
     let mut stop_grace: Option<Instant> = None;
@@ -226,7 +286,7 @@ async fn hyper<IO>(
             && (activity.can_finish() || Instant::now() >= at)
         {
             asked_to_finish = true;
-            conn.as_mut().graceful_shutdown();
+            finish(conn.as_mut());
         }
         let wake = match activity.verdict(Instant::now(), clients.limits) {
             Verdict::Busy => None,
@@ -235,7 +295,7 @@ async fn hyper<IO>(
                 tracing::debug!(client = %peer, "idle h2 connection: GOAWAY");
                 if !asked_to_finish {
                     asked_to_finish = true;
-                    conn.as_mut().graceful_shutdown();
+                    finish(conn.as_mut());
                 }
                 activity.going_away(Instant::now());
                 continue;
@@ -270,6 +330,10 @@ async fn hyper<IO>(
         }
     }
 }
+
+/// The h2c connection preface starts with the method `PRI` (RFC 9113 §3.4), which the fast
+/// path declines as soon as it sees it.
+const H2_PREFACE: &[u8] = b"PRI ";
 
 /// At shutdown, how long an idle HTTP/1 connection is kept for its next request.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);

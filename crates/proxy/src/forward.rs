@@ -17,6 +17,7 @@ use crate::access::{Captured, Entry, Seen};
 use crate::answer;
 use crate::body::{Completion, Ending, ProxyBody, UpstreamBody};
 use crate::buffer::{self, Limits};
+use crate::client_body::ClientBody;
 use crate::h1::relay::Forwarding;
 use crate::headers::{self, Https};
 use crate::hold::{Held, RELOADED, Waiter, admit, hold};
@@ -58,7 +59,7 @@ impl Proxy {
     /// Answers one client request. Never fails: every problem becomes a response saying why.
     pub async fn handle(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let started = Instant::now();

@@ -74,12 +74,18 @@ pub fn head_limits<E>(builder: &mut auto::Builder<E>, settings: &Settings) {
     if limits.max_headers != HYPER_MAX_HEADERS {
         http1.max_headers(limits.max_headers);
     }
-    let h2_list = limits
-        .max_header_size
-        .saturating_add(limits.max_headers.saturating_mul(H2_FIELD_OVERHEAD));
     builder
         .http2()
-        .max_header_list_size(u32::try_from(h2_list).unwrap_or(u32::MAX));
+        .max_header_list_size(h2_header_list_size(&limits));
+}
+
+/// The header list size announced to HTTP/2 clients: `max_header_size` plus HTTP/2's own
+/// accounting of each field (32 bytes) for `max_headers` fields.
+pub(crate) fn h2_header_list_size(limits: &HeadLimits) -> u32 {
+    let size = limits
+        .max_header_size
+        .saturating_add(limits.max_headers.saturating_mul(H2_FIELD_OVERHEAD));
+    u32::try_from(size).unwrap_or(u32::MAX)
 }
 
 /// Why a request head is refused, and the answer that says so.

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::client_body::ClientBody;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::Notify;
 
 use crate::buffer::request::{TooLarge, linger};
@@ -83,7 +83,7 @@ pub struct RequestBody {
 }
 
 enum Kind {
-    Streamed(Incoming),
+    Streamed(ClientBody),
     Buffered {
         frames: BoxStream<'static, std::io::Result<Frame<Bytes>>>,
         len: u64,
@@ -111,7 +111,7 @@ impl std::fmt::Debug for RequestBody {
 impl RequestBody {
     /// The client's body as it comes, cut with [`TooLarge`] before it passes `limit` bytes.
     pub fn new(
-        inner: Incoming,
+        inner: ClientBody,
         client_body_timeout: Duration,
         limit: u64,
     ) -> (RequestBody, Arc<Sent>) {
@@ -200,7 +200,7 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(TooLarge { limit }.into())));
                     }
                 }
-                polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
+                polled
             }
             Kind::Buffered { frames, done, .. } => {
                 let polled = frames.as_mut().poll_next(cx);

@@ -17,14 +17,14 @@ use http::header::{CONTENT_LENGTH, EXPECT, HeaderValue, TRAILER};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::Limits;
 use super::spool::Spool;
 use crate::answer;
 use crate::body::ProxyBody;
+use crate::client_body::ClientBody;
 use crate::proxy::Proxy;
-use crate::request_body::{RequestBody, Sent};
+use crate::request_body::{BoxError, RequestBody, Sent};
 
 /// After refusing a body still on its way, rouse reads and drops the rest for at most this
 /// long before closing (nginx's lingering close): closing on unread bytes makes the kernel
@@ -41,7 +41,7 @@ pub struct TooLarge {
 /// Reads and drops what is left of a refused body, for at most [`LINGER`], in the
 /// background; the client's connection closes after that. (An HTTP/2 stream needs none of
 /// this, its reset stops the upload alone, but it costs little and keeps one path.)
-pub(crate) fn linger(mut body: Incoming) {
+pub(crate) fn linger(mut body: ClientBody) {
     tokio::spawn(async move {
         let drain = async { while let Some(Ok(_)) = body.frame().await {} };
         let _ = tokio::time::timeout(LINGER, drain).await;
@@ -54,7 +54,7 @@ impl Proxy {
     /// go anywhere: too large (413), too slow (408), broken (400), or not storable (500).
     pub(crate) async fn read_body(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         limits: Limits<'_>,
         upgrade: bool,
     ) -> Result<(Request<RequestBody>, Arc<Sent>), Response<ProxyBody>> {
@@ -131,7 +131,7 @@ fn expects_continue(headers: &HeaderMap) -> bool {
 enum Refused {
     TooLarge(u64),
     Quiet,
-    Broken(hyper::Error),
+    Broken(BoxError),
     Store(std::io::Error),
 }
 
@@ -167,7 +167,7 @@ impl Refused {
 /// Reads `body` to its end into a spool: `request_buffer_size` in memory, the rest in a
 /// temp file, at most `max_request_body` in all.
 async fn read_whole(
-    mut body: Incoming,
+    mut body: ClientBody,
     limits: Limits<'_>,
     timeout: Duration,
 ) -> Result<(Spool, Option<HeaderMap>), Refused> {

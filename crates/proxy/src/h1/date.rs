@@ -19,3 +19,11 @@ pub(crate) fn append(out: &mut Vec<u8>) {
         out.extend_from_slice(c.1.as_bytes());
     });
 }
+
+/// The current HTTP date as a field value (for the answers of rouse's HTTP/2 server, which
+/// says `Date` where a server's answer did not, as hyper does).
+pub(crate) fn value() -> http::HeaderValue {
+    let mut out = Vec::with_capacity(29);
+    append(&mut out);
+    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}

@@ -12,7 +12,7 @@
 mod bufs;
 pub(crate) mod conn;
 mod copy;
-mod date;
+pub(crate) mod date;
 mod decode;
 mod exchange;
 pub(crate) mod fallback;
