@@ -43,7 +43,7 @@ pub(crate) struct Clients {
     /// The same, told the protocol by ALPN.
     pub h1: auto::Builder<TokioExecutor>,
     /// HTTP/2 clients (ALPN h2, or the h2c preface) are rouse's own (`crate::http2`).
-    pub h2: h2::server::Builder,
+    pub h2: crate::http2::Config,
     /// The TLS listeners' handshakes (certificates from `Proxy::certs`).
     pub tls: TlsAcceptor,
     /// Where `redirect_https` sends clients: the first TLS listener's port, else 443.
@@ -258,7 +258,7 @@ async fn http2<IO>(
         https,
         activity: Arc::clone(&activity),
     };
-    let conn = crate::http2::Connection::new(io, &clients.h2, streams);
+    let conn = crate::http2::Connection::new(io, clients.h2, streams);
     watch(&clients, &activity, peer, pin!(conn), |c| {
         c.graceful_shutdown()
     })

@@ -58,7 +58,7 @@ pub async fn serve_on(
         .max_concurrent_streams(512);
     crate::limits::head_limits(&mut builder, &settings);
     let h1 = builder.clone().http1_only();
-    let h2 = crate::http2::builder(&settings);
+    let h2 = crate::http2::Config::of(&settings);
     let tls = match rouse_tls::server::server_config(Arc::clone(proxy.certs())) {
         Ok(config) => tokio_rustls::TlsAcceptor::from(config),
         Err(e) => {
