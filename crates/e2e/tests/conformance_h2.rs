@@ -42,6 +42,7 @@ const STREAM_CLOSED: u32 = 0x5;
 const FRAME_SIZE_ERROR: u32 = 0x6;
 const COMPRESSION_ERROR: u32 = 0x9;
 const CANCEL: u32 = 0x8;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 struct Site {
     rouse: Rouse,
@@ -513,6 +514,11 @@ async fn protocol_errors_end_the_connection_with_goaway() {
             vec![(HEADERS, END_HEADERS | END_STREAM | PADDED, 1, vec![9, 0x82])],
         ),
     ];
+    // The CONTINUATION flood: a header block that never ends, in empty frames.
+    let mut flood = vec![(HEADERS, END_STREAM, 1, get[..3].to_vec())];
+    flood.extend((0..200).map(|_| (CONTINUATION, 0, 1, Vec::new())));
+    let mut cases = cases;
+    cases.push(("the CONTINUATION flood", ENHANCE_YOUR_CALM, flood));
     for (what, code, frames) in cases {
         let mut c = Client::open(addr).await;
         for (kind, flags, stream, payload) in frames {
@@ -561,6 +567,17 @@ async fn protocol_errors_end_the_connection_with_goaway() {
         1,
         "only the one good request was served"
     );
+
+    // The rapid reset (CVE-2023-44487): streams opened and reset at once, past what answers
+    // earn (some may reach the server before their reset).
+    let mut c = Client::open(addr).await;
+    for i in 0..1100u32 {
+        c.send(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, &get)
+            .await;
+        c.send(RST_STREAM, 0, 2 * i + 1, &CANCEL.to_be_bytes())
+            .await;
+    }
+    assert_eq!(c.goaway().await, ENHANCE_YOUR_CALM, "the rapid reset");
 }
 
 /// Malformed requests (RFC 9113 §8.1.1, §8.2, §8.3) reset their own stream with

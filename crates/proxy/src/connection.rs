@@ -213,9 +213,8 @@ async fn hyper<IO>(
                     if https {
                         req.extensions_mut().insert(Https);
                     }
-                    // Boxed: hyper's HTTP/2 server spawns a task per stream holding this
-                    // future, and moving all of `handle`'s state into each at spawn cost more
-                    // than one allocation (bench/ab.sh, H2C=1: docs/benchmarks.md).
+                    // Boxed: hyper's dispatcher would otherwise move all of `handle`'s
+                    // state with this future.
                     Box::pin(proxy.handle(req.map(ClientBody::Hyper), peer)).await
                 }
             };

@@ -155,6 +155,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// hyper's HTTP/1.1 client sends a GET or HEAD body whose length it does not know as no
+/// body at all (it takes such methods to have none), unless the request says how it is
+/// framed: such a body (an HTTP/2 request's without Content-Length, one with trailers) is
+/// said to be chunked, so that the server gets what the client sent.
+pub fn keep_unsized_body<B: http_body::Body>(req: &mut Request<B>) {
+    if matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        req.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+}
+
 /// Turns a client request into the request sent to a server: HTTP/1.1, origin-form URI, Host
 /// kept, hop-by-hop headers removed, `X-Forwarded-*` added. `authority` is what
 /// [`request_authority`] returned; `upgrade` keeps a WebSocket handshake intact.

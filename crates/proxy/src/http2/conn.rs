@@ -38,6 +38,15 @@ const HIGH_WATER: usize = 256 * 1024;
 const BUDGET: usize = 256;
 /// Streams rouse reset that are remembered, to ignore what the client still sends on them.
 const RECENTLY_RESET: usize = 128;
+/// CONTINUATION frames one header block may take (a block within `max_block` needs far
+/// fewer; an endless run of empty ones is the CONTINUATION flood).
+const MAX_CONTINUATIONS: u32 = 128;
+/// Streams that may end in a reset (the client's, before their answer; or rouse's, for a
+/// malformed request) beyond those answered: each answer earns one back. More is the "rapid
+/// reset" attack (CVE-2023-44487), where each cheap RST_STREAM costs the server a request.
+const RESET_ALLOWANCE: u32 = 1024;
+/// ENHANCE_YOUR_CALM.
+const CALM: Reason = Reason(0xb);
 
 type Handling = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
 
@@ -109,6 +118,7 @@ struct Block {
     data: BytesMut,
     /// The stream is refused once its block is decoded (a priority on itself).
     refuse: Option<Reason>,
+    continuations: u32,
 }
 
 pub(crate) struct Connection<IO> {
@@ -139,6 +149,8 @@ pub(crate) struct Connection<IO> {
     /// Streams put off while too much waited to be written.
     deferred: Vec<u32>,
     recently_reset: VecDeque<u32>,
+    /// See [`RESET_ALLOWANCE`].
+    resets_left: u32,
     events: Events,
     shared: Arc<Shared>,
     ctx: Arc<Streams>,
@@ -166,7 +178,7 @@ where
         frame::window_update(0, config.window - frame::DEFAULT_WINDOW as u32, out.buf());
         Connection {
             io,
-            rbuf: BytesMut::with_capacity(16 * 1024),
+            rbuf: BytesMut::new(),
             out,
             phase: Phase::Preface,
             decoder: Decoder::default(),
@@ -184,6 +196,7 @@ where
             blocked: Vec::new(),
             deferred: Vec::new(),
             recently_reset: VecDeque::new(),
+            resets_left: RESET_ALLOWANCE,
             events: Events::default(),
             shared: Arc::new(Shared::default()),
             ctx: Arc::new(ctx),
@@ -336,6 +349,9 @@ where
                     if let Some(recv) = &s.recv {
                         recv.reset(reason);
                     }
+                    if s.handling.is_some() {
+                        self.count_reset()?;
+                    }
                 }
                 Ok(())
             }
@@ -377,8 +393,11 @@ where
                     ));
                 };
                 block.data.extend_from_slice(&payload);
-                if block.data.len() > self.config.max_block {
-                    return Err(ConnError(Reason(0xb), "a header block past any limit"));
+                block.continuations += 1;
+                if block.data.len() > self.config.max_block
+                    || block.continuations > MAX_CONTINUATIONS
+                {
+                    return Err(ConnError(CALM, "a header block past any limit"));
                 }
                 if head.flags & frame::END_HEADERS != 0
                     && let Some(block) = self.block.take()
@@ -598,13 +617,14 @@ where
         }
         if head.flags & frame::END_HEADERS == 0 {
             if fragment.len() > self.config.max_block {
-                return Err(ConnError(Reason(0xb), "a header block past any limit"));
+                return Err(ConnError(CALM, "a header block past any limit"));
             }
             self.block = Some(Block {
                 stream: head.stream,
                 flags: head.flags,
                 data: BytesMut::from(&fragment[..]),
                 refuse,
+                continuations: 0,
             });
             return Ok(());
         }
@@ -650,7 +670,7 @@ where
             })?;
         if let Some(reason) = refuse {
             self.reset(id, reason);
-            return Ok(());
+            return self.count_reset();
         }
         if self.goaway.is_some_and(|last| id > last)
             || self.streams.len() >= self.config.max_streams
@@ -664,7 +684,7 @@ where
             Err(e) if !too_large => {
                 tracing::debug!(client = %self.ctx.peer, stream = id, "{e}");
                 self.reset(id, Reason::PROTOCOL_ERROR);
-                return Ok(());
+                return self.count_reset();
             }
             Err(_) => http::Request::new(()),
         };
@@ -673,12 +693,12 @@ where
             Err(e) => {
                 tracing::debug!(client = %self.ctx.peer, stream = id, "{e}");
                 self.reset(id, Reason::PROTOCOL_ERROR);
-                return Ok(());
+                return self.count_reset();
             }
         };
         if end && content_length.is_some_and(|cl| cl != 0) {
             self.reset(id, Reason::PROTOCOL_ERROR);
-            return Ok(());
+            return self.count_reset();
         }
         let recv = (!end).then(|| Arc::new(Recv::default()));
         let body = H2Body::new(id, recv.clone(), Arc::clone(&self.shared), content_length);
@@ -783,6 +803,20 @@ where
             && let Some(inc) = s.recv_window.release(bytes)
         {
             frame::window_update(id, inc, self.out.buf());
+        }
+    }
+
+    /// One more stream ended in a reset before its answer.
+    fn count_reset(&mut self) -> Result<(), ConnError> {
+        match self.resets_left.checked_sub(1) {
+            Some(left) => {
+                self.resets_left = left;
+                Ok(())
+            }
+            None => Err(ConnError(
+                CALM,
+                "too many streams reset before their answer",
+            )),
         }
     }
 
@@ -946,6 +980,7 @@ where
     /// rouse's side of a stream ended: the stream is done, and if the client is still
     /// sending its body, it is told to stop (RST_STREAM NO_ERROR, §8.1).
     fn local_end(&mut self, id: u32) {
+        self.resets_left = (self.resets_left + 1).min(RESET_ALLOWANCE);
         if let Some(s) = self.streams.remove(&id)
             && !s.remote_closed
         {
@@ -994,6 +1029,18 @@ where
         }
         self.events = events;
         progress
+    }
+
+    /// Gives back the buffers of a connection with no stream open, as nginx frees its
+    /// buffers between keep-alive requests: an idle client costs little more than its socket.
+    fn trim(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.out.is_empty() {
+            self.out = Out::default();
+        }
+        self.scratch = BytesMut::new();
     }
 
     /// Whether the connection has nothing left to do.
@@ -1072,6 +1119,9 @@ where
                 }
             }
             if !progress {
+                if this.streams.is_empty() {
+                    this.trim();
+                }
                 return Poll::Pending;
             }
             if budget == 0 {

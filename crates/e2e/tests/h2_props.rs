@@ -1,0 +1,268 @@
+//! A differential test of rouse's HTTP/2 server against hyper's: random requests, sent by a
+//! real HTTP/2 client (hyper's, whose h2 encoder uses Huffman strings and the dynamic table)
+//! both through rouse and straight to the test backend (hyper's own HTTP/2 server), must reach
+//! the backend as the same request: method, target, fields (but those rouse adds as a proxy),
+//! body and trailers. Each run keeps one connection to each side, so the decoders' dynamic
+//! tables carry over from request to request, as with a browser.
+//!
+//! 64 cases of up to 6 requests by default; `PROPTEST_CASES=5000` for a long run.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{config, static_upstream};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use rouse::Rouse;
+use rouse_e2e::{InProcessBackend, spawn_in_process};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+
+const EXCHANGE: Duration = Duration::from_secs(10);
+
+/// Fields rouse adds or rewrites as a proxy (RFC 9110 §7.6), or that only one side has:
+/// Host (rouse makes one from `:authority`), and HTTP/1.1's framing of the body rouse
+/// forwards (Content-Length, or chunked with a Trailer field naming the trailers).
+const PROXY_FIELDS: [&str; 8] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "content-length",
+    "transfer-encoding",
+    "trailer",
+];
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+#[derive(Debug, Clone)]
+struct Sent {
+    method: Method,
+    path: String,
+    fields: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    trailers: Vec<(String, String)>,
+}
+
+fn method() -> impl Strategy<Value = Method> {
+    prop_oneof![
+        Just(Method::GET),
+        Just(Method::POST),
+        Just(Method::PUT),
+        Just(Method::DELETE),
+        Just(Method::PATCH),
+        Just(Method::OPTIONS),
+    ]
+}
+
+fn path() -> impl Strategy<Value = String> {
+    (
+        proptest::option::of("[a-zA-Z0-9._~-]{1,20}(%[0-9A-F]{2})?"),
+        proptest::option::of("[a-zA-Z0-9=&%._-]{0,30}"),
+    )
+        .prop_map(|(segment, query)| {
+            let mut p = "/inspect".to_owned();
+            if let Some(s) = segment {
+                p.push('/');
+                p.push_str(&s);
+            }
+            if let Some(q) = query {
+                p.push('?');
+                p.push_str(&q);
+            }
+            p
+        })
+}
+
+/// A field: a name of its own or one of the common ones (static-table names in HPACK), a
+/// value of visible ASCII with inner spaces.
+fn field() -> impl Strategy<Value = (String, String)> {
+    let name = prop_oneof![
+        "x-[a-z0-9-]{1,24}",
+        Just("accept".to_owned()),
+        Just("user-agent".to_owned()),
+        Just("cookie".to_owned()),
+        Just("cache-control".to_owned()),
+        Just("accept-language".to_owned()),
+        Just("referer".to_owned()),
+    ];
+    let value = "([!-~]([ !-~]{0,60}[!-~])?)?";
+    (name, value)
+}
+
+fn request() -> impl Strategy<Value = Sent> {
+    (
+        method(),
+        path(),
+        proptest::collection::vec(field(), 0..12),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..3000)),
+        proptest::collection::vec(("x-t-[a-z]{1,8}", "[!-~]{1,20}"), 0..3),
+    )
+        .prop_map(|(method, path, fields, body, trailers)| {
+            // Trailers need a body to follow.
+            let trailers = if body.is_some() { trailers } else { Vec::new() };
+            Sent {
+                method,
+                path,
+                fields,
+                body,
+                trailers,
+            }
+        })
+}
+
+fn to_request(sent: &Sent) -> Request<Body> {
+    let mut req = Request::builder()
+        .method(sent.method.clone())
+        .uri(format!("http://props.test{}", sent.path));
+    for (n, v) in &sent.fields {
+        req = req.header(n, v);
+    }
+    let body: Body = match &sent.body {
+        None => Full::new(Bytes::new()).boxed(),
+        Some(b) => {
+            let mut frames = vec![Ok(http_body::Frame::data(Bytes::from(b.clone())))];
+            if !sent.trailers.is_empty() {
+                let mut t = HeaderMap::new();
+                for (n, v) in &sent.trailers {
+                    t.append(
+                        HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                        HeaderValue::from_str(v).unwrap(),
+                    );
+                }
+                frames.push(Ok(http_body::Frame::trailers(t)));
+            }
+            StreamBody::new(futures_util::stream::iter(frames)).boxed()
+        }
+    };
+    req.body(body).expect("a request")
+}
+
+/// What the backend's `/inspect` says it got, without what rouse adds as a proxy.
+async fn seen(to: &SendRequest<Body>, sent: &Sent) -> Result<Value, String> {
+    let mut to = to.clone();
+    let exchange = async {
+        to.ready().await.map_err(|e| format!("not ready: {e}"))?;
+        let resp = to
+            .send_request(to_request(sent))
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("the answer's body: {e}"))?
+            .to_bytes();
+        if status != 200 {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}"))
+    };
+    let mut v = tokio::time::timeout(EXCHANGE, exchange)
+        .await
+        .map_err(|_| "no answer in time".to_owned())??;
+    let uri: http::Uri = v["uri"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    v["uri"] = uri.path_and_query().map_or("", |p| p.as_str()).into();
+    v["version"] = Value::Null;
+    if let Some(h) = v["headers"].as_object_mut() {
+        for name in PROXY_FIELDS {
+            h.remove(name);
+        }
+    }
+    Ok(v)
+}
+
+struct Env {
+    rt: Runtime,
+    _rouse: Rouse,
+    _backend: InProcessBackend,
+    via_rouse: SendRequest<Body>,
+    direct: SendRequest<Body>,
+}
+
+async fn h2(addr: std::net::SocketAddr) -> SendRequest<Body> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    // A body's DATA frames would otherwise wait for the ACK of its HEADERS (Nagle).
+    stream.set_nodelay(true).expect("nodelay");
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("an h2c handshake");
+    tokio::spawn(conn);
+    send
+}
+
+fn env() -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (rouse, backend, via_rouse, direct) = rt.block_on(async {
+        let backend = spawn_in_process("props").await;
+        let rouse = Rouse::start(config(&static_upstream(
+            "props",
+            &[],
+            "",
+            &[backend.addr()],
+        )))
+        .await
+        .expect("rouse starts");
+        let via_rouse = h2(rouse.addr()).await;
+        let direct = h2(backend.addr()).await;
+        (rouse, backend, via_rouse, direct)
+    });
+    Env {
+        rt,
+        _rouse: rouse,
+        _backend: backend,
+        via_rouse,
+        direct,
+    }
+}
+
+#[test]
+fn requests_reach_the_server_through_rouse_as_through_hyper_s_http2_server() {
+    let env = env();
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        max_shrink_time: 60_000,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&proptest::collection::vec(request(), 1..=6), |batch| {
+        for sent in &batch {
+            let (via_rouse, direct) = env.rt.block_on(async {
+                let via_rouse = seen(&env.via_rouse, sent).await;
+                let direct = seen(&env.direct, sent).await;
+                (via_rouse, direct)
+            });
+            let direct = direct
+                .map_err(|e| TestCaseError::fail(format!("straight to hyper: {e}\n{sent:?}")))?;
+            let via_rouse = via_rouse
+                .map_err(|e| TestCaseError::fail(format!("through rouse: {e}\n{sent:?}")))?;
+            prop_assert_eq!(via_rouse, direct, "{:?}", sent);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
