@@ -142,6 +142,26 @@ impl Clients {
     }
 }
 
+impl Clients {
+    /// The client's socket as hyper or the HTTP/2 server reads it, with the connection's
+    /// [`Activity`], timed from accept (a TLS handshake counts towards
+    /// `client_header_timeout`).
+    fn client_io<IO>(
+        &self,
+        stream: IO,
+        slot: Slot,
+        accepted: Instant,
+    ) -> (Arc<Activity>, ClientIo<SendTimeout<IO>>) {
+        let activity = Activity::new(accepted);
+        let io = ClientIo::new(
+            SendTimeout::new(stream, self.proxy.settings.send_timeout),
+            slot,
+            Arc::clone(&activity),
+        );
+        (activity, io)
+    }
+}
+
 async fn serve<IO>(
     clients: Arc<Clients>,
     stream: IO,
@@ -193,14 +213,7 @@ async fn hyper<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    // From accept: a TLS handshake counts towards client_header_timeout.
-    let activity = Activity::new(accepted);
-    let settings = &clients.proxy.settings;
-    let io = ClientIo::new(
-        SendTimeout::new(stream, settings.send_timeout),
-        slot,
-        Arc::clone(&activity),
-    );
+    let (activity, io) = clients.client_io(stream, slot, accepted);
     let proxy = Arc::clone(&clients.proxy);
     let requests = Arc::clone(&activity);
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -244,13 +257,7 @@ async fn http2<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Activity::new(accepted);
-    let settings = &clients.proxy.settings;
-    let io = ClientIo::new(
-        SendTimeout::new(stream, settings.send_timeout),
-        slot,
-        Arc::clone(&activity),
-    );
+    let (activity, io) = clients.client_io(stream, slot, accepted);
     let streams = crate::http2::Streams {
         proxy: Arc::clone(&clients.proxy),
         peer,

@@ -583,10 +583,10 @@ where
                 return Ok(());
             }
         };
-        let padding = len - data.len();
-        if !data.is_empty() && !recv.push(data.clone()) {
+        let (read, padding) = (data.len(), len - data.len());
+        if read > 0 && !recv.push(data) {
             // The reader is gone: give the window back now.
-            self.release(head.stream, data.len());
+            self.release(head.stream, read);
         }
         if padding > 0 {
             self.release(head.stream, padding);
