@@ -2,7 +2,7 @@
 # rouse's resident memory holding N idle keep-alive clients (each sent one request, then
 # kept open): bench/idle-rss.sh N BINARY[:ENV=VALUE,...] ...   (threads = 2; needs nginx,
 # curl, python3; N + 100 open files for rouse and for the client: `ulimit -n` is raised to
-# the hard limit).
+# the hard limit). H2C=1: the clients speak h2c, one stream each.
 set -euo pipefail
 (($# >= 2)) || { sed -n '2,5p' "$0"; exit 2; }
 N=$1; shift
