@@ -3,7 +3,7 @@
 //! that breaks these is malformed: its stream is reset, and rouse's handler never sees it.
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, TE};
+use http::header::{CONTENT_LENGTH, COOKIE, TE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
@@ -77,6 +77,18 @@ impl Head {
             HeaderValue::from_maybe_shared(value).map_err(|_| Malformed("a bad field value"))?;
         if name == TE && value != "trailers" {
             return Err(Malformed("te other than trailers"));
+        }
+        if name == COOKIE
+            && let Some(first) = self.headers.get_mut(COOKIE)
+        {
+            // HTTP/2 lets a client split Cookie into one field per pair; an HTTP/1.1 server
+            // must get them as one line, joined by "; " (RFC 9113 §8.2.3).
+            let mut joined = Vec::with_capacity(first.len() + 2 + value.len());
+            joined.extend_from_slice(first.as_bytes());
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(value.as_bytes());
+            *first = HeaderValue::from_bytes(&joined).map_err(|_| Malformed("a bad cookie"))?;
+            return Ok(());
         }
         self.headers.append(name, value);
         Ok(())
@@ -181,6 +193,20 @@ mod tests {
         assert_eq!(origin.uri(), "/x");
         let connect = head(&[(":method", "CONNECT"), (":authority", "h:443")]).unwrap();
         assert_eq!(connect.uri().authority().unwrap(), "h:443");
+    }
+
+    #[test]
+    fn split_cookie_fields_are_joined_into_one() {
+        let mut fields = GET.to_vec();
+        fields.extend([
+            ("cookie", "a=1"),
+            ("accept", "*/*"),
+            ("cookie", "b=2"),
+            ("cookie", "c=3"),
+        ]);
+        let req = head(&fields).unwrap();
+        let cookies: Vec<_> = req.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3"]);
     }
 
     #[test]
