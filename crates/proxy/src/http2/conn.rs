@@ -640,14 +640,14 @@ where
         refuse: Option<Reason>,
     ) -> Result<(), ConnError> {
         let end = flags & frame::END_STREAM != 0;
-        if id <= self.last_id {
-            return self.trailers(id, end, &block);
-        }
         if id.is_multiple_of(2) {
             return Err(ConnError(
                 Reason::PROTOCOL_ERROR,
                 "a client stream with an even id",
             ));
+        }
+        if id <= self.last_id {
+            return self.trailers(id, end, &block);
         }
         self.last_id = id;
         let mut req = RequestHead::default();
