@@ -140,9 +140,6 @@ impl Proxy {
                     let te_trailers = headers::accepts_trailers(req.headers());
                     headers::to_upstream(&mut req, &authority, client.ip(), upgrade);
                     headers::set_request_id(req.headers_mut(), request_id.clone());
-                    if !protocol.is_http2() {
-                        headers::keep_unsized_body(&mut req);
-                    }
                     if protocol.is_http2() {
                         // HTTP/1.0 without Host: the server's own address is the best authority.
                         let authority = match (authority.as_str(), up.state.servers.first()) {
@@ -155,6 +152,8 @@ impl Proxy {
                             "http"
                         };
                         headers::to_http2(&mut req, scheme, &authority, te_trailers);
+                    } else {
+                        headers::keep_unsized_body(&mut req);
                     }
                     // Boxed: hyper's client is now for requests with a body, upgrades and
                     // HTTP/2 servers; inline, its state would make every request's future
