@@ -286,3 +286,61 @@ fn requests_reach_the_server_through_rouse_as_through_hyper_s_http2_server() {
         panic!("{e}");
     }
 }
+
+/// Uploads past the connection's window (1 MiB) and the stream's, four at once with and
+/// without `content-length`, arrive whole: rouse gives the window back as the bodies are
+/// read, and the client is never left waiting for it.
+#[test]
+fn uploads_past_the_windows_arrive_whole() {
+    let env = env();
+    const SIZE: usize = 3 * 1024 * 1024;
+    let result = env.rt.block_on(async {
+        let mut uploads = Vec::new();
+        for i in 0..4u8 {
+            let mut to = env.via_rouse.clone();
+            uploads.push(tokio::spawn(async move {
+                let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = (0
+                    ..SIZE / 65_536)
+                    .map(|_| Ok(http_body::Frame::data(Bytes::from(vec![i; 65_536]))))
+                    .collect();
+                let mut req = Request::builder()
+                    .method(Method::POST)
+                    .uri("http://props.test/count");
+                if i % 2 == 0 {
+                    req = req.header("content-length", SIZE.to_string());
+                }
+                let body: Body = StreamBody::new(futures_util::stream::iter(chunks)).boxed();
+                to.ready().await.map_err(|e| e.to_string())?;
+                let resp = to
+                    .send_request(req.body(body).expect("a request"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let v: Value =
+                    serde_json::from_slice(&body.to_bytes()).map_err(|e| e.to_string())?;
+                Ok::<_, String>((status, v["bytes"].as_u64()))
+            }));
+        }
+        let mut got = Vec::new();
+        for u in uploads {
+            got.push(tokio::time::timeout(EXCHANGE, u).await);
+        }
+        got
+    });
+    for (i, r) in result.into_iter().enumerate() {
+        let answer = r
+            .unwrap_or_else(|_| panic!("upload {i} did not finish in time"))
+            .expect("the task")
+            .unwrap_or_else(|e| panic!("upload {i}: {e}"));
+        assert_eq!(
+            answer,
+            (http::StatusCode::OK, Some(SIZE as u64)),
+            "upload {i}"
+        );
+    }
+}

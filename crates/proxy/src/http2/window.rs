@@ -1,13 +1,12 @@
 //! A receive window as rouse announced it to the client (RFC 9113 §6.9): what the client may
 //! still send, and what its readers took and rouse has not yet given back. Window goes back
-//! once half of it was taken, so a steady upload costs one WINDOW_UPDATE per half window,
-//! not one per DATA frame.
+//! in pieces, not one WINDOW_UPDATE per DATA frame, and sooner the closer the client is to
+//! running out.
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RecvWindow {
     left: i64,
     taken: u32,
-    size: u32,
 }
 
 impl RecvWindow {
@@ -15,7 +14,6 @@ impl RecvWindow {
         RecvWindow {
             left: i64::from(size),
             taken: 0,
-            size,
         }
     }
 
@@ -31,7 +29,10 @@ impl RecvWindow {
         self.taken = self
             .taken
             .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
-        if self.taken < self.size / 2 {
+        // As h2 does: once what was taken reaches half of what the client may still send.
+        // A client with most of its window left waits for no update, and one about to run
+        // out gets the window back as soon as some is taken, so an upload does not stall.
+        if self.taken == 0 || i64::from(self.taken) < self.left.max(0) / 2 {
             return None;
         }
         let inc = std::mem::take(&mut self.taken);
@@ -53,19 +54,21 @@ mod tests {
     }
 
     #[test]
-    fn window_goes_back_once_half_of_it_was_taken() {
+    fn window_goes_back_sooner_as_the_client_runs_out() {
         let mut w = RecvWindow::new(100);
-        assert!(w.receive(100));
-        assert_eq!(w.release(30), None);
+        assert!(w.receive(20));
+        // 80 left: 40 must be taken first.
+        assert_eq!(w.release(20), None);
         let mut probe = w;
         assert!(
-            !probe.receive(1),
-            "nothing announced yet: nothing more may come"
+            probe.receive(80) && !probe.receive(1),
+            "nothing announced yet"
         );
-        assert_eq!(w.release(20), Some(50));
-        assert!(w.receive(50));
+        assert!(w.receive(70));
+        // 10 left: what was taken (20) is past half of it.
+        assert_eq!(w.release(1), Some(21));
+        assert!(w.receive(31));
         assert!(!w.receive(1));
-        assert_eq!(w.release(50), Some(50));
-        assert_eq!(w.release(49), None);
+        assert_eq!(w.release(0), None);
     }
 }
