@@ -673,6 +673,37 @@ async fn malformed_requests_reset_only_their_stream() {
     );
 }
 
+/// A head past the header list size rouse announced (`max_header_size` plus 32 bytes a
+/// field, HTTP/2's count) is answered 431, never forwarded, and the connection goes on.
+#[tokio::test]
+async fn a_head_past_the_header_list_size_is_431() {
+    let site = site().await;
+    let mut c = Client::open(site.rouse.addr()).await;
+    let value = "v".repeat(100);
+    let names: Vec<String> = (0..400).map(|i| format!("x-field-{i}")).collect();
+    let mut fields = request("GET", "/", &[]);
+    fields.extend(names.iter().map(|n| (n.as_str(), value.as_str())));
+    let whole = block(&fields);
+    assert!(whole.len() > 40_000);
+    let mut pieces = whole.chunks(16_384).peekable();
+    c.send(HEADERS, END_STREAM, 1, pieces.next().unwrap()).await;
+    while let Some(piece) = pieces.next() {
+        let last = pieces.peek().is_none();
+        c.send(CONTINUATION, if last { END_HEADERS } else { 0 }, 1, piece)
+            .await;
+    }
+    let a = c.answer(1).await;
+    assert_eq!(a.status, 431, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.field("x-rouse-error"), Some("header-too-large"));
+    c.get(3, "/").await;
+    assert_eq!(c.answer(3).await.status, 200, "the connection still serves");
+    assert_eq!(
+        site.backend.stats().requests,
+        1,
+        "only the small head reached a server"
+    );
+}
+
 /// An answer goes out as the client's windows allow, and waits for WINDOW_UPDATE.
 #[tokio::test]
 async fn an_answer_waits_for_the_client_s_window() {

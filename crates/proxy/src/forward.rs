@@ -211,7 +211,7 @@ impl Proxy {
     /// Rouse's own answer to a request no upstream serves (a head past the limits, no usable
     /// Host, no route, an ACME challenge), logged as nginx logs every request: with no
     /// upstream and no server. Not counted: the request metrics are per upstream.
-    fn unrouted<B: http_body::Body>(
+    pub(crate) fn unrouted<B: http_body::Body>(
         &self,
         req: &Request<B>,
         client: SocketAddr,

@@ -706,12 +706,17 @@ where
         let handling: Handling = if too_large {
             drop(body);
             let limit = self.config.max_header_list;
+            // Logged as rouse's other answers before routing are (with what of the head
+            // was kept: its pseudo-fields come first).
+            let req = http::Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+            let ctx = Arc::clone(&self.ctx);
             Box::pin(async move {
-                crate::answer::error(
+                let answer = crate::answer::error(
                     http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "header-too-large",
                     format!("the request head is past {limit} bytes as HTTP/2 counts it"),
-                )
+                );
+                ctx.proxy.unrouted(&req, ctx.peer, Instant::now(), answer)
             })
         } else {
             if self.ctx.https {
