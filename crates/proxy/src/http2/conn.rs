@@ -750,18 +750,11 @@ where
         let mut trailers = HeaderMap::new();
         let mut bad = false;
         self.decoder
-            .decode(block, |name, value| {
-                match (
-                    http::HeaderName::from_bytes(&name),
-                    HeaderValue::from_maybe_shared(value),
-                ) {
-                    (Ok(n), Ok(v))
-                        if !name.starts_with(b":") && !name.iter().any(u8::is_ascii_uppercase) =>
-                    {
-                        trailers.append(n, v);
-                    }
-                    _ => bad = true,
+            .decode(block, |name, value| match request::regular(name, value) {
+                Ok((n, v)) => {
+                    trailers.append(n, v);
                 }
+                Err(_) => bad = true,
             })
             .map_err(|_| {
                 ConnError(
@@ -882,14 +875,7 @@ where
         {
             parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         }
-        let mut block = std::mem::take(&mut self.scratch);
-        block.clear();
-        hpack::encode_status(parts.status.as_u16(), &mut block);
-        for (name, value) in &parts.headers {
-            hpack::encode_field(name.as_str(), value.as_bytes(), &mut block);
-        }
-        self.out.block(id, &block, end, self.peer_max_frame);
-        self.scratch = block;
+        self.write_fields(id, Some(parts.status.as_u16()), &parts.headers, end);
         if end {
             self.local_end(id);
             return false;
@@ -898,6 +884,20 @@ where
             s.body = Some(Box::pin(body));
         }
         true
+    }
+
+    /// Writes a header block: an answer's head (with its status) or its trailers.
+    fn write_fields(&mut self, id: u32, status: Option<u16>, fields: &HeaderMap, end: bool) {
+        let mut block = std::mem::take(&mut self.scratch);
+        block.clear();
+        if let Some(status) = status {
+            hpack::encode_status(status, &mut block);
+        }
+        for (name, value) in fields {
+            hpack::encode_field(name.as_str(), value.as_bytes(), &mut block);
+        }
+        self.out.block(id, &block, end, self.peer_max_frame);
+        self.scratch = block;
     }
 
     /// Sends what the answer's body has, as far as the windows allow.
@@ -966,13 +966,7 @@ where
                     }
                     Err(f) => {
                         if let Ok(trailers) = f.into_trailers() {
-                            let mut block = std::mem::take(&mut self.scratch);
-                            block.clear();
-                            for (name, value) in &trailers {
-                                hpack::encode_field(name.as_str(), value.as_bytes(), &mut block);
-                            }
-                            self.out.block(id, &block, true, self.peer_max_frame);
-                            self.scratch = block;
+                            self.write_fields(id, None, &trailers, true);
                             self.local_end(id);
                             return;
                         }
@@ -986,13 +980,10 @@ where
     /// sending its body, it is told to stop (RST_STREAM NO_ERROR, §8.1).
     fn local_end(&mut self, id: u32) {
         self.resets_left = (self.resets_left + 1).min(RESET_ALLOWANCE);
-        if let Some(s) = self.streams.remove(&id)
-            && !s.remote_closed
-        {
-            frame::rst_stream(id, Reason::NO_ERROR, self.out.buf());
-            self.note_reset(id);
-            if let Some(recv) = &s.recv {
-                recv.reset(Reason::NO_ERROR);
+        match self.streams.get(&id) {
+            Some(s) if !s.remote_closed => self.reset(id, Reason::NO_ERROR),
+            _ => {
+                self.streams.remove(&id);
             }
         }
     }

@@ -66,18 +66,7 @@ impl Head {
             return Ok(());
         }
         self.regular_seen = true;
-        if name.iter().any(u8::is_ascii_uppercase) {
-            return Err(Malformed("an uppercase field name"));
-        }
-        if CONNECTION_SPECIFIC.contains(&&name[..]) {
-            return Err(Malformed("a connection-specific field"));
-        }
-        let name = HeaderName::from_bytes(&name).map_err(|_| Malformed("a bad field name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(value).map_err(|_| Malformed("a bad field value"))?;
-        if name == TE && value != "trailers" {
-            return Err(Malformed("te other than trailers"));
-        }
+        let (name, value) = regular(name, value)?;
         if name == COOKIE
             && let Some(first) = self.headers.get_mut(COOKIE)
         {
@@ -134,6 +123,27 @@ impl Head {
         *req.headers_mut() = self.headers;
         Ok(req)
     }
+}
+
+/// A field that is not a pseudo-field, of a head or of trailers: lowercase, not
+/// connection-specific, `te` only as `trailers` (§8.2.2), a valid name and value.
+pub(crate) fn regular(name: Bytes, value: Bytes) -> Result<(HeaderName, HeaderValue), Malformed> {
+    if name.starts_with(b":") {
+        return Err(Malformed("a pseudo-field where none may be"));
+    }
+    if name.iter().any(u8::is_ascii_uppercase) {
+        return Err(Malformed("an uppercase field name"));
+    }
+    if CONNECTION_SPECIFIC.contains(&&name[..]) {
+        return Err(Malformed("a connection-specific field"));
+    }
+    let name = HeaderName::from_bytes(&name).map_err(|_| Malformed("a bad field name"))?;
+    let value =
+        HeaderValue::from_maybe_shared(value).map_err(|_| Malformed("a bad field value"))?;
+    if name == TE && value != "trailers" {
+        return Err(Malformed("te other than trailers"));
+    }
+    Ok((name, value))
 }
 
 fn authority_of(bytes: Bytes) -> Result<Authority, Malformed> {
@@ -266,6 +276,27 @@ mod tests {
         ];
         for fields in cases {
             assert!(head(fields).is_err(), "{fields:?} was taken");
+        }
+    }
+
+    /// Trailers are held to the rules of a head's regular fields, and have no pseudo-fields.
+    #[test]
+    fn trailer_fields_follow_the_head_s_rules() {
+        let field = |n: &'static str, v: &'static str| {
+            regular(
+                Bytes::from_static(n.as_bytes()),
+                Bytes::from_static(v.as_bytes()),
+            )
+        };
+        assert!(field("grpc-status", "0").is_ok());
+        for (n, v) in [
+            (":status", "200"),
+            ("Grpc-Status", "0"),
+            ("connection", "close"),
+            ("te", "gzip"),
+            ("x-a", "b\nc"),
+        ] {
+            assert!(field(n, v).is_err(), "{n}: {v} was taken");
         }
     }
 
