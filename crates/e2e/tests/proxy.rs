@@ -392,6 +392,48 @@ async fn a_server_that_answers_too_late_gets_504() {
     assert_eq!(r.headers()["x-rouse-error"], "read-timeout");
 }
 
+/// The wait for a response head is timed on the client connection's own timer, pushed later
+/// by each request (not a timer made per request): on one keep-alive connection, after many
+/// quick answers, a server too slow still gets 504 at `read_timeout` (not sooner, not at the
+/// old deadline); and the connection goes on serving after one, its timer armed again. With
+/// the head's timeout longer than `read_timeout` each request moves the timer earlier; with
+/// them equal (as by default), only later.
+#[tokio::test]
+async fn read_timeout_holds_for_every_request_of_a_keep_alive_connection() {
+    let backend = spawn_in_process("k").await;
+    for head_timeout in ["60s", "400ms"] {
+        let rouse = start_rouse_with_proxy(
+            &format!("read_timeout = \"400ms\"\nclient_header_timeout = \"{head_timeout}\""),
+            &static_upstream("app", &[], "", &[backend.addr()]),
+        )
+        .await;
+        slow_answers_time_out_among_quick_ones(rouse.addr()).await;
+    }
+}
+
+async fn slow_answers_time_out_among_quick_ones(addr: std::net::SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    for round in 0..3 {
+        let quick = tokio::time::Instant::now();
+        // Quick answers for longer than the timeout: the deadline armed first passes.
+        while quick.elapsed() < Duration::from_millis(600) {
+            s.write_all(get("/").as_bytes()).await.unwrap();
+            assert_eq!(common::answer(&mut s).await, (200, "k".to_owned()));
+        }
+        s.write_all(get("/delay/3000").as_bytes()).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let (status, _) = common::answer(&mut s).await;
+        let took = t0.elapsed();
+        assert_eq!(status, 504, "round {round}");
+        assert!(
+            took >= Duration::from_millis(350) && took < Duration::from_millis(2500),
+            "round {round}: 504 after {took:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
     let backend = spawn_in_process("g").await;

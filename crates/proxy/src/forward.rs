@@ -505,7 +505,14 @@ impl Proxy {
         let admission = if behind {
             Admission::Full
         } else {
-            admit(&up.state, Instant::now(), tried)
+            // The instant the request was ready serves as now (a clock read less per
+            // request), unless it was held or a server refused it since.
+            let now = if *waited || !tried.is_empty() {
+                Instant::now()
+            } else {
+                waiter.arrived
+            };
+            admit(&up.state, now, tried)
         };
         match admission {
             Admission::Admitted(at, guard) => Ok(Pick::Server(at, guard)),

@@ -195,7 +195,7 @@ pub(crate) async fn serve<IO: ClientStream>(
             () = kill.wait() => return Outcome::Done,
             // Boxed: an exchange's state (holding, retries, the body copy) is needed only
             // while one is in progress, not by every idle connection.
-            step = Box::pin(request(clients, &mut io, &mut b, peer, https, stopping)) => step,
+            step = Box::pin(request(clients, &mut io, &mut b, peer, https, stopping, timer.as_mut())) => step,
         };
         match step {
             Step::Decline => return decline(io, b, since, "the request's route"),
@@ -290,6 +290,7 @@ async fn request<IO: ClientStream>(
     peer: SocketAddr,
     https: bool,
     stopping: bool,
+    mut timer: Pin<&mut tokio::time::Sleep>,
 ) -> Step {
     let proxy: &Arc<Proxy> = &clients.proxy;
     let settings = &proxy.settings;
@@ -373,7 +374,16 @@ async fn request<IO: ClientStream>(
     };
     let mut moved = None;
     let sent = exchange::send(
-        proxy, &routes, up_at, out, is_head, &waiter, rbuf, fields, &mut moved,
+        proxy,
+        &routes,
+        up_at,
+        out,
+        is_head,
+        &waiter,
+        rbuf,
+        fields,
+        &mut moved,
+        timer.as_mut(),
     )
     .await;
     let up = match &moved {
@@ -420,7 +430,16 @@ async fn request<IO: ClientStream>(
                 return Step::Close;
             }
             rbuf.drain(..answering.info.len);
-            exchange::read_head(&mut answering.stream, rbuf, fields, is_head, t.read).await
+            let deadline = rouse_core::time::deadline(Instant::now(), t.read);
+            exchange::read_head(
+                &mut answering.stream,
+                rbuf,
+                fields,
+                is_head,
+                timer.as_mut(),
+                deadline,
+            )
+            .await
         };
         match next {
             Ok(info) => answering.info = info,

@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use http::{Response, StatusCode};
 use rouse_state::{InFlightGuard, Server};
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, Sleep};
 
 use super::request::Field;
 use super::response::{self, Info};
@@ -53,8 +57,9 @@ impl HeadError {
 }
 
 /// Sends `wire` (the whole request) to a server of `up` and reads its response head into
-/// `rbuf`, the offsets of its fields into `fields`. `moved` is set when a reload replaced the
-/// upstream while the request was held.
+/// `rbuf`, the offsets of its fields into `fields`, within `read_timeout` (on `timer`, see
+/// [`read_head`]). `moved` is set when a reload replaced the upstream while the request was
+/// held.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send(
     proxy: &Arc<Proxy>,
@@ -66,6 +71,7 @@ pub(crate) async fn send(
     rbuf: &mut Vec<u8>,
     fields: &mut Vec<Field>,
     moved: &mut Option<(Arc<Routes>, usize)>,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<Answering, Refused> {
     let settings = &proxy.settings;
     let mut tried: Vec<usize> = Vec::new();
@@ -90,14 +96,14 @@ pub(crate) async fn send(
         let pool = Arc::clone(&up.pools[at]);
         let mut pooled_allowed = true;
         loop {
+            // The instant the request was ready serves as now, unless it was held or another
+            // server's connect timed out since.
+            let mut now = if waited || !tried.is_empty() {
+                Instant::now()
+            } else {
+                waiter.arrived
+            };
             let pooled = if pooled_allowed {
-                // The instant the request was ready serves, unless it was held or another
-                // server's connect timed out since.
-                let now = if waited || !tried.is_empty() {
-                    Instant::now()
-                } else {
-                    waiter.arrived
-                };
                 pool.raw_checkout(now)
             } else {
                 None
@@ -107,7 +113,10 @@ pub(crate) async fn send(
                 Some(s) => s,
                 // Boxed: a new connection is the rare path (see `forward::pick`'s hold).
                 None => match Box::pin(pool.connect_raw(settings.connect_timeout)).await {
-                    Ok(s) => s,
+                    Ok(s) => {
+                        now = Instant::now();
+                        s
+                    }
                     Err(e) => {
                         proxy.note_failure(up, &server, &e.to_string());
                         tried.push(at);
@@ -119,7 +128,8 @@ pub(crate) async fn send(
             let sent = stream.write_all(wire).await;
             let got = match sent {
                 Ok(()) => {
-                    read_head(&mut stream, rbuf, fields, is_head, settings.read_timeout).await
+                    let deadline = rouse_core::time::deadline(now, settings.read_timeout);
+                    read_head(&mut stream, rbuf, fields, is_head, timer.as_mut(), deadline).await
                 }
                 Err(e) => Err(HeadError::Nothing(e.to_string())),
             };
@@ -159,14 +169,22 @@ pub(crate) async fn send(
     }
 }
 
-/// Reads one response head into `rbuf` (which may already hold its start), within `limit`;
-/// its fields' offsets into `fields`.
+/// Reads one response head into `rbuf` (which may already hold its start) by `deadline`; its
+/// fields' offsets into `fields`.
+///
+/// The deadline is kept on `timer`, the client connection's own (its idle and head waits
+/// use it between requests), not on a timer made for each request: making one, registering
+/// it on its first wait and taking it out again when dropped was the largest single cost of a
+/// small request's own work after parsing (~600 instructions of ~14,000). Pushed later, as
+/// the deadline of each next request is, a timer is one store (tokio's `reset` extends it
+/// in place).
 pub(crate) async fn read_head(
     stream: &mut Stream,
     rbuf: &mut Vec<u8>,
     fields: &mut Vec<Field>,
     is_head: bool,
-    limit: std::time::Duration,
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
 ) -> Result<Info, HeadError> {
     let reading = async {
         loop {
@@ -202,7 +220,14 @@ pub(crate) async fn read_head(
             }
         }
     };
-    timeout(limit, reading)
-        .await
-        .unwrap_or(Err(HeadError::TimedOut))
+    timer.as_mut().reset(deadline);
+    let mut reading = pin!(reading);
+    // As `tokio::time::timeout` polls: the read first, so that a head already there wins.
+    poll_fn(|cx| {
+        if let Poll::Ready(got) = reading.as_mut().poll(cx) {
+            return Poll::Ready(got);
+        }
+        timer.as_mut().poll(cx).map(|()| Err(HeadError::TimedOut))
+    })
+    .await
 }

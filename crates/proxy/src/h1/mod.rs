@@ -16,6 +16,7 @@ pub(crate) mod date;
 mod decode;
 mod exchange;
 pub(crate) mod fallback;
+mod lines;
 pub(crate) mod raw_body;
 pub(crate) mod relay;
 pub(crate) mod request;

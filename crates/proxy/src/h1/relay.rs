@@ -10,11 +10,13 @@
 //! streams it.
 
 use std::net::IpAddr;
+use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use rouse_state::Server;
+use tokio::time::Instant;
 
 use super::exchange;
 use super::raw_body::RawBody;
@@ -66,6 +68,8 @@ impl Proxy {
         let mut rbuf = Vec::with_capacity(HEAD_BUF);
         let mut fields = Vec::with_capacity(FIELDS);
         let mut moved = None;
+        // Reset by each wait for a head before it is polled.
+        let mut timer = pin!(tokio::time::sleep(self.settings.read_timeout));
         let sent = exchange::send(
             self,
             routes,
@@ -76,6 +80,7 @@ impl Proxy {
             &mut rbuf,
             &mut fields,
             &mut moved,
+            timer.as_mut(),
         )
         .await;
         let mut answering = match sent {
@@ -95,13 +100,14 @@ impl Proxy {
                 return (answer::unasked_switch(), Some(server));
             }
             rbuf.drain(..answering.info.len);
-            let limit = self.settings.read_timeout;
+            let deadline = rouse_core::time::deadline(Instant::now(), self.settings.read_timeout);
             match exchange::read_head(
                 &mut answering.stream,
                 &mut rbuf,
                 &mut fields,
                 is_head,
-                limit,
+                timer.as_mut(),
+                deadline,
             )
             .await
             {

@@ -16,10 +16,13 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+use super::lines::{self, FieldSet, bit};
+use super::rewrite::is_listed_hop_by_hop;
 use crate::limits::{HeadLimits, MAX_REQUEST_LINE};
 
 /// Field lines parsed on the stack; a head with more is declined (hyper counts and answers).
 pub(crate) const MAX_FIELDS: usize = 100;
+const _: () = assert!(MAX_FIELDS <= FieldSet::BITS as usize);
 
 /// One field line: name and value as ranges of the read buffer.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +66,16 @@ pub(crate) struct Head {
     pub is_head: bool,
     /// `Accept` names text/html on a GET: a browser, which gets the waiting page when held.
     pub browser: bool,
+    /// The fields the server never gets from the client: hop-by-hop ones (those a
+    /// `Connection` value names only when `plain`), `X-Request-Id` and `X-Forwarded-*`
+    /// (rouse writes its own).
+    pub dropped: FieldSet,
+    /// `Connection` names no field but the standard hop-by-hop ones and `close`: `dropped`
+    /// is whole, and the kept lines can go to the server as they are (`rewrite`).
+    pub plain: bool,
+    /// The first `X-Forwarded-For` and `X-Request-Id` fields, by index.
+    pub forwarded_for: Option<usize>,
+    pub request_id: Option<usize>,
 }
 
 /// What reading the buffer gave.
@@ -112,10 +125,12 @@ impl Head {
             Ok(httparse::Status::Partial) => return Parsed::Partial,
             Err(_) => return Parsed::Decline("malformed head"),
         };
-        if has_bare_lf(&buf[..len]) {
+        let at = |s: &[u8]| span(buf, s);
+        let starts = req.headers.iter().map(|h| at(h.name.as_bytes()).start);
+        let start = req.method.map_or(0, |m| at(m.as_bytes()).start);
+        if !lines::end_in_crlf(buf, start, len, starts) {
             return Parsed::Refuse("bare LF");
         }
-        let at = |s: &[u8]| span(buf, s);
         if req.version != Some(1) {
             return Parsed::Decline("HTTP/1.0");
         }
@@ -139,16 +154,26 @@ impl Head {
         self.trailers = false;
         self.is_head = method == "HEAD";
         self.browser = false;
+        self.dropped = 0;
+        self.plain = true;
+        self.forwarded_for = None;
+        self.request_id = None;
+        let mut named_close: FieldSet = 0;
+        let mut close_named = false;
         let mut size = line + 2;
         let mut hosts = 0;
         let mut lengths = 0;
-        for h in req.headers.iter() {
+        for (i, h) in req.headers.iter().enumerate() {
             let name = h.name.as_bytes();
             size += name.len() + 2 + h.value.len() + 2;
             let field = Field {
                 name: at(name),
                 value: at(h.value),
             };
+            let this = bit(i);
+            if is_listed_hop_by_hop(name) {
+                self.dropped |= this;
+            }
             match name.len() {
                 4 if name.eq_ignore_ascii_case(b"host") => {
                     hosts += 1;
@@ -173,14 +198,28 @@ impl Head {
                     for token in tokens(h.value) {
                         if token.eq_ignore_ascii_case(b"close") {
                             self.close = true;
+                            close_named = true;
                         } else if [&b"host"[..], b"content-length", b"upgrade"]
                             .iter()
                             .any(|t| token.eq_ignore_ascii_case(t))
                         {
                             return Parsed::Decline("Connection names a framing field");
+                        } else if !is_listed_hop_by_hop(token) {
+                            self.plain = false;
                         }
                     }
                 }
+                5 if name.eq_ignore_ascii_case(b"close") => named_close |= this,
+                12 if name.eq_ignore_ascii_case(b"x-request-id") => {
+                    self.dropped |= this;
+                    self.request_id.get_or_insert(i);
+                }
+                15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => {
+                    self.dropped |= this;
+                    self.forwarded_for.get_or_insert(i);
+                }
+                16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => self.dropped |= this,
+                17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => self.dropped |= this,
                 2 if name.eq_ignore_ascii_case(b"te") => {
                     self.trailers |= tokens(h.value).any(|t| {
                         let t = t.split(|&b| b == b';').next().unwrap_or(b"");
@@ -199,6 +238,9 @@ impl Head {
                 _ => {}
             }
             self.fields.push(field);
+        }
+        if close_named {
+            self.dropped |= named_close;
         }
         if hosts != 1 || lengths > 1 {
             return Parsed::Decline("Host or Content-Length count");
@@ -255,10 +297,7 @@ fn valid_host(v: &[u8]) -> bool {
     let port_ok = port.is_none_or(|p| {
         (1..=5).contains(&p.len())
             && p.iter().all(u8::is_ascii_digit)
-            && std::str::from_utf8(p)
-                .ok()
-                .and_then(|p| p.parse::<u16>().ok())
-                .is_some()
+            && p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= u32::from(u16::MAX)
     });
     name_ok && port_ok
 }
@@ -271,13 +310,6 @@ pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
     v.iter().try_fold(0u64, |n, &d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
-}
-
-/// A LF not preceded by CR.
-pub(crate) fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 /// The comma-separated tokens of a field value, trimmed, empty ones skipped.

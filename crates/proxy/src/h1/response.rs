@@ -5,11 +5,13 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+use super::lines::{self, FieldSet, bit};
 use super::request::{Field, parse_length, span, tokens};
-use super::rewrite::{HopByHop, InBuf};
+use super::rewrite::{HopByHop, InBuf, is_listed_hop_by_hop};
 
 /// Field lines a server's head may have (hyper's client default).
 const MAX_FIELDS: usize = 100;
+const _: () = assert!(MAX_FIELDS <= FieldSet::BITS as usize);
 
 /// How the body that follows a response head is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,15 @@ pub(crate) struct Info {
     /// The server's connection cannot carry another request (`Connection: close`, or a body
     /// that ends with the connection).
     pub close: bool,
+    /// The fields that never reach the client: the hop-by-hop ones (`HopByHop`).
+    pub hop: FieldSet,
+    /// The Content-Length fields.
+    pub lengths: FieldSet,
+    pub has_date: bool,
+    /// Every line of the head ends in CRLF and `hop` is whole (no field is hop-by-hop only
+    /// because a `Connection` value names it, but for `close`, counted in `hop`): the kept
+    /// lines can go to the client as the server wrote them (see `client_head`).
+    pub plain: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,29 +105,59 @@ pub(crate) fn parse(
     let mut te = false;
     let mut close = resp.version == Some(0);
     let at = |s: &[u8]| span(buf, s);
+    let mut hop: FieldSet = 0;
+    let mut lengths: FieldSet = 0;
+    let mut named_close: FieldSet = 0;
+    let mut has_date = false;
+    let mut plain = true;
+    let mut close_named = false;
     fields.clear();
-    for h in resp.headers.iter() {
+    for (i, h) in resp.headers.iter().enumerate() {
         let name = h.name.as_bytes();
         fields.push(Field {
             name: at(name),
             value: at(h.value),
         });
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value).ok_or(BadResponse::Malformed("Content-Length"))?;
-            if length.is_some_and(|m| m != n) {
-                return Err(BadResponse::Malformed("two Content-Lengths"));
+        let this = bit(i);
+        if is_listed_hop_by_hop(name) {
+            hop |= this;
+        }
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                lengths |= this;
+                let n = parse_length(h.value).ok_or(BadResponse::Malformed("Content-Length"))?;
+                if length.is_some_and(|m| m != n) {
+                    return Err(BadResponse::Malformed("two Content-Lengths"));
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te = true;
-            // Only the final coding counts: chunked last means chunked framing.
-            chunked = tokens(h.value)
-                .last()
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                te = true;
+                // Only the final coding counts: chunked last means chunked framing.
+                chunked = tokens(h.value)
+                    .last()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                        close_named = true;
+                    } else if !is_listed_hop_by_hop(t) {
+                        plain = false;
+                    }
+                }
+            }
+            5 if name.eq_ignore_ascii_case(b"close") => named_close |= this,
+            4 if name.eq_ignore_ascii_case(b"date") => has_date = true,
+            _ => {}
         }
     }
+    if close_named {
+        hop |= named_close;
+    }
+    // The status line is written anew: only the fields' lines matter.
+    plain &= lines::end_in_crlf(buf, 0, len, fields.iter().map(|f| f.name.start));
     let framing = if (100..200).contains(&status) || status == 204 || status == 304 || is_head {
         Framing::Empty
     } else if te && chunked {
@@ -141,6 +182,10 @@ pub(crate) fn parse(
         len,
         framing,
         close,
+        hop,
+        lengths,
+        has_date,
+        plain,
     }))
 }
 
@@ -169,18 +214,25 @@ pub(crate) fn client_head(
     ]);
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
-    let mut has_date = false;
     let rechunk = info.framing.is_reframed();
     // RFC 9110 §8.6: never in a 1xx or 204 (hyper drops it there too).
     let no_length = rechunk || status == 204 || (100..200).contains(&status);
-    for f in end_to_end(buf, fields, no_length) {
-        let (name, value) = f.of(buf);
-        has_date |= name.eq_ignore_ascii_case(b"date");
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
+    let has_date = if info.plain {
+        let dropped = info.hop | if no_length { info.lengths } else { 0 };
+        lines::copy_kept(buf, info.len, fields, dropped, out);
+        info.has_date
+    } else {
+        let mut has_date = false;
+        for f in end_to_end(buf, fields, no_length) {
+            let (name, value) = f.of(buf);
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        has_date
+    };
     if rechunk {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -316,4 +368,105 @@ mod tests {
         let text = "HTTP/1.1 999 \r\nDate: x\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(client(text, false), text);
     }
+
+    #[test]
+    fn kept_lines_go_as_the_server_wrote_them_and_bare_lfs_do_not() {
+        let text = "HTTP/1.1 200 OK\r\nServer:  s \r\nConnection: keep-alive\r\nDate: x\r\n\
+                    Content-Length: 2\r\nX-A:b\r\n\r\n";
+        assert!(info(text, false).plain);
+        assert_eq!(
+            client(text, false),
+            "HTTP/1.1 200 OK\r\nServer:  s \r\nDate: x\r\nContent-Length: 2\r\nX-A:b\r\n\r\n"
+        );
+        // A bare LF ends a line for httparse, never in what the client gets.
+        let text = "HTTP/1.1 200 OK\r\nServer: s\nDate: x\r\nContent-Length: 2\r\n\r\n";
+        assert!(!info(text, false).plain);
+        assert_eq!(
+            client(text, false),
+            "HTTP/1.1 200 OK\r\nServer: s\r\nDate: x\r\nContent-Length: 2\r\n\r\n"
+        );
+        // `close` names a field as any other token does.
+        let text = "HTTP/1.1 200 OK\r\nClose: 1\r\nDate: x\r\nConnection: close\r\n\
+                    Content-Length: 0\r\n\r\n";
+        assert!(info(text, false).plain);
+        assert_eq!(
+            client(text, false),
+            "HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    /// The fields of a head, as httparse reads them (names lowercased), a `date` field's
+    /// value left out (rouse writes the clock's).
+    fn read_fields(head: &[u8]) -> (u16, Vec<(String, String)>) {
+        let mut raw = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut raw);
+        assert!(resp.parse(head).unwrap().is_complete());
+        let fields = resp
+            .headers
+            .iter()
+            .map(|h| {
+                let name = h.name.to_ascii_lowercase();
+                let value = if name == "date" {
+                    String::new()
+                } else {
+                    String::from_utf8_lossy(h.value).into_owned()
+                };
+                (name, value)
+            })
+            .collect();
+        (resp.code.unwrap(), fields)
+    }
+
+    proptest::proptest! {
+        /// Copied as lines (`plain`), the client's head has the fields written one by one
+        /// from the parsed head would have.
+        #[test]
+        fn lines_copied_are_the_fields_written_one_by_one(
+            lines in proptest::collection::vec((0..NAMES.len(), 0..4usize, 0..3usize, 0..3usize), 0..12),
+            status in proptest::sample::select(vec![200u16, 204, 304, 404, 103, 599]),
+            close_client: bool,
+        ) {
+            let mut text = format!("HTTP/1.1 {status} Something\r\n");
+            for &(n, v, before, after) in &lines {
+                let name = NAMES[n];
+                let value = match name {
+                    "Content-Length" => "5".to_owned(),
+                    "Transfer-Encoding" => ["chunked", "gzip, chunked", "gzip", "chunked"][v].to_owned(),
+                    "Connection" => ["close", "keep-alive", "X-A, close", "Keep-Alive, te, Date"][v].to_owned(),
+                    _ => ["v", "a b", "", "x,y"][v].to_owned(),
+                };
+                let ows = ["", " ", " \t "];
+                text.push_str(&format!("{name}:{}{value}{}\r\n", ows[before], ows[after]));
+            }
+            text.push_str("\r\n");
+            let mut fields = Vec::new();
+            let Ok(Some(info)) = parse(text.as_bytes(), false, &mut fields) else {
+                return Err(proptest::test_runner::TestCaseError::reject("not a head rouse forwards"));
+            };
+            let connection_names_more = lines.iter().any(|&(n, v, _, _)| NAMES[n] == "Connection" && v >= 2);
+            proptest::prop_assert_eq!(info.plain, !connection_names_more);
+            let mut copied = Vec::new();
+            client_head(text.as_bytes(), &info, &fields, close_client, &mut copied);
+            let mut written = Vec::new();
+            let one_by_one = Info { plain: false, ..info.clone() };
+            client_head(text.as_bytes(), &one_by_one, &fields, close_client, &mut written);
+            proptest::prop_assert_eq!(read_fields(&copied), read_fields(&written));
+        }
+    }
+
+    const NAMES: [&str; 13] = [
+        "Connection",
+        "Keep-Alive",
+        "TE",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Proxy-Connection",
+        "Content-Length",
+        "Date",
+        "Close",
+        "X-A",
+        "x-b",
+        "Server",
+        "Proxy-Authenticate",
+    ];
 }

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
+use super::lines;
 use super::request::{Field, Head, tokens, trim};
 use crate::access::request_id::{self, Generated};
 
@@ -29,6 +30,12 @@ const SET_HERE: [&[u8]; 3] = [
     b"x-forwarded-proto",
     b"x-forwarded-host",
 ];
+
+/// Whether `name` is one of the standard hop-by-hop fields (not counting those a
+/// `Connection` field names).
+pub(crate) fn is_listed_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
 
 /// Whether `name` is hop-by-hop, or named by one of `connection`'s values.
 #[cfg(test)]
@@ -70,7 +77,7 @@ impl<'a, F: Fields<'a>> HopByHop<'a, F> {
     }
 
     pub(crate) fn contains(&self, name: &[u8]) -> bool {
-        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        is_listed_hop_by_hop(name)
             || self.named[..self.len]
                 .iter()
                 .any(|t| name.eq_ignore_ascii_case(t))
@@ -187,8 +194,25 @@ pub(crate) fn upstream_head_with_id<'b>(
     https: bool,
     out: &mut Vec<u8>,
 ) -> RequestId<'b> {
-    write_head(parsed(head, buf), client_ip, https, Id::Choose, out)
-        .unwrap_or(RequestId::Client(b""))
+    if !head.plain {
+        return write_head(parsed(head, buf), client_ip, https, Id::Choose, out)
+            .unwrap_or(RequestId::Client(b""));
+    }
+    // What `write_head` writes, with the lines parsing marked to keep copied as they are: the
+    // request line (origin-form, HTTP/1.1, single spaces: what `write_head` writes), then
+    // every field but those in `dropped`.
+    let value = |at: Option<usize>| at.map(|i| head.fields[i].of(buf).1);
+    out.extend_from_slice(&buf[head.method.start..lines::after_start_line(head.len, &head.fields)]);
+    lines::copy_kept(buf, head.len, &head.fields, head.dropped, out);
+    let id = match value(head.request_id).filter(|id| request_id::is_sane(id)) {
+        Some(id) => RequestId::Client(id),
+        None => RequestId::Made(request_id::generate()),
+    };
+    let host = &buf[head.host.clone()];
+    forwarding(out, host, https, value(head.forwarded_for), client_ip);
+    write_id(out, id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    id
 }
 
 /// The fast path's head as a [`Source`]: its Host goes through as the client wrote it.
@@ -259,24 +283,7 @@ pub(crate) fn write_head<'b, F: Fields<'b>>(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"x-forwarded-host: ");
-    out.extend_from_slice(src.host);
-    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
-    out.extend_from_slice(if https { b"https" } else { b"http" });
-    out.extend_from_slice(b"\r\nx-forwarded-for: ");
-    // `HeaderValue::to_str` refuses anything but visible ASCII and tabs: such a prior list
-    // is dropped there, and here.
-    if let Some(prior) = prior_for
-        && !trim(prior).is_empty()
-        && prior
-            .iter()
-            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-    {
-        out.extend_from_slice(prior);
-        out.extend_from_slice(b", ");
-    }
-    push_ip(out, client_ip);
-    out.extend_from_slice(b"\r\n");
+    forwarding(out, src.host, https, prior_for, client_ip);
     let chosen = match id {
         #[cfg(test)]
         Id::Untouched => None,
@@ -294,6 +301,29 @@ pub(crate) fn write_head<'b, F: Fields<'b>>(
     }
     out.extend_from_slice(b"\r\n");
     chosen
+}
+
+/// The forwarding fields: `X-Forwarded-Host`, `-Proto`, and `-For` extending the client's
+/// first list (`prior_for`) with its address.
+fn forwarding(out: &mut Vec<u8>, host: &[u8], https: bool, prior_for: Option<&[u8]>, ip: IpAddr) {
+    out.extend_from_slice(b"x-forwarded-host: ");
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(if https { b"https" } else { b"http" });
+    out.extend_from_slice(b"\r\nx-forwarded-for: ");
+    // `HeaderValue::to_str` refuses anything but visible ASCII and tabs: such a prior list
+    // is dropped there, and here.
+    if let Some(prior) = prior_for
+        && !trim(prior).is_empty()
+        && prior
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    push_ip(out, ip);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn write_id(out: &mut Vec<u8>, id: &[u8]) {
@@ -499,21 +529,30 @@ mod tests {
 
         proptest! {
             /// The fast path's upstream head has the fields `headers::to_upstream` leaves, as
-            /// a multiset (hyper groups repeated names; the order of names is not meaning).
+            /// a multiset (hyper groups repeated names; the order of names is not meaning):
+            /// whether its lines are copied as they are (`Head::plain`: the client's
+            /// whitespace around values kept) or written one by one.
             #[test]
             fn the_same_fields_reach_the_server(
-                fields in prop::collection::vec(field(), 0..8),
+                fields in prop::collection::vec((field(), 0..3usize), 0..8),
                 https in any::<bool>(),
+                with_id in any::<bool>(),
             ) {
                 let mut text = "GET /p?q HTTP/1.1\r\nHost: a.test:81\r\n".to_owned();
-                for (n, v) in &fields {
-                    text.push_str(&format!("{n}: {v}\r\n"));
+                for ((n, v), ows) in &fields {
+                    let ows = ["", " ", " \t"][*ows];
+                    text.push_str(&format!("{n}:{ows}{v}{ows}\r\n"));
                 }
                 text.push_str("\r\n");
+                let fields: Vec<(String, String)> = fields.into_iter().map(|(f, _)| f).collect();
                 let mut head = Head::default();
                 prop_assume!(head.parse(text.as_bytes(), &HeadLimits::default()) == Parsed::Ready);
                 let mut out = Vec::new();
-                upstream_head(&head, text.as_bytes(), CLIENT, https, &mut out);
+                if with_id {
+                    upstream_head_with_id(&head, text.as_bytes(), CLIENT, https, &mut out);
+                } else {
+                    upstream_head(&head, text.as_bytes(), CLIENT, https, &mut out);
+                }
                 let mut raw = [httparse::EMPTY_HEADER; 64];
                 let mut parsed = httparse::Request::new(&mut raw);
                 prop_assert!(parsed.parse(&out).unwrap().is_complete());
@@ -528,9 +567,17 @@ mod tests {
                 if https {
                     req.extensions_mut().insert(crate::headers::Https);
                 }
+                let id = crate::headers::request_id(req.headers());
                 crate::headers::to_upstream(&mut req, "a.test:81", CLIENT, false);
-                let theirs = super::super::map_fields(req.headers());
-                prop_assert_eq!(sorted(ours), sorted(theirs));
+                if !with_id {
+                    let theirs = super::super::map_fields(req.headers());
+                    prop_assert_eq!(sorted(ours), sorted(theirs));
+                } else {
+                    crate::headers::set_request_id(req.headers_mut(), id);
+                    let theirs = super::super::map_fields(req.headers());
+                    let normal = super::ids_agree_with_set_request_id::normal;
+                    prop_assert_eq!(normal(ours, &fields), normal(theirs, &fields));
+                }
             }
         }
     }
@@ -595,7 +642,10 @@ mod tests {
 
         /// Fields as a sorted multiset, a made id (32 hex digits the client did not send)
         /// written as `MADE`.
-        fn normal(v: Vec<(String, String)>, sent: &[(String, String)]) -> Vec<(String, String)> {
+        pub(super) fn normal(
+            v: Vec<(String, String)>,
+            sent: &[(String, String)],
+        ) -> Vec<(String, String)> {
             let mut v: Vec<(String, String)> = v
                 .into_iter()
                 .map(|(n, val)| {
