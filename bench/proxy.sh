@@ -12,8 +12,10 @@
 # Targets are interleaved within each round so drift hits them all equally. Each wrk/h2load run
 # also records the proxy's own CPU time (user and system, from /proc/PID/stat) per request.
 #
+#   - FLOOR=1: two more h1 targets, the floors of bench/floor/ (a proxy that only moves bytes:
+#     epoll, and io_uring), WORKERS processes each: what the kernel alone costs a proxy here
 # Knobs (environment): DURATION (s, default 8), ROUNDS (3), CONNECTIONS (64), WORKERS (1),
-#   SKIP_H2=1, SKIP_TLS=1, H2_REQUESTS (200000), H2_CLIENTS (16), H2_STREAMS (10),
+#   SKIP_H2=1, SKIP_TLS=1, FLOOR=1, H2_REQUESTS (200000), H2_CLIENTS (16), H2_STREAMS (10),
 #   CARGO_TARGET_DIR, ROUSE_BIN (use this binary instead of building), KEEP_TMP=1 (keep configs
 #   and logs). See bench/README.md.
 set -euo pipefail
@@ -28,13 +30,14 @@ CONNECTIONS=${CONNECTIONS:-64}
 WORKERS=${WORKERS:-1}
 SKIP_H2=${SKIP_H2:-0}
 SKIP_TLS=${SKIP_TLS:-0}
+FLOOR=${FLOOR:-0}
 H2_REQUESTS=${H2_REQUESTS:-200000}
 H2_CLIENTS=${H2_CLIENTS:-16}
 H2_STREAMS=${H2_STREAMS:-10}
 
 EXPECTED_BODY=$'hello world\n'
 OUT_FILE="$OUT_DIR/proxy-$STAMP.md"
-COMMAND_LINE=$(command_line bench/proxy.sh DURATION ROUNDS CONNECTIONS WORKERS SKIP_H2 SKIP_TLS \
+COMMAND_LINE=$(command_line bench/proxy.sh DURATION ROUNDS CONNECTIONS WORKERS SKIP_H2 SKIP_TLS FLOOR \
     H2_REQUESTS H2_CLIENTS H2_STREAMS CARGO_TARGET_DIR ROUSE_BIN)
 
 require_positive DURATION ROUNDS CONNECTIONS WORKERS H2_REQUESTS H2_CLIENTS H2_STREAMS
@@ -59,6 +62,12 @@ HAPROXY_THREADS=$WORKERS
 # ---------------------------------------------------------------------------------------------
 install_tools nginx haproxy wrk h2load curl openssl taskset python3
 build_rouse
+if [[ $FLOOR == 1 ]]; then
+    FLOOR_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/floor
+    log "building the floors (cargo build --release --manifest-path bench/floor/Cargo.toml)"
+    cargo build --release --quiet --manifest-path "$BENCH_DIR/floor/Cargo.toml" \
+        --target-dir "$FLOOR_TARGET" || die "the floors do not build"
+fi
 init_tmp
 
 # check_h2c LABEL PORT : one prior-knowledge h2c GET must answer 200 "hello world\n"
@@ -169,6 +178,19 @@ wait_listen rouse "$P_ROUSE" || die "rouse does not listen"
 declare -A PORT=([direct]=$P_BACKEND [nginx]=$P_NGINX [haproxy]=$P_HAPROXY [rouse]=$P_ROUSE)
 declare -A PROC=([direct]=backend [nginx]=nginx [haproxy]=haproxy [rouse]=rouse)
 H1_TARGETS=(direct nginx haproxy rouse)
+if [[ $FLOOR == 1 ]]; then
+    read -r 'PORT[floor-epoll]' 'PORT[floor-uring]' < <(free_ports 2)
+    for t in floor-epoll floor-uring; do
+        # WORKERS processes on one SO_REUSEPORT address, children of one shell (as nginx's
+        # workers are of their master: worker_pids counts them), which stops them on TERM.
+        start "$t" "$PROXY_CPU" bash -c 'trap "kill \$(jobs -p) 2>/dev/null; exit 0" TERM
+            for _ in $(seq "$1"); do "$2" "127.0.0.1:$3" "127.0.0.1:$4" & done; wait' \
+            _ "$WORKERS" "$FLOOR_TARGET/release/$t" "${PORT[$t]}" "$P_BACKEND"
+        PROC[$t]=$t
+        wait_listen "$t" "${PORT[$t]}" || die "$t does not listen"
+        H1_TARGETS+=("$t")
+    done
+fi
 for t in "${H1_TARGETS[@]}"; do
     check_http1 "$t" "${PORT[$t]}" || die "$t answers wrongly before the load"
 done
@@ -381,6 +403,9 @@ mkdir -p "$OUT_DIR"
     fi
     echo "- CPU per request: the target's own user and system time (utime, stime of /proc/PID/stat, summed over nginx's workers; HAProxy's and rouse's one process) over each run, divided by the requests the run completed; for \"backend direct\" it is the backend nginx's; clock tick $((1000000 / CLK_TCK)) µs"
     echo "- h1 load: \`taskset -c $BACKEND_CPU ${WRK_CMD[*]} http://127.0.0.1:PORT/\`, $ROUNDS round(s), targets interleaved"
+    if [[ $FLOOR == 1 ]]; then
+        echo "- floors (\`FLOOR=1\`, bench/floor/): $WORKERS process(es) each on CPUs $PROXY_CPU, one upstream connection per client connection, four system calls per request and no other work: not proxies (no parsing, rewriting, timers, balancing), the cost of the kernel's part alone, by epoll (mio) and by io_uring (single issuer, deferred task running)"
+    fi
     if [[ $SKIP_H2 != 1 ]]; then
         echo "- h2c load: \`taskset -c $BACKEND_CPU ${H2_CMD[*]} http://127.0.0.1:PORT/\` (prior knowledge), $ROUNDS round(s); nginx h2c: \`$NGINX_H2_LISTEN\`"
     fi
@@ -414,7 +439,8 @@ if sys.argv[2] != "1":
     loads.append(("h2c", "h2c prior knowledge (h2load)"))
 if sys.argv[3] != "1":
     loads.append(("tls", "HTTPS, TLS 1.3 keep-alive (wrk)"))
-names = {"direct": "backend direct (nginx)", "nginx": "nginx proxy", "haproxy": "HAProxy", "rouse": "rouse"}
+names = {"direct": "backend direct (nginx)", "nginx": "nginx proxy", "haproxy": "HAProxy", "rouse": "rouse",
+         "floor-epoll": "floor: epoll, no work", "floor-uring": "floor: io_uring, no work"}
 tick_us = 1e6 / float(sys.argv[4])
 def per_req(r, col):  # µs of CPU per request of one run, from clock ticks
     try:
@@ -440,7 +466,7 @@ for load, title in loads:
     else:
         print(f"| target | rounds | req/s | req/s vs nginx | mean ms/request | {cpu_head} | errors |")
         print("|---|---|---|---|---|---|---|---|---|---|")
-    order = [t for t in ["direct", "nginx", "haproxy", "rouse"] if any(r[1] == t for r in sel)]
+    order = [t for t in names if any(r[1] == t for r in sel)]
     ref_rps = median([f(r[3]) for r in sel if r[1] == "nginx"])
     ref_cpu = median([(per_req(r, 8) or 0) + (per_req(r, 9) or 0) if per_req(r, 8) is not None else None
                       for r in sel if r[1] == "nginx"])

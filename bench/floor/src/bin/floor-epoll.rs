@@ -1,0 +1,171 @@
+//! The epoll floor: one thread, mio (edge-triggered epoll, as tokio uses), four system calls
+//! per exchange (read the request, write it upstream, read the response, write it back) and
+//! nothing else: no parsing beyond finding a head's end, no header rewriting, no timers.
+#![forbid(unsafe_code)]
+
+use std::io::{ErrorKind, Read, Write};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use rouse_floor::{args, head_end, listen, response_len, upstream};
+
+const BUF: usize = 8192;
+const LISTENER: Token = Token(usize::MAX);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Step {
+    ReadRequest,
+    WriteUpstream,
+    ReadResponse,
+    WriteClient,
+}
+
+struct Conn {
+    client: TcpStream,
+    server: TcpStream,
+    buf: Vec<u8>,
+    len: usize,
+    sent: usize,
+    step: Step,
+    /// Readiness known since the last WouldBlock (edge-triggered: an event says "changed").
+    client_readable: bool,
+    server_readable: bool,
+    client_writable: bool,
+    server_writable: bool,
+}
+
+fn main() -> std::io::Result<()> {
+    let (addr, backend) = args();
+    let mut poll = Poll::new()?;
+    let std_listener = listen(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(std_listener);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut events = Events::with_capacity(1024);
+    let mut woken = Vec::new();
+    loop {
+        poll.poll(&mut events, None)?;
+        woken.clear();
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                while let Ok((mut client, _)) = listener.accept() {
+                    client.set_nodelay(true)?;
+                    let server = upstream(backend)?;
+                    server.set_nonblocking(true)?;
+                    let mut server = TcpStream::from_std(server);
+                    let at = conns.iter().position(Option::is_none).unwrap_or_else(|| {
+                        conns.push(None);
+                        conns.len() - 1
+                    });
+                    let both = Interest::READABLE | Interest::WRITABLE;
+                    poll.registry().register(&mut client, Token(at * 2), both)?;
+                    poll.registry()
+                        .register(&mut server, Token(at * 2 + 1), both)?;
+                    conns[at] = Some(Conn {
+                        client,
+                        server,
+                        buf: vec![0; BUF],
+                        len: 0,
+                        sent: 0,
+                        step: Step::ReadRequest,
+                        client_readable: true,
+                        server_readable: false,
+                        client_writable: true,
+                        server_writable: true,
+                    });
+                    woken.push(at);
+                }
+                continue;
+            }
+            let at = ev.token().0 / 2;
+            let server_side = ev.token().0 % 2 == 1;
+            if let Some(c) = conns[at].as_mut() {
+                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let writable = ev.is_writable() || ev.is_error();
+                if server_side {
+                    c.server_readable |= readable;
+                    c.server_writable |= writable;
+                } else {
+                    c.client_readable |= readable;
+                    c.client_writable |= writable;
+                }
+                woken.push(at);
+            }
+        }
+        for &at in &woken {
+            if let Some(c) = conns[at].as_mut()
+                && !advance(c)
+            {
+                conns[at] = None;
+            }
+        }
+    }
+}
+
+/// Moves `c` on as far as its sockets allow; false once it is over (closed or failed).
+fn advance(c: &mut Conn) -> bool {
+    loop {
+        let got = match c.step {
+            Step::ReadRequest if c.client_readable => c.client.read(&mut c.buf[c.len..]),
+            Step::WriteUpstream if c.server_writable => c.server.write(&c.buf[c.sent..c.len]),
+            Step::ReadResponse if c.server_readable => c.server.read(&mut c.buf[c.len..]),
+            Step::WriteClient if c.client_writable => c.client.write(&c.buf[c.sent..c.len]),
+            _ => return true,
+        };
+        let n = match got {
+            Ok(0) if matches!(c.step, Step::ReadRequest | Step::ReadResponse) => return false,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                match c.step {
+                    Step::ReadRequest => c.client_readable = false,
+                    Step::WriteUpstream => c.server_writable = false,
+                    Step::ReadResponse => c.server_readable = false,
+                    Step::WriteClient => c.client_writable = false,
+                }
+                continue;
+            }
+            Err(_) => return false,
+        };
+        match c.step {
+            Step::ReadRequest | Step::ReadResponse => {
+                let room = BUF - c.len;
+                c.len += n;
+                // A short read emptied the socket, as tokio assumes: no read to WouldBlock.
+                if n < room {
+                    match c.step {
+                        Step::ReadRequest => c.client_readable = false,
+                        _ => c.server_readable = false,
+                    }
+                }
+                let whole = if c.step == Step::ReadRequest {
+                    head_end(&c.buf[..c.len]).is_some()
+                } else {
+                    response_len(&c.buf[..c.len]).is_some_and(|l| l <= c.len)
+                };
+                if whole {
+                    c.sent = 0;
+                    c.step = if c.step == Step::ReadRequest {
+                        Step::WriteUpstream
+                    } else {
+                        Step::WriteClient
+                    };
+                } else if c.len == BUF {
+                    return false;
+                }
+            }
+            Step::WriteUpstream | Step::WriteClient => {
+                c.sent += n;
+                if c.sent == c.len {
+                    c.len = 0;
+                    c.step = if c.step == Step::WriteUpstream {
+                        Step::ReadResponse
+                    } else {
+                        Step::ReadRequest
+                    };
+                }
+            }
+        }
+    }
+}
