@@ -179,7 +179,7 @@ impl Proxy {
             request_id: request_id.as_bytes(),
             seen: Seen::Hyper(captured.as_ref()),
         };
-        self.count(&routes.table, up, server.as_ref(), &done);
+        self.count(&routes.table, up, server.as_ref(), &done, Instant::now());
         if !self.logs(status) {
             return resp;
         }
@@ -248,7 +248,7 @@ impl Proxy {
         server: Option<&Arc<Server>>,
         done: Done<'_>,
     ) {
-        self.count(table, up, server, &done);
+        self.count(table, up, server, &done, Instant::now());
         if self.logs(done.status) {
             self.log_whole(up, server, &done);
         }
@@ -261,16 +261,17 @@ impl Proxy {
         self.log_line(Some(up.state.name()), address, done, done.sent, upstream_us);
     }
 
-    /// The metrics of an answer whose head is on its way: its duration is to the head, as
-    /// nginx's `$upstream_header_time` (the access log's `ms` is to the body's end).
+    /// The metrics of an answer whose head is on its way (`now`): its duration is to the
+    /// head, as nginx's `$upstream_header_time` (the access log's `ms` is to the body's end).
     pub(crate) fn count(
         &self,
         table: &Table,
         up: &RouteUpstream,
         server: Option<&Arc<Server>>,
         done: &Done<'_>,
+        now: Instant,
     ) {
-        let elapsed = done.started.elapsed();
+        let elapsed = now.saturating_duration_since(done.started);
         let metrics = &table.metrics;
         up.state.observe_duration(elapsed, metrics);
         let status = done.status;

@@ -462,7 +462,10 @@ async fn request<IO: ClientStream>(
     let info = answering.info.clone();
     let server = Arc::clone(answering.guard.server());
     done.status = info.status;
-    proxy.count(&routes.table, up, Some(&server), &done);
+    // The instant the head came in: the request's duration, and when the server's
+    // connection went idle if its body came with the head.
+    let head_in = Instant::now();
+    proxy.count(&routes.table, up, Some(&server), &done, head_in);
     // The log's line waits for the body's end (its bytes and total time); the upstream time
     // is to this head.
     let logged = proxy
@@ -507,7 +510,7 @@ async fn request<IO: ClientStream>(
     };
     let reuse = !info.close;
     let written = if dec.is_done() {
-        upstream.release(reuse && info.len + used == rbuf.len());
+        upstream.release_idle_since((reuse && info.len + used == rbuf.len()).then_some(head_in));
         copy::write_all(io, out, t.send).await
     } else {
         rbuf.clear();

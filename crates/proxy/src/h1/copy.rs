@@ -33,8 +33,14 @@ pub(crate) struct Upstream {
 impl Upstream {
     /// Ends the exchange with the server: its connection back to the pool if `reuse`.
     pub fn release(self, reuse: bool) {
-        if reuse {
-            self.pool.raw_put(self.stream, Instant::now());
+        self.release_idle_since(reuse.then(Instant::now));
+    }
+
+    /// As `release`: back to the pool, idle since the instant given (one read already), if
+    /// there is one.
+    pub fn release_idle_since(self, idle_since: Option<Instant>) {
+        if let Some(now) = idle_since {
+            self.pool.raw_put(self.stream, now);
         }
         drop(self.guard);
     }

@@ -175,28 +175,28 @@ impl Head {
                 self.dropped |= this;
             }
             match name.len() {
-                4 if name.eq_ignore_ascii_case(b"host") => {
+                4 if eq_lower(name, b"host") => {
                     hosts += 1;
                     if !valid_host(h.value) {
                         return Parsed::Decline("unusual Host");
                     }
                     self.host = field.value.clone();
                 }
-                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                14 if eq_lower(name, b"content-length") => {
                     lengths += 1;
                     match parse_length(h.value) {
                         Some(n) => self.content_length = n,
                         None => return Parsed::Decline("bad Content-Length"),
                     }
                 }
-                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                17 if eq_lower(name, b"transfer-encoding") => {
                     return Parsed::Decline("Transfer-Encoding");
                 }
-                6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Decline("Expect"),
-                7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Decline("Upgrade"),
-                10 if name.eq_ignore_ascii_case(b"connection") => {
+                6 if eq_lower(name, b"expect") => return Parsed::Decline("Expect"),
+                7 if eq_lower(name, b"upgrade") => return Parsed::Decline("Upgrade"),
+                10 if eq_lower(name, b"connection") => {
                     for token in tokens(h.value) {
-                        if token.eq_ignore_ascii_case(b"close") {
+                        if eq_lower(token, b"close") {
                             self.close = true;
                             close_named = true;
                         } else if [&b"host"[..], b"content-length", b"upgrade"]
@@ -209,27 +209,27 @@ impl Head {
                         }
                     }
                 }
-                5 if name.eq_ignore_ascii_case(b"close") => named_close |= this,
-                12 if name.eq_ignore_ascii_case(b"x-request-id") => {
+                5 if eq_lower(name, b"close") => named_close |= this,
+                12 if eq_lower(name, b"x-request-id") => {
                     self.dropped |= this;
                     self.request_id.get_or_insert(i);
                 }
-                15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => {
+                15 if eq_lower(name, b"x-forwarded-for") => {
                     self.dropped |= this;
                     self.forwarded_for.get_or_insert(i);
                 }
-                16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => self.dropped |= this,
-                17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => self.dropped |= this,
-                2 if name.eq_ignore_ascii_case(b"te") => {
+                16 if eq_lower(name, b"x-forwarded-host") => self.dropped |= this,
+                17 if eq_lower(name, b"x-forwarded-proto") => self.dropped |= this,
+                2 if eq_lower(name, b"te") => {
                     self.trailers |= tokens(h.value).any(|t| {
                         let t = t.split(|&b| b == b';').next().unwrap_or(b"");
-                        trim(t).eq_ignore_ascii_case(b"trailers")
+                        eq_lower(trim(t), b"trailers")
                     });
                 }
-                6 if name.eq_ignore_ascii_case(b"accept") => {
+                6 if eq_lower(name, b"accept") => {
                     self.browser |= method == "GET" && contains(h.value, b"text/html");
                 }
-                12 if name.eq_ignore_ascii_case(b"content-type")
+                12 if eq_lower(name, b"content-type")
                     && h.value.len() >= 16
                     && h.value[..16].eq_ignore_ascii_case(b"application/grpc") =>
                 {
@@ -252,48 +252,61 @@ impl Head {
     }
 }
 
+/// A byte class as a table (`class!(|b| test)`): one load per byte where a chain of
+/// comparisons was several.
+macro_rules! class {
+    (|$b:ident| $test:expr) => {{
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let $b = i as u8;
+            t[i] = $test;
+            i += 1;
+        }
+        t
+    }};
+}
+
 /// Origin-form made of the characters RFC 3986 allows, which `http::Uri` takes as they are (no
 /// fragment: hyper would drop it).
 fn valid_target(t: &[u8]) -> bool {
-    t.first() == Some(&b'/')
-        && t.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b':'
-                        | b'/'
-                        | b'?'
-                        | b'@'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                )
-        })
+    const TARGET: [bool; 256] = class!(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b':'
+                    | b'/'
+                    | b'?'
+                    | b'@'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            )
+    });
+    t.first() == Some(&b'/') && t.iter().all(|&b| TARGET[usize::from(b)])
 }
 
 /// A plain `name[:port]`: letters, digits, dots and dashes, and a port of 1 to 5 digits under
 /// 65536. Anything else (IPv6 literals, empty, odd characters) is left to hyper's path.
 fn valid_host(v: &[u8]) -> bool {
+    const NAME: [bool; 256] = class!(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     let (name, port) = match v.iter().position(|&b| b == b':') {
         Some(i) => (&v[..i], Some(&v[i + 1..])),
         None => (v, None),
     };
-    let name_ok = !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let name_ok = !name.is_empty() && name.iter().all(|&b| NAME[usize::from(b)]);
     let port_ok = port.is_none_or(|p| {
         (1..=5).contains(&p.len())
             && p.iter().all(u8::is_ascii_digit)
@@ -315,6 +328,25 @@ pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
 /// The comma-separated tokens of a field value, trimmed, empty ones skipped.
 pub(crate) fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
+}
+
+/// Whether `v` is `lower` but for case, where `lower` holds only lowercase letters, digits
+/// and `-`, and `v` only bytes httparse lets into a head (a field's name or value: tab, space,
+/// visible ASCII, obs-text). Setting bit 0x20 then matches exactly what `eq_ignore_ascii_case`
+/// does: a letter of either case meets its lowercase, and no other such byte lands on a
+/// letter, a digit or `-` (CR would land on `-`, and never gets here). Without short-circuits
+/// the comparison needs no per-byte case folding: names are compared several times per field.
+pub(crate) fn eq_lower(v: &[u8], lower: &'static [u8]) -> bool {
+    debug_assert!(
+        lower
+            .iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+    );
+    v.len() == lower.len()
+        && v.iter()
+            .zip(lower)
+            .fold(0, |diff, (&b, &l)| diff | ((b | 0x20) ^ l))
+            == 0
 }
 
 pub(crate) fn trim(v: &[u8]) -> &[u8] {
@@ -339,6 +371,45 @@ mod tests {
         let mut h = Head::default();
         let p = h.parse(text.as_bytes(), &HeadLimits::default());
         (h, p)
+    }
+
+    proptest::proptest! {
+        /// For the bytes a head may hold and the lowercase names rouse looks for,
+        /// `eq_lower` is `eq_ignore_ascii_case`.
+        #[test]
+        fn eq_lower_is_eq_ignore_ascii_case_for_head_bytes(
+            name in proptest::sample::select(vec![
+                &b"host"[..], b"content-length", b"te", b"keep-alive", b"x-request-id", b"close",
+            ]),
+            flips in proptest::collection::vec(proptest::prelude::any::<bool>(), 14),
+            other in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just(b'\t'),
+                    0x20u8..0x7f,
+                    0x80u8..=0xff,
+                ],
+                0..16,
+            ),
+            pick in 0..3u8,
+        ) {
+            // The name in mixed case, one byte of it changed, or other bytes altogether.
+            let mut v: Vec<u8> = name
+                .iter()
+                .zip(&flips)
+                .map(|(&b, &up)| if up { b.to_ascii_uppercase() } else { b })
+                .collect();
+            match pick {
+                0 => {}
+                1 => {
+                    if let Some(&o) = other.first() {
+                        let at = usize::from(o) % v.len();
+                        v[at] = o;
+                    }
+                }
+                _ => v = other.clone(),
+            }
+            proptest::prop_assert_eq!(eq_lower(&v, name), v.eq_ignore_ascii_case(name));
+        }
     }
 
     #[test]
@@ -397,12 +468,23 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
             "GET / HTTP/1.1\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\n\n",
+            // An empty line before the request line, which httparse passes over.
+            "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
             // What would be declined otherwise (HTTP/1.0, a chunked body) is refused first.
             "GET / HTTP/1.0\r\nHost: a\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\n\r\n",
         ] {
             assert_eq!(parse(text).1, Parsed::Refuse("bare LF"), "{text:?}");
         }
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_are_passed_over() {
+        let text = "\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+        let (h, p) = parse(text);
+        assert_eq!(p, Parsed::Ready);
+        assert_eq!(h.target(text.as_bytes()), b"/x");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::lines::{self, FieldSet, bit};
-use super::request::{Field, parse_length, span, tokens};
+use super::request::{Field, eq_lower, parse_length, span, tokens};
 use super::rewrite::{HopByHop, InBuf, is_listed_hop_by_hop};
 
 /// Field lines a server's head may have (hyper's client default).
@@ -123,7 +123,7 @@ pub(crate) fn parse(
             hop |= this;
         }
         match name.len() {
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if eq_lower(name, b"content-length") => {
                 lengths |= this;
                 let n = parse_length(h.value).ok_or(BadResponse::Malformed("Content-Length"))?;
                 if length.is_some_and(|m| m != n) {
@@ -131,16 +131,16 @@ pub(crate) fn parse(
                 }
                 length = Some(n);
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if eq_lower(name, b"transfer-encoding") => {
                 te = true;
                 // Only the final coding counts: chunked last means chunked framing.
                 chunked = tokens(h.value)
                     .last()
-                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+                    .is_some_and(|t| eq_lower(t, b"chunked"));
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            10 if eq_lower(name, b"connection") => {
                 for t in tokens(h.value) {
-                    if t.eq_ignore_ascii_case(b"close") {
+                    if eq_lower(t, b"close") {
                         close = true;
                         close_named = true;
                     } else if !is_listed_hop_by_hop(t) {
@@ -148,8 +148,8 @@ pub(crate) fn parse(
                     }
                 }
             }
-            5 if name.eq_ignore_ascii_case(b"close") => named_close |= this,
-            4 if name.eq_ignore_ascii_case(b"date") => has_date = true,
+            5 if eq_lower(name, b"close") => named_close |= this,
+            4 if eq_lower(name, b"date") => has_date = true,
             _ => {}
         }
     }

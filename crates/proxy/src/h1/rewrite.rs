@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 
 use super::lines;
-use super::request::{Field, Head, tokens, trim};
+use super::request::{Field, Head, eq_lower, tokens, trim};
 use crate::access::request_id::{self, Generated};
 
 /// Hop-by-hop fields (`headers::HOP_BY_HOP`, plus Upgrade, which the fast path never keeps).
@@ -34,7 +34,7 @@ const SET_HERE: [&[u8]; 3] = [
 /// Whether `name` is one of the standard hop-by-hop fields (not counting those a
 /// `Connection` field names).
 pub(crate) fn is_listed_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    HOP_BY_HOP.iter().any(|h| eq_lower(name, h))
 }
 
 /// Whether `name` is hop-by-hop, or named by one of `connection`'s values.
