@@ -219,8 +219,12 @@ impl Server {
     }
 
     fn touch(&self) {
+        self.touch_at(Instant::now());
+    }
+
+    fn touch_at(&self, now: Instant) {
         self.active_ms
-            .store(ms_since(self.epoch, Instant::now()), Ordering::Relaxed);
+            .store(ms_since(self.epoch, now), Ordering::Relaxed);
     }
 
     /// Requests in flight, including open upgraded (WebSocket) connections.
@@ -302,31 +306,41 @@ impl Server {
 
     /// Counts a request from now until the guard is dropped, whatever the cap.
     pub fn begin_request(self: &Arc<Self>) -> InFlightGuard {
+        self.begin_request_at(Instant::now())
+    }
+
+    fn begin_request_at(self: &Arc<Self>, now: Instant) -> InFlightGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.admitted()
+        self.admitted(now)
     }
 
     /// Counts a request from now until the guard is dropped, if that keeps this server within
     /// `cap` requests in flight (`None`: no limit). The balancer's view of the counters may be
     /// stale when many held requests wake at once on several threads; this compare-and-swap is
-    /// what guarantees the cap: never more than `cap` in flight here, whoever races.
-    pub fn try_begin_request(self: &Arc<Self>, cap: Option<u32>) -> Option<InFlightGuard> {
+    /// what guarantees the cap: never more than `cap` in flight here, whoever races. `now` is
+    /// when the request started (a clock read of the caller's, taken again here for nothing
+    /// on every request before).
+    pub fn try_begin_request(
+        self: &Arc<Self>,
+        cap: Option<u32>,
+        now: Instant,
+    ) -> Option<InFlightGuard> {
         match cap {
-            None => Some(self.begin_request()),
+            None => Some(self.begin_request_at(now)),
             Some(cap) => {
                 self.in_flight
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                         (n < cap).then_some(n + 1)
                     })
                     .ok()?;
-                Some(self.admitted())
+                Some(self.admitted(now))
             }
         }
     }
 
-    fn admitted(self: &Arc<Self>) -> InFlightGuard {
+    fn admitted(self: &Arc<Self>, now: Instant) -> InFlightGuard {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.touch();
+        self.touch_at(now);
         InFlightGuard {
             server: Arc::clone(self),
             upgraded: false,

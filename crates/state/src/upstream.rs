@@ -185,7 +185,7 @@ impl Upstream {
             let Some(at) = self.balancer.pick(&set, excluded) else {
                 break;
             };
-            if let Some(guard) = self.servers[at].try_begin_request(set.candidate(at).cap) {
+            if let Some(guard) = self.servers[at].try_begin_request(set.candidate(at).cap, now) {
                 return Admission::Admitted(at, guard);
             }
             lost.get_or_insert_with(|| tried.to_vec()).push(at);
@@ -215,10 +215,12 @@ impl Upstream {
             .filter(|&at| has_room(self.servers[at].in_flight(), cap(&self.servers[at])))
             .min_by_key(|&at| self.servers[at].failed_until());
         match soonest {
-            Some(at) => match self.servers[at].try_begin_request(cap(&self.servers[at])) {
-                Some(guard) => Admission::Admitted(at, guard),
-                None => Admission::Full,
-            },
+            Some(at) => {
+                match self.servers[at].try_begin_request(cap(&self.servers[at]), Instant::now()) {
+                    Some(guard) => Admission::Admitted(at, guard),
+                    None => Admission::Full,
+                }
+            }
             None => Admission::Full,
         }
     }

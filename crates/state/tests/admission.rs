@@ -35,7 +35,9 @@ async fn racing_admissions_never_exceed_the_cap_on_one_server() {
             tokio::spawn(async move {
                 let mut admitted = 0u32;
                 for _ in 0..500 {
-                    if let Some(guard) = server.try_begin_request(Some(2)) {
+                    if let Some(guard) =
+                        server.try_begin_request(Some(2), tokio::time::Instant::now())
+                    {
                         let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
                         most.fetch_max(server.in_flight(), Ordering::SeqCst);
