@@ -94,6 +94,7 @@ pub struct FileProxy {
     pub client_header_timeout: Option<Spanned<FileDuration>>,
     pub max_header_size: Option<Spanned<FileSize>>,
     pub max_headers: Option<Spanned<u64>>,
+    pub underscores_in_headers: Option<bool>,
     pub upgrade_idle_timeout: Option<Spanned<FileDuration>>,
     pub temp_dir: Option<Spanned<String>>,
     pub listen_tls: Option<Spanned<Vec<Spanned<String>>>>,

@@ -102,6 +102,9 @@ pub struct ProxyConfig {
     pub max_header_size: usize,
     /// Header fields in one request head (default 100); past it, 431.
     pub max_headers: usize,
+    /// Request header fields whose name holds an underscore go to the servers (default
+    /// false: they are dropped, as nginx's `underscores_in_headers off` drops them).
+    pub underscores_in_headers: bool,
     /// An upgraded (WebSocket) connection with no byte either way for this long is closed
     /// (default: never).
     pub upgrade_idle_timeout: Option<Duration>,

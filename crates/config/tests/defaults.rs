@@ -39,6 +39,7 @@ command = "python3 app.py"
     assert_eq!(proxy.client_header_timeout, S(60));
     assert_eq!(proxy.max_header_size, 32 * 1024);
     assert_eq!(proxy.max_headers, 100);
+    assert!(!proxy.underscores_in_headers, "nginx's default: dropped");
     assert_eq!(proxy.upgrade_idle_timeout, None);
     assert_eq!(proxy.temp_dir, std::env::temp_dir());
 

@@ -388,6 +388,12 @@ fn log_format_is_text_or_json() {
 }
 
 #[test]
+fn underscores_in_headers_is_a_boolean() {
+    let config = with_upstream("[proxy]\nunderscores_in_headers = \"yes\"\n");
+    single(&config, 2, 26, &["underscores_in_headers", "boolean"]);
+}
+
+#[test]
 fn access_log_is_a_boolean() {
     let config = with_upstream("[log]\naccess_log = \"yes\"\n");
     single(&config, 2, 14, &["access_log", "a boolean"]);

@@ -277,6 +277,67 @@ async fn hop_by_hop_headers_are_removed_and_forwarded_headers_added() {
     assert_eq!(h["x-forwarded-host"], rouse.addr().to_string());
 }
 
+/// Fields whose name holds an underscore never reach a server by default, as nginx's
+/// `underscores_in_headers off` (a CGI-style server reads `X_Forwarded_For` as
+/// `X-Forwarded-For`), on every path: the fast path (a plain head, and one whose `Connection`
+/// names a field, written field by field), hyper's (HTTP/1.0) and HTTP/2.
+/// `underscores_in_headers = true` lets them through.
+#[tokio::test]
+async fn fields_named_with_an_underscore_are_dropped_as_nginx_does() {
+    use tokio::io::AsyncWriteExt;
+    let backend = spawn_in_process("u").await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(WAIT)
+        .no_proxy()
+        .build()
+        .unwrap();
+    for allowed in [false, true] {
+        let rouse = start_rouse_with_proxy(
+            &format!("underscores_in_headers = {allowed}"),
+            &static_upstream("app", &[], "", &[backend.addr()]),
+        )
+        .await;
+        let mut seen = Vec::new();
+        for (c, connection) in [
+            (&client(), None),
+            (&client(), Some("x-private")),
+            (&h2, None),
+        ] {
+            let mut r = c
+                .get(url(rouse.addr(), "/headers"))
+                .header("x_forwarded_for", "192.0.2.66")
+                .header("x_app", "1")
+                .header("x-ok", "1");
+            if let Some(named) = connection {
+                r = r.header("connection", named).header("x-private", "p");
+            }
+            seen.push(
+                r.send()
+                    .await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut s = tokio::net::TcpStream::connect(rouse.addr()).await.unwrap();
+        s.write_all(b"GET /headers HTTP/1.0\r\nHost: a\r\nX_Forwarded_For: 192.0.2.66\r\nX_App: 1\r\nX-Ok: 1\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_all(&mut s).await;
+        let body = answer.split_once("\r\n\r\n").expect("a whole answer").1;
+        seen.push(serde_json::from_str(body).unwrap());
+        for (path, h) in seen.iter().enumerate() {
+            assert_eq!(h["x-ok"], "1", "path {path}: {h}");
+            assert_eq!(h["x-forwarded-for"], "127.0.0.1", "path {path}: {h}");
+            for name in ["x_app", "x_forwarded_for"] {
+                assert_eq!(h.get(name).is_some(), allowed, "path {path}, {name}: {h}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn host_and_path_prefix_routing() {
     let app = spawn_in_process("app").await;

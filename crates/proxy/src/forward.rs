@@ -66,6 +66,9 @@ impl Proxy {
         if let Err(e) = limits::check_head(&req, &self.settings.head) {
             return self.unrouted(&req, client, started, e.answer());
         }
+        if !self.settings.head.underscores_in_headers {
+            headers::drop_underscored(req.headers_mut());
+        }
         if req.method() == http::Method::GET
             && let Some(answer) = self.challenges.answer(req.uri().path())
         {

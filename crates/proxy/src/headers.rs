@@ -117,6 +117,21 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Removes the fields whose name holds an underscore, as nginx does unless
+/// `underscores_in_headers on`: a CGI-style server (WSGI, Rack, PHP) reads `X_Forwarded_For`
+/// and `X-Forwarded-For` as the same variable, so a client could pass one off as the
+/// other's value.
+pub fn drop_underscored(headers: &mut HeaderMap) {
+    let has = |name: &HeaderName| name.as_str().contains('_');
+    if !headers.keys().any(has) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| has(n)).cloned().collect();
+    for name in names {
+        headers.remove(&name);
+    }
+}
+
 /// Removes hop-by-hop headers, and the ones the Connection header names. When `keep_upgrade`,
 /// `Upgrade` and `Connection: upgrade` are kept (rewritten to exactly that) so a WebSocket
 /// handshake reaches the other side.
@@ -307,6 +322,22 @@ mod tests {
         assert_eq!(request_authority(&r).unwrap(), "h2.example");
         assert_eq!(host_of("[::1]:80"), "::1");
         assert_eq!(host_of("plain"), "plain");
+    }
+
+    #[test]
+    fn fields_named_with_an_underscore_are_dropped() {
+        let mut r = req(
+            "/x",
+            &[
+                ("x_forwarded_for", "6.6.6.6"),
+                ("x-a", "1"),
+                ("x_b", "2"),
+                ("x_b", "3"),
+            ],
+        );
+        drop_underscored(r.headers_mut());
+        assert_eq!(r.headers().len(), 1);
+        assert_eq!(r.headers()["x-a"], "1");
     }
 
     #[test]

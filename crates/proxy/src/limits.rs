@@ -44,6 +44,9 @@ pub struct HeadLimits {
     pub max_header_size: usize,
     /// Field lines in the head.
     pub max_headers: usize,
+    /// Fields whose name holds an underscore are forwarded (`underscores_in_headers`); else
+    /// dropped (see `headers::drop_underscored`).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for HeadLimits {
@@ -51,6 +54,7 @@ impl Default for HeadLimits {
         HeadLimits {
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             max_headers: DEFAULT_MAX_HEADERS,
+            underscores_in_headers: false,
         }
     }
 }
@@ -185,6 +189,7 @@ mod tests {
         let exact = HeadLimits {
             max_header_size: 27,
             max_headers: 1,
+            ..HeadLimits::default()
         };
         assert_eq!(check_head(&r, &exact), Ok(()));
         let smaller = HeadLimits {

@@ -82,6 +82,7 @@ impl Settings {
             head: HeadLimits {
                 max_header_size: proxy.max_header_size,
                 max_headers: proxy.max_headers,
+                underscores_in_headers: proxy.underscores_in_headers,
             },
         }
     }

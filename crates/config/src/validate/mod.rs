@@ -208,6 +208,7 @@ fn proxy(
             cx,
         ) as usize,
         max_headers: count("max_headers", &file.max_headers, 100, (1, 10_000), cx) as usize,
+        underscores_in_headers: file.underscores_in_headers.unwrap_or(false),
         upgrade_idle_timeout: (!upgrade_idle_timeout.is_zero()).then_some(upgrade_idle_timeout),
         temp_dir,
         acme: None,

@@ -76,6 +76,8 @@ pub(crate) struct Head {
     /// The first `X-Forwarded-For` and `X-Request-Id` fields, by index.
     pub forwarded_for: Option<usize>,
     pub request_id: Option<usize>,
+    /// Fields dropped for an underscore in their name (`HeadLimits::underscores_in_headers`).
+    pub underscored: FieldSet,
 }
 
 /// What reading the buffer gave.
@@ -155,6 +157,7 @@ impl Head {
         self.is_head = method == "HEAD";
         self.browser = false;
         self.dropped = 0;
+        self.underscored = 0;
         self.plain = true;
         self.forwarded_for = None;
         self.request_id = None;
@@ -173,6 +176,13 @@ impl Head {
             let this = bit(i);
             if is_listed_hop_by_hop(name) {
                 self.dropped |= this;
+            }
+            if !limits.underscores_in_headers && name.contains(&b'_') {
+                // As nginx's `underscores_in_headers off`: never forwarded, nor read here.
+                self.dropped |= this;
+                self.underscored |= this;
+                self.fields.push(field);
+                continue;
             }
             match name.len() {
                 4 if eq_lower(name, b"host") => {
@@ -480,6 +490,24 @@ mod tests {
     }
 
     #[test]
+    fn fields_named_with_an_underscore_are_dropped_unless_allowed() {
+        let text = "GET / HTTP/1.1\r\nHost: a\r\nX_Real_Ip: 1.2.3.4\r\nX-Ok: 1\r\n\r\n";
+        let (h, p) = parse(text);
+        assert_eq!(p, Parsed::Ready);
+        assert_eq!((h.underscored, h.dropped), (0b010, 0b010));
+        let mut h = Head::default();
+        let allowed = HeadLimits {
+            underscores_in_headers: true,
+            ..HeadLimits::default()
+        };
+        assert_eq!(h.parse(text.as_bytes(), &allowed), Parsed::Ready);
+        assert_eq!((h.underscored, h.dropped), (0, 0));
+        // Not read either: an underscored name is never taken for the field it resembles.
+        let (h, p) = parse("GET / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\n");
+        assert_eq!((p, h.content_length), (Parsed::Ready, 0));
+    }
+
+    #[test]
     fn empty_lines_before_the_request_line_are_passed_over() {
         let text = "\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n";
         let (h, p) = parse(text);
@@ -499,6 +527,7 @@ mod tests {
         let tight = HeadLimits {
             max_header_size: 26,
             max_headers: 10,
+            ..HeadLimits::default()
         };
         assert!(matches!(
             h.parse(text.as_bytes(), &tight),
@@ -507,6 +536,7 @@ mod tests {
         let exact = HeadLimits {
             max_header_size: 27,
             max_headers: 1,
+            ..HeadLimits::default()
         };
         assert_eq!(h.parse(text.as_bytes(), &exact), Parsed::Ready);
     }

@@ -39,7 +39,7 @@ pub(crate) fn end_to_end<'a>(
     fields: &'a [Field],
     void_length: bool,
 ) -> impl Iterator<Item = &'a Field> + 'a {
-    let hop = HopByHop::new(InBuf(fields, buf));
+    let hop = HopByHop::new(InBuf(fields, buf, 0));
     fields.iter().filter(move |f| {
         let name = &buf[f.name.clone()];
         let void = void_length && name.eq_ignore_ascii_case(b"content-length");

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
-use super::lines;
+use super::lines::{self, FieldSet};
 use super::request::{Field, Head, eq_lower, tokens, trim};
 use crate::access::request_id::{self, Generated};
 
@@ -95,13 +95,19 @@ pub(crate) trait Fields<'a>: Copy {
     fn each(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])>;
 }
 
-/// The fields of a head parsed from a buffer: their offsets, and the buffer.
+/// The fields of a head parsed from a buffer: their offsets, the buffer, and those left out
+/// as if the head did not hold them (at most 128 fields: see [`FieldSet`]).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct InBuf<'f, 'b>(pub &'f [Field], pub &'b [u8]);
+pub(crate) struct InBuf<'f, 'b>(pub &'f [Field], pub &'b [u8], pub FieldSet);
 
 impl<'b> Fields<'b> for InBuf<'_, 'b> {
     fn each(self) -> impl Iterator<Item = (&'b [u8], &'b [u8])> {
-        self.0.iter().map(move |f| f.of(self.1))
+        let InBuf(fields, buf, left_out) = self;
+        fields
+            .iter()
+            .enumerate()
+            .filter(move |&(i, _)| left_out & lines::bit(i) == 0)
+            .map(move |(_, f)| f.of(buf))
     }
 }
 
@@ -220,7 +226,7 @@ fn parsed<'h, 'b>(head: &'h Head, buf: &'b [u8]) -> Source<'b, InBuf<'h, 'b>> {
     Source {
         method: head.method(buf),
         target: head.target(buf),
-        fields: InBuf(&head.fields, buf),
+        fields: InBuf(&head.fields, buf, head.underscored),
         host: &buf[head.host.clone()],
         set_host: false,
     }
@@ -465,7 +471,7 @@ mod tests {
                 buf.extend_from_slice(list.join(" , ").as_bytes());
                 parsed.push(Field { name, value: start..buf.len() });
             }
-            let hop = HopByHop::new(InBuf(&parsed, &buf));
+            let hop = HopByHop::new(InBuf(&parsed, &buf, 0));
             let connection = parsed
                 .iter()
                 .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"connection"))
@@ -509,6 +515,8 @@ mod tests {
                 Just("x-b"),
                 Just("Trailer"),
                 Just("Accept"),
+                Just("X_Forwarded_For"),
+                Just("x_a"),
             ];
             let value = prop_oneof![
                 Just("close"),
@@ -567,6 +575,8 @@ mod tests {
                 if https {
                     req.extensions_mut().insert(crate::headers::Https);
                 }
+                // As `Proxy::handle` does first (`underscores_in_headers` off, the default).
+                crate::headers::drop_underscored(req.headers_mut());
                 let id = crate::headers::request_id(req.headers());
                 crate::headers::to_upstream(&mut req, "a.test:81", CLIENT, false);
                 if !with_id {
