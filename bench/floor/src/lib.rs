@@ -26,6 +26,91 @@ pub fn response_len(b: &[u8]) -> Option<usize> {
     Some(end + length)
 }
 
+/// Bytes of an exchange's buffer: request or response, one at a time.
+pub const BUF: usize = 8192;
+
+/// Where a connection's exchange is: the one operation it waits for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Step {
+    ReadRequest,
+    WriteUpstream,
+    ReadResponse,
+    WriteClient,
+}
+
+/// One client connection's exchange, whatever drives its reads and writes: the bytes of the
+/// request or the response in hand, how much of them is written, and the next step.
+pub struct Exchange {
+    pub buf: Box<[u8; BUF]>,
+    /// Bytes in `buf`.
+    pub len: usize,
+    /// Of those, written on.
+    pub sent: usize,
+    pub step: Step,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange {
+            buf: Box::new([0; BUF]),
+            len: 0,
+            sent: 0,
+            step: Step::ReadRequest,
+        }
+    }
+}
+
+impl Exchange {
+    /// What the next read fills, or the next write sends.
+    pub fn room(&mut self) -> &mut [u8] {
+        &mut self.buf[self.len..]
+    }
+
+    pub fn unsent(&self) -> &[u8] {
+        &self.buf[self.sent..self.len]
+    }
+
+    /// Takes `n`, the result of the step's read or write; false once the connection is over
+    /// (the peer closed, or a head does not fit).
+    pub fn took(&mut self, n: usize) -> bool {
+        match self.step {
+            Step::ReadRequest | Step::ReadResponse => {
+                if n == 0 {
+                    return false;
+                }
+                self.len += n;
+                let whole = if self.step == Step::ReadRequest {
+                    head_end(&self.buf[..self.len]).is_some()
+                } else {
+                    response_len(&self.buf[..self.len]).is_some_and(|l| l <= self.len)
+                };
+                if whole {
+                    self.sent = 0;
+                    self.step = if self.step == Step::ReadRequest {
+                        Step::WriteUpstream
+                    } else {
+                        Step::WriteClient
+                    };
+                } else if self.len == BUF {
+                    return false;
+                }
+            }
+            Step::WriteUpstream | Step::WriteClient => {
+                self.sent += n;
+                if self.sent == self.len {
+                    self.len = 0;
+                    self.step = if self.step == Step::WriteUpstream {
+                        Step::ReadResponse
+                    } else {
+                        Step::ReadRequest
+                    };
+                }
+            }
+        }
+        true
+    }
+}
+
 /// A listening socket with SO_REUSEPORT, so that several floors (one per core) share an
 /// address as rouse's workers and nginx's do.
 pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -62,6 +147,27 @@ pub fn args() -> (SocketAddr, SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exchange_goes_round() {
+        let mut x = Exchange::default();
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        x.room()[..10].copy_from_slice(&req[..10]);
+        assert!(x.took(10));
+        assert_eq!(x.step, Step::ReadRequest);
+        x.room()[..req.len() - 10].copy_from_slice(&req[10..]);
+        assert!(x.took(req.len() - 10));
+        assert_eq!((x.step, x.unsent()), (Step::WriteUpstream, &req[..]));
+        assert!(x.took(5));
+        assert!(x.took(req.len() - 5));
+        assert_eq!((x.step, x.len), (Step::ReadResponse, 0));
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        x.room()[..resp.len()].copy_from_slice(resp);
+        assert!(x.took(resp.len()));
+        assert!(x.took(resp.len()));
+        assert_eq!(x.step, Step::ReadRequest);
+        assert!(!x.took(0), "the client closed");
+    }
 
     #[test]
     fn framing() {

@@ -1153,12 +1153,7 @@ async fn rouses_own_error_answers_are_counted_by_kind_on_both_paths() {
     ))
     .await;
     let h1 = client();
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .timeout(WAIT)
-        .no_proxy()
-        .build()
-        .expect("client");
+    let h2 = common::h2c_client();
     for c in [&h1, &h2] {
         let a = c
             .get(format!("http://{}/down/x", r.addr()))

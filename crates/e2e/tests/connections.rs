@@ -333,12 +333,7 @@ async fn h2c_requests_longer_than_client_idle_timeout_are_not_cut() {
         &static_upstream("app", &[], "", &[backend.addr()]),
     )
     .await;
-    let c = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .timeout(WAIT)
-        .no_proxy()
-        .build()
-        .unwrap();
+    let c = common::h2c_client();
     for _ in 0..3 {
         let r = c.get(url(rouse.addr(), "/delay/700")).send().await.unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
@@ -507,12 +502,7 @@ async fn timeouts_as_long_as_a_duration_goes_serve_and_drain_without_panicking()
     for _ in 0..3 {
         assert_eq!(request(&mut s, "/").await, (200, "a".to_owned()));
     }
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .timeout(WAIT)
-        .no_proxy()
-        .build()
-        .unwrap();
+    let h2 = common::h2c_client();
     let r = h2.get(url(addr, "/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "a");

@@ -161,12 +161,7 @@ async fn past_its_stream_limit_a_second_connection_opens() {
     let backend = spawn_in_process("a").await;
     let rouse = start_rouse(&static_upstream("app", &[], H2C, &[backend.addr()])).await;
     // One client connection with many streams, so the client side costs little.
-    let c = reqwest::Client::builder()
-        .timeout(WAIT)
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let c = common::h2c_client();
     let mut tasks = Vec::new();
     for _ in 0..150 {
         let c = c.clone();

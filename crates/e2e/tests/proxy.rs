@@ -232,12 +232,7 @@ async fn websocket_echo_through_rouse() {
 async fn h2c_prior_knowledge_is_proxied_as_http11_with_forwarded_headers() {
     let backend = spawn_in_process("h2").await;
     let rouse = start_rouse(&static_upstream("app", &[], "", &[backend.addr()])).await;
-    let c = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .timeout(WAIT)
-        .no_proxy()
-        .build()
-        .unwrap();
+    let c = common::h2c_client();
     let r = c.get(url(rouse.addr(), "/headers")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
@@ -286,12 +281,7 @@ async fn hop_by_hop_headers_are_removed_and_forwarded_headers_added() {
 async fn fields_named_with_an_underscore_are_dropped_as_nginx_does() {
     use tokio::io::AsyncWriteExt;
     let backend = spawn_in_process("u").await;
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .timeout(WAIT)
-        .no_proxy()
-        .build()
-        .unwrap();
+    let h2 = common::h2c_client();
     for allowed in [false, true] {
         let rouse = start_rouse_with_proxy(
             &format!("underscores_in_headers = {allowed}"),

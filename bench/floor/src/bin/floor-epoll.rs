@@ -7,26 +7,14 @@ use std::io::{ErrorKind, Read, Write};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use rouse_floor::{args, head_end, listen, response_len, upstream};
+use rouse_floor::{Exchange, Step, args, listen, upstream};
 
-const BUF: usize = 8192;
 const LISTENER: Token = Token(usize::MAX);
-
-#[derive(Clone, Copy, PartialEq)]
-enum Step {
-    ReadRequest,
-    WriteUpstream,
-    ReadResponse,
-    WriteClient,
-}
 
 struct Conn {
     client: TcpStream,
     server: TcpStream,
-    buf: Vec<u8>,
-    len: usize,
-    sent: usize,
-    step: Step,
+    x: Exchange,
     /// Readiness known since the last WouldBlock (edge-triggered: an event says "changed").
     client_readable: bool,
     server_readable: bool,
@@ -66,10 +54,7 @@ fn main() -> std::io::Result<()> {
                     conns[at] = Some(Conn {
                         client,
                         server,
-                        buf: vec![0; BUF],
-                        len: 0,
-                        sent: 0,
-                        step: Step::ReadRequest,
+                        x: Exchange::default(),
                         client_readable: true,
                         server_readable: false,
                         client_writable: true,
@@ -107,65 +92,39 @@ fn main() -> std::io::Result<()> {
 /// Moves `c` on as far as its sockets allow; false once it is over (closed or failed).
 fn advance(c: &mut Conn) -> bool {
     loop {
-        let got = match c.step {
-            Step::ReadRequest if c.client_readable => c.client.read(&mut c.buf[c.len..]),
-            Step::WriteUpstream if c.server_writable => c.server.write(&c.buf[c.sent..c.len]),
-            Step::ReadResponse if c.server_readable => c.server.read(&mut c.buf[c.len..]),
-            Step::WriteClient if c.client_writable => c.client.write(&c.buf[c.sent..c.len]),
+        let step = c.x.step;
+        let got = match step {
+            Step::ReadRequest if c.client_readable => c.client.read(c.x.room()),
+            Step::WriteUpstream if c.server_writable => c.server.write(c.x.unsent()),
+            Step::ReadResponse if c.server_readable => c.server.read(c.x.room()),
+            Step::WriteClient if c.client_writable => c.client.write(c.x.unsent()),
             _ => return true,
         };
+        let room = c.x.room().len();
         let n = match got {
-            Ok(0) if matches!(c.step, Step::ReadRequest | Step::ReadResponse) => return false,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                match c.step {
-                    Step::ReadRequest => c.client_readable = false,
-                    Step::WriteUpstream => c.server_writable = false,
-                    Step::ReadResponse => c.server_readable = false,
-                    Step::WriteClient => c.client_writable = false,
-                }
+                *readiness(c, step) = false;
                 continue;
             }
             Err(_) => return false,
         };
-        match c.step {
-            Step::ReadRequest | Step::ReadResponse => {
-                let room = BUF - c.len;
-                c.len += n;
-                // A short read emptied the socket, as tokio assumes: no read to WouldBlock.
-                if n < room {
-                    match c.step {
-                        Step::ReadRequest => c.client_readable = false,
-                        _ => c.server_readable = false,
-                    }
-                }
-                let whole = if c.step == Step::ReadRequest {
-                    head_end(&c.buf[..c.len]).is_some()
-                } else {
-                    response_len(&c.buf[..c.len]).is_some_and(|l| l <= c.len)
-                };
-                if whole {
-                    c.sent = 0;
-                    c.step = if c.step == Step::ReadRequest {
-                        Step::WriteUpstream
-                    } else {
-                        Step::WriteClient
-                    };
-                } else if c.len == BUF {
-                    return false;
-                }
-            }
-            Step::WriteUpstream | Step::WriteClient => {
-                c.sent += n;
-                if c.sent == c.len {
-                    c.len = 0;
-                    c.step = if c.step == Step::WriteUpstream {
-                        Step::ReadResponse
-                    } else {
-                        Step::ReadRequest
-                    };
-                }
-            }
+        // A short read emptied the socket, as tokio assumes: no read to WouldBlock.
+        if matches!(step, Step::ReadRequest | Step::ReadResponse) && n > 0 && n < room {
+            *readiness(c, step) = false;
         }
+        if !c.x.took(n) {
+            return false;
+        }
+    }
+}
+
+/// The readiness flag that `step` waits on.
+fn readiness(c: &mut Conn, step: Step) -> &mut bool {
+    match step {
+        Step::ReadRequest => &mut c.client_readable,
+        Step::WriteUpstream => &mut c.server_writable,
+        Step::ReadResponse => &mut c.server_readable,
+        Step::WriteClient => &mut c.client_writable,
     }
 }

@@ -11,98 +11,41 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use io_uring::{IoUring, opcode, squeue, types};
-use rouse_floor::{args, head_end, listen, response_len, upstream};
+use rouse_floor::{Exchange, Step, args, listen, upstream};
 
-const BUF: usize = 8192;
 const ACCEPT: u64 = u64::MAX;
-
-#[derive(Clone, Copy, PartialEq)]
-enum Step {
-    ReadRequest = 0,
-    WriteUpstream = 1,
-    ReadResponse = 2,
-    WriteClient = 3,
-}
 
 struct Conn {
     client: OwnedFd,
     server: OwnedFd,
-    buf: Box<[u8; BUF]>,
-    len: usize,
-    sent: usize,
-    step: Step,
+    x: Exchange,
 }
 
 impl Conn {
     /// The operation that moves this connection on, tagged with its index.
     fn next_op(&mut self, at: usize) -> squeue::Entry {
         let fd = |f: &OwnedFd| types::Fd(f.as_raw_fd());
-        let op = match self.step {
-            Step::ReadRequest => opcode::Recv::new(
-                fd(&self.client),
-                self.buf[self.len..].as_mut_ptr(),
-                (BUF - self.len) as u32,
-            )
-            .build(),
-            Step::WriteUpstream => opcode::Send::new(
-                fd(&self.server),
-                self.buf[self.sent..].as_ptr(),
-                (self.len - self.sent) as u32,
-            )
-            .build(),
-            Step::ReadResponse => opcode::Recv::new(
-                fd(&self.server),
-                self.buf[self.len..].as_mut_ptr(),
-                (BUF - self.len) as u32,
-            )
-            .build(),
-            Step::WriteClient => opcode::Send::new(
-                fd(&self.client),
-                self.buf[self.sent..].as_ptr(),
-                (self.len - self.sent) as u32,
-            )
-            .build(),
-        };
-        op.user_data(at as u64)
-    }
-
-    /// Takes the result `n` of the operation in flight; false once the connection is over.
-    fn complete(&mut self, n: usize) -> bool {
-        match self.step {
+        let op = match self.x.step {
             Step::ReadRequest | Step::ReadResponse => {
-                if n == 0 {
-                    return false;
-                }
-                self.len += n;
-                let whole = if self.step == Step::ReadRequest {
-                    head_end(&self.buf[..self.len]).is_some()
+                let from = if self.x.step == Step::ReadRequest {
+                    fd(&self.client)
                 } else {
-                    response_len(&self.buf[..self.len]).is_some_and(|l| l <= self.len)
+                    fd(&self.server)
                 };
-                if whole {
-                    self.sent = 0;
-                    self.step = if self.step == Step::ReadRequest {
-                        Step::WriteUpstream
-                    } else {
-                        Step::WriteClient
-                    };
-                } else if self.len == BUF {
-                    return false;
-                }
+                let room = self.x.room();
+                opcode::Recv::new(from, room.as_mut_ptr(), room.len() as u32).build()
             }
             Step::WriteUpstream | Step::WriteClient => {
-                self.sent += n;
-                if self.sent == self.len {
-                    self.len = 0;
-                    self.step = if self.step == Step::WriteUpstream {
-                        Step::ReadResponse
-                    } else {
-                        Step::ReadRequest
-                    };
-                }
+                let to = if self.x.step == Step::WriteUpstream {
+                    fd(&self.server)
+                } else {
+                    fd(&self.client)
+                };
+                let unsent = self.x.unsent();
+                opcode::Send::new(to, unsent.as_ptr(), unsent.len() as u32).build()
             }
-        }
-        true
+        };
+        op.user_data(at as u64)
     }
 }
 
@@ -156,10 +99,7 @@ fn main() -> std::io::Result<()> {
                     let mut c = Conn {
                         client,
                         server,
-                        buf: Box::new([0; BUF]),
-                        len: 0,
-                        sent: 0,
-                        step: Step::ReadRequest,
+                        x: Exchange::default(),
                     };
                     pending.push(c.next_op(at));
                     conns[at] = Some(c);
@@ -170,7 +110,7 @@ fn main() -> std::io::Result<()> {
             let Some(c) = conns[at].as_mut() else {
                 continue;
             };
-            if result < 0 || !c.complete(result as usize) {
+            if result < 0 || !c.x.took(result as usize) {
                 conns[at] = None;
                 continue;
             }

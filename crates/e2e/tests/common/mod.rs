@@ -55,6 +55,16 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// As [`client`], speaking h2c with prior knowledge.
+pub fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(WAIT)
+        .no_proxy()
+        .build()
+        .expect("h2c client")
+}
+
 pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
