@@ -24,26 +24,17 @@ struct Conn {
 impl Conn {
     /// The operation that moves this connection on, tagged with its index.
     fn next_op(&mut self, at: usize) -> squeue::Entry {
-        let fd = |f: &OwnedFd| types::Fd(f.as_raw_fd());
-        let op = match self.x.step {
-            Step::ReadRequest | Step::ReadResponse => {
-                let from = if self.x.step == Step::ReadRequest {
-                    fd(&self.client)
-                } else {
-                    fd(&self.server)
-                };
-                let room = self.x.room();
-                opcode::Recv::new(from, room.as_mut_ptr(), room.len() as u32).build()
-            }
-            Step::WriteUpstream | Step::WriteClient => {
-                let to = if self.x.step == Step::WriteUpstream {
-                    fd(&self.server)
-                } else {
-                    fd(&self.client)
-                };
-                let unsent = self.x.unsent();
-                opcode::Send::new(to, unsent.as_ptr(), unsent.len() as u32).build()
-            }
+        let peer = match self.x.step {
+            Step::ReadRequest | Step::WriteClient => &self.client,
+            Step::WriteUpstream | Step::ReadResponse => &self.server,
+        };
+        let fd = types::Fd(peer.as_raw_fd());
+        let op = if matches!(self.x.step, Step::ReadRequest | Step::ReadResponse) {
+            let room = self.x.room();
+            opcode::Recv::new(fd, room.as_mut_ptr(), room.len() as u32).build()
+        } else {
+            let unsent = self.x.unsent();
+            opcode::Send::new(fd, unsent.as_ptr(), unsent.len() as u32).build()
         };
         op.user_data(at as u64)
     }
