@@ -2,14 +2,13 @@
 //! then the request written on a raw pooled connection (or a new one) and the response head
 //! read back.
 
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 
 use http::{Response, StatusCode};
 use rouse_state::{InFlightGuard, Server};
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
-use std::task::Poll;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
@@ -128,6 +127,10 @@ pub(crate) async fn send(
             let sent = stream.write_all(wire).await;
             let got = match sent {
                 Ok(()) => {
+                    // From the instant the request was ready to go (a clock read saved):
+                    // the write just done (a head and at most 64 KiB of body, which the
+                    // server's socket takes at once unless it stopped reading) counts too,
+                    // so a server that reads nothing is bounded by it as well.
                     let deadline = rouse_core::time::deadline(now, settings.read_timeout);
                     read_head(&mut stream, rbuf, fields, is_head, timer.as_mut(), deadline).await
                 }

@@ -68,7 +68,7 @@ pub(crate) struct Head {
     pub browser: bool,
     /// The fields the server never gets from the client: hop-by-hop ones (those a
     /// `Connection` value names only when `plain`), `X-Request-Id` and `X-Forwarded-*`
-    /// (rouse writes its own).
+    /// (rouse writes its own), and `underscored`.
     pub dropped: FieldSet,
     /// `Connection` names no field but the standard hop-by-hop ones and `close`: `dropped`
     /// is whole, and the kept lines can go to the server as they are (`rewrite`).
