@@ -19,6 +19,7 @@ use crate::body::{Completion, Ending, ProxyBody, UpstreamBody};
 use crate::buffer::{self, Limits};
 use crate::client_body::ClientBody;
 use crate::h1::relay::Forwarding;
+use crate::h1::request::Head;
 use crate::headers::{self, Https};
 use crate::hold::{Held, RELOADED, Waiter, admit, hold};
 use crate::limits;
@@ -240,6 +241,34 @@ impl Proxy {
         };
         self.log_line(None, None, &done, done.sent, None);
         resp
+    }
+
+    /// As [`Proxy::unrouted`], for a head the fast path refused (`h1::request`: `head` holds
+    /// its request line only).
+    pub(crate) fn refused_head(
+        &self,
+        head: &Head,
+        buf: &[u8],
+        client: SocketAddr,
+        started: Instant,
+        resp: &Response<ProxyBody>,
+    ) {
+        let status = resp.status().as_u16();
+        if !self.logs(status) {
+            return;
+        }
+        let made = crate::access::request_id::generate();
+        let done = Done {
+            started,
+            status,
+            client: client.ip(),
+            held_us: 0,
+            arrived: started,
+            sent: http_body::Body::size_hint(resp.body()).exact(),
+            request_id: made.as_bytes(),
+            seen: Seen::H1 { head, buf },
+        };
+        self.log_line(None, None, &done, done.sent, None);
     }
 
     /// Counts a finished request (metrics) and logs it (access log): for answers whose body

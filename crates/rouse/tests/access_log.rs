@@ -319,8 +319,9 @@ async fn json_lines_and_request_ids_on_both_paths() {
 }
 
 /// Requests no upstream serves are logged too, as nginx logs every request: a 404 for a Host
-/// no upstream takes and a 400 for a request with two Hosts, each with its request line and
-/// with no upstream and no server.
+/// no upstream takes, a 400 for a request with two Hosts (hyper's path) and one for a head
+/// with a bare LF (the fast path's own refusal), each with its request line and with no
+/// upstream and no server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_before_any_upstream_are_logged_without_one() {
     let backend = rouse_e2e::spawn_in_process("a").await;
@@ -348,10 +349,16 @@ async fn answers_before_any_upstream_are_logged_without_one() {
         head.starts_with("http/1.0 400") || head.starts_with("http/1.1 400"),
         "{head}"
     );
+    let (head, _) = one_shot(
+        rouse.addr,
+        b"DELETE /lf HTTP/1.1\r\nHost: app.test\nX: y\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 400"), "{head}");
     let (status, _, _) = exchange(&mut s, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
     assert_eq!(status, 200);
 
-    let lines = wait_lines(&rouse.file(), 3).await;
+    let lines = wait_lines(&rouse.file(), 4).await;
     let v: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -369,10 +376,20 @@ async fn answers_before_any_upstream_are_logged_without_one() {
     assert_eq!(no_route["server"], serde_json::Value::Null);
     assert_eq!(no_route["upstream_ms"], serde_json::Value::Null);
     assert!(is_request_id(no_route["request_id"].as_str().unwrap()));
-    let two_hosts = with(400);
-    assert_eq!(two_hosts["target"], "/two");
+    let two_hosts = v
+        .iter()
+        .find(|e| e["status"] == 400 && e["target"] == "/two")
+        .unwrap_or_else(|| panic!("no 400 line for /two in {lines:#?}"));
     assert_eq!(two_hosts["protocol"], "HTTP/1.0");
     assert_eq!(two_hosts["upstream"], serde_json::Value::Null);
+    let bare_lf = v
+        .iter()
+        .find(|e| e["status"] == 400 && e["target"] == "/lf")
+        .unwrap_or_else(|| panic!("no 400 line for /lf in {lines:#?}"));
+    assert_eq!(bare_lf["method"], "DELETE");
+    assert_eq!(bare_lf["upstream"], serde_json::Value::Null);
+    assert_eq!(bare_lf["server"], serde_json::Value::Null);
+    assert!(is_request_id(bare_lf["request_id"].as_str().unwrap()));
     let served = with(200);
     assert_eq!(served["upstream"], "app");
     assert_eq!(served["server"], backend.addr().to_string());

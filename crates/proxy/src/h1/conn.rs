@@ -169,7 +169,7 @@ pub(crate) async fn serve<IO: ClientStream>(
                     Parsed::Partial => return decline(io, b, since, "a long head"),
                     Parsed::Decline(why) => return decline(io, b, since, why),
                     Parsed::Refuse(why) => {
-                        return refuse(io, b, peer, why, settings.send_timeout).await;
+                        return refuse(clients, io, b, peer, why).await;
                     }
                 }
             }
@@ -258,13 +258,14 @@ fn decline<IO>(io: IO, mut b: Box<Bufs>, since: Instant, why: &str) -> Outcome<I
 }
 
 /// Answers a head the fast path refuses (see `request.rs`) with 400, as rouse's own answers
-/// are made and written, and closes: where the next request would begin is unknowable.
+/// are made and written, logs it (its request line) as the answers made before any route
+/// are, and closes: where the next request would begin is unknowable.
 async fn refuse<IO: ClientStream>(
+    clients: &Clients,
     mut io: IO,
     mut b: Box<Bufs>,
     peer: SocketAddr,
     why: &str,
-    send: Duration,
 ) -> Outcome<IO> {
     tracing::debug!(client = %peer, why, "request head refused: 400");
     let resp = crate::answer::error(
@@ -272,6 +273,9 @@ async fn refuse<IO: ClientStream>(
         "bad-request",
         format!("the request head is refused: {why}"),
     );
+    let proxy = &clients.proxy;
+    proxy.refused_head(&b.head, &b.read, peer, Instant::now(), &resp);
+    let send = proxy.settings.send_timeout;
     if answer(&mut io, resp, false, true, &mut b.out, send)
         .await
         .is_ok()

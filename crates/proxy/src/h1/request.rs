@@ -131,6 +131,9 @@ impl Head {
         let starts = req.headers.iter().map(|h| at(h.name.as_bytes()).start);
         let start = req.method.map_or(0, |m| at(m.as_bytes()).start);
         if !lines::end_in_crlf(buf, start, len, starts) {
+            // What the access log shows of it: the request line, as nginx logs a 400.
+            let (method, target) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
+            self.refused(at(method.as_bytes()), at(target.as_bytes()), len);
             return Parsed::Refuse("bare LF");
         }
         if req.version != Some(1) {
@@ -259,6 +262,20 @@ impl Head {
             return Parsed::Decline("over max_header_size");
         }
         Parsed::Ready
+    }
+}
+
+impl Head {
+    /// The head of a refused request: its request line and length, nothing else.
+    fn refused(&mut self, method: Range<usize>, target: Range<usize>, len: usize) {
+        *self = Head {
+            method,
+            target,
+            len,
+            fields: std::mem::take(&mut self.fields),
+            ..Head::default()
+        };
+        self.fields.clear();
     }
 }
 
@@ -487,6 +504,16 @@ mod tests {
         ] {
             assert_eq!(parse(text).1, Parsed::Refuse("bare LF"), "{text:?}");
         }
+        // What the access log shows of a refused head: its request line, no field.
+        let text = "POST /p?q=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: x\nX: y\r\n\r\n";
+        let (h, p) = parse(text);
+        assert_eq!(p, Parsed::Refuse("bare LF"));
+        let buf = text.as_bytes();
+        assert_eq!(
+            (h.method(buf), h.target(buf)),
+            (&b"POST"[..], &b"/p?q=1"[..])
+        );
+        assert!(h.fields.is_empty() && h.host.is_empty() && h.content_length == 0);
     }
 
     #[test]
