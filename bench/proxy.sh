@@ -6,7 +6,8 @@
 #   - each proxy: one worker/thread, pinned to CPU 1, in front of that backend
 #   - load: wrk -t1 (HTTP/1.1 keep-alive) and h2load -t1 (h2c), pinned to CPU 0
 #   - HTTPS: wrk -t1 over TLS 1.3 (keep-alive) against the same three proxies, each serving one
-#     self-signed certificate made here by openssl (EC P-256)
+#     self-signed certificate made here by openssl (EC P-256); then h2load over TLS (ALPN h2)
+#     on the same listeners, unless SKIP_H2=1
 #   - WORKERS=2: two workers/threads for every proxy, the backend and the load generators, all
 #     on every CPU (on a 2-core machine everything shares both cores)
 # Targets are interleaved within each round so drift hits them all equally. Each wrk/h2load run
@@ -117,8 +118,10 @@ NGINX_VERSION=$("$NGINX" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
 # nginx >= 1.25.1 has `http2 on;`; older ones (Debian 12: 1.22.1) take `listen ... http2;`
 if [[ $(printf '%s\n' 1.25.1 "$NGINX_VERSION" | sort -V | head -1) == 1.25.1 ]]; then
     NGINX_H2_LISTEN="listen 127.0.0.1:$P_NGINX_H2; http2 on;"
+    NGINX_TLS_LISTEN="listen 127.0.0.1:$P_NGINX_TLS ssl backlog=4096; http2 on;"
 else
     NGINX_H2_LISTEN="listen 127.0.0.1:$P_NGINX_H2 http2;"
+    NGINX_TLS_LISTEN="listen 127.0.0.1:$P_NGINX_TLS ssl http2 backlog=4096;"
 fi
 
 NGINX_UPSTREAM=$(nginx_upstream "$P_BACKEND")
@@ -137,7 +140,7 @@ nginx_conf nginx "    server {
         $NGINX_PROXY_LOCATION
     }" "$NGINX_UPSTREAM"
 nginx_conf nginx-tls "    server {
-        listen 127.0.0.1:$P_NGINX_TLS ssl backlog=4096;
+        $NGINX_TLS_LISTEN
         ssl_certificate $CERT;
         ssl_certificate_key $KEY;
         ssl_protocols TLSv1.3;
@@ -150,7 +153,7 @@ nginx_conf nginx-h2 "    server {
 
 haproxy_conf haproxy "127.0.0.1:$P_HAPROXY" "$P_BACKEND"
 haproxy_conf haproxy-h2 "127.0.0.1:$P_HAPROXY_H2 proto h2" "$P_BACKEND"
-haproxy_conf haproxy-tls "127.0.0.1:$P_HAPROXY_TLS ssl crt $TMP/bench.combined.pem ssl-min-ver TLSv1.3" "$P_BACKEND"
+haproxy_conf haproxy-tls "127.0.0.1:$P_HAPROXY_TLS ssl crt $TMP/bench.combined.pem ssl-min-ver TLSv1.3 alpn h2,http/1.1" "$P_BACKEND"
 
 rouse_conf "$TMP/rouse.toml" "$P_ROUSE" "$P_BACKEND" "listen_tls = [\"127.0.0.1:$P_ROUSE_TLS\"]
 threads = $WORKERS
@@ -303,32 +306,37 @@ if [[ $SKIP_H2 != 1 ]]; then
     check_h2c rouse "$P_ROUSE" || die "rouse does not answer h2c (prior knowledge) correctly"
     H2_TARGETS+=(rouse)
 
-    run_h2load() {  # TARGET ROUND
-        local t=$1 round=$2 port=${PORT[$1]} f rps mean succeeded failed errored timeout s2xx bad=""
-        f="$TMP/h2load-$t-$round.txt"
+    # run_h2load TARGET ROUND [LOAD: h2c | h2tls (HTTP/2 over TLS, by ALPN)]
+    run_h2load() {
+        local t=$1 round=$2 load=${3:-h2c} port=${PORT[$1]} f rps mean succeeded failed errored timeout s2xx bad="" scheme=http
+        [[ $load == h2tls ]] && scheme=https
+        f="$TMP/h2load-$load-$t-$round.txt"
         cpu_begin "${PROC[$t]}"
-        taskset -c "$BACKEND_CPU" "${H2_CMD[@]}" "http://127.0.0.1:$port/" >"$f" 2>&1 || {
-            issue "h2c $t round $round: h2load failed: $(tail -5 "$f" | tr '\n' ' ')"; return 0; }
+        taskset -c "$BACKEND_CPU" "${H2_CMD[@]}" "$scheme://127.0.0.1:$port/" >"$f" 2>&1 || {
+            issue "$load $t round $round: h2load failed: $(tail -5 "$f" | tr '\n' ' ')"; return 0; }
         cpu_end "${PROC[$t]}"
+        if [[ $load == h2tls ]] && ! grep -q '^Application protocol: h2$' "$f"; then
+            issue "h2tls $t round $round: ALPN did not give h2: $(grep -i 'protocol' "$f" | tr '\n' ' ')"; return 0
+        fi
         rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$f")
         read -r succeeded failed errored timeout < <(sed -n \
             's/^requests: .* \([0-9]*\) succeeded, \([0-9]*\) failed, \([0-9]*\) errored, \([0-9]*\) timeout.*/\1 \2 \3 \4/p' "$f")
         s2xx=$(sed -n 's/^status codes: \([0-9]*\) 2xx.*/\1/p' "$f")
         mean=$(awk '/^time for request:/ {print $6}' "$f")  # min max MEAN sd
         if [[ -z $rps || -z ${succeeded:-} ]]; then
-            issue "h2c $t round $round: cannot parse h2load output: $(tr '\n' ' ' <"$f")"; return 0
+            issue "$load $t round $round: cannot parse h2load output: $(tr '\n' ' ' <"$f")"; return 0
         fi
         if [[ $succeeded != "$H2_REQUESTS" || $failed != 0 || $errored != 0 || $timeout != 0 \
             || ${s2xx:-0} != "$H2_REQUESTS" ]]; then
             bad="$(grep -E '^(requests|status codes):' "$f" | tr '\n' ';')"
-            issue "h2c $t round $round: not all requests succeeded with 2xx: $bad"
+            issue "$load $t round $round: not all requests succeeded with 2xx: $bad"
         fi
         if ! kill -0 "${PIDS[${PROC[$t]}]}" 2>/dev/null; then
-            issue "h2c $t round $round: the ${PROC[$t]} process died under load; log: $(tail -20 "$TMP/${PROC[$t]}.log" | tr '\n' ' ')"
+            issue "$load $t round $round: the ${PROC[$t]} process died under load; log: $(tail -20 "$TMP/${PROC[$t]}.log" | tr '\n' ' ')"
         fi
-        printf 'h2c\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$round" "$rps" "$(to_ms "${mean:-NaN}")" "NaN" \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$load" "$t" "$round" "$rps" "$(to_ms "${mean:-NaN}")" "NaN" \
             "$succeeded" "$bad" "$CPU_USER" "$CPU_SYS" >>"$RESULTS"
-        log "h2c $t round $round: $rps req/s, mean $mean, $succeeded/$H2_REQUESTS succeeded, ${PROC[$t]} CPU $CPU_USER user + $CPU_SYS sys ticks"
+        log "$load $t round $round: $rps req/s, mean $mean, $succeeded/$H2_REQUESTS succeeded, ${PROC[$t]} CPU $CPU_USER user + $CPU_SYS sys ticks"
     }
 
     log "h2c: ${H2_CMD[*]} (prior knowledge, pinned to CPU $BACKEND_CPU), $ROUNDS round(s) of ${H2_TARGETS[*]}"
@@ -378,6 +386,17 @@ if [[ $SKIP_TLS != 1 ]]; then
             run_wrk "$t" "$round" tls
         done
     done
+    if [[ $SKIP_H2 != 1 ]]; then
+        log "HTTP/2 over TLS: ${H2_CMD[*]} https://... (ALPN h2, pinned to CPU $BACKEND_CPU), $ROUNDS round(s) of ${TLS_TARGETS[*]}"
+        for round in $(seq "$ROUNDS"); do
+            for t in "${TLS_TARGETS[@]}"; do
+                if ! kill -0 "${PIDS[${PROC[$t]}]:-0}" 2>/dev/null; then
+                    issue "h2tls $t round $round: skipped, ${PROC[$t]} is not running"; continue
+                fi
+                run_h2load "$t" "$round" h2tls
+            done
+        done
+    fi
 fi
 
 # rouse's own warnings/errors during the run, if any
@@ -411,6 +430,9 @@ mkdir -p "$OUT_DIR"
     fi
     if [[ $SKIP_TLS != 1 ]]; then
         echo "- https load: \`taskset -c $BACKEND_CPU ${WRK_CMD[*]} https://127.0.0.1:PORT/\`, $ROUNDS round(s); one self-signed EC P-256 certificate (openssl) for all; TLS 1.3 (nginx \`ssl_protocols TLSv1.3\`, HAProxy \`ssl-min-ver TLSv1.3\`, rouse: rustls/ring, which negotiates 1.3 with wrk's OpenSSL); $(first_line openssl version)"
+        if [[ $SKIP_H2 != 1 ]]; then
+            echo "- HTTP/2 over TLS load: \`taskset -c $BACKEND_CPU ${H2_CMD[*]} https://127.0.0.1:PORT/\` on the same listeners, ALPN h2 (nginx \`$NGINX_TLS_LISTEN\`, HAProxy \`alpn h2,http/1.1\`, rouse's ALPN h2), checked on h2load's \`Application protocol\` line; $ROUNDS round(s)"
+        fi
     fi
     echo
     python3 - "$RESULTS" "$SKIP_H2" "$SKIP_TLS" "$CLK_TCK" <<'EOF'
@@ -439,6 +461,8 @@ if sys.argv[2] != "1":
     loads.append(("h2c", "h2c prior knowledge (h2load)"))
 if sys.argv[3] != "1":
     loads.append(("tls", "HTTPS, TLS 1.3 keep-alive (wrk)"))
+if sys.argv[2] != "1" and sys.argv[3] != "1":
+    loads.append(("h2tls", "HTTP/2 over TLS 1.3, ALPN h2 (h2load)"))
 names = {"direct": "backend direct (nginx)", "nginx": "nginx proxy", "haproxy": "HAProxy", "rouse": "rouse",
          "floor-epoll": "floor: epoll, no work", "floor-uring": "floor: io_uring, no work"}
 tick_us = 1e6 / float(sys.argv[4])
@@ -460,7 +484,7 @@ for load, title in loads:
     print(f"## {title}: median (min–max) over rounds")
     print()
     cpu_head = "user µs/req | sys µs/req | total µs/req | total vs nginx"
-    if load != "h2c":
+    if load not in ("h2c", "h2tls"):
         print(f"| target | rounds | req/s | req/s vs nginx | p50 ms | p99 ms | {cpu_head} | errors |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
     else:
@@ -480,7 +504,7 @@ for load, title in loads:
         total = [u + s if u is not None and s is not None else None for u, s in zip(user, system)]
         cpu = f"{cell(user, us)} | {cell(system, us)} | {cell(total, us)} | {ratio(median(total), ref_cpu)}"
         vs = ratio(median([f(r[3]) for r in rs]), ref_rps)
-        if load != "h2c":
+        if load not in ("h2c", "h2tls"):
             print(f"| {names[t]} | {len(rs)} | {rps} | {vs} | {cell([f(r[4]) for r in rs], ms)} | {cell([f(r[5]) for r in rs], ms)} | {cpu} | {errs} |")
         else:
             print(f"| {names[t]} | {len(rs)} | {rps} | {vs} | {cell([f(r[4]) for r in rs], ms)} | {cpu} | {errs} |")
