@@ -10,11 +10,11 @@
 #     on the same listeners, unless SKIP_H2=1
 #   - WORKERS=2: two workers/threads for every proxy, the backend and the load generators, all
 #     on every CPU (on a 2-core machine everything shares both cores)
+#   - FLOOR=1: two more h1 targets, the floors of bench/floor/ (a proxy that only moves bytes:
+#     epoll, and io_uring), WORKERS processes each: what the kernel alone costs a proxy here
 # Targets are interleaved within each round so drift hits them all equally. Each wrk/h2load run
 # also records the proxy's own CPU time (user and system, from /proc/PID/stat) per request.
 #
-#   - FLOOR=1: two more h1 targets, the floors of bench/floor/ (a proxy that only moves bytes:
-#     epoll, and io_uring), WORKERS processes each: what the kernel alone costs a proxy here
 # Knobs (environment): DURATION (s, default 8), ROUNDS (3), CONNECTIONS (64), WORKERS (1),
 #   SKIP_H2=1, SKIP_TLS=1, FLOOR=1, H2_REQUESTS (200000), H2_CLIENTS (16), H2_STREAMS (10),
 #   CARGO_TARGET_DIR, ROUSE_BIN (use this binary instead of building), KEEP_TMP=1 (keep configs
