@@ -269,14 +269,21 @@ run_wrk() {  # TARGET ROUND [LOAD: h1 | tls]
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "HTTP/1.1: ${WRK_CMD[*]} (pinned to CPU $BACKEND_CPU), $ROUNDS round(s) of ${H1_TARGETS[*]}"
-for round in $(seq "$ROUNDS"); do
-    for t in "${H1_TARGETS[@]}"; do
-        if ! kill -0 "${PIDS[${PROC[$t]}]:-0}" 2>/dev/null; then
-            issue "h1 $t round $round: skipped, ${PROC[$t]} is not running"; continue
-        fi
-        run_wrk "$t" "$round"
+# run_rounds LOAD RUNNER TARGET... : ROUNDS rounds of `RUNNER TARGET ROUND LOAD`, the targets
+# in turn within each round (a target whose process died is skipped, as an issue)
+run_rounds() {
+    local load=$1 runner=$2 round t
+    shift 2
+    for round in $(seq "$ROUNDS"); do
+        for t in "$@"; do
+            if ! kill -0 "${PIDS[${PROC[$t]}]:-0}" 2>/dev/null; then
+                issue "$load $t round $round: skipped, ${PROC[$t]} is not running"; continue
+            fi
+            "$runner" "$t" "$round" "$load"
+        done
     done
-done
+}
+run_rounds h1 run_wrk "${H1_TARGETS[@]}"
 
 # ---------------------------------------------------------------------------------------------
 # 6. h2c load (h2load, prior knowledge)
@@ -340,14 +347,7 @@ if [[ $SKIP_H2 != 1 ]]; then
     }
 
     log "h2c: ${H2_CMD[*]} (prior knowledge, pinned to CPU $BACKEND_CPU), $ROUNDS round(s) of ${H2_TARGETS[*]}"
-    for round in $(seq "$ROUNDS"); do
-        for t in "${H2_TARGETS[@]}"; do
-            if ! kill -0 "${PIDS[${PROC[$t]}]:-0}" 2>/dev/null; then
-                issue "h2c $t round $round: skipped, ${PROC[$t]} is not running"; continue
-            fi
-            run_h2load "$t" "$round"
-        done
-    done
+    run_rounds h2c run_h2load "${H2_TARGETS[@]}"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -378,24 +378,10 @@ if [[ $SKIP_TLS != 1 ]]; then
     check_https rouse "$P_ROUSE_TLS" || die "rouse does not answer HTTPS (TLS 1.3) correctly"
     TLS_TARGETS+=(rouse)
     log "HTTPS: ${WRK_CMD[*]} https://... (pinned to CPU $BACKEND_CPU), $ROUNDS round(s) of ${TLS_TARGETS[*]}"
-    for round in $(seq "$ROUNDS"); do
-        for t in "${TLS_TARGETS[@]}"; do
-            if ! kill -0 "${PIDS[${PROC[$t]}]:-0}" 2>/dev/null; then
-                issue "tls $t round $round: skipped, ${PROC[$t]} is not running"; continue
-            fi
-            run_wrk "$t" "$round" tls
-        done
-    done
+    run_rounds tls run_wrk "${TLS_TARGETS[@]}"
     if [[ $SKIP_H2 != 1 ]]; then
         log "HTTP/2 over TLS: ${H2_CMD[*]} https://... (ALPN h2, pinned to CPU $BACKEND_CPU), $ROUNDS round(s) of ${TLS_TARGETS[*]}"
-        for round in $(seq "$ROUNDS"); do
-            for t in "${TLS_TARGETS[@]}"; do
-                if ! kill -0 "${PIDS[${PROC[$t]}]:-0}" 2>/dev/null; then
-                    issue "h2tls $t round $round: skipped, ${PROC[$t]} is not running"; continue
-                fi
-                run_h2load "$t" "$round" h2tls
-            done
-        done
+        run_rounds h2tls run_h2load "${TLS_TARGETS[@]}"
     fi
 fi
 

@@ -229,17 +229,8 @@ impl Proxy {
         let host = headers::request_authority(req).unwrap_or("");
         let captured = Captured::of(req, host);
         let request_id = headers::request_id(req.headers());
-        let done = Done {
-            started,
-            status,
-            client: client.ip(),
-            held_us: 0,
-            arrived: started,
-            sent: http_body::Body::size_hint(resp.body()).exact(),
-            request_id: request_id.as_bytes(),
-            seen: Seen::Hyper(Some(&captured)),
-        };
-        self.log_line(None, None, &done, done.sent, None);
+        let seen = Seen::Hyper(Some(&captured));
+        self.log_unrouted(client, started, &resp, request_id.as_bytes(), seen);
         resp
     }
 
@@ -253,20 +244,31 @@ impl Proxy {
         started: Instant,
         resp: &Response<ProxyBody>,
     ) {
-        let status = resp.status().as_u16();
-        if !self.logs(status) {
-            return;
+        if self.logs(resp.status().as_u16()) {
+            let made = crate::access::request_id::generate();
+            let seen = Seen::H1 { head, buf };
+            self.log_unrouted(client, started, resp, made.as_bytes(), seen);
         }
-        let made = crate::access::request_id::generate();
+    }
+
+    /// The access-log line of an answer no upstream gave: no upstream, no server.
+    fn log_unrouted(
+        &self,
+        client: SocketAddr,
+        started: Instant,
+        resp: &Response<ProxyBody>,
+        request_id: &[u8],
+        seen: Seen<'_>,
+    ) {
         let done = Done {
             started,
-            status,
+            status: resp.status().as_u16(),
             client: client.ip(),
             held_us: 0,
             arrived: started,
             sent: http_body::Body::size_hint(resp.body()).exact(),
-            request_id: made.as_bytes(),
-            seen: Seen::H1 { head, buf },
+            request_id,
+            seen,
         };
         self.log_line(None, None, &done, done.sent, None);
     }

@@ -376,16 +376,15 @@ async fn answers_before_any_upstream_are_logged_without_one() {
     assert_eq!(no_route["server"], serde_json::Value::Null);
     assert_eq!(no_route["upstream_ms"], serde_json::Value::Null);
     assert!(is_request_id(no_route["request_id"].as_str().unwrap()));
-    let two_hosts = v
-        .iter()
-        .find(|e| e["status"] == 400 && e["target"] == "/two")
-        .unwrap_or_else(|| panic!("no 400 line for /two in {lines:#?}"));
+    let refused = |target: &str| {
+        v.iter()
+            .find(|e| e["status"] == 400 && e["target"] == target)
+            .unwrap_or_else(|| panic!("no 400 line for {target} in {lines:#?}"))
+    };
+    let two_hosts = refused("/two");
     assert_eq!(two_hosts["protocol"], "HTTP/1.0");
     assert_eq!(two_hosts["upstream"], serde_json::Value::Null);
-    let bare_lf = v
-        .iter()
-        .find(|e| e["status"] == 400 && e["target"] == "/lf")
-        .unwrap_or_else(|| panic!("no 400 line for /lf in {lines:#?}"));
+    let bare_lf = refused("/lf");
     assert_eq!(bare_lf["method"], "DELETE");
     assert_eq!(bare_lf["upstream"], serde_json::Value::Null);
     assert_eq!(bare_lf["server"], serde_json::Value::Null);
