@@ -759,6 +759,55 @@ async fn a_reset_stream_stops_its_request() {
     assert_eq!(c.answer(3).await.status, 200);
 }
 
+/// A client that asks for `100 Continue` gets it (a HEADERS frame with `:status 100`, the
+/// stream left open) once its body is read, and before the final answer; one that is
+/// answered without its body being read (no route takes it) gets no 100.
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body() {
+    let site = site().await;
+    let mut c = Client::open(site.rouse.addr()).await;
+    let fields = request(
+        "POST",
+        "/count",
+        &[("expect", "100-continue"), ("content-length", "5")],
+    );
+    c.send(HEADERS, END_HEADERS, 1, &block(&fields)).await;
+    let interim = loop {
+        let f = c.next().await.expect("a 100 before the end");
+        if f.stream == 1 {
+            break f;
+        }
+    };
+    assert_eq!(interim.kind, HEADERS, "{interim:?}");
+    assert_eq!(
+        interim.flags & END_STREAM,
+        0,
+        "a 100 leaves the stream open"
+    );
+    assert_eq!(
+        decode(&interim.payload),
+        [(":status".to_owned(), "100".to_owned())]
+    );
+    c.send(DATA, END_STREAM, 1, b"hello").await;
+    let a = c.answer(1).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(site.backend.stats().requests, 1);
+
+    // Answered without its body being read (404: the one upstream takes another host): no
+    // 100 ahead of the answer (`answer` would read the first `:status`, 100).
+    let other = start_rouse(&static_upstream(
+        "h2",
+        &["elsewhere.test"],
+        "",
+        &[site.backend.addr()],
+    ))
+    .await;
+    let mut c = Client::open(other.addr()).await;
+    c.send(HEADERS, END_HEADERS, 1, &block(&fields)).await;
+    let a = c.answer(1).await;
+    assert_eq!(a.status, 404, "{a:?}");
+}
+
 /// PING is answered with its payload, SETTINGS acknowledged; a client's GOAWAY lets the
 /// streams it opened finish, then the connection closes.
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, DATE};
+use http::header::{CONTENT_LENGTH, DATE, EXPECT};
 use http::{HeaderMap, HeaderValue, Response};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -700,7 +700,17 @@ where
             self.reset(id, Reason::PROTOCOL_ERROR);
             return self.count_reset();
         }
-        let recv = (!end).then(|| Arc::new(Recv::default()));
+        let continue_wanted = req
+            .headers()
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let recv = (!end).then(|| {
+            Arc::new(if continue_wanted {
+                Recv::waiting_for_continue()
+            } else {
+                Recv::default()
+            })
+        });
         let body = H2Body::new(id, recv.clone(), Arc::clone(&self.shared), content_length);
         let (mut parts, ()) = req.into_parts();
         let handling: Handling = if too_large {
@@ -1004,6 +1014,17 @@ where
         for (id, bytes) in events.released.drain(..) {
             self.release(id, bytes);
             progress = true;
+        }
+        for id in events.continues.drain(..) {
+            // Only ahead of the answer, and while the client may still send the body.
+            if self
+                .streams
+                .get(&id)
+                .is_some_and(|s| s.handling.is_some() && !s.remote_closed)
+            {
+                self.write_fields(id, Some(100), &HeaderMap::new(), false);
+                progress = true;
+            }
         }
         for id in events.ready.drain(..) {
             self.poll_stream(id);

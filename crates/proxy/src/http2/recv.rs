@@ -31,11 +31,22 @@ struct State {
     waker: Option<Waker>,
     /// The reader dropped the body: the connection gives what comes back at once.
     gone: bool,
+    /// The client sent `expect: 100-continue` and waits for a 100 before its body: asked of
+    /// the connection when the reader first waits for data (as hyper's server does), never
+    /// if the answer comes without reading the body.
+    continue_wanted: bool,
 }
 
 impl Recv {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A body whose client waits for `100 Continue` before sending it.
+    pub fn waiting_for_continue() -> Recv {
+        let recv = Recv::default();
+        recv.lock().continue_wanted = true;
+        recv
     }
 
     /// Hands `data` to the reader; false when the reader is gone (the caller gives the
@@ -124,6 +135,8 @@ impl Body for H2Body {
         };
         let mut s = recv.lock();
         if let Some(data) = s.data.pop_front() {
+            // The client sent it without waiting.
+            s.continue_wanted = false;
             drop(s);
             this.shared.released(this.id, data.len());
             if let Some(left) = &mut this.remaining {
@@ -144,6 +157,10 @@ impl Body for H2Body {
             Some(reason) => Poll::Ready(Some(Err(Reset(reason)))),
             None => {
                 s.waker = Some(cx.waker().clone());
+                if std::mem::take(&mut s.continue_wanted) {
+                    drop(s);
+                    this.shared.continue_wanted(this.id);
+                }
                 Poll::Pending
             }
         }

@@ -21,6 +21,8 @@ pub(crate) struct Events {
     pub ready: Vec<u32>,
     /// Bytes of request bodies taken by their readers: (stream, bytes).
     pub released: Vec<(u32, usize)>,
+    /// Streams whose body's reader waits for data the client holds back for a 100.
+    pub continues: Vec<u32>,
 }
 
 impl Shared {
@@ -37,20 +39,20 @@ impl Shared {
     }
 
     pub fn released(&self, stream: u32, bytes: usize) {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .released
-            .push((stream, bytes));
-        self.waker.wake();
+        self.event(|e| e.released.push((stream, bytes)));
+    }
+
+    pub fn continue_wanted(&self, stream: u32) {
+        self.event(|e| e.continues.push(stream));
     }
 
     fn ready(&self, stream: u32) {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .ready
-            .push(stream);
+        self.event(|e| e.ready.push(stream));
+    }
+
+    /// Records an event and wakes the connection's task.
+    fn event(&self, add: impl FnOnce(&mut Events)) {
+        add(&mut self.events.lock().unwrap_or_else(PoisonError::into_inner));
         self.waker.wake();
     }
 }
