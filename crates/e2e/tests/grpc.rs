@@ -9,10 +9,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::{WAIT, backend_pids, embedded_upstream, free_addrs, refuses, start_rouse};
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use rouse_e2e::grpc::{COUNT, Client, CountReply, CountRequest};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// An upstream of one `rouse-test-grpc` server on `addr`, which rouse starts on demand.
@@ -136,12 +134,7 @@ async fn concurrent_calls_stream_side_by_side_with_buffering_on() {
 
 /// `Count(n)` by hand over h2c: the messages and the trailers as they arrived.
 async fn raw_count(rouse: SocketAddr, n: u32) -> (Vec<u32>, http::HeaderMap) {
-    let stream = TcpStream::connect(rouse).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = common::h2_connection(rouse).await;
     let message = CountRequest { n, interval_ms: 0 }.encode_to_vec();
     let mut framed = BytesMut::new();
     framed.put_u8(0);

@@ -12,17 +12,14 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, static_upstream};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use rouse::Rouse;
-use rouse_e2e::{InProcessBackend, spawn_in_process};
+use rouse_e2e::InProcessBackend;
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 const EXCHANGE: Duration = Duration::from_secs(10);
@@ -196,36 +193,12 @@ struct Env {
     direct: SendRequest<Body>,
 }
 
-async fn h2(addr: std::net::SocketAddr) -> SendRequest<Body> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    // A body's DATA frames would otherwise wait for the ACK of its HEADERS (Nagle).
-    stream.set_nodelay(true).expect("nodelay");
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("an h2c handshake");
-    tokio::spawn(conn);
-    send
-}
-
 fn env() -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = common::runtime();
     let (rouse, backend, via_rouse, direct) = rt.block_on(async {
-        let backend = spawn_in_process("props").await;
-        let rouse = Rouse::start(config(&static_upstream(
-            "props",
-            &[],
-            "",
-            &[backend.addr()],
-        )))
-        .await
-        .expect("rouse starts");
-        let via_rouse = h2(rouse.addr()).await;
-        let direct = h2(backend.addr()).await;
+        let (rouse, backend) = common::in_front_of_a_backend("props").await;
+        let via_rouse = common::h2_connection(rouse.addr()).await;
+        let direct = common::h2_connection(backend.addr()).await;
         (rouse, backend, via_rouse, direct)
     });
     Env {

@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, static_upstream};
 use http::{HeaderName, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -31,7 +30,7 @@ use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use raw::{Raw, RawResponse};
 use rouse::Rouse;
-use rouse_e2e::{InProcessBackend, spawn_in_process};
+use rouse_e2e::InProcessBackend;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
@@ -684,21 +683,9 @@ struct Env {
 }
 
 fn env() -> Env {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = common::runtime();
     let (rouse, backend, plain) = rt.block_on(async {
-        let backend = spawn_in_process("props").await;
-        let rouse = Rouse::start(config(&static_upstream(
-            "props",
-            &[],
-            "",
-            &[backend.addr()],
-        )))
-        .await
-        .expect("rouse starts");
+        let (rouse, backend) = common::in_front_of_a_backend("props").await;
         (rouse, backend, plain_hyper().await)
     });
     Env {

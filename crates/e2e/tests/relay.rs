@@ -8,7 +8,6 @@
 mod common;
 mod raw;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,10 +15,8 @@ use common::{start_rouse, static_upstream};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use raw::server::{RawServer, Upstream};
 use rouse::Rouse;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const WITHIN: Duration = Duration::from_secs(20);
@@ -37,22 +34,8 @@ struct Answer {
 async fn start() -> (RawServer, Rouse, SendRequest<Empty<Bytes>>) {
     let server = RawServer::bind(WITHIN).await;
     let rouse = start_rouse(&static_upstream("raw", &[], "", &[server.addr()])).await;
-    let send = h2(rouse.addr()).await;
+    let send = common::h2_connection(rouse.addr()).await;
     (server, rouse, send)
-}
-
-/// An HTTP/2 connection (prior knowledge) to rouse.
-async fn h2(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
-    let stream = timeout(WITHIN, TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
-    send
 }
 
 /// Sends `method path` on a new stream; the whole answer, or the error that ended it.
@@ -174,7 +157,7 @@ async fn a_request_reaches_the_server_as_http11_and_its_connection_is_kept_for_t
     // The next request (a new stream, even a new client connection) finds the same server
     // connection, with nothing left over on it.
     let mut up = Some(up);
-    let mut other = h2(rouse.addr()).await;
+    let mut other = common::h2_connection(rouse.addr()).await;
     for send in [&mut send, &mut other] {
         let asking = ask(send, "GET", "/again", &[]);
         let serving = async {

@@ -55,6 +55,48 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// An HTTP/2 client connection (prior knowledge) to `addr` with hyper's client: its sender,
+/// the connection driven on a task of its own. No Nagle delay: a body's DATA frames would
+/// otherwise wait for the ACK of its HEADERS.
+pub async fn h2_connection<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect within WAIT")
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (send, conn) = timeout(
+        WAIT,
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io),
+    )
+    .await
+    .expect("an h2c handshake within WAIT")
+    .expect("an h2c handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// A runtime for the property tests, which drive rouse from proptest's synchronous cases.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// rouse in front of one in-process backend answering `name`, as its one static upstream.
+pub async fn in_front_of_a_backend(name: &str) -> (Rouse, rouse_e2e::InProcessBackend) {
+    let backend = rouse_e2e::spawn_in_process(name).await;
+    let rouse = start_rouse(&static_upstream(name, &[], "", &[backend.addr()])).await;
+    (rouse, backend)
+}
+
 /// As [`client`], speaking h2c with prior knowledge.
 pub fn h2c_client() -> reqwest::Client {
     reqwest::Client::builder()
