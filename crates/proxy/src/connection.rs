@@ -21,7 +21,6 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::activity::{Activity, Limits, Tracked, Verdict};
@@ -34,6 +33,7 @@ use crate::headers::Https;
 use crate::listen::Kind;
 use crate::proxy::Proxy;
 use crate::send_timeout::SendTimeout;
+use crate::signal::{Signal, Watch};
 
 /// What every client connection of one `serve` shares.
 pub(crate) struct Clients {
@@ -51,9 +51,9 @@ pub(crate) struct Clients {
     pub limit: ConnLimit,
     pub limits: Limits,
     /// Shutdown began: finish the request in progress, take no more.
-    pub stop: CancellationToken,
+    pub stop: Signal,
     /// The shutdown deadline passed: close now.
-    pub kill: CancellationToken,
+    pub kill: Signal,
     pub tracker: TaskTracker,
 }
 
@@ -286,6 +286,12 @@ async fn watch<C, E>(
     let mut asked_to_finish = false;
     // Set at shutdown: until then, an idle HTTP/1 connection is kept for its next request.
     let mut stop_grace: Option<Instant> = None;
+    let (stop, kill) = (
+        pin!(clients.stop.cancelled()),
+        pin!(clients.kill.cancelled()),
+    );
+    let mut stop = Watch::new(&clients.stop, stop);
+    let mut kill = Watch::new(&clients.kill, kill);
     loop {
         if let Some(at) = stop_grace
             && !asked_to_finish
@@ -329,10 +335,10 @@ async fn watch<C, E>(
             // handing the listeners over) would be closed unread, its request on the wire
             // answered by a reset; a keep-alive one would fail the client's next request.
             // So the next request within the grace is served, with `Connection: close`.
-            () = clients.stop.cancelled(), if !asked_to_finish && stop_grace.is_none() => {
+            () = stop.wait(), if !asked_to_finish && stop_grace.is_none() => {
                 stop_grace = Some(Instant::now() + STOP_GRACE);
             }
-            () = clients.kill.cancelled() => return,
+            () = kill.wait() => return,
         }
     }
 }

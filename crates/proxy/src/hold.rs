@@ -35,7 +35,8 @@ const BROWSER_PATIENCE: Duration = Duration::from_secs(1);
 
 /// What the request carries that decides how it waits.
 pub(crate) struct Waiter<'a> {
-    pub path: &'a str,
+    /// The request's path (bytes: the fast path's are ASCII, checked, not made `str`).
+    pub path: &'a [u8],
     pub browser: bool,
     pub arrived: Instant,
     /// Time spent held so far, in µs (for the access log).
@@ -50,7 +51,7 @@ impl<'a> Waiter<'a> {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/html"));
         Waiter {
-            path,
+            path: path.as_bytes(),
             browser,
             arrived,
             held_us: AtomicU64::new(0),
@@ -93,13 +94,14 @@ pub(crate) async fn hold(
         && cfg
             .never_wake
             .iter()
-            .any(|p| w.path.starts_with(p.as_str()))
+            .any(|p| w.path.starts_with(p.as_bytes()))
     {
         return Err(answer::unavailable(
             "cold",
             format!(
                 "upstream {:?} is not running, and {} does not wake it",
-                cfg.name, w.path
+                cfg.name,
+                String::from_utf8_lossy(w.path)
             ),
             retry_after(upstream, w),
         ));

@@ -36,6 +36,7 @@ mod request_body;
 pub mod router;
 mod send_timeout;
 mod server;
+mod signal;
 mod tls;
 mod upgrade;
 mod workers;

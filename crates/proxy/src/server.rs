@@ -15,6 +15,7 @@ use crate::conn_limit::ConnLimit;
 use crate::connection::Clients;
 use crate::listen::{Kind, Listener};
 use crate::proxy::Proxy;
+use crate::signal::Signal;
 use crate::workers::Workers;
 use rouse_core::time::{cap, deadline};
 
@@ -85,17 +86,17 @@ pub async fn serve_on(
             header: settings.client_header_timeout,
             idle: settings.client_idle_timeout,
         },
-        stop: CancellationToken::new(),
-        kill: CancellationToken::new(),
+        stop: Signal::default(),
+        kill: Signal::default(),
         tracker: TaskTracker::new(),
     });
 
     let accepting = crate::accept::spawn_acceptor(listeners, Arc::clone(&clients), workers);
-    let evictor = tokio::spawn(evict_loop(Arc::clone(&proxy), clients.stop.clone()));
+    let evictor = tokio::spawn(evict_loop(Arc::clone(&proxy), clients.stop.token()));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
-    clients.stop.cancel();
+    clients.stop.fire();
     let _ = accepting.await;
     let _ = evictor.await;
 
@@ -109,7 +110,7 @@ pub async fn serve_on(
             "requests still in flight after {:?}; closing them",
             settings.shutdown_timeout
         );
-        clients.kill.cancel();
+        clients.kill.fire();
         let _ = tokio::time::timeout(CLOSE_WAIT, clients.tracker.wait()).await;
     }
     proxy.upgrades.close();

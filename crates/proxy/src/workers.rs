@@ -27,6 +27,14 @@ pub(crate) fn current() -> usize {
     INDEX.with(Cell::get)
 }
 
+/// The most data-plane threads any [`Workers`] started: what is kept per thread is sized by it.
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// How many data-plane threads there are (at least one).
+pub(crate) fn count() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
 /// N current-thread runtimes, each on a thread of its own, running until dropped.
 #[derive(Debug)]
 pub struct Workers {
@@ -41,6 +49,7 @@ impl Workers {
     /// serves whatever is spawned on it until [`Workers`] is dropped.
     pub fn start(n: usize) -> std::io::Result<Arc<Workers>> {
         let stop = CancellationToken::new();
+        THREADS.fetch_max(n.max(1), Ordering::Relaxed);
         let mut handles = Vec::with_capacity(n.max(1));
         let started = (0..n.max(1)).try_for_each(|i| {
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -26,9 +26,9 @@ impl Challenges {
     }
 
     /// The body to answer `GET path` with, when `path` is a pending challenge's.
-    pub fn answer(&self, path: &str) -> Option<String> {
-        let token = path.strip_prefix(PREFIX)?;
-        self.lock().get(token).cloned()
+    pub fn answer(&self, path: impl AsRef<[u8]>) -> Option<String> {
+        let token = path.as_ref().strip_prefix(PREFIX.as_bytes())?;
+        self.lock().get(std::str::from_utf8(token).ok()?).cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {

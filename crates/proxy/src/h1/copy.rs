@@ -8,12 +8,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::signal::{Signal, Watch};
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
 use rouse_state::InFlightGuard;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::decode::Decoder;
 use crate::buffer::spool::Spool;
@@ -68,8 +68,10 @@ pub(crate) async fn body<W: AsyncWrite + Unpin>(
     first: &[u8],
     mut spool: Option<Spool>,
     t: Timeouts,
-    kill: &CancellationToken,
+    kill: &Signal,
 ) -> Result<(), Cut> {
+    let killed = std::pin::pin!(kill.cancelled());
+    let mut kill = Watch::new(kill, killed);
     let mut up = Some(up);
     let mut writing: Option<Bytes> = (!first.is_empty()).then(|| Bytes::copy_from_slice(first));
     let mut read_deadline = after(t.read);
@@ -105,7 +107,7 @@ pub(crate) async fn body<W: AsyncWrite + Unpin>(
             };
         let event = tokio::select! {
             biased;
-            () = kill.cancelled() => Event::Killed,
+            () = kill.wait() => Event::Killed,
             r = client.write(writing.as_deref().unwrap_or(&[])), if writing.is_some() => {
                 Event::Wrote(r)
             }

@@ -8,7 +8,7 @@
 //! would have every read and write woken across threads (the other runtime's reactor first,
 //! then a cross-thread wake-up). As nginx's `keepalive`, the bound holds per thread.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -21,21 +21,36 @@ type List = Vec<(Stream, Instant)>;
 
 #[derive(Debug, Default)]
 pub struct Idle {
-    /// By data-plane thread.
-    lists: Mutex<Vec<List>>,
+    /// By data-plane thread; made by the first put (a pool never used holds none).
+    lists: OnceLock<Box<[Slot]>>,
+}
+
+/// One thread's list, alone on its cache lines: a lock over every thread's lists made each
+/// request's checkout and put move that lock's line between the cores (128 bytes: x86's
+/// prefetcher fetches lines in pairs).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot(Mutex<List>);
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, List> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Idle {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<List>> {
-        self.lists.lock().unwrap_or_else(|e| e.into_inner())
+    /// This thread's list. A thread past those counted when the lists were made (workers
+    /// started later, in tests) shares one, which stays correct.
+    fn here(lists: &[Slot]) -> &Slot {
+        &lists[crate::workers::current() % lists.len()]
     }
 
     /// The connection this thread used last that is younger than `idle_timeout` and still
     /// open.
     pub fn checkout(&self, now: Instant, idle_timeout: Duration) -> Option<Stream> {
-        let thread = crate::workers::current();
+        let slot = Self::here(self.lists.get()?);
         loop {
-            let (mut stream, since) = self.lock().get_mut(thread)?.pop()?;
+            let (mut stream, since) = slot.lock().pop()?;
             if now.saturating_duration_since(since) < idle_timeout && still_open(&mut stream) {
                 return Some(stream);
             }
@@ -48,13 +63,12 @@ impl Idle {
         if max_idle == 0 {
             return;
         }
-        let thread = crate::workers::current();
+        let lists = self.lists.get_or_init(|| {
+            let n = crate::workers::count().max(crate::workers::current() + 1);
+            (0..n).map(|_| Slot::default()).collect()
+        });
         let oldest = {
-            let mut lists = self.lock();
-            if lists.len() <= thread {
-                lists.resize_with(thread + 1, Vec::new);
-            }
-            let list = &mut lists[thread];
+            let mut list = Self::here(lists).lock();
             // The oldest is the least likely to be needed again.
             let oldest = (list.len() >= max_idle).then(|| list.remove(0));
             list.push((stream, now));
@@ -63,14 +77,19 @@ impl Idle {
         drop(oldest);
     }
 
+    fn slots(&self) -> &[Slot] {
+        self.lists.get().map_or(&[], |l| l)
+    }
+
     pub fn evict_expired(&self, now: Instant, idle_timeout: Duration) {
-        for list in self.lock().iter_mut() {
-            list.retain(|(_, since)| now.saturating_duration_since(*since) < idle_timeout);
+        for slot in self.slots() {
+            slot.lock()
+                .retain(|(_, since)| now.saturating_duration_since(*since) < idle_timeout);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().iter().map(Vec::len).sum()
+        self.slots().iter().map(|s| s.lock().len()).sum()
     }
 }
 
