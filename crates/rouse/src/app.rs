@@ -120,6 +120,9 @@ pub struct Rouse {
     /// Re-resolves host names in server addresses; aborted when rouse stops.
     resolving: JoinHandle<()>,
     access_log: Option<Arc<AccessLog>>,
+    /// The embedded supervisor (one for the process's life), whose children's log files
+    /// SIGUSR1 reopens.
+    embedded: Option<Arc<Embedded>>,
 }
 
 impl Rouse {
@@ -200,6 +203,7 @@ impl Rouse {
             embedded: embedded_driver(&config, &options, children).await,
             supervisord: supervisord_drivers(&config, None, &handed_over),
         };
+        let embedded = drivers.embedded.clone();
         let replica = crate::cluster::Replica::start(&config);
         let control = Control::spawn_clustered(
             Arc::clone(&table),
@@ -287,13 +291,18 @@ impl Rouse {
             acme,
             resolving,
             access_log,
+            embedded,
         }
     }
 
-    /// Reopens the access log's file (SIGUSR1, after logrotate renamed it).
+    /// Reopens the access log's file and the embedded children's (`child_log_dir`): SIGUSR1,
+    /// after logrotate renamed them.
     pub fn reopen_logs(&self) {
         if let Some(log) = &self.access_log {
             log.sink().reopen();
+        }
+        if let Some(embedded) = &self.embedded {
+            embedded.reopen_logs();
         }
     }
 

@@ -1,7 +1,7 @@
 //! The access log of a real `rouse` process in front of a real backend, seen in its file:
 //! every field of a request, the JSON format, `X-Request-Id` made or kept and forwarded,
 //! the status filter and sampling, and a reopen on SIGUSR1 under load that loses and
-//! duplicates no line.
+//! duplicates no line (and that reopens the embedded children's log files too).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,11 @@ impl Rouse {
              [[upstream.server]]\naddress = \"{backend}\"\n",
             dir.path().join("access.log").display()
         );
+        Rouse::run(dir, addr, &config).await
+    }
+
+    /// `rouse run` of `config` (written in `dir`), listening on `addr`.
+    async fn run(dir: tempfile::TempDir, addr: SocketAddr, config: &str) -> Rouse {
         let path = dir.path().join("rouse.toml");
         std::fs::write(&path, config).unwrap();
         let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
@@ -512,6 +517,68 @@ async fn a_reopen_under_load_loses_and_duplicates_no_line() {
         .collect();
     assert!(wrong.is_empty(), "lines not there exactly once: {wrong:?}");
     assert_eq!(old.len() + new.len(), N);
+}
+
+/// logrotate renames every `*.log` of rouse's log directory, the embedded children's
+/// (`child_log_dir`) with the access log: one SIGUSR1 reopens them all, and a child's output
+/// goes on in its new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_the_embedded_children_s_log_files_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let [addr, app] = free_addrs::<2>();
+    let children = dir.path().join("children");
+    // python3's http.server logs each request it answers on stderr, line-buffered.
+    let config = format!(
+        "[proxy]\nlisten = [\"{addr}\"]\nshutdown_timeout = \"5s\"\n\
+         [log]\naccess_log = \"{}\"\nchild_log_dir = \"{}\"\n\
+         [[upstream]]\nname = \"app\"\n\
+         [[upstream.server]]\naddress = \"{app}\"\n\
+         command = [\"python3\", \"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"{}\"]\n",
+        dir.path().join("access.log").display(),
+        children.display(),
+        app.port()
+    );
+    let rouse = Rouse::run(dir, addr, &config).await;
+    // The program's name is the upstream's and the server's index.
+    let (log, rotated) = (children.join("app0.log"), children.join("app0.log.1"));
+    let logged = |path: &Path, what: &str| {
+        std::fs::read_to_string(path).is_ok_and(|text| text.contains(what))
+    };
+    let get = |path: &'static str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        async move { one_shot(addr, request.as_bytes()).await }
+    };
+    // The first request wakes the server; its line is in the child's file.
+    let (head, _) = get("/before").await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    rouse_e2e::wait_until("the child's first line", WAIT, || {
+        let found = logged(&log, "GET /before");
+        async move { found }
+    })
+    .await;
+    std::fs::rename(&log, &rotated).unwrap();
+    rouse.signal(Signal::SIGUSR1);
+    rouse_e2e::wait_until("the child's file reopened", WAIT, || {
+        let exists = log.exists();
+        async move { exists }
+    })
+    .await;
+    let (head, _) = get("/after").await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    rouse_e2e::wait_until("the child's next line in the new file", WAIT, || {
+        let found = logged(&log, "GET /after");
+        async move { found }
+    })
+    .await;
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        old.contains("GET /before") && !old.contains("GET /after"),
+        "{old}"
+    );
+    assert!(!logged(&log, "GET /before"));
+    let stderr = rouse.stderr();
+    rouse.stop().await;
+    assert!(!stderr.contains("cannot reopen"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

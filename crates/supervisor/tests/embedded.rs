@@ -433,6 +433,62 @@ async fn output_goes_to_the_log_file() {
     sup.shutdown().await;
 }
 
+/// The numbers of the `line-N` lines in `text`, in order.
+fn line_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .map(|l| l.strip_prefix("line-").unwrap().parse().unwrap())
+        .collect()
+}
+
+/// As logrotate does: the file renamed, then a reopen asked for (SIGUSR1 in rouse). The child
+/// writes on, unaware; its lines go to the new file from the reopen, each line to exactly one
+/// of the two files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_moves_the_output_to_a_new_file_after_a_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions {
+        log_dir: Some(dir.path().to_owned()),
+        ..fast()
+    };
+    let script = "i=0; while :; do echo line-$i; i=$((i+1)); sleep 0.02; done";
+    let sup = Embedded::new(vec![spec("app", sh(script))], options);
+    sup.start("app").await.unwrap();
+    let (log, rotated) = (dir.path().join("app.log"), dir.path().join("app.log.1"));
+    wait_file(&log, 5 * SEC).await;
+    std::fs::rename(&log, &rotated).unwrap();
+    sup.reopen_logs();
+    // The new file appears with the child's next line: the old one is written no more.
+    wait_file(&log, 5 * SEC).await;
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let deadline = Instant::now() + 5 * SEC;
+    let new = loop {
+        let new = std::fs::read_to_string(&log).unwrap();
+        if new.lines().count() >= 5 {
+            break new;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the child's lines stopped: {new:?}"
+        );
+        sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap(),
+        old,
+        "written after the reopen"
+    );
+    sup.shutdown().await;
+    let new = &new[..=new.rfind('\n').unwrap()];
+    let (old, new) = (line_numbers(&old), line_numbers(new));
+    assert!(!old.is_empty());
+    let all: Vec<u64> = old.iter().chain(&new).copied().collect();
+    let expected: Vec<u64> = (0..all.len() as u64).collect();
+    assert_eq!(
+        all, expected,
+        "each line once, in order: old {old:?}, new {new:?}"
+    );
+}
+
 fn stat_field(pid: u32, index_after_comm: usize) -> String {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     stat[stat.rfind(')').unwrap() + 1..]

@@ -102,6 +102,7 @@ pub(super) async fn run(args: AdoptArgs) {
         child.stdout.and_then(|fd| as_pipe(Ok(fd))),
         child.stderr.and_then(|fd| as_pipe(Ok(fd))),
         shared.options.log_dir.clone(),
+        shared.reopen.subscribe(),
     );
     report(
         ProcessState::Running,

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -116,6 +116,7 @@ impl Embedded {
                 root: CancellationToken::new(),
                 closing: Default::default(),
                 handed: Default::default(),
+                reopen: watch::Sender::new(0),
             }),
         };
         embedded.set_programs(programs);
@@ -204,6 +205,12 @@ impl Embedded {
     /// Applies a reloaded configuration: new programs are added (Stopped), programs no longer
     /// listed are stopped in the background and then forgotten, and a changed spec takes
     /// effect at the program's next start.
+    /// Each running child's log file (`log_dir`) is opened again by its name (SIGUSR1, after
+    /// logrotate renamed it): what the child writes next goes to the new file.
+    pub fn reopen_logs(&self) {
+        self.shared.reopen.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     pub fn set_programs(&self, programs: Vec<ProgramSpec>) {
         let mut wanted: BTreeMap<String, ProgramSpec> = BTreeMap::new();
         for spec in programs {

@@ -1,10 +1,11 @@
-//! A child's stdout and stderr, line by line, to rouse's log or to a file of its own.
+//! A child's stdout and stderr, line by line, to rouse's log or to a file of its own, which is
+//! reopened when asked (SIGUSR1, after logrotate renamed it), as rouse's access log is.
 
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// A line longer than this is cut into pieces, so a child printing without newlines cannot
@@ -39,18 +40,21 @@ impl Forwarding {
 }
 
 /// Forwards both streams until the child (and whatever inherited its pipes) closes them, or
-/// until released.
+/// until released; the file is reopened each time `reopen` changes.
 pub(super) fn forward(
     program: String,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
     log_dir: Option<PathBuf>,
+    mut reopen: watch::Receiver<u64>,
 ) -> Forwarding {
     let release = CancellationToken::new();
     let (give_back, released) = oneshot::channel();
     let stop = release.clone();
     tokio::spawn(async move {
         let mut sink = Sink::open(&program, log_dir.as_deref()).await;
+        // Gone with the supervisor: nothing asks for a reopen any more.
+        let mut reopening = true;
         let (mut out, mut err) = (stdout, stderr);
         let (mut out_lines, mut err_lines) = (Lines::default(), Lines::default());
         let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
@@ -64,6 +68,10 @@ pub(super) fn forward(
                     let _ = give_back.send(Streams { stdout: out, stderr: err });
                     return;
                 }
+                changed = reopen.changed(), if reopening => match changed {
+                    Ok(()) => sink.reopen(&program).await,
+                    Err(_) => reopening = false,
+                },
                 n = read_some(&mut out, &mut out_buf) => {
                     let lines = match n {
                         0 => { out = None; out_lines.finish() }
@@ -140,6 +148,14 @@ enum Sink {
 }
 
 impl Sink {
+    async fn open_file(path: &Path) -> std::io::Result<tokio::fs::File> {
+        tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+    }
+
     async fn open(program: &str, log_dir: Option<&Path>) -> Sink {
         let Some(dir) = log_dir else {
             return Sink::Log;
@@ -147,17 +163,28 @@ impl Sink {
         let path = dir.join(format!("{}.log", file_stem(program)));
         let opened = async {
             tokio::fs::create_dir_all(dir).await?;
-            tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await
+            Self::open_file(&path).await
         };
         match opened.await {
             Ok(file) => Sink::File(file, path),
             Err(e) => {
                 tracing::warn!(program, path = %path.display(), %e, "cannot open the child's log file; its output goes to rouse's log");
                 Sink::Log
+            }
+        }
+    }
+
+    /// The file opened again by its name, so that what the child writes next goes to the file
+    /// now there (a new one, after a rename); lines written before went to the old one, so each
+    /// lands once. The old file is kept if the name cannot be opened.
+    async fn reopen(&mut self, program: &str) {
+        let Sink::File(file, path) = self else {
+            return;
+        };
+        match Self::open_file(path).await {
+            Ok(new) => *file = new,
+            Err(e) => {
+                tracing::warn!(program, path = %path.display(), %e, "cannot reopen the child's log file; writing on to the one open")
             }
         }
     }

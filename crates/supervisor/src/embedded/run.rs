@@ -94,7 +94,11 @@ pub(super) async fn run(args: RunArgs) {
         if detach.is_cancelled() {
             return;
         }
-        let failure = match spawn::spawn(&spec, shared.options.log_dir.as_deref()) {
+        let failure = match spawn::spawn(
+            &spec,
+            shared.options.log_dir.as_deref(),
+            shared.reopen.subscribe(),
+        ) {
             Err(reason) => {
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Err(reason.clone()));

@@ -8,6 +8,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 use super::output;
 use super::spec::ProgramSpec;
@@ -60,7 +61,11 @@ const CHILD_ENV_REMOVED: [&str; 5] = [
 
 /// Spawns `spec` (stdin null, output forwarded); `Err` is the human reason, starting with
 /// "spawn error:".
-pub(super) fn spawn(spec: &ProgramSpec, log_dir: Option<&Path>) -> Result<Proc, String> {
+pub(super) fn spawn(
+    spec: &ProgramSpec,
+    log_dir: Option<&Path>,
+    reopen: watch::Receiver<u64>,
+) -> Result<Proc, String> {
     let argv = spec.argv();
     let Some((exe, args)) = argv.split_first() else {
         return Err("spawn error: empty command".to_owned());
@@ -105,6 +110,7 @@ pub(super) fn spawn(spec: &ProgramSpec, log_dir: Option<&Path>) -> Result<Proc, 
         stdout,
         stderr,
         log_dir.map(Path::to_path_buf),
+        reopen,
     );
     Ok(Proc {
         child,

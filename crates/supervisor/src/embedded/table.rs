@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -107,6 +107,8 @@ pub(super) struct Shared {
     pub closing: AtomicBool,
     /// The processes runs let go of, for the next rouse.
     pub handed: Mutex<Vec<HandedChild>>,
+    /// Bumped by [`super::Embedded::reopen_logs`]: each child's output task reopens its file.
+    pub reopen: watch::Sender<u64>,
 }
 
 /// A panic elsewhere while holding a lock must not take the supervisor down with it: the
