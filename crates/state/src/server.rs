@@ -344,6 +344,7 @@ impl Server {
         InFlightGuard {
             server: Arc::clone(self),
             upgraded: false,
+            ended: None,
         }
     }
 
@@ -359,6 +360,8 @@ impl Server {
 pub struct InFlightGuard {
     server: Arc<Server>,
     upgraded: bool,
+    /// When the request ended, if the caller had the instant at hand ([`Self::end_at`]).
+    ended: Option<Instant>,
 }
 
 impl InFlightGuard {
@@ -368,6 +371,12 @@ impl InFlightGuard {
 
     /// The request became a long-lived upgraded connection (WebSocket): it stays in flight, and
     /// is also counted as upgraded, until the guard drops.
+    /// Ends the request now, `now` being an instant just read (the guard's drop reads the
+    /// clock otherwise): the server's last activity.
+    pub fn end_at(mut self, now: Instant) {
+        self.ended = Some(now);
+    }
+
     pub fn mark_upgraded(&mut self) {
         if !self.upgraded {
             self.upgraded = true;
@@ -378,7 +387,10 @@ impl InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.server.touch();
+        match self.ended {
+            Some(at) => self.server.touch_at(at),
+            None => self.server.touch(),
+        }
         self.server.in_flight.fetch_sub(1, Ordering::SeqCst);
         if self.upgraded {
             self.server.upgraded.fetch_sub(1, Ordering::Relaxed);

@@ -185,7 +185,7 @@ impl Upstream {
             let Some(at) = self.balancer.pick(&set, excluded) else {
                 break;
             };
-            if let Some(guard) = self.servers[at].try_begin_request(set.candidate(at).cap, now) {
+            if let Some(guard) = self.servers[at].try_begin_request(set.cap(at), now) {
                 return Admission::Admitted(at, guard);
             }
             lost.get_or_insert_with(|| tried.to_vec()).push(at);
@@ -390,6 +390,13 @@ struct LiveSet<'a> {
     capacity: Capacity,
 }
 
+impl LiveSet<'_> {
+    /// The in-flight cap of the server at `index` (its candidate's, without the rest).
+    fn cap(&self, index: usize) -> Option<u32> {
+        self.capacity.cap(self.servers[index].max_conns())
+    }
+}
+
 impl CandidateSet for LiveSet<'_> {
     fn len(&self) -> usize {
         self.servers.len()
@@ -408,7 +415,7 @@ impl CandidateSet for LiveSet<'_> {
             eligible,
             in_flight: s.in_flight(),
             weight,
-            cap: self.capacity.cap(s.max_conns()),
+            cap: self.cap(index),
         }
     }
 }

@@ -205,3 +205,24 @@ async fn a_failed_start_reaches_the_requests_held_for_it_even_after_a_revival() 
         "later ones are not"
     );
 }
+
+/// A request's start and its end both mark the server active (what its idle timeout counts
+/// from): at the instants given, the end's included when the caller has one at hand, and at
+/// the clock's when the guard is simply dropped.
+#[tokio::test(start_paused = true)]
+async fn a_request_s_start_and_end_mark_its_server_active() {
+    let t = table(CAPPED);
+    let server = Arc::clone(&t.upstreams[0].servers[0]);
+    let start = Instant::now() + Duration::from_secs(10);
+    let guard = server.try_begin_request(None, start).expect("room");
+    assert_eq!(server.last_active(), start);
+    let end = start + Duration::from_secs(3);
+    guard.end_at(end);
+    assert_eq!(server.in_flight(), 0);
+    assert_eq!(server.last_active(), end);
+    let guard = server.try_begin_request(None, end).expect("room");
+    tokio::time::advance(Duration::from_secs(20)).await;
+    drop(guard);
+    assert_eq!(server.in_flight(), 0);
+    assert_eq!(server.last_active(), Instant::now());
+}

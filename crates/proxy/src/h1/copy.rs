@@ -36,13 +36,16 @@ impl Upstream {
         self.release_idle_since(reuse.then(Instant::now));
     }
 
-    /// As `release`: back to the pool, idle since the instant given (one read already), if
-    /// there is one.
+    /// As `release`: back to the pool, idle since the instant given (one read already, which
+    /// also ends the request on its server), if there is one.
     pub fn release_idle_since(self, idle_since: Option<Instant>) {
-        if let Some(now) = idle_since {
-            self.pool.raw_put(self.stream, now);
+        match idle_since {
+            Some(now) => {
+                self.pool.raw_put(self.stream, now);
+                self.guard.end_at(now);
+            }
+            None => drop(self.guard),
         }
-        drop(self.guard);
     }
 }
 
