@@ -519,6 +519,20 @@ async fn a_reopen_under_load_loses_and_duplicates_no_line() {
     assert_eq!(old.len() + new.len(), N);
 }
 
+/// GETs `path` through rouse (python's http.server answers 404), then waits until the
+/// child's line for it is in `log`.
+async fn get_logged(addr: SocketAddr, path: &str, log: &Path) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let (head, _) = one_shot(addr, request.as_bytes()).await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    let line = format!("GET {path} ");
+    rouse_e2e::wait_until(&format!("the child's line for {path}"), WAIT, || {
+        let found = std::fs::read_to_string(log).is_ok_and(|text| text.contains(&line));
+        async move { found }
+    })
+    .await;
+}
+
 /// logrotate renames every `*.log` of rouse's log directory, the embedded children's
 /// (`child_log_dir`) with the access log: one SIGUSR1 reopens them all, and a child's output
 /// goes on in its new file.
@@ -541,21 +555,8 @@ async fn sigusr1_reopens_the_embedded_children_s_log_files_too() {
     let rouse = Rouse::run(dir, addr, &config).await;
     // The program's name is the upstream's and the server's index.
     let (log, rotated) = (children.join("app0.log"), children.join("app0.log.1"));
-    let logged = |path: &Path, what: &str| {
-        std::fs::read_to_string(path).is_ok_and(|text| text.contains(what))
-    };
-    let get = |path: &'static str| {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-        async move { one_shot(addr, request.as_bytes()).await }
-    };
     // The first request wakes the server; its line is in the child's file.
-    let (head, _) = get("/before").await;
-    assert!(head.starts_with("http/1.1 404"), "{head}");
-    rouse_e2e::wait_until("the child's first line", WAIT, || {
-        let found = logged(&log, "GET /before");
-        async move { found }
-    })
-    .await;
+    get_logged(addr, "/before", &log).await;
     std::fs::rename(&log, &rotated).unwrap();
     rouse.signal(Signal::SIGUSR1);
     rouse_e2e::wait_until("the child's file reopened", WAIT, || {
@@ -563,19 +564,17 @@ async fn sigusr1_reopens_the_embedded_children_s_log_files_too() {
         async move { exists }
     })
     .await;
-    let (head, _) = get("/after").await;
-    assert!(head.starts_with("http/1.1 404"), "{head}");
-    rouse_e2e::wait_until("the child's next line in the new file", WAIT, || {
-        let found = logged(&log, "GET /after");
-        async move { found }
-    })
-    .await;
+    get_logged(addr, "/after", &log).await;
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(
         old.contains("GET /before") && !old.contains("GET /after"),
         "{old}"
     );
-    assert!(!logged(&log, "GET /before"));
+    assert!(
+        !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("GET /before")
+    );
     let stderr = rouse.stderr();
     rouse.stop().await;
     assert!(!stderr.contains("cannot reopen"), "{stderr}");
