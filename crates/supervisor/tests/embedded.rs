@@ -489,6 +489,29 @@ async fn a_reopen_moves_the_output_to_a_new_file_after_a_rename() {
     );
 }
 
+/// A log directory that could not be made at the child's start sends its output to rouse's
+/// log; a reopen tries the file again, and once the directory can be made the output goes
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_retries_a_log_file_that_could_not_be_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "a file where the directory should be").unwrap();
+    let options = EmbeddedOptions {
+        log_dir: Some(blocker.join("logs")),
+        ..fast()
+    };
+    let script = "i=0; while :; do echo line-$i; i=$((i+1)); sleep 0.02; done";
+    let sup = Embedded::new(vec![spec("app", sh(script))], options);
+    sup.start("app").await.unwrap();
+    wait_state(&sup, "app", ProcessState::Running, 5 * SEC).await;
+    std::fs::remove_file(&blocker).unwrap();
+    sup.reopen_logs();
+    let text = wait_file(&blocker.join("logs/app.log"), 5 * SEC).await;
+    assert!(text.starts_with("line-"), "{text:?}");
+    sup.shutdown().await;
+}
+
 fn stat_field(pid: u32, index_after_comm: usize) -> String {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     stat[stat.rfind(')').unwrap() + 1..]

@@ -69,7 +69,7 @@ pub(super) fn forward(
                     return;
                 }
                 changed = reopen.changed(), if reopening => match changed {
-                    Ok(()) => sink.reopen(&program).await,
+                    Ok(()) => sink.reopen(&program, log_dir.as_deref()).await,
                     Err(_) => reopening = false,
                 },
                 n = read_some(&mut out, &mut out_buf) => {
@@ -176,9 +176,13 @@ impl Sink {
 
     /// The file opened again by its name, so that what the child writes next goes to the file
     /// now there (a new one, after a rename); lines written before went to the old one, so each
-    /// lands once. The old file is kept if the name cannot be opened.
-    async fn reopen(&mut self, program: &str) {
+    /// lands once. The old file is kept if the name cannot be opened; output that went to
+    /// rouse's log for want of a file (`log_dir` not writable) tries the file again.
+    async fn reopen(&mut self, program: &str, log_dir: Option<&Path>) {
         let Sink::File(file, path) = self else {
+            if log_dir.is_some() {
+                *self = Sink::open(program, log_dir).await;
+            }
             return;
         };
         match Self::open_file(path).await {
