@@ -328,19 +328,29 @@ fn valid_target(t: &[u8]) -> bool {
 
 /// A plain `name[:port]`: letters, digits, dots and dashes, and a port of 1 to 5 digits under
 /// 65536. Anything else (IPv6 literals, empty, odd characters) is left to hyper's path.
+/// One pass over the bytes (the name's end is where its characters stop).
 fn valid_host(v: &[u8]) -> bool {
     const NAME: [bool; 256] = class!(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-    let (name, port) = match v.iter().position(|&b| b == b':') {
-        Some(i) => (&v[..i], Some(&v[i + 1..])),
-        None => (v, None),
+    let end = v
+        .iter()
+        .position(|&b| !NAME[usize::from(b)])
+        .unwrap_or(v.len());
+    if end == 0 {
+        return false;
+    }
+    let port = match &v[end..] {
+        [] => return true,
+        [b':', port @ ..] => port,
+        _ => return false,
     };
-    let name_ok = !name.is_empty() && name.iter().all(|&b| NAME[usize::from(b)]);
-    let port_ok = port.is_none_or(|p| {
-        (1..=5).contains(&p.len())
-            && p.iter().all(u8::is_ascii_digit)
-            && p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= u32::from(u16::MAX)
-    });
-    name_ok && port_ok
+    let mut n = 0u32;
+    for &d in port {
+        if !d.is_ascii_digit() {
+            return false;
+        }
+        n = n * 10 + u32::from(d - b'0');
+    }
+    (1..=5).contains(&port.len()) && n <= u32::from(u16::MAX)
 }
 
 /// Digits only, as RFC 9110 §8.6 says (no sign, no list, no spaces).
@@ -395,6 +405,43 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// `valid_host` as its doc says it, in the plainest terms.
+    fn host_by_definition(v: &[u8]) -> bool {
+        let (name, port) = match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        };
+        let name_ok = !name.is_empty()
+            && name
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        let port_ok = port.is_none_or(|p| {
+            (1..=5).contains(&p.len())
+                && p.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(p).unwrap().parse::<u32>().unwrap() <= 65535
+        });
+        name_ok && port_ok
+    }
+
+    #[test]
+    fn hosts_taken_and_left() {
+        for ok in [
+            "a",
+            "app.test",
+            "127.0.0.1:8080",
+            "x-y.z:1",
+            "h:65535",
+            "h:00080",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for no in [
+            "", ":80", "h:", "h:65536", "h:123456", "h:8a", "h:80:80", "[::1]", "a b", "a_b",
+        ] {
+            assert!(!valid_host(no.as_bytes()), "{no}");
+        }
+    }
+
     fn parse(text: &str) -> (Head, Parsed) {
         let mut h = Head::default();
         let p = h.parse(text.as_bytes(), &HeadLimits::default());
@@ -402,6 +449,23 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The one-pass check takes exactly the hosts its definition does.
+        #[test]
+        fn valid_host_is_its_definition(
+            v in proptest::collection::vec(
+                proptest::sample::select(b"aZ09.-:_[] \x80".to_vec()),
+                0..12,
+            ),
+            port in 0u32..200_000,
+            with_port in proptest::prelude::any::<bool>(),
+        ) {
+            let mut v = v;
+            if with_port {
+                v.extend_from_slice(format!(":{port}").as_bytes());
+            }
+            proptest::prop_assert_eq!(valid_host(&v), host_by_definition(&v), "{:?}", v);
+        }
+
         /// For the bytes a head may hold and the lowercase names rouse looks for,
         /// `eq_lower` is `eq_ignore_ascii_case`.
         #[test]

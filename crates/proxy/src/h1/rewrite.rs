@@ -12,7 +12,9 @@ use super::lines::{self, FieldSet};
 use super::request::{Field, Head, eq_lower, tokens, trim};
 use crate::access::request_id::{self, Generated};
 
-/// Hop-by-hop fields (`headers::HOP_BY_HOP`, plus Upgrade, which the fast path never keeps).
+/// Hop-by-hop fields (`headers::HOP_BY_HOP`, plus Upgrade, which the fast path never keeps):
+/// what `is_listed_hop_by_hop` matches, held to this list by a test.
+#[cfg(test)]
 const HOP_BY_HOP: [&[u8]; 8] = [
     b"connection",
     b"keep-alive",
@@ -32,9 +34,19 @@ const SET_HERE: [&[u8]; 3] = [
 ];
 
 /// Whether `name` is one of the standard hop-by-hop fields (not counting those a
-/// `Connection` field names).
+/// `Connection` field names): `HOP_BY_HOP`, told apart by length first, as every field of
+/// both heads is asked.
 pub(crate) fn is_listed_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|h| eq_lower(name, h))
+    match name.len() {
+        2 => eq_lower(name, b"te"),
+        7 => eq_lower(name, b"upgrade"),
+        10 => eq_lower(name, b"connection") || eq_lower(name, b"keep-alive"),
+        16 => eq_lower(name, b"proxy-connection"),
+        17 => eq_lower(name, b"transfer-encoding"),
+        18 => eq_lower(name, b"proxy-authenticate"),
+        19 => eq_lower(name, b"proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// Whether `name` is hop-by-hop, or named by one of `connection`'s values.
@@ -449,6 +461,36 @@ mod tests {
             false,
         );
         assert!(out.ends_with("x-forwarded-for: 10.1.2.3\r\n\r\n"), "{out}");
+    }
+
+    proptest::proptest! {
+        /// Told apart by length, the list is still `HOP_BY_HOP`, in any case, and nothing
+        /// else (a name one byte off included).
+        #[test]
+        fn listed_hop_by_hop_is_the_list(
+            at in 0..HOP_BY_HOP.len() + 3,
+            flips in proptest::collection::vec(proptest::prelude::any::<bool>(), 19),
+            change in proptest::option::of((0usize..19, proptest::prelude::any::<u8>())),
+        ) {
+            let others: [&[u8]; 3] = [b"content-length", b"x-forwarded-for", b"tf"];
+            let base = match HOP_BY_HOP.get(at) {
+                Some(h) => *h,
+                None => others[at - HOP_BY_HOP.len()],
+            };
+            let mut name: Vec<u8> = base
+                .iter()
+                .zip(&flips)
+                .map(|(&b, &f)| if f { b.to_ascii_uppercase() } else { b })
+                .collect();
+            if let Some((i, b)) = change {
+                let i = i % name.len();
+                name[i] = b;
+            }
+            let listed = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h));
+            // `eq_lower`'s domain: the bytes httparse lets into a name (no CR, see its doc).
+            proptest::prop_assume!(name.iter().all(|b| b.is_ascii_graphic()));
+            proptest::prop_assert_eq!(is_listed_hop_by_hop(&name), listed, "{:?}", name);
+        }
     }
 
     proptest::proptest! {
