@@ -3,14 +3,13 @@
 //! connection, or a request the fast path declines hands the connection to hyper.
 
 use std::borrow::Cow;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::Response;
@@ -170,7 +169,7 @@ pub(crate) async fn serve<IO: ClientStream>(
                     Parsed::Partial => return decline(io, b, since, "a long head"),
                     Parsed::Decline(why) => return decline(io, b, since, why),
                     Parsed::Refuse(why) => {
-                        return refuse(clients, io, b, peer, why).await;
+                        return refuse(clients, io, b, peer, why, timer.as_mut()).await;
                     }
                 }
             }
@@ -196,7 +195,7 @@ pub(crate) async fn serve<IO: ClientStream>(
             () = kill.wait() => return Outcome::Done,
             // Boxed: an exchange's state (holding, retries, the body copy) is needed only
             // while one is in progress, not by every idle connection.
-            step = Box::pin(request(clients, &mut io, &mut b, peer, https, stopping, timer.as_mut())) => step,
+            step = Box::pin(request(clients, &mut io, &mut b, peer.ip(), https, stopping, timer.as_mut())) => step,
         };
         match step {
             Step::Decline => return decline(io, b, since, "the request's route"),
@@ -233,20 +232,22 @@ async fn refuse<IO: ClientStream>(
     mut b: Box<Bufs>,
     peer: SocketAddr,
     why: &str,
+    timer: Pin<&mut tokio::time::Sleep>,
 ) -> Outcome<IO> {
     tracing::debug!(client = %peer, why, "request head refused: 400");
-    let resp = crate::answer::error(
-        http::StatusCode::BAD_REQUEST,
-        "bad-request",
-        format!("the request head is refused: {why}"),
-    );
     let proxy = &clients.proxy;
-    proxy.refused_head(&b.head, &b.read, peer, Instant::now(), &resp);
-    let send = proxy.settings.send_timeout;
-    if answer(&mut io, resp, false, true, &mut b.out, send)
-        .await
-        .is_ok()
     {
+        let resp = crate::answer::error(
+            http::StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("the request head is refused: {why}"),
+        );
+        proxy.refused_head(&b.head, &b.read, peer, Instant::now(), &resp);
+        b.out.clear();
+        serialize(&resp, false, true, &mut b.out);
+    }
+    let send = proxy.settings.send_timeout;
+    if copy::write_all(&mut io, &b.out, send, timer).await.is_ok() {
         let _ = io.shutdown().await;
     }
     bufs::give(b);
@@ -258,7 +259,7 @@ async fn request<IO: ClientStream>(
     clients: &Clients,
     io: &mut IO,
     b: &mut Bufs,
-    peer: SocketAddr,
+    client: IpAddr,
     https: bool,
     stopping: bool,
     mut timer: Pin<&mut tokio::time::Sleep>,
@@ -302,20 +303,23 @@ async fn request<IO: ClientStream>(
     let mut arrived = started;
     while read.len() < end {
         read.reserve(end - read.len());
-        let got = tokio::time::timeout(settings.client_body_timeout, io.read_buf(read)).await;
+        let limit = settings.client_body_timeout;
+        let got = copy::read_within(io, read, limit, timer.as_mut()).await;
         match got {
-            Ok(Ok(0)) | Ok(Err(_)) => return Step::Close,
-            Ok(Ok(_)) => arrived = Instant::now(),
-            Err(_) => {
-                body_timed_out(proxy, &routes, up, head, read, peer, started, is_head, out);
-                let _ = copy::write_all(io, out, settings.send_timeout).await;
+            Some(Ok(0) | Err(_)) => return Step::Close,
+            Some(Ok(_)) => arrived = Instant::now(),
+            None => {
+                body_timed_out(
+                    proxy, &routes, up, head, read, client, started, is_head, out,
+                );
+                let _ = copy::write_all(io, out, settings.send_timeout, timer.as_mut()).await;
                 return Step::Close;
             }
         }
     }
     let path = head.path(read);
     out.clear();
-    let id = rewrite::upstream_head_with_id(head, read, peer.ip(), https, out);
+    let id = rewrite::upstream_head_with_id(head, read, client, https, out);
     out.extend_from_slice(&read[head.len..end]);
     let waiter = Waiter {
         path,
@@ -327,7 +331,7 @@ async fn request<IO: ClientStream>(
     let done = || Done {
         started,
         status: 0,
-        client: peer.ip(),
+        client,
         held_us: waiter.held_us.load(Ordering::Relaxed),
         arrived: waiter.arrived,
         sent: None,
@@ -372,7 +376,7 @@ async fn request<IO: ClientStream>(
             None
         }
     }) else {
-        let after = copy::write_all(io, out, t.send).await;
+        let after = copy::write_all(io, out, t.send, timer.as_mut()).await;
         return after_answer(after, close, read, end);
     };
     let up = moved_or(&moved, up);
@@ -388,19 +392,23 @@ async fn request<IO: ClientStream>(
         } else {
             out.clear();
             response::client_head(rbuf, &answering.info, fields, false, out);
-            if copy::write_all(io, out, t.send).await.is_err() {
+            if copy::write_all(io, out, t.send, timer.as_mut())
+                .await
+                .is_err()
+            {
                 return Step::Close;
             }
             rbuf.drain(..answering.info.len);
             let deadline = rouse_core::time::deadline(Instant::now(), t.read);
-            exchange::read_head(
+            // Boxed: interim answers are rare, and the request's future is kept small.
+            Box::pin(exchange::read_head(
                 &mut answering.stream,
                 rbuf,
                 fields,
                 is_head,
                 timer.as_mut(),
                 deadline,
-            )
+            ))
             .await
         };
         match next {
@@ -423,7 +431,7 @@ async fn request<IO: ClientStream>(
                     out,
                 );
                 drop(answering);
-                let after = copy::write_all(io, out, t.send).await;
+                let after = copy::write_all(io, out, t.send, timer.as_mut()).await;
                 return after_answer(after, close, read, end);
             }
         }
@@ -456,14 +464,14 @@ async fn request<IO: ClientStream>(
             malformed_body(
                 proxy, &routes, up, &server, &mut done, logged, &e, is_head, close, out,
             );
-            let after = copy::write_all(io, out, t.send).await;
+            let after = copy::write_all(io, out, t.send, timer.as_mut()).await;
             return after_answer(after, close, read, end);
         }
     };
     let reuse = !info.close;
     let written = if dec.is_done() {
         upstream.release_idle_since((reuse && info.len + used == rbuf.len()).then_some(head_in));
-        copy::write_all(io, out, t.send).await
+        copy::write_all(io, out, t.send, timer.as_mut()).await
     } else {
         rbuf.clear();
         let limits = Limits::of(&up.state.config, &settings.temp_dir);
@@ -529,7 +537,7 @@ fn body_timed_out(
     up: &RouteUpstream,
     head: &Head,
     read: &[u8],
-    peer: SocketAddr,
+    client: IpAddr,
     started: Instant,
     is_head: bool,
     out: &mut Vec<u8>,
@@ -544,7 +552,7 @@ fn body_timed_out(
     let done = Done {
         started,
         status: 408,
-        client: peer.ip(),
+        client,
         held_us: 0,
         arrived: started,
         sent: None,
@@ -625,21 +633,6 @@ fn after_answer(written: Result<(), Cut>, close: bool, read: &mut Vec<u8>, end: 
         Ok(()) if !close => Step::KeepAlive,
         _ => Step::Close,
     }
-}
-
-/// Writes rouse's own answer (a small, whole body) to the client. Not an `async fn`: the
-/// response is turned into bytes before the first await, so no request's future holds one.
-fn answer<'a, W: AsyncWrite + Unpin>(
-    client: &'a mut W,
-    resp: Response<ProxyBody>,
-    is_head: bool,
-    close: bool,
-    out: &'a mut Vec<u8>,
-    send: Duration,
-) -> impl Future<Output = Result<(), Cut>> + 'a {
-    out.clear();
-    serialize(&resp, is_head, close, out);
-    copy::write_all(client, out, send)
 }
 
 /// An answer of rouse's own, as HTTP/1.1 bytes.

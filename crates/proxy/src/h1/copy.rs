@@ -4,21 +4,23 @@
 //! step with the client. The server's connection goes back to its pool, and its in-flight
 //! slot is freed, the moment the body's last byte is read, however far behind the client is.
 
+use std::future::{Future, poll_fn};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use crate::signal::{Signal, Watch};
 use bytes::{Buf, Bytes};
-use futures_util::FutureExt;
 use rouse_state::InFlightGuard;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
 
 use super::decode::Decoder;
 use crate::buffer::spool::Spool;
 use crate::connect::Stream;
 use crate::pool::Pool;
+use crate::signal::{Signal, Watch};
 
 /// Bytes asked of the server per read.
 const READ: usize = 64 * 1024;
@@ -238,28 +240,53 @@ async fn read_some(up: Option<&mut Upstream>, rbuf: &mut Vec<u8>) -> io::Result<
 }
 
 /// Writes all of `data` to the client, each write within `send` of the last one's progress.
-/// The timer is armed only when the socket is full, as `SendTimeout` does: a write that goes
-/// straight into the kernel's buffer costs none.
-pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
-    client: &mut W,
-    mut data: &[u8],
+/// The timer (the client connection's own, see `exchange::read_head`) is armed only when the
+/// socket is full, as `SendTimeout` does: a write that goes straight into the kernel's buffer
+/// costs none. A poll function, not an `async fn` holding a write's future and a timer of its
+/// own: it is awaited in every request's future, allocated per request, and kept small.
+pub(crate) fn write_all<'a, W: AsyncWrite + Unpin>(
+    client: &'a mut W,
+    mut data: &'a [u8],
     send: Duration,
-) -> Result<(), Cut> {
-    while !data.is_empty() {
-        let now = client.write(data).now_or_never();
-        let wrote = match now {
-            Some(r) => r,
-            None => match tokio::time::timeout(send, client.write(data)).await {
-                Ok(r) => r,
-                Err(_) => return Err(Cut),
-            },
-        };
-        match wrote {
-            Ok(n) if n > 0 => data = &data[n..],
-            _ => return Err(Cut),
+    mut timer: Pin<&'a mut Sleep>,
+) -> impl Future<Output = Result<(), Cut>> + 'a {
+    let mut armed = false;
+    poll_fn(move |cx| {
+        while !data.is_empty() {
+            match Pin::new(&mut *client).poll_write(cx, data) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    data = &data[n..];
+                    armed = false;
+                }
+                Poll::Ready(_) => return Poll::Ready(Err(Cut)),
+                Poll::Pending => {
+                    if !armed {
+                        armed = true;
+                        timer.as_mut().reset(after(send));
+                    }
+                    return timer.as_mut().poll(cx).map(|()| Err(Cut));
+                }
+            }
         }
-    }
-    Ok(())
+        Poll::Ready(Ok(()))
+    })
+}
+
+/// Reads what the client sends next into `buf`, within `limit` (on the connection's timer, as
+/// [`write_all`]): `None` past it.
+pub(crate) fn read_within<'a, R: AsyncRead + Unpin>(
+    client: &'a mut R,
+    buf: &'a mut Vec<u8>,
+    limit: Duration,
+    mut timer: Pin<&'a mut Sleep>,
+) -> impl Future<Output = Option<io::Result<usize>>> + 'a {
+    timer.as_mut().reset(after(limit));
+    poll_fn(move |cx| {
+        if let Poll::Ready(got) = tokio_util::io::poll_read_buf(Pin::new(&mut *client), cx, buf) {
+            return Poll::Ready(Some(got));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
 }
 
 fn after(d: Duration) -> Instant {
