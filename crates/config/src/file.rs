@@ -95,6 +95,8 @@ pub struct FileProxy {
     pub max_header_size: Option<Spanned<FileSize>>,
     pub max_headers: Option<Spanned<u64>>,
     pub underscores_in_headers: Option<bool>,
+    pub http2_max_concurrent_streams: Option<Spanned<u64>>,
+    pub http2_body_preread_size: Option<Spanned<FileSize>>,
     pub upgrade_idle_timeout: Option<Spanned<FileDuration>>,
     pub temp_dir: Option<Spanned<String>>,
     pub listen_tls: Option<Spanned<Vec<Spanned<String>>>>,

@@ -105,6 +105,13 @@ pub struct ProxyConfig {
     /// Request header fields whose name holds an underscore go to the servers (default
     /// false: they are dropped, as nginx's `underscores_in_headers off` drops them).
     pub underscores_in_headers: bool,
+    /// Streams one HTTP/2 client may have open at once (default 512; nginx's
+    /// `http2_max_concurrent_streams`, whose default is 128): SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub http2_max_concurrent_streams: usize,
+    /// What an HTTP/2 client may send of each request body, and of all its streams together,
+    /// before rouse asks for more (default 1 MiB; nginx's `http2_body_preread_size`, 64 KiB
+    /// there): SETTINGS_INITIAL_WINDOW_SIZE and the connection's window.
+    pub http2_body_preread_size: u32,
     /// An upgraded (WebSocket) connection with no byte either way for this long is closed
     /// (default: never).
     pub upgrade_idle_timeout: Option<Duration>,

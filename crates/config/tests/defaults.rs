@@ -40,6 +40,8 @@ command = "python3 app.py"
     assert_eq!(proxy.max_header_size, 32 * 1024);
     assert_eq!(proxy.max_headers, 100);
     assert!(!proxy.underscores_in_headers, "nginx's default: dropped");
+    assert_eq!(proxy.http2_max_concurrent_streams, 512);
+    assert_eq!(proxy.http2_body_preread_size, 1 << 20);
     assert_eq!(proxy.upgrade_idle_timeout, None);
     assert_eq!(proxy.temp_dir, std::env::temp_dir());
 

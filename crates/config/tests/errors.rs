@@ -273,6 +273,20 @@ fn sizes_and_counts_are_bounded() {
     single(&config, 2, 19, &["max_connections", "non-negative"]);
     let config = with_upstream("[proxy]\nmax_headers = 99999999\n");
     single(&config, 2, 15, &["max_headers", "1 to 10000"]);
+    let config = with_upstream("[proxy]\nhttp2_max_concurrent_streams = 0\n");
+    single(
+        &config,
+        2,
+        32,
+        &["http2_max_concurrent_streams", "1 to 10000"],
+    );
+    let config = with_upstream("[proxy]\nhttp2_body_preread_size = \"16k\"\n");
+    single(
+        &config,
+        2,
+        27,
+        &["http2_body_preread_size", "16KiB", "64KiB to 1GiB"],
+    );
     let config = "[[upstream]]\nname = \"a\"\nmax_request_body = \"2TiB\"\n\
                   [[upstream.server]]\naddress = \"127.0.0.1:9101\"\ncommand = \"x\"\n";
     single(config, 3, 20, &["max_request_body", "2TiB", "0B to 1TiB"]);

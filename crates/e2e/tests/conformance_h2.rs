@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{start_rouse, static_upstream};
+use common::{start_rouse, start_rouse_with_proxy, static_upstream};
 use rouse::Rouse;
 use rouse_e2e::{InProcessBackend, spawn_in_process, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -806,6 +806,76 @@ async fn expect_100_continue_is_answered_before_the_body() {
     c.send(HEADERS, END_HEADERS, 1, &block(&fields)).await;
     let a = c.answer(1).await;
     assert_eq!(a.status, 404, "{a:?}");
+}
+
+/// `http2_max_concurrent_streams` and `http2_body_preread_size` are what rouse's SETTINGS
+/// announce and what it holds a client to: the connection's window raised to the preread size
+/// at once, and a stream past the limit refused (REFUSED_STREAM, the connection serving on)
+/// until one of the open ones ends.
+#[tokio::test]
+async fn the_configured_stream_limit_and_window_are_announced_and_held() {
+    const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    const REFUSED_STREAM: u32 = 0x7;
+    let backend = spawn_in_process("h2").await;
+    let rouse = start_rouse_with_proxy(
+        "http2_max_concurrent_streams = 2\nhttp2_body_preread_size = \"256KiB\"",
+        &static_upstream("h2", &[], "", &[backend.addr()]),
+    )
+    .await;
+    let mut c = Client::open(rouse.addr()).await;
+    let (mut settings, mut raised) = (None, None);
+    while settings.is_none() || raised.is_none() {
+        let f = c.frame().await.expect("rouse's SETTINGS and WINDOW_UPDATE");
+        match (f.kind, f.flags, f.stream) {
+            (SETTINGS, 0, 0) => {
+                let pairs: Vec<(u16, u32)> = f
+                    .payload
+                    .chunks(6)
+                    .map(|p| {
+                        let id = u16::from_be_bytes([p[0], p[1]]);
+                        (id, u32::from_be_bytes([p[2], p[3], p[4], p[5]]))
+                    })
+                    .collect();
+                c.send(SETTINGS, 1, 0, &[]).await;
+                settings = Some(pairs);
+            }
+            (WINDOW_UPDATE, _, 0) => {
+                raised = Some(u32::from_be_bytes(f.payload[..4].try_into().unwrap()));
+            }
+            _ => {}
+        }
+    }
+    let settings = settings.unwrap();
+    assert!(
+        settings.contains(&(MAX_CONCURRENT_STREAMS, 2)),
+        "{settings:?}"
+    );
+    assert!(
+        settings.contains(&(INITIAL_WINDOW_SIZE, 256 * 1024)),
+        "{settings:?}"
+    );
+    assert_eq!(raised, Some(256 * 1024 - 65_535), "the connection's window");
+
+    // Two uploads held open (their bodies not sent yet), then a third stream: refused.
+    let upload = request("POST", "/count", &[("content-length", "5")]);
+    for stream in [1, 3] {
+        c.send(HEADERS, END_HEADERS, stream, &block(&upload)).await;
+    }
+    c.get(5, "/").await;
+    assert_eq!(c.reset(5).await, REFUSED_STREAM);
+    for stream in [1, 3] {
+        c.send(DATA, END_STREAM, stream, b"hello").await;
+        assert_eq!(c.answer(stream).await.status, 200);
+    }
+    // Room again: the next stream is served.
+    c.get(7, "/").await;
+    assert_eq!(c.answer(7).await.status, 200);
+    assert_eq!(
+        backend.stats().requests,
+        3,
+        "the refused stream never reached the server"
+    );
 }
 
 /// PING is answered with its payload, SETTINGS acknowledged; a client's GOAWAY lets the

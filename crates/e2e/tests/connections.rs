@@ -9,19 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{WAIT, answer, static_upstream, url};
+use common::{WAIT, answer, start_rouse_with_proxy, static_upstream, url};
 use futures_util::{SinkExt, StreamExt};
 use rouse_e2e::{spawn_in_process, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn start_rouse_with_proxy(proxy_keys: &str, toml: &str) -> rouse::Rouse {
-    rouse::Rouse::start(common::config_with(proxy_keys, toml))
-        .await
-        .expect("rouse starts")
-}
 
 /// Waits for `s` to be closed by rouse (EOF or reset); returns what it sent before.
 async fn until_closed(s: &mut TcpStream) -> Vec<u8> {

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{WAIT, client, start_rouse, static_upstream, url};
+use common::{WAIT, client, start_rouse, start_rouse_with_proxy, static_upstream, url};
 use futures_util::{SinkExt, StreamExt};
 use rouse_e2e::{
     BackendConfig, BackendProcess, free_addr, spawn_in_process, spawn_in_process_with, wait_until,
@@ -508,13 +508,6 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting after shutdown"
     );
-}
-
-/// rouse with `proxy_keys` as `[proxy]` (short timeouts for the tests below).
-async fn start_rouse_with_proxy(proxy_keys: &str, toml: &str) -> rouse::Rouse {
-    rouse::Rouse::start(common::config_with(proxy_keys, toml))
-        .await
-        .expect("rouse starts")
 }
 
 /// Reads what `s` sends until it closes or `WAIT` passes.

@@ -40,6 +40,10 @@ pub struct Settings {
     pub access_log: Option<Arc<AccessLog>>,
     /// `max_header_size`, `max_headers`.
     pub head: HeadLimits,
+    /// `http2_max_concurrent_streams`: streams one HTTP/2 client may have open.
+    pub http2_max_streams: usize,
+    /// `http2_body_preread_size`: each HTTP/2 stream's receive window, and the connection's.
+    pub http2_window: u32,
 }
 
 impl Settings {
@@ -84,6 +88,8 @@ impl Settings {
                 max_headers: proxy.max_headers,
                 underscores_in_headers: proxy.underscores_in_headers,
             },
+            http2_max_streams: proxy.http2_max_concurrent_streams,
+            http2_window: proxy.http2_body_preread_size,
         }
     }
 

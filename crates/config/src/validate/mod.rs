@@ -33,7 +33,7 @@ use crate::values;
 
 pub(crate) use upstream::CheckedUpstream;
 
-use limits::{DAY, HOUR, KIB, MIB};
+use limits::{DAY, GIB, HOUR, KIB, MIB};
 
 /// Stands in for an address that could not be read, so checks can go on.
 const NO_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
@@ -209,6 +209,22 @@ fn proxy(
         ) as usize,
         max_headers: count("max_headers", &file.max_headers, 100, (1, 10_000), cx) as usize,
         underscores_in_headers: file.underscores_in_headers.unwrap_or(false),
+        http2_max_concurrent_streams: count(
+            "http2_max_concurrent_streams",
+            &file.http2_max_concurrent_streams,
+            512,
+            (1, 10_000),
+            cx,
+        ) as usize,
+        // Not under the protocol's own 65,535 (a connection's window only grows), nor over
+        // 1 GiB (the protocol's largest is 2 GiB - 1).
+        http2_body_preread_size: bounded_size(
+            "http2_body_preread_size",
+            &file.http2_body_preread_size,
+            MIB,
+            (64 * KIB, GIB),
+            cx,
+        ) as u32,
         upgrade_idle_timeout: (!upgrade_idle_timeout.is_zero()).then_some(upgrade_idle_timeout),
         temp_dir,
         acme: None,

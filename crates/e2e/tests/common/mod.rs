@@ -31,6 +31,13 @@ pub async fn start_rouse(toml: &str) -> Rouse {
     Rouse::start(config(toml)).await.expect("rouse starts")
 }
 
+/// rouse with `proxy_keys` added to `[proxy]`.
+pub async fn start_rouse_with_proxy(proxy_keys: &str, toml: &str) -> Rouse {
+    Rouse::start(config_with(proxy_keys, toml))
+        .await
+        .expect("rouse starts")
+}
+
 /// A static upstream section over `servers`.
 pub fn static_upstream(name: &str, hosts: &[&str], extra: &str, servers: &[SocketAddr]) -> String {
     let hosts = hosts

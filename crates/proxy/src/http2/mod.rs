@@ -36,9 +36,11 @@ const KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// What rouse's server announces and holds to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Config {
-    /// The receive window of each stream and of the connection: 1 MiB (as hyper's server
-    /// had it: the protocol's 64 KiB throttles an upload on any link with latency).
+    /// The receive window of each stream and of the connection (`http2_body_preread_size`,
+    /// 1 MiB by default, as hyper's server had it: the protocol's 64 KiB throttles an upload
+    /// on any link with latency); at least the protocol's 65,535 (config validation).
     pub window: u32,
+    /// `http2_max_concurrent_streams`.
     pub max_streams: usize,
     /// SETTINGS_MAX_HEADER_LIST_SIZE; a larger head is answered 431.
     pub max_header_list: usize,
@@ -51,8 +53,10 @@ impl Config {
     pub fn of(settings: &Settings) -> Config {
         let max_header_list = crate::limits::h2_header_list_size(&settings.head) as usize;
         Config {
-            window: 1024 * 1024,
-            max_streams: 512,
+            // The protocol's floor, whatever made the settings: a connection's window can only
+            // grow from it.
+            window: settings.http2_window.max(frame::DEFAULT_WINDOW as u32),
+            max_streams: settings.http2_max_streams.max(1),
             max_header_list,
             max_block: max_header_list.saturating_mul(2).max(64 * 1024),
         }
