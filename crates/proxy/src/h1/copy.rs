@@ -240,7 +240,7 @@ async fn read_some(up: Option<&mut Upstream>, rbuf: &mut Vec<u8>) -> io::Result<
 }
 
 /// Writes all of `data` to the client, each write within `send` of the last one's progress.
-/// The timer (the client connection's own, see `exchange::read_head`) is armed only when the
+/// The timer (the client connection's own, see `h1::timer`) is armed only when the
 /// socket is full, as `SendTimeout` does: a write that goes straight into the kernel's buffer
 /// costs none. A poll function, not an `async fn` holding a write's future and a timer of its
 /// own: it is awaited in every request's future, allocated per request, and kept small.
@@ -272,21 +272,17 @@ pub(crate) fn write_all<'a, W: AsyncWrite + Unpin>(
     })
 }
 
-/// Reads what the client sends next into `buf`, within `limit` (on the connection's timer, as
-/// [`write_all`]): `None` past it.
+/// Reads what the client sends next into `buf`, within `limit` (on the connection's timer):
+/// `None` past it.
 pub(crate) fn read_within<'a, R: AsyncRead + Unpin>(
     client: &'a mut R,
     buf: &'a mut Vec<u8>,
     limit: Duration,
-    mut timer: Pin<&'a mut Sleep>,
+    timer: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = Option<io::Result<usize>>> + 'a {
-    timer.as_mut().reset(after(limit));
-    poll_fn(move |cx| {
-        if let Poll::Ready(got) = tokio_util::io::poll_read_buf(Pin::new(&mut *client), cx, buf) {
-            return Poll::Ready(Some(got));
-        }
-        timer.as_mut().poll(cx).map(|()| None)
-    })
+    let read =
+        poll_fn(move |cx| tokio_util::io::poll_read_buf(Pin::new(&mut *client), cx, buf).map(Some));
+    super::timer::within(timer, after(limit), read, || None)
 }
 
 fn after(d: Duration) -> Instant {

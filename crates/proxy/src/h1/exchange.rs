@@ -2,10 +2,8 @@
 //! then the request written on a raw pooled connection (or a new one) and the response head
 //! read back.
 
-use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
 
 use http::{Response, StatusCode};
 use rouse_state::{InFlightGuard, Server};
@@ -172,21 +170,14 @@ pub(crate) async fn send(
     }
 }
 
-/// Reads one response head into `rbuf` (which may already hold its start) by `deadline`; its
-/// fields' offsets into `fields`.
-///
-/// The deadline is kept on `timer`, the client connection's own (its idle and head waits
-/// use it between requests), not on a timer made for each request: making one, registering
-/// it on its first wait and taking it out again when dropped was the largest single cost of a
-/// small request's own work after parsing (~600 instructions of ~14,000). Pushed later, as
-/// the deadline of each next request is, a timer is one store (tokio's `reset` extends it
-/// in place).
+/// Reads one response head into `rbuf` (which may already hold its start) by `deadline`, on
+/// the client connection's own `timer` (see `h1::timer`); its fields' offsets into `fields`.
 pub(crate) async fn read_head(
     stream: &mut Stream,
     rbuf: &mut Vec<u8>,
     fields: &mut Vec<Field>,
     is_head: bool,
-    mut timer: Pin<&mut Sleep>,
+    timer: Pin<&mut Sleep>,
     deadline: Instant,
 ) -> Result<Info, HeadError> {
     let reading = async {
@@ -223,14 +214,5 @@ pub(crate) async fn read_head(
             }
         }
     };
-    timer.as_mut().reset(deadline);
-    let mut reading = pin!(reading);
-    // As `tokio::time::timeout` polls: the read first, so that a head already there wins.
-    poll_fn(|cx| {
-        if let Poll::Ready(got) = reading.as_mut().poll(cx) {
-            return Poll::Ready(got);
-        }
-        timer.as_mut().poll(cx).map(|()| Err(HeadError::TimedOut))
-    })
-    .await
+    super::timer::within(timer, deadline, pin!(reading), || Err(HeadError::TimedOut)).await
 }

@@ -22,6 +22,7 @@ pub(crate) mod relay;
 pub(crate) mod request;
 mod response;
 mod rewrite;
+mod timer;
 pub(crate) mod upstream;
 
 pub(crate) use conn::{ClientStream, Outcome, serve};
