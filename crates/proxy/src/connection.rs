@@ -15,6 +15,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::StatusCode;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -240,10 +241,36 @@ async fn hyper<IO>(
         Some(true) | None => &clients.builder,
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    watch(&clients, &activity, peer, pin!(conn), |c| {
+    let ended = watch(&clients, &activity, peer, pin!(conn), |c| {
         c.graceful_shutdown()
     })
-    .await
+    .await;
+    if let Some(status) = ended.as_deref().and_then(hyper_answer) {
+        clients.proxy.refused_by_hyper(peer, status);
+    }
+}
+
+/// The answer hyper wrote itself, if the connection ended with one. hyper answers a head it
+/// cannot parse (400), one past `max_buf_size` or `max_headers` (431) and a request line past
+/// its own URI limit (414) without calling rouse's service, then ends the connection with the
+/// parse error: the only trace those requests leave, and nginx logs its own such answers.
+/// hyper keeps the status private (`Server::on_error`): 414 and 431 share
+/// `is_parse_too_large` and only the message tells them apart, and a parse error it does not
+/// answer (an h2 preface on an h1 connection, its internal one) is told by its predicate or
+/// message. `the_answers_hyper_makes_itself_are_logged` (rouse's tests) holds each kind.
+fn hyper_answer(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<StatusCode> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if e.is_parse_too_large() {
+        return Some(if e.to_string() == "URI too long" {
+            StatusCode::URI_TOO_LONG
+        } else {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        });
+    }
+    let unanswered = e.is_parse_status()
+        || e.is_parse_version_h2()
+        || e.to_string().starts_with("internal error");
+    (e.is_parse() && !unanswered).then_some(StatusCode::BAD_REQUEST)
 }
 
 /// An HTTP/2 client, served by rouse's own server.
@@ -268,18 +295,20 @@ async fn http2<IO>(
     watch(&clients, &activity, peer, pin!(conn), |c| {
         c.graceful_shutdown()
     })
-    .await
+    .await;
 }
 
 /// Drives `conn` (hyper's or rouse's HTTP/2 server) until it ends, and asks it to finish
 /// (`finish`) or drops it when the connection's [`Activity`], shutdown or its deadline say so.
+/// The error it ended with, if it ended by itself with one.
 async fn watch<C, E>(
     clients: &Clients,
     activity: &Activity,
     peer: SocketAddr,
     mut conn: Pin<&mut C>,
     finish: impl Fn(Pin<&mut C>),
-) where
+) -> Option<E>
+where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
@@ -314,7 +343,7 @@ async fn watch<C, E>(
             }
             Verdict::Close => {
                 tracing::debug!(client = %peer, "no request in time; closing the connection");
-                return;
+                return None;
             }
         };
         let wake = match (wake, stop_grace.filter(|_| !asked_to_finish)) {
@@ -323,10 +352,9 @@ async fn watch<C, E>(
         };
         tokio::select! {
             ended = conn.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(error = %e, client = %peer, "client connection ended with an error");
-                }
-                return;
+                let e = ended.err()?;
+                tracing::debug!(error = %e, client = %peer, "client connection ended with an error");
+                return Some(e);
             }
             () = activity.changed() => {}
             () = sleep_until(wake), if wake.is_some() => {}
@@ -338,7 +366,7 @@ async fn watch<C, E>(
             () = stop.wait(), if !asked_to_finish && stop_grace.is_none() => {
                 stop_grace = Some(Instant::now() + STOP_GRACE);
             }
-            () = kill.wait() => return,
+            () = kill.wait() => return None,
         }
     }
 }

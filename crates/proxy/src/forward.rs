@@ -230,7 +230,8 @@ impl Proxy {
         let captured = Captured::of(req, host);
         let request_id = headers::request_id(req.headers());
         let seen = Seen::Hyper(Some(&captured));
-        self.log_unrouted(client, started, &resp, request_id.as_bytes(), seen);
+        let sent = http_body::Body::size_hint(resp.body()).exact();
+        self.log_unrouted(client, started, status, sent, request_id.as_bytes(), seen);
         resp
     }
 
@@ -244,10 +245,24 @@ impl Proxy {
         started: Instant,
         resp: &Response<ProxyBody>,
     ) {
-        if self.logs(resp.status().as_u16()) {
+        let status = resp.status().as_u16();
+        if self.logs(status) {
             let made = crate::access::request_id::generate();
             let seen = Seen::H1 { head, buf };
-            self.log_unrouted(client, started, resp, made.as_bytes(), seen);
+            let sent = http_body::Body::size_hint(resp.body()).exact();
+            self.log_unrouted(client, started, status, sent, made.as_bytes(), seen);
+        }
+    }
+
+    /// The line of an answer hyper wrote itself to a head it could not take (see
+    /// `connection::hyper_answer`): hyper shows none of that request, and its answer has no
+    /// body.
+    pub(crate) fn refused_by_hyper(&self, client: SocketAddr, status: StatusCode) {
+        let status = status.as_u16();
+        if self.logs(status) {
+            let made = crate::access::request_id::generate();
+            let (now, seen) = (Instant::now(), Seen::Hyper(None));
+            self.log_unrouted(client, now, status, Some(0), made.as_bytes(), seen);
         }
     }
 
@@ -256,17 +271,18 @@ impl Proxy {
         &self,
         client: SocketAddr,
         started: Instant,
-        resp: &Response<ProxyBody>,
+        status: u16,
+        sent: Option<u64>,
         request_id: &[u8],
         seen: Seen<'_>,
     ) {
         let done = Done {
             started,
-            status: resp.status().as_u16(),
+            status,
             client: client.ip(),
             held_us: 0,
             arrived: started,
-            sent: http_body::Body::size_hint(resp.body()).exact(),
+            sent,
             request_id,
             seen,
         };

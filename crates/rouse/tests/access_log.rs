@@ -399,6 +399,103 @@ async fn answers_before_any_upstream_are_logged_without_one() {
     assert_eq!(served["server"], backend.addr().to_string());
 }
 
+/// What hyper answers itself, before rouse's service sees a request, is logged as nginx logs
+/// its own 400s: a head it cannot parse (a bad field name, a TLS hello on the plain port) 400,
+/// one past its buffer or its field count 431, a request line past its URI limit 414; with
+/// `"-"` for the request hyper does not show, no upstream, no server. None reaches a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answers_hyper_makes_itself_are_logged() {
+    let backend = rouse_e2e::spawn_in_process("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let [addr] = free_addrs::<1>();
+    // A head may be 128 KiB: hyper's buffer is as large, so a 70 KB URI meets hyper's own
+    // URI limit (64 KiB) before its buffer's.
+    let config = format!(
+        "[proxy]\nlisten = [\"{addr}\"]\nthreads = 1\nmax_header_size = \"128KiB\"\n\
+         [log]\naccess_log = \"{}\"\n\
+         [[upstream]]\nname = \"app\"\nsupervisor = \"none\"\n\
+         [[upstream.server]]\naddress = \"{}\"\n",
+        dir.path().join("access.log").display(),
+        backend.addr()
+    );
+    let rouse = Rouse::run(dir, addr, &config).await;
+    let get = |target: &str, fields: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: app.test\r\n{fields}\r\n").into_bytes()
+    };
+    let many: String = (0..101).map(|i| format!("X-N{i}: {i}\r\n")).collect();
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        (
+            "a space in a field name",
+            get("/", "Bad Name: x\r\n"),
+            "400",
+        ),
+        (
+            "a TLS hello",
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            "a 200 KB field",
+            get("/", &format!("X-Big: {}\r\n", "v".repeat(200_000))),
+            "431",
+        ),
+        ("101 fields", get("/", &many), "431"),
+        (
+            "a 70 KB URI",
+            get(&format!("/{}", "u".repeat(70_000)), ""),
+            "414",
+        ),
+    ];
+    for (what, request, status) in &cases {
+        let answer = closing_answer(rouse.addr, request).await;
+        let head = String::from_utf8_lossy(&answer);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {head}"
+        );
+    }
+    let mut s = TcpStream::connect(rouse.addr).await.unwrap();
+    let (status, _, _) = exchange(&mut s, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert_eq!(status, 200);
+
+    let lines = wait_lines(&rouse.file(), cases.len() + 1).await;
+    assert_eq!(lines.len(), cases.len() + 1, "{lines:#?}");
+    for (what, _, status) in &cases {
+        let line = format!("\"-\" {status} 0 \"-\" \"-\" host=\"-\" upstream=- server=- ");
+        let n = lines.iter().filter(|l| l.contains(&line)).count();
+        let want = cases.iter().filter(|c| c.2 == *status).count();
+        assert_eq!(n, want, "{what}: {line} in {lines:#?}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"GET / HTTP/1.1\" 200 ")),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        backend.stats().requests,
+        1,
+        "only the good request reached the server"
+    );
+}
+
+/// Sends `request` on a new connection and reads what comes back until the connection ends
+/// (closed or reset: a server that closes with the rest of a long request unread resets it).
+async fn closing_answer(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = tokio::time::timeout(WAIT, s.write_all(request)).await;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(WAIT, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+            Ok(_) => return answer,
+            Err(_) => panic!(
+                "no end within {WAIT:?}: {}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_statuses_named_are_logged() {
     let backend = rouse_e2e::spawn_in_process("a").await;

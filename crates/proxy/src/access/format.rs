@@ -88,11 +88,17 @@ pub(crate) fn combined(out: &mut Vec<u8>, e: &Entry<'_>, time: &Stamp) {
     let _ = write!(out, "{} - - [", e.client);
     out.extend_from_slice(time.local.as_bytes());
     out.extend_from_slice(b"] \"");
-    escaped(out, e.method);
-    out.push(b' ');
-    escaped(out, e.target);
-    out.push(b' ');
-    out.extend_from_slice(protocol(e.version).as_bytes());
+    if e.method.is_empty() && e.target.is_empty() {
+        // No request line was seen (hyper's answer to a head it could not parse): nginx's
+        // `$request` when it has none.
+        out.push(b'-');
+    } else {
+        escaped(out, e.method);
+        out.push(b' ');
+        escaped(out, e.target);
+        out.push(b' ');
+        out.extend_from_slice(protocol(e.version).as_bytes());
+    }
     let _ = write!(out, "\" {} ", e.status);
     number(out, e.sent, b"-");
     out.push(b' ');
@@ -270,6 +276,12 @@ mod tests {
         json(&mut out, &e, &stamp());
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["upstream"], serde_json::Value::Null);
+        // No request line at all (hyper's own 400 to a head it could not parse): "-".
+        let mut out = Vec::new();
+        (e.method, e.target, e.status, e.sent) = (b"", b"", 400, Some(0));
+        combined(&mut out, &e, &stamp());
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains("] \"-\" 400 0 \"-\" "), "{line}");
     }
 
     #[test]
