@@ -886,3 +886,120 @@ async fn early_hints_reach_the_client_before_the_final_answer() {
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     assert_eq!(r.interim, [103], "the 103 went missing");
 }
+
+/// A request the fast path declines is hyper's alone: the connection comes back to the fast
+/// path after its answer (hyper kept it for good before). Who answered shows in the field
+/// names: the fast path passes the server's head on as it came (`X-Case`), hyper writes names
+/// in lower case. Chunked and `Expect: 100-continue` uploads give it back, pipelined or one at
+/// a time; a request hyper closes after (both Transfer-Encoding and Content-Length, or
+/// `Connection: close`) closes it, and what followed it is never served.
+#[tokio::test]
+async fn a_declined_request_gives_the_connection_back_to_the_fast_path() {
+    let server = std::sync::Arc::new(RawServer::bind(WITHIN).await);
+    let rouse = rouse_before(&server, "").await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let serving = tokio::spawn({
+        let (server, seen) = (server.clone(), seen.clone());
+        async move {
+            loop {
+                let mut up = server.accept().await;
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    while let Some(req) = up.request().await {
+                        seen.lock().unwrap().push(req.target.clone());
+                        up.send(b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                    }
+                });
+            }
+        }
+    });
+    let by = |r: &RawResponse| {
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        match (
+            r.names.contains(&"X-Case".into()),
+            r.names.contains(&"x-case".into()),
+        ) {
+            (true, false) => "fast path",
+            (false, true) => "hyper",
+            _ => panic!("no X-Case in {:?}", r.names),
+        }
+    };
+    let chunked = |target: &str| {
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: raw.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+             2\r\nhi\r\n0\r\n\r\n"
+        )
+    };
+    let get = |target: &str| format!("GET {target} HTTP/1.1\r\nHost: raw.test\r\n\r\n");
+
+    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+    for (request, method, who) in [
+        (get("/first"), "GET", "fast path"),
+        (chunked("/chunked"), "POST", "hyper"),
+        (get("/after-chunked"), "GET", "fast path"),
+        (
+            "PUT /expect HTTP/1.1\r\nHost: raw.test\r\nExpect: 100-continue\r\n\
+             Content-Length: 2\r\n\r\nhi"
+                .to_owned(),
+            "PUT",
+            "hyper",
+        ),
+        (get("/after-expect"), "GET", "fast path"),
+    ] {
+        c.send(request.as_bytes()).await;
+        let r = c.expect_response(method).await;
+        assert_eq!(by(&r), who, "{request:?}");
+    }
+    // Pipelined: the request after the declined one was read by hyper, and is the fast
+    // path's all the same.
+    c.send(format!("{}{}", chunked("/pipelined-chunked"), get("/pipelined-get")).as_bytes())
+        .await;
+    assert_eq!(by(&c.expect_response("POST").await), "hyper");
+    assert_eq!(by(&c.expect_response("GET").await), "fast path");
+    // Both framings: answered, then closed; what a Content-Length reader would take for the
+    // next request is never one.
+    c.send(
+        b"POST /both HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 4\r\n\
+          Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nHost: raw.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(by(&c.expect_response("POST").await), "hyper");
+    assert!(
+        c.closes().await,
+        "the connection closes after both framings"
+    );
+    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+    c.send(
+        format!(
+            "{}{}",
+            chunked("/close").replace("Host:", "Connection: close\r\nHost:"),
+            get("/after-close")
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(by(&c.expect_response("POST").await), "hyper");
+    assert!(
+        c.closes().await,
+        "the connection closes after Connection: close"
+    );
+
+    let seen = seen.lock().unwrap().clone();
+    serving.abort();
+    assert_eq!(
+        seen,
+        [
+            "/first",
+            "/chunked",
+            "/after-chunked",
+            "/expect",
+            "/after-expect",
+            "/pipelined-chunked",
+            "/pipelined-get",
+            "/both",
+            "/close",
+        ]
+    );
+}

@@ -2,6 +2,8 @@
 //! declined) or through rouse's HTTP/2 server (`crate::http2`).
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,6 +16,13 @@ use crate::request_body::BoxError;
 #[derive(Debug)]
 pub enum ClientBody {
     Hyper(Incoming),
+    /// A request hyper serves alone, its connection to go back to the fast path after it
+    /// (`connection::hyper_once`): `whole` is set once the body was read to its end, without
+    /// which the rest of it would be read there as the next request.
+    HyperOnce {
+        body: Incoming,
+        whole: Arc<AtomicBool>,
+    },
     H2(H2Body),
 }
 
@@ -29,6 +38,19 @@ impl Body for ClientBody {
             ClientBody::Hyper(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            ClientBody::HyperOnce { body, whole } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // Trailers end an HTTP/1.1 body: hyper has read its last chunk.
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || body.is_end_stream(),
+                    _ => false,
+                };
+                if ended {
+                    whole.store(true, Ordering::Release);
+                }
+                polled.map(|f| f.map(|r| r.map_err(BoxError::from)))
+            }
             ClientBody::H2(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(BoxError::from))),
@@ -37,14 +59,14 @@ impl Body for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Hyper(b) | ClientBody::HyperOnce { body: b, .. } => b.is_end_stream(),
             ClientBody::H2(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Hyper(b) | ClientBody::HyperOnce { body: b, .. } => b.size_hint(),
             ClientBody::H2(b) => b.size_hint(),
         }
     }

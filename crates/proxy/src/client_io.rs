@@ -21,7 +21,7 @@ pin_project_lite::pin_project! {
     pub(crate) struct ClientIo<T> {
         #[pin]
         inner: T,
-        _slot: Slot,
+        slot: Slot,
         activity: Arc<Activity>,
         sniffed: bool,
     }
@@ -31,10 +31,15 @@ impl<T> ClientIo<T> {
     pub fn new(inner: T, slot: Slot, activity: Arc<Activity>) -> ClientIo<T> {
         ClientIo {
             inner,
-            _slot: slot,
+            slot,
             activity,
             sniffed: false,
         }
+    }
+
+    /// The socket and its slot, for the fast path to serve again.
+    pub fn into_parts(self) -> (T, Slot) {
+        (self.inner, self.slot)
     }
 }
 

@@ -13,12 +13,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::StatusCode;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -28,9 +31,9 @@ use crate::activity::{Activity, Limits, Tracked, Verdict};
 use crate::client_body::ClientBody;
 use crate::client_io::ClientIo;
 use crate::conn_limit::{ConnLimit, Slot};
-use crate::h1::fallback::Rewind;
+use crate::h1::fallback::{KeepOpen, Rewind, may_come_back};
 use crate::h1::{ClientStream, Outcome};
-use crate::headers::Https;
+use crate::headers::{self, Https};
 use crate::listen::Kind;
 use crate::proxy::Proxy;
 use crate::send_timeout::SendTimeout;
@@ -43,6 +46,9 @@ pub(crate) struct Clients {
     pub builder: auto::Builder<TokioExecutor>,
     /// The same, told the protocol by ALPN.
     pub h1: auto::Builder<TokioExecutor>,
+    /// One request the fast path declined, its connection handed back after it
+    /// (`hyper_once`); configured as `h1` is.
+    pub once: hyper::server::conn::http1::Builder,
     /// HTTP/2 clients (ALPN h2, or the h2c preface) are rouse's own (`crate::http2`).
     pub h2: crate::http2::Config,
     /// The TLS listeners' handshakes (certificates from `Proxy::certs`).
@@ -174,26 +180,42 @@ async fn serve<IO>(
 ) where
     IO: ClientStream,
 {
-    // HTTP/1.1 requests to http1 upstreams are served by the fast path; whatever it declines
-    // (upgrades, streamed bodies, ...) is hyper's from that request on, and the h2c preface
-    // rouse's HTTP/2 server's. Their connection state is large: boxed, so that a connection
-    // the fast path keeps idle costs only its own small state.
+    // HTTP/1.1 requests to http1 upstreams are served by the fast path; a request it declines
+    // (a streamed body, Expect, ...) is hyper's, and the connection comes back after it but
+    // for HTTP/1.0, upgrades and upstreams of another protocol (see `Outcome::Decline`), which
+    // hyper keeps; the h2c preface is rouse's HTTP/2 server's. Their connection state is
+    // large: boxed, so that a connection the fast path keeps idle costs only its own small
+    // state.
     match (mode, alpn_h2) {
         (Mode::Proxy { https }, Some(true)) => {
             Box::pin(http2(clients, stream, peer, slot, accepted, https)).await
         }
         (Mode::Proxy { https }, None | Some(false)) => {
-            match crate::h1::serve(&clients, stream, peer, https, accepted).await {
-                Outcome::Done => {}
-                Outcome::Decline { io, read, since } => {
-                    let h2c = alpn_h2.is_none() && read.starts_with(H2_PREFACE);
-                    let io = Rewind::new(io, read);
-                    if h2c {
-                        Box::pin(http2(clients, io, peer, slot, since, https)).await
-                    } else {
-                        Box::pin(hyper(clients, io, peer, slot, since, alpn_h2, mode)).await
-                    }
+            let (mut stream, mut slot, mut since, mut resumed) = (stream, slot, accepted, None);
+            loop {
+                let served = crate::h1::serve(&clients, stream, peer, https, since, resumed);
+                let (io, read, at, once) = match served.await {
+                    Outcome::Done => return,
+                    Outcome::Decline {
+                        io,
+                        read,
+                        since,
+                        once,
+                    } => (io, read, since, once),
+                };
+                let h2c = alpn_h2.is_none() && read.starts_with(H2_PREFACE);
+                let max_headers = clients.proxy.settings.head.max_headers;
+                let once = once && !h2c && may_come_back(&read, max_headers);
+                let io = Rewind::new(io, read);
+                if h2c {
+                    return Box::pin(http2(clients, io, peer, slot, at, https)).await;
                 }
+                if !once {
+                    return Box::pin(hyper(clients, io, peer, slot, at, alpn_h2, mode)).await;
+                }
+                let back = Box::pin(hyper_once(&clients, io, peer, slot, at, https)).await;
+                let Some(back) = back else { return };
+                (stream, slot, since, resumed) = (back.io, back.slot, back.at, Some(back.read));
             }
         }
         _ => {
@@ -245,8 +267,140 @@ async fn hyper<IO>(
         c.graceful_shutdown()
     })
     .await;
-    if let Some(status) = ended.as_deref().and_then(hyper_answer) {
+    if let Some(Err(e)) = ended
+        && let Some(status) = hyper_answer(&*e)
+    {
         clients.proxy.refused_by_hyper(peer, status);
+    }
+}
+
+/// A connection [`hyper_once`] gives back to the fast path.
+struct Back<IO> {
+    io: IO,
+    slot: Slot,
+    /// What came after the request (pipelined), to be read first.
+    read: Vec<u8>,
+    /// When its answer was over.
+    at: Instant,
+}
+
+/// Serves one request the fast path declined with hyper, and gives the connection back after
+/// its answer (a request hyper would keep the connection after: `may_come_back`), unless it
+/// must close: the request's body was not read to its end (hyper then may not have read it
+/// all, and the rest would be read as a request), the answer says `Connection: close`, or
+/// the connection failed or timed out.
+///
+/// hyper is told not to keep the connection alive as soon as it has the request
+/// ([`OneRequest`]): it answers it without a `Connection` field (it adds none when it will
+/// not keep alive), flushes the answer and shuts the socket, which [`KeepOpen`] turns into a
+/// flush alone; what hyper read past the request comes back with the socket (`into_parts`).
+/// (`poll_without_shutdown` would skip that last flush: a slow client would lose the end of
+/// its answer.)
+async fn hyper_once<IO: ClientStream>(
+    clients: &Arc<Clients>,
+    io: Rewind<IO>,
+    peer: SocketAddr,
+    slot: Slot,
+    since: Instant,
+    https: bool,
+) -> Option<Back<IO>> {
+    let (activity, io) = clients.client_io(KeepOpen::new(io), slot, since);
+    let proxy = Arc::clone(&clients.proxy);
+    let requests = Arc::clone(&activity);
+    // Of the request hyper serves (the last, had it read a pipelined one before it stopped).
+    let called = Arc::new(AtomicBool::new(false));
+    let whole = Arc::new(AtomicBool::new(false));
+    let close = Arc::new(AtomicBool::new(false));
+    let seen = (Arc::clone(&called), Arc::clone(&whole), Arc::clone(&close));
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let (called, whole, close) = &seen;
+        called.store(true, Ordering::Release);
+        whole.store(
+            http_body::Body::is_end_stream(req.body()),
+            Ordering::Release,
+        );
+        let (whole, close) = (Arc::clone(whole), Arc::clone(close));
+        let open = requests.open();
+        let proxy = Arc::clone(&proxy);
+        // Boxed: the connection is taken apart after it ends, which needs it `Unpin`.
+        Box::pin(async move {
+            if https {
+                req.extensions_mut().insert(Https);
+            }
+            let req = req.map(|body| ClientBody::HyperOnce { body, whole });
+            let resp = Box::pin(proxy.handle(req, peer)).await;
+            if headers::wants_close(resp.headers()) {
+                close.store(true, Ordering::Release);
+            }
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
+        })
+    });
+    let mut conn = OneRequest {
+        conn: clients.once.serve_connection(TokioIo::new(io), service),
+        called,
+        asked: false,
+    };
+    let ended = watch(clients, &activity, peer, Pin::new(&mut conn), |_| {}).await;
+    match ended {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            if let Some(status) = hyper_answer(&e) {
+                clients.proxy.refused_by_hyper(peer, status);
+            }
+            return None;
+        }
+        None => return None,
+    }
+    let parts = conn.conn.into_parts();
+    let (io, slot) = parts.io.into_inner().into_parts();
+    let mut io = io.into_inner().into_inner();
+    // Read whole: by whoever took the body, to its end, so hyper read it all off the socket.
+    if close.load(Ordering::Acquire) || !whole.load(Ordering::Acquire) {
+        let _ = io.shutdown().await;
+        return None;
+    }
+    let (io, unread) = io.into_parts();
+    let mut read = parts.read_buf.to_vec();
+    read.extend_from_slice(&unread);
+    Some(Back {
+        io,
+        slot,
+        read,
+        at: Instant::now(),
+    })
+}
+
+/// A hyper connection asked to end after the request in progress once its service has been
+/// called, not sooner: asked before it has read anything, hyper closes at once.
+struct OneRequest<C> {
+    conn: C,
+    called: Arc<AtomicBool>,
+    asked: bool,
+}
+
+impl<I, S, B> Future for OneRequest<hyper::server::conn::http1::Connection<I, S>>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    hyper::server::conn::http1::Connection<I, S>: Unpin,
+{
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            let polled = Pin::new(&mut this.conn).poll(cx);
+            if polled.is_ready() || this.asked || !this.called.load(Ordering::Acquire) {
+                return polled;
+            }
+            // Polled again at once: an answer already written leaves hyper idle, and it then
+            // ends only when polled.
+            this.asked = true;
+            Pin::new(&mut this.conn).graceful_shutdown();
+        }
     }
 }
 
@@ -300,14 +454,14 @@ async fn http2<IO>(
 
 /// Drives `conn` (hyper's or rouse's HTTP/2 server) until it ends, and asks it to finish
 /// (`finish`) or drops it when the connection's [`Activity`], shutdown or its deadline say so.
-/// The error it ended with, if it ended by itself with one.
+/// What it ended with, if it ended by itself (`None`: dropped).
 async fn watch<C, E>(
     clients: &Clients,
     activity: &Activity,
     peer: SocketAddr,
     mut conn: Pin<&mut C>,
     finish: impl Fn(Pin<&mut C>),
-) -> Option<E>
+) -> Option<Result<(), E>>
 where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
@@ -352,9 +506,10 @@ where
         };
         tokio::select! {
             ended = conn.as_mut() => {
-                let e = ended.err()?;
-                tracing::debug!(error = %e, client = %peer, "client connection ended with an error");
-                return Some(e);
+                if let Err(e) = &ended {
+                    tracing::debug!(error = %e, client = %peer, "client connection ended with an error");
+                }
+                return Some(ended);
             }
             () = activity.changed() => {}
             () = sleep_until(wake), if wake.is_some() => {}

@@ -108,6 +108,11 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
 }
 
+/// Whether a message's `Connection` asks to close the connection after it (RFC 9112 §9.6).
+pub fn wants_close(headers: &HeaderMap) -> bool {
+    connection_has(headers, "close")
+}
+
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)

@@ -83,6 +83,16 @@ pub fn head_limits<E>(builder: &mut auto::Builder<E>, settings: &Settings) {
         .max_header_list_size(h2_header_list_size(&limits));
 }
 
+/// The same HTTP/1.1 limits, for the builder of the connections hyper serves one request of
+/// (`connection::hyper_once`).
+pub(crate) fn h1_head_limits(http1: &mut hyper::server::conn::http1::Builder, settings: &Settings) {
+    let limits = settings.head;
+    http1.max_buf_size(limits.max_header_size.max(MIN_BUF));
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        http1.max_headers(limits.max_headers);
+    }
+}
+
 /// The header list size announced to HTTP/2 clients: `max_header_size` plus HTTP/2's own
 /// accounting of each field (32 bytes) for `max_headers` fields.
 pub(crate) fn h2_header_list_size(limits: &HeadLimits) -> u32 {

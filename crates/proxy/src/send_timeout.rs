@@ -31,6 +31,10 @@ impl<T> SendTimeout<T> {
             timer: IdleTimer::new(limit),
         }
     }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
 }
 
 impl<T> SendTimeout<T> {

@@ -59,6 +59,10 @@ pub async fn serve_on(
         .max_concurrent_streams(512);
     crate::limits::head_limits(&mut builder, &settings);
     let h1 = builder.clone().http1_only();
+    let mut once = hyper::server::conn::http1::Builder::new();
+    once.timer(TokioTimer::new())
+        .header_read_timeout(cap(settings.client_header_timeout));
+    crate::limits::h1_head_limits(&mut once, &settings);
     let h2 = crate::http2::Config::of(&settings);
     let tls = match rouse_tls::server::server_config(Arc::clone(proxy.certs())) {
         Ok(config) => tokio_rustls::TlsAcceptor::from(config),
@@ -78,6 +82,7 @@ pub async fn serve_on(
         proxy: Arc::clone(&proxy),
         builder,
         h1,
+        once,
         h2,
         tls,
         https_port,

@@ -23,6 +23,8 @@ pub struct RawResponse {
     pub trailers: Vec<(String, Vec<u8>)>,
     /// The statuses of the interim (1xx) answers read before this one, in order.
     pub interim: Vec<u16>,
+    /// The field names as they came, case kept, in order.
+    pub names: Vec<String>,
 }
 
 impl RawResponse {
@@ -51,7 +53,8 @@ impl RawResponse {
 }
 
 /// A response head: status, headers, and its length in bytes.
-type Head = (u16, Vec<(String, Vec<u8>)>, usize);
+/// Status, fields (lower-cased names), length, names as sent.
+type Head = (u16, Vec<(String, Vec<u8>)>, usize, Vec<String>);
 
 /// A connection whose bytes the test writes by hand.
 pub struct Raw {
@@ -100,7 +103,7 @@ impl Raw {
     pub async fn response(&mut self, method: &str) -> Result<Option<RawResponse>, String> {
         let mut interim = Vec::new();
         loop {
-            let Some((status, headers, head_len)) = self.head()? else {
+            let Some((status, headers, head_len, names)) = self.head()? else {
                 if self.fill().await? == 0 {
                     return if self.buf.is_empty() {
                         Ok(None)
@@ -126,6 +129,7 @@ impl Raw {
                 body,
                 trailers,
                 interim,
+                names,
             }));
         }
     }
@@ -134,7 +138,7 @@ impl Raw {
     pub async fn expect_interim(&mut self) -> u16 {
         loop {
             match self.head() {
-                Ok(Some((status, _, head_len))) => {
+                Ok(Some((status, _, head_len, _))) => {
                     assert!((100..200).contains(&status), "{status} where a 1xx was due");
                     self.buf.drain(..head_len);
                     return status;
@@ -174,7 +178,8 @@ impl Raw {
                     .iter()
                     .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
                     .collect();
-                Ok(Some((status, headers, n)))
+                let names = resp.headers.iter().map(|h| h.name.to_owned()).collect();
+                Ok(Some((status, headers, n, names)))
             }
             Ok(httparse::Status::Partial) => Ok(None),
             Err(e) => Err(format!(

@@ -1,6 +1,7 @@
 //! One client connection on the fast path: read a head, route it, send it to a server,
 //! pass the answer back, and again, until the client leaves, a timeout or shutdown closes the
-//! connection, or a request the fast path declines hands the connection to hyper.
+//! connection, or a request the fast path declines hands the connection to hyper (for that
+//! request only, mostly: see [`Outcome::Decline`]).
 
 use std::borrow::Cow;
 use std::future::poll_fn;
@@ -23,7 +24,7 @@ use super::bufs::{self, Bufs};
 use super::copy::{self, Cut, Timeouts, Upstream};
 use super::decode::Decoder;
 use super::exchange::{self, HeadError};
-use super::request::{Head, Parsed};
+use super::request::{self, Head, Parsed};
 use super::{response, rewrite};
 use crate::access::Seen;
 use crate::access::request_id;
@@ -78,12 +79,16 @@ impl<T: ClientStream> ClientStream for tokio_rustls::server::TlsStream<T> {
 pub(crate) enum Outcome<IO> {
     /// Closed (or to be closed): nothing more to do.
     Done,
-    /// Hyper serves it from here, reading `read` first. `since`: accept, or when the last
-    /// answer went out (the next head's timer counts from it).
+    /// Hyper serves the next request, reading `read` first. `since`: accept, or when the last
+    /// answer went out (the next head's timer counts from it). `once`: the connection may
+    /// come back here after that request; otherwise it is hyper's from then on (HTTP/1.0,
+    /// whose keep-alive hyper keeps; an Upgrade, which may make it a tunnel; an upstream the
+    /// fast path never serves, which every request on it is likely for).
     Decline {
         io: IO,
         read: Vec<u8>,
         since: Instant,
+        once: bool,
     },
 }
 
@@ -91,21 +96,31 @@ pub(crate) enum Outcome<IO> {
 enum Step {
     KeepAlive,
     Close,
-    Decline,
+    /// See [`Outcome::Decline`]'s `once`.
+    Decline {
+        once: bool,
+    },
 }
 
+/// Serves `io` from a request boundary. `resumed`: the connection comes back from hyper,
+/// which answered a request at `since`; these bytes came after it.
 pub(crate) async fn serve<IO: ClientStream>(
     clients: &Clients,
     mut io: IO,
     peer: SocketAddr,
     https: bool,
-    accepted: Instant,
+    since: Instant,
+    resumed: Option<Vec<u8>>,
 ) -> Outcome<IO> {
     let settings = &clients.proxy.settings;
-    let mut since = accepted;
-    let mut served = false;
+    let mut since = since;
+    let mut served = resumed.is_some();
     let mut grace: Option<Instant> = None;
-    let mut held: Option<Box<Bufs>> = None;
+    let mut held: Option<Box<Bufs>> = resumed.filter(|r| !r.is_empty()).map(|r| {
+        let mut b = bufs::take();
+        b.read.extend_from_slice(&r);
+        b
+    });
     // Made once per connection, not per wait: each new one registers with its token (a lock)
     // and each dropped one leaves it, for every request; a timer pushed later is one store.
     let kill = clients.kill.cancelled();
@@ -166,8 +181,11 @@ pub(crate) async fn serve<IO: ClientStream>(
                 match head.parse(read, &settings.head) {
                     Parsed::Ready => break,
                     Parsed::Partial if read.len() < HEAD_MAX => {}
-                    Parsed::Partial => return decline(io, b, since, "a long head"),
-                    Parsed::Decline(why) => return decline(io, b, since, why),
+                    Parsed::Partial => return decline(io, b, since, "a long head", true),
+                    Parsed::Decline(why) => {
+                        let once = !matches!(why, request::HTTP_10 | request::UPGRADE);
+                        return decline(io, b, since, why, once);
+                    }
                     Parsed::Refuse(why) => {
                         return refuse(clients, io, b, peer, why, timer.as_mut()).await;
                     }
@@ -198,7 +216,7 @@ pub(crate) async fn serve<IO: ClientStream>(
             step = Box::pin(request(clients, &mut io, &mut b, peer.ip(), https, stopping, timer.as_mut())) => step,
         };
         match step {
-            Step::Decline => return decline(io, b, since, "the request's route"),
+            Step::Decline { once } => return decline(io, b, since, "the request's route", once),
             Step::Close => {
                 let _ = io.shutdown().await;
                 return Outcome::Done;
@@ -216,11 +234,16 @@ pub(crate) async fn serve<IO: ClientStream>(
     }
 }
 
-fn decline<IO>(io: IO, mut b: Box<Bufs>, since: Instant, why: &str) -> Outcome<IO> {
-    tracing::trace!(why, "the fast path hands a connection to hyper");
+fn decline<IO>(io: IO, mut b: Box<Bufs>, since: Instant, why: &str, once: bool) -> Outcome<IO> {
+    tracing::trace!(why, once, "the fast path hands a request to hyper");
     let read = std::mem::take(&mut b.read);
     bufs::give(b);
-    Outcome::Decline { io, read, since }
+    Outcome::Decline {
+        io,
+        read,
+        since,
+        once,
+    }
 }
 
 /// Answers a head the fast path refuses (see `request.rs`) with 400, as rouse's own answers
@@ -278,23 +301,25 @@ async fn request<IO: ClientStream>(
     let up_at = {
         let path = head.path(read);
         if head.method(read) == b"GET" && proxy.challenges.answer(path).is_some() {
-            return Step::Decline;
+            return Step::Decline { once: true };
         }
         match routes.router.route(host_of(head.host(read)), path) {
             Some(at) => at,
-            None => return Step::Decline,
+            None => return Step::Decline { once: true },
         }
     };
     let up = &routes.upstreams[up_at];
     let limits = Limits::of(&up.state.config, &settings.temp_dir);
     let length = head.content_length;
-    if up.state.config.protocol != Protocol::Http1
-        || (length > 0
-            && (!limits.request_buffering
-                || length > BODY_MAX.min(limits.request_buffer_size as u64)
-                || length > limits.max_request_body))
+    if up.state.config.protocol != Protocol::Http1 {
+        return Step::Decline { once: false };
+    }
+    if length > 0
+        && (!limits.request_buffering
+            || length > BODY_MAX.min(limits.request_buffer_size as u64)
+            || length > limits.max_request_body)
     {
-        return Step::Decline;
+        return Step::Decline { once: true };
     }
     let close = head.close || stopping;
     let is_head = head.is_head;

@@ -1,4 +1,5 @@
-//! Handing a connection to hyper: the bytes the fast path read are read again first.
+//! Handing a connection to hyper: the bytes the fast path read are read again first; and
+//! taking it back: hyper's shutdown of the socket is only a flush.
 
 use std::io;
 use std::pin::Pin;
@@ -24,6 +25,12 @@ impl<T> Rewind<T> {
             at: 0,
             inner,
         }
+    }
+
+    /// The stream, and what of the prefix was not read yet.
+    pub fn into_parts(mut self) -> (T, Vec<u8>) {
+        self.prefix.drain(..self.at);
+        (self.inner, self.prefix)
     }
 }
 
@@ -78,6 +85,99 @@ impl<T: AsyncWrite> AsyncWrite for Rewind<T> {
     }
 }
 
+/// Whether hyper, having answered the request whose head starts `read`, would keep the
+/// connection for another, so that the fast path may have it back: HTTP/1.1, no
+/// `Connection: close`, not framed by both Transfer-Encoding and Content-Length (RFC 9112
+/// §6.1: the connection closes after it, or what a Content-Length reader took for its body
+/// would be read as a request), and no Upgrade (`connection::hyper_once` serves none). These
+/// are hyper's own rules (`role.rs`: `keep_alive`), read again here because hyper does not
+/// say what it decided; a head not whole in `read` (or past `max_headers`) stays with hyper.
+pub(crate) fn may_come_back(read: &[u8], max_headers: usize) -> bool {
+    let mut fields = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut req = httparse::Request::new(&mut fields);
+    let Ok(httparse::Status::Complete(_)) = req.parse(read) else {
+        return false;
+    };
+    if req.version != Some(1) {
+        return false;
+    }
+    let (mut te, mut cl) = (false, false);
+    for f in req.headers.iter() {
+        let is = |name: &str| f.name.eq_ignore_ascii_case(name);
+        let closes = || {
+            f.value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        };
+        if is("upgrade") || (is("connection") && closes()) {
+            return false;
+        }
+        te |= is("transfer-encoding");
+        cl |= is("content-length");
+    }
+    !(te && cl)
+}
+
+pin_project_lite::pin_project! {
+    /// A socket whose shutdown only flushes it, for a hyper connection that ends after one
+    /// request and gives the socket back (`connection::hyper_once`).
+    #[derive(Debug)]
+    pub(crate) struct KeepOpen<T> {
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<T> KeepOpen<T> {
+    pub fn new(inner: T) -> KeepOpen<T> {
+        KeepOpen { inner }
+    }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for KeepOpen<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for KeepOpen<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +189,57 @@ mod tests {
         let mut all = String::new();
         r.read_to_string(&mut all).await.unwrap();
         assert_eq!(all, "hello world");
+    }
+
+    #[tokio::test]
+    async fn what_of_the_prefix_was_not_read_is_given_back() {
+        let mut r = Rewind::new(&b"!"[..], b"hello".to_vec());
+        let mut two = [0u8; 2];
+        r.read_exact(&mut two).await.unwrap();
+        assert_eq!(&two, b"he");
+        let (rest, prefix) = r.into_parts();
+        assert_eq!((prefix.as_slice(), rest), (&b"llo"[..], &b"!"[..]));
+        let (_, prefix) = Rewind::new(&b""[..], b"all".to_vec()).into_parts();
+        assert_eq!(prefix, b"all");
+    }
+
+    #[test]
+    fn a_connection_comes_back_only_where_hyper_would_keep_it() {
+        let back = |head: &str| may_come_back(head.as_bytes(), 100);
+        for head in [
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-closed\r\n\r\nGET /next",
+        ] {
+            assert!(back(head), "{head:?}");
+        }
+        for head in [
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 4\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: Close\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: te , close\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nY: 2\r\n\r\n",
+        ] {
+            let fields = if head.contains("X: 1") { 2 } else { 100 };
+            assert!(!may_come_back(head.as_bytes(), fields), "{head:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_open_socket_is_flushed_not_shut() {
+        use tokio::io::AsyncWriteExt;
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut kept = KeepOpen::new(a);
+        kept.write_all(b"one").await.unwrap();
+        kept.shutdown().await.unwrap();
+        let mut a = kept.into_inner();
+        a.write_all(b" two").await.unwrap();
+        drop(a);
+        let mut all = String::new();
+        b.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "one two");
     }
 }

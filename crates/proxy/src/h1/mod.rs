@@ -5,8 +5,9 @@
 //! sent on a raw pooled connection; the response head is parsed and written back the same
 //! way and the body copied, all in the connection's own task, with buffers lent only for the
 //! length of an exchange. What the fast path does not take (see `request` and `conn`) is
-//! handed to hyper at a request boundary with the bytes already read (`fallback`), and hyper
-//! serves the connection from then on. hyper's side sends its requests without a body to
+//! handed to hyper at a request boundary with the bytes already read (`fallback`); hyper
+//! serves that request and gives the connection back (`connection::hyper_once`), or keeps it
+//! when it would not keep it alive itself or the fast path would decline all that follows. hyper's side sends its requests without a body to
 //! `http1` servers the same way (`relay`, `raw_body`).
 
 mod bufs;

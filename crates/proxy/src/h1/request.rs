@@ -80,6 +80,10 @@ pub(crate) struct Head {
     pub underscored: FieldSet,
 }
 
+/// The declines after which hyper keeps the connection (see `conn::Outcome::Decline`).
+pub(crate) const HTTP_10: &str = "HTTP/1.0";
+pub(crate) const UPGRADE: &str = "Upgrade";
+
 /// What reading the buffer gave.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Parsed {
@@ -138,7 +142,7 @@ impl Head {
             return Parsed::Refuse("bare LF");
         }
         if req.version != Some(1) {
-            return Parsed::Decline("HTTP/1.0");
+            return Parsed::Decline(HTTP_10);
         }
         let (Some(method), Some(target)) = (req.method, req.path) else {
             return Parsed::Decline("malformed head");
@@ -207,13 +211,15 @@ impl Head {
                     return Parsed::Decline("Transfer-Encoding");
                 }
                 6 if eq_lower(name, b"expect") => return Parsed::Decline("Expect"),
-                7 if eq_lower(name, b"upgrade") => return Parsed::Decline("Upgrade"),
+                7 if eq_lower(name, b"upgrade") => return Parsed::Decline(UPGRADE),
                 10 if eq_lower(name, b"connection") => {
                     for token in tokens(h.value) {
                         if eq_lower(token, b"close") {
                             self.close = true;
                             close_named = true;
-                        } else if [&b"host"[..], b"content-length", b"upgrade"]
+                        } else if token.eq_ignore_ascii_case(b"upgrade") {
+                            return Parsed::Decline(UPGRADE);
+                        } else if [&b"host"[..], b"content-length"]
                             .iter()
                             .any(|t| token.eq_ignore_ascii_case(t))
                         {
