@@ -9,11 +9,12 @@
 #   e.g. bench/ab.sh 10 3 2 new=target/release/rouse old=/tmp/rouse-before
 #
 # CONNECTIONS (64) wrk connections. H2C=1: h2load over h2c (prior knowledge) instead of wrk,
-# 16 clients x 10 streams for DURATION, as bench/proxy.sh's h2c runs. Needs nginx, wrk,
+# 16 clients x 10 streams for DURATION, as bench/proxy.sh's h2c runs. SCRIPT=FILE.lua: wrk
+# runs that script (bench/mixed.lua: one request in EVERY a chunked upload). Needs nginx, wrk,
 # h2load, curl, bc, taskset (bench/proxy.sh installs them). Ports: free ones, picked by
 # binding port 0.
 set -euo pipefail
-(($# >= 4)) || { sed -n '2,13p' "$0"; exit 2; }
+(($# >= 4)) || { sed -n '2,14p' "$0"; exit 2; }
 ROUNDS=$1 DUR=$2 THREADS=$3; shift 3
 CONN=${CONNECTIONS:-64}
 # shellcheck source=bench/lib-rouse.sh
@@ -25,7 +26,7 @@ load() {
         taskset -c 0,1 h2load -D "$2" -c16 -m10 -t1 "http://127.0.0.1:$1/" |
             awk '/^finished in/{rps=$4} /^requests:/{done=$8} END{print rps, done}'
     else
-        taskset -c 0,1 wrk -t2 -c"$CONN" -d"${2}s" "http://127.0.0.1:$1/" |
+        taskset -c 0,1 wrk -t2 -c"$CONN" -d"${2}s" ${SCRIPT:+-s "$SCRIPT"} "http://127.0.0.1:$1/" |
             awk '/Requests\/sec/{rps=$2} /requests in/{n=$1} END{print rps, n}'
     fi
 }

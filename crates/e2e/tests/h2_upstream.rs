@@ -14,7 +14,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rouse_e2e::{free_addr, spawn_in_process, wait_until};
+use rouse_e2e::{spawn_in_process, unique_addr, wait_until};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -183,7 +183,8 @@ async fn past_its_stream_limit_a_second_connection_opens() {
 #[tokio::test]
 async fn a_refused_connect_goes_to_the_next_server() {
     let backend = spawn_in_process("b").await;
-    let dead = free_addr();
+    // Below the range `bind(0)` draws from: never another listener's port.
+    let dead = unique_addr();
     let rouse = start_rouse(&static_upstream(
         "app",
         &[],

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{WAIT, client, start_rouse, start_rouse_with_proxy, static_upstream, url};
 use futures_util::{SinkExt, StreamExt};
 use rouse_e2e::{
-    BackendConfig, BackendProcess, free_addr, spawn_in_process, spawn_in_process_with, wait_until,
+    BackendConfig, BackendProcess, spawn_in_process, spawn_in_process_with, unique_addr, wait_until,
 };
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -157,8 +157,8 @@ async fn a_killed_server_is_failed_over_without_client_errors() {
 
 #[tokio::test]
 async fn bad_gateway_only_when_every_server_is_down() {
-    let dead1 = free_addr();
-    let dead2 = free_addr();
+    // Below the range `bind(0)` draws from: never a backend's port, and never each other's.
+    let [dead1, dead2] = [unique_addr(), unique_addr()];
     let rouse = start_rouse(&static_upstream("app", &[], "", &[dead1, dead2])).await;
     let r = client().get(url(rouse.addr(), "/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
@@ -172,7 +172,8 @@ async fn bad_gateway_only_when_every_server_is_down() {
 
 #[tokio::test]
 async fn a_refused_connect_is_retried_on_another_server_with_its_body() {
-    let dead = free_addr();
+    // Below the range `bind(0)` draws from: the live backend's port 0 never hands it out.
+    let dead = unique_addr();
     let live = spawn_in_process("live").await;
     // round robin so the dead server is certainly chosen first for one of the two requests.
     let rouse = start_rouse(&static_upstream(

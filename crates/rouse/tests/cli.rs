@@ -20,11 +20,10 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     p.to_str().unwrap().to_owned()
 }
 
+/// A port no other call here returned, below the range `bind(0)` draws from: two calls never
+/// agree, and a listener bound to port 0 later never takes it.
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    rouse_e2e::unique_addr()
 }
 
 /// A tiny HTTP/1.1 server on a thread: answers every request with `body` after `delay`.
