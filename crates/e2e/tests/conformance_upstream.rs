@@ -892,11 +892,12 @@ async fn early_hints_reach_the_client_before_the_final_answer() {
 /// names: the fast path passes the server's head on as it came (`X-Case`), hyper writes names
 /// in lower case. Chunked and `Expect: 100-continue` uploads give it back, pipelined or one at
 /// a time; a request hyper closes after (both Transfer-Encoding and Content-Length, or
-/// `Connection: close`) closes it, and what followed it is never served.
+/// `Connection: close`) closes it, and so does one answered before its body was in (413,
+/// with `Connection: close`): what followed either is never served.
 #[tokio::test]
 async fn a_declined_request_gives_the_connection_back_to_the_fast_path() {
     let server = std::sync::Arc::new(RawServer::bind(WITHIN).await);
-    let rouse = rouse_before(&server, "").await;
+    let rouse = rouse_before(&server, "max_request_body = \"1KiB\"").await;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let serving = tokio::spawn({
         let (server, seen) = (server.clone(), seen.clone());
@@ -985,6 +986,20 @@ async fn a_declined_request_gives_the_connection_back_to_the_fast_path() {
         c.closes().await,
         "the connection closes after Connection: close"
     );
+    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+    let body = get("/in-the-body").repeat(100);
+    c.send(
+        format!(
+            "POST /too-large HTTP/1.1\r\nHost: raw.test\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let r = c.expect_response("POST").await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert!(c.closes().await, "the connection closes after a 413");
 
     let seen = seen.lock().unwrap().clone();
     serving.abort();

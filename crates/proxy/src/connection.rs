@@ -286,9 +286,10 @@ struct Back<IO> {
 
 /// Serves one request the fast path declined with hyper, and gives the connection back after
 /// its answer (a request hyper would keep the connection after: `may_come_back`), unless it
-/// must close: the request's body was not read to its end (hyper then may not have read it
-/// all, and the rest would be read as a request), the answer says `Connection: close`, or
-/// the connection failed or timed out.
+/// must close: the request's body was not read to its end when the answer began (read by
+/// whoever took it, to its end: only then has hyper read it all off the socket, and the rest
+/// would be read as a request; the answer then says `Connection: close`), the answer says
+/// so anyway, or the connection failed or timed out.
 ///
 /// hyper is told not to keep the connection alive as soon as it has the request
 /// ([`OneRequest`]): it answers it without a `Connection` field (it adds none when it will
@@ -309,17 +310,13 @@ async fn hyper_once<IO: ClientStream>(
     let requests = Arc::clone(&activity);
     // Of the request hyper serves (the last, had it read a pipelined one before it stopped).
     let called = Arc::new(AtomicBool::new(false));
-    let whole = Arc::new(AtomicBool::new(false));
     let close = Arc::new(AtomicBool::new(false));
-    let seen = (Arc::clone(&called), Arc::clone(&whole), Arc::clone(&close));
+    let seen = (Arc::clone(&called), Arc::clone(&close));
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        let (called, whole, close) = &seen;
+        let (called, close) = (&seen.0, Arc::clone(&seen.1));
         called.store(true, Ordering::Release);
-        whole.store(
-            http_body::Body::is_end_stream(req.body()),
-            Ordering::Release,
-        );
-        let (whole, close) = (Arc::clone(whole), Arc::clone(close));
+        let whole = http_body::Body::is_end_stream(req.body());
+        let whole = Arc::new(AtomicBool::new(whole));
         let open = requests.open();
         let proxy = Arc::clone(&proxy);
         // Boxed: the connection is taken apart after it ends, which needs it `Unpin`.
@@ -327,8 +324,16 @@ async fn hyper_once<IO: ClientStream>(
             if https {
                 req.extensions_mut().insert(Https);
             }
+            let read_whole = Arc::clone(&whole);
             let req = req.map(|body| ClientBody::HyperOnce { body, whole });
-            let resp = Box::pin(proxy.handle(req, peer)).await;
+            let mut resp = Box::pin(proxy.handle(req, peer)).await;
+            if !read_whole.load(Ordering::Acquire) {
+                // Answered before the body was in (a 413, say): the rest of it is still to
+                // come, so the connection closes after the answer, and the client is told,
+                // or it would send its next request on a connection about to close.
+                let close = http::HeaderValue::from_static("close");
+                resp.headers_mut().insert(http::header::CONNECTION, close);
+            }
             if headers::wants_close(resp.headers()) {
                 close.store(true, Ordering::Release);
             }
@@ -336,7 +341,12 @@ async fn hyper_once<IO: ClientStream>(
         })
     });
     let mut conn = OneRequest {
-        conn: clients.once.serve_connection(TokioIo::new(io), service),
+        // With upgrades: a pipelined request hyper may read after an answer made at once
+        // (before it is asked to stop) is served in full, a WebSocket one too.
+        conn: clients
+            .once
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades(),
         called,
         asked: false,
     };
@@ -351,11 +361,11 @@ async fn hyper_once<IO: ClientStream>(
         }
         None => return None,
     }
-    let parts = conn.conn.into_parts();
+    // None: upgraded, the socket is the tunnel's.
+    let parts = conn.conn.into_parts()?;
     let (io, slot) = parts.io.into_inner().into_parts();
     let mut io = io.into_inner().into_inner();
-    // Read whole: by whoever took the body, to its end, so hyper read it all off the socket.
-    if close.load(Ordering::Acquire) || !whole.load(Ordering::Acquire) {
+    if close.load(Ordering::Acquire) {
         let _ = io.shutdown().await;
         return None;
     }
@@ -378,14 +388,15 @@ struct OneRequest<C> {
     asked: bool,
 }
 
-impl<I, S, B> Future for OneRequest<hyper::server::conn::http1::Connection<I, S>>
+impl<I, S, B> Future for OneRequest<hyper::server::conn::http1::UpgradeableConnection<I, S>>
 where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: http_body::Body + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    hyper::server::conn::http1::Connection<I, S>: Unpin,
+    hyper::server::conn::http1::UpgradeableConnection<I, S>: Unpin,
 {
     type Output = hyper::Result<()>;
 
