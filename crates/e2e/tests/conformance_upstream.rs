@@ -958,48 +958,45 @@ async fn a_declined_request_gives_the_connection_back_to_the_fast_path() {
         .await;
     assert_eq!(by(&c.expect_response("POST").await), "hyper");
     assert_eq!(by(&c.expect_response("GET").await), "fast path");
-    // Both framings: answered, then closed; what a Content-Length reader would take for the
-    // next request is never one.
-    c.send(
-        b"POST /both HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 4\r\n\
-          Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
-          GET /smuggled HTTP/1.1\r\nHost: raw.test\r\n\r\n",
-    )
-    .await;
-    assert_eq!(by(&c.expect_response("POST").await), "hyper");
-    assert!(
-        c.closes().await,
-        "the connection closes after both framings"
-    );
-    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
-    c.send(
-        format!(
-            "{}{}",
-            chunked("/close").replace("Host:", "Connection: close\r\nHost:"),
-            get("/after-close")
-        )
-        .as_bytes(),
-    )
-    .await;
-    assert_eq!(by(&c.expect_response("POST").await), "hyper");
-    assert!(
-        c.closes().await,
-        "the connection closes after Connection: close"
-    );
-    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+    // Each on a connection of its own: answered, then closed. What followed is never served:
+    // what a Content-Length reader would take for the next request, the request after
+    // `Connection: close`, the body past the limit (which holds requests).
     let body = get("/in-the-body").repeat(100);
-    c.send(
-        format!(
-            "POST /too-large HTTP/1.1\r\nHost: raw.test\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await;
-    let r = c.expect_response("POST").await;
-    assert_eq!(r.status, 413, "{}", r.text());
-    assert_eq!(r.header("connection").as_deref(), Some("close"));
-    assert!(c.closes().await, "the connection closes after a 413");
+    for (what, request, status) in [
+        (
+            "both framings",
+            "POST /both HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 4\r\n\
+             Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+             GET /smuggled HTTP/1.1\r\nHost: raw.test\r\n\r\n"
+                .to_owned(),
+            200,
+        ),
+        (
+            "Connection: close",
+            chunked("/close").replace("Host:", "Connection: close\r\nHost:") + &get("/after"),
+            200,
+        ),
+        (
+            "a body past max_request_body",
+            format!(
+                "POST /too-large HTTP/1.1\r\nHost: raw.test\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            413,
+        ),
+    ] {
+        let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+        c.send(request.as_bytes()).await;
+        let r = c.expect_response("POST").await;
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        if status == 413 {
+            let close = r.header("connection");
+            assert_eq!(close.as_deref(), Some("close"), "{what}: {}", r.text());
+        } else {
+            assert_eq!(by(&r), "hyper", "{what}");
+        }
+        assert!(c.closes().await, "{what}: the connection closes");
+    }
 
     let seen = seen.lock().unwrap().clone();
     serving.abort();

@@ -31,7 +31,7 @@ use crate::activity::{Activity, Limits, Tracked, Verdict};
 use crate::client_body::ClientBody;
 use crate::client_io::ClientIo;
 use crate::conn_limit::{ConnLimit, Slot};
-use crate::h1::fallback::{KeepOpen, Rewind, may_come_back};
+use crate::h1::fallback::{Rewind, may_come_back};
 use crate::h1::{ClientStream, Outcome};
 use crate::headers::{self, Https};
 use crate::listen::Kind;
@@ -293,8 +293,8 @@ struct Back<IO> {
 ///
 /// hyper is told not to keep the connection alive as soon as it has the request
 /// ([`OneRequest`]): it answers it without a `Connection` field (it adds none when it will
-/// not keep alive), flushes the answer and shuts the socket, which [`KeepOpen`] turns into a
-/// flush alone; what hyper read past the request comes back with the socket (`into_parts`).
+/// not keep alive), flushes the answer and shuts the socket, which [`Rewind::keeping_open`]
+/// turns into a flush alone; what hyper read past the request comes back with the socket (`into_parts`).
 /// (`poll_without_shutdown` would skip that last flush: a slow client would lose the end of
 /// its answer.)
 async fn hyper_once<IO: ClientStream>(
@@ -305,7 +305,7 @@ async fn hyper_once<IO: ClientStream>(
     since: Instant,
     https: bool,
 ) -> Option<Back<IO>> {
-    let (activity, io) = clients.client_io(KeepOpen::new(io), slot, since);
+    let (activity, io) = clients.client_io(io.keeping_open(), slot, since);
     let proxy = Arc::clone(&clients.proxy);
     let requests = Arc::clone(&activity);
     // Of the request hyper serves (the last, had it read a pipelined one before it stopped).
@@ -364,12 +364,11 @@ async fn hyper_once<IO: ClientStream>(
     // None: upgraded, the socket is the tunnel's.
     let parts = conn.conn.into_parts()?;
     let (io, slot) = parts.io.into_inner().into_parts();
-    let mut io = io.into_inner().into_inner();
+    let (mut io, unread) = io.into_inner().into_parts();
     if close.load(Ordering::Acquire) {
         let _ = io.shutdown().await;
         return None;
     }
-    let (io, unread) = io.into_parts();
     let mut read = parts.read_buf.to_vec();
     read.extend_from_slice(&unread);
     Some(Back {

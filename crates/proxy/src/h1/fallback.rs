@@ -1,5 +1,5 @@
 //! Handing a connection to hyper: the bytes the fast path read are read again first; and
-//! taking it back: hyper's shutdown of the socket is only a flush.
+//! taking it back (hyper's shutdown of the socket is then only a flush).
 
 use std::io;
 use std::pin::Pin;
@@ -13,6 +13,8 @@ pin_project_lite::pin_project! {
     pub(crate) struct Rewind<T> {
         prefix: Vec<u8>,
         at: usize,
+        // A shutdown only flushes: see `keeping_open`.
+        keep_open: bool,
         #[pin]
         inner: T,
     }
@@ -23,8 +25,16 @@ impl<T> Rewind<T> {
         Rewind {
             prefix,
             at: 0,
+            keep_open: false,
             inner,
         }
+    }
+
+    /// For a hyper connection that ends after one request and gives the socket back
+    /// (`connection::hyper_once`): its shutdown of the socket only flushes it.
+    pub fn keeping_open(mut self) -> Rewind<T> {
+        self.keep_open = true;
+        self
     }
 
     /// The stream, and what of the prefix was not read yet.
@@ -81,7 +91,11 @@ impl<T: AsyncWrite> AsyncWrite for Rewind<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let this = self.project();
+        if *this.keep_open {
+            return this.inner.poll_flush(cx);
+        }
+        this.inner.poll_shutdown(cx)
     }
 }
 
@@ -116,66 +130,6 @@ pub(crate) fn may_come_back(read: &[u8], max_headers: usize) -> bool {
         cl |= is("content-length");
     }
     !(te && cl)
-}
-
-pin_project_lite::pin_project! {
-    /// A socket whose shutdown only flushes it, for a hyper connection that ends after one
-    /// request and gives the socket back (`connection::hyper_once`).
-    #[derive(Debug)]
-    pub(crate) struct KeepOpen<T> {
-        #[pin]
-        inner: T,
-    }
-}
-
-impl<T> KeepOpen<T> {
-    pub fn new(inner: T) -> KeepOpen<T> {
-        KeepOpen { inner }
-    }
-
-    pub fn into_inner(self) -> T {
-        self.inner
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for KeepOpen<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for KeepOpen<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
 }
 
 #[cfg(test)]
@@ -232,10 +186,10 @@ mod tests {
     async fn a_kept_open_socket_is_flushed_not_shut() {
         use tokio::io::AsyncWriteExt;
         let (a, mut b) = tokio::io::duplex(64);
-        let mut kept = KeepOpen::new(a);
+        let mut kept = Rewind::new(a, Vec::new()).keeping_open();
         kept.write_all(b"one").await.unwrap();
         kept.shutdown().await.unwrap();
-        let mut a = kept.into_inner();
+        let (mut a, _) = kept.into_parts();
         a.write_all(b" two").await.unwrap();
         drop(a);
         let mut all = String::new();
