@@ -154,6 +154,10 @@ fn run(mode: &str) {
                     if r.status != 200 {
                         return Err(fail(format!("request {i}: {} {}", r.status, r.text())));
                     }
+                    // The connection stays open: a client told otherwise would leave.
+                    if let Some(c) = r.header("connection") {
+                        return Err(fail(format!("request {i}: answered `Connection: {c}`")));
+                    }
                     if method == "HEAD" {
                         continue;
                     }

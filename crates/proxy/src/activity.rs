@@ -139,6 +139,11 @@ impl Activity {
         s.open > 0 || s.h2
     }
 
+    /// No request is open: every answer's body is done with.
+    pub fn none_open(&self) -> bool {
+        self.lock().open == 0
+    }
+
     pub fn going_away(&self, now: Instant) {
         self.lock().going_away = Some(now);
     }

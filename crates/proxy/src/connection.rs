@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -285,18 +285,19 @@ struct Back<IO> {
 }
 
 /// Serves one request the fast path declined with hyper, and gives the connection back after
-/// its answer (a request hyper would keep the connection after: `may_come_back`), unless it
-/// must close: the request's body was not read to its end when the answer began (read by
-/// whoever took it, to its end: only then has hyper read it all off the socket, and the rest
-/// would be read as a request; the answer then says `Connection: close`), the answer says
-/// so anyway, or the connection failed or timed out.
+/// its answer: a request hyper keeps the connection after (`may_come_back` read its head),
+/// answered in full, and hyper idle again. It closes instead when rouse's answer says
+/// `Connection: close` (it does when it was made before the request's body was read to its
+/// end, as a 413 is: the rest of the body is still on the wire, and only whoever reads a body
+/// to its end knows hyper read it all), when hyper ends the connection itself, when shutdown
+/// asked it to finish, or on an error or timeout.
 ///
-/// hyper is told not to keep the connection alive as soon as it has the request
-/// ([`OneRequest`]): it answers it without a `Connection` field (it adds none when it will
-/// not keep alive), flushes the answer and shuts the socket, which [`Rewind::keeping_open`]
-/// turns into a flush alone; what hyper read past the request comes back with the socket (`into_parts`).
-/// (`poll_without_shutdown` would skip that last flush: a slow client would lose the end of
-/// its answer.)
+/// hyper is asked to stop (`graceful_shutdown`) only once it is idle after that answer
+/// ([`OneRequest`]): asked any sooner, it would write `Connection: close` into the answer
+/// (and asked before it has read anything, it closes at once). Its shutdown of the socket
+/// then only flushes it ([`Rewind::keeping_open`]), and what it read past the request comes
+/// back with the socket (`into_parts`). A pipelined request it reads at once after the first
+/// makes it hyper's to keep, as before: nothing can tell it the connection would close.
 async fn hyper_once<IO: ClientStream>(
     clients: &Arc<Clients>,
     io: Rewind<IO>,
@@ -308,13 +309,12 @@ async fn hyper_once<IO: ClientStream>(
     let (activity, io) = clients.client_io(io.keeping_open(), slot, since);
     let proxy = Arc::clone(&clients.proxy);
     let requests = Arc::clone(&activity);
-    // Of the request hyper serves (the last, had it read a pipelined one before it stopped).
-    let called = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
     let close = Arc::new(AtomicBool::new(false));
-    let seen = (Arc::clone(&called), Arc::clone(&close));
+    let seen = (Arc::clone(&calls), Arc::clone(&close));
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        let (called, close) = (&seen.0, Arc::clone(&seen.1));
-        called.store(true, Ordering::Release);
+        let (calls, close) = (&seen.0, Arc::clone(&seen.1));
+        calls.fetch_add(1, Ordering::AcqRel);
         let whole = http_body::Body::is_end_stream(req.body());
         let whole = Arc::new(AtomicBool::new(whole));
         let open = requests.open();
@@ -328,9 +328,8 @@ async fn hyper_once<IO: ClientStream>(
             let req = req.map(|body| ClientBody::HyperOnce { body, whole });
             let mut resp = Box::pin(proxy.handle(req, peer)).await;
             if !read_whole.load(Ordering::Acquire) {
-                // Answered before the body was in (a 413, say): the rest of it is still to
-                // come, so the connection closes after the answer, and the client is told,
-                // or it would send its next request on a connection about to close.
+                // The client is told, or it would send its next request on a connection
+                // about to close.
                 let close = http::HeaderValue::from_static("close");
                 resp.headers_mut().insert(http::header::CONNECTION, close);
             }
@@ -341,16 +340,21 @@ async fn hyper_once<IO: ClientStream>(
         })
     });
     let mut conn = OneRequest {
-        // With upgrades: a pipelined request hyper may read after an answer made at once
-        // (before it is asked to stop) is served in full, a WebSocket one too.
+        // With upgrades: a pipelined request hyper reads after the first is served in full, a
+        // WebSocket one too.
         conn: clients
             .once
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades(),
-        called,
+        calls: Arc::clone(&calls),
+        activity: Arc::clone(&activity),
         asked: false,
+        finishing: false,
     };
-    let ended = watch(clients, &activity, peer, Pin::new(&mut conn), |_| {}).await;
+    let ended = watch(clients, &activity, peer, Pin::new(&mut conn), |c| {
+        c.get_mut().finish()
+    })
+    .await;
     match ended {
         Some(Ok(())) => {}
         Some(Err(e)) => {
@@ -361,11 +365,15 @@ async fn hyper_once<IO: ClientStream>(
         }
         None => return None,
     }
+    let back = conn.asked
+        && !conn.finishing
+        && calls.load(Ordering::Acquire) == 1
+        && !close.load(Ordering::Acquire);
     // None: upgraded, the socket is the tunnel's.
     let parts = conn.conn.into_parts()?;
     let (io, slot) = parts.io.into_inner().into_parts();
     let (mut io, unread) = io.into_inner().into_parts();
-    if close.load(Ordering::Acquire) {
+    if !back {
         let _ = io.shutdown().await;
         return None;
     }
@@ -379,12 +387,31 @@ async fn hyper_once<IO: ClientStream>(
     })
 }
 
-/// A hyper connection asked to end after the request in progress once its service has been
-/// called, not sooner: asked before it has read anything, hyper closes at once.
+/// hyper's connection for [`hyper_once`]: asked to stop once it has answered its one request
+/// in full (its response body done with: no request of the connection's [`Activity`] open)
+/// and is waiting for the next; never when it has read a second.
 struct OneRequest<C> {
     conn: C,
-    called: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
+    /// It was asked to stop, to give the connection back.
     asked: bool,
+    /// Shutdown asked it to finish: the answer may say `Connection: close`.
+    finishing: bool,
+}
+
+impl<I, S> OneRequest<hyper::server::conn::http1::UpgradeableConnection<I, S>>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    fn finish(&mut self) {
+        self.finishing = true;
+        Pin::new(&mut self.conn).graceful_shutdown();
+    }
 }
 
 impl<I, S, B> Future for OneRequest<hyper::server::conn::http1::UpgradeableConnection<I, S>>
@@ -403,11 +430,12 @@ where
         let this = self.get_mut();
         loop {
             let polled = Pin::new(&mut this.conn).poll(cx);
-            if polled.is_ready() || this.asked || !this.called.load(Ordering::Acquire) {
+            let answered = this.calls.load(Ordering::Acquire) == 1 && this.activity.none_open();
+            if polled.is_ready() || this.asked || this.finishing || !answered {
                 return polled;
             }
-            // Polled again at once: an answer already written leaves hyper idle, and it then
-            // ends only when polled.
+            // Polled again at once: hyper idle ends only when polled (one still flushing the
+            // answer ends when that is done).
             this.asked = true;
             Pin::new(&mut this.conn).graceful_shutdown();
         }
