@@ -891,8 +891,8 @@ async fn early_hints_reach_the_client_before_the_final_answer() {
 /// path after its answer (hyper kept it for good before). Who answered shows in the field
 /// names: the fast path passes the server's head on as it came (`X-Case`), hyper writes names
 /// in lower case. Chunked and `Expect: 100-continue` uploads give it back, and no answer says
-/// `Connection: close`; a request pipelined after one, which hyper reads with it, leaves the
-/// connection with hyper, as before. A request hyper closes after (both Transfer-Encoding and
+/// `Connection: close`; a request pipelined after one, which hyper reads with it, or a fourth
+/// declined request in a row leaves the connection with hyper, as before. A request hyper closes after (both Transfer-Encoding and
 /// Content-Length, or `Connection: close`) closes it, and so does one answered before its
 /// body was in (413): each answer says `Connection: close`, and what followed is never served.
 #[tokio::test]
@@ -963,6 +963,18 @@ async fn a_declined_request_gives_the_connection_back_to_the_fast_path() {
     assert_eq!(by(&c.expect_response("GET").await), "hyper");
     c.send(get("/then").as_bytes()).await;
     assert_eq!(by(&c.expect_response("GET").await), "hyper");
+    // Declined three times in a row, it still comes back; the fourth time, hyper keeps it (a
+    // client that only uploads would pay for each hand-back).
+    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+    for (uploads, then) in [(3, "fast path"), (4, "hyper")] {
+        for i in 0..uploads {
+            c.send(chunked(&format!("/row-{uploads}-{i}")).as_bytes())
+                .await;
+            assert_eq!(by(&c.expect_response("POST").await), "hyper");
+        }
+        c.send(get(&format!("/after-{uploads}")).as_bytes()).await;
+        assert_eq!(by(&c.expect_response("GET").await), then, "after {uploads}");
+    }
     // Each on a connection of its own: answered, then closed. What followed is never served:
     // what a Content-Length reader would take for the next request, the request after
     // `Connection: close`, the body past the limit (which holds requests).
@@ -1012,6 +1024,15 @@ async fn a_declined_request_gives_the_connection_back_to_the_fast_path() {
             "/pipelined-chunked",
             "/pipelined-get",
             "/then",
+            "/row-3-0",
+            "/row-3-1",
+            "/row-3-2",
+            "/after-3",
+            "/row-4-0",
+            "/row-4-1",
+            "/row-4-2",
+            "/row-4-3",
+            "/after-4",
             "/both",
             "/close",
         ]

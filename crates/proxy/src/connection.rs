@@ -192,6 +192,8 @@ async fn serve<IO>(
         }
         (Mode::Proxy { https }, None | Some(false)) => {
             let (mut stream, mut slot, mut since, mut resumed) = (stream, slot, accepted, None);
+            // Requests declined one after the other, none served by the fast path between.
+            let mut in_a_row = 0;
             loop {
                 let served = crate::h1::serve(&clients, stream, peer, https, since, resumed);
                 let (io, read, at, once) = match served.await {
@@ -201,11 +203,18 @@ async fn serve<IO>(
                         read,
                         since,
                         once,
-                    } => (io, read, since, once),
+                        answered,
+                    } => {
+                        in_a_row = if answered { 1 } else { in_a_row + 1 };
+                        (io, read, since, once)
+                    }
                 };
                 let h2c = alpn_h2.is_none() && read.starts_with(H2_PREFACE);
                 let max_headers = clients.proxy.settings.head.max_headers;
-                let once = once && !h2c && may_come_back(&read, max_headers);
+                let once = once
+                    && in_a_row < DECLINED_IN_A_ROW
+                    && !h2c
+                    && may_come_back(&read, max_headers);
                 let io = Rewind::new(io, read);
                 if h2c {
                     return Box::pin(http2(clients, io, peer, slot, at, https)).await;
@@ -567,6 +576,11 @@ where
 /// The h2c connection preface starts with the method `PRI` (RFC 9113 §3.4), which the fast
 /// path declines as soon as it sees it.
 const H2_PREFACE: &[u8] = b"PRI ";
+
+/// A connection whose requests the fast path declined this many times in a row is hyper's to
+/// keep: a client that only uploads chunked bodies would otherwise pay each time for the fast
+/// path's look at the head and a new hyper connection (measured: 8% more CPU per request).
+const DECLINED_IN_A_ROW: u32 = 4;
 
 /// At shutdown, how long an idle HTTP/1 connection is kept for its next request.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);

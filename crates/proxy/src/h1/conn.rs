@@ -89,6 +89,8 @@ pub(crate) enum Outcome<IO> {
         read: Vec<u8>,
         since: Instant,
         once: bool,
+        /// The fast path answered a request of the connection since it had it (last).
+        answered: bool,
     },
 }
 
@@ -115,6 +117,7 @@ pub(crate) async fn serve<IO: ClientStream>(
     let settings = &clients.proxy.settings;
     let mut since = since;
     let mut served = resumed.is_some();
+    let mut answered = false;
     let mut grace: Option<Instant> = None;
     let mut held: Option<Box<Bufs>> = resumed.filter(|r| !r.is_empty()).map(|r| {
         let mut b = bufs::take();
@@ -181,10 +184,12 @@ pub(crate) async fn serve<IO: ClientStream>(
                 match head.parse(read, &settings.head) {
                     Parsed::Ready => break,
                     Parsed::Partial if read.len() < HEAD_MAX => {}
-                    Parsed::Partial => return decline(io, b, since, "a long head", true),
+                    Parsed::Partial => {
+                        return decline(io, b, (since, answered), "a long head", true);
+                    }
                     Parsed::Decline(why) => {
                         let once = !matches!(why, request::HTTP_10 | request::UPGRADE);
-                        return decline(io, b, since, why, once);
+                        return decline(io, b, (since, answered), why, once);
                     }
                     Parsed::Refuse(why) => {
                         return refuse(clients, io, b, peer, why, timer.as_mut()).await;
@@ -216,7 +221,9 @@ pub(crate) async fn serve<IO: ClientStream>(
             step = Box::pin(request(clients, &mut io, &mut b, peer.ip(), https, stopping, timer.as_mut())) => step,
         };
         match step {
-            Step::Decline { once } => return decline(io, b, since, "the request's route", once),
+            Step::Decline { once } => {
+                return decline(io, b, (since, answered), "the request's route", once);
+            }
             Step::Close => {
                 let _ = io.shutdown().await;
                 return Outcome::Done;
@@ -224,7 +231,7 @@ pub(crate) async fn serve<IO: ClientStream>(
             Step::KeepAlive => {}
         }
         since = Instant::now();
-        served = true;
+        (served, answered) = (true, true);
         if b.read.is_empty() {
             bufs::give(b);
         } else {
@@ -234,7 +241,13 @@ pub(crate) async fn serve<IO: ClientStream>(
     }
 }
 
-fn decline<IO>(io: IO, mut b: Box<Bufs>, since: Instant, why: &str, once: bool) -> Outcome<IO> {
+fn decline<IO>(
+    io: IO,
+    mut b: Box<Bufs>,
+    (since, answered): (Instant, bool),
+    why: &str,
+    once: bool,
+) -> Outcome<IO> {
     tracing::trace!(why, once, "the fast path hands a request to hyper");
     let read = std::mem::take(&mut b.read);
     bufs::give(b);
@@ -243,6 +256,7 @@ fn decline<IO>(io: IO, mut b: Box<Bufs>, since: Instant, why: &str, once: bool) 
         read,
         since,
         once,
+        answered,
     }
 }
 
