@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::client::conn::http2::SendRequest;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use rouse::Rouse;
 use rouse_e2e::InProcessBackend;
 use serde_json::Value;
@@ -213,16 +213,7 @@ fn env() -> Env {
 #[test]
 fn requests_reach_the_server_through_rouse_as_through_hyper_s_http2_server() {
     let env = env();
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        max_shrink_time: 60_000,
-        ..ProptestConfig::default()
-    });
+    let mut runner = common::prop_runner(64);
     let result = runner.run(&proptest::collection::vec(request(), 1..=6), |batch| {
         for sent in &batch {
             let (via_rouse, direct) = env.rt.block_on(async {

@@ -19,7 +19,7 @@ mod raw;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use raw::Raw;
 
 /// Each case (its connection, all its exchanges) must end within this.
@@ -104,19 +104,6 @@ fn render(kind: &Kind, i: usize) -> (&'static str, Vec<u8>, String) {
     }
 }
 
-fn runner() -> TestRunner {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        max_shrink_time: 60_000,
-        ..ProptestConfig::default()
-    })
-}
-
 #[test]
 fn a_connection_changing_hands_keeps_every_request_whole_and_in_order() {
     for mode in ["", "request_buffering = false"] {
@@ -131,7 +118,7 @@ fn run(mode: &str) {
         let config = common::static_upstream("a", &[], mode, &[backend.addr()]);
         (common::start_rouse(&config).await, backend)
     });
-    let result = runner().run(&case(), |(kinds, cut_after)| {
+    let result = common::prop_runner(32).run(&case(), |(kinds, cut_after)| {
         let before = backend.stats().requests;
         let fail =
             |why: String| TestCaseError::fail(format!("{mode:?}: {why}\nsequence {kinds:?}"));

@@ -27,7 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use raw::{Raw, RawResponse};
 use rouse::Rouse;
 use rouse_e2e::InProcessBackend;
@@ -726,17 +726,7 @@ async fn plain_hyper() -> SocketAddr {
 }
 
 fn runner() -> TestRunner {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
-    TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        // A failing case may cost an exchange's whole bound; shrinking stays within a minute.
-        max_shrink_time: 60_000,
-        ..ProptestConfig::default()
-    })
+    common::prop_runner(64)
 }
 
 fn shown(bytes: &[u8]) -> String {

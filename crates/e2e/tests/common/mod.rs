@@ -14,6 +14,22 @@ use tokio::time::{Instant, timeout};
 /// Every network wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The property tests' runner: `PROPTEST_CASES` cases (`default` without it, so the test
+/// command stays quick; `bench/fuzz.sh` runs thousands), no regression files, and a failing
+/// case shrunk within a minute (each may cost an exchange's whole bound).
+pub fn prop_runner(default: u32) -> proptest::test_runner::TestRunner {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_time: 60_000,
+        ..proptest::test_runner::Config::default()
+    })
+}
+
 /// Parses `toml`, a whole config but for `[proxy]`, which listens on port 0.
 pub fn config(toml: &str) -> rouse_config::Config {
     config_with("connect_timeout = \"1s\"\nread_timeout = \"5s\"", toml)
