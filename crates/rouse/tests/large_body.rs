@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ROUSE, WAIT, free_addrs};
+use common::{Killed, ROUSE, WAIT, free_addrs};
 use futures_util::StreamExt;
 use rouse_e2e::BackendProcess;
 use tokio::net::TcpStream;
@@ -29,16 +29,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
-/// A `rouse run` child, killed when dropped.
-struct Rouse(Child);
-
-impl Drop for Rouse {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_each_way_with_flat_memory() {
     let backend = BackendProcess::spawn("big", None).await;
@@ -54,7 +44,7 @@ async fn one_gib_each_way_with_flat_memory() {
     );
     let path = dir.path().join("rouse.toml");
     std::fs::write(&path, config).unwrap();
-    let rouse = Rouse(
+    let rouse = Killed(
         Command::new(ROUSE)
             .arg("run")
             .arg("-c")

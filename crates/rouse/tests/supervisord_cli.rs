@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 mod common;
 
-use common::{ROUSE, WAIT, free_addrs, stderr, stdout};
+use common::{Killed, ROUSE, WAIT, free_addrs, stderr, stdout};
 
 /// Polls `ready` every 25 ms until it holds, for at most [`WAIT`].
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
@@ -84,16 +84,6 @@ impl Drop for Supervisord {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A process killed on drop, should the test fail before it ends it.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{ROUSE, WAIT, free_addrs};
+use common::{Killed, ROUSE, WAIT, free_addrs};
 
 /// A keep-alive HTTP/1.1 backend on threads: answers `GET /slow` after 700 ms, anything else
 /// at once, with `ok PATH`.
@@ -90,7 +90,7 @@ fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
 
 /// Starts `rouse run` with `threads` in front of `server`, once it accepts on the returned
 /// address.
-fn run(dir: &std::path::Path, threads: usize, server: SocketAddr) -> (Running, SocketAddr) {
+fn run(dir: &std::path::Path, threads: usize, server: SocketAddr) -> (Killed, SocketAddr) {
     let [listen] = free_addrs();
     let config = dir.join("rouse.toml");
     std::fs::write(
@@ -108,7 +108,7 @@ fn run(dir: &std::path::Path, threads: usize, server: SocketAddr) -> (Running, S
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = Running(child);
+    let mut child = Killed(child);
     wait_for(&format!("rouse listening on {listen}"), || {
         if let Some(status) = child.0.try_wait().unwrap() {
             panic!("rouse exited early: {status}");
@@ -116,16 +116,6 @@ fn run(dir: &std::path::Path, threads: usize, server: SocketAddr) -> (Running, S
         TcpStream::connect(listen).ok()
     });
     (child, listen)
-}
-
-/// A `rouse run` killed when dropped, so that a failed assertion leaves no process behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Polls `f` every 25 ms until it gives a value, for at most [`WAIT`].

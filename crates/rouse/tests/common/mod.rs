@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::process::Output;
+use std::process::{Child, Output};
 use std::time::Duration;
 
 pub const ROUSE: &str = env!("CARGO_BIN_EXE_rouse");
@@ -16,6 +16,17 @@ pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
     std::array::from_fn(|i| ls[i].local_addr().unwrap())
+}
+
+/// A process (a `rouse run`, a supervisord) killed and reaped when dropped, so that a failed
+/// assertion leaves nothing behind.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 pub fn stdout(o: &Output) -> String {
