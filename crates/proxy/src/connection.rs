@@ -276,10 +276,8 @@ async fn hyper<IO>(
         c.graceful_shutdown()
     })
     .await;
-    if let Some(Err(e)) = ended
-        && let Some(status) = hyper_answer(&*e)
-    {
-        clients.proxy.refused_by_hyper(peer, status);
+    if let Some(Err(e)) = ended {
+        log_hyper_answer(&clients, peer, &*e);
     }
 }
 
@@ -367,9 +365,7 @@ async fn hyper_once<IO: ClientStream>(
     match ended {
         Some(Ok(())) => {}
         Some(Err(e)) => {
-            if let Some(status) = hyper_answer(&e) {
-                clients.proxy.refused_by_hyper(peer, status);
-            }
+            log_hyper_answer(clients, peer, &e);
             return None;
         }
         None => return None,
@@ -448,6 +444,17 @@ where
             this.asked = true;
             Pin::new(&mut this.conn).graceful_shutdown();
         }
+    }
+}
+
+/// Logs the answer hyper wrote itself, if the connection ended with one.
+fn log_hyper_answer(
+    clients: &Clients,
+    peer: SocketAddr,
+    e: &(dyn std::error::Error + Send + Sync + 'static),
+) {
+    if let Some(status) = hyper_answer(e) {
+        clients.proxy.refused_by_hyper(peer, status);
     }
 }
 

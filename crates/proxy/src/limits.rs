@@ -72,11 +72,11 @@ impl Default for HeadLimits {
 /// HTTP/2: the header list size announced to the client, in HTTP/2's own accounting.
 pub fn head_limits<E>(builder: &mut auto::Builder<E>, settings: &Settings) {
     let limits = settings.head;
+    let (buf, headers) = h1_limits(&limits);
     let mut http1 = builder.http1();
-    http1.max_buf_size(limits.max_header_size.max(MIN_BUF));
-    // Any other count than its default costs hyper an allocation per request.
-    if limits.max_headers != HYPER_MAX_HEADERS {
-        http1.max_headers(limits.max_headers);
+    http1.max_buf_size(buf);
+    if let Some(n) = headers {
+        http1.max_headers(n);
     }
     builder
         .http2()
@@ -86,11 +86,21 @@ pub fn head_limits<E>(builder: &mut auto::Builder<E>, settings: &Settings) {
 /// The same HTTP/1.1 limits, for the builder of the connections hyper serves one request of
 /// (`connection::hyper_once`).
 pub(crate) fn h1_head_limits(http1: &mut hyper::server::conn::http1::Builder, settings: &Settings) {
-    let limits = settings.head;
-    http1.max_buf_size(limits.max_header_size.max(MIN_BUF));
-    if limits.max_headers != HYPER_MAX_HEADERS {
-        http1.max_headers(limits.max_headers);
+    let (buf, headers) = h1_limits(&settings.head);
+    http1.max_buf_size(buf);
+    if let Some(n) = headers {
+        http1.max_headers(n);
     }
+}
+
+/// hyper's HTTP/1.1 `max_buf_size`, and its `max_headers` unless it is hyper's default: any
+/// other count than its default costs hyper an allocation per request.
+fn h1_limits(limits: &HeadLimits) -> (usize, Option<usize>) {
+    let headers = limits.max_headers;
+    (
+        limits.max_header_size.max(MIN_BUF),
+        (headers != HYPER_MAX_HEADERS).then_some(headers),
+    )
 }
 
 /// The header list size announced to HTTP/2 clients: `max_header_size` plus HTTP/2's own
