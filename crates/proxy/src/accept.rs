@@ -6,15 +6,22 @@
 //! connects stalled a second for the SYN retransmission (bench/reliability.sh, part b: 2848 to
 //! 3668 of 5000 stalled, against nginx's 1420 to 2252). A thread that does nothing but accept
 //! is woken by the kernel as soon as a connection is queued and drains the queue at once; each
-//! connection then moves to the serving runtime (two epoll_ctl calls, paid once per
-//! connection, not per request). With [`Workers`], each connection goes to the data-plane
+//! connection then moves to the serving runtime. It is accepted with `accept4` alone, never
+//! registered with the acceptor's reactor: tokio's `accept` registers it there, and moving
+//! it deregisters it (two epoll_ctl calls per connection, a seventh of the system calls of a
+//! one-request connection). With [`Workers`], each connection goes to the data-plane
 //! runtime with the fewest live tasks; without, to the runtime `serve` runs on.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use rustix::net::{self, SocketFlags};
+use std::os::fd::AsFd;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 use crate::connection::{Accepted, Clients, UNIX_PEER};
@@ -48,10 +55,10 @@ enum Detached {
     Unix(std::os::unix::net::UnixListener),
 }
 
-/// A listener registered with the acceptor's runtime.
+/// A listener registered with the acceptor's runtime (for readiness only: see `accept`).
 enum Registered {
-    Tcp(TcpListener),
-    Unix(UnixListener),
+    Tcp(AsyncFd<std::net::TcpListener>),
+    Unix(AsyncFd<std::os::unix::net::UnixListener>),
 }
 
 impl Detached {
@@ -62,27 +69,54 @@ impl Detached {
         })
     }
 
+    // tokio deprecated these constructors as unsound for types whose descriptor may change
+    // or close while registered (a bare `RawFd`); a std listener owns its descriptor for
+    // life, the condition its `unsafe` successor asks of callers. tokio's own listeners have
+    // no way to accept without registering the connection (see `accept`).
+    #[allow(deprecated)]
     fn register(self) -> std::io::Result<Registered> {
         Ok(match self {
-            Detached::Tcp(l) => Registered::Tcp(TcpListener::from_std(l)?),
-            Detached::Unix(l) => Registered::Unix(UnixListener::from_std(l)?),
+            Detached::Tcp(l) => Registered::Tcp(AsyncFd::with_interest(l, Interest::READABLE)?),
+            Detached::Unix(l) => Registered::Unix(AsyncFd::with_interest(l, Interest::READABLE)?),
         })
     }
 }
 
+/// What `accept4` gives every connection: the serving runtime's reactor needs it
+/// non-blocking, and no child process may inherit it.
+const ACCEPTED: SocketFlags = SocketFlags::NONBLOCK.union(SocketFlags::CLOEXEC);
+
 impl Registered {
-    /// The next connection, taken off this runtime's reactor for the serving one.
-    async fn accept(&self) -> std::io::Result<(std::io::Result<Accepted>, SocketAddr)> {
-        Ok(match self {
+    /// The next connection, for the serving runtime, which registers it with its reactor.
+    async fn accept(&self) -> io::Result<(Accepted, SocketAddr)> {
+        match self {
             Registered::Tcp(l) => {
-                let (stream, peer) = l.accept().await?;
-                (stream.into_std().map(|s| Accepted::Tcp(s, peer)), peer)
+                let (fd, addr) = when_ready(l, |l| net::acceptfrom_with(l, ACCEPTED)).await?;
+                // A TCP listener's peer is an IP address.
+                let peer = addr
+                    .and_then(|a| SocketAddr::try_from(a).ok())
+                    .ok_or_else(|| io::Error::other("accept gave no IP peer address"))?;
+                Ok((Accepted::Tcp(std::net::TcpStream::from(fd), peer), peer))
             }
             Registered::Unix(l) => {
-                let (stream, _) = l.accept().await?;
-                (stream.into_std().map(Accepted::Unix), UNIX_PEER)
+                let fd = when_ready(l, |l| net::accept_with(l, ACCEPTED)).await?;
+                let stream = std::os::unix::net::UnixStream::from(fd);
+                Ok((Accepted::Unix(stream), UNIX_PEER))
             }
-        })
+        }
+    }
+}
+
+/// `accept` on `l` once it is readable, as often as it would block.
+async fn when_ready<L: AsFd + std::os::fd::AsRawFd, T>(
+    l: &AsyncFd<L>,
+    accept: impl Fn(&L) -> rustix::io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        let mut ready = l.readable().await?;
+        if let Ok(accepted) = ready.try_io(|l| Ok(accept(l.get_ref())?)) {
+            return accepted;
+        }
     }
 }
 
@@ -171,12 +205,7 @@ async fn accept_loop(listener: Registered, kind: Kind, clients: Arc<Clients>, se
             },
         };
         match clients.limit.admit() {
-            Some(slot) => match stream {
-                Ok(stream) => clients.spawn(serving.pick(), stream, kind, slot),
-                Err(e) => {
-                    tracing::debug!(error = %e, client = %peer, "cannot hand over a connection")
-                }
-            },
+            Some(slot) => clients.spawn(serving.pick(), stream, kind, slot),
             None => {
                 drop(stream);
                 let now = Instant::now();
