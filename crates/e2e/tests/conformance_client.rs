@@ -312,48 +312,69 @@ async fn connection_close_from_the_client_answers_then_closes() {
 
 /// RFC 9112 §9.3: an HTTP/1.0 request without `Connection: keep-alive` is answered, then the
 /// connection closed; with it, the answer says `keep-alive` and the connection serves the next
-/// one. A 1.0 client cannot read chunked: a streamed response goes to it unchunked.
+/// one. A 1.0 client cannot read chunked: a streamed response goes to it unchunked. On both
+/// paths: the fast path's (origin-form) and hyper's (absolute-form, which the fast path
+/// declines).
 #[tokio::test]
 async fn http10_closes_after_the_answer_unless_keep_alive() {
     let site = Site::with("").await;
-    let mut c = site.connect().await;
-    c.send(b"GET /inspect/plain HTTP/1.0\r\nHost: a.test\r\n\r\n")
-        .await;
-    let r = c.expect_response("GET").await;
-    assert_eq!(
-        (r.status, r.json()["uri"].as_str()),
-        (200, Some("/inspect/plain"))
-    );
-    assert!(c.closes().await, "an HTTP/1.0 connection stays open");
-
-    let mut c = site.connect().await;
-    for i in 0..2 {
-        c.send(
-            format!("GET /inspect/{i} HTTP/1.0\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n")
-                .as_bytes(),
-        )
-        .await;
-        let r = c.expect_response("GET").await;
-        assert_eq!(r.json()["uri"], format!("/inspect/{i}"));
-        assert_eq!(
-            r.header("connection").map(|v| v.to_ascii_lowercase()),
-            Some("keep-alive".to_owned()),
-            "a 1.0 client keeps the connection only when told"
-        );
-    }
-
-    for keep_alive in ["", "Connection: keep-alive\r\n"] {
+    for prefix in ["", "http://a.test"] {
         let mut c = site.connect().await;
-        c.send(format!("GET /drip/3?ms=1 HTTP/1.0\r\nHost: a.test\r\n{keep_alive}\r\n").as_bytes())
+        c.send(format!("GET {prefix}/inspect/plain HTTP/1.0\r\nHost: a.test\r\n\r\n").as_bytes())
             .await;
         let r = c.expect_response("GET").await;
-        assert_eq!(r.status, 200, "{keep_alive}");
         assert_eq!(
-            r.header("transfer-encoding"),
-            None,
-            "chunked to HTTP/1.0 {keep_alive}"
+            (r.status, r.json()["uri"].as_str()),
+            (200, Some("/inspect/plain")),
+            "{prefix}"
         );
-        assert_eq!(r.text(), "line 1\nline 2\nline 3\n", "{keep_alive}");
+        assert!(
+            c.closes().await,
+            "{prefix}: an HTTP/1.0 connection stays open"
+        );
+
+        let mut c = site.connect().await;
+        for i in 0..2 {
+            c.send(
+                format!(
+                    "GET {prefix}/inspect/{i} HTTP/1.0\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+            let r = c.expect_response("GET").await;
+            assert_eq!(r.json()["uri"], format!("/inspect/{i}"), "{prefix}");
+            assert_eq!(
+                r.header("connection").map(|v| v.to_ascii_lowercase()),
+                Some("keep-alive".to_owned()),
+                "{prefix}: a 1.0 client keeps the connection only when told"
+            );
+        }
+
+        for keep_alive in ["", "Connection: keep-alive\r\n"] {
+            let mut c = site.connect().await;
+            c.send(
+                format!("GET {prefix}/drip/3?ms=1 HTTP/1.0\r\nHost: a.test\r\n{keep_alive}\r\n")
+                    .as_bytes(),
+            )
+            .await;
+            let r = c.expect_response("GET").await;
+            assert_eq!(r.status, 200, "{prefix} {keep_alive}");
+            assert_eq!(
+                r.header("transfer-encoding"),
+                None,
+                "chunked to HTTP/1.0 {prefix} {keep_alive}"
+            );
+            assert_eq!(
+                r.text(),
+                "line 1\nline 2\nline 3\n",
+                "{prefix} {keep_alive}"
+            );
+            assert!(
+                c.closes().await,
+                "{prefix} {keep_alive}: open after a body read to the close"
+            );
+        }
     }
 }
 

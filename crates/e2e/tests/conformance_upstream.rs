@@ -1038,3 +1038,148 @@ async fn a_declined_request_gives_the_connection_back_to_the_fast_path() {
         ]
     );
 }
+
+/// An HTTP/1.0 client is served by the fast path (the server's `X-Case` comes back as it was
+/// sent), as RFC 9112 and 9110 say for one: its request goes to the server as HTTP/1.1 (the
+/// server's connection stays in the pool); it never gets a 1xx (RFC 9110 §15.2) nor a chunked
+/// body, which it reads unchunked to the close instead; its connection stays open after an
+/// answer only when it asked (`Connection: keep-alive`), and the answer then says
+/// `keep-alive` (RFC 9112 §9.3), rouse's own answers included.
+#[tokio::test]
+async fn http10_clients_are_served_by_the_fast_path_as_rfc_9112_says() {
+    let server = RawServer::bind(WITHIN).await;
+    let rouse = rouse_before(&server, "").await;
+    let request = |method: &str, target: &str, extra: &str| {
+        format!("{method} {target} HTTP/1.0\r\nHost: raw.test\r\n{extra}\r\n")
+    };
+    let keep = "Connection: keep-alive\r\n";
+    let fast = |r: &RawResponse| {
+        assert!(
+            r.names.contains(&"X-Case".into()),
+            "not the fast path's: {:?}",
+            r.names
+        );
+        assert_eq!(r.header("transfer-encoding"), None, "{:?}", r.headers);
+        r.header("connection")
+    };
+    let mut up = None;
+    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+    // A 103 and a 200: the 200 alone, and the connection kept.
+    c.send(request("GET", "/first", keep).as_bytes()).await;
+    let req = server.next_request(&mut up).await;
+    assert!(
+        req.raw_head.starts_with(b"GET /first HTTP/1.1\r\n"),
+        "{}",
+        String::from_utf8_lossy(&req.raw_head)
+    );
+    assert_eq!(req.header("connection"), None, "{:?}", req.headers);
+    let server_up = up.as_mut().unwrap();
+    server_up
+        .send(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+              HTTP/1.1 200 OK\r\nX-Case: Kept\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .await;
+    let r = c.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(
+        r.interim,
+        Vec::<u16>::new(),
+        "a 1xx went to an HTTP/1.0 client"
+    );
+    assert_eq!(fast(&r).as_deref(), Some("keep-alive"));
+    // A body with its length, and a HEAD: still kept.
+    c.send(
+        format!(
+            "{}hello",
+            request("POST", "/post", &format!("{keep}Content-Length: 5\r\n"))
+        )
+        .as_bytes(),
+    )
+    .await;
+    let req = server.next_request(&mut up).await;
+    assert_eq!(
+        (req.target.as_str(), &req.body[..]),
+        ("/post", &b"hello"[..])
+    );
+    up.as_mut()
+        .unwrap()
+        .send(b"HTTP/1.1 201 Created\r\nX-Case: Kept\r\nContent-Length: 0\r\n\r\n")
+        .await;
+    let r = c.expect_response("POST").await;
+    assert_eq!((r.status, fast(&r).as_deref()), (201, Some("keep-alive")));
+    c.send(request("HEAD", "/head", keep).as_bytes()).await;
+    let req = server.next_request(&mut up).await;
+    assert_eq!(req.method, "HEAD");
+    up.as_mut()
+        .unwrap()
+        .send(b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nContent-Length: 9\r\n\r\n")
+        .await;
+    let r = c.expect_response("HEAD").await;
+    assert_eq!((r.status, fast(&r).as_deref()), (200, Some("keep-alive")));
+    // rouse's own answer (a 502 for a head it cannot frame) keeps it too.
+    c.send(request("GET", "/bad", keep).as_bytes()).await;
+    let _ = server.next_request(&mut up).await;
+    up.as_mut()
+        .unwrap()
+        .send(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+        .await;
+    let r = c.expect_response("GET").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.header("connection").as_deref(), Some("keep-alive"));
+    up = None;
+    // A chunked body: its data alone, to the close, which ends the connection; the server's
+    // connection, read to the body's end, is kept for the next request.
+    c.send(request("GET", "/chunked", keep).as_bytes()).await;
+    let _ = server.next_request(&mut up).await;
+    up.as_mut()
+        .unwrap()
+        .send(
+            b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nTransfer-Encoding: chunked\r\n\
+              Content-Length: 99\r\n\r\n2\r\nhi\r\n4\r\n you\r\n0\r\nX-Sum: 1\r\n\r\n",
+        )
+        .await;
+    let r = c.expect_response("GET").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hi you"));
+    assert_eq!(fast(&r).as_deref(), Some("close"));
+    assert_eq!(r.header("content-length"), None, "{:?}", r.headers);
+    assert!(
+        c.closes().await,
+        "the connection outlives a body read to the close"
+    );
+    // Without keep-alive: answered, said to close, closed.
+    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+    c.send(request("GET", "/once", "").as_bytes()).await;
+    let req = server.next_request(&mut up).await;
+    assert_eq!(req.target, "/once");
+    up.as_mut()
+        .unwrap()
+        .send(b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nContent-Length: 2\r\n\r\nok")
+        .await;
+    let r = c.expect_response("GET").await;
+    assert_eq!(
+        (r.text().as_str(), fast(&r).as_deref()),
+        ("ok", Some("close"))
+    );
+    assert!(
+        c.closes().await,
+        "an HTTP/1.0 connection without keep-alive stays open"
+    );
+    // A body that ends with the server's connection: the same, unchunked, to the close.
+    let mut c = Raw::connect(rouse.addr(), WITHIN).await;
+    c.send(request("GET", "/to-the-close", keep).as_bytes())
+        .await;
+    let _ = server.next_request(&mut up).await;
+    let mut server_up = up.take().unwrap();
+    server_up
+        .send(b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\n\r\nuntil the end")
+        .await;
+    drop(server_up);
+    let r = c.expect_response("GET").await;
+    assert_eq!(
+        (r.text().as_str(), fast(&r).as_deref()),
+        ("until the end", Some("close"))
+    );
+    assert!(c.closes().await);
+    still_serves(&rouse, &server).await;
+}

@@ -272,10 +272,11 @@ async fn json_lines_and_request_ids_on_both_paths() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(seen(&body)["x-request-id"], "client-id-1");
-    // Hyper's path (HTTP/1.0 is not the fast path's), with an id not kept.
+    // Hyper's path (an absolute-form target is not the fast path's), with an id not kept.
     let (_, body) = one_shot(
         rouse.addr,
-        b"GET /headers?c=3 HTTP/1.0\r\nHost: app.test\r\nX-Request-Id: bad id\r\n\r\n",
+        b"GET http://app.test/headers?c=3 HTTP/1.0\r\nHost: app.test\r\n\
+          X-Request-Id: bad id\r\n\r\n",
     )
     .await;
     let made = seen(&body)["x-request-id"].as_str().unwrap().to_owned();
@@ -283,12 +284,20 @@ async fn json_lines_and_request_ids_on_both_paths() {
     // Hyper's path keeps a sane one too.
     let (_, body) = one_shot(
         rouse.addr,
-        b"GET /headers HTTP/1.0\r\nHost: app.test\r\nX-Request-Id: client-id-2\r\n\r\n",
+        b"GET http://app.test/headers HTTP/1.0\r\nHost: app.test\r\n\
+          X-Request-Id: client-id-2\r\n\r\n",
     )
     .await;
     assert_eq!(seen(&body)["x-request-id"], "client-id-2");
+    // HTTP/1.0 on the fast path: logged as what the client spoke.
+    let (_, body) = one_shot(
+        rouse.addr,
+        b"GET /headers?d=4 HTTP/1.0\r\nHost: app.test\r\nX-Request-Id: client-id-3\r\n\r\n",
+    )
+    .await;
+    assert_eq!(seen(&body)["x-request-id"], "client-id-3");
 
-    let lines = wait_lines(&rouse.file(), 3).await;
+    let lines = wait_lines(&rouse.file(), 4).await;
     let v: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -321,6 +330,14 @@ async fn json_lines_and_request_ids_on_both_paths() {
     assert_eq!(second["target"], "/headers?c=3");
     assert_eq!(second["request_id"], made.as_str());
     assert_eq!(v[2]["request_id"], "client-id-2");
+    assert_eq!(
+        (&v[3]["protocol"], &v[3]["target"], &v[3]["request_id"]),
+        (
+            &"HTTP/1.0".into(),
+            &"/headers?d=4".into(),
+            &"client-id-3".into()
+        )
+    );
 }
 
 /// Requests no upstream serves are logged too, as nginx logs every request: a 404 for a Host
@@ -344,7 +361,7 @@ async fn answers_before_any_upstream_are_logged_without_one() {
     )
     .await;
     assert_eq!(status, 404);
-    // HTTP/1.0 is hyper's path, which reads the Hosts before any route.
+    // Two Hosts: the fast path declines them to hyper's path, which reads them before any route.
     let (head, _) = one_shot(
         rouse.addr,
         b"GET /two HTTP/1.0\r\nHost: a.test\r\nHost: b.test\r\n\r\n",

@@ -71,7 +71,11 @@ impl<'a> Seen<'a> {
                 Parts {
                     method: head.method(buf),
                     target: head.target(buf),
-                    version: Version::HTTP_11,
+                    version: if head.http10 {
+                        Version::HTTP_10
+                    } else {
+                        Version::HTTP_11
+                    },
                     host: &buf[head.host.clone()],
                     referer: field(b"referer"),
                     user_agent: field(b"user-agent"),

@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 use http::Response;
 use rouse_config::Protocol;
 use rouse_state::Server;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
@@ -25,7 +25,8 @@ use super::copy::{self, Cut, Timeouts, Upstream};
 use super::decode::Decoder;
 use super::exchange::{self, HeadError};
 use super::request::{self, Head, Parsed};
-use super::{response, rewrite};
+use super::response::{self, ClientConn};
+use super::rewrite;
 use crate::access::Seen;
 use crate::access::request_id;
 use crate::body::ProxyBody;
@@ -49,17 +50,33 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Ready when a read would not block (or may not: a spurious wake-up costs a buffer
     /// taken and given back).
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// What must be sent before the connection is dropped: TLS's close_notify. A plain
+    /// socket needs nothing: dropping it closes it, which sends the FIN; a shutdown first
+    /// would cost a system call per closed connection and change nothing (a close with
+    /// unread bytes resets the connection either way).
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_shutdown(cx)
+    }
 }
 
 impl ClientStream for TcpStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
+
+    fn poll_finish(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl ClientStream for UnixStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         UnixStream::poll_read_ready(self, cx)
+    }
+
+    fn poll_finish(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -81,9 +98,9 @@ pub(crate) enum Outcome<IO> {
     Done,
     /// Hyper serves the next request, reading `read` first. `since`: accept, or when the last
     /// answer went out (the next head's timer counts from it). `once`: the connection may
-    /// come back here after that request; otherwise it is hyper's from then on (HTTP/1.0,
-    /// whose keep-alive hyper keeps; an Upgrade, which may make it a tunnel; an upstream the
-    /// fast path never serves, which every request on it is likely for).
+    /// come back here after that request; otherwise it is hyper's from then on (an Upgrade,
+    /// which may make it a tunnel; an upstream the fast path never serves, which every
+    /// request on it is likely for).
     Decline {
         io: IO,
         read: Vec<u8>,
@@ -188,7 +205,7 @@ pub(crate) async fn serve<IO: ClientStream>(
                         return decline(io, b, (since, answered), "a long head", true);
                     }
                     Parsed::Decline(why) => {
-                        let once = !matches!(why, request::HTTP_10 | request::UPGRADE);
+                        let once = why != request::UPGRADE;
                         return decline(io, b, (since, answered), why, once);
                     }
                     Parsed::Refuse(why) => {
@@ -225,7 +242,7 @@ pub(crate) async fn serve<IO: ClientStream>(
                 return decline(io, b, (since, answered), "the request's route", once);
             }
             Step::Close => {
-                let _ = io.shutdown().await;
+                let _ = poll_fn(|cx| io.poll_finish(cx)).await;
                 return Outcome::Done;
             }
             Step::KeepAlive => {}
@@ -281,11 +298,15 @@ async fn refuse<IO: ClientStream>(
         );
         proxy.refused_head(&b.head, &b.read, peer, Instant::now(), &resp);
         b.out.clear();
-        serialize(&resp, false, true, &mut b.out);
+        let conn = ClientConn {
+            close: true,
+            http10: b.head.http10,
+        };
+        serialize(&resp, false, conn, &mut b.out);
     }
     let send = proxy.settings.send_timeout;
     if copy::write_all(&mut io, &b.out, send, timer).await.is_ok() {
-        let _ = io.shutdown().await;
+        let _ = poll_fn(|cx| io.poll_finish(cx)).await;
     }
     bufs::give(b);
     Outcome::Done
@@ -335,7 +356,10 @@ async fn request<IO: ClientStream>(
     {
         return Step::Decline { once: true };
     }
-    let close = head.close || stopping;
+    let mut conn = ClientConn {
+        close: head.close || stopping,
+        http10: head.http10,
+    };
     let is_head = head.is_head;
     let end = head.len + length as usize;
     // Ready for a server when its body is in: at once, unless more had to be read.
@@ -409,14 +433,14 @@ async fn request<IO: ClientStream>(
                 done(),
                 resp,
                 is_head,
-                close,
+                conn,
                 out,
             );
             None
         }
     }) else {
         let after = copy::write_all(io, out, t.send, timer.as_mut()).await;
-        return after_answer(after, close, read, end);
+        return after_answer(after, conn, read, end);
     };
     let up = moved_or(&moved, up);
     let mut done = done();
@@ -429,13 +453,16 @@ async fn request<IO: ClientStream>(
                 "101 Switching Protocols without Upgrade".into(),
             ))
         } else {
-            out.clear();
-            response::client_head(rbuf, &answering.info, fields, false, out);
-            if copy::write_all(io, out, t.send, timer.as_mut())
-                .await
-                .is_err()
-            {
-                return Step::Close;
+            // RFC 9110 §15.2: never to an HTTP/1.0 client.
+            if !conn.http10 {
+                out.clear();
+                response::client_head(rbuf, &answering.info, fields, conn, out);
+                if copy::write_all(io, out, t.send, timer.as_mut())
+                    .await
+                    .is_err()
+                {
+                    return Step::Close;
+                }
             }
             rbuf.drain(..answering.info.len);
             let deadline = rouse_core::time::deadline(Instant::now(), t.read);
@@ -466,12 +493,12 @@ async fn request<IO: ClientStream>(
                     done,
                     resp,
                     is_head,
-                    close,
+                    conn,
                     out,
                 );
                 drop(answering);
                 let after = copy::write_all(io, out, t.send, timer.as_mut()).await;
-                return after_answer(after, close, read, end);
+                return after_answer(after, conn, read, end);
             }
         }
     }
@@ -488,8 +515,14 @@ async fn request<IO: ClientStream>(
         .logs(done.status)
         .then(|| crate::forward::upstream_us(&done));
     out.clear();
-    response::client_head(rbuf, &info, fields, close, out);
-    let mut dec = Decoder::new(info.framing, head.trailers);
+    conn = conn.after(info.framing);
+    response::client_head(rbuf, &info, fields, conn, out);
+    let mut dec = if conn.http10 {
+        // The data alone, read to the close (`ClientConn::after`); trailers have no place.
+        Decoder::plain(info.framing)
+    } else {
+        Decoder::new(info.framing, head.trailers)
+    };
     let upstream = Upstream {
         stream: answering.stream,
         pool: answering.pool,
@@ -501,10 +534,10 @@ async fn request<IO: ClientStream>(
             // Nothing went to the client yet: say what happened.
             upstream.release(false);
             malformed_body(
-                proxy, &routes, up, &server, &mut done, logged, &e, is_head, close, out,
+                proxy, &routes, up, &server, &mut done, logged, &e, is_head, conn, out,
             );
             let after = copy::write_all(io, out, t.send, timer.as_mut()).await;
-            return after_answer(after, close, read, end);
+            return after_answer(after, conn, read, end);
         }
     };
     let reuse = !info.close;
@@ -546,7 +579,7 @@ async fn request<IO: ClientStream>(
             Some(upstream_us),
         );
     }
-    after_answer(written, close, read, end)
+    after_answer(written, conn, read, end)
 }
 
 /// The upstream a request went to: its successor's if a reload replaced it while the
@@ -598,7 +631,11 @@ fn body_timed_out(
         request_id: rewrite::client_request_id(head, read).unwrap_or(made.as_bytes()),
         seen: Seen::H1 { head, buf: read },
     };
-    own_answer(proxy, routes, up, None, done, resp, is_head, true, out);
+    let conn = ClientConn {
+        close: true,
+        http10: head.http10,
+    };
+    own_answer(proxy, routes, up, None, done, resp, is_head, conn, out);
 }
 
 /// rouse's answer for the request `done` describes (the server it concerns, if any):
@@ -613,7 +650,7 @@ fn own_answer(
     mut done: Done<'_>,
     resp: Response<ProxyBody>,
     is_head: bool,
-    close: bool,
+    conn: ClientConn,
     out: &mut Vec<u8>,
 ) {
     done.status = resp.status().as_u16();
@@ -621,7 +658,7 @@ fn own_answer(
     crate::answer::count_error(&routes.table.metrics, up.state.name(), &resp);
     proxy.account(&routes.table, up, server, done);
     out.clear();
-    serialize(&resp, is_head, close, out);
+    serialize(&resp, is_head, conn, out);
 }
 
 /// The server's body is malformed before any of it went out: 502 in its place (the request
@@ -637,7 +674,7 @@ fn malformed_body(
     logged: Option<u64>,
     e: &dyn std::fmt::Display,
     is_head: bool,
-    close: bool,
+    conn: ClientConn,
     out: &mut Vec<u8>,
 ) {
     let msg = format!(
@@ -661,21 +698,31 @@ fn malformed_body(
         );
     }
     out.clear();
-    serialize(&resp, is_head, close, out);
+    serialize(&resp, is_head, conn, out);
 }
 
 /// The connection after an answer: the request's bytes dropped from the read buffer, closed
 /// if the answer could not go out or the client is to leave.
-fn after_answer(written: Result<(), Cut>, close: bool, read: &mut Vec<u8>, end: usize) -> Step {
+fn after_answer(
+    written: Result<(), Cut>,
+    conn: ClientConn,
+    read: &mut Vec<u8>,
+    end: usize,
+) -> Step {
     read.drain(..end);
     match written {
-        Ok(()) if !close => Step::KeepAlive,
+        Ok(()) if !conn.close => Step::KeepAlive,
         _ => Step::Close,
     }
 }
 
-/// An answer of rouse's own, as HTTP/1.1 bytes.
-pub(crate) fn serialize(resp: &Response<ProxyBody>, is_head: bool, close: bool, out: &mut Vec<u8>) {
+/// An answer of rouse's own, as HTTP/1.1 bytes, for a client `conn` describes.
+pub(crate) fn serialize(
+    resp: &Response<ProxyBody>,
+    is_head: bool,
+    conn: ClientConn,
+    out: &mut Vec<u8>,
+) {
     use std::io::Write;
     let status = resp.status();
     let _ = write!(
@@ -697,9 +744,7 @@ pub(crate) fn serialize(resp: &Response<ProxyBody>, is_head: bool, close: bool, 
     let _ = write!(out, "content-length: {}\r\ndate: ", body.len());
     super::date::append(out);
     out.extend_from_slice(b"\r\n");
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    conn.write_connection(out);
     out.extend_from_slice(b"\r\n");
     if !is_head {
         out.extend_from_slice(body);

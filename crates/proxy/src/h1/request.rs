@@ -59,8 +59,12 @@ pub(crate) struct Head {
     /// The Host field's value (exactly one, checked).
     pub host: Range<usize>,
     pub content_length: u64,
-    /// The client asked to close after this exchange (`Connection: close`).
+    /// The client asked to close after this exchange: `Connection: close`, or HTTP/1.0
+    /// without `Connection: keep-alive` (RFC 9112 §9.3).
     pub close: bool,
+    /// An HTTP/1.0 request: its answer is framed for a client that reads neither chunked
+    /// bodies nor 1xx answers (see `response::ClientConn`).
+    pub http10: bool,
     /// `TE: trailers`: the client takes trailers on a chunked response.
     pub trailers: bool,
     pub is_head: bool,
@@ -80,8 +84,7 @@ pub(crate) struct Head {
     pub underscored: FieldSet,
 }
 
-/// The declines after which hyper keeps the connection (see `conn::Outcome::Decline`).
-pub(crate) const HTTP_10: &str = "HTTP/1.0";
+/// The decline after which hyper keeps the connection (see `conn::Outcome::Decline`).
 pub(crate) const UPGRADE: &str = "Upgrade";
 
 /// What reading the buffer gave.
@@ -135,14 +138,13 @@ impl Head {
         let at = |s: &[u8]| span(buf, s);
         let starts = req.headers.iter().map(|h| at(h.name.as_bytes()).start);
         let start = req.method.map_or(0, |m| at(m.as_bytes()).start);
+        // httparse reads HTTP/1.0 and HTTP/1.1 only.
+        let http10 = req.version == Some(0);
         if !lines::end_in_crlf(buf, start, len, starts) {
             // What the access log shows of it: the request line, as nginx logs a 400.
             let (method, target) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
-            self.refused(at(method.as_bytes()), at(target.as_bytes()), len);
+            self.refused(at(method.as_bytes()), at(target.as_bytes()), len, http10);
             return Parsed::Refuse("bare LF");
-        }
-        if req.version != Some(1) {
-            return Parsed::Decline(HTTP_10);
         }
         let (Some(method), Some(target)) = (req.method, req.path) else {
             return Parsed::Decline("malformed head");
@@ -161,6 +163,7 @@ impl Head {
         self.host = 0..0;
         self.content_length = 0;
         self.close = false;
+        self.http10 = http10;
         self.trailers = false;
         self.is_head = method == "HEAD";
         self.browser = false;
@@ -171,6 +174,7 @@ impl Head {
         self.request_id = None;
         let mut named_close: FieldSet = 0;
         let mut close_named = false;
+        let mut keep_alive = false;
         let mut size = line + 2;
         let mut hosts = 0;
         let mut lengths = 0;
@@ -217,6 +221,8 @@ impl Head {
                         if eq_lower(token, b"close") {
                             self.close = true;
                             close_named = true;
+                        } else if eq_lower(token, b"keep-alive") {
+                            keep_alive = true;
                         } else if token.eq_ignore_ascii_case(b"upgrade") {
                             return Parsed::Decline(UPGRADE);
                         } else if [&b"host"[..], b"content-length"]
@@ -262,6 +268,8 @@ impl Head {
         if close_named {
             self.dropped |= named_close;
         }
+        // HTTP/1.0 keeps a connection only when the client asks (hyper and nginx read it so).
+        self.close |= http10 && !keep_alive;
         if hosts != 1 || lengths > 1 {
             return Parsed::Decline("Host or Content-Length count");
         }
@@ -274,11 +282,12 @@ impl Head {
 
 impl Head {
     /// The head of a refused request: its request line and length, nothing else.
-    fn refused(&mut self, method: Range<usize>, target: Range<usize>, len: usize) {
+    fn refused(&mut self, method: Range<usize>, target: Range<usize>, len: usize, http10: bool) {
         *self = Head {
             method,
             target,
             len,
+            http10,
             fields: std::mem::take(&mut self.fields),
             ..Head::default()
         };
@@ -527,6 +536,41 @@ mod tests {
         assert_eq!(h.fields.len(), 5);
     }
 
+    /// RFC 9112 §9.3: an HTTP/1.0 connection persists only when the client says
+    /// `keep-alive`, and `close` wins over it; HTTP/1.1 persists unless told to close.
+    #[test]
+    fn http10_keeps_its_connection_only_when_asked() {
+        for (text, close) in [
+            ("GET / HTTP/1.0\r\nHost: a\r\n\r\n", true),
+            (
+                "GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n",
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n",
+                true,
+            ),
+            // Only `Connection` says it (hyper reads it so too).
+            ("GET / HTTP/1.0\r\nHost: a\r\nKeep-Alive: 300\r\n\r\n", true),
+            (
+                "GET / HTTP/1.0\r\nHost: a\r\nProxy-Connection: keep-alive\r\n\r\n",
+                true,
+            ),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", false),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            ),
+        ] {
+            let (h, p) = parse(text);
+            assert_eq!(p, Parsed::Ready, "{text:?}");
+            assert_eq!(h.close, close, "{text:?}");
+            assert_eq!(h.http10, text.contains("HTTP/1.0"), "{text:?}");
+            // `keep-alive` names no field of its own: the lines can be copied as they are.
+            assert!(h.plain, "{text:?}");
+        }
+    }
+
     #[test]
     fn partial_heads_ask_for_more() {
         assert_eq!(parse("GET / HTTP/1.1\r\nHost: a\r\n").1, Parsed::Partial);
@@ -537,7 +581,9 @@ mod tests {
     fn what_hyper_answers_itself_is_declined() {
         for text in [
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+            // HTTP/1.0 without Host: hyper's path routes it by none.
+            "GET / HTTP/1.0\r\n\r\n",
+            "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET a.test:80 HTTP/1.1\r\nHost: a\r\n\r\n",
             "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",

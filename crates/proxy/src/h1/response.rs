@@ -47,6 +47,37 @@ pub(crate) fn end_to_end<'a>(
     })
 }
 
+/// The client's side of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientConn {
+    /// The client's connection ends after this answer.
+    pub close: bool,
+    /// The client spoke HTTP/1.0: it reads neither a chunked body nor a 1xx answer (RFC 9110
+    /// §15.2), and keeps its connection only when told `keep-alive` (RFC 9112 §9.3).
+    pub http10: bool,
+}
+
+impl ClientConn {
+    /// Its connection after an answer whose body is `framing`: an HTTP/1.0 client reads a
+    /// body of unknown length to the connection's end, which it gets unchunked.
+    pub(crate) fn after(self, framing: Framing) -> ClientConn {
+        ClientConn {
+            close: self.close || (self.http10 && framing.is_reframed()),
+            ..self
+        }
+    }
+
+    /// The `Connection` field of a final answer: `close` when the connection ends after it,
+    /// `keep-alive` to an HTTP/1.0 client whose connection stays (as hyper and nginx say).
+    pub(crate) fn write_connection(self, out: &mut Vec<u8>) {
+        if self.close {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if self.http10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+}
+
 /// What the server's head said, besides its fields (which stay in the read buffer, found by
 /// the offsets `parse` leaves in its `fields`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,13 +221,17 @@ pub(crate) fn parse(
 }
 
 /// Writes the client's copy of the response head `buf[..info.len]` into `out`: the status
-/// line, the end-to-end fields, the framing the client gets, `Date` if the server sent none,
-/// and `Connection: close` when the client's connection ends after it.
+/// line, the end-to-end fields, the framing the client gets (chunked, unless it speaks
+/// HTTP/1.0 and reads to the close: see [`ClientConn::after`]), `Date` if the server sent
+/// none, and what `client` says of its connection.
+///
+/// The status line says HTTP/1.1 to an HTTP/1.0 client too, as nginx's does (RFC 9110 §2.5:
+/// the highest minor version the server conforms to).
 pub(crate) fn client_head(
     buf: &[u8],
     info: &Info,
     fields: &[Field],
-    close_client: bool,
+    client: ClientConn,
     out: &mut Vec<u8>,
 ) {
     let status = info.status;
@@ -233,7 +268,7 @@ pub(crate) fn client_head(
         }
         has_date
     };
-    if rechunk {
+    if rechunk && !client.http10 {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     if !has_date && !(100..200).contains(&status) {
@@ -241,8 +276,8 @@ pub(crate) fn client_head(
         super::date::append(out);
         out.extend_from_slice(b"\r\n");
     }
-    if close_client && !(100..200).contains(&status) {
-        out.extend_from_slice(b"connection: close\r\n");
+    if !(100..200).contains(&status) {
+        client.write_connection(out);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -263,10 +298,26 @@ mod tests {
         (info, fields)
     }
 
-    fn client(text: &str, close_client: bool) -> String {
+    fn client(text: &str, close: bool) -> String {
+        client_as(
+            text,
+            ClientConn {
+                close,
+                http10: false,
+            },
+        )
+    }
+
+    fn client_as(text: &str, conn: ClientConn) -> String {
         let (i, fields) = head(text, false);
         let mut out = Vec::new();
-        client_head(text.as_bytes(), &i, &fields, close_client, &mut out);
+        client_head(
+            text.as_bytes(),
+            &i,
+            &fields,
+            conn.after(i.framing),
+            &mut out,
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -395,6 +446,47 @@ mod tests {
         );
     }
 
+    /// To an HTTP/1.0 client: no chunked framing (the body is read to the close, which ends
+    /// its connection), and `keep-alive` said when its connection stays.
+    #[test]
+    fn an_http10_client_gets_no_chunks_and_is_told_its_connection_stays() {
+        let keep = ClientConn {
+            close: false,
+            http10: true,
+        };
+        let text = "HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(
+            client_as(text, keep),
+            "HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 2\r\nconnection: keep-alive\r\n\r\n"
+        );
+        for text in [
+            "HTTP/1.1 200 OK\r\nDate: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nDate: x\r\nConnection: keep-alive\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nDate: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        ] {
+            assert_eq!(
+                client_as(text, keep),
+                "HTTP/1.1 200 OK\r\nDate: x\r\nconnection: close\r\n\r\n",
+                "{text:?}"
+            );
+        }
+        let text = "HTTP/1.1 304 Not Modified\r\nDate: x\r\n\r\n";
+        assert_eq!(
+            client_as(
+                text,
+                ClientConn {
+                    close: true,
+                    http10: true
+                }
+            ),
+            "HTTP/1.1 304 Not Modified\r\nDate: x\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            client_as(text, keep),
+            "HTTP/1.1 304 Not Modified\r\nDate: x\r\nconnection: keep-alive\r\n\r\n"
+        );
+    }
+
     /// The fields of a head, as httparse reads them (names lowercased), a `date` field's
     /// value left out (rouse writes the clock's).
     fn read_fields(head: &[u8]) -> (u16, Vec<(String, String)>) {
@@ -425,6 +517,7 @@ mod tests {
             lines in proptest::collection::vec((0..NAMES.len(), 0..4usize, 0..3usize, 0..3usize), 0..12),
             status in proptest::sample::select(vec![200u16, 204, 304, 404, 103, 599]),
             close_client: bool,
+            http10: bool,
         ) {
             let mut text = format!("HTTP/1.1 {status} Something\r\n");
             for &(n, v, before, after) in &lines {
@@ -445,11 +538,12 @@ mod tests {
             };
             let connection_names_more = lines.iter().any(|&(n, v, _, _)| NAMES[n] == "Connection" && v >= 2);
             proptest::prop_assert_eq!(info.plain, !connection_names_more);
+            let conn = ClientConn { close: close_client, http10 }.after(info.framing);
             let mut copied = Vec::new();
-            client_head(text.as_bytes(), &info, &fields, close_client, &mut copied);
+            client_head(text.as_bytes(), &info, &fields, conn, &mut copied);
             let mut written = Vec::new();
             let one_by_one = Info { plain: false, ..info.clone() };
-            client_head(text.as_bytes(), &one_by_one, &fields, close_client, &mut written);
+            client_head(text.as_bytes(), &one_by_one, &fields, conn, &mut written);
             proptest::prop_assert_eq!(read_fields(&copied), read_fields(&written));
         }
     }

@@ -220,7 +220,16 @@ pub(crate) fn upstream_head_with_id<'b>(
     // request line (origin-form, HTTP/1.1, single spaces: what `write_head` writes), then
     // every field but those in `dropped`.
     let value = |at: Option<usize>| at.map(|i| head.fields[i].of(buf).1);
-    out.extend_from_slice(&buf[head.method.start..lines::after_start_line(head.len, &head.fields)]);
+    if head.http10 {
+        // The server gets HTTP/1.1 whatever the client spoke, as from hyper's path
+        // (`headers::to_upstream`): its connection stays in the pool.
+        out.extend_from_slice(&buf[head.method.start..head.target.end]);
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+    } else {
+        out.extend_from_slice(
+            &buf[head.method.start..lines::after_start_line(head.len, &head.fields)],
+        );
+    }
     lines::copy_kept(buf, head.len, &head.fields, head.dropped, out);
     let id = match value(head.request_id).filter(|id| request_id::is_sane(id)) {
         Some(id) => RequestId::Client(id),
@@ -581,14 +590,17 @@ mod tests {
             /// The fast path's upstream head has the fields `headers::to_upstream` leaves, as
             /// a multiset (hyper groups repeated names; the order of names is not meaning):
             /// whether its lines are copied as they are (`Head::plain`: the client's
-            /// whitespace around values kept) or written one by one.
+            /// whitespace around values kept) or written one by one; over HTTP/1.1, whatever
+            /// the client spoke.
             #[test]
             fn the_same_fields_reach_the_server(
                 fields in prop::collection::vec((field(), 0..3usize), 0..8),
                 https in any::<bool>(),
                 with_id in any::<bool>(),
+                http10 in any::<bool>(),
             ) {
-                let mut text = "GET /p?q HTTP/1.1\r\nHost: a.test:81\r\n".to_owned();
+                let version = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+                let mut text = format!("GET /p?q {version}\r\nHost: a.test:81\r\n");
                 for ((n, v), ows) in &fields {
                     let ows = ["", " ", " \t"][*ows];
                     text.push_str(&format!("{n}:{ows}{v}{ows}\r\n"));
@@ -607,9 +619,14 @@ mod tests {
                 let mut parsed = httparse::Request::new(&mut raw);
                 prop_assert!(parsed.parse(&out).unwrap().is_complete());
                 prop_assert_eq!(parsed.path, Some("/p?q"));
+                prop_assert_eq!(parsed.version, Some(1));
                 let ours = super::super::wire_fields(parsed.headers);
 
-                let mut req = http::Request::builder().uri("/p?q").header("host", "a.test:81");
+                let version = if http10 { http::Version::HTTP_10 } else { http::Version::HTTP_11 };
+                let mut req = http::Request::builder()
+                    .uri("/p?q")
+                    .version(version)
+                    .header("host", "a.test:81");
                 for (n, v) in &fields {
                     req = req.header(n.as_str(), v.trim());
                 }
