@@ -1,4 +1,5 @@
-# Shared by bench/proxy.sh, bench/memory.sh, bench/throughput.sh and bench/instructions.sh:
+# Shared by bench/proxy.sh, bench/memory.sh, bench/throughput.sh, bench/instructions.sh and
+# bench/apachebench.sh:
 # source it, do not run it.
 #
 # Before sourcing, set SCRIPT_NAME (the log prefix). Sourcing defines BENCH_DIR, ROOT, OUT_DIR,
@@ -74,6 +75,7 @@ install_tools() {
         command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] && continue
         case $cmd in
             h2load) pkg=nghttp2-client ;;
+            ab) pkg=apache2-utils ;;
             taskset) pkg=util-linux ;;
             ss) pkg=iproute2 ;;
             *) pkg=$cmd ;;

@@ -189,7 +189,7 @@ pub(crate) async fn serve<IO: ClientStream>(
                         woke_empty = true;
                         bufs::give(b);
                     }
-                    Some(Ok(0) | Err(_)) => return Outcome::Done,
+                    Some(Ok(0) | Err(_)) => return done(b),
                     Some(Ok(_)) => break b,
                 }
             },
@@ -221,11 +221,11 @@ pub(crate) async fn serve<IO: ClientStream>(
                 r = io.read_buf(&mut b.read) => r,
                 () = &mut timer => {
                     tracing::debug!(client = %peer, "no request in time; closing the connection");
-                    return Outcome::Done;
+                    return done(b);
                 }
             };
             match got {
-                Ok(0) | Err(_) => return Outcome::Done,
+                Ok(0) | Err(_) => return done(b),
                 Ok(_) => {}
             }
         }
@@ -242,6 +242,7 @@ pub(crate) async fn serve<IO: ClientStream>(
                 return decline(io, b, (since, answered), "the request's route", once);
             }
             Step::Close => {
+                bufs::give(b);
                 let _ = poll_fn(|cx| io.poll_finish(cx)).await;
                 return Outcome::Done;
             }
@@ -256,6 +257,13 @@ pub(crate) async fn serve<IO: ClientStream>(
             held = Some(b);
         }
     }
+}
+
+/// The connection ends: its buffers go back for the next one (a client that connects for
+/// one request would otherwise have each take new ones and grow them again).
+fn done<IO>(b: Box<Bufs>) -> Outcome<IO> {
+    bufs::give(b);
+    Outcome::Done
 }
 
 fn decline<IO>(
