@@ -1039,6 +1039,21 @@ async fn a_declined_request_gives_the_connection_back_to_the_fast_path() {
     );
 }
 
+/// Sends `request` from `client`, has the server answer `answer` (on the kept connection `up`
+/// or a new one, then in `up`), and returns what the server got and what the client read.
+async fn through(
+    client: &mut Raw,
+    server: &RawServer,
+    up: &mut Option<Upstream>,
+    (request, method): (&str, &str),
+    answer: &[u8],
+) -> (raw::server::Forwarded, RawResponse) {
+    client.send(request.as_bytes()).await;
+    let req = server.next_request(up).await;
+    up.as_mut().expect("a server connection").send(answer).await;
+    (req, client.expect_response(method).await)
+}
+
 /// An HTTP/1.0 client is served by the fast path (the server's `X-Case` comes back as it was
 /// sent), as RFC 9112 and 9110 say for one: its request goes to the server as HTTP/1.1 (the
 /// server's connection stays in the pool); it never gets a 1xx (RFC 9110 §15.2) nor a chunked
@@ -1049,10 +1064,10 @@ async fn a_declined_request_gives_the_connection_back_to_the_fast_path() {
 async fn http10_clients_are_served_by_the_fast_path_as_rfc_9112_says() {
     let server = RawServer::bind(WITHIN).await;
     let rouse = rouse_before(&server, "").await;
-    let request = |method: &str, target: &str, extra: &str| {
-        format!("{method} {target} HTTP/1.0\r\nHost: raw.test\r\n{extra}\r\n")
-    };
     let keep = "Connection: keep-alive\r\n";
+    let get = |target: &str, extra: &str| {
+        format!("GET {target} HTTP/1.0\r\nHost: raw.test\r\n{extra}\r\n")
+    };
     let fast = |r: &RawResponse| {
         assert!(
             r.names.contains(&"X-Case".into()),
@@ -1062,25 +1077,20 @@ async fn http10_clients_are_served_by_the_fast_path_as_rfc_9112_says() {
         assert_eq!(r.header("transfer-encoding"), None, "{:?}", r.headers);
         r.header("connection")
     };
+    let ok = b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nContent-Length: 2\r\n\r\nok";
     let mut up = None;
     let mut c = Raw::connect(rouse.addr(), WITHIN).await;
     // A 103 and a 200: the 200 alone, and the connection kept.
-    c.send(request("GET", "/first", keep).as_bytes()).await;
-    let req = server.next_request(&mut up).await;
-    assert!(
-        req.raw_head.starts_with(b"GET /first HTTP/1.1\r\n"),
-        "{}",
-        String::from_utf8_lossy(&req.raw_head)
-    );
-    assert_eq!(req.header("connection"), None, "{:?}", req.headers);
-    let server_up = up.as_mut().unwrap();
-    server_up
-        .send(
-            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
-              HTTP/1.1 200 OK\r\nX-Case: Kept\r\nContent-Length: 2\r\n\r\nok",
-        )
-        .await;
-    let r = c.expect_response("GET").await;
+    let hinted = [
+        &b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"[..],
+        ok,
+    ]
+    .concat();
+    let first = get("/first", keep);
+    let (req, r) = through(&mut c, &server, &mut up, (&first, "GET"), &hinted).await;
+    let head = String::from_utf8_lossy(&req.raw_head);
+    assert!(head.starts_with("GET /first HTTP/1.1\r\n"), "{head}");
+    assert_eq!(req.header("connection"), None, "{head}");
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     assert_eq!(
         r.interim,
@@ -1089,57 +1099,38 @@ async fn http10_clients_are_served_by_the_fast_path_as_rfc_9112_says() {
     );
     assert_eq!(fast(&r).as_deref(), Some("keep-alive"));
     // A body with its length, and a HEAD: still kept.
-    c.send(
-        format!(
-            "{}hello",
-            request("POST", "/post", &format!("{keep}Content-Length: 5\r\n"))
-        )
-        .as_bytes(),
-    )
-    .await;
-    let req = server.next_request(&mut up).await;
+    let post =
+        format!("POST /post HTTP/1.0\r\nHost: raw.test\r\n{keep}Content-Length: 5\r\n\r\nhello");
+    let created = b"HTTP/1.1 201 Created\r\nX-Case: Kept\r\nContent-Length: 0\r\n\r\n";
+    let (req, r) = through(&mut c, &server, &mut up, (&post, "POST"), created).await;
     assert_eq!(
         (req.target.as_str(), &req.body[..]),
         ("/post", &b"hello"[..])
     );
-    up.as_mut()
-        .unwrap()
-        .send(b"HTTP/1.1 201 Created\r\nX-Case: Kept\r\nContent-Length: 0\r\n\r\n")
-        .await;
-    let r = c.expect_response("POST").await;
     assert_eq!((r.status, fast(&r).as_deref()), (201, Some("keep-alive")));
-    c.send(request("HEAD", "/head", keep).as_bytes()).await;
-    let req = server.next_request(&mut up).await;
+    let head = get("/head", keep).replacen("GET", "HEAD", 1);
+    let length_only = b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nContent-Length: 9\r\n\r\n";
+    let (req, r) = through(&mut c, &server, &mut up, (&head, "HEAD"), length_only).await;
     assert_eq!(req.method, "HEAD");
-    up.as_mut()
-        .unwrap()
-        .send(b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nContent-Length: 9\r\n\r\n")
-        .await;
-    let r = c.expect_response("HEAD").await;
     assert_eq!((r.status, fast(&r).as_deref()), (200, Some("keep-alive")));
     // rouse's own answer (a 502 for a head it cannot frame) keeps it too.
-    c.send(request("GET", "/bad", keep).as_bytes()).await;
-    let _ = server.next_request(&mut up).await;
-    up.as_mut()
-        .unwrap()
-        .send(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
-        .await;
-    let r = c.expect_response("GET").await;
+    let bad = b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n";
+    let (_, r) = through(&mut c, &server, &mut up, (&get("/bad", keep), "GET"), bad).await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.header("connection").as_deref(), Some("keep-alive"));
+    // That server connection is closed; the next request opens another.
     up = None;
-    // A chunked body: its data alone, to the close, which ends the connection; the server's
-    // connection, read to the body's end, is kept for the next request.
-    c.send(request("GET", "/chunked", keep).as_bytes()).await;
-    let _ = server.next_request(&mut up).await;
-    up.as_mut()
-        .unwrap()
-        .send(
-            b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nTransfer-Encoding: chunked\r\n\
-              Content-Length: 99\r\n\r\n2\r\nhi\r\n4\r\n you\r\n0\r\nX-Sum: 1\r\n\r\n",
-        )
-        .await;
-    let r = c.expect_response("GET").await;
+    // A chunked body: its data alone, to the close, which ends the connection.
+    let chunked = b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nTransfer-Encoding: chunked\r\n\
+                    Content-Length: 99\r\n\r\n2\r\nhi\r\n4\r\n you\r\n0\r\nX-Sum: 1\r\n\r\n";
+    let (_, r) = through(
+        &mut c,
+        &server,
+        &mut up,
+        (&get("/chunked", keep), "GET"),
+        chunked,
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (200, "hi you"));
     assert_eq!(fast(&r).as_deref(), Some("close"));
     assert_eq!(r.header("content-length"), None, "{:?}", r.headers);
@@ -1149,14 +1140,8 @@ async fn http10_clients_are_served_by_the_fast_path_as_rfc_9112_says() {
     );
     // Without keep-alive: answered, said to close, closed.
     let mut c = Raw::connect(rouse.addr(), WITHIN).await;
-    c.send(request("GET", "/once", "").as_bytes()).await;
-    let req = server.next_request(&mut up).await;
+    let (req, r) = through(&mut c, &server, &mut up, (&get("/once", ""), "GET"), ok).await;
     assert_eq!(req.target, "/once");
-    up.as_mut()
-        .unwrap()
-        .send(b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\nContent-Length: 2\r\n\r\nok")
-        .await;
-    let r = c.expect_response("GET").await;
     assert_eq!(
         (r.text().as_str(), fast(&r).as_deref()),
         ("ok", Some("close"))
@@ -1167,10 +1152,9 @@ async fn http10_clients_are_served_by_the_fast_path_as_rfc_9112_says() {
     );
     // A body that ends with the server's connection: the same, unchunked, to the close.
     let mut c = Raw::connect(rouse.addr(), WITHIN).await;
-    c.send(request("GET", "/to-the-close", keep).as_bytes())
-        .await;
+    c.send(get("/to-the-close", keep).as_bytes()).await;
     let _ = server.next_request(&mut up).await;
-    let mut server_up = up.take().unwrap();
+    let mut server_up = up.take().expect("a server connection");
     server_up
         .send(b"HTTP/1.1 200 OK\r\nX-Case: Kept\r\n\r\nuntil the end")
         .await;
