@@ -1,5 +1,6 @@
 //! Property test of one keep-alive connection going back and forth between the fast path and
-//! hyper: random sequences of requests the fast path serves (GET, HEAD, a small body) and
+//! hyper: random sequences of requests the fast path serves (GET, HEAD, a small body, an
+//! HTTP/1.0 GET that asks to keep the connection) and
 //! requests it declines, which hyper serves before it gives the connection back (a chunked
 //! body cut into random chunks, `Expect: 100-continue`, a body past the fast path's 64 KiB),
 //! sent one batch at a time, each batch pipelined, through a real rouse to the test backend;
@@ -30,6 +31,8 @@ const LARGE: usize = 70_000;
 #[derive(Debug, Clone)]
 enum Kind {
     Get,
+    /// HTTP/1.0 with `Connection: keep-alive`: its answer says `keep-alive`.
+    Get10,
     Head,
     /// Content-Length, within what the fast path reads.
     Small(usize),
@@ -44,6 +47,7 @@ enum Kind {
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
         Just(Kind::Get),
+        Just(Kind::Get10),
         Just(Kind::Head),
         (1usize..2000).prop_map(Kind::Small),
         prop::collection::vec(1usize..300, 0..5).prop_map(Kind::Chunked),
@@ -73,6 +77,10 @@ fn render(kind: &Kind, i: usize) -> (&'static str, Vec<u8>, String) {
     };
     match kind {
         Kind::Get => ("GET", head("GET", "").into_bytes(), String::new()),
+        Kind::Get10 => {
+            let wire = head("GET", "Connection: keep-alive\r\n").replace("HTTP/1.1", "HTTP/1.0");
+            ("GET", wire.into_bytes(), String::new())
+        }
         Kind::Head => ("HEAD", head("HEAD", "").into_bytes(), String::new()),
         Kind::Small(n) | Kind::Expect(n) => {
             let b = body(*n);
@@ -128,11 +136,11 @@ fn run(mode: &str) {
             for (i, kind) in kinds.iter().enumerate() {
                 let (method, bytes, body) = render(kind, i);
                 c.send(&bytes).await;
-                sent.push((i, method, body));
+                sent.push((i, method, body, matches!(kind, Kind::Get10)));
                 if !cut_after[i] && i + 1 < kinds.len() {
                     continue;
                 }
-                for (i, method, body) in sent.drain(..) {
+                for (i, method, body, http10) in sent.drain(..) {
                     let r = c
                         .response(method)
                         .await
@@ -141,9 +149,13 @@ fn run(mode: &str) {
                     if r.status != 200 {
                         return Err(fail(format!("request {i}: {} {}", r.status, r.text())));
                     }
-                    // The connection stays open: a client told otherwise would leave.
-                    if let Some(c) = r.header("connection") {
-                        return Err(fail(format!("request {i}: answered `Connection: {c}`")));
+                    // The connection stays open: a client told otherwise would leave (an
+                    // HTTP/1.0 one must be told it stays).
+                    let said = r.header("connection");
+                    if said.as_deref() != http10.then_some("keep-alive") {
+                        return Err(fail(format!(
+                            "request {i}: answered `Connection: {said:?}`"
+                        )));
                     }
                     if method == "HEAD" {
                         continue;
