@@ -1059,7 +1059,8 @@ async fn through(
 /// server's connection stays in the pool); it never gets a 1xx (RFC 9110 §15.2) nor a chunked
 /// body, which it reads unchunked to the close instead; its connection stays open after an
 /// answer only when it asked (`Connection: keep-alive`), and the answer then says
-/// `keep-alive` (RFC 9112 §9.3), rouse's own answers included.
+/// `keep-alive` (RFC 9112 §9.3), rouse's own answers included. A request the fast path
+/// declines (a body past 64 KiB) is hyper's, and the connection comes back after it.
 #[tokio::test]
 async fn http10_clients_are_served_by_the_fast_path_as_rfc_9112_says() {
     let server = RawServer::bind(WITHIN).await;
@@ -1113,6 +1114,24 @@ async fn http10_clients_are_served_by_the_fast_path_as_rfc_9112_says() {
     let (req, r) = through(&mut c, &server, &mut up, (&head, "HEAD"), length_only).await;
     assert_eq!(req.method, "HEAD");
     assert_eq!((r.status, fast(&r).as_deref()), (200, Some("keep-alive")));
+    // A body past the fast path's 64 KiB is hyper's (it writes names in lower case), and the
+    // connection comes back after it: hyper keeps a 1.0 connection that asked.
+    let upload = format!(
+        "POST /upload HTTP/1.0\r\nHost: raw.test\r\n{keep}Content-Length: 70000\r\n\r\n{}",
+        "u".repeat(70_000)
+    );
+    let (req, r) = through(&mut c, &server, &mut up, (&upload, "POST"), created).await;
+    assert_eq!((req.target.as_str(), req.body.len()), ("/upload", 70_000));
+    assert_eq!(r.status, 201);
+    assert!(
+        r.names.contains(&"x-case".into()),
+        "not hyper's: {:?}",
+        r.names
+    );
+    assert_eq!(r.header("connection").as_deref(), Some("keep-alive"));
+    let after = get("/after-upload", keep);
+    let (_, r) = through(&mut c, &server, &mut up, (&after, "GET"), ok).await;
+    assert_eq!(fast(&r).as_deref(), Some("keep-alive"));
     // rouse's own answer (a 502 for a head it cannot frame) keeps it too.
     let bad = b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n";
     let (_, r) = through(&mut c, &server, &mut up, (&get("/bad", keep), "GET"), bad).await;

@@ -1,8 +1,8 @@
 //! Property test of one keep-alive connection going back and forth between the fast path and
 //! hyper: random sequences of requests the fast path serves (GET, HEAD, a small body, an
-//! HTTP/1.0 GET that asks to keep the connection) and
-//! requests it declines, which hyper serves before it gives the connection back (a chunked
-//! body cut into random chunks, `Expect: 100-continue`, a body past the fast path's 64 KiB),
+//! HTTP/1.0 GET that asks to keep the connection) and requests it declines, which hyper
+//! serves before it gives the connection back (a chunked body cut into random chunks,
+//! `Expect: 100-continue`, a body past the fast path's 64 KiB, over HTTP/1.1 or 1.0),
 //! sent one batch at a time, each batch pipelined, through a real rouse to the test backend;
 //! with request bodies read whole before a server is chosen, and streamed
 //! (`request_buffering = false`).
@@ -42,6 +42,8 @@ enum Kind {
     Expect(usize),
     /// Content-Length past what the fast path reads.
     Large,
+    /// The same from an HTTP/1.0 client that asks to keep the connection.
+    Large10,
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -53,6 +55,7 @@ fn kind() -> impl Strategy<Value = Kind> {
         prop::collection::vec(1usize..300, 0..5).prop_map(Kind::Chunked),
         (0usize..2000).prop_map(Kind::Expect),
         Just(Kind::Large),
+        Just(Kind::Large10),
     ]
 }
 
@@ -93,10 +96,14 @@ fn render(kind: &Kind, i: usize) -> (&'static str, Vec<u8>, String) {
             let method = if expect.is_empty() { "POST" } else { "PUT" };
             (method, (head(method, &fields) + &b).into_bytes(), b)
         }
-        Kind::Large => {
+        Kind::Large | Kind::Large10 => {
             let b = body(LARGE);
             let fields = format!("Content-Length: {}\r\n", b.len());
-            ("POST", (head("POST", &fields) + &b).into_bytes(), b)
+            let mut wire = head("POST", &fields) + &b;
+            if matches!(kind, Kind::Large10) {
+                wire = wire.replacen("HTTP/1.1\r\n", "HTTP/1.0\r\nConnection: keep-alive\r\n", 1);
+            }
+            ("POST", wire.into_bytes(), b)
         }
         Kind::Chunked(cuts) => {
             let b = body(cuts.iter().sum::<usize>() + 7);
@@ -136,7 +143,8 @@ fn run(mode: &str) {
             for (i, kind) in kinds.iter().enumerate() {
                 let (method, bytes, body) = render(kind, i);
                 c.send(&bytes).await;
-                sent.push((i, method, body, matches!(kind, Kind::Get10)));
+                let http10 = matches!(kind, Kind::Get10 | Kind::Large10);
+                sent.push((i, method, body, http10));
                 if !cut_after[i] && i + 1 < kinds.len() {
                     continue;
                 }

@@ -100,36 +100,37 @@ impl<T: AsyncWrite> AsyncWrite for Rewind<T> {
 }
 
 /// Whether hyper, having answered the request whose head starts `read`, would keep the
-/// connection for another, so that the fast path may have it back: HTTP/1.1, no
-/// `Connection: close`, not framed by both Transfer-Encoding and Content-Length (RFC 9112
-/// §6.1: the connection closes after it, or what a Content-Length reader took for its body
-/// would be read as a request), and no Upgrade (`connection::hyper_once` serves none). These
-/// are hyper's own rules (`role.rs`: `keep_alive`), read again here because hyper does not
-/// say what it decided; a head not whole in `read` (or past `max_headers`) stays with hyper.
+/// connection for another, so that the fast path may have it back: HTTP/1.1, or HTTP/1.0
+/// with `Connection: keep-alive` and no Transfer-Encoding (RFC 9112 §6.1: faulty framing, the
+/// connection closes after it); no `Connection: close`, not framed by both Transfer-Encoding
+/// and Content-Length (§6.1 again: what a Content-Length reader took for its body would be
+/// read as a request), and no Upgrade (`connection::hyper_once` serves none). These are
+/// hyper's own rules (`role.rs`: `keep_alive`), read again here because hyper does not say
+/// what it decided; a head not whole in `read` (or past `max_headers`) stays with hyper.
 pub(crate) fn may_come_back(read: &[u8], max_headers: usize) -> bool {
     let mut fields = vec![httparse::EMPTY_HEADER; max_headers];
     let mut req = httparse::Request::new(&mut fields);
     let Ok(httparse::Status::Complete(_)) = req.parse(read) else {
         return false;
     };
-    if req.version != Some(1) {
-        return false;
-    }
-    let (mut te, mut cl) = (false, false);
+    let http10 = req.version == Some(0);
+    let (mut te, mut cl, mut keep_alive) = (false, false, false);
     for f in req.headers.iter() {
         let is = |name: &str| f.name.eq_ignore_ascii_case(name);
-        let closes = || {
-            f.value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        let says = |token: &[u8]| {
+            is("connection")
+                && f.value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
         };
-        if is("upgrade") || (is("connection") && closes()) {
+        if is("upgrade") || says(b"close") {
             return false;
         }
+        keep_alive |= says(b"keep-alive");
         te |= is("transfer-encoding");
         cl |= is("content-length");
     }
-    !(te && cl)
+    !(te && cl) && (!http10 || (keep_alive && !te))
 }
 
 #[cfg(test)]
@@ -164,6 +165,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-closed\r\n\r\nGET /next",
+            "POST / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\nContent-Length: 3\r\n\r\nabc",
         ] {
             assert!(back(head), "{head:?}");
         }
@@ -172,7 +174,9 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 4\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: Close\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: te , close\r\n\r\n",
-            "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            "POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            "POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n",
+            "POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nY: 2\r\n\r\n",
