@@ -14,12 +14,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::net::{self, SocketFlags};
-use std::os::fd::AsFd;
-
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
@@ -108,7 +107,7 @@ impl Registered {
 }
 
 /// `accept` on `l` once it is readable, as often as it would block.
-async fn when_ready<L: AsFd + std::os::fd::AsRawFd, T>(
+async fn when_ready<L: AsFd + AsRawFd, T>(
     l: &AsyncFd<L>,
     accept: impl Fn(&L) -> rustix::io::Result<T>,
 ) -> io::Result<T> {

@@ -183,9 +183,9 @@ async fn serve<IO>(
     // HTTP/1.x requests to http1 upstreams are served by the fast path; a request it declines
     // (a streamed body, Expect, ...) is hyper's, and the connection comes back after it but
     // for upgrades, upstreams of another protocol (see `Outcome::Decline`) and connections
-    // hyper would not keep alive itself (`fallback::may_come_back`), which hyper keeps; the h2c preface is rouse's HTTP/2 server's. Their connection state is
-    // large: boxed, so that a connection the fast path keeps idle costs only its own small
-    // state.
+    // hyper would not keep alive itself (`fallback::may_come_back`), which hyper keeps; the
+    // h2c preface is rouse's HTTP/2 server's. Their connection state is large: boxed, so that
+    // a connection the fast path keeps idle costs only its own small state.
     match (mode, alpn_h2) {
         (Mode::Proxy { https }, Some(true)) => {
             Box::pin(http2(clients, stream, peer, slot, accepted, https)).await
