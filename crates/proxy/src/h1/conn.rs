@@ -242,9 +242,8 @@ pub(crate) async fn serve<IO: ClientStream>(
                 return decline(io, b, (since, answered), "the request's route", once);
             }
             Step::Close => {
-                bufs::give(b);
                 let _ = poll_fn(|cx| io.poll_finish(cx)).await;
-                return Outcome::Done;
+                return done(b);
             }
             Step::KeepAlive => {}
         }

@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::request::tokens;
+
 pin_project_lite::pin_project! {
     /// `prefix`, then the stream.
     #[derive(Debug)]
@@ -118,10 +120,7 @@ pub(crate) fn may_come_back(read: &[u8], max_headers: usize) -> bool {
     for f in req.headers.iter() {
         let is = |name: &str| f.name.eq_ignore_ascii_case(name);
         let says = |token: &[u8]| {
-            is("connection")
-                && f.value
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+            is("connection") && tokens(f.value).any(|t| t.eq_ignore_ascii_case(token))
         };
         if is("upgrade") || says(b"close") {
             return false;
