@@ -97,11 +97,17 @@ install_tools() {
 }
 
 # build_rouse : sets ROUSE. build_rouse_and_backend : also BACKEND (rouse-test-backend). Both
-# build with cargo unless ROUSE_BIN (and BACKEND_BIN) are set.
+# build with cargo unless ROUSE_BIN (and BACKEND_BIN) are set; PGO=1 builds rouse as the
+# Debian package's is built (scripts/pgo-build.sh: profile-guided, the `dist` profile).
 build_rouse() { build_release ""; }
 build_rouse_and_backend() { build_release backend; }
 build_release() {
     local want_backend=$1 target=${CARGO_TARGET_DIR:-$ROOT/target} pkgs=(-p rouse)
+    if [[ ${PGO:-0} == 1 && -z ${ROUSE_BIN:-} ]]; then
+        log "building rouse with profile-guided optimisation (scripts/pgo-build.sh, target dir $target)"
+        ROUSE_BIN=$(cd "$ROOT" && CARGO_TARGET_DIR="$target" scripts/pgo-build.sh | tail -n1) \
+            || die "scripts/pgo-build.sh failed"
+    fi
     [[ -n $want_backend ]] && pkgs+=(-p rouse-e2e --bins)
     if [[ -n ${ROUSE_BIN:-} && ( -z $want_backend || -n ${BACKEND_BIN:-} ) ]]; then
         log "using ROUSE_BIN=$ROUSE_BIN${want_backend:+ BACKEND_BIN=${BACKEND_BIN:-}} (not building)"
