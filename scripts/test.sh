@@ -39,6 +39,7 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --all-features --locked
 echo "== package"
-# The Debian package (release build, cargo-deb installed once), installed and run as the
-# systemd unit would, then purged: scripts/package-test.sh. Bounded: every wait inside it is.
+# The Debian package (its profile-guided build, scripts/pgo-build.sh, trained by
+# rouse-pgo-train; cargo-deb installed once), installed and run as the systemd unit would, then
+# purged: scripts/package-test.sh. Bounded: every wait inside it is.
 timeout 3000 ./scripts/package-test.sh

@@ -299,9 +299,11 @@ impl Load {
             } else {
                 Either::Left(connect(self.plain).await?)
             };
-            let (send, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-                    .await?;
+            let handshake =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io));
+            let (send, conn) = tokio::time::timeout(WAIT, handshake)
+                .await
+                .map_err(|_| "an h2 handshake took too long")??;
             tokio::spawn(conn);
             for _ in 0..streams {
                 let (mut send, authority) = (send.clone(), authority.clone());
