@@ -15,7 +15,7 @@ out="${CARGO_TARGET_DIR:-target}/debian"
 mkdir -p "$out"
 # The package has every feature users may configure: `cluster` ([cluster], through etcd).
 # Its binary is the profile-guided build of scripts/pgo-build.sh (the `dist` profile: a
-# fifth fewer instructions per proxied request than a release build), or with PGO=0 a plain
+# quarter fewer instructions per proxied request than a release build), or with PGO=0 a plain
 # release build. Either keeps line tables for backtraces; the package's binary is stripped
 # (85 MB -> about 10 MB). cargo-deb prints the package's path last on stdout; its progress
 # goes to stderr.

@@ -11,7 +11,7 @@
 #   4. the final build of the `dist` profile uses it (`-Cprofile-use`).
 #
 # The profile is made anew every time: one made from other code would no longer match it.
-# docs/benchmarks.md ("Session 18") measures what it changes: a fifth fewer instructions per
+# docs/benchmarks.md ("Session 18") measures what it changes: a quarter fewer instructions per
 # proxied request. The Debian package is built this way (scripts/package.sh).
 #
 #   scripts/pgo-build.sh [cargo build options, e.g. --features cluster]
