@@ -5,7 +5,8 @@
 #   1. an instrumented build (`-Cprofile-generate`) of the `dist` profile (release with fat LTO
 #      and one codegen unit: the instrumented and the final build must make the same code);
 #   2. `rouse-pgo-train` (crates/e2e) runs it in front of the test backend on a mix of loads
-#      (small and large h1 requests, uploads, a connection per request, h2c, HTTPS h1 and h2)
+#      (small and large h1 requests, uploads, HTTP/1.0 keep-alive, a connection per request,
+#      h2c, HTTPS h1 and h2)
 #      and stops it, which writes its profile;
 #   3. llvm-profdata (rustup's llvm-tools, added when missing) merges the profile;
 #   4. the final build of the `dist` profile uses it (`-Cprofile-use`).

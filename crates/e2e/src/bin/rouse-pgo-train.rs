@@ -7,8 +7,8 @@
 //!
 //! The mix decides what the compiler treats as hot, so it holds every common path, not only
 //! the benchmarks' one: small GETs with wrk's one field and with a browser's dozen, large
-//! bodies both ways, a connection per request, uploads of unknown length (hyper's path), h2c,
-//! and HTTPS over HTTP/1.1 and HTTP/2. Every answer is checked: a profile learnt from errors
+//! bodies both ways, uploads of unknown length (hyper's path), HTTP/1.0 keep-alive (ab's), a
+//! connection per request, h2c, and HTTPS over HTTP/1.1 and HTTP/2. Every answer is checked: a profile learnt from errors
 //! would make the error paths hot.
 #![forbid(unsafe_code)]
 
@@ -207,6 +207,8 @@ enum Kind {
     Upload,
     /// 64 KiB up in chunks of unknown length (hyper's path), echoed back.
     Chunked,
+    /// ApacheBench's: HTTP/1.0 asking to keep the connection.
+    Http10,
 }
 
 struct Load {
@@ -225,6 +227,7 @@ impl Load {
             ("256 KiB downloads", Kind::Download, 4),
             ("16 KiB uploads", Kind::Upload, 8),
             ("chunked uploads", Kind::Chunked, 4),
+            ("HTTP/1.0 keep-alive GETs", Kind::Http10, 8),
         ] {
             self.report(name, self.h1(plain, kind, conns, false).await?);
         }
@@ -356,6 +359,12 @@ fn request(kind: Kind, close: bool) -> Request<Body> {
                 (0..16).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'c'; 4 << 10]))));
             let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed();
             (Method::POST, "/echo", body)
+        }
+        Kind::Http10 => {
+            req = req
+                .version(Version::HTTP_10)
+                .header("connection", "keep-alive");
+            (Method::GET, "/", full(Bytes::new()))
         }
     };
     req.method(method)
