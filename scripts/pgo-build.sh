@@ -6,8 +6,7 @@
 #      and one codegen unit: the instrumented and the final build must make the same code);
 #   2. `rouse-pgo-train` (crates/e2e) runs it in front of the test backend on a mix of loads
 #      (small and large h1 requests, uploads, HTTP/1.0 keep-alive, a connection per request,
-#      h2c, HTTPS h1 and h2)
-#      and stops it, which writes its profile;
+#      h2c, HTTPS h1 and h2) and stops it, which writes its profile;
 #   3. llvm-profdata (rustup's llvm-tools, added when missing) merges the profile;
 #   4. the final build of the `dist` profile uses it (`-Cprofile-use`).
 #
@@ -50,7 +49,7 @@ CARGO_TARGET_DIR="$dir/generate" RUSTFLAGS="-Cprofile-generate=$raw" \
 say "training"
 timeout 600 "$trainer" --rouse "$dir/generate/dist/rouse" --seconds "${PGO_SECONDS:-1.5}" >&2
 compgen -G "$raw/*.profraw" >/dev/null || { say "the training left no profile in $raw"; exit 1; }
-"$profdata" merge -o "$dir/rouse.profdata" "$raw"
+"$profdata" merge -o "$dir/rouse.profdata" "$raw" >&2
 
 say "the optimised build"
 CARGO_TARGET_DIR="$dir/use" RUSTFLAGS="-Cprofile-use=$dir/rouse.profdata" \
