@@ -157,8 +157,9 @@ impl Rouse {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-        let rouse = Rouse { child };
+        let mut rouse = Rouse { child };
         let started = Instant::now();
+        let log = || std::fs::read_to_string(dir.join("rouse.log")).unwrap_or_default();
         loop {
             if rouse_e2e::http_get(addr, "/")
                 .await
@@ -166,11 +167,18 @@ impl Rouse {
             {
                 return Ok(rouse);
             }
-            if started.elapsed() > WAIT {
-                let log = std::fs::read_to_string(dir.join("rouse.log")).unwrap_or_default();
+            // One that exits at once (a config it refuses) is told then, not after WAIT.
+            if let Some(status) = rouse.child.try_wait()? {
                 return Err(
-                    format!("rouse does not answer on {addr} within {WAIT:?}:\n{log}").into(),
+                    format!("rouse exited with {status} before answering:\n{}", log()).into(),
                 );
+            }
+            if started.elapsed() > WAIT {
+                return Err(format!(
+                    "rouse does not answer on {addr} within {WAIT:?}:\n{}",
+                    log()
+                )
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
