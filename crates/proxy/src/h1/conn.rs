@@ -27,6 +27,7 @@ use super::exchange::{self, HeadError};
 use super::request::{self, Head, Parsed};
 use super::response::{self, ClientConn};
 use super::rewrite;
+use super::timer::{arm, until};
 use crate::access::Seen;
 use crate::access::request_id;
 use crate::body::ProxyBody;
@@ -142,10 +143,14 @@ pub(crate) async fn serve<IO: ClientStream>(
         b
     });
     // Made once per connection, not per wait: each new one registers with its token (a lock)
-    // and each dropped one leaves it, for every request; a timer pushed later is one store.
+    // and each dropped one leaves it, for every request; the timer is moved lazily (`h1::timer`),
+    // and set at first where the first wait will want it.
     let kill = clients.kill.cancelled();
     let stop = clients.stop.cancelled();
-    let timer = tokio::time::sleep_until(since);
+    let timer = tokio::time::sleep_until(rouse_core::time::deadline(
+        since,
+        settings.client_header_timeout,
+    ));
     tokio::pin!(kill, stop, timer);
     let mut kill = Watch::new(&clients.kill, kill);
     let mut stop = Watch::new(&clients.stop, stop);
@@ -164,7 +169,8 @@ pub(crate) async fn serve<IO: ClientStream>(
         let mut b = match held.take() {
             Some(b) => b,
             None => loop {
-                timer.as_mut().reset(grace.map_or(due, |g| g.min(due)));
+                let by = grace.map_or(due, |g| g.min(due));
+                arm(timer.as_mut(), by);
                 tokio::select! {
                     biased;
                     () = kill.wait() => return Outcome::Done,
@@ -173,7 +179,7 @@ pub(crate) async fn serve<IO: ClientStream>(
                             return Outcome::Done;
                         }
                     }
-                    () = &mut timer => return Outcome::Done,
+                    () = until(timer.as_mut(), by) => return Outcome::Done,
                     () = stop.wait(), if grace.is_none() => {
                         grace = Some(Instant::now() + STOP_GRACE);
                         continue;
@@ -214,12 +220,13 @@ pub(crate) async fn serve<IO: ClientStream>(
                 }
             }
             b.read.reserve(4096);
-            timer.as_mut().reset(grace.map_or(due, |g| g.min(due)));
+            let by = grace.map_or(due, |g| g.min(due));
+            arm(timer.as_mut(), by);
             let got = tokio::select! {
                 biased;
                 () = kill.wait() => return Outcome::Done,
                 r = io.read_buf(&mut b.read) => r,
-                () = &mut timer => {
+                () = until(timer.as_mut(), by) => {
                     tracing::debug!(client = %peer, "no request in time; closing the connection");
                     return done(b);
                 }

@@ -250,21 +250,23 @@ pub(crate) fn write_all<'a, W: AsyncWrite + Unpin>(
     send: Duration,
     mut timer: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = Result<(), Cut>> + 'a {
-    let mut armed = false;
+    let mut armed: Option<Instant> = None;
     poll_fn(move |cx| {
         while !data.is_empty() {
             match Pin::new(&mut *client).poll_write(cx, data) {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     data = &data[n..];
-                    armed = false;
+                    armed = None;
                 }
                 Poll::Ready(_) => return Poll::Ready(Err(Cut)),
                 Poll::Pending => {
-                    if !armed {
-                        armed = true;
-                        timer.as_mut().reset(after(send));
-                    }
-                    return timer.as_mut().poll(cx).map(|()| Err(Cut));
+                    let deadline = *armed.get_or_insert_with(|| {
+                        let at = after(send);
+                        super::timer::arm(timer.as_mut(), at);
+                        at
+                    });
+                    return super::timer::poll_until(timer.as_mut(), deadline, cx)
+                        .map(|()| Err(Cut));
                 }
             }
         }
