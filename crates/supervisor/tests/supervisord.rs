@@ -523,6 +523,38 @@ async fn subscribe_sees_external_stop_start_and_crash() {
     );
 }
 
+/// A start that finds the program already running (started by hand since the last poll)
+/// reports that process at once, as a start of its own does. Left to the poll, which reports
+/// changes only, it was never reported when stopped again before the next poll: the poll's
+/// STOPPED was what it had said last, and rouse kept a stopped server ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_finds_the_program_running_reports_that_process() {
+    let sd = Sd::start(Options::default()).await;
+    // A poll a minute: only the first one (at once) comes within this test.
+    let sup = Supervisord::new(&sd.config(Duration::from_secs(60)), vec!["app0".to_owned()]);
+    let mut rx = sup.subscribe();
+    let first = event(&mut rx, "app0", |_| true, Duration::from_secs(10)).await;
+    assert_eq!(first.state, ProcessState::Stopped);
+
+    // supervisorctl returns once it is RUNNING (startsecs=1).
+    let out = sd.supervisorctl(&["start", "app0"]).await;
+    assert!(out.contains("started"), "{out}");
+    let by_hand = info(&sup, "app0").await;
+    assert_eq!(by_hand.state, ProcessState::Running);
+
+    sup.start("app0").await.unwrap();
+    let told = timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the start reports the process before the next poll")
+        .unwrap();
+    assert_eq!(told.program, "app0");
+    assert_eq!(told.state, ProcessState::Running, "{told:?}");
+    assert_eq!(
+        told.pid, by_hand.pid,
+        "the process started by hand, not a new one"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_with_credentials() {
     let sd = Sd::start(Options {

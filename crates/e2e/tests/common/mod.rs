@@ -403,17 +403,36 @@ pub fn held(r: &Rouse, u: usize) -> usize {
     r.table().upstreams[u].held()
 }
 
-/// Waits, at most `within`, for server `i` of upstream `u` to be `want`.
+/// Waits, at most `within`, for server `i` of upstream `u` to be `want`. Past it, says what
+/// the server is then, and the journal's last lines: what it went through, and since when.
 pub async fn wait_state(r: &Rouse, u: usize, i: usize, want: &str, within: Duration) {
-    rouse_e2e::wait_until(
-        &format!(
-            "server {i} of upstream {u} to be {want} (now {})",
-            state(r, u, i)
-        ),
-        within,
-        || async { state(r, u, i) == want },
-    )
-    .await;
+    let deadline = Instant::now() + within;
+    while state(r, u, i) != want {
+        if Instant::now() >= deadline {
+            let journal: Vec<String> = r
+                .table()
+                .journal
+                .recent(10)
+                .into_iter()
+                .map(|e| {
+                    let at =
+                        e.at.duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                    let at = format!("{}.{:03}", at.as_secs(), at.subsec_millis());
+                    format!("{at} {}[{}] {} {}", e.upstream, e.server, e.what, e.detail)
+                })
+                .collect();
+            panic!(
+                "timed out after {within:?} waiting for server {i} of upstream {u} to be {want}: \
+                 it is {} (at {:?} since the epoch); the journal, newest first: {journal:#?}",
+                state(r, u, i),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// An error with its causes, `a: b: c`: reqwest's own text alone hides what went wrong.

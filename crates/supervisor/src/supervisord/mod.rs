@@ -253,8 +253,9 @@ impl Supervisord {
 
     /// Starts several programs in one round trip (`system.multicall`); one result per
     /// program, as [`Supervisor::start`] would give, except that a program being stopped
-    /// (STOPPING) is not waited for and restarted, and a spawn error's reason is only
-    /// supervisord's fault text.
+    /// (STOPPING) is not waited for and restarted, a spawn error's reason is only
+    /// supervisord's fault text, and the processes are not reported to subscribers at once
+    /// (the next poll reports them).
     pub async fn start_many(&self, programs: &[&str]) -> Vec<Result<(), SupervisorError>> {
         let mut results: Vec<Option<Result<(), SupervisorError>>> = Vec::new();
         let mut calls = Vec::new();
@@ -370,6 +371,17 @@ impl Supervisord {
                     .and_then(|v| names::process_info(&v).ok())
                     .map(|(_, info)| info)
             };
+            // Say at once which process is now the program's, so subscribers can tell reports
+            // about it from late ones about an earlier run. Left to the poll, which reports
+            // changes only, one already running (started by hand or by another replica since
+            // the last poll) was never reported: stopped again before the next poll, it was
+            // as STOPPED as the poll had last said, and rouse kept it ready.
+            let tell = |after| {
+                if let Some(mut info) = state(after) {
+                    info.program = program.to_owned();
+                    self.inner.told().tell(&self.inner, info);
+                }
+            };
             match started {
                 Ok(_) => match state(before) {
                     Some(info) if info.state == ProcessState::Stopping => {
@@ -377,16 +389,14 @@ impl Supervisord {
                             .await?;
                     }
                     _ => {
-                        // Say at once which process is now the program's (the poll reports
-                        // changes only, and an ALREADY_STARTED one has none), so subscribers
-                        // can tell reports about it from late ones about an earlier run.
-                        if let Some(mut info) = state(after) {
-                            info.program = program.to_owned();
-                            self.inner.told().tell(&self.inner, info);
-                        }
+                        tell(after);
                         return Ok(());
                     }
                 },
+                Err(fault) if fault.code == codes::ALREADY_STARTED => {
+                    tell(after);
+                    return Ok(());
+                }
                 Err(fault) => {
                     let spawn_error = fault.code == codes::SPAWN_ERROR;
                     return match self.start_fault(program, fault) {
