@@ -10,7 +10,7 @@
 #
 # DURATION (s under load, default 5), CONNECTIONS (16), NGINX=0 to leave nginx out, H2C=1 for
 # h2load over h2c (prior knowledge, 16 clients x 10 streams, rouse binaries alone) instead of
-# wrk. Under valgrind a proxy runs some 50x slower: a few thousand requests are counted, enough
+# wrk, UNIX=1 for rouse's server on a unix socket (the backend nginx listens on both). Under valgrind a proxy runs some 50x slower: a few thousand requests are counted, enough
 # for figures repeatable to about 1%. Needs nginx, wrk, h2load, valgrind, curl, python3
 # (installed if missing; root).
 set -euo pipefail
@@ -19,6 +19,7 @@ DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-16}
 WITH_NGINX=${NGINX:-1}
 H2C=${H2C:-0}
+UNIX=${UNIX:-0}
 SCRIPT_NAME=instructions.sh
 # shellcheck source=bench/lib-proxy.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-proxy.sh"
@@ -30,6 +31,7 @@ CPUS="0-$(($(nproc) - 1))"
 read -r P_BACKEND P_NGINX < <(free_ports 2)
 nginx_conf backend "    server {
         listen 127.0.0.1:$P_BACKEND backlog=4096;
+        listen unix:$TMP/backend.sock backlog=4096;
         location / { return 200 \"hello world\\n\"; }
     }"
 start_nginx backend "$CPUS" || die "backend nginx does not start"
@@ -76,7 +78,11 @@ measure() {
 for v in "$@"; do
     name=${v%%=*} bin=${v#*=}
     read -r port < <(free_ports 1)
-    rouse_conf "$TMP/$name.toml" "$port" "$P_BACKEND"
+    if [[ $UNIX == 1 ]]; then
+        rouse_conf "$TMP/$name.toml" "$port" "$TMP/backend.sock"
+    else
+        rouse_conf "$TMP/$name.toml" "$port" "$P_BACKEND"
+    fi
     RUST_LOG=warn start "$name" "$CPUS" valgrind --tool=callgrind --instr-atstart=no \
         --callgrind-out-file="$TMP/$name.cg" "$bin" run -c "$TMP/$name.toml"
     measure "$name" "$port"

@@ -9,9 +9,12 @@
 BENCH_KEEPALIVE=256
 
 # rouse_conf FILE PORT BACKEND_PORT [PROXY_LINES] : a rouse config listening on 127.0.0.1:PORT
-# in front of one static server, access log off. PROXY_LINES follow the listen line: more
-# [proxy] keys, then any of its tables such as [[proxy.tls]] ("threads = 1" if none).
+# in front of one static server (127.0.0.1:BACKEND_PORT, or the unix socket BACKEND_PORT names
+# when it is a path), access log off. PROXY_LINES follow the listen line: more [proxy] keys,
+# then any of its tables such as [[proxy.tls]] ("threads = 1" if none).
 rouse_conf() {
+    local server="127.0.0.1:$3"
+    [[ $3 == /* ]] && server="unix:$3"
     cat >"$1" <<EOF
 [proxy]
 listen = ["127.0.0.1:$2"]
@@ -26,6 +29,6 @@ name = "bench"
 supervisor = "none"
 
 [[upstream.server]]
-address = "127.0.0.1:$3"
+address = "$server"
 EOF
 }

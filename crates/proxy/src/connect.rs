@@ -42,6 +42,33 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Reads what has come into `buf`'s spare room: how much, 0 at the server's end. A plain
+    /// socket is read with the system call itself (`crate::sock`), TLS as any stream.
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Stream::Tcp(s) => crate::sock::poll_recv(s, cx, buf),
+            Stream::Unix(s) => crate::sock::poll_recv(s, cx, buf),
+            Stream::Tls(_) => tokio_util::io::poll_read_buf(Pin::new(self), cx, buf),
+        }
+    }
+
+    /// Writes what of `data` the stream takes now; as [`Stream::poll_recv`].
+    pub(crate) fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Stream::Tcp(s) => crate::sock::poll_send(s, cx, data),
+            Stream::Unix(s) => crate::sock::poll_send(s, cx, data),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
     /// The protocol the server chose by ALPN (TLS only), e.g. `b"h2"`.
     pub fn negotiated_alpn(&self) -> Option<&[u8]> {
         match self {

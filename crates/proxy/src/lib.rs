@@ -37,6 +37,7 @@ pub mod router;
 mod send_timeout;
 mod server;
 mod signal;
+mod sock;
 mod tls;
 mod upgrade;
 mod workers;

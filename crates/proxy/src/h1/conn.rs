@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 use http::Response;
 use rouse_config::Protocol;
 use rouse_state::Server;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
@@ -37,6 +37,7 @@ use crate::forward::Done;
 use crate::hold::Waiter;
 use crate::proxy::{Proxy, RouteUpstream, Routes};
 use crate::signal::Watch;
+use crate::sock;
 
 /// A head not whole in this many bytes is left to hyper (which answers 431 or 414 past the
 /// limits, or takes a long one within them).
@@ -59,8 +60,19 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(self).poll_shutdown(cx)
     }
+
+    /// Reads what has come into `buf`'s spare room: how much, 0 at the client's end.
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+
+    /// Writes what of `data` the stream takes now.
+    fn poll_send(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, data)
+    }
 }
 
+/// A plain socket is read and written with the system calls themselves (`crate::sock`).
 impl ClientStream for TcpStream {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
@@ -68,6 +80,14 @@ impl ClientStream for TcpStream {
 
     fn poll_finish(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<io::Result<usize>> {
+        sock::poll_recv(self, cx, buf)
+    }
+
+    fn poll_send(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        sock::poll_send(self, cx, data)
     }
 }
 
@@ -78,6 +98,14 @@ impl ClientStream for UnixStream {
 
     fn poll_finish(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<io::Result<usize>> {
+        sock::poll_recv(self, cx, buf)
+    }
+
+    fn poll_send(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        sock::poll_send(self, cx, data)
     }
 }
 
@@ -186,7 +214,7 @@ pub(crate) async fn serve<IO: ClientStream>(
                     }
                 }
                 let mut b = bufs::take();
-                match io.read_buf(&mut b.read).now_or_never() {
+                match poll_fn(|cx| io.poll_recv(cx, &mut b.read)).now_or_never() {
                     // A stream that keeps saying ready with nothing to read (a TLS state
                     // rustls does not count as wanting to read) must not spin: it waits in
                     // its read, with the buffer, as hyper's connections do.
@@ -225,7 +253,7 @@ pub(crate) async fn serve<IO: ClientStream>(
             let got = tokio::select! {
                 biased;
                 () = kill.wait() => return Outcome::Done,
-                r = io.read_buf(&mut b.read) => r,
+                r = poll_fn(|cx| io.poll_recv(cx, &mut b.read)) => r,
                 () = until(timer.as_mut(), by) => {
                     tracing::debug!(client = %peer, "no request in time; closing the connection");
                     return done(b);

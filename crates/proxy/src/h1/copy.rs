@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use rouse_state::InFlightGuard;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
+use super::conn::ClientStream;
 use super::decode::Decoder;
 use crate::buffer::spool::Spool;
 use crate::connect::Stream;
@@ -64,7 +64,7 @@ pub(crate) struct Cut;
 /// `dec` reads it from the server. `reuse`: the server's connection may carry another request
 /// once the body is read (the exchange's leftovers aside).
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn body<W: AsyncWrite + Unpin>(
+pub(crate) async fn body<W: ClientStream>(
     client: &mut W,
     up: Upstream,
     reuse: bool,
@@ -113,7 +113,7 @@ pub(crate) async fn body<W: AsyncWrite + Unpin>(
         let event = tokio::select! {
             biased;
             () = kill.wait() => Event::Killed,
-            r = client.write(writing.as_deref().unwrap_or(&[])), if writing.is_some() => {
+            r = poll_fn(|cx| client.poll_send(cx, writing.as_deref().unwrap_or(&[]))), if writing.is_some() => {
                 Event::Wrote(r)
             }
             r = read_some(up.as_mut(), rbuf), if reading => Event::Read(r),
@@ -233,7 +233,7 @@ async fn read_some(up: Option<&mut Upstream>, rbuf: &mut Vec<u8>) -> io::Result<
         Some(u) => {
             rbuf.clear();
             rbuf.reserve(READ);
-            u.stream.read_buf(rbuf).await
+            poll_fn(|cx| u.stream.poll_recv(cx, rbuf)).await
         }
         None => std::future::pending().await,
     }
@@ -244,7 +244,7 @@ async fn read_some(up: Option<&mut Upstream>, rbuf: &mut Vec<u8>) -> io::Result<
 /// socket is full, as `SendTimeout` does: a write that goes straight into the kernel's buffer
 /// costs none. A poll function, not an `async fn` holding a write's future and a timer of its
 /// own: it is awaited in every request's future, allocated per request, and kept small.
-pub(crate) fn write_all<'a, W: AsyncWrite + Unpin>(
+pub(crate) fn write_all<'a, W: ClientStream>(
     client: &'a mut W,
     mut data: &'a [u8],
     send: Duration,
@@ -253,7 +253,7 @@ pub(crate) fn write_all<'a, W: AsyncWrite + Unpin>(
     let mut armed: Option<Instant> = None;
     poll_fn(move |cx| {
         while !data.is_empty() {
-            match Pin::new(&mut *client).poll_write(cx, data) {
+            match client.poll_send(cx, data) {
                 Poll::Ready(Ok(n)) if n > 0 => {
                     data = &data[n..];
                     armed = None;
@@ -276,14 +276,13 @@ pub(crate) fn write_all<'a, W: AsyncWrite + Unpin>(
 
 /// Reads what the client sends next into `buf`, within `limit` (on the connection's timer):
 /// `None` past it.
-pub(crate) fn read_within<'a, R: AsyncRead + Unpin>(
+pub(crate) fn read_within<'a, R: ClientStream>(
     client: &'a mut R,
     buf: &'a mut Vec<u8>,
     limit: Duration,
     timer: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = Option<io::Result<usize>>> + 'a {
-    let read =
-        poll_fn(move |cx| tokio_util::io::poll_read_buf(Pin::new(&mut *client), cx, buf).map(Some));
+    let read = poll_fn(move |cx| client.poll_recv(cx, buf).map(Some));
     super::timer::within(timer, after(limit), read, || None)
 }
 

@@ -2,12 +2,13 @@
 //! then the request written on a raw pooled connection (or a new one) and the response head
 //! read back.
 
+use std::future::poll_fn;
+use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
 use rouse_state::{InFlightGuard, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use super::request::Field;
@@ -122,7 +123,7 @@ pub(crate) async fn send(
                 },
             };
             rbuf.clear();
-            let sent = stream.write_all(wire).await;
+            let sent = send_all(&mut stream, wire).await;
             let got = match sent {
                 Ok(()) => {
                     // From the instant the request was ready to go (a clock read saved):
@@ -197,7 +198,7 @@ pub(crate) async fn read_head(
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
             }
-            match stream.read_buf(rbuf).await {
+            match poll_fn(|cx| stream.poll_recv(cx, rbuf)).await {
                 Ok(0) if rbuf.is_empty() => {
                     return Err(HeadError::Nothing(
                         "the server closed the connection".into(),
@@ -215,4 +216,16 @@ pub(crate) async fn read_head(
         }
     };
     super::timer::within(timer, deadline, pin!(reading), || Err(HeadError::TimedOut)).await
+}
+
+/// All of `wire` to the server (the head and at most 64 KiB of body: its socket takes it at
+/// once unless it stopped reading, which the response head's deadline then bounds).
+async fn send_all(stream: &mut Stream, mut wire: &[u8]) -> io::Result<()> {
+    while !wire.is_empty() {
+        match poll_fn(|cx| stream.poll_send(cx, wire)).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => wire = &wire[n..],
+        }
+    }
+    Ok(())
 }
