@@ -87,6 +87,19 @@ pub(crate) fn poll_send(
     })
 }
 
+/// Whether an idle connection is still open and quiet: a read would block, rather than find
+/// the peer's end (it closed the connection while idle) or bytes nobody asked for. tokio's
+/// readiness is asked first, so a quiet socket costs no system call, and no waker is left
+/// behind: a poll with a no-op waker, as this was, registered one under a lock, and the next
+/// real wait had to clone the task's waker back in.
+pub(crate) fn quiet(s: &impl Socket) -> bool {
+    let mut byte = [0u8; 1];
+    let read = s.try_io(Interest::READABLE, || {
+        Ok(rustix::net::recv(s, &mut byte[..], RecvFlags::empty())?.0)
+    });
+    matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
 /// `call` (a read or write offered `room` bytes) when `s` is ready for `interest`, again
 /// until it would not block. A call that moved fewer than `room` bytes (but some) answers
 /// `WouldBlock` to `try_io`, so that it clears the readiness the call was made on (tokio's
@@ -182,6 +195,21 @@ mod tests {
         });
         assert_eq!(read.unwrap(), 3);
         assert_eq!(buf, b"12345678");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_quiet_until_bytes_or_its_end_come() {
+        let (mut a, b) = pair().await;
+        assert!(quiet(&b));
+        a.write_all(b"?").await.unwrap();
+        b.readable().await.unwrap();
+        assert!(!quiet(&b), "bytes nobody asked for");
+
+        let (a, b) = pair().await;
+        assert!(quiet(&b));
+        drop(a);
+        b.readable().await.unwrap();
+        assert!(!quiet(&b), "the peer's end");
     }
 
     #[tokio::test]

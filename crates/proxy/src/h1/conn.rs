@@ -545,17 +545,26 @@ async fn request<IO: ClientStream>(
         }
     }
     let info = answering.info.clone();
-    let server = Arc::clone(answering.guard.server());
     done.status = info.status;
     // The instant the head came in: the request's duration, and when the server's
     // connection went idle if its body came with the head.
     let head_in = Instant::now();
-    proxy.count(&routes.table, up, Some(&server), &done, head_in);
+    proxy.count(
+        &routes.table,
+        up,
+        Some(answering.guard.server()),
+        &done,
+        head_in,
+    );
     // The log's line waits for the body's end (its bytes and total time); the upstream time
-    // is to this head.
-    let logged = proxy
-        .logs(done.status)
-        .then(|| crate::forward::upstream_us(&done));
+    // is to this head. The server is held for it only then: an `Arc` clone and its drop
+    // are two locked operations a request.
+    let logged = proxy.logs(done.status).then(|| {
+        (
+            crate::forward::upstream_us(&done),
+            Arc::clone(answering.guard.server()),
+        )
+    });
     out.clear();
     conn = conn.after(info.framing);
     response::client_head(rbuf, &info, fields, conn, out);
@@ -574,7 +583,9 @@ async fn request<IO: ClientStream>(
         Ok(used) => used,
         Err(e) => {
             // Nothing went to the client yet: say what happened.
+            let server = Arc::clone(upstream.guard.server());
             upstream.release(false);
+            let logged = logged.map(|(us, _)| us);
             malformed_body(
                 proxy, &routes, up, &server, &mut done, logged, &e, is_head, conn, out,
             );
@@ -609,7 +620,7 @@ async fn request<IO: ClientStream>(
         ))
         .await
     };
-    if let Some(upstream_us) = logged {
+    if let Some((upstream_us, server)) = logged {
         // Of a cut answer, what was read from the server: what went out, give or take what
         // was still on its way.
         let address = Some(server.address());

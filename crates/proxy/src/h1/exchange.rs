@@ -90,7 +90,9 @@ pub(crate) async fn send(
             }
             Err(resp) => return Err((resp, None)),
         };
-        let server = Arc::clone(guard.server());
+        // Borrowed from the guard, cloned only for an answer of rouse's own: an `Arc` clone
+        // and its drop are two locked operations a request.
+        let server = guard.server();
         let pool = Arc::clone(&up.pools[at]);
         let mut pooled_allowed = true;
         loop {
@@ -116,7 +118,7 @@ pub(crate) async fn send(
                         s
                     }
                     Err(e) => {
-                        proxy.note_failure(up, &server, &e.to_string());
+                        proxy.note_failure(up, server, &e.to_string());
                         tried.push(at);
                         continue 'servers;
                     }
@@ -153,7 +155,7 @@ pub(crate) async fn send(
                 }
                 Err(HeadError::Nothing(why)) | Err(HeadError::Malformed(why)) => {
                     let resp = answer::server_failed(server.address(), up.state.name(), why);
-                    return Err((resp, Some(server)));
+                    return Err((resp, Some(Arc::clone(server))));
                 }
                 Err(HeadError::TimedOut) => {
                     let msg = format!(
@@ -164,7 +166,7 @@ pub(crate) async fn send(
                     );
                     tracing::warn!("{msg}");
                     let resp = answer::error(StatusCode::GATEWAY_TIMEOUT, "read-timeout", msg);
-                    return Err((resp, Some(server)));
+                    return Err((resp, Some(Arc::clone(server))));
                 }
             }
         }

@@ -96,6 +96,11 @@ impl Idle {
 /// Whether an idle connection can carry a request: a read that would block says so; EOF (the
 /// server closed it while idle), an error or bytes nobody asked for say it cannot.
 fn still_open(stream: &mut Stream) -> bool {
+    match stream {
+        Stream::Tcp(s) => return crate::sock::quiet(s),
+        Stream::Unix(s) => return crate::sock::quiet(s),
+        Stream::Tls(_) => {}
+    }
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
     let mut cx = Context::from_waker(Waker::noop());
