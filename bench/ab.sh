@@ -3,7 +3,8 @@
 # on its own port in front of one nginx backend; every round runs wrk against each in turn,
 # so drift on a shared machine hits them all alike. Everything (rouse, wrk, nginx) runs on
 # CPUs 0,1. Besides req/s it prints rouse's CPU time (utime+stime from /proc) per request,
-# which swings less than req/s when other work shares the machine.
+# which swings less than req/s when other work shares the machine, and its user and system
+# parts apart (a change to rouse's own code moves the user part).
 #
 #   bench/ab.sh ROUNDS DURATION THREADS NAME=BINARY[:ENV=VALUE,...] ...
 #   e.g. bench/ab.sh 10 3 2 new=target/release/rouse old=/tmp/rouse-before
@@ -54,7 +55,7 @@ http {
 NGINX
 taskset -c 0,1 nginx -c "$T/backend.conf" &
 PIDS+=($!)
-declare -A PORT RPID SUM CPU
+declare -A PORT RPID SUM CPU USR
 names=()
 for v in "$@"; do
     name=${v%%=*} rest=${v#*=}
@@ -73,21 +74,25 @@ for n in "${names[@]}"; do
     load "${PORT[$n]}" 1 >/dev/null   # warm-up
 done
 ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# utime and stime, in ticks
+cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
 for r in $(seq "$ROUNDS"); do
     line="round $r:"
     for n in "${names[@]}"; do
-        c0=$(cpu "${RPID[$n]}")
+        read -r u0 s0 < <(cpu "${RPID[$n]}")
         read -r rps reqs < <(load "${PORT[$n]}" "$DUR")
-        c1=$(cpu "${RPID[$n]}")
-        us=$(echo "scale=2; ($c1 - $c0) * 1000000 / $ticks / $reqs" | bc)
-        line+=" $n=${rps}/s,${us}us"
+        read -r u1 s1 < <(cpu "${RPID[$n]}")
+        us=$(echo "scale=2; ($u1 + $s1 - $u0 - $s0) * 1000000 / $ticks / $reqs" | bc)
+        usr=$(echo "scale=2; ($u1 - $u0) * 1000000 / $ticks / $reqs" | bc)
+        line+=" $n=${rps}/s,${us}us(user ${usr})"
         SUM[$n]=$(echo "${SUM[$n]:-0} + $rps" | bc)
         CPU[$n]=$(echo "${CPU[$n]:-0} + $us" | bc)
+        USR[$n]=$(echo "${USR[$n]:-0} + $usr" | bc)
     done
     echo "$line"
 done
 for n in "${names[@]}"; do
     echo "mean $n: $(echo "scale=0; ${SUM[$n]} / $ROUNDS" | bc) req/s," \
-        "$(echo "scale=2; ${CPU[$n]} / $ROUNDS" | bc) us CPU/request"
+        "$(echo "scale=2; ${CPU[$n]} / $ROUNDS" | bc) us CPU/request" \
+        "(user $(echo "scale=2; ${USR[$n]} / $ROUNDS" | bc))"
 done

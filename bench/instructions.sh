@@ -10,7 +10,9 @@
 #
 # DURATION (s under load, default 5), CONNECTIONS (16), NGINX=0 to leave nginx out, H2C=1 for
 # h2load over h2c (prior knowledge, 16 clients x 10 streams, rouse binaries alone) instead of
-# wrk, UNIX=1 for rouse's server on a unix socket (the backend nginx listens on both). Under valgrind a proxy runs some 50x slower: a few thousand requests are counted, enough
+# wrk, UNIX=1 for rouse's server on a unix socket (the backend nginx listens on both), LOCKS=1
+# to also count the locked (atomic) instructions per request and show where the most are
+# (bench/locked-ops.py; LOCKS_TOP sites, default 15). Under valgrind a proxy runs some 50x slower: a few thousand requests are counted, enough
 # for figures repeatable to about 1%. Needs nginx, wrk, h2load, valgrind, curl, python3
 # (installed if missing; root).
 set -euo pipefail
@@ -20,11 +22,16 @@ CONNECTIONS=${CONNECTIONS:-16}
 WITH_NGINX=${NGINX:-1}
 H2C=${H2C:-0}
 UNIX=${UNIX:-0}
+LOCKS=${LOCKS:-0}
+# Per instruction, for bench/locked-ops.py.
+DUMP_INSTR=()
+[[ $LOCKS == 1 ]] && DUMP_INSTR=(--dump-instr=yes)
 SCRIPT_NAME=instructions.sh
 # shellcheck source=bench/lib-proxy.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-proxy.sh"
 require_root
 install_tools nginx wrk h2load valgrind curl python3 taskset
+[[ $LOCKS == 1 ]] && install_tools objdump addr2line
 init_tmp
 CPUS="0-$(($(nproc) - 1))"
 
@@ -46,10 +53,10 @@ load() {
     fi
 }
 
-# measure NAME PORT : warm NAME (started under callgrind) up, then count its instructions over
-# one run of the load, and stop it
+# measure NAME PORT BINARY : warm NAME (started under callgrind) up, then count its
+# instructions over one run of the load, and stop it
 measure() {
-    local name=$1 port=$2 pid=${PIDS[$1]} out reqs ir f
+    local name=$1 port=$2 bin=$3 pid=${PIDS[$1]} out reqs ir f
     # Under valgrind a start takes seconds: up to 60 s (or until it exits), then its log.
     local up=0
     for _ in $(seq 300); do
@@ -72,6 +79,9 @@ measure() {
     f=$(ls -S "$TMP/$name".cg* | head -1)
     ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
     printf '%-12s %8d requests  %12d instructions  %7d per request\n' "$name" "$reqs" "$ir" $((ir / reqs))
+    if [[ $LOCKS == 1 ]]; then
+        python3 "$(dirname "${BASH_SOURCE[0]}")/locked-ops.py" "$f" "$bin" "$reqs" "${LOCKS_TOP:-15}" | sed 's/^/    /'
+    fi
     stop_one "$name"
 }
 
@@ -83,16 +93,16 @@ for v in "$@"; do
     else
         rouse_conf "$TMP/$name.toml" "$port" "$P_BACKEND"
     fi
-    RUST_LOG=warn start "$name" "$CPUS" valgrind --tool=callgrind --instr-atstart=no \
+    RUST_LOG=warn start "$name" "$CPUS" valgrind --tool=callgrind --instr-atstart=no "${DUMP_INSTR[@]}" \
         --callgrind-out-file="$TMP/$name.cg" "$bin" run -c "$TMP/$name.toml"
-    measure "$name" "$port"
+    measure "$name" "$port" "$bin"
 done
 
 # nginx's proxy config here is HTTP/1.1 only: over h2c, rouse binaries alone are counted.
 if [[ $WITH_NGINX == 1 && $H2C != 1 ]]; then
     NGINX_MAIN_EXTRA="master_process off;" \
         nginx_conf nginx "$(nginx_proxy_server "$P_NGINX")" "$(nginx_upstream "$P_BACKEND")"
-    start nginx "$CPUS" valgrind --tool=callgrind --instr-atstart=no \
+    start nginx "$CPUS" valgrind --tool=callgrind --instr-atstart=no "${DUMP_INSTR[@]}" \
         --callgrind-out-file="$TMP/nginx.cg" "$NGINX" -c "$TMP/nginx.conf" -g 'daemon off;'
-    measure nginx "$P_NGINX"
+    measure nginx "$P_NGINX" "$NGINX"
 fi

@@ -78,6 +78,7 @@ install_tools() {
             ab) pkg=apache2-utils ;;
             taskset) pkg=util-linux ;;
             ss) pkg=iproute2 ;;
+            objdump | addr2line) pkg=binutils ;;
             *) pkg=$cmd ;;
         esac
         missing+=("$pkg")
