@@ -30,33 +30,31 @@ pub(crate) trait Socket: AsFd {
     fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
 }
 
-impl Socket for TcpStream {
-    fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
-        if interest.is_writable() {
-            self.poll_write_ready(cx)
-        } else {
-            self.poll_read_ready(cx)
-        }
-    }
+// tokio's two stream types have the same methods under the same names, and no trait for them.
+macro_rules! socket {
+    ($stream:ty) => {
+        impl Socket for $stream {
+            fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
+                if interest.is_writable() {
+                    self.poll_write_ready(cx)
+                } else {
+                    self.poll_read_ready(cx)
+                }
+            }
 
-    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        TcpStream::try_io(self, interest, f)
-    }
+            fn try_io<R>(
+                &self,
+                interest: Interest,
+                f: impl FnOnce() -> io::Result<R>,
+            ) -> io::Result<R> {
+                <$stream>::try_io(self, interest, f)
+            }
+        }
+    };
 }
 
-impl Socket for UnixStream {
-    fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
-        if interest.is_writable() {
-            self.poll_write_ready(cx)
-        } else {
-            self.poll_read_ready(cx)
-        }
-    }
-
-    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        UnixStream::try_io(self, interest, f)
-    }
-}
+socket!(TcpStream);
+socket!(UnixStream);
 
 /// Reads what `s` has into `buf`'s spare room (64 bytes more are made when it has none, as
 /// tokio's `read_buf` does): how many bytes came, 0 at the peer's end.
