@@ -43,7 +43,8 @@ pub enum Stream {
 
 impl Stream {
     /// Reads what has come into `buf`'s spare room: how much, 0 at the server's end. A plain
-    /// socket is read with the system call itself (`crate::sock`), TLS as any stream.
+    /// socket is read with the system call itself (`crate::sock`), TLS as any stream. (Not in
+    /// `AsyncRead`, whose `ReadBuf` cannot be read into uninitialised room without `unsafe`.)
     pub(crate) fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
@@ -53,19 +54,6 @@ impl Stream {
             Stream::Tcp(s) => crate::sock::poll_recv(s, cx, buf),
             Stream::Unix(s) => crate::sock::poll_recv(s, cx, buf),
             Stream::Tls(_) => tokio_util::io::poll_read_buf(Pin::new(self), cx, buf),
-        }
-    }
-
-    /// Writes what of `data` the stream takes now; as [`Stream::poll_recv`].
-    pub(crate) fn poll_send(
-        &mut self,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self {
-            Stream::Tcp(s) => crate::sock::poll_send(s, cx, data),
-            Stream::Unix(s) => crate::sock::poll_send(s, cx, data),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, data),
         }
     }
 
@@ -92,6 +80,7 @@ impl AsyncRead for Stream {
     }
 }
 
+/// A plain socket's writes are the system call itself (`crate::sock`).
 impl AsyncWrite for Stream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -99,8 +88,8 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tcp(s) => crate::sock::poll_send(s, cx, buf),
+            Stream::Unix(s) => crate::sock::poll_send(s, cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }

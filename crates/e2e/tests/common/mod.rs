@@ -406,33 +406,35 @@ pub fn held(r: &Rouse, u: usize) -> usize {
 /// Waits, at most `within`, for server `i` of upstream `u` to be `want`. Past it, says what
 /// the server is then, and the journal's last lines: what it went through, and since when.
 pub async fn wait_state(r: &Rouse, u: usize, i: usize, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while state(r, u, i) != want {
-        if Instant::now() >= deadline {
-            let journal: Vec<String> = r
-                .table()
-                .journal
-                .recent(10)
-                .into_iter()
-                .map(|e| {
-                    let at =
-                        e.at.duration_since(std::time::UNIX_EPOCH)
-                            .unwrap_or_default();
-                    let at = format!("{}.{:03}", at.as_secs(), at.subsec_millis());
-                    format!("{at} {}[{}] {} {}", e.upstream, e.server, e.what, e.detail)
-                })
-                .collect();
-            panic!(
-                "timed out after {within:?} waiting for server {i} of upstream {u} to be {want}: \
-                 it is {} (at {:?} since the epoch); the journal, newest first: {journal:#?}",
-                state(r, u, i),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default(),
-            );
+    let reached = timeout(within, async {
+        while state(r, u, i) != want {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await;
+    if reached.is_ok() {
+        return;
     }
+    let since_epoch = |t: std::time::SystemTime| {
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+    };
+    let journal: Vec<String> = r
+        .table()
+        .journal
+        .recent(10)
+        .into_iter()
+        .map(|e| {
+            let at = since_epoch(e.at);
+            format!("{at} {}[{}] {} {}", e.upstream, e.server, e.what, e.detail)
+        })
+        .collect();
+    panic!(
+        "timed out after {within:?} waiting for server {i} of upstream {u} to be {want}: it is \
+         {} at {}; the journal, newest first: {journal:#?}",
+        state(r, u, i),
+        since_epoch(std::time::SystemTime::now()),
+    );
 }
 
 /// An error with its causes, `a: b: c`: reqwest's own text alone hides what went wrong.

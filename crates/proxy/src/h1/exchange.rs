@@ -3,12 +3,12 @@
 //! read back.
 
 use std::future::poll_fn;
-use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
 use rouse_state::{InFlightGuard, Server};
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
 
 use super::request::Field;
@@ -125,7 +125,7 @@ pub(crate) async fn send(
                 },
             };
             rbuf.clear();
-            let sent = send_all(&mut stream, wire).await;
+            let sent = stream.write_all(wire).await;
             let got = match sent {
                 Ok(()) => {
                     // From the instant the request was ready to go (a clock read saved):
@@ -218,16 +218,4 @@ pub(crate) async fn read_head(
         }
     };
     super::timer::within(timer, deadline, pin!(reading), || Err(HeadError::TimedOut)).await
-}
-
-/// All of `wire` to the server (the head and at most 64 KiB of body: its socket takes it at
-/// once unless it stopped reading, which the response head's deadline then bounds).
-async fn send_all(stream: &mut Stream, mut wire: &[u8]) -> io::Result<()> {
-    while !wire.is_empty() {
-        match poll_fn(|cx| stream.poll_send(cx, wire)).await? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => wire = &wire[n..],
-        }
-    }
-    Ok(())
 }

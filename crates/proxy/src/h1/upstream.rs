@@ -97,17 +97,18 @@ impl Idle {
 /// server closed it while idle), an error or bytes nobody asked for say it cannot.
 fn still_open(stream: &mut Stream) -> bool {
     match stream {
-        Stream::Tcp(s) => return crate::sock::quiet(s),
-        Stream::Unix(s) => return crate::sock::quiet(s),
-        Stream::Tls(_) => {}
+        Stream::Tcp(s) => crate::sock::quiet(s),
+        Stream::Unix(s) => crate::sock::quiet(s),
+        Stream::Tls(_) => {
+            let mut byte = [0u8; 1];
+            let mut buf = ReadBuf::new(&mut byte);
+            let mut cx = Context::from_waker(Waker::noop());
+            matches!(
+                std::pin::Pin::new(stream).poll_read(&mut cx, &mut buf),
+                Poll::Pending
+            )
+        }
     }
-    let mut byte = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut byte);
-    let mut cx = Context::from_waker(Waker::noop());
-    matches!(
-        std::pin::Pin::new(stream).poll_read(&mut cx, &mut buf),
-        Poll::Pending
-    )
 }
 
 #[cfg(test)]
