@@ -140,6 +140,13 @@ mod tests {
 
     use super::*;
 
+    /// Every test's waits, bounded: a socket that never becomes ready fails the test.
+    async fn bounded<T>(test: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(30), test)
+            .await
+            .expect("within 30 s")
+    }
+
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -149,65 +156,74 @@ mod tests {
 
     #[tokio::test]
     async fn reads_append_to_the_buffer_and_writes_reach_the_peer_until_its_end() {
-        let (mut a, b) = pair().await;
-        a.write_all(b"hello ").await.unwrap();
-        let mut buf = b"> ".to_vec();
-        let n = poll_fn(|cx| poll_recv(&b, cx, &mut buf)).await.unwrap();
-        assert_eq!((n, buf.as_slice()), (6, &b"> hello "[..]));
-        // A read that waits for the peer, into a buffer with no room left.
-        buf.shrink_to_fit();
-        let (read, ()) = tokio::join!(poll_fn(|cx| poll_recv(&b, cx, &mut buf)), async {
-            tokio::task::yield_now().await;
-            a.write_all(b"world").await.unwrap();
-        });
-        assert_eq!(read.unwrap(), 5);
-        assert_eq!(buf, b"> hello world");
+        bounded(async {
+            let (mut a, b) = pair().await;
+            a.write_all(b"hello ").await.unwrap();
+            let mut buf = b"> ".to_vec();
+            let n = poll_fn(|cx| poll_recv(&b, cx, &mut buf)).await.unwrap();
+            assert_eq!((n, buf.as_slice()), (6, &b"> hello "[..]));
+            // A read that waits for the peer, into a buffer with no room left.
+            buf.shrink_to_fit();
+            let (read, ()) = tokio::join!(poll_fn(|cx| poll_recv(&b, cx, &mut buf)), async {
+                tokio::task::yield_now().await;
+                a.write_all(b"world").await.unwrap();
+            });
+            assert_eq!(read.unwrap(), 5);
+            assert_eq!(buf, b"> hello world");
 
-        let sent = poll_fn(|cx| poll_send(&b, cx, b"back")).await.unwrap();
-        assert_eq!(sent, 4);
-        let mut got = [0u8; 4];
-        a.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"back");
+            let sent = poll_fn(|cx| poll_send(&b, cx, b"back")).await.unwrap();
+            assert_eq!(sent, 4);
+            let mut got = [0u8; 4];
+            a.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"back");
 
-        drop(a);
-        assert_eq!(
-            poll_fn(|cx| poll_recv(&b, cx, &mut buf)).await.unwrap(),
-            0,
-            "the peer's end"
-        );
+            drop(a);
+            assert_eq!(
+                poll_fn(|cx| poll_recv(&b, cx, &mut buf)).await.unwrap(),
+                0,
+                "the peer's end"
+            );
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_read_that_drains_the_socket_leaves_it_not_ready_and_the_next_waits() {
-        let (mut a, b) = pair().await;
-        a.write_all(b"12345").await.unwrap();
-        let mut buf = Vec::with_capacity(4096);
-        assert_eq!(poll_fn(|cx| poll_recv(&b, cx, &mut buf)).await.unwrap(), 5);
-        // Fewer bytes than there was room for: drained. Not ready any more, so the next read
-        // waits for the reactor instead of asking the kernel for what is not there.
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(b.poll_read_ready(&mut cx).is_pending());
-        let (read, ()) = tokio::join!(poll_fn(|cx| poll_recv(&b, cx, &mut buf)), async {
-            tokio::task::yield_now().await;
-            a.write_all(b"678").await.unwrap();
-        });
-        assert_eq!(read.unwrap(), 3);
-        assert_eq!(buf, b"12345678");
+        bounded(async {
+            let (mut a, b) = pair().await;
+            a.write_all(b"12345").await.unwrap();
+            let mut buf = Vec::with_capacity(4096);
+            assert_eq!(poll_fn(|cx| poll_recv(&b, cx, &mut buf)).await.unwrap(), 5);
+            // Fewer bytes than there was room for: drained. Not ready any more, so the next read
+            // waits for the reactor instead of asking the kernel for what is not there.
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(b.poll_read_ready(&mut cx).is_pending());
+            let (read, ()) = tokio::join!(poll_fn(|cx| poll_recv(&b, cx, &mut buf)), async {
+                tokio::task::yield_now().await;
+                a.write_all(b"678").await.unwrap();
+            });
+            assert_eq!(read.unwrap(), 3);
+            assert_eq!(buf, b"12345678");
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn an_idle_connection_is_quiet_until_bytes_or_its_end_come() {
-        let (mut a, b) = pair().await;
-        assert!(quiet(&b));
-        a.write_all(b"?").await.unwrap();
-        b.readable().await.unwrap();
-        assert!(!quiet(&b), "bytes nobody asked for");
+        bounded(async {
+            let (mut a, b) = pair().await;
+            assert!(quiet(&b));
+            a.write_all(b"?").await.unwrap();
+            b.readable().await.unwrap();
+            assert!(!quiet(&b), "bytes nobody asked for");
 
-        let (a, b) = pair().await;
-        assert!(quiet(&b));
-        drop(a);
-        b.readable().await.unwrap();
-        assert!(!quiet(&b), "the peer's end");
+            let (a, b) = pair().await;
+            assert!(quiet(&b));
+            drop(a);
+            b.readable().await.unwrap();
+            assert!(!quiet(&b), "the peer's end");
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -245,18 +261,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_gone_is_an_error_not_a_signal() {
-        let (a, b) = pair().await;
-        drop(a);
-        // The first writes may still be taken; the reset that follows must come back as an
-        // error (without NOSIGNAL, SIGPIPE would end the test process).
-        let mut last = Ok(0);
-        for _ in 0..100 {
-            last = poll_fn(|cx| poll_send(&b, cx, b"x")).await;
-            if last.is_err() {
-                break;
+        bounded(async {
+            let (a, b) = pair().await;
+            drop(a);
+            // The first writes may still be taken; the reset that follows must come back as an
+            // error (without NOSIGNAL, SIGPIPE would end the test process).
+            let mut last = Ok(0);
+            for _ in 0..100 {
+                last = poll_fn(|cx| poll_send(&b, cx, b"x")).await;
+                if last.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert!(last.is_err(), "{last:?}");
+            assert!(last.is_err(), "{last:?}");
+        })
+        .await;
     }
 }
