@@ -282,10 +282,10 @@ nginx_upstream() {
     }"
 }
 
-# haproxy_conf NAME BIND BACKEND_PORT [GLOBAL_EXTRA] [DEFAULTS_EXTRA] : $TMP/NAME.cfg with
-# HAPROXY_THREADS threads (1) and HAPROXY_MAXCONN (4096)
+# haproxy_conf NAME BIND BACKEND_PORT [GLOBAL_EXTRA] [DEFAULTS_EXTRA] [FRONTEND_EXTRA] :
+# $TMP/NAME.cfg with HAPROXY_THREADS threads (1) and HAPROXY_MAXCONN (4096)
 haproxy_conf() {
-    local name=$1 bind=$2 backend_port=$3 global_extra=${4:-} defaults_extra=${5:-}
+    local name=$1 bind=$2 backend_port=$3 global_extra=${4:-} defaults_extra=${5:-} frontend_extra=${6:-}
     cat >"$TMP/$name.cfg" <<EOF
 global
     nbthread ${HAPROXY_THREADS:-1}
@@ -301,6 +301,7 @@ defaults
 $defaults_extra
 frontend fe
     bind $bind
+$frontend_extra
     default_backend be
 backend be
     server s1 127.0.0.1:$backend_port

@@ -12,11 +12,20 @@
 #     on every CPU (on a 2-core machine everything shares both cores)
 #   - FLOOR=1: two more h1 targets, the floors of bench/floor/ (a proxy that only moves bytes:
 #     epoll, and io_uring), WORKERS processes each: what the kernel alone costs a proxy here
+#   - BACKEND=floor: the backend is bench/floor's floor-backend (mio, one read and one write
+#     a request, nginx's answer byte for byte) instead of nginx, WORKERS processes: on two
+#     cores, nginx as the backend leaves CPU 0 (backend and load) the limit of every proxy's
+#     rate; this one leaves the proxy on CPU 1 to be the limit, which is what a comparison of
+#     proxies per core needs. The "backend direct" row shows how much room it leaves.
+#   - SAME_JOB=1: nginx and HAProxy configured to do what rouse does by default: the client's
+#     Host passed on, X-Forwarded-For/-Host/-Proto and an X-Request-Id added (checked at the
+#     backend before the load). Without it each proxy runs its own defaults (nginx and HAProxy
+#     add none of these).
 # Targets are interleaved within each round so drift hits them all equally. Each wrk/h2load run
 # also records the proxy's own CPU time (user and system, from /proc/PID/stat) per request.
 #
 # Knobs (environment): DURATION (s, default 8), ROUNDS (3), CONNECTIONS (64), WORKERS (1),
-#   SKIP_H2=1, SKIP_TLS=1, FLOOR=1, H2_REQUESTS (200000), H2_CLIENTS (16), H2_STREAMS (10),
+#   SKIP_H2=1, SKIP_TLS=1, FLOOR=1, BACKEND=nginx|floor, SAME_JOB=1, H2_REQUESTS (200000), H2_CLIENTS (16), H2_STREAMS (10),
 #   CARGO_TARGET_DIR, ROUSE_BIN (use this binary instead of building), KEEP_TMP=1 (keep configs
 #   and logs). See bench/README.md.
 set -euo pipefail
@@ -32,6 +41,8 @@ WORKERS=${WORKERS:-1}
 SKIP_H2=${SKIP_H2:-0}
 SKIP_TLS=${SKIP_TLS:-0}
 FLOOR=${FLOOR:-0}
+SAME_JOB=${SAME_JOB:-0}
+BACKEND=${BACKEND:-nginx}
 H2_REQUESTS=${H2_REQUESTS:-200000}
 H2_CLIENTS=${H2_CLIENTS:-16}
 H2_STREAMS=${H2_STREAMS:-10}
@@ -39,10 +50,11 @@ H2_STREAMS=${H2_STREAMS:-10}
 EXPECTED_BODY=$'hello world\n'
 OUT_FILE="$OUT_DIR/proxy-$STAMP.md"
 COMMAND_LINE=$(command_line bench/proxy.sh DURATION ROUNDS CONNECTIONS WORKERS SKIP_H2 SKIP_TLS FLOOR \
-    H2_REQUESTS H2_CLIENTS H2_STREAMS CARGO_TARGET_DIR ROUSE_BIN)
+    BACKEND SAME_JOB H2_REQUESTS H2_CLIENTS H2_STREAMS CARGO_TARGET_DIR ROUSE_BIN)
 
 require_positive DURATION ROUNDS CONNECTIONS WORKERS H2_REQUESTS H2_CLIENTS H2_STREAMS
 require_root
+[[ $BACKEND == nginx || $BACKEND == floor ]] || die "BACKEND must be nginx or floor, not '$BACKEND'"
 
 ncpu=$(nproc)
 if ((WORKERS == 1)); then
@@ -63,7 +75,7 @@ HAPROXY_THREADS=$WORKERS
 # ---------------------------------------------------------------------------------------------
 install_tools nginx haproxy wrk h2load curl openssl taskset python3
 build_rouse
-if [[ $FLOOR == 1 ]]; then
+if [[ $FLOOR == 1 || $BACKEND == floor ]]; then
     FLOOR_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/floor
     log "building the floors (cargo build --release --manifest-path bench/floor/Cargo.toml)"
     cargo build --release --quiet --manifest-path "$BENCH_DIR/floor/Cargo.toml" \
@@ -125,15 +137,38 @@ else
 fi
 
 NGINX_UPSTREAM=$(nginx_upstream "$P_BACKEND")
+NGINX_SAME_JOB=
+HAPROXY_SAME_JOB=
+if [[ $SAME_JOB == 1 ]]; then
+    # rouse's defaults, said in each one's terms: the client's Host to the server, the three
+    # forwarding fields, and a request id made per request (rouse keeps a client's sane one,
+    # nginx's \$request_id and HAProxy's unique-id are always new: they do no less work).
+    # shellcheck disable=SC2016 # nginx's variables, for nginx to expand
+    NGINX_SAME_JOB='proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Request-Id $request_id;'
+    HAPROXY_SAME_JOB='    option forwardfor
+    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]
+    http-request set-header X-Request-Id %[unique-id]'
+fi
 NGINX_PROXY_LOCATION="location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
+            $NGINX_SAME_JOB
         }"
 
+# /forwarded says what the server was told: SAME_JOB's check.
 nginx_conf backend "    server {
         listen 127.0.0.1:$P_BACKEND backlog=4096;
         location / { return 200 \"hello world\\n\"; }
+        location = /forwarded {
+            return 200 \"host=\$http_host for=\$http_x_forwarded_for fhost=\$http_x_forwarded_host proto=\$http_x_forwarded_proto id=\$http_x_request_id\\n\";
+        }
     }"
 nginx_conf nginx "    server {
         listen 127.0.0.1:$P_NGINX backlog=4096;
@@ -151,9 +186,9 @@ nginx_conf nginx-h2 "    server {
         $NGINX_PROXY_LOCATION
     }" "$NGINX_UPSTREAM"
 
-haproxy_conf haproxy "127.0.0.1:$P_HAPROXY" "$P_BACKEND"
-haproxy_conf haproxy-h2 "127.0.0.1:$P_HAPROXY_H2 proto h2" "$P_BACKEND"
-haproxy_conf haproxy-tls "127.0.0.1:$P_HAPROXY_TLS ssl crt $TMP/bench.combined.pem ssl-min-ver TLSv1.3 alpn h2,http/1.1" "$P_BACKEND"
+haproxy_conf haproxy "127.0.0.1:$P_HAPROXY" "$P_BACKEND" "" "" "$HAPROXY_SAME_JOB"
+haproxy_conf haproxy-h2 "127.0.0.1:$P_HAPROXY_H2 proto h2" "$P_BACKEND" "" "" "$HAPROXY_SAME_JOB"
+haproxy_conf haproxy-tls "127.0.0.1:$P_HAPROXY_TLS ssl crt $TMP/bench.combined.pem ssl-min-ver TLSv1.3 alpn h2,http/1.1" "$P_BACKEND" "" "" "$HAPROXY_SAME_JOB"
 
 rouse_conf "$TMP/rouse.toml" "$P_ROUSE" "$P_BACKEND" "listen_tls = [\"127.0.0.1:$P_ROUSE_TLS\"]
 threads = $WORKERS
@@ -162,8 +197,17 @@ threads = $WORKERS
 cert = \"$CERT\"
 key = \"$KEY\""
 
-log "backend: nginx on 127.0.0.1:$P_BACKEND (CPU $BACKEND_CPU)"
-start_nginx backend "$BACKEND_CPU" || die "backend nginx does not start"
+if [[ $BACKEND == floor ]]; then
+    log "backend: floor-backend, $WORKERS process(es), on 127.0.0.1:$P_BACKEND (CPU $BACKEND_CPU)"
+    # As the floors are run (below): children of one shell, which stops them on TERM.
+    # shellcheck disable=SC2016 # expanded by that shell
+    start backend "$BACKEND_CPU" bash -c 'trap "kill \$(jobs -p) 2>/dev/null; exit 0" TERM
+        for _ in $(seq "$1"); do "$2" "127.0.0.1:$3" & done; wait' \
+        _ "$WORKERS" "$FLOOR_TARGET/release/floor-backend" "$P_BACKEND"
+else
+    log "backend: nginx on 127.0.0.1:$P_BACKEND (CPU $BACKEND_CPU)"
+    start_nginx backend "$BACKEND_CPU" || die "backend nginx does not start"
+fi
 wait_listen backend "$P_BACKEND" || die "backend nginx does not listen"
 check_http1 backend "$P_BACKEND" || die "backend answers wrongly"
 
@@ -197,6 +241,16 @@ fi
 for t in "${H1_TARGETS[@]}"; do
     check_http1 "$t" "${PORT[$t]}" || die "$t answers wrongly before the load"
 done
+if [[ $SAME_JOB == 1 ]]; then
+    # Each proxy must pass on every field rouse does, or the comparison is not of one job.
+    for t in nginx haproxy rouse; do
+        told=$(curl -sS --max-time 5 -H 'Host: bench.example' "http://127.0.0.1:${PORT[$t]}/forwarded") \
+            || die "$t: GET /forwarded failed"
+        log "SAME_JOB: $t told the server: $told"
+        [[ $told =~ ^host=bench\.example\ for=127\.0\.0\.1\ fhost=bench\.example\ proto=http\ id=[^[:space:]]+$ ]] \
+            || die "$t does not do rouse's job (SAME_JOB): $told"
+    done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 5. HTTP/1.1 load (wrk)
@@ -400,13 +454,19 @@ mkdir -p "$OUT_DIR"
     echo
     machine_lines "$LOADAVG_START"
     echo "- versions: $(first_line "$NGINX" -v); $(first_line "$HAPROXY" -v); $(first_line wrk -v); $(first_line h2load --version); $(first_line "$ROUSE" --version); $(first_line rustc --version)"
+    if [[ $BACKEND == floor ]]; then
+        echo "- **backend: floor-backend** (\`BACKEND=floor\`, bench/floor/src/bin/floor-backend.rs: mio, one read and one write a request, nginx's answer to \`return 200 \"hello world\\n\"\` byte for byte), $WORKERS process(es), CPUs $BACKEND_CPU: cheaper than nginx, so that the proxy, not CPU $BACKEND_CPU, limits the rate"
+    fi
+    if [[ $SAME_JOB == 1 ]]; then
+        echo "- **one job** (\`SAME_JOB=1\`): nginx and HAProxy pass the client's Host on and add X-Forwarded-For, -Host, -Proto and X-Request-Id, as rouse does by default (checked at the backend before the load)"
+    fi
     if ((WORKERS == 1)); then
-        echo "- backend: nginx, 1 worker, \`return 200 \"hello world\\n\"\` (12 bytes), CPU $BACKEND_CPU"
+        [[ $BACKEND == floor ]] || echo "- backend: nginx, 1 worker, \`return 200 \"hello world\\n\"\` (12 bytes), CPU $BACKEND_CPU"
         echo "- proxies: 1 worker/thread each, CPU $PROXY_CPU; load generator on CPU $BACKEND_CPU"
     else
-        echo "- **$WORKERS workers each, nothing pinned apart**: the backend (nginx, \`worker_processes $WORKERS\`, \`return 200 \"hello world\\n\"\`), each proxy (nginx \`worker_processes $WORKERS\`, HAProxy \`nbthread $WORKERS\`, rouse \`threads = $WORKERS\`) and the load generators (\`-t $WORKERS\`) all run on CPUs $PROXY_CPU: on a $ncpu-core machine they share every core, so a proxy's req/s also depends on how much CPU the backend and the client leave it"
+        echo "- **$WORKERS workers each, nothing pinned apart**: the backend ($BACKEND, $WORKERS processes, \`return 200 \"hello world\\n\"\`), each proxy (nginx \`worker_processes $WORKERS\`, HAProxy \`nbthread $WORKERS\`, rouse \`threads = $WORKERS\`) and the load generators (\`-t $WORKERS\`) all run on CPUs $PROXY_CPU: on a $ncpu-core machine they share every core, so a proxy's req/s also depends on how much CPU the backend and the client leave it"
     fi
-    echo "- CPU per request: the target's own user and system time (utime, stime of /proc/PID/stat, summed over nginx's workers; HAProxy's and rouse's one process) over each run, divided by the requests the run completed; for \"backend direct\" it is the backend nginx's; clock tick $((1000000 / CLK_TCK)) µs"
+    echo "- CPU per request: the target's own user and system time (utime, stime of /proc/PID/stat, summed over nginx's workers; HAProxy's and rouse's one process) over each run, divided by the requests the run completed; for \"backend direct\" it is the backend's; clock tick $((1000000 / CLK_TCK)) µs"
     echo "- h1 load: \`taskset -c $BACKEND_CPU ${WRK_CMD[*]} http://127.0.0.1:PORT/\`, $ROUNDS round(s), targets interleaved"
     if [[ $FLOOR == 1 ]]; then
         echo "- floors (\`FLOOR=1\`, bench/floor/): $WORKERS process(es) each on CPUs $PROXY_CPU, one upstream connection per client connection, four system calls per request and no other work: not proxies (no parsing, rewriting, timers, balancing), the cost of the kernel's part alone, by epoll (mio) and by io_uring (single issuer, deferred task running)"
@@ -421,7 +481,7 @@ mkdir -p "$OUT_DIR"
         fi
     fi
     echo
-    python3 - "$RESULTS" "$SKIP_H2" "$SKIP_TLS" "$CLK_TCK" <<'EOF'
+    python3 - "$RESULTS" "$SKIP_H2" "$SKIP_TLS" "$CLK_TCK" "$BACKEND" <<'EOF'
 import math, statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 def f(x):
@@ -449,7 +509,7 @@ if sys.argv[3] != "1":
     loads.append(("tls", "HTTPS, TLS 1.3 keep-alive (wrk)"))
 if sys.argv[2] != "1" and sys.argv[3] != "1":
     loads.append(("h2tls", "HTTP/2 over TLS 1.3, ALPN h2 (h2load)"))
-names = {"direct": "backend direct (nginx)", "nginx": "nginx proxy", "haproxy": "HAProxy", "rouse": "rouse",
+names = {"direct": f"backend direct ({'floor-backend' if sys.argv[5] == 'floor' else 'nginx'})", "nginx": "nginx proxy", "haproxy": "HAProxy", "rouse": "rouse",
          "floor-epoll": "floor: epoll, no work", "floor-uring": "floor: io_uring, no work"}
 tick_us = 1e6 / float(sys.argv[4])
 def per_req(r, col):  # µs of CPU per request of one run, from clock ticks
@@ -497,6 +557,36 @@ for load, title in loads:
     if not order:
         print("| (no results) | | | | | |")
     print()
+    # Targets run one after another within a round, so a round's ratios pair runs made under
+    # nearly the same conditions: the median of the per-round ratios, and how many rounds
+    # pass the issue's lines, say more on a noisy machine than a ratio of two medians.
+    refs = [t for t in ("nginx", "haproxy") if t in order]
+    if "rouse" in order and refs:
+        def by_round(t):
+            return {r[2]: r for r in sel if r[1] == t}
+        mine = by_round("rouse")
+        print("rouse against each, round by round (paired: ratio of the two runs in one round):")
+        print()
+        print("| against | rounds | req/s ratio: median (min–max) | rounds ≥ 1.10x | CPU/request ratio: median (min–max) | rounds ≤ 0.90x |")
+        print("|---|---|---|---|---|---|")
+        for ref in refs:
+            theirs = by_round(ref)
+            rps_r, cpu_r = [], []
+            for rnd, r in mine.items():
+                o = theirs.get(rnd)
+                if o is None:
+                    continue
+                a, b = f(r[3]), f(o[3])
+                if a is not None and b:
+                    rps_r.append(a / b)
+                mu, ms_ = per_req(r, 8), per_req(r, 9)
+                ou, os_ = per_req(o, 8), per_req(o, 9)
+                if None not in (mu, ms_, ou, os_) and ou + os_ > 0:
+                    cpu_r.append((mu + ms_) / (ou + os_))
+            x = lambda v: f"{v:.3f}x"
+            print(f"| {names[ref]} | {len(rps_r)} | {cell(rps_r, x)} | {sum(v >= 1.10 for v in rps_r)} of {len(rps_r)} "
+                  f"| {cell(cpu_r, x)} | {sum(v <= 0.90 for v in cpu_r)} of {len(cpu_r)} |")
+        print()
 EOF
     echo "## Issues"
     echo

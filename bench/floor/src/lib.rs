@@ -1,7 +1,7 @@
 //! What both floors share: the listener, the one upstream connection per client, and the
 //! framing of the benchmark's exchanges. A floor is not a proxy: it takes only bodiless
 //! requests (a head ending at the blank line) and responses framed by Content-Length, which
-//! is all `bench/floor.sh` sends through it, and it forwards bytes untouched.
+//! is all `bench/proxy.sh` (`FLOOR=1`) sends through it, and it forwards bytes untouched.
 
 use std::net::{SocketAddr, TcpStream};
 
