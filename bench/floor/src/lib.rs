@@ -126,6 +126,20 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// [`listen`]'s socket for mio, registered with `poll` for readability under `token`.
+pub fn listen_mio(
+    poll: &mio::Poll,
+    addr: SocketAddr,
+    token: mio::Token,
+) -> std::io::Result<mio::net::TcpListener> {
+    let std_listener = listen(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let mut listener = mio::net::TcpListener::from_std(std_listener);
+    poll.registry()
+        .register(&mut listener, token, mio::Interest::READABLE)?;
+    Ok(listener)
+}
+
 /// The upstream connection of one client connection (opened with it, as a warm pool would
 /// give one), without Nagle's delay as every proxy here runs.
 pub fn upstream(backend: SocketAddr) -> std::io::Result<TcpStream> {

@@ -11,9 +11,9 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use rouse_floor::{BUF, head_end, listen};
+use rouse_floor::{BUF, head_end, listen_mio};
 
 const LISTENER: Token = Token(usize::MAX);
 
@@ -31,11 +31,7 @@ fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| panic!("usage: floor-backend LISTEN_ADDR"));
     let answer = answer(&http_date());
     let mut poll = Poll::new()?;
-    let std_listener = listen(addr)?;
-    std_listener.set_nonblocking(true)?;
-    let mut listener = TcpListener::from_std(std_listener);
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let listener = listen_mio(&poll, addr, LISTENER)?;
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut events = Events::with_capacity(1024);
     loop {

@@ -5,9 +5,9 @@
 
 use std::io::{ErrorKind, Read, Write};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use rouse_floor::{Exchange, Step, args, listen, upstream};
+use rouse_floor::{Exchange, Step, args, listen_mio, upstream};
 
 const LISTENER: Token = Token(usize::MAX);
 
@@ -25,11 +25,7 @@ struct Conn {
 fn main() -> std::io::Result<()> {
     let (addr, backend) = args();
     let mut poll = Poll::new()?;
-    let std_listener = listen(addr)?;
-    std_listener.set_nonblocking(true)?;
-    let mut listener = TcpListener::from_std(std_listener);
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let listener = listen_mio(&poll, addr, LISTENER)?;
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut events = Events::with_capacity(1024);
     let mut woken = Vec::new();
