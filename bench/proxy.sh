@@ -25,9 +25,9 @@
 # also records the proxy's own CPU time (user and system, from /proc/PID/stat) per request.
 #
 # Knobs (environment): DURATION (s, default 8), ROUNDS (3), CONNECTIONS (64), WORKERS (1),
-#   SKIP_H2=1, SKIP_TLS=1, FLOOR=1, BACKEND=nginx|floor, SAME_JOB=1, H2_REQUESTS (200000), H2_CLIENTS (16), H2_STREAMS (10),
-#   CARGO_TARGET_DIR, ROUSE_BIN (use this binary instead of building), KEEP_TMP=1 (keep configs
-#   and logs). See bench/README.md.
+#   SKIP_H2=1, SKIP_TLS=1, FLOOR=1, BACKEND (nginx; floor), SAME_JOB=1, H2_REQUESTS (200000),
+#   H2_CLIENTS (16), H2_STREAMS (10), CARGO_TARGET_DIR, ROUSE_BIN (use this binary instead of
+#   building), KEEP_TMP=1 (keep configs and logs). See bench/README.md.
 set -euo pipefail
 
 SCRIPT_NAME=proxy.sh
@@ -142,7 +142,7 @@ HAPROXY_SAME_JOB=
 if [[ $SAME_JOB == 1 ]]; then
     # rouse's defaults, said in each one's terms: the client's Host to the server, the three
     # forwarding fields, and a request id made per request (rouse keeps a client's sane one,
-    # nginx's \$request_id and HAProxy's unique-id are always new: they do no less work).
+    # nginx's $request_id and HAProxy's unique-id are always new: they do no less work).
     # shellcheck disable=SC2016 # nginx's variables, for nginx to expand
     NGINX_SAME_JOB='proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -208,7 +208,7 @@ else
     log "backend: nginx on 127.0.0.1:$P_BACKEND (CPU $BACKEND_CPU)"
     start_nginx backend "$BACKEND_CPU" || die "backend nginx does not start"
 fi
-wait_listen backend "$P_BACKEND" || die "backend nginx does not listen"
+wait_listen backend "$P_BACKEND" || die "the backend ($BACKEND) does not listen"
 check_http1 backend "$P_BACKEND" || die "backend answers wrongly"
 
 log "rouse check -c $TMP/rouse.toml"
