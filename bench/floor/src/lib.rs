@@ -1,7 +1,8 @@
-//! What both floors share: the listener, the one upstream connection per client, and the
-//! framing of the benchmark's exchanges. A floor is not a proxy: it takes only bodiless
-//! requests (a head ending at the blank line) and responses framed by Content-Length, which
-//! is all `bench/proxy.sh` (`FLOOR=1`) sends through it, and it forwards bytes untouched.
+//! What the floors (and floor-backend) share: the listener, the one upstream connection per
+//! client, and the framing of the benchmark's exchanges. A floor is not a proxy: it takes only
+//! bodiless requests (a head ending at the blank line) and responses framed by
+//! Content-Length, which is all `bench/proxy.sh` (`FLOOR=1`) sends through it, and it
+//! forwards bytes untouched.
 
 use std::net::{SocketAddr, TcpStream};
 
