@@ -197,13 +197,20 @@ threads = $WORKERS
 cert = \"$CERT\"
 key = \"$KEY\""
 
+# start_copies NAME CPUS COMMAND ARG... : WORKERS copies of COMMAND on one SO_REUSEPORT
+# address, children of one shell (as nginx's workers are of their master: worker_pids counts
+# them), which stops them on TERM
+start_copies() {
+    local name=$1 cpus=$2
+    shift 2
+    # shellcheck disable=SC2016 # expanded by that shell
+    start "$name" "$cpus" bash -c 'trap "kill \$(jobs -p) 2>/dev/null; exit 0" TERM
+        n=$1; shift; for _ in $(seq "$n"); do "$@" & done; wait' _ "$WORKERS" "$@"
+}
+
 if [[ $BACKEND == floor ]]; then
     log "backend: floor-backend, $WORKERS process(es), on 127.0.0.1:$P_BACKEND (CPU $BACKEND_CPU)"
-    # As the floors are run (below): children of one shell, which stops them on TERM.
-    # shellcheck disable=SC2016 # expanded by that shell
-    start backend "$BACKEND_CPU" bash -c 'trap "kill \$(jobs -p) 2>/dev/null; exit 0" TERM
-        for _ in $(seq "$1"); do "$2" "127.0.0.1:$3" & done; wait' \
-        _ "$WORKERS" "$FLOOR_TARGET/release/floor-backend" "$P_BACKEND"
+    start_copies backend "$BACKEND_CPU" "$FLOOR_TARGET/release/floor-backend" "127.0.0.1:$P_BACKEND"
 else
     log "backend: nginx on 127.0.0.1:$P_BACKEND (CPU $BACKEND_CPU)"
     start_nginx backend "$BACKEND_CPU" || die "backend nginx does not start"
@@ -228,11 +235,7 @@ H1_TARGETS=(direct nginx haproxy rouse)
 if [[ $FLOOR == 1 ]]; then
     read -r 'PORT[floor-epoll]' 'PORT[floor-uring]' < <(free_ports 2)
     for t in floor-epoll floor-uring; do
-        # WORKERS processes on one SO_REUSEPORT address, children of one shell (as nginx's
-        # workers are of their master: worker_pids counts them), which stops them on TERM.
-        start "$t" "$PROXY_CPU" bash -c 'trap "kill \$(jobs -p) 2>/dev/null; exit 0" TERM
-            for _ in $(seq "$1"); do "$2" "127.0.0.1:$3" "127.0.0.1:$4" & done; wait' \
-            _ "$WORKERS" "$FLOOR_TARGET/release/$t" "${PORT[$t]}" "$P_BACKEND"
+        start_copies "$t" "$PROXY_CPU" "$FLOOR_TARGET/release/$t" "127.0.0.1:${PORT[$t]}" "127.0.0.1:$P_BACKEND"
         PROC[$t]=$t
         wait_listen "$t" "${PORT[$t]}" || die "$t does not listen"
         H1_TARGETS+=("$t")
